@@ -1,0 +1,150 @@
+//! Prometheus metrics for the edge, registered in one registry served at `/metrics`.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric the edge exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Responses by HTTP status.
+    pub requests: IntCounterVec,
+    /// Cache lookups by tier (`memory`, `disk`, `source`) and result (`hit`, `miss`).
+    pub cache_lookups: IntCounterVec,
+    /// Seconds spent in libvips per transform.
+    pub transform_seconds: Histogram,
+    /// Seconds per origin request.
+    pub origin_seconds: Histogram,
+    /// Whole-object reads from the origin.
+    pub origin_fetches: IntCounter,
+    /// Metadata-only (HEAD) requests to the origin.
+    pub origin_heads: IntCounter,
+    /// Body bytes sent to clients.
+    pub bytes_out: IntCounter,
+    /// Transforms running now.
+    pub transforms_in_flight: IntGauge,
+    /// Transforms waiting for a worker.
+    pub queue_depth: IntGauge,
+    /// Requests refused because the transform queue was full.
+    pub queue_rejections: IntCounter,
+    /// Requests that waited on another request's fetch or transform.
+    pub coalesced_waiters: IntCounter,
+    /// Responses served stale because the origin was unavailable.
+    pub stale_served: IntCounter,
+    /// Entries evicted, by tier.
+    pub evictions: IntCounterVec,
+    /// Bytes held by the disk tier.
+    pub disk_bytes: IntGauge,
+    /// Bytes held by the memory tier.
+    pub memory_bytes: IntGauge,
+}
+
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
+}
+
+impl Metrics {
+    /// Creates and registers all metrics.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("flexphoto_requests_total", "Responses by HTTP status"),
+            &["status"],
+        )?;
+        let cache_lookups = IntCounterVec::new(
+            Opts::new("flexphoto_cache_lookups_total", "Cache lookups by tier and result"),
+            &["tier", "result"],
+        )?;
+        let transform_seconds = Histogram::with_opts(
+            HistogramOpts::new("flexphoto_transform_seconds", "Time in libvips per transform")
+                .buckets(latency_buckets()),
+        )?;
+        let origin_seconds = Histogram::with_opts(
+            HistogramOpts::new("flexphoto_origin_seconds", "Time per origin request")
+                .buckets(latency_buckets()),
+        )?;
+        let origin_fetches = IntCounter::new(
+            "flexphoto_origin_fetches_total",
+            "Whole-object reads from the origin",
+        )?;
+        let origin_heads =
+            IntCounter::new("flexphoto_origin_heads_total", "Metadata requests to the origin")?;
+        let bytes_out = IntCounter::new("flexphoto_bytes_out_total", "Body bytes sent")?;
+        let transforms_in_flight =
+            IntGauge::new("flexphoto_transforms_in_flight", "Transforms running now")?;
+        let queue_depth =
+            IntGauge::new("flexphoto_transform_queue_depth", "Transforms waiting for a worker")?;
+        let queue_rejections = IntCounter::new(
+            "flexphoto_queue_rejections_total",
+            "Requests refused with 503 because the transform queue was full",
+        )?;
+        let coalesced_waiters = IntCounter::new(
+            "flexphoto_coalesced_waiters_total",
+            "Requests that waited on another request's fetch or transform",
+        )?;
+        let stale_served = IntCounter::new(
+            "flexphoto_stale_served_total",
+            "Responses served stale because the origin was unavailable",
+        )?;
+        let evictions = IntCounterVec::new(
+            Opts::new("flexphoto_cache_evictions_total", "Entries evicted by tier"),
+            &["tier"],
+        )?;
+        let disk_bytes = IntGauge::new("flexphoto_disk_cache_bytes", "Bytes held by the disk tier")?;
+        let memory_bytes =
+            IntGauge::new("flexphoto_memory_cache_bytes", "Bytes held by the memory tier")?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(cache_lookups.clone()))?;
+        registry.register(Box::new(transform_seconds.clone()))?;
+        registry.register(Box::new(origin_seconds.clone()))?;
+        registry.register(Box::new(origin_fetches.clone()))?;
+        registry.register(Box::new(origin_heads.clone()))?;
+        registry.register(Box::new(bytes_out.clone()))?;
+        registry.register(Box::new(transforms_in_flight.clone()))?;
+        registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(queue_rejections.clone()))?;
+        registry.register(Box::new(coalesced_waiters.clone()))?;
+        registry.register(Box::new(stale_served.clone()))?;
+        registry.register(Box::new(evictions.clone()))?;
+        registry.register(Box::new(disk_bytes.clone()))?;
+        registry.register(Box::new(memory_bytes.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            cache_lookups,
+            transform_seconds,
+            origin_seconds,
+            origin_fetches,
+            origin_heads,
+            bytes_out,
+            transforms_in_flight,
+            queue_depth,
+            queue_rejections,
+            coalesced_waiters,
+            stale_served,
+            evictions,
+            disk_bytes,
+            memory_bytes,
+        })
+    }
+
+    /// Records a cache lookup.
+    pub fn lookup(&self, tier: &str, hit: bool) {
+        self.cache_lookups
+            .with_label_values(&[tier, if hit { "hit" } else { "miss" }])
+            .inc();
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let enc = TextEncoder::new();
+        if enc.encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

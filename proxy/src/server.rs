@@ -1,0 +1,40 @@
+//! Starting and stopping the edge server.
+
+use std::sync::Arc;
+
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server};
+use pingora_core::services::listening::Service;
+
+use crate::config::EdgeConfig;
+use crate::edge::Edge;
+use crate::metrics::Metrics;
+use crate::service::EdgeHttp;
+
+/// Builds the edge from `cfg` and serves until SIGTERM (graceful) or SIGINT. Blocks the
+/// calling thread; Pingora makes its own runtimes.
+pub fn run(cfg: EdgeConfig) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
+    let edge = Arc::new(Edge::new(cfg, metrics)?);
+    run_edge(edge)
+}
+
+/// Serves an already built edge until shutdown.
+pub fn run_edge(edge: Arc<Edge>) -> Result<(), String> {
+    let cfg = edge.config().clone();
+    let conf = ServerConf {
+        threads: cfg.threads,
+        grace_period_seconds: Some(cfg.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_secs()),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut service = Service::new("flexphoto-edge".to_owned(), EdgeHttp::new(Arc::clone(&edge)));
+    service.add_tcp(&cfg.listen);
+    server.add_service(service);
+    tracing::info!(listen = %cfg.listen, origin = %edge.store().describe(), workers = cfg.workers, "flexphoto-edge listening");
+    server.run(RunArgs::default());
+    tracing::info!("flexphoto-edge stopped");
+    Ok(())
+}

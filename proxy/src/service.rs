@@ -1,0 +1,241 @@
+//! The Pingora glue: HTTP requests in, [`crate::edge::Edge`] calls, HTTP responses out.
+//!
+//! Why an `HttpServerApp` and not `ProxyHttp` + pingora-cache: the edge generates every
+//! response itself (there is no upstream HTTP server to proxy), and its cache keys depend on
+//! the source object's identity and the negotiated format, which pingora-cache's
+//! request-keyed storage does not model. So Pingora supplies the hardened HTTP/1.1 and h2c
+//! server, connection reuse and graceful shutdown; caching, coalescing and the transform live
+//! in plain Rust modules with no HTTP types, where they are unit-tested.
+//!
+//! Routes: `GET|HEAD /img/{key}?…`, `GET|HEAD /cdn-cgi/image/{options}/{key}`, `GET /healthz`,
+//! `GET /readyz`, `GET /metrics`, `POST /admin/purge?key=KEY` (bearer token).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_http::ResponseHeader;
+
+use crate::edge::{Edge, ImageRequest, ImageResponse};
+use crate::error::EdgeError;
+use crate::url::ImageKey;
+
+/// The HTTP application Pingora runs.
+pub struct EdgeHttp {
+    edge: Arc<Edge>,
+}
+
+impl EdgeHttp {
+    /// Wraps an edge.
+    pub fn new(edge: Arc<Edge>) -> Self {
+        Self { edge }
+    }
+}
+
+/// A response ready to write.
+struct Reply {
+    header: ResponseHeader,
+    body: Option<Bytes>,
+}
+
+fn header(status: u16) -> ResponseHeader {
+    // Building a header with a known-valid status cannot fail; fall back to 500 if it does.
+    ResponseHeader::build(status, Some(8))
+        .or_else(|_| ResponseHeader::build(500, Some(8)))
+        .unwrap_or_else(|_| http::Response::new(()).into_parts().0.into())
+}
+
+fn set(h: &mut ResponseHeader, name: &'static str, value: impl ToString) {
+    let _ = h.insert_header(name, value.to_string());
+}
+
+fn text_reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
+    let body = body.into();
+    let mut h = header(status);
+    set(&mut h, "content-type", content_type);
+    set(&mut h, "content-length", body.len());
+    set(&mut h, "cache-control", "no-store");
+    Reply { header: h, body: Some(body) }
+}
+
+fn error_reply(e: &EdgeError) -> Reply {
+    let mut r = text_reply(e.status(), "application/json", e.body());
+    match e {
+        EdgeError::Overloaded { retry_after } => set(&mut r.header, "retry-after", retry_after.as_secs().max(1)),
+        EdgeError::MethodNotAllowed => set(&mut r.header, "allow", "GET, HEAD"),
+        EdgeError::NotFound(_) | EdgeError::BadRequest(_) | EdgeError::Unprocessable(_) => {
+            // Let CDNs hold client errors briefly instead of hammering us.
+            set(&mut r.header, "cache-control", "public, max-age=60");
+        }
+        _ => {}
+    }
+    r
+}
+
+fn image_reply(edge: &Edge, r: &ImageResponse) -> Reply {
+    let max_age = edge.config().max_age.as_secs();
+    let status = if r.image.is_some() { 200 } else { 304 };
+    let mut h = header(status);
+    set(&mut h, "etag", &r.etag);
+    if r.stale {
+        set(&mut h, "cache-control", "public, max-age=60");
+        set(&mut h, "warning", "110 - \"Response is Stale\"");
+    } else {
+        set(&mut h, "cache-control", format!("public, max-age={max_age}"));
+    }
+    if r.vary_accept {
+        set(&mut h, "vary", "Accept");
+    }
+    let tier = r.tier.name();
+    set(&mut h, "x-cache", if r.coalesced { "coalesced" } else { tier });
+    let detail = if r.stale { "; detail=stale" } else { "" };
+    let status_text = match (r.image.is_some(), r.tier) {
+        (false, _) => "flexphoto; hit; detail=not-modified".to_owned(),
+        (true, crate::cache::Tier::Origin) if r.coalesced => format!("flexphoto; fwd=miss; collapsed{detail}"),
+        (true, crate::cache::Tier::Origin) => format!("flexphoto; fwd=miss; stored{detail}"),
+        (true, _) => format!("flexphoto; hit; detail={tier}{}", if r.stale { "-stale" } else { "" }),
+    };
+    set(&mut h, "cache-status", status_text);
+    set(&mut h, "x-content-type-options", "nosniff");
+    match &r.image {
+        Some(img) => {
+            set(&mut h, "content-type", img.format.mime());
+            set(&mut h, "content-length", img.body.len());
+            Reply { header: h, body: Some(img.body.clone()) }
+        }
+        None => Reply { header: h, body: None },
+    }
+}
+
+fn bearer(session: &ServerSession) -> Option<&str> {
+    session
+        .req_header()
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+fn header_str<'a>(session: &'a ServerSession, name: &str) -> Option<&'a str> {
+    session.req_header().headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl EdgeHttp {
+    async fn route(&self, session: &mut ServerSession) -> Reply {
+        let method = session.req_header().method.clone();
+        let uri = session.req_header().uri.clone();
+        let path = uri.path();
+        let is_read = method == http::Method::GET || method == http::Method::HEAD;
+        let edge = &self.edge;
+        if path.starts_with(crate::url::IMG_PREFIX) || path.starts_with(crate::url::CF_PREFIX) {
+            if !is_read {
+                return error_reply(&EdgeError::MethodNotAllowed);
+            }
+            let req = ImageRequest {
+                path,
+                query: uri.query(),
+                accept: header_str(session, "accept"),
+                if_none_match: header_str(session, "if-none-match"),
+            };
+            return match edge.serve(req).await {
+                Ok(r) => image_reply(edge, &r),
+                Err(e) => {
+                    if e.status() >= 500 {
+                        tracing::error!(path, status = e.status(), error = %e.log_detail(), "request failed");
+                    } else {
+                        tracing::debug!(path, status = e.status(), error = %e, "request refused");
+                    }
+                    error_reply(&e)
+                }
+            };
+        }
+        match (path, is_read) {
+            ("/healthz", true) => text_reply(200, "text/plain", "ok\n"),
+            ("/readyz", true) => {
+                if edge.is_ready() {
+                    text_reply(200, "text/plain", "ready\n")
+                } else {
+                    text_reply(503, "text/plain", "rebuilding disk cache index\n")
+                }
+            }
+            ("/metrics", true) => text_reply(200, "text/plain; version=0.0.4", edge.metrics().render()),
+            ("/admin/purge", _) if method == http::Method::POST => {
+                let _ = session.drain_request_body().await;
+                self.purge(session, uri.query()).await
+            }
+            ("/healthz" | "/readyz" | "/metrics" | "/admin/purge", _) => error_reply(&EdgeError::MethodNotAllowed),
+            _ => error_reply(&EdgeError::NotFound("no such route".into())),
+        }
+    }
+
+    async fn purge(&self, session: &ServerSession, query: Option<&str>) -> Reply {
+        let Some(token) = self.edge.config().admin_token.as_deref() else {
+            return error_reply(&EdgeError::Forbidden("admin endpoints are disabled (server.admin_token is empty)".into()));
+        };
+        let given = bearer(session).unwrap_or("");
+        let ok: bool = given.len() == token.len() && constant_eq(given.as_bytes(), token.as_bytes());
+        if !ok {
+            return error_reply(&EdgeError::Forbidden("missing or wrong bearer token".into()));
+        }
+        let raw_key = query
+            .unwrap_or("")
+            .split('&')
+            .find_map(|p| p.strip_prefix("key="))
+            .unwrap_or("");
+        let key = match ImageKey::from_url_path(raw_key) {
+            Ok(k) => k,
+            Err(e) => return error_reply(&EdgeError::BadRequest(format!("option `key`: {e}"))),
+        };
+        let report = self.edge.purge(&key).await;
+        tracing::info!(key = %key, disk_entries = report.disk_entries, "purged");
+        let body = serde_json::json!({"purged": key.as_str(), "disk_entries": report.disk_entries}).to_string();
+        text_reply(200, "application/json", body)
+    }
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[async_trait]
+impl HttpServerApp for EdgeHttp {
+    async fn process_new_http(self: &Arc<Self>, mut session: ServerSession, shutdown: &ShutdownWatch) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, "failed to read request");
+                return None;
+            }
+        }
+        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let started = Instant::now();
+        let is_head = session.req_header().method == http::Method::HEAD;
+        let reply = self.route(&mut session).await;
+        let status = reply.header.status.as_u16();
+        let metrics = self.edge.metrics();
+        metrics.requests.with_label_values(&[status.to_string().as_str()]).inc();
+        if let Err(e) = session.write_response_header(Box::new(reply.header)).await {
+            tracing::debug!(error = %e, "client went away before the header");
+            return None;
+        }
+        if let (Some(body), false) = (reply.body, is_head) {
+            let n = body.len();
+            if let Err(e) = session.write_response_body(body, true).await {
+                tracing::debug!(error = %e, "client went away during the body");
+                return None;
+            }
+            metrics.bytes_out.inc_by(n as u64);
+        }
+        tracing::debug!(path = %session.req_header().uri, status, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "served");
+        let persistent = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(s) => s.map(|s| ReusedHttpStream::from_reusable_stream(s, persistent)),
+            Err(_) => None,
+        }
+    }
+}

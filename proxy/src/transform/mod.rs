@@ -1,0 +1,381 @@
+//! The transform pipeline: source bytes and a canonical [`TransformSpec`] in, encoded bytes
+//! out. No HTTP here, and nothing async: it runs on a [`pool::TransformPool`] thread.
+//!
+//! Steps, in order, with the deadline checked between them:
+//! 1. sniff: refuse empty files and bytes no loader recognises;
+//! 2. header: read dimensions without decoding; refuse pixel bombs before any allocation;
+//! 3. choose the output format (negotiated class + alpha + animation);
+//! 4. resize: shrink-on-load `thumbnail` (or load, orient, crop, then resize for an editor's
+//!    crop), with fail-on-truncated so damaged files are refused, never served half grey;
+//! 5. cut by gravity or pad; rotate, flip, blur, sharpen;
+//! 6. colour: to sRGB through the embedded ICC profile unless `meta=keep`; flatten alpha for JPEG;
+//! 7. metadata policy, then encode.
+//!
+//! Animated GIF and WebP keep their frames when the output can animate (WebP, GIF) and the
+//! request only resizes (no crop, pad, rotation, vertical flip, blur or sharpen); otherwise the
+//! first frame is used.
+
+pub mod geometry;
+pub mod metadata;
+pub mod pool;
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::url::canonical::{FormatPlan, QualityDefaults, TransformSpec};
+use crate::url::options::{Colour, Fit, Flip, Gravity, Meta, OutputFormat};
+use crate::vips::{self, Image, Interesting, Size, VipsError};
+use geometry::{gravity_offset, plan, Cut};
+
+/// Hard limits applied to every source.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest width × height (all frames together for animations).
+    pub max_source_pixels: u64,
+    /// Largest output side.
+    pub max_dimension: u32,
+}
+
+/// Encoder settings from config.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodeSettings {
+    /// Default qualities.
+    pub quality: QualityDefaults,
+    /// WebP effort 0..=6.
+    pub webp_effort: u8,
+    /// AVIF effort 0..=9.
+    pub avif_effort: u8,
+    /// PNG zlib level.
+    pub png_compression: u8,
+}
+
+/// An encoded result.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Encoded bytes.
+    pub bytes: Bytes,
+    /// Their format.
+    pub format: OutputFormat,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels (of one frame).
+    pub height: u32,
+}
+
+/// Why a transform failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransformError {
+    /// Zero bytes.
+    #[error("the source image is empty")]
+    Empty,
+    /// No decoder recognises the bytes.
+    #[error("the source is not an image in a supported format")]
+    NotAnImage,
+    /// The header declares more pixels than allowed.
+    #[error("the source image is {width}x{height} ({} megapixels), over the limit of {} megapixels", (*.width as u64 * *.height as u64) / 1_000_000, .limit / 1_000_000)]
+    TooManyPixels {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// Configured limit.
+        limit: u64,
+    },
+    /// The decoder failed: truncated or corrupt data.
+    #[error("the source image could not be decoded: {0}")]
+    Undecodable(String),
+    /// A request option does not fit this image (e.g. a crop outside it).
+    #[error("{0}")]
+    BadOption(String),
+    /// The request's deadline passed.
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+    /// A bug or environment failure.
+    #[error("internal transform failure: {0}")]
+    Internal(String),
+}
+
+impl From<VipsError> for TransformError {
+    fn from(e: VipsError) -> Self {
+        TransformError::Undecodable(e.0)
+    }
+}
+
+type Result<T> = std::result::Result<T, TransformError>;
+
+fn check_deadline(deadline: Option<Instant>) -> Result<()> {
+    match deadline {
+        Some(d) if Instant::now() >= d => Err(TransformError::DeadlineExceeded),
+        _ => Ok(()),
+    }
+}
+
+/// The source's own format, as the loader names it.
+fn source_format(loader: &str, buf: &[u8]) -> Option<OutputFormat> {
+    if loader.starts_with("jpegload") {
+        Some(OutputFormat::Jpeg)
+    } else if loader.starts_with("pngload") {
+        Some(OutputFormat::Png)
+    } else if loader.starts_with("webpload") {
+        Some(OutputFormat::Webp)
+    } else if loader.starts_with("gifload") {
+        Some(OutputFormat::Gif)
+    } else if loader.starts_with("heifload") && buf.len() > 12 && (&buf[8..12] == b"avif" || &buf[8..12] == b"avis") {
+        Some(OutputFormat::Avif)
+    } else {
+        None
+    }
+}
+
+fn choose_format(plan: FormatPlan, native: Option<OutputFormat>, alpha: bool, animated: bool) -> OutputFormat {
+    let fallback = if alpha { OutputFormat::Png } else { OutputFormat::Jpeg };
+    match plan {
+        FormatPlan::Fixed(f) => f,
+        FormatPlan::Source => native.unwrap_or(fallback),
+        FormatPlan::Auto { avif, webp } => {
+            if animated {
+                if webp {
+                    OutputFormat::Webp
+                } else {
+                    OutputFormat::Gif
+                }
+            } else if avif {
+                OutputFormat::Avif
+            } else if webp {
+                OutputFormat::Webp
+            } else {
+                fallback
+            }
+        }
+    }
+}
+
+/// Whether every step of `spec` works frame by frame on an animation strip.
+fn frame_safe(spec: &TransformSpec) -> bool {
+    spec.crop.is_none()
+        && spec.rotate == 0
+        && !matches!(spec.flip, Some(Flip::V | Flip::HV))
+        && spec.blur.is_none()
+        && spec.sharpen.is_none()
+        && matches!(spec.fit, Fit::ScaleDown | Fit::Contain | Fit::Fill)
+}
+
+fn encode_suffix(format: OutputFormat, quality: u8, enc: &EncodeSettings, strip: bool) -> String {
+    let strip = if strip { ",strip" } else { "" };
+    match format {
+        OutputFormat::Jpeg => format!(".jpg[Q={quality},optimize_coding{strip}]"),
+        OutputFormat::Webp => format!(".webp[Q={quality},effort={}{strip}]", enc.webp_effort),
+        OutputFormat::Avif => format!(".avif[Q={quality},effort={}{strip}]", enc.avif_effort),
+        OutputFormat::Png => format!(".png[compression={}{strip}]", enc.png_compression),
+        OutputFormat::Gif => format!(".gif[{}]", strip.trim_start_matches(',')),
+    }
+}
+
+fn background_for(img: &Image, c: Colour) -> Vec<f64> {
+    let grey = 0.2126 * c.r as f64 + 0.7152 * c.g as f64 + 0.0722 * c.b as f64;
+    match img.bands() {
+        1 => vec![grey],
+        2 => vec![grey, c.a as f64],
+        3 => vec![c.r as f64, c.g as f64, c.b as f64],
+        _ => vec![c.r as f64, c.g as f64, c.b as f64, c.a as f64],
+    }
+}
+
+fn interesting(g: Gravity) -> Interesting {
+    match g {
+        Gravity::Smart => Interesting::Attention,
+        Gravity::Entropy => Interesting::Entropy,
+        _ => Interesting::Centre,
+    }
+}
+
+/// Largest JPEG shrink-on-load factor that still leaves at least `need` pixels of `have`.
+fn jpeg_shrink(have: (u32, u32), need: (u32, u32)) -> u32 {
+    [8, 4, 2]
+        .into_iter()
+        .find(|f| have.0 / f >= need.0 && have.1 / f >= need.1)
+        .unwrap_or(1)
+}
+
+/// Reads only the header: the loader, dimensions and frame count. Refuses empty input and
+/// bytes no loader recognises.
+pub fn probe(source: &Bytes) -> Result<vips::Header> {
+    if source.is_empty() {
+        return Err(TransformError::Empty);
+    }
+    let loader = vips::find_loader(source).ok_or(TransformError::NotAnImage)?;
+    let img = Image::load(source, true, false, 1)?;
+    Ok(img.header(&loader))
+}
+
+/// Runs the whole pipeline. Must be called on a blocking thread.
+pub fn run(source: &Bytes, spec: &TransformSpec, limits: &Limits, enc: &EncodeSettings, deadline: Option<Instant>) -> Result<Output> {
+    check_deadline(deadline)?;
+    let header = probe(source)?;
+    let frame_pixels = header.width as u64 * header.page_height as u64;
+    if frame_pixels > limits.max_source_pixels {
+        return Err(TransformError::TooManyPixels {
+            width: header.width,
+            height: header.page_height,
+            limit: limits.max_source_pixels,
+        });
+    }
+    let animated_src = header.pages > 1 && vips::loader_animates(&header.loader);
+    let native = source_format(&header.loader, source);
+    let format = choose_format(spec.format, native, header.has_alpha, animated_src);
+    let keep_frames = animated_src
+        && format.animates()
+        && frame_safe(spec)
+        && frame_pixels.saturating_mul(header.pages as u64) <= limits.max_source_pixels;
+
+    check_deadline(deadline)?;
+    let (ow, oh) = match spec.crop {
+        Some(r) => (r.w, r.h),
+        None => header.oriented_size(),
+    };
+    let p = plan(spec.fit, spec.gravity, spec.width, spec.height, ow, oh, limits.max_dimension);
+    let size = if p.force {
+        Size::Force
+    } else if p.down_only {
+        Size::Down
+    } else {
+        Size::Both
+    };
+    let crop_mode = p.vips_crop.map(interesting).unwrap_or(Interesting::None);
+
+    let mut img = match spec.crop {
+        None => Image::thumbnail(source, p.box_w, p.box_h, size, crop_mode, true, keep_frames)?,
+        Some(r) => {
+            // Editor's crop: in oriented pixels, so orient first. JPEGs still shrink on load.
+            let (sw, sh) = header.oriented_size();
+            let x = r.x.min(sw);
+            let y = r.y.min(sh);
+            let cw = r.w.min(sw - x);
+            let ch = r.h.min(sh - y);
+            if cw == 0 || ch == 0 {
+                return Err(TransformError::BadOption(format!(
+                    "option `crop`: the rectangle {},{},{},{} lies outside the {sw}x{sh} image",
+                    r.x, r.y, r.w, r.h
+                )));
+            }
+            let shrink = if header.loader.starts_with("jpegload") {
+                jpeg_shrink((cw, ch), p.resized)
+            } else {
+                1
+            };
+            let loaded = Image::load(source, true, false, shrink)?.autorot()?;
+            let (lw, lh) = (loaded.width(), loaded.height());
+            let sx = lw as f64 / sw as f64;
+            let sy = lh as f64 / sh as f64;
+            let ex = ((x as f64 * sx) as u32).min(lw.saturating_sub(1));
+            let ey = ((y as f64 * sy) as u32).min(lh.saturating_sub(1));
+            let ew = ((cw as f64 * sx).round() as u32).clamp(1, lw - ex);
+            let eh = ((ch as f64 * sy).round() as u32).clamp(1, lh - ey);
+            loaded.extract(ex, ey, ew, eh)?.thumbnail_image(p.box_w, p.box_h, size, crop_mode)?
+        }
+    };
+    check_deadline(deadline)?;
+
+    if let Cut::To { w, h } = p.cut {
+        let (iw, ih) = (img.width(), img.height());
+        let (cw, ch) = (w.min(iw), h.min(ih));
+        if (cw, ch) != (iw, ih) {
+            img = match spec.gravity {
+                Gravity::Smart | Gravity::Entropy => {
+                    let (x, y) = gravity_offset(Gravity::Center, iw, ih, cw, ch);
+                    img.extract(x, y, cw, ch)?
+                }
+                g => {
+                    let (x, y) = gravity_offset(g, iw, ih, cw, ch);
+                    img.extract(x, y, cw, ch)?
+                }
+            };
+        }
+    }
+
+    // Colour: everything below works in sRGB with 3 or 4 bands.
+    if spec.meta != Meta::Keep {
+        img = img.to_srgb()?;
+    }
+
+    if let Some((pw, ph)) = p.pad_to {
+        let (iw, ih) = (img.width(), img.height());
+        if (iw, ih) != (pw, ph) {
+            if spec.background.a < 255 && !img.has_alpha() {
+                img = img.add_alpha()?;
+            }
+            let bg = background_for(&img, spec.background);
+            let x = (pw.saturating_sub(iw)) / 2;
+            let y = (ph.saturating_sub(ih)) / 2;
+            img = img.embed(x, y, pw, ph, &bg)?;
+        }
+    }
+    if spec.rotate != 0 {
+        img = img.rotate(spec.rotate)?;
+    }
+    match spec.flip {
+        Some(Flip::H) => img = img.flip(true)?,
+        Some(Flip::V) => img = img.flip(false)?,
+        Some(Flip::HV) => img = img.flip(true)?.flip(false)?,
+        None => {}
+    }
+    if let Some(s) = spec.blur {
+        img = img.blur(s)?;
+    }
+    if let Some(s) = spec.sharpen {
+        img = img.sharpen(s)?;
+    }
+    if !format.has_alpha() && img.has_alpha() {
+        let c = spec.background;
+        img = img.flatten([c.r as f64, c.g as f64, c.b as f64])?;
+    }
+
+    let strip = match spec.meta {
+        Meta::None => true,
+        Meta::Keep => false,
+        Meta::Copyright => {
+            let artist = img.string_field("exif-ifd0-Artist").and_then(|s| metadata::exif_field_value(&s));
+            let copyright = img.string_field("exif-ifd0-Copyright").and_then(|s| metadata::exif_field_value(&s));
+            img = img.without_fields(metadata::is_output_metadata)?;
+            match metadata::copyright_exif(artist.as_deref(), copyright.as_deref()) {
+                Some(blob) => {
+                    img.set_blob("exif-data", &blob);
+                    false
+                }
+                None => true,
+            }
+        }
+    };
+    check_deadline(deadline)?;
+    let quality = spec.quality.unwrap_or_else(|| enc.quality.for_format(format));
+    let bytes = img.save(&encode_suffix(format, quality, enc, strip))?;
+    let height = if keep_frames && img.page_height() > 0 { img.page_height() } else { img.height() };
+    Ok(Output { bytes, format, width: img.width(), height })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_choice() {
+        let auto = |avif, webp| FormatPlan::Auto { avif, webp };
+        assert_eq!(choose_format(auto(true, true), None, false, false), OutputFormat::Avif);
+        assert_eq!(choose_format(auto(false, true), None, false, false), OutputFormat::Webp);
+        assert_eq!(choose_format(auto(false, false), None, false, false), OutputFormat::Jpeg);
+        assert_eq!(choose_format(auto(false, false), None, true, false), OutputFormat::Png);
+        assert_eq!(choose_format(auto(true, true), None, false, true), OutputFormat::Webp);
+        assert_eq!(choose_format(auto(true, false), None, false, true), OutputFormat::Gif);
+        assert_eq!(choose_format(FormatPlan::Source, Some(OutputFormat::Gif), false, true), OutputFormat::Gif);
+        assert_eq!(choose_format(FormatPlan::Source, None, true, false), OutputFormat::Png);
+        assert_eq!(choose_format(FormatPlan::Fixed(OutputFormat::Jpeg), None, true, false), OutputFormat::Jpeg);
+    }
+
+    #[test]
+    fn shrink_factor() {
+        assert_eq!(jpeg_shrink((4000, 3000), (400, 300)), 8);
+        assert_eq!(jpeg_shrink((4000, 3000), (1000, 750)), 4);
+        assert_eq!(jpeg_shrink((4000, 3000), (3000, 2250)), 1);
+    }
+}
