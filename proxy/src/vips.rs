@@ -150,9 +150,25 @@ pub fn find_loader(buf: &[u8]) -> Option<String> {
             ffi::vips_error_clear();
             None
         } else {
-            Some(CStr::from_ptr(p).to_string_lossy().into_owned())
+            Some(loader_nickname(&CStr::from_ptr(p).to_string_lossy()))
         }
     }
+}
+
+/// Normalises a loader name (`VipsForeignLoadJpegBuffer` or `jpegload_buffer`) to the
+/// nickname form `jpegload_buffer`.
+fn loader_nickname(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    let core = lower.strip_prefix("vipsforeignload").unwrap_or(&lower);
+    let core = core.trim_end_matches("_buffer").trim_end_matches("buffer");
+    let core = core.trim_end_matches("load");
+    // Loaders named for their library: nsgif reads GIF, spng reads PNG.
+    let core = match core {
+        "nsgif" => "gif",
+        "spng" => "png",
+        other => other,
+    };
+    format!("{core}load_buffer")
 }
 
 /// Whether `loader` can load several frames with `n=-1`.
@@ -583,6 +599,14 @@ impl Image {
         Ok(img)
     }
 
+    /// Sets an integer field (e.g. `orientation`, `page-height`) on this image.
+    pub fn set_int(&self, name: &str, value: i32) {
+        if let Ok(c) = CString::new(name) {
+            // SAFETY: sets a metadata field on an image we own a reference to.
+            unsafe { ffi::vips_image_set_int(self.ptr, c.as_ptr(), value as c_int) }
+        }
+    }
+
     /// Sets a binary field (e.g. `exif-data`) on this image, copying `data`.
     pub fn set_blob(&self, name: &str, data: &[u8]) {
         if let Ok(c) = CString::new(name) {
@@ -591,6 +615,17 @@ impl Image {
                 ffi::vips_image_set_blob_copy(self.ptr, c.as_ptr(), data.as_ptr() as *const c_void, data.len() as _)
             }
         }
+    }
+
+    /// Decodes to packed pixels (`bands` bytes per pixel for 8-bit images), row-major.
+    pub fn pixels(&self) -> Result<Bytes> {
+        let mut len: ffi::size_t = 0;
+        // SAFETY: on success libvips returns a g_malloc'd buffer of `len` bytes.
+        let p = unsafe { ffi::vips_image_write_to_memory(self.ptr, &mut len) };
+        if p.is_null() {
+            return Err(take_error("decode failed"));
+        }
+        Ok(Bytes::from_owner(GBuffer { ptr: p, len: len as usize }))
     }
 
     /// Encodes the image; `suffix` names the saver and its options, e.g. `.webp[Q=75]`.

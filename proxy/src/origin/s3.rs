@@ -1,8 +1,11 @@
 //! An S3-protocol bucket as the origin, through `aws-sdk-s3`.
 
 use std::path::Path;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -70,7 +73,10 @@ impl S3Store {
         let mut b = aws_sdk_s3::Config::builder()
             .region(Region::new(region))
             .credentials_provider(creds)
-            .force_path_style(cfg.path_style);
+            .force_path_style(cfg.path_style)
+            // One quick retry; the edge's own timeout bounds the whole request.
+            .retry_config(RetryConfig::standard().with_max_attempts(2).with_initial_backoff(Duration::from_millis(50)))
+            .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(2)).build());
         if let Some(ep) = &cfg.endpoint {
             b = b.endpoint_url(ep);
         }

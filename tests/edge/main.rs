@@ -1,0 +1,13 @@
+//! Integration tests for `flexphoto-edge`: each test starts the real binary on a free port
+//! against a local directory (and, when `FLEXPHOTO_TEST_S3_ENDPOINT` is set, a real
+//! S3-protocol server), speaks HTTP to it over TCP, and checks outputs by decoding them with
+//! libvips.
+
+mod cache_tiers;
+mod errors;
+mod harness;
+mod http_semantics;
+mod operations;
+mod options;
+mod s3;
+mod security;

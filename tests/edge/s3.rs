@@ -1,0 +1,147 @@
+//! The S3 origin against a real S3-protocol server (s3s-fs in CI).
+//!
+//! `s3_origin_serves_images` needs FLEXPHOTO_TEST_S3_ENDPOINT, _ACCESS_KEY, _SECRET_KEY and
+//! _BUCKET (set by .ci/run). `stale_if_error_when_the_origin_dies` starts its own `s3s-fs`
+//! (from PATH or ~/.cargo/bin) so it can stop it.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use flexphoto_edge::config::S3Config;
+use flexphoto_edge::origin::s3::S3Store;
+use flexphoto_edge::origin::ObjectStore;
+use flexphoto_edge::url::ImageKey;
+
+use crate::harness::{free_port, make_image, temp_dir, Edge};
+
+struct S3Env {
+    endpoint: String,
+    access: String,
+    secret: String,
+    bucket: String,
+}
+
+fn from_env() -> Option<S3Env> {
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (get("FLEXPHOTO_TEST_S3_ENDPOINT"), get("FLEXPHOTO_TEST_S3_ACCESS_KEY"), get("FLEXPHOTO_TEST_S3_SECRET_KEY"), get("FLEXPHOTO_TEST_S3_BUCKET")) {
+        (Some(endpoint), Some(access), Some(secret), Some(bucket)) => Some(S3Env { endpoint, access, secret, bucket }),
+        _ => {
+            eprintln!("SKIPPED: FLEXPHOTO_TEST_S3_* is not set; the S3 origin test did not run (.ci/run sets it)");
+            None
+        }
+    }
+}
+
+fn upload(s: &S3Env, key: &str, body: Vec<u8>) {
+    let store = S3Store::new(&S3Config {
+        endpoint: Some(s.endpoint.clone()),
+        region: "us-east-1".into(),
+        bucket: s.bucket.clone(),
+        path_style: true,
+        credentials: Some((s.access.clone(), s.secret.clone())),
+    })
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(store.put(&ImageKey::parse(key).unwrap(), Bytes::from(body), "image/jpeg")).unwrap();
+}
+
+fn edge_env(s: &S3Env, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = vec![
+        ("FLEXPHOTO_EDGE__ORIGIN__KIND".into(), "s3".into()),
+        ("FLEXPHOTO_EDGE__ORIGIN__S3__ENDPOINT".into(), s.endpoint.clone()),
+        ("FLEXPHOTO_EDGE__ORIGIN__S3__BUCKET".into(), s.bucket.clone()),
+        ("FLEXPHOTO_EDGE__ORIGIN__S3__ACCESS_KEY".into(), s.access.clone()),
+        ("FLEXPHOTO_EDGE__ORIGIN__S3__SECRET_KEY".into(), s.secret.clone()),
+    ];
+    v.extend(extra.iter().map(|(a, b)| (a.to_string(), b.to_string())));
+    v
+}
+
+#[test]
+fn s3_origin_serves_images() {
+    let Some(s) = from_env() else { return };
+    let prefix = format!("it-{}-{}", std::process::id(), free_port());
+    upload(&s, &format!("{prefix}/photo one.jpg"), make_image(800, 600, false, ".jpg"));
+    let env = edge_env(&s, &[]);
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let e = Edge::start_configured(&env_ref);
+    let r = e.get(&format!("/img/{prefix}/photo%20one.jpg?w=200&fmt=webp"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let d = r.decode();
+    assert!(d.is("webp"));
+    assert_eq!((d.width, d.height), (200, 150));
+    assert_eq!(e.get(&format!("/img/{prefix}/missing.jpg")).status, 404);
+    let again = e.get(&format!("/img/{prefix}/photo%20one.jpg?w=200&fmt=webp"));
+    assert_eq!(again.header("x-cache"), Some("memory"));
+}
+
+fn s3s_fs_binary() -> Option<PathBuf> {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let candidates = [PathBuf::from(home).join(".cargo/bin/s3s-fs")];
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join("s3s-fs");
+            if p.exists() {
+                return Some(p);
+            }
+        }
+    }
+    candidates.into_iter().find(|p| p.exists())
+}
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn stale_if_error_when_the_origin_dies() {
+    let Some(bin) = s3s_fs_binary() else {
+        eprintln!("SKIPPED: s3s-fs is not installed; the stale-if-error test did not run");
+        return;
+    };
+    let root = temp_dir("s3s");
+    std::fs::create_dir_all(root.join("stale")).unwrap();
+    let port = free_port();
+    let server = Server(
+        Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", "AKTEST", "--secret-key", "SKTEST"])
+            .arg(&root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let s = S3Env { endpoint: format!("http://127.0.0.1:{port}"), access: "AKTEST".into(), secret: "SKTEST".into(), bucket: "stale".into() };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    upload(&s, "p.jpg", make_image(400, 300, false, ".jpg"));
+    let env = edge_env(&s, &[("FLEXPHOTO_EDGE__ORIGIN__REVALIDATE_SECS", "1"), ("FLEXPHOTO_EDGE__ORIGIN__TIMEOUT_MS", "1000")]);
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let e = Edge::start_configured(&env_ref);
+    let fresh = e.get("/img/p.jpg?w=100");
+    assert_eq!(fresh.status, 200, "{}", fresh.text());
+    assert!(fresh.header("warning").is_none());
+    drop(server);
+    std::thread::sleep(Duration::from_millis(1300));
+    let stale = e.get("/img/p.jpg?w=100");
+    assert_eq!(stale.status, 200, "{}", stale.text());
+    assert_eq!(stale.body, fresh.body);
+    assert!(stale.header("warning").is_some_and(|w| w.contains("110")));
+    assert!(stale.header("cache-status").is_some_and(|c| c.contains("stale")));
+    // Another size of the same source is made from the cached source bytes.
+    assert_eq!(e.get("/img/p.jpg?w=101").status, 200);
+    // A source never seen cannot be served: the origin's failure shows.
+    let uncached = e.get("/img/never-seen.jpg?w=101");
+    assert!(uncached.status == 502 || uncached.status == 504, "{}", uncached.status);
+    assert!(e.metric("flexphoto_stale_served_total", "") >= 1.0);
+}
