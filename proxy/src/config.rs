@@ -72,7 +72,10 @@ impl Default for RawConfig {
             transform: RawTransform::default(),
             cache: RawCache::default(),
             signing: RawSigning::default(),
-            presets: presets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            presets: presets
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 }
@@ -329,7 +332,10 @@ pub struct EdgeConfig {
 
 const ENV_PREFIX: &str = "FLEXPHOTO_EDGE__";
 
-fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
+fn apply_env(
+    table: &mut toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
     for (name, value) in vars {
         if name == "FLEXPHOTO_EDGE_SIGNING_KEYS" {
             let keys: Vec<toml::Value> = value
@@ -346,7 +352,9 @@ fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String
             }
             continue;
         }
-        let Some(path) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
         let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
         if parts.iter().any(|p| p.is_empty()) {
             return Err(invalid(&name, "empty path segment in environment override"));
@@ -363,7 +371,12 @@ fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String
                 .or_insert_with(|| toml::Value::Table(Default::default()));
             cur = match next {
                 toml::Value::Table(t) => t,
-                _ => return Err(invalid(&parts.join("."), format!("{name} overrides a value that is not a table"))),
+                _ => {
+                    return Err(invalid(
+                        &parts.join("."),
+                        format!("{name} overrides a value that is not a table"),
+                    ))
+                }
             };
         }
         cur.insert(parts[parts.len() - 1].clone(), parsed);
@@ -385,8 +398,13 @@ impl EdgeConfig {
     }
 
     /// Parses TOML text with the given environment.
-    pub fn from_toml(text: &str, env: impl Iterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+    pub fn from_toml(
+        text: &str,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         apply_env(&mut table, env)?;
         let raw: RawConfig = RawConfig::deserialize(toml::Value::Table(table))
             .map_err(|e| ConfigError::Parse(e.to_string()))?;
@@ -394,50 +412,90 @@ impl EdgeConfig {
     }
 
     fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         if raw.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid("server.listen", format!("{:?} is not an address such as 127.0.0.1:8080", raw.server.listen)));
+            return Err(invalid(
+                "server.listen",
+                format!(
+                    "{:?} is not an address such as 127.0.0.1:8080",
+                    raw.server.listen
+                ),
+            ));
         }
         let log_json = match raw.server.log_format.as_str() {
             "text" => false,
             "json" => true,
-            other => return Err(invalid("server.log_format", format!("must be text or json, got {other:?}"))),
+            other => {
+                return Err(invalid(
+                    "server.log_format",
+                    format!("must be text or json, got {other:?}"),
+                ))
+            }
         };
         let origin = match raw.origin.kind.as_str() {
             "local" => {
                 if raw.origin.dir.is_empty() {
                     return Err(invalid("origin.dir", "must name a directory"));
                 }
-                OriginConfig::Local { dir: PathBuf::from(&raw.origin.dir) }
+                OriginConfig::Local {
+                    dir: PathBuf::from(&raw.origin.dir),
+                }
             }
             "s3" => {
                 let s = &raw.origin.s3;
                 if s.bucket.is_empty() {
-                    return Err(invalid("origin.s3.bucket", "must be set when origin.kind = \"s3\""));
+                    return Err(invalid(
+                        "origin.s3.bucket",
+                        "must be set when origin.kind = \"s3\"",
+                    ));
                 }
                 if s.access_key.is_empty() != s.secret_key.is_empty() {
-                    return Err(invalid("origin.s3.secret_key", "access_key and secret_key must be set together"));
+                    return Err(invalid(
+                        "origin.s3.secret_key",
+                        "access_key and secret_key must be set together",
+                    ));
                 }
                 OriginConfig::S3(S3Config {
                     endpoint: (!s.endpoint.is_empty()).then(|| s.endpoint.clone()),
                     region: s.region.clone(),
                     bucket: s.bucket.clone(),
                     path_style: s.path_style,
-                    credentials: (!s.access_key.is_empty()).then(|| (s.access_key.clone(), s.secret_key.clone())),
+                    credentials: (!s.access_key.is_empty())
+                        .then(|| (s.access_key.clone(), s.secret_key.clone())),
                 })
             }
-            other => return Err(invalid("origin.kind", format!("must be local or s3, got {other:?}"))),
+            other => {
+                return Err(invalid(
+                    "origin.kind",
+                    format!("must be local or s3, got {other:?}"),
+                ))
+            }
         };
-        let positive = |key: &str, v: u64| if v == 0 { Err(invalid(key, "must be greater than 0")) } else { Ok(v) };
+        let positive = |key: &str, v: u64| {
+            if v == 0 {
+                Err(invalid(key, "must be greater than 0"))
+            } else {
+                Ok(v)
+            }
+        };
         positive("origin.timeout_ms", raw.origin.timeout_ms)?;
         positive("limits.max_source_bytes", raw.limits.max_source_bytes)?;
         positive("limits.max_source_pixels", raw.limits.max_source_pixels)?;
         positive("limits.request_timeout_ms", raw.limits.request_timeout_ms)?;
         if !(16..=65_535).contains(&raw.limits.max_dimension) {
-            return Err(invalid("limits.max_dimension", "must be between 16 and 65535"));
+            return Err(invalid(
+                "limits.max_dimension",
+                "must be between 16 and 65535",
+            ));
         }
         let t = &raw.transform;
-        for (key, q) in [("transform.jpeg_quality", t.jpeg_quality), ("transform.webp_quality", t.webp_quality), ("transform.avif_quality", t.avif_quality)] {
+        for (key, q) in [
+            ("transform.jpeg_quality", t.jpeg_quality),
+            ("transform.webp_quality", t.webp_quality),
+            ("transform.avif_quality", t.avif_quality),
+        ] {
             if !(1..=100).contains(&q) {
                 return Err(invalid(key, format!("must be between 1 and 100, got {q}")));
             }
@@ -449,7 +507,10 @@ impl EdgeConfig {
             return Err(invalid("transform.avif_effort", "must be between 0 and 9"));
         }
         if t.png_compression > 9 {
-            return Err(invalid("transform.png_compression", "must be between 0 and 9"));
+            return Err(invalid(
+                "transform.png_compression",
+                "must be between 0 and 9",
+            ));
         }
         if t.queue == 0 {
             return Err(invalid("transform.queue", "must be at least 1"));
@@ -459,29 +520,44 @@ impl EdgeConfig {
         positive("cache.disk_mb", raw.cache.disk_mb)?;
         let mut signing_keys = Vec::new();
         for (i, k) in raw.signing.keys.iter().enumerate() {
-            let bytes = hex::decode(k.trim()).map_err(|_| invalid(&format!("signing.keys[{i}]"), "must be hex"))?;
+            let bytes = hex::decode(k.trim())
+                .map_err(|_| invalid(&format!("signing.keys[{i}]"), "must be hex"))?;
             if bytes.len() < 16 {
-                return Err(invalid(&format!("signing.keys[{i}]"), "must be at least 16 bytes (32 hex digits)"));
+                return Err(invalid(
+                    &format!("signing.keys[{i}]"),
+                    "must be at least 16 bytes (32 hex digits)",
+                ));
             }
             signing_keys.push(bytes);
         }
         let mut presets = HashMap::new();
         for (name, text) in &raw.presets {
             let key = format!("presets.{name}");
-            let opts = parse_pairs(text, ',', raw.limits.max_dimension).map_err(|e| invalid(&key, e.to_string()))?;
+            let opts = parse_pairs(text, ',', raw.limits.max_dimension)
+                .map_err(|e| invalid(&key, e.to_string()))?;
             if opts.preset.is_some() || opts.signature.is_some() || opts.expires.is_some() {
-                return Err(invalid(&key, "a preset may not name a preset, signature or expiry"));
+                return Err(invalid(
+                    &key,
+                    "a preset may not name a preset, signature or expiry",
+                ));
             }
             presets.insert(name.clone(), opts);
         }
         for p in &raw.signing.unsigned_presets {
             if !presets.contains_key(p) && !raw.signing.keys.is_empty() {
-                return Err(invalid("signing.unsigned_presets", format!("names {p:?}, which is not a preset")));
+                return Err(invalid(
+                    "signing.unsigned_presets",
+                    format!("names {p:?}, which is not a preset"),
+                ));
             }
         }
         Ok(Self {
             listen: raw.server.listen,
-            threads: if raw.server.threads == 0 { cores } else { raw.server.threads },
+            threads: if raw.server.threads == 0 {
+                cores
+            } else {
+                raw.server.threads
+            },
             grace_period: Duration::from_secs(raw.server.grace_period_secs),
             shutdown_timeout: Duration::from_secs(raw.server.shutdown_timeout_secs),
             admin_token: (!raw.server.admin_token.is_empty()).then_some(raw.server.admin_token),
@@ -498,7 +574,11 @@ impl EdgeConfig {
             workers: if t.workers == 0 { cores } else { t.workers },
             queue: t.queue,
             vips_concurrency: t.vips_concurrency.max(1),
-            quality: QualityDefaults { jpeg: t.jpeg_quality, webp: t.webp_quality, avif: t.avif_quality },
+            quality: QualityDefaults {
+                jpeg: t.jpeg_quality,
+                webp: t.webp_quality,
+                avif: t.avif_quality,
+            },
             webp_effort: t.webp_effort,
             avif_effort: t.avif_effort,
             png_compression: t.png_compression,
@@ -518,13 +598,21 @@ mod tests {
     use super::*;
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<EdgeConfig, ConfigError> {
-        EdgeConfig::from_toml(text, env.iter().map(|(a, b)| (a.to_string(), b.to_string())))
+        EdgeConfig::from_toml(
+            text,
+            env.iter().map(|(a, b)| (a.to_string(), b.to_string())),
+        )
     }
 
     #[test]
     fn defaults_are_valid() {
         let c = load("", &[]).unwrap();
-        assert_eq!(c.origin, OriginConfig::Local { dir: "./data/originals".into() });
+        assert_eq!(
+            c.origin,
+            OriginConfig::Local {
+                dir: "./data/originals".into()
+            }
+        );
         assert!(c.workers >= 1);
     }
 
@@ -542,12 +630,20 @@ mod tests {
             &[
                 ("FLEXPHOTO_EDGE__LIMITS__MAX_DIMENSION", "4096"),
                 ("FLEXPHOTO_EDGE__ORIGIN__DIR", "/srv/x"),
-                ("FLEXPHOTO_EDGE_SIGNING_KEYS", "00112233445566778899aabbccddeeff, ffeeddccbbaa99887766554433221100"),
+                (
+                    "FLEXPHOTO_EDGE_SIGNING_KEYS",
+                    "00112233445566778899aabbccddeeff, ffeeddccbbaa99887766554433221100",
+                ),
             ],
         )
         .unwrap();
         assert_eq!(c.max_dimension, 4096);
-        assert_eq!(c.origin, OriginConfig::Local { dir: "/srv/x".into() });
+        assert_eq!(
+            c.origin,
+            OriginConfig::Local {
+                dir: "/srv/x".into()
+            }
+        );
         assert_eq!(c.signing_keys.len(), 2);
     }
 
@@ -565,7 +661,9 @@ mod tests {
             let err = load(text, &[]).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
-        let err = load("[server]\nlisen = \"x\"", &[]).unwrap_err().to_string();
+        let err = load("[server]\nlisen = \"x\"", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lisen"), "{err}");
     }
 }

@@ -96,12 +96,18 @@ pub fn open_store(origin: &OriginConfig) -> Result<Arc<dyn ObjectStore>, String>
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Whether an `If-None-Match` header value matches `etag`.
 pub fn etag_matches(header: &str, etag: &str) -> bool {
-    header.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == etag)
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
 }
 
 impl Edge {
@@ -113,7 +119,11 @@ impl Edge {
     }
 
     /// Builds the edge over a given store.
-    pub fn with_store(cfg: EdgeConfig, store: Arc<dyn ObjectStore>, metrics: Arc<Metrics>) -> Result<Self, String> {
+    pub fn with_store(
+        cfg: EdgeConfig,
+        store: Arc<dyn ObjectStore>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
         crate::vips::init(cfg.vips_concurrency)?;
         let memory = MemoryTier::new(
             cfg.memory_bytes,
@@ -122,19 +132,33 @@ impl Edge {
         );
         let disk = match &cfg.disk_dir {
             Some(dir) => Some(
-                DiskTier::open(dir, cfg.disk_bytes, metrics.evictions.with_label_values(&["disk"]), metrics.disk_bytes.clone())
-                    .map_err(|e| format!("cache.disk_dir {}: {e}", dir.display()))?,
+                DiskTier::open(
+                    dir,
+                    cfg.disk_bytes,
+                    metrics.evictions.with_label_values(&["disk"]),
+                    metrics.disk_bytes.clone(),
+                )
+                .map_err(|e| format!("cache.disk_dir {}: {e}", dir.display()))?,
             ),
             None => None,
         };
         let pool = TransformPool::new(
             cfg.workers,
             cfg.queue + cfg.workers,
-            PoolGauges { queued: metrics.queue_depth.clone(), running: metrics.transforms_in_flight.clone() },
+            PoolGauges {
+                queued: metrics.queue_depth.clone(),
+                running: metrics.transforms_in_flight.clone(),
+            },
         )
         .map_err(|e| format!("cannot start transform workers: {e}"))?;
-        let identities = Cache::builder().max_capacity(1_000_000).time_to_live(cfg.revalidate_after.max(Duration::from_millis(1))).build();
-        let last_known = Cache::builder().max_capacity(1_000_000).time_to_live(cfg.stale_if_error.max(Duration::from_millis(1))).build();
+        let identities = Cache::builder()
+            .max_capacity(1_000_000)
+            .time_to_live(cfg.revalidate_after.max(Duration::from_millis(1)))
+            .build();
+        let last_known = Cache::builder()
+            .max_capacity(1_000_000)
+            .time_to_live(cfg.stale_if_error.max(Duration::from_millis(1)))
+            .build();
         Ok(Self {
             store,
             memory,
@@ -145,7 +169,10 @@ impl Edge {
             admission: Arc::new(Semaphore::new(cfg.workers + cfg.queue)),
             pool,
             signer: Signer::new(cfg.signing_keys.clone()),
-            limits: Limits { max_source_pixels: cfg.max_source_pixels, max_dimension: cfg.max_dimension },
+            limits: Limits {
+                max_source_pixels: cfg.max_source_pixels,
+                max_dimension: cfg.max_dimension,
+            },
             enc: EncodeSettings {
                 quality: cfg.quality,
                 webp_effort: cfg.webp_effort,
@@ -189,7 +216,9 @@ impl Edge {
                 }
             }
         }
-        self.signer.verify(key, opts, now_unix()).map_err(|e| EdgeError::Forbidden(e.to_string()))
+        self.signer
+            .verify(key, opts, now_unix())
+            .map_err(|e| EdgeError::Forbidden(e.to_string()))
     }
 
     /// Serves one image request.
@@ -204,12 +233,20 @@ impl Edge {
             quality: self.cfg.quality,
             accept: req.accept,
         };
-        let spec = resolve(&parsed.options, &ctx).map_err(|e| EdgeError::BadRequest(e.to_string()))?;
+        let spec =
+            resolve(&parsed.options, &ctx).map_err(|e| EdgeError::BadRequest(e.to_string()))?;
         let (identity, stale) = self.identity(&parsed.key).await?;
         let ckey = cache_key(&parsed.key, &identity, &spec.canonical());
         let etag = format!("\"{}\"", hex::encode(&ckey[..16]));
         let vary_accept = spec.varies_on_accept();
-        let respond = |image, tier, coalesced| ImageResponse { image, etag: etag.clone(), vary_accept, tier, coalesced, stale };
+        let respond = |image, tier, coalesced| ImageResponse {
+            image,
+            etag: etag.clone(),
+            vary_accept,
+            tier,
+            coalesced,
+            stale,
+        };
         if req.if_none_match.is_some_and(|h| etag_matches(h, &etag)) {
             return Ok(respond(None, Tier::Memory, false));
         }
@@ -222,10 +259,15 @@ impl Edge {
         let key = parsed.key.clone();
         let fill = self.fill(ckey, key, identity, spec, deadline);
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let entry = tokio::time::timeout(remaining, self.memory.cache().entry(ckey).or_try_insert_with(fill))
-            .await
-            .map_err(|_| EdgeError::Timeout("the image could not be made before the request deadline".into()))?
-            .map_err(|e: Arc<EdgeError>| (*e).clone())?;
+        let entry = tokio::time::timeout(
+            remaining,
+            self.memory.cache().entry(ckey).or_try_insert_with(fill),
+        )
+        .await
+        .map_err(|_| {
+            EdgeError::Timeout("the image could not be made before the request deadline".into())
+        })?
+        .map_err(|e: Arc<EdgeError>| (*e).clone())?;
         let fresh = entry.is_fresh();
         let img = entry.into_value();
         if fresh {
@@ -256,7 +298,9 @@ impl Edge {
         // Admission before the fetch bounds the source bytes held by waiting requests.
         let _permit = self.admission.clone().try_acquire_owned().map_err(|_| {
             self.metrics.queue_rejections.inc();
-            EdgeError::Overloaded { retry_after: Duration::from_secs(1) }
+            EdgeError::Overloaded {
+                retry_after: Duration::from_secs(1),
+            }
         })?;
         let source = self.source(&key, &identity).await?;
         let (limits, enc) = (self.limits, self.enc);
@@ -269,11 +313,17 @@ impl Edge {
             })
             .map_err(|_| {
                 self.metrics.queue_rejections.inc();
-                EdgeError::Overloaded { retry_after: Duration::from_secs(1) }
+                EdgeError::Overloaded {
+                    retry_after: Duration::from_secs(1),
+                }
             })?;
         let out = match job.await {
             Ok(r) => r?,
-            Err(PoolError::Expired) => return Err(EdgeError::Timeout("the request deadline passed while queued".into())),
+            Err(PoolError::Expired) => {
+                return Err(EdgeError::Timeout(
+                    "the request deadline passed while queued".into(),
+                ))
+            }
             Err(e) => return Err(EdgeError::Internal(e.to_string())),
         };
         let img = Arc::new(CachedImage {
@@ -316,14 +366,16 @@ impl Edge {
                 Ok((id, false))
             }
             Err(e) => match &*e {
-                EdgeError::OriginFailed(_) | EdgeError::Timeout(_) => match self.last_known.get(key).await {
-                    Some(id) => {
-                        tracing::warn!(key = %key, error = %e.log_detail(), "origin unavailable; serving stale");
-                        self.metrics.stale_served.inc();
-                        Ok((id, true))
+                EdgeError::OriginFailed(_) | EdgeError::Timeout(_) => {
+                    match self.last_known.get(key).await {
+                        Some(id) => {
+                            tracing::warn!(key = %key, error = %e.log_detail(), "origin unavailable; serving stale");
+                            self.metrics.stale_served.inc();
+                            Ok((id, true))
+                        }
+                        None => Err((*e).clone()),
                     }
-                    None => Err((*e).clone()),
-                },
+                }
                 _ => Err((*e).clone()),
             },
         }
@@ -340,16 +392,23 @@ impl Edge {
             self.metrics.lookup("source", false);
             self.metrics.origin_fetches.inc();
             let _t = self.metrics.origin_seconds.start_timer();
-            let obj = tokio::time::timeout(self.cfg.origin_timeout, self.store.get(key, self.cfg.max_source_bytes))
-                .await
-                .map_err(|_| EdgeError::Timeout("the origin did not answer in time".into()))??;
+            let obj = tokio::time::timeout(
+                self.cfg.origin_timeout,
+                self.store.get(key, self.cfg.max_source_bytes),
+            )
+            .await
+            .map_err(|_| EdgeError::Timeout("the origin did not answer in time".into()))??;
             if *obj.meta.identity != *identity {
                 // Changed since the HEAD: look again next time.
                 self.identities.invalidate(key).await;
             }
             Ok::<Bytes, EdgeError>(obj.bytes)
         };
-        self.sources.cache().try_get_with(skey, fetch).await.map_err(|e| (*e).clone())
+        self.sources
+            .cache()
+            .try_get_with(skey, fetch)
+            .await
+            .map_err(|e| (*e).clone())
     }
 
     /// Drops every cached result and the cached source of `key` on this node.
@@ -358,7 +417,11 @@ impl Edge {
         self.last_known.invalidate(key).await;
         self.sources.purge_source(key.as_str());
         self.memory.purge_source(key.as_str());
-        let disk_entries = self.disk.as_ref().map(|d| d.purge_source(key.as_str())).unwrap_or(0);
+        let disk_entries = self
+            .disk
+            .as_ref()
+            .map(|d| d.purge_source(key.as_str()))
+            .unwrap_or(0);
         PurgeReport { disk_entries }
     }
 

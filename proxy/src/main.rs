@@ -9,7 +9,11 @@ use flexphoto_edge::config::{EdgeConfig, OriginConfig};
 use flexphoto_edge::sign::Signer;
 
 #[derive(Parser)]
-#[command(name = "flexphoto-edge", version, about = "FlexPhotoDB edge: on-the-fly image transforms behind a tiered cache")]
+#[command(
+    name = "flexphoto-edge",
+    version,
+    about = "FlexPhotoDB edge: on-the-fly image transforms behind a tiered cache"
+)]
 struct Cli {
     /// Config file (default: config/edge.toml when it exists, else built-in defaults).
     #[arg(long, global = true)]
@@ -44,12 +48,15 @@ enum Command {
 
 fn load_config(cli: &Cli) -> anyhow::Result<EdgeConfig> {
     let default = Path::new("config/edge.toml");
-    let path = cli.config.clone().or_else(|| default.exists().then(|| default.to_owned()));
+    let path = cli
+        .config
+        .clone()
+        .or_else(|| default.exists().then(|| default.to_owned()));
     let mut cfg = EdgeConfig::load(path.as_deref())?;
     if let Some(listen) = &cli.listen {
-        listen
-            .parse::<std::net::SocketAddr>()
-            .with_context(|| format!("--listen {listen:?} is not an address such as 127.0.0.1:8080"))?;
+        listen.parse::<std::net::SocketAddr>().with_context(|| {
+            format!("--listen {listen:?} is not an address such as 127.0.0.1:8080")
+        })?;
         cfg.listen = listen.clone();
     }
     if let Some(dir) = &cli.origin_dir {
@@ -62,8 +69,11 @@ fn load_config(cli: &Cli) -> anyhow::Result<EdgeConfig> {
 }
 
 fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         b.json().init();
     } else {
@@ -85,7 +95,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         println!("  origin          {:?}", cfg.origin);
         println!("  workers/queue   {}/{}", cfg.workers, cfg.queue);
         println!("  memory cache    {} MiB", cfg.memory_bytes >> 20);
-        println!("  disk cache      {:?} ({} MiB)", cfg.disk_dir, cfg.disk_bytes >> 20);
+        println!(
+            "  disk cache      {:?} ({} MiB)",
+            cfg.disk_dir,
+            cfg.disk_bytes >> 20
+        );
         println!("  signing keys    {}", cfg.signing_keys.len());
         return Ok(());
     }
@@ -94,11 +108,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         if let OriginConfig::Local { dir } = &cfg.origin {
             flexphoto_edge::vips::init(cfg.vips_concurrency).map_err(anyhow::Error::msg)?;
             let keys = flexphoto_edge::samples::ensure_samples(dir).map_err(anyhow::Error::msg)?;
-            println!("FlexPhotoDB edge serving {} at http://{}/", dir.display(), cfg.listen);
+            println!(
+                "FlexPhotoDB edge serving {} at http://{}/",
+                dir.display(),
+                cfg.listen
+            );
             for k in keys {
                 println!("  open http://{}/img/{k}?w=600&fmt=auto", cfg.listen);
             }
-            println!("  or   http://{}/cdn-cgi/image/w=400,h=400,fit=cover,f=auto/samples/landscape.jpg", cfg.listen);
+            println!(
+                "  or   http://{}/cdn-cgi/image/w=400,h=400,fit=cover,f=auto/samples/landscape.jpg",
+                cfg.listen
+            );
         }
     }
     flexphoto_edge::server::run(cfg).map_err(anyhow::Error::msg)

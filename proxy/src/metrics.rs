@@ -55,12 +55,18 @@ impl Metrics {
             &["status"],
         )?;
         let cache_lookups = IntCounterVec::new(
-            Opts::new("flexphoto_cache_lookups_total", "Cache lookups by tier and result"),
+            Opts::new(
+                "flexphoto_cache_lookups_total",
+                "Cache lookups by tier and result",
+            ),
             &["tier", "result"],
         )?;
         let transform_seconds = Histogram::with_opts(
-            HistogramOpts::new("flexphoto_transform_seconds", "Time in libvips per transform")
-                .buckets(latency_buckets()),
+            HistogramOpts::new(
+                "flexphoto_transform_seconds",
+                "Time in libvips per transform",
+            )
+            .buckets(latency_buckets()),
         )?;
         let origin_seconds = Histogram::with_opts(
             HistogramOpts::new("flexphoto_origin_seconds", "Time per origin request")
@@ -70,13 +76,17 @@ impl Metrics {
             "flexphoto_origin_fetches_total",
             "Whole-object reads from the origin",
         )?;
-        let origin_heads =
-            IntCounter::new("flexphoto_origin_heads_total", "Metadata requests to the origin")?;
+        let origin_heads = IntCounter::new(
+            "flexphoto_origin_heads_total",
+            "Metadata requests to the origin",
+        )?;
         let bytes_out = IntCounter::new("flexphoto_bytes_out_total", "Body bytes sent")?;
         let transforms_in_flight =
             IntGauge::new("flexphoto_transforms_in_flight", "Transforms running now")?;
-        let queue_depth =
-            IntGauge::new("flexphoto_transform_queue_depth", "Transforms waiting for a worker")?;
+        let queue_depth = IntGauge::new(
+            "flexphoto_transform_queue_depth",
+            "Transforms waiting for a worker",
+        )?;
         let queue_rejections = IntCounter::new(
             "flexphoto_queue_rejections_total",
             "Requests refused with 503 because the transform queue was full",
@@ -93,9 +103,12 @@ impl Metrics {
             Opts::new("flexphoto_cache_evictions_total", "Entries evicted by tier"),
             &["tier"],
         )?;
-        let disk_bytes = IntGauge::new("flexphoto_disk_cache_bytes", "Bytes held by the disk tier")?;
-        let memory_bytes =
-            IntGauge::new("flexphoto_memory_cache_bytes", "Bytes held by the memory tier")?;
+        let disk_bytes =
+            IntGauge::new("flexphoto_disk_cache_bytes", "Bytes held by the disk tier")?;
+        let memory_bytes = IntGauge::new(
+            "flexphoto_memory_cache_bytes",
+            "Bytes held by the memory tier",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(cache_lookups.clone()))?;
         registry.register(Box::new(transform_seconds.clone()))?;

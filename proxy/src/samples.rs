@@ -8,7 +8,10 @@ use crate::vips::Image;
 pub fn scene_pixels(width: u32, height: u32, alpha: bool, seed: u32) -> Vec<u8> {
     let bands = if alpha { 4 } else { 3 };
     let mut px = Vec::with_capacity((width * height * bands) as usize);
-    let (sx, sy) = ((0.25 + 0.5 * ((seed % 7) as f32 / 7.0)) * width as f32, 0.3 * height as f32);
+    let (sx, sy) = (
+        (0.25 + 0.5 * ((seed % 7) as f32 / 7.0)) * width as f32,
+        0.3 * height as f32,
+    );
     let r_sun = width.min(height) as f32 * 0.12;
     for y in 0..height {
         for x in 0..width {
@@ -46,11 +49,17 @@ pub fn ensure_samples(dir: &Path) -> Result<Vec<String>, String> {
     for (i, (key, w, h, alpha, suffix)) in specs.iter().enumerate() {
         let path = dir.join(key);
         if !path.exists() {
-            let img = Image::from_pixels(&scene_pixels(*w, *h, *alpha, i as u32), *w, *h, if *alpha { 4 } else { 3 })
-                .map_err(|e| e.to_string())?;
+            let img = Image::from_pixels(
+                &scene_pixels(*w, *h, *alpha, i as u32),
+                *w,
+                *h,
+                if *alpha { 4 } else { 3 },
+            )
+            .map_err(|e| e.to_string())?;
             let bytes = img.save(suffix).map_err(|e| e.to_string())?;
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("{}: {e}", parent.display()))?;
             }
             std::fs::write(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         }

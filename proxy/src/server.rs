@@ -30,7 +30,10 @@ pub fn run_edge(edge: Arc<Edge>) -> Result<(), String> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = Service::new("flexphoto-edge".to_owned(), EdgeHttp::new(Arc::clone(&edge)));
+    let mut service = Service::new(
+        "flexphoto-edge".to_owned(),
+        EdgeHttp::new(Arc::clone(&edge)),
+    );
     service.add_tcp(&cfg.listen);
     server.add_service(service);
     tracing::info!(listen = %cfg.listen, origin = %edge.store().describe(), workers = cfg.workers, "flexphoto-edge listening");

@@ -59,13 +59,18 @@ fn text_reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply 
     set(&mut h, "content-type", content_type);
     set(&mut h, "content-length", body.len());
     set(&mut h, "cache-control", "no-store");
-    Reply { header: h, body: Some(body) }
+    Reply {
+        header: h,
+        body: Some(body),
+    }
 }
 
 fn error_reply(e: &EdgeError) -> Reply {
     let mut r = text_reply(e.status(), "application/json", e.body());
     match e {
-        EdgeError::Overloaded { retry_after } => set(&mut r.header, "retry-after", retry_after.as_secs().max(1)),
+        EdgeError::Overloaded { retry_after } => {
+            set(&mut r.header, "retry-after", retry_after.as_secs().max(1))
+        }
         EdgeError::MethodNotAllowed => set(&mut r.header, "allow", "GET, HEAD"),
         EdgeError::NotFound(_) | EdgeError::BadRequest(_) | EdgeError::Unprocessable(_) => {
             // Let CDNs hold client errors briefly instead of hammering us.
@@ -85,19 +90,32 @@ fn image_reply(edge: &Edge, r: &ImageResponse) -> Reply {
         set(&mut h, "cache-control", "public, max-age=60");
         set(&mut h, "warning", "110 - \"Response is Stale\"");
     } else {
-        set(&mut h, "cache-control", format!("public, max-age={max_age}"));
+        set(
+            &mut h,
+            "cache-control",
+            format!("public, max-age={max_age}"),
+        );
     }
     if r.vary_accept {
         set(&mut h, "vary", "Accept");
     }
     let tier = r.tier.name();
-    set(&mut h, "x-cache", if r.coalesced { "coalesced" } else { tier });
+    set(
+        &mut h,
+        "x-cache",
+        if r.coalesced { "coalesced" } else { tier },
+    );
     let detail = if r.stale { "; detail=stale" } else { "" };
     let status_text = match (r.image.is_some(), r.tier) {
         (false, _) => "flexphoto; hit; detail=not-modified".to_owned(),
-        (true, crate::cache::Tier::Origin) if r.coalesced => format!("flexphoto; fwd=miss; collapsed{detail}"),
+        (true, crate::cache::Tier::Origin) if r.coalesced => {
+            format!("flexphoto; fwd=miss; collapsed{detail}")
+        }
         (true, crate::cache::Tier::Origin) => format!("flexphoto; fwd=miss; stored{detail}"),
-        (true, _) => format!("flexphoto; hit; detail={tier}{}", if r.stale { "-stale" } else { "" }),
+        (true, _) => format!(
+            "flexphoto; hit; detail={tier}{}",
+            if r.stale { "-stale" } else { "" }
+        ),
     };
     set(&mut h, "cache-status", status_text);
     set(&mut h, "x-content-type-options", "nosniff");
@@ -105,9 +123,15 @@ fn image_reply(edge: &Edge, r: &ImageResponse) -> Reply {
         Some(img) => {
             set(&mut h, "content-type", img.format.mime());
             set(&mut h, "content-length", img.body.len());
-            Reply { header: h, body: Some(img.body.clone()) }
+            Reply {
+                header: h,
+                body: Some(img.body.clone()),
+            }
         }
-        None => Reply { header: h, body: None },
+        None => Reply {
+            header: h,
+            body: None,
+        },
     }
 }
 
@@ -121,7 +145,11 @@ fn bearer(session: &ServerSession) -> Option<&str> {
 }
 
 fn header_str<'a>(session: &'a ServerSession, name: &str) -> Option<&'a str> {
-    session.req_header().headers.get(name).and_then(|v| v.to_str().ok())
+    session
+        .req_header()
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
 }
 
 impl EdgeHttp {
@@ -162,24 +190,33 @@ impl EdgeHttp {
                     text_reply(503, "text/plain", "rebuilding disk cache index\n")
                 }
             }
-            ("/metrics", true) => text_reply(200, "text/plain; version=0.0.4", edge.metrics().render()),
+            ("/metrics", true) => {
+                text_reply(200, "text/plain; version=0.0.4", edge.metrics().render())
+            }
             ("/admin/purge", _) if method == http::Method::POST => {
                 let _ = session.drain_request_body().await;
                 self.purge(session, uri.query()).await
             }
-            ("/healthz" | "/readyz" | "/metrics" | "/admin/purge", _) => error_reply(&EdgeError::MethodNotAllowed),
+            ("/healthz" | "/readyz" | "/metrics" | "/admin/purge", _) => {
+                error_reply(&EdgeError::MethodNotAllowed)
+            }
             _ => error_reply(&EdgeError::NotFound("no such route".into())),
         }
     }
 
     async fn purge(&self, session: &ServerSession, query: Option<&str>) -> Reply {
         let Some(token) = self.edge.config().admin_token.as_deref() else {
-            return error_reply(&EdgeError::Forbidden("admin endpoints are disabled (server.admin_token is empty)".into()));
+            return error_reply(&EdgeError::Forbidden(
+                "admin endpoints are disabled (server.admin_token is empty)".into(),
+            ));
         };
         let given = bearer(session).unwrap_or("");
-        let ok: bool = given.len() == token.len() && constant_eq(given.as_bytes(), token.as_bytes());
+        let ok: bool =
+            given.len() == token.len() && constant_eq(given.as_bytes(), token.as_bytes());
         if !ok {
-            return error_reply(&EdgeError::Forbidden("missing or wrong bearer token".into()));
+            return error_reply(&EdgeError::Forbidden(
+                "missing or wrong bearer token".into(),
+            ));
         }
         let raw_key = query
             .unwrap_or("")
@@ -192,7 +229,8 @@ impl EdgeHttp {
         };
         let report = self.edge.purge(&key).await;
         tracing::info!(key = %key, disk_entries = report.disk_entries, "purged");
-        let body = serde_json::json!({"purged": key.as_str(), "disk_entries": report.disk_entries}).to_string();
+        let body = serde_json::json!({"purged": key.as_str(), "disk_entries": report.disk_entries})
+            .to_string();
         text_reply(200, "application/json", body)
     }
 }
@@ -203,7 +241,11 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[async_trait]
 impl HttpServerApp for EdgeHttp {
-    async fn process_new_http(self: &Arc<Self>, mut session: ServerSession, shutdown: &ShutdownWatch) -> Option<ReusedHttpStream> {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
         match session.read_request().await {
             Ok(true) => {}
             Ok(false) => return None,
@@ -218,7 +260,10 @@ impl HttpServerApp for EdgeHttp {
         let reply = self.route(&mut session).await;
         let status = reply.header.status.as_u16();
         let metrics = self.edge.metrics();
-        metrics.requests.with_label_values(&[status.to_string().as_str()]).inc();
+        metrics
+            .requests
+            .with_label_values(&[status.to_string().as_str()])
+            .inc();
         if let Err(e) = session.write_response_header(Box::new(reply.header)).await {
             tracing::debug!(error = %e, "client went away before the header");
             return None;

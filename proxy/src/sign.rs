@@ -91,9 +91,12 @@ impl Signer {
             Some((p, q)) => (p, Some(q)),
             None => (path_and_query, None),
         };
-        let parsed = parse_path(path, query, max_dimension).map_err(|e: UrlError| SignError::BadUrl(e.to_string()))?;
+        let parsed = parse_path(path, query, max_dimension)
+            .map_err(|e: UrlError| SignError::BadUrl(e.to_string()))?;
         if parsed.options.signature.is_some() {
-            return Err(SignError::BadUrl("the URL already carries a signature".into()));
+            return Err(SignError::BadUrl(
+                "the URL already carries a signature".into(),
+            ));
         }
         let sig = self.signature(&parsed.key, &parsed.options)?;
         Ok(match (parsed.form, query) {
@@ -114,11 +117,17 @@ mod tests {
     use super::*;
 
     fn signer() -> Signer {
-        Signer::new(vec![b"0123456789abcdef".to_vec(), b"older-key-still-valid".to_vec()])
+        Signer::new(vec![
+            b"0123456789abcdef".to_vec(),
+            b"older-key-still-valid".to_vec(),
+        ])
     }
 
     fn verify(s: &Signer, url: &str) -> Result<(), SignError> {
-        let (p, q) = url.split_once('?').map(|(p, q)| (p, Some(q))).unwrap_or((url, None));
+        let (p, q) = url
+            .split_once('?')
+            .map(|(p, q)| (p, Some(q)))
+            .unwrap_or((url, None));
         let parsed = parse_path(p, q, 8192).unwrap();
         s.verify(&parsed.key, &parsed.options, 1_000)
     }
@@ -129,18 +138,29 @@ mod tests {
         let a = s.sign_path("/img/a/cat.jpg?w=400&fit=cover", 8192).unwrap();
         assert!(a.starts_with("/img/a/cat.jpg?w=400&fit=cover&sig="));
         assert_eq!(verify(&s, &a), Ok(()));
-        let b = s.sign_path("/cdn-cgi/image/w=400,fit=cover/a/cat.jpg", 8192).unwrap();
+        let b = s
+            .sign_path("/cdn-cgi/image/w=400,fit=cover/a/cat.jpg", 8192)
+            .unwrap();
         assert_eq!(verify(&s, &b), Ok(()));
         // Same canonical options, same signature.
-        assert_eq!(a.rsplit("sig=").next(), b.split("sig=").nth(1).map(|r| r.split('/').next().unwrap()));
+        assert_eq!(
+            a.rsplit("sig=").next(),
+            b.split("sig=").nth(1).map(|r| r.split('/').next().unwrap())
+        );
     }
 
     #[test]
     fn tampering_is_refused() {
         let s = signer();
         let a = s.sign_path("/img/cat.jpg?w=400", 8192).unwrap();
-        assert_eq!(verify(&s, &a.replace("w=400", "w=401")), Err(SignError::Invalid));
-        assert_eq!(verify(&s, &a.replace("cat.jpg", "dog.jpg")), Err(SignError::Invalid));
+        assert_eq!(
+            verify(&s, &a.replace("w=400", "w=401")),
+            Err(SignError::Invalid)
+        );
+        assert_eq!(
+            verify(&s, &a.replace("cat.jpg", "dog.jpg")),
+            Err(SignError::Invalid)
+        );
         assert_eq!(verify(&s, "/img/cat.jpg?w=400"), Err(SignError::Missing));
         let other = Signer::new(vec![b"another-key-entirely".to_vec()]);
         assert_eq!(verify(&other, &a), Err(SignError::Invalid));
@@ -151,10 +171,17 @@ mod tests {
         let old = Signer::new(vec![b"older-key-still-valid".to_vec()]);
         let a = old.sign_path("/img/cat.jpg?w=10", 8192).unwrap();
         assert_eq!(verify(&signer(), &a), Ok(()));
-        let expired = signer().sign_path("/img/cat.jpg?w=10&exp=999", 8192).unwrap();
+        let expired = signer()
+            .sign_path("/img/cat.jpg?w=10&exp=999", 8192)
+            .unwrap();
         assert_eq!(verify(&signer(), &expired), Err(SignError::Expired));
-        let fresh = signer().sign_path("/img/cat.jpg?w=10&exp=1001", 8192).unwrap();
+        let fresh = signer()
+            .sign_path("/img/cat.jpg?w=10&exp=1001", 8192)
+            .unwrap();
         assert_eq!(verify(&signer(), &fresh), Ok(()));
-        assert_eq!(Signer::default().signature(&ImageKey::parse("x").unwrap(), &RequestOptions::default()), Err(SignError::NoKeys));
+        assert_eq!(
+            Signer::default().signature(&ImageKey::parse("x").unwrap(), &RequestOptions::default()),
+            Err(SignError::NoKeys)
+        );
     }
 }

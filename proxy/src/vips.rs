@@ -195,7 +195,9 @@ impl Image {
     /// An image from packed 8-bit pixels (`bands` per pixel, row-major), copied into libvips.
     pub fn from_pixels(pixels: &[u8], width: u32, height: u32, bands: u32) -> Result<Image> {
         if pixels.len() as u64 != width as u64 * height as u64 * bands as u64 {
-            return Err(VipsError("pixel buffer size does not match its dimensions".into()));
+            return Err(VipsError(
+                "pixel buffer size does not match its dimensions".into(),
+            ));
         }
         // SAFETY: libvips copies `pixels` before returning.
         let p = unsafe {
@@ -211,7 +213,10 @@ impl Image {
         if p.is_null() {
             return Err(take_error("cannot make image from pixels"));
         }
-        Ok(Image { ptr: p, _source: Bytes::new() })
+        Ok(Image {
+            ptr: p,
+            _source: Bytes::new(),
+        })
     }
 
     fn wrap(&self, ptr: *mut ffi::VipsImage) -> Image {
@@ -222,7 +227,12 @@ impl Image {
     }
 
     /// Opens `buf` lazily: reads the header, decodes nothing yet.
-    pub fn load(buf: &Bytes, fail_on_truncated: bool, all_frames: bool, shrink: u32) -> Result<Image> {
+    pub fn load(
+        buf: &Bytes,
+        fail_on_truncated: bool,
+        all_frames: bool,
+        shrink: u32,
+    ) -> Result<Image> {
         let opts = load_options(fail_on_truncated, all_frames, shrink);
         // SAFETY: the returned image reads from `buf`, which the Image keeps alive.
         let p = unsafe {
@@ -283,7 +293,13 @@ impl Image {
     }
 
     /// Resizes an already loaded image into a box (libvips `thumbnail_image`).
-    pub fn thumbnail_image(&self, width: u32, height: u32, size: Size, crop: Interesting) -> Result<Image> {
+    pub fn thumbnail_image(
+        &self,
+        width: u32,
+        height: u32,
+        size: Size,
+        crop: Interesting,
+    ) -> Result<Image> {
         let mut out = ptr::null_mut();
         // SAFETY: as in `thumbnail`.
         let rc = unsafe {
@@ -411,7 +427,8 @@ impl Image {
     pub fn blur(&self, sigma: f32) -> Result<Image> {
         let mut out = ptr::null_mut();
         // SAFETY: variadic call, NULL-terminated; sigma passed as a C double.
-        let rc = unsafe { ffi::vips_gaussblur(self.ptr, &mut out, sigma as f64, ptr::null::<c_char>()) };
+        let rc =
+            unsafe { ffi::vips_gaussblur(self.ptr, &mut out, sigma as f64, ptr::null::<c_char>()) };
         self.result(rc, out, "blur failed")
     }
 
@@ -433,7 +450,14 @@ impl Image {
 
     /// Places the image at (`x`, `y`) on a `width`×`height` canvas of `background`
     /// (one value per band).
-    pub fn embed(&self, x: u32, y: u32, width: u32, height: u32, background: &[f64]) -> Result<Image> {
+    pub fn embed(
+        &self,
+        x: u32,
+        y: u32,
+        width: u32,
+        height: u32,
+        background: &[f64],
+    ) -> Result<Image> {
         let mut out = ptr::null_mut();
         // SAFETY: the array is created, passed and released here; libvips refs it if kept.
         let rc = unsafe {
@@ -573,7 +597,8 @@ impl Image {
             if ffi::vips_image_get_typeof(self.ptr, cname.as_ptr()) == 0 {
                 return None;
             }
-            if ffi::vips_image_get_string(self.ptr, cname.as_ptr(), &mut out) != 0 || out.is_null() {
+            if ffi::vips_image_get_string(self.ptr, cname.as_ptr(), &mut out) != 0 || out.is_null()
+            {
                 ffi::vips_error_clear();
                 return None;
             }
@@ -612,7 +637,12 @@ impl Image {
         if let Ok(c) = CString::new(name) {
             // SAFETY: libvips copies `data`.
             unsafe {
-                ffi::vips_image_set_blob_copy(self.ptr, c.as_ptr(), data.as_ptr() as *const c_void, data.len() as _)
+                ffi::vips_image_set_blob_copy(
+                    self.ptr,
+                    c.as_ptr(),
+                    data.as_ptr() as *const c_void,
+                    data.len() as _,
+                )
             }
         }
     }
@@ -625,7 +655,10 @@ impl Image {
         if p.is_null() {
             return Err(take_error("decode failed"));
         }
-        Ok(Bytes::from_owner(GBuffer { ptr: p, len: len as usize }))
+        Ok(Bytes::from_owner(GBuffer {
+            ptr: p,
+            len: len as usize,
+        }))
     }
 
     /// Encodes the image; `suffix` names the saver and its options, e.g. `.webp[Q=75]`.
@@ -636,12 +669,21 @@ impl Image {
         let mut len: ffi::size_t = 0;
         // SAFETY: on success libvips hands us a g_malloc'd buffer of `len` bytes.
         let rc = unsafe {
-            ffi::vips_image_write_to_buffer(self.ptr, csuffix.as_ptr(), &mut buf, &mut len, ptr::null::<c_char>())
+            ffi::vips_image_write_to_buffer(
+                self.ptr,
+                csuffix.as_ptr(),
+                &mut buf,
+                &mut len,
+                ptr::null::<c_char>(),
+            )
         };
         if rc != 0 || buf.is_null() {
             return Err(take_error("encode failed"));
         }
-        Ok(Bytes::from_owner(GBuffer { ptr: buf, len: len as usize }))
+        Ok(Bytes::from_owner(GBuffer {
+            ptr: buf,
+            len: len as usize,
+        }))
     }
 }
 

@@ -43,7 +43,10 @@ fn disk_tier_survives_restart_and_promotes_to_memory() {
     let again = e.get("/img/land.jpg?w=150");
     assert_eq!(again.header("x-cache"), Some("disk"));
     assert_eq!(again.body, first.body);
-    assert_eq!(e.get("/img/land.jpg?w=150").header("x-cache"), Some("memory"));
+    assert_eq!(
+        e.get("/img/land.jpg?w=150").header("x-cache"),
+        Some("memory")
+    );
     assert!(e.metric("flexphoto_disk_cache_bytes", "") > 0.0);
 }
 
@@ -52,7 +55,15 @@ fn kill_during_cache_writes_never_serves_truncated_bytes() {
     let origin = standard_origin("crash");
     let cache = temp_dir("crash-cache");
     let e = Edge::start(&origin, &[], &["--cache-dir", cache.to_str().unwrap()]);
-    let urls: Vec<String> = (0..24).map(|i| format!("/img/land.jpg?w={}&fmt={}", 300 + i, ["jpeg", "webp", "png"][i % 3])).collect();
+    let urls: Vec<String> = (0..24)
+        .map(|i| {
+            format!(
+                "/img/land.jpg?w={}&fmt={}",
+                300 + i,
+                ["jpeg", "webp", "png"][i % 3]
+            )
+        })
+        .collect();
     let port = e.port;
     let handles: Vec<_> = urls
         .iter()
@@ -79,29 +90,69 @@ fn kill_during_cache_writes_never_serves_truncated_bytes() {
     for u in &urls {
         let r = e.get(u);
         assert_eq!(r.status, 200, "{u}");
-        assert_eq!(r.header("content-length").unwrap(), r.body.len().to_string());
+        assert_eq!(
+            r.header("content-length").unwrap(),
+            r.body.len().to_string()
+        );
         let d = r.decode(); // decodes every pixel, so truncation would fail here
-        assert_eq!(d.width, u.split("w=").nth(1).unwrap().split('&').next().unwrap().parse::<u32>().unwrap());
+        assert_eq!(
+            d.width,
+            u.split("w=")
+                .nth(1)
+                .unwrap()
+                .split('&')
+                .next()
+                .unwrap()
+                .parse::<u32>()
+                .unwrap()
+        );
     }
 }
 
 #[test]
 fn concurrent_requests_share_one_fetch_and_one_transform() {
     let origin = standard_origin("coalesce");
-    std::fs::write(origin.join("big.jpg"), make_image(3000, 2000, false, ".jpg[Q=95]")).unwrap();
+    std::fs::write(
+        origin.join("big.jpg"),
+        make_image(3000, 2000, false, ".jpg[Q=95]"),
+    )
+    .unwrap();
     let e = Edge::start(&origin, &[], &[]);
     let port = e.port;
     let same: Vec<_> = (0..10)
-        .map(|_| std::thread::spawn(move || crate::harness::request(port, "GET", "/img/big.jpg?w=1500&blur=4", &[])))
+        .map(|_| {
+            std::thread::spawn(move || {
+                crate::harness::request(port, "GET", "/img/big.jpg?w=1500&blur=4", &[])
+            })
+        })
         .collect();
     let bodies: Vec<_> = same.into_iter().map(|h| h.join().unwrap()).collect();
-    assert!(bodies.iter().all(|r| r.status == 200 && r.body == bodies[0].body));
+    assert!(bodies
+        .iter()
+        .all(|r| r.status == 200 && r.body == bodies[0].body));
     assert_eq!(e.metric("flexphoto_origin_fetches_total", ""), 1.0);
-    assert_eq!(e.metric("flexphoto_transform_seconds_count", ""), 1.0, "one transform for ten requests");
+    assert_eq!(
+        e.metric("flexphoto_transform_seconds_count", ""),
+        1.0,
+        "one transform for ten requests"
+    );
     // Different sizes of one new source: one fetch between them.
-    std::fs::write(origin.join("big2.jpg"), make_image(3000, 2000, false, ".jpg[Q=95]")).unwrap();
+    std::fs::write(
+        origin.join("big2.jpg"),
+        make_image(3000, 2000, false, ".jpg[Q=95]"),
+    )
+    .unwrap();
     let sizes: Vec<_> = (0..8)
-        .map(|i| std::thread::spawn(move || crate::harness::request(port, "GET", &format!("/img/big2.jpg?w={}", 100 + i * 10), &[])))
+        .map(|i| {
+            std::thread::spawn(move || {
+                crate::harness::request(
+                    port,
+                    "GET",
+                    &format!("/img/big2.jpg?w={}", 100 + i * 10),
+                    &[],
+                )
+            })
+        })
         .collect();
     for h in sizes {
         assert_eq!(h.join().unwrap().status, 200);
@@ -112,16 +163,32 @@ fn concurrent_requests_share_one_fetch_and_one_transform() {
 #[test]
 fn overload_answers_503_while_hits_keep_flowing() {
     let origin = standard_origin("overload");
-    std::fs::write(origin.join("big.jpg"), make_image(2500, 2500, false, ".jpg[Q=95]")).unwrap();
+    std::fs::write(
+        origin.join("big.jpg"),
+        make_image(2500, 2500, false, ".jpg[Q=95]"),
+    )
+    .unwrap();
     let e = Edge::start(
         &origin,
-        &[("FLEXPHOTO_EDGE__TRANSFORM__WORKERS", "1"), ("FLEXPHOTO_EDGE__TRANSFORM__QUEUE", "1")],
+        &[
+            ("FLEXPHOTO_EDGE__TRANSFORM__WORKERS", "1"),
+            ("FLEXPHOTO_EDGE__TRANSFORM__QUEUE", "1"),
+        ],
         &[],
     );
     assert_eq!(e.get("/img/land.jpg?w=50").status, 200);
     let port = e.port;
     let storm: Vec<_> = (0..12)
-        .map(|i| std::thread::spawn(move || crate::harness::request(port, "GET", &format!("/img/big.jpg?w={}&blur=40", 2000 + i), &[])))
+        .map(|i| {
+            std::thread::spawn(move || {
+                crate::harness::request(
+                    port,
+                    "GET",
+                    &format!("/img/big.jpg?w={}&blur=40", 2000 + i),
+                    &[],
+                )
+            })
+        })
         .collect();
     std::thread::sleep(Duration::from_millis(150));
     let hit = e.get("/img/land.jpg?w=50");
@@ -129,7 +196,11 @@ fn overload_answers_503_while_hits_keep_flowing() {
     assert_eq!(hit.header("x-cache"), Some("memory"));
     let results: Vec<_> = storm.into_iter().map(|h| h.join().unwrap()).collect();
     let rejected: Vec<_> = results.iter().filter(|r| r.status == 503).collect();
-    assert!(!rejected.is_empty(), "statuses {:?}", results.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert!(
+        !rejected.is_empty(),
+        "statuses {:?}",
+        results.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
     assert!(rejected.iter().all(|r| r.header("retry-after").is_some()));
     assert!(results.iter().all(|r| r.status == 200 || r.status == 503));
     assert!(e.metric("flexphoto_queue_rejections_total", "") >= rejected.len() as f64);

@@ -6,14 +6,19 @@ use std::net::TcpListener;
 use crate::harness::{standard_origin, Edge};
 
 fn error_code(r: &crate::harness::Resp) -> String {
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("error body is JSON: {}", r.text()));
+    let v: serde_json::Value = serde_json::from_slice(&r.body)
+        .unwrap_or_else(|_| panic!("error body is JSON: {}", r.text()));
     v["error"]["code"].as_str().unwrap().to_owned()
 }
 
 #[test]
 fn client_and_source_errors() {
     let origin = standard_origin("errors");
-    let e = Edge::start(&origin, &[("FLEXPHOTO_EDGE__LIMITS__MAX_SOURCE_BYTES", "200000")], &[]);
+    let e = Edge::start(
+        &origin,
+        &[("FLEXPHOTO_EDGE__LIMITS__MAX_SOURCE_BYTES", "200000")],
+        &[],
+    );
     let cases: &[(&str, u16, &str)] = &[
         ("/img/land.jpg?w=abc", 400, "`w`"),
         ("/img/land.jpg?w=0", 400, "`w`"),
@@ -36,7 +41,11 @@ fn client_and_source_errors() {
     for (path, status, needle) in cases {
         let r = e.get(path);
         assert_eq!(r.status, *status, "{path}: {}", r.text());
-        assert!(r.text().contains(needle), "{path}: body {:?} lacks {needle:?}", r.text());
+        assert!(
+            r.text().contains(needle),
+            "{path}: body {:?} lacks {needle:?}",
+            r.text()
+        );
         assert_eq!(r.header("content-type"), Some("application/json"));
         error_code(&r);
     }
@@ -54,8 +63,11 @@ fn client_and_source_errors() {
 
 #[test]
 fn fixture_files_refused_or_served_as_the_manifest_says() {
-    let Some(fx) = crate::harness::fixtures() else { return };
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(fx.join("manifest.json")).unwrap()).unwrap();
+    let Some(fx) = crate::harness::fixtures() else {
+        return;
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.join("manifest.json")).unwrap()).unwrap();
     let e = Edge::start(&fx, &[], &[]);
     for item in manifest.as_array().unwrap() {
         let path = item["path"].as_str().unwrap();
@@ -65,14 +77,22 @@ fn fixture_files_refused_or_served_as_the_manifest_says() {
         let expect = item["expect"].as_str().unwrap();
         let r = e.get(&format!("/img/{}?w=64&fmt=png", path.replace(' ', "%20")));
         if expect.starts_with("rejects") {
-            assert!((400..500).contains(&r.status), "{path} ({expect}) gave {}: {}", r.status, r.text());
+            assert!(
+                (400..500).contains(&r.status),
+                "{path} ({expect}) gave {}: {}",
+                r.status,
+                r.text()
+            );
         } else if r.status == 200 {
             let d = r.decode();
             assert!(d.width <= 64 && d.height <= 64, "{path}");
         } else {
             // A file the manifest says decodes but libvips 8.14 cannot: a clean 422, never a 5xx.
             assert_eq!(r.status, 422, "{path}: {}", r.text());
-            eprintln!("note: {path} ({expect}) refused by this libvips: {}", r.text());
+            eprintln!(
+                "note: {path} ({expect}) refused by this libvips: {}",
+                r.text()
+            );
         }
     }
 }
@@ -86,10 +106,22 @@ fn origin_failure_and_timeout() {
         vec![
             ("FLEXPHOTO_EDGE__ORIGIN__KIND".to_owned(), "s3".to_owned()),
             ("FLEXPHOTO_EDGE__ORIGIN__S3__ENDPOINT".to_owned(), endpoint),
-            ("FLEXPHOTO_EDGE__ORIGIN__S3__BUCKET".to_owned(), "b".to_owned()),
-            ("FLEXPHOTO_EDGE__ORIGIN__S3__ACCESS_KEY".to_owned(), "ak".to_owned()),
-            ("FLEXPHOTO_EDGE__ORIGIN__S3__SECRET_KEY".to_owned(), "sk".to_owned()),
-            ("FLEXPHOTO_EDGE__ORIGIN__TIMEOUT_MS".to_owned(), "3000".to_owned()),
+            (
+                "FLEXPHOTO_EDGE__ORIGIN__S3__BUCKET".to_owned(),
+                "b".to_owned(),
+            ),
+            (
+                "FLEXPHOTO_EDGE__ORIGIN__S3__ACCESS_KEY".to_owned(),
+                "ak".to_owned(),
+            ),
+            (
+                "FLEXPHOTO_EDGE__ORIGIN__S3__SECRET_KEY".to_owned(),
+                "sk".to_owned(),
+            ),
+            (
+                "FLEXPHOTO_EDGE__ORIGIN__TIMEOUT_MS".to_owned(),
+                "3000".to_owned(),
+            ),
         ]
     };
     let env = s3_env(format!("http://127.0.0.1:{closed}"));
@@ -97,7 +129,11 @@ fn origin_failure_and_timeout() {
     let e = start_without_origin_dir(&env_ref);
     let r = e.get("/img/land.jpg?w=10");
     assert_eq!(r.status, 502, "{}", r.text());
-    assert!(!r.text().contains("127.0.0.1"), "no internals leak: {}", r.text());
+    assert!(
+        !r.text().contains("127.0.0.1"),
+        "no internals leak: {}",
+        r.text()
+    );
     drop(e);
 
     // A server that accepts and never answers: timeout.

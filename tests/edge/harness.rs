@@ -21,11 +21,19 @@ pub struct Edge {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("flexphoto-it-{name}-{}-{}", std::process::id(), free_port()));
+    let d = std::env::temp_dir().join(format!(
+        "flexphoto-it-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -34,18 +42,34 @@ pub fn temp_dir(name: &str) -> PathBuf {
 impl Edge {
     /// Starts the edge serving `origin` with extra env and args, and waits for /healthz.
     pub fn start(origin: &Path, env: &[(&str, &str)], args: &[&str]) -> Edge {
-        let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         Self::spawn(Some(origin.to_owned()), env, args, free_port())
     }
 
     /// Starts the edge without `--origin-dir`, so config and env choose the origin.
     pub fn start_configured(env: &[(&str, &str)]) -> Edge {
-        let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
-        Self::spawn(None, env, vec!["--config".into(), "/dev/null".into()], free_port())
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        Self::spawn(
+            None,
+            env,
+            vec!["--config".into(), "/dev/null".into()],
+            free_port(),
+        )
     }
 
-    fn spawn(origin: Option<PathBuf>, env: Vec<(String, String)>, args: Vec<String>, port: u16) -> Edge {
+    fn spawn(
+        origin: Option<PathBuf>,
+        env: Vec<(String, String)>,
+        args: Vec<String>,
+        port: u16,
+    ) -> Edge {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_flexphoto-edge"));
         cmd.arg("--listen").arg(format!("127.0.0.1:{port}"));
         if let Some(o) = &origin {
@@ -58,7 +82,13 @@ impl Edge {
         }
         cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
         let child = cmd.spawn().expect("start flexphoto-edge");
-        let edge = Edge { child, port, origin, env, args };
+        let edge = Edge {
+            child,
+            port,
+            origin,
+            env,
+            args,
+        };
         edge.wait_healthy();
         edge
     }
@@ -80,7 +110,12 @@ impl Edge {
     pub fn restart_after_kill(mut self) -> Edge {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (origin, env, args, port) = (self.origin.clone(), self.env.clone(), self.args.clone(), self.port);
+        let (origin, env, args, port) = (
+            self.origin.clone(),
+            self.env.clone(),
+            self.args.clone(),
+            self.port,
+        );
         std::mem::forget(self);
         Self::spawn(origin, env, args, port)
     }
@@ -98,7 +133,10 @@ impl Edge {
         let body = self.get("/metrics").text();
         body.lines()
             .filter(|l| !l.starts_with('#'))
-            .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with(' ') || l[name.len()..].starts_with('{')))
+            .filter(|l| {
+                l.starts_with(name)
+                    && (l[name.len()..].starts_with(' ') || l[name.len()..].starts_with('{'))
+            })
             .filter(|l| l.contains(labels))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
@@ -122,7 +160,9 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -137,7 +177,12 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) ->
 }
 
 /// A minimal HTTP/1.1 client: sends the path byte for byte (no normalisation), reads to close.
-pub fn try_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Resp> {
+pub fn try_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Resp> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
@@ -166,16 +211,22 @@ pub fn try_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]
         }
     }
     let mut body = raw[split + 4..].to_vec();
-    if hdrs.get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+    if hdrs
+        .get("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
         body = dechunk(&body);
     }
-    Ok(Resp { status, headers: hdrs, body })
+    Ok(Resp {
+        status,
+        headers: hdrs,
+        body,
+    })
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(i) = b.windows(2).position(|w| w == b"\r\n") else { break };
+    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
         let n = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).trim(), 16).unwrap_or(0);
         if n == 0 {
             break;
@@ -213,7 +264,12 @@ impl Decoded {
 pub fn decode(bytes: &[u8]) -> Decoded {
     vips::init(1).unwrap();
     let buf = Bytes::copy_from_slice(bytes);
-    let loader = vips::find_loader(&buf).unwrap_or_else(|| panic!("output is not an image: {:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(200)])));
+    let loader = vips::find_loader(&buf).unwrap_or_else(|| {
+        panic!(
+            "output is not an image: {:?}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+        )
+    });
     let img = Image::load(&buf, true, false, 1).expect("output loads");
     let h = img.header(&loader);
     let pixels = img.pixels().expect("output decodes completely").to_vec();
@@ -301,7 +357,10 @@ pub fn standard_origin(name: &str) -> PathBuf {
         std::fs::write(path, b).unwrap();
     };
     w("land.jpg", &make_image(1200, 800, false, ".jpg[Q=90]"));
-    w("deep/er/path/land copy.jpg", &make_image(600, 400, false, ".jpg[Q=90]"));
+    w(
+        "deep/er/path/land copy.jpg",
+        &make_image(600, 400, false, ".jpg[Q=90]"),
+    );
     w("alpha.png", &make_image(400, 400, true, ".png"));
     w("orient6.jpg", &oriented_jpeg(300, 200, 6));
     w("anim.gif", &animated_gif(120, 80, 4));

@@ -7,7 +7,11 @@ use crate::harness::{standard_origin, Edge};
 #[test]
 fn health_metrics_and_purge() {
     let origin = standard_origin("ops");
-    let e = Edge::start(&origin, &[("FLEXPHOTO_EDGE__SERVER__ADMIN_TOKEN", "s3cret-token")], &[]);
+    let e = Edge::start(
+        &origin,
+        &[("FLEXPHOTO_EDGE__SERVER__ADMIN_TOKEN", "s3cret-token")],
+        &[],
+    );
     assert_eq!(e.get("/healthz").status, 200);
     e.get("/img/land.jpg?w=64");
     e.get("/img/land.jpg?w=64");
@@ -26,26 +30,67 @@ fn health_metrics_and_purge() {
         assert!(m.contains(name), "metrics lack {name}");
     }
     assert_eq!(e.metric("flexphoto_requests_total", "status=\"404\""), 1.0);
-    assert_eq!(e.metric("flexphoto_cache_lookups_total", "result=\"hit\",tier=\"memory\""), 1.0);
-
-    assert_eq!(e.req("POST", "/admin/purge?key=land.jpg", &[("Content-Length", "0")]).status, 403);
     assert_eq!(
-        e.req("POST", "/admin/purge?key=land.jpg", &[("Authorization", "Bearer wrong"), ("Content-Length", "0")]).status,
+        e.metric(
+            "flexphoto_cache_lookups_total",
+            "result=\"hit\",tier=\"memory\""
+        ),
+        1.0
+    );
+
+    assert_eq!(
+        e.req(
+            "POST",
+            "/admin/purge?key=land.jpg",
+            &[("Content-Length", "0")]
+        )
+        .status,
         403
     );
-    let r = e.req("POST", "/admin/purge?key=land.jpg", &[("Authorization", "Bearer s3cret-token"), ("Content-Length", "0")]);
+    assert_eq!(
+        e.req(
+            "POST",
+            "/admin/purge?key=land.jpg",
+            &[("Authorization", "Bearer wrong"), ("Content-Length", "0")]
+        )
+        .status,
+        403
+    );
+    let r = e.req(
+        "POST",
+        "/admin/purge?key=land.jpg",
+        &[
+            ("Authorization", "Bearer s3cret-token"),
+            ("Content-Length", "0"),
+        ],
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let after = e.get("/img/land.jpg?w=64");
-    assert_eq!(after.header("x-cache"), Some("miss"), "purge dropped the cached result");
-    assert_eq!(e.metric("flexphoto_origin_fetches_total", ""), 2.0, "and the cached source");
+    assert_eq!(
+        after.header("x-cache"),
+        Some("miss"),
+        "purge dropped the cached result"
+    );
+    assert_eq!(
+        e.metric("flexphoto_origin_fetches_total", ""),
+        2.0,
+        "and the cached source"
+    );
 }
 
 #[test]
 fn config_check_mode() {
     let bin = env!("CARGO_BIN_EXE_flexphoto-edge");
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/edge.toml");
-    let ok = std::process::Command::new(bin).args(["--config", shipped, "--test"]).output().unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = std::process::Command::new(bin)
+        .args(["--config", shipped, "--test"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let bad = std::process::Command::new(bin)
         .args(["--config", shipped, "--test"])
         .env("FLEXPHOTO_EDGE__TRANSFORM__JPEG_QUALITY", "500")
@@ -61,14 +106,21 @@ fn sigterm_shuts_down_gracefully() {
     let mut e = Edge::start(&origin, &[], &[]);
     assert_eq!(e.get("/img/land.jpg?w=32").status, 200);
     let pid = e.child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let start = Instant::now();
     loop {
         if let Some(status) = e.child.try_wait().unwrap() {
             assert!(status.success(), "exit status {status}");
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "did not exit after SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

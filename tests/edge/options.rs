@@ -17,14 +17,22 @@ fn resize_fit_and_dpr() {
     assert_eq!(dims("h=100"), (150, 100));
     assert_eq!(dims("w=300&dpr=2"), (600, 400));
     assert_eq!(dims("w=300&h=300"), (300, 200), "scale-down fits inside");
-    assert_eq!(dims("w=3000&h=3000"), (1200, 800), "scale-down never enlarges");
+    assert_eq!(
+        dims("w=3000&h=3000"),
+        (1200, 800),
+        "scale-down never enlarges"
+    );
     assert_eq!(dims("w=2400&h=2400&fit=contain"), (2400, 1600));
     assert_eq!(dims("w=300&h=300&fit=inside"), (300, 200));
     assert_eq!(dims("w=300&h=300&fit=cover"), (300, 300));
     assert_eq!(dims("w=300&h=300&fit=fill"), (300, 300));
     assert_eq!(dims("w=300&h=300&fit=outside"), (450, 300));
     assert_eq!(dims("w=300&h=300&fit=pad"), (300, 300));
-    assert_eq!(dims("w=2000&h=300&fit=crop"), (1200, 300), "crop never enlarges");
+    assert_eq!(
+        dims("w=2000&h=300&fit=crop"),
+        (1200, 300),
+        "crop never enlarges"
+    );
     assert_eq!(dims("w=300&h=300&fit=crop&g=se"), (300, 300));
     assert_eq!(dims("crop=100,100,400,200"), (400, 200));
     assert_eq!(dims("crop=100,100,400,200&w=200"), (200, 100));
@@ -53,7 +61,11 @@ fn formats_and_negotiation() {
         assert!(r.decode().is(fmt), "{q} gave {}", r.decode().loader);
     }
     let auto = |accept: &str, key: &str| {
-        let r = e.req("GET", &format!("/img/{key}?w=64&fmt=auto"), &[("Accept", accept)]);
+        let r = e.req(
+            "GET",
+            &format!("/img/{key}?w=64&fmt=auto"),
+            &[("Accept", accept)],
+        );
         assert_eq!(r.status, 200);
         assert_eq!(r.header("vary"), Some("Accept"));
         r.header("content-type").unwrap().to_owned()
@@ -67,7 +79,10 @@ fn formats_and_negotiation() {
     let r = e.req("GET", "/img/alpha.png?w=64&fmt=auto", &[("Accept", "*/*")]);
     assert!(r.decode().alpha);
     // Without fmt the source format is kept.
-    assert_eq!(e.get("/img/alpha.png?w=32").header("content-type"), Some("image/png"));
+    assert_eq!(
+        e.get("/img/alpha.png?w=32").header("content-type"),
+        Some("image/png")
+    );
     assert!(e.get("/img/alpha.png?w=32").header("vary").is_none());
 }
 
@@ -81,11 +96,15 @@ fn alpha_is_flattened_onto_bg_for_jpeg() {
     // The corner is transparent in the source, so it must now be the background.
     let px = d.at(0, 0);
     assert!(px[0] > 200 && px[1] < 60 && px[2] < 60, "corner is {px:?}");
-    let d = e.get("/img/land.jpg?w=100&h=100&fit=pad&bg=00ff00&fmt=png").decode();
+    let d = e
+        .get("/img/land.jpg?w=100&h=100&fit=pad&bg=00ff00&fmt=png")
+        .decode();
     assert_eq!((d.width, d.height), (100, 100));
     let top = d.at(50, 1);
     assert!(top[1] > 200 && top[0] < 60, "pad colour is {top:?}");
-    let d = e.get("/img/land.jpg?w=100&h=100&fit=pad&bg=transparent&fmt=png").decode();
+    let d = e
+        .get("/img/land.jpg?w=100&h=100&fit=pad&bg=transparent&fmt=png")
+        .decode();
     assert!(d.alpha);
     assert_eq!(d.at(50, 1)[3], 0);
 }
@@ -98,17 +117,29 @@ fn exif_orientation_rotation_and_flip() {
     let d = e.get("/img/orient6.jpg?fmt=png").decode();
     assert_eq!((d.width, d.height), (200, 300));
     let red = |p: &[u8]| p[0] > 200 && p[2] < 80;
-    assert!(red(d.at(150, 30)), "top right should be red: {:?}", d.at(150, 30));
+    assert!(
+        red(d.at(150, 30)),
+        "top right should be red: {:?}",
+        d.at(150, 30)
+    );
     assert!(!red(d.at(30, 30)));
     let d = e.get("/img/orient6.jpg?fmt=png&rot=90").decode();
     assert_eq!((d.width, d.height), (300, 200));
-    assert!(red(d.at(250, 150)), "after 90 more degrees the red quarter is bottom right");
+    assert!(
+        red(d.at(250, 150)),
+        "after 90 more degrees the red quarter is bottom right"
+    );
     let d = e.get("/img/orient6.jpg?fmt=png&flip=h").decode();
-    assert!(red(d.at(30, 30)), "flipped left-right the red quarter is top left");
+    assert!(
+        red(d.at(30, 30)),
+        "flipped left-right the red quarter is top left"
+    );
     let d = e.get("/img/orient6.jpg?fmt=png&flip=v").decode();
     assert!(red(d.at(150, 270)));
     // Editor's crop is in upright coordinates: the top-right 100x150 is all red.
-    let d = e.get("/img/orient6.jpg?fmt=png&crop=100,0,100,150").decode();
+    let d = e
+        .get("/img/orient6.jpg?fmt=png&crop=100,0,100,150")
+        .decode();
     assert_eq!((d.width, d.height), (100, 150));
     assert!(red(d.at(10, 10)) && red(d.at(90, 140)));
 }
@@ -119,13 +150,21 @@ fn gravity_picks_the_kept_region() {
     let e = Edge::start(&origin, &[], &[]);
     let red = |p: &[u8]| p[0] > 200 && p[2] < 80;
     // orient6 upright: 200x300 with red at x>=100, y<150. Crop to 200x150 boxes.
-    let north = e.get("/img/orient6.jpg?fmt=png&w=200&h=150&fit=cover&g=n").decode();
+    let north = e
+        .get("/img/orient6.jpg?fmt=png&w=200&h=150&fit=cover&g=n")
+        .decode();
     assert!(red(north.at(150, 75)));
-    let south = e.get("/img/orient6.jpg?fmt=png&w=200&h=150&fit=cover&g=s").decode();
+    let south = e
+        .get("/img/orient6.jpg?fmt=png&w=200&h=150&fit=cover&g=s")
+        .decode();
     assert!(!red(south.at(150, 75)));
-    let focal = e.get("/img/orient6.jpg?fmt=png&w=200&h=150&fit=cover&g=0.5x0.1").decode();
+    let focal = e
+        .get("/img/orient6.jpg?fmt=png&w=200&h=150&fit=cover&g=0.5x0.1")
+        .decode();
     assert!(red(focal.at(150, 75)));
-    for g in ["smart", "entropy", "center", "ne", "nw", "se", "sw", "e", "w"] {
+    for g in [
+        "smart", "entropy", "center", "ne", "nw", "se", "sw", "e", "w",
+    ] {
         let r = e.get(&format!("/img/land.jpg?w=120&h=120&fit=cover&g={g}"));
         assert_eq!(r.status, 200, "g={g}");
         assert_eq!((r.decode().width, r.decode().height), (120, 120), "g={g}");
@@ -151,9 +190,17 @@ fn quality_blur_sharpen_meta_presets() {
     let orient_src = crate::harness::oriented_jpeg(64, 64, 1);
     std::fs::write(origin.join("exif.jpg"), orient_src).unwrap();
     let stripped = e.get("/img/exif.jpg?w=32").decode();
-    assert!(!stripped.fields.iter().any(|f| f == "exif-data"), "{:?}", stripped.fields);
+    assert!(
+        !stripped.fields.iter().any(|f| f == "exif-data"),
+        "{:?}",
+        stripped.fields
+    );
     let kept = e.get("/img/exif.jpg?w=32&meta=keep").decode();
-    assert!(kept.fields.iter().any(|f| f == "exif-data"), "{:?}", kept.fields);
+    assert!(
+        kept.fields.iter().any(|f| f == "exif-data"),
+        "{:?}",
+        kept.fields
+    );
     assert_eq!(e.get("/img/exif.jpg?w=32&meta=copyright").status, 200);
     // Presets, refined by explicit options.
     let d = e.get("/img/land.jpg?preset=thumb").decode();
@@ -171,7 +218,11 @@ fn cloudflare_form_matches_query_form() {
     let b = e.get("/img/land.jpg?fit=cover&q=70&h=200&w=300&fmt=webp");
     assert_eq!(a.status, 200);
     assert_eq!(a.body, b.body);
-    assert_eq!(a.header("etag"), b.header("etag"), "one cache entry for both forms");
+    assert_eq!(
+        a.header("etag"),
+        b.header("etag"),
+        "one cache entry for both forms"
+    );
     assert_eq!(b.header("x-cache"), Some("memory"));
     let bad = e.get("/cdn-cgi/image/width=abc/land.jpg");
     assert_eq!(bad.status, 400);
@@ -188,7 +239,11 @@ fn animations_keep_frames_when_the_format_can() {
     let webp = e.get("/img/anim.gif?w=60&fmt=webp").decode();
     assert_eq!(webp.pages, 4, "animated WebP");
     let jpeg = e.get("/img/anim.gif?w=60&fmt=jpeg").decode();
-    assert_eq!((jpeg.width, jpeg.height, jpeg.pages), (60, 40, 1), "first frame only");
+    assert_eq!(
+        (jpeg.width, jpeg.height, jpeg.pages),
+        (60, 40, 1),
+        "first frame only"
+    );
     let cropped = e.get("/img/anim.gif?w=40&h=40&fit=cover").decode();
     assert_eq!((cropped.width, cropped.height), (40, 40));
 }

@@ -25,8 +25,18 @@ struct S3Env {
 
 fn from_env() -> Option<S3Env> {
     let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    match (get("FLEXPHOTO_TEST_S3_ENDPOINT"), get("FLEXPHOTO_TEST_S3_ACCESS_KEY"), get("FLEXPHOTO_TEST_S3_SECRET_KEY"), get("FLEXPHOTO_TEST_S3_BUCKET")) {
-        (Some(endpoint), Some(access), Some(secret), Some(bucket)) => Some(S3Env { endpoint, access, secret, bucket }),
+    match (
+        get("FLEXPHOTO_TEST_S3_ENDPOINT"),
+        get("FLEXPHOTO_TEST_S3_ACCESS_KEY"),
+        get("FLEXPHOTO_TEST_S3_SECRET_KEY"),
+        get("FLEXPHOTO_TEST_S3_BUCKET"),
+    ) {
+        (Some(endpoint), Some(access), Some(secret), Some(bucket)) => Some(S3Env {
+            endpoint,
+            access,
+            secret,
+            bucket,
+        }),
         _ => {
             eprintln!("SKIPPED: FLEXPHOTO_TEST_S3_* is not set; the S3 origin test did not run (.ci/run sets it)");
             None
@@ -43,17 +53,37 @@ fn upload(s: &S3Env, key: &str, body: Vec<u8>) {
         credentials: Some((s.access.clone(), s.secret.clone())),
     })
     .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(store.put(&ImageKey::parse(key).unwrap(), Bytes::from(body), "image/jpeg")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(store.put(
+        &ImageKey::parse(key).unwrap(),
+        Bytes::from(body),
+        "image/jpeg",
+    ))
+    .unwrap();
 }
 
 fn edge_env(s: &S3Env, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = vec![
         ("FLEXPHOTO_EDGE__ORIGIN__KIND".into(), "s3".into()),
-        ("FLEXPHOTO_EDGE__ORIGIN__S3__ENDPOINT".into(), s.endpoint.clone()),
-        ("FLEXPHOTO_EDGE__ORIGIN__S3__BUCKET".into(), s.bucket.clone()),
-        ("FLEXPHOTO_EDGE__ORIGIN__S3__ACCESS_KEY".into(), s.access.clone()),
-        ("FLEXPHOTO_EDGE__ORIGIN__S3__SECRET_KEY".into(), s.secret.clone()),
+        (
+            "FLEXPHOTO_EDGE__ORIGIN__S3__ENDPOINT".into(),
+            s.endpoint.clone(),
+        ),
+        (
+            "FLEXPHOTO_EDGE__ORIGIN__S3__BUCKET".into(),
+            s.bucket.clone(),
+        ),
+        (
+            "FLEXPHOTO_EDGE__ORIGIN__S3__ACCESS_KEY".into(),
+            s.access.clone(),
+        ),
+        (
+            "FLEXPHOTO_EDGE__ORIGIN__S3__SECRET_KEY".into(),
+            s.secret.clone(),
+        ),
     ];
     v.extend(extra.iter().map(|(a, b)| (a.to_string(), b.to_string())));
     v
@@ -63,7 +93,11 @@ fn edge_env(s: &S3Env, extra: &[(&str, &str)]) -> Vec<(String, String)> {
 fn s3_origin_serves_images() {
     let Some(s) = from_env() else { return };
     let prefix = format!("it-{}-{}", std::process::id(), free_port());
-    upload(&s, &format!("{prefix}/photo one.jpg"), make_image(800, 600, false, ".jpg"));
+    upload(
+        &s,
+        &format!("{prefix}/photo one.jpg"),
+        make_image(800, 600, false, ".jpg"),
+    );
     let env = edge_env(&s, &[]);
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let e = Edge::start_configured(&env_ref);
@@ -110,14 +144,28 @@ fn stale_if_error_when_the_origin_dies() {
     let port = free_port();
     let server = Server(
         Command::new(bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", "AKTEST", "--secret-key", "SKTEST"])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--access-key",
+                "AKTEST",
+                "--secret-key",
+                "SKTEST",
+            ])
             .arg(&root)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let s = S3Env { endpoint: format!("http://127.0.0.1:{port}"), access: "AKTEST".into(), secret: "SKTEST".into(), bucket: "stale".into() };
+    let s = S3Env {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        access: "AKTEST".into(),
+        secret: "SKTEST".into(),
+        bucket: "stale".into(),
+    };
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;
@@ -125,7 +173,13 @@ fn stale_if_error_when_the_origin_dies() {
         std::thread::sleep(Duration::from_millis(50));
     }
     upload(&s, "p.jpg", make_image(400, 300, false, ".jpg"));
-    let env = edge_env(&s, &[("FLEXPHOTO_EDGE__ORIGIN__REVALIDATE_SECS", "1"), ("FLEXPHOTO_EDGE__ORIGIN__TIMEOUT_MS", "1000")]);
+    let env = edge_env(
+        &s,
+        &[
+            ("FLEXPHOTO_EDGE__ORIGIN__REVALIDATE_SECS", "1"),
+            ("FLEXPHOTO_EDGE__ORIGIN__TIMEOUT_MS", "1000"),
+        ],
+    );
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let e = Edge::start_configured(&env_ref);
     let fresh = e.get("/img/p.jpg?w=100");
@@ -137,11 +191,17 @@ fn stale_if_error_when_the_origin_dies() {
     assert_eq!(stale.status, 200, "{}", stale.text());
     assert_eq!(stale.body, fresh.body);
     assert!(stale.header("warning").is_some_and(|w| w.contains("110")));
-    assert!(stale.header("cache-status").is_some_and(|c| c.contains("stale")));
+    assert!(stale
+        .header("cache-status")
+        .is_some_and(|c| c.contains("stale")));
     // Another size of the same source is made from the cached source bytes.
     assert_eq!(e.get("/img/p.jpg?w=101").status, 200);
     // A source never seen cannot be served: the origin's failure shows.
     let uncached = e.get("/img/never-seen.jpg?w=101");
-    assert!(uncached.status == 502 || uncached.status == 504, "{}", uncached.status);
+    assert!(
+        uncached.status == 502 || uncached.status == 504,
+        "{}",
+        uncached.status
+    );
     assert!(e.metric("flexphoto_stale_served_total", "") >= 1.0);
 }

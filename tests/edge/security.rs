@@ -5,7 +5,11 @@ use crate::harness::{standard_origin, Edge};
 #[test]
 fn hostile_keys_never_escape_the_origin() {
     let origin = standard_origin("hostile");
-    std::fs::write(origin.parent().unwrap().join("secret.jpg"), crate::harness::make_image(10, 10, false, ".jpg")).unwrap();
+    std::fs::write(
+        origin.parent().unwrap().join("secret.jpg"),
+        crate::harness::make_image(10, 10, false, ".jpg"),
+    )
+    .unwrap();
     let e = Edge::start(&origin, &[], &[]);
     for path in [
         "/img/../secret.jpg",
@@ -27,10 +31,19 @@ fn hostile_keys_never_escape_the_origin() {
         "/cdn-cgi/image/w=10//etc/passwd",
     ] {
         let r = e.get(path);
-        assert!(r.status == 400 || r.status == 404, "{path} gave {}: {}", r.status, r.text());
+        assert!(
+            r.status == 400 || r.status == 404,
+            "{path} gave {}: {}",
+            r.status,
+            r.text()
+        );
     }
     // A symlink inside the origin that points outside it is not followed.
-    std::os::unix::fs::symlink(origin.parent().unwrap().join("secret.jpg"), origin.join("link.jpg")).unwrap();
+    std::os::unix::fs::symlink(
+        origin.parent().unwrap().join("secret.jpg"),
+        origin.join("link.jpg"),
+    )
+    .unwrap();
     assert_eq!(e.get("/img/link.jpg").status, 404);
 }
 
@@ -43,8 +56,16 @@ fn signed_urls_are_enforced_when_keys_are_set() {
     let e = Edge::start(&origin, &env, &[]);
     let unsigned = e.get("/img/land.jpg?w=100");
     assert_eq!(unsigned.status, 403, "{}", unsigned.text());
-    assert_eq!(e.get("/img/land.jpg?preset=thumb").status, 200, "named presets stay open");
-    assert_eq!(e.get("/img/land.jpg?preset=thumb&w=10").status, 403, "refined presets need a signature");
+    assert_eq!(
+        e.get("/img/land.jpg?preset=thumb").status,
+        200,
+        "named presets stay open"
+    );
+    assert_eq!(
+        e.get("/img/land.jpg?preset=thumb&w=10").status,
+        403,
+        "refined presets need a signature"
+    );
 
     let sign = |path: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_flexphoto-edge"))
@@ -52,7 +73,11 @@ fn signed_urls_are_enforced_when_keys_are_set() {
             .env("FLEXPHOTO_EDGE_SIGNING_KEYS", KEY)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };
     let signed = sign("/img/land.jpg?w=100");
@@ -67,7 +92,11 @@ fn signed_urls_are_enforced_when_keys_are_set() {
     assert!(r.text().contains("expired"));
     // Rotation: a URL signed with an old key still verifies while that key is listed.
     let old = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
-    let e2 = Edge::start(&origin, &[("FLEXPHOTO_EDGE_SIGNING_KEYS", &format!("{KEY},{old}"))], &[]);
+    let e2 = Edge::start(
+        &origin,
+        &[("FLEXPHOTO_EDGE_SIGNING_KEYS", &format!("{KEY},{old}"))],
+        &[],
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_flexphoto-edge"))
         .args(["--config", "/dev/null", "sign", "/img/land.jpg?w=50"])
         .env("FLEXPHOTO_EDGE_SIGNING_KEYS", old)

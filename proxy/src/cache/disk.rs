@@ -142,7 +142,14 @@ impl Index {
         self.remove(&key);
         self.tick += 1;
         let t = self.tick;
-        self.entries.insert(key, IndexEntry { size, tick: t, source_key });
+        self.entries.insert(
+            key,
+            IndexEntry {
+                size,
+                tick: t,
+                source_key,
+            },
+        );
         self.lru.insert(t, key);
         self.total += size;
     }
@@ -185,7 +192,12 @@ fn hex_key(key: &CacheKey) -> String {
 impl DiskTier {
     /// Opens (creating) `dir` with at most `capacity` bytes, and starts rebuilding the index
     /// in the background.
-    pub fn open(dir: &Path, capacity: u64, evictions: IntCounter, bytes: IntGauge) -> std::io::Result<Arc<Self>> {
+    pub fn open(
+        dir: &Path,
+        capacity: u64,
+        evictions: IntCounter,
+        bytes: IntGauge,
+    ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(dir.join("tmp"))?;
         let tier = Arc::new(Self {
             dir: dir.to_owned(),
@@ -226,9 +238,16 @@ impl DiskTier {
                 if name.len() != 2 {
                     continue;
                 }
-                let Ok(files) = std::fs::read_dir(shard.path()) else { continue };
+                let Ok(files) = std::fs::read_dir(shard.path()) else {
+                    continue;
+                };
                 for f in files.flatten() {
-                    let Some(key) = f.file_name().to_str().and_then(|n| hex::decode(n).ok()).and_then(|v| CacheKey::try_from(v).ok()) else {
+                    let Some(key) = f
+                        .file_name()
+                        .to_str()
+                        .and_then(|n| hex::decode(n).ok())
+                        .and_then(|v| CacheKey::try_from(v).ok())
+                    else {
                         continue;
                     };
                     let path = f.path();
@@ -254,7 +273,9 @@ impl DiskTier {
         }
         found.sort_by_key(|f| f.0);
         let over = {
-            let Ok(mut idx) = self.index.lock() else { return };
+            let Ok(mut idx) = self.index.lock() else {
+                return;
+            };
             for (_, key, size, sk) in found {
                 // Entries written since start are newer than anything found on disk.
                 if !idx.entries.contains_key(&key) {
@@ -262,7 +283,12 @@ impl DiskTier {
                     let t = idx.entries[&key].tick;
                     // Found entries go to the cold end, in their access order.
                     idx.lru.remove(&t);
-                    let cold = idx.lru.keys().next().map(|k| k.saturating_sub(1)).unwrap_or(t);
+                    let cold = idx
+                        .lru
+                        .keys()
+                        .next()
+                        .map(|k| k.saturating_sub(1))
+                        .unwrap_or(t);
                     if let Some(e) = idx.entries.get_mut(&key) {
                         e.tick = cold;
                     }
@@ -311,7 +337,11 @@ impl DiskTier {
                     if idx.entries.contains_key(key) {
                         idx.touch(key);
                     } else {
-                        idx.insert(*key, (img.body.len() + FIXED) as u64, img.source_key.clone());
+                        idx.insert(
+                            *key,
+                            (img.body.len() + FIXED) as u64,
+                            img.source_key.clone(),
+                        );
                     }
                 }
                 Some(img)
@@ -336,7 +366,10 @@ impl DiskTier {
             return Ok(());
         }
         let final_path = self.path_of(&key);
-        let tmp = self.dir.join("tmp").join(format!("{}.{}", hex_key(&key), std::process::id()));
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(format!("{}.{}", hex_key(&key), std::process::id()));
         if let Some(parent) = final_path.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
@@ -360,7 +393,12 @@ impl DiskTier {
     pub fn purge_source(&self, source_key: &str) -> usize {
         let keys: Vec<CacheKey> = match self.index.lock() {
             Ok(mut idx) => {
-                let ks: Vec<CacheKey> = idx.entries.iter().filter(|(_, e)| &*e.source_key == source_key).map(|(k, _)| *k).collect();
+                let ks: Vec<CacheKey> = idx
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| &*e.source_key == source_key)
+                    .map(|(k, _)| *k)
+                    .collect();
                 for k in &ks {
                     idx.remove(k);
                 }
@@ -412,9 +450,16 @@ mod tests {
     }
 
     fn tier(name: &str, cap: u64) -> (Arc<DiskTier>, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("flexphoto-disk-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("flexphoto-disk-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let t = DiskTier::open(&dir, cap, IntCounter::new("e", "e").unwrap(), IntGauge::new("b", "b").unwrap()).unwrap();
+        let t = DiskTier::open(
+            &dir,
+            cap,
+            IntCounter::new("e", "e").unwrap(),
+            IntGauge::new("b", "b").unwrap(),
+        )
+        .unwrap();
         while !t.is_ready() {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
@@ -428,7 +473,10 @@ mod tests {
         t.put(k, &img(b"hello world", "a.jpg")).await.unwrap();
         let got = t.get(&k).await.unwrap();
         assert_eq!(&got.body[..], b"hello world");
-        assert_eq!((got.format, got.width, got.height, &*got.source_key), (OutputFormat::Webp, 3, 4, "a.jpg"));
+        assert_eq!(
+            (got.format, got.width, got.height, &*got.source_key),
+            (OutputFormat::Webp, 3, 4, "a.jpg")
+        );
         // Flip one body byte: the entry must be refused and removed.
         let p = t.path_of(&k);
         let mut raw = std::fs::read(&p).unwrap();
@@ -473,7 +521,13 @@ mod tests {
         t.put([5; 32], &img(b"persist", "p.jpg")).await.unwrap();
         std::fs::write(dir.join("tmp").join("half-written"), b"xx").unwrap();
         drop(t);
-        let t2 = DiskTier::open(&dir, 1 << 20, IntCounter::new("e", "e").unwrap(), IntGauge::new("b", "b").unwrap()).unwrap();
+        let t2 = DiskTier::open(
+            &dir,
+            1 << 20,
+            IntCounter::new("e", "e").unwrap(),
+            IntGauge::new("b", "b").unwrap(),
+        )
+        .unwrap();
         while !t2.is_ready() {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }

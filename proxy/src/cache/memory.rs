@@ -22,7 +22,9 @@ impl MemoryTier {
     pub fn new(capacity: u64, evictions: IntCounter, bytes: IntGauge) -> Self {
         let cache = Cache::builder()
             .max_capacity(capacity)
-            .weigher(|_k, v: &Arc<CachedImage>| (v.body.len() as u64 + ENTRY_OVERHEAD).min(u32::MAX as u64) as u32)
+            .weigher(|_k, v: &Arc<CachedImage>| {
+                (v.body.len() as u64 + ENTRY_OVERHEAD).min(u32::MAX as u64) as u32
+            })
             .support_invalidation_closures()
             .eviction_listener(move |_k, v: Arc<CachedImage>, cause| {
                 bytes.sub(v.body.len() as i64);
@@ -47,6 +49,8 @@ impl MemoryTier {
     /// Drops every entry made from `source_key`.
     pub fn purge_source(&self, source_key: &str) {
         let k: Arc<str> = Arc::from(source_key);
-        let _ = self.cache.invalidate_entries_if(move |_, v| *v.source_key == *k);
+        let _ = self
+            .cache
+            .invalidate_entries_if(move |_, v| *v.source_key == *k);
     }
 }

@@ -34,6 +34,8 @@ impl SourceCache {
     /// Drops every version of `key`.
     pub fn purge_source(&self, key: &str) {
         let prefix = format!("{key}\0");
-        let _ = self.cache.invalidate_entries_if(move |k, _| k.starts_with(&prefix));
+        let _ = self
+            .cache
+            .invalidate_entries_if(move |k, _| k.starts_with(&prefix));
     }
 }

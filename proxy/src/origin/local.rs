@@ -18,7 +18,9 @@ pub struct LocalDirStore {
 
 fn io_err(key: &ImageKey, e: std::io::Error) -> OriginError {
     match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => OriginError::NotFound(key.to_string()),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => {
+            OriginError::NotFound(key.to_string())
+        }
         _ => OriginError::Failed(format!("{key}: {e}")),
     }
 }
@@ -50,7 +52,9 @@ impl LocalDirStore {
     /// The path of `key`, refusing symlinks that lead outside the root.
     async fn existing_path(&self, key: &ImageKey) -> Result<PathBuf, OriginError> {
         let path = self.root.join(key.as_str());
-        let real = tokio::fs::canonicalize(&path).await.map_err(|e| io_err(key, e))?;
+        let real = tokio::fs::canonicalize(&path)
+            .await
+            .map_err(|e| io_err(key, e))?;
         if !real.starts_with(&self.root) {
             return Err(OriginError::NotFound(key.to_string()));
         }
@@ -62,7 +66,9 @@ impl LocalDirStore {
     }
 
     async fn meta_of(&self, key: &ImageKey, path: &Path) -> Result<ObjectMeta, OriginError> {
-        let meta = tokio::fs::metadata(path).await.map_err(|e| io_err(key, e))?;
+        let meta = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| io_err(key, e))?;
         if !meta.is_file() {
             return Err(OriginError::NotFound(key.to_string()));
         }
@@ -83,19 +89,31 @@ impl ObjectStore for LocalDirStore {
 
     async fn get(&self, key: &ImageKey, max_bytes: u64) -> Result<Object, OriginError> {
         let path = self.existing_path(key).await?;
-        let mut file = tokio::fs::File::open(&path).await.map_err(|e| io_err(key, e))?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| io_err(key, e))?;
         let meta = file.metadata().await.map_err(|e| io_err(key, e))?;
         if !meta.is_file() {
             return Err(OriginError::NotFound(key.to_string()));
         }
         if meta.len() > max_bytes {
-            return Err(OriginError::TooLarge { size: meta.len(), limit: max_bytes });
+            return Err(OriginError::TooLarge {
+                size: meta.len(),
+                limit: max_bytes,
+            });
         }
         let mut buf = Vec::with_capacity(meta.len() as usize);
         // Read at most one byte past the limit, in case the file grew since the stat.
-        (&mut file).take(max_bytes + 1).read_to_end(&mut buf).await.map_err(|e| io_err(key, e))?;
+        (&mut file)
+            .take(max_bytes + 1)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| io_err(key, e))?;
         if buf.len() as u64 > max_bytes {
-            return Err(OriginError::TooLarge { size: buf.len() as u64, limit: max_bytes });
+            return Err(OriginError::TooLarge {
+                size: buf.len() as u64,
+                limit: max_bytes,
+            });
         }
         Ok(Object {
             meta: ObjectMeta {
@@ -107,25 +125,47 @@ impl ObjectStore for LocalDirStore {
         })
     }
 
-    async fn put(&self, key: &ImageKey, body: Bytes, _content_type: &str) -> Result<ObjectMeta, OriginError> {
+    async fn put(
+        &self,
+        key: &ImageKey,
+        body: Bytes,
+        _content_type: &str,
+    ) -> Result<ObjectMeta, OriginError> {
         let path = self.target_path(key);
         let tmp = temp_path(&path);
         if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(|e| io_err(key, e))?;
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| io_err(key, e))?;
         }
-        tokio::fs::write(&tmp, &body).await.map_err(|e| io_err(key, e))?;
-        tokio::fs::rename(&tmp, &path).await.map_err(|e| io_err(key, e))?;
+        tokio::fs::write(&tmp, &body)
+            .await
+            .map_err(|e| io_err(key, e))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| io_err(key, e))?;
         self.meta_of(key, &path).await
     }
 
-    async fn put_file(&self, key: &ImageKey, src: &Path, _content_type: &str) -> Result<ObjectMeta, OriginError> {
+    async fn put_file(
+        &self,
+        key: &ImageKey,
+        src: &Path,
+        _content_type: &str,
+    ) -> Result<ObjectMeta, OriginError> {
         let path = self.target_path(key);
         let tmp = temp_path(&path);
         if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(|e| io_err(key, e))?;
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| io_err(key, e))?;
         }
-        tokio::fs::copy(src, &tmp).await.map_err(|e| io_err(key, e))?;
-        tokio::fs::rename(&tmp, &path).await.map_err(|e| io_err(key, e))?;
+        tokio::fs::copy(src, &tmp)
+            .await
+            .map_err(|e| io_err(key, e))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| io_err(key, e))?;
         self.meta_of(key, &path).await
     }
 
@@ -143,7 +183,10 @@ impl ObjectStore for LocalDirStore {
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".tmp-{}-{:x}", std::process::id(), rand_suffix()));
     path.with_file_name(name)
 }
@@ -151,7 +194,10 @@ fn temp_path(path: &Path) -> PathBuf {
 fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     t ^ N.fetch_add(1, Ordering::Relaxed).rotate_left(32)
 }
 
@@ -169,16 +215,28 @@ mod tests {
     async fn put_get_head_delete() {
         let store = LocalDirStore::new(tmpdir("pghd")).unwrap();
         let key = ImageKey::parse("a/b/c.jpg").unwrap();
-        assert!(matches!(store.get(&key, 10).await, Err(OriginError::NotFound(_))));
-        let meta = store.put(&key, Bytes::from_static(b"hello"), "image/jpeg").await.unwrap();
+        assert!(matches!(
+            store.get(&key, 10).await,
+            Err(OriginError::NotFound(_))
+        ));
+        let meta = store
+            .put(&key, Bytes::from_static(b"hello"), "image/jpeg")
+            .await
+            .unwrap();
         assert_eq!(meta.size, 5);
         let obj = store.get(&key, 10).await.unwrap();
         assert_eq!(&obj.bytes[..], b"hello");
         assert_eq!(store.head(&key).await.unwrap().identity, obj.meta.identity);
-        assert!(matches!(store.get(&key, 4).await, Err(OriginError::TooLarge { size: 5, limit: 4 })));
+        assert!(matches!(
+            store.get(&key, 4).await,
+            Err(OriginError::TooLarge { size: 5, limit: 4 })
+        ));
         store.delete(&key).await.unwrap();
         store.delete(&key).await.unwrap();
-        assert!(matches!(store.head(&key).await, Err(OriginError::NotFound(_))));
+        assert!(matches!(
+            store.head(&key).await,
+            Err(OriginError::NotFound(_))
+        ));
     }
 
     #[tokio::test]
@@ -190,9 +248,15 @@ mod tests {
         std::fs::write(outside.join("secret.jpg"), b"x").unwrap();
         std::os::unix::fs::symlink(outside.join("secret.jpg"), dir.join("link.jpg")).unwrap();
         let key = ImageKey::parse("link.jpg").unwrap();
-        assert!(matches!(store.get(&key, 10).await, Err(OriginError::NotFound(_))));
+        assert!(matches!(
+            store.get(&key, 10).await,
+            Err(OriginError::NotFound(_))
+        ));
         let dirkey = ImageKey::parse("sub").unwrap();
         std::fs::create_dir_all(dir.join("sub")).unwrap();
-        assert!(matches!(store.get(&dirkey, 10).await, Err(OriginError::NotFound(_))));
+        assert!(matches!(
+            store.get(&dirkey, 10).await,
+            Err(OriginError::NotFound(_))
+        ));
     }
 }

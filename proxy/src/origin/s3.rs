@@ -41,7 +41,10 @@ where
     }
     match e {
         SdkError::TimeoutError(_) => OriginError::Timeout,
-        other => OriginError::Failed(format!("s3 {key}: {}", aws_sdk_s3::error::DisplayErrorContext(&other))),
+        other => OriginError::Failed(format!(
+            "s3 {key}: {}",
+            aws_sdk_s3::error::DisplayErrorContext(&other)
+        )),
     }
 }
 
@@ -69,18 +72,33 @@ impl S3Store {
                 Credentials::new(ak, sk, token, None, "environment")
             }
         };
-        let region = std::env::var("AWS_REGION").ok().filter(|_| cfg.region.is_empty()).unwrap_or_else(|| cfg.region.clone());
+        let region = std::env::var("AWS_REGION")
+            .ok()
+            .filter(|_| cfg.region.is_empty())
+            .unwrap_or_else(|| cfg.region.clone());
         let mut b = aws_sdk_s3::Config::builder()
             .region(Region::new(region))
             .credentials_provider(creds)
             .force_path_style(cfg.path_style)
             // One quick retry; the edge's own timeout bounds the whole request.
-            .retry_config(RetryConfig::standard().with_max_attempts(2).with_initial_backoff(Duration::from_millis(50)))
-            .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(2)).build());
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(2)
+                    .with_initial_backoff(Duration::from_millis(50)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(2))
+                    .build(),
+            );
         if let Some(ep) = &cfg.endpoint {
             b = b.endpoint_url(ep);
         }
-        let label = format!("s3:{}@{}", cfg.bucket, cfg.endpoint.as_deref().unwrap_or("aws"));
+        let label = format!(
+            "s3:{}@{}",
+            cfg.bucket,
+            cfg.endpoint.as_deref().unwrap_or("aws")
+        );
         Ok(Self {
             client: Client::from_conf(b.build()),
             bucket: cfg.bucket.clone(),
@@ -129,7 +147,10 @@ impl ObjectStore for S3Store {
             .map_err(|e| sdk_err(key, e))?;
         let declared = r.content_length().unwrap_or(0).max(0) as u64;
         if declared > max_bytes {
-            return Err(OriginError::TooLarge { size: declared, limit: max_bytes });
+            return Err(OriginError::TooLarge {
+                size: declared,
+                limit: max_bytes,
+            });
         }
         let meta_identity = identity(r.e_tag(), r.version_id(), declared);
         let content_type = r.content_type().map(str::to_owned);
@@ -141,7 +162,10 @@ impl ObjectStore for S3Store {
             .map_err(|e| OriginError::Failed(format!("s3 {key}: reading body: {e}")))?
         {
             if (buf.len() + chunk.len()) as u64 > max_bytes {
-                return Err(OriginError::TooLarge { size: (buf.len() + chunk.len()) as u64, limit: max_bytes });
+                return Err(OriginError::TooLarge {
+                    size: (buf.len() + chunk.len()) as u64,
+                    limit: max_bytes,
+                });
             }
             buf.extend_from_slice(&chunk);
         }
@@ -155,7 +179,12 @@ impl ObjectStore for S3Store {
         })
     }
 
-    async fn put(&self, key: &ImageKey, body: Bytes, content_type: &str) -> Result<ObjectMeta, OriginError> {
+    async fn put(
+        &self,
+        key: &ImageKey,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<ObjectMeta, OriginError> {
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -168,7 +197,12 @@ impl ObjectStore for S3Store {
         self.head(key).await
     }
 
-    async fn put_file(&self, key: &ImageKey, path: &Path, content_type: &str) -> Result<ObjectMeta, OriginError> {
+    async fn put_file(
+        &self,
+        key: &ImageKey,
+        path: &Path,
+        content_type: &str,
+    ) -> Result<ObjectMeta, OriginError> {
         let body = ByteStream::from_path(path)
             .await
             .map_err(|e| OriginError::Failed(format!("reading {}: {e}", path.display())))?;

@@ -46,7 +46,15 @@ fn ceil_scale(v: u32, s: f64) -> u32 {
 
 /// Plans the resize of a `src_w`×`src_h` (oriented) image into the requested box.
 /// `max_dim` bounds the output when no box is given.
-pub fn plan(fit: Fit, gravity: Gravity, w: Option<u32>, h: Option<u32>, src_w: u32, src_h: u32, max_dim: u32) -> Plan {
+pub fn plan(
+    fit: Fit,
+    gravity: Gravity,
+    w: Option<u32>,
+    h: Option<u32>,
+    src_w: u32,
+    src_h: u32,
+    max_dim: u32,
+) -> Plan {
     let (src_w, src_h) = (src_w.max(1), src_h.max(1));
     let base = Plan {
         box_w: UNBOUNDED,
@@ -68,28 +76,65 @@ pub fn plan(fit: Fit, gravity: Gravity, w: Option<u32>, h: Option<u32>, src_w: u
     match (w, h) {
         (None, None) => {
             let resized = fit_inside(max_dim, max_dim, true);
-            Plan { box_w: max_dim, box_h: max_dim, resized, ..base }
+            Plan {
+                box_w: max_dim,
+                box_h: max_dim,
+                resized,
+                ..base
+            }
         }
         (Some(_), None) | (None, Some(_)) => {
             let bw = w.unwrap_or(UNBOUNDED);
             let bh = h.unwrap_or(UNBOUNDED);
             let down = fit == Fit::ScaleDown;
-            Plan { box_w: bw, box_h: bh, down_only: down, resized: fit_inside(bw, bh, down), ..base }
+            Plan {
+                box_w: bw,
+                box_h: bh,
+                down_only: down,
+                resized: fit_inside(bw, bh, down),
+                ..base
+            }
         }
         (Some(bw), Some(bh)) => match fit {
             Fit::ScaleDown | Fit::Contain => {
                 let down = fit == Fit::ScaleDown;
-                Plan { box_w: bw, box_h: bh, down_only: down, resized: fit_inside(bw, bh, down), ..base }
+                Plan {
+                    box_w: bw,
+                    box_h: bh,
+                    down_only: down,
+                    resized: fit_inside(bw, bh, down),
+                    ..base
+                }
             }
-            Fit::Fill => Plan { box_w: bw, box_h: bh, down_only: false, force: true, resized: (bw, bh), ..base },
+            Fit::Fill => Plan {
+                box_w: bw,
+                box_h: bh,
+                down_only: false,
+                force: true,
+                resized: (bw, bh),
+                ..base
+            },
             Fit::Pad => {
                 let resized = fit_inside(bw, bh, false);
-                Plan { box_w: bw, box_h: bh, down_only: false, pad_to: Some((bw, bh)), resized, ..base }
+                Plan {
+                    box_w: bw,
+                    box_h: bh,
+                    down_only: false,
+                    pad_to: Some((bw, bh)),
+                    resized,
+                    ..base
+                }
             }
             Fit::Outside => {
                 let s = (bw as f64 / src_w as f64).max(bh as f64 / src_h as f64);
                 let resized = (ceil_scale(src_w, s), ceil_scale(src_h, s));
-                Plan { box_w: resized.0, box_h: resized.1, down_only: false, resized, ..base }
+                Plan {
+                    box_w: resized.0,
+                    box_h: resized.1,
+                    down_only: false,
+                    resized,
+                    ..base
+                }
             }
             Fit::Cover | Fit::Crop => {
                 let mut s = (bw as f64 / src_w as f64).max(bh as f64 / src_h as f64);
@@ -102,7 +147,14 @@ pub fn plan(fit: Fit, gravity: Gravity, w: Option<u32>, h: Option<u32>, src_w: u
                 let smart = matches!(gravity, Gravity::Center | Gravity::Smart | Gravity::Entropy);
                 if fit == Fit::Cover && smart {
                     // One libvips call resizes and crops.
-                    return Plan { box_w: bw, box_h: bh, down_only: false, vips_crop: Some(gravity), resized, ..base };
+                    return Plan {
+                        box_w: bw,
+                        box_h: bh,
+                        down_only: false,
+                        vips_crop: Some(gravity),
+                        resized,
+                        ..base
+                    };
                 }
                 Plan {
                     box_w: resized.0,
@@ -140,7 +192,10 @@ pub fn gravity_offset(gravity: Gravity, w: u32, h: u32, cut_w: u32, cut_h: u32) 
             return (x, y);
         }
     };
-    ((free_x as f64 * fx).round() as u32, (free_y as f64 * fy).round() as u32)
+    (
+        (free_x as f64 * fx).round() as u32,
+        (free_y as f64 * fy).round() as u32,
+    )
 }
 
 #[cfg(test)]
@@ -149,56 +204,159 @@ mod tests {
 
     #[test]
     fn scale_down_never_enlarges() {
-        let p = plan(Fit::ScaleDown, Gravity::Center, Some(4000), Some(4000), 800, 600, 8192);
+        let p = plan(
+            Fit::ScaleDown,
+            Gravity::Center,
+            Some(4000),
+            Some(4000),
+            800,
+            600,
+            8192,
+        );
         assert_eq!(p.resized, (800, 600));
         assert!(p.down_only);
-        let p = plan(Fit::ScaleDown, Gravity::Center, Some(400), Some(400), 800, 600, 8192);
+        let p = plan(
+            Fit::ScaleDown,
+            Gravity::Center,
+            Some(400),
+            Some(400),
+            800,
+            600,
+            8192,
+        );
         assert_eq!(p.resized, (400, 300));
     }
 
     #[test]
     fn contain_enlarges_and_fill_stretches() {
-        assert_eq!(plan(Fit::Contain, Gravity::Center, Some(1600), Some(1600), 800, 600, 8192).resized, (1600, 1200));
-        let p = plan(Fit::Fill, Gravity::Center, Some(100), Some(300), 800, 600, 8192);
+        assert_eq!(
+            plan(
+                Fit::Contain,
+                Gravity::Center,
+                Some(1600),
+                Some(1600),
+                800,
+                600,
+                8192
+            )
+            .resized,
+            (1600, 1200)
+        );
+        let p = plan(
+            Fit::Fill,
+            Gravity::Center,
+            Some(100),
+            Some(300),
+            800,
+            600,
+            8192,
+        );
         assert!(p.force);
         assert_eq!(p.resized, (100, 300));
     }
 
     #[test]
     fn cover_and_crop() {
-        let p = plan(Fit::Cover, Gravity::North, Some(300), Some(300), 800, 600, 8192);
+        let p = plan(
+            Fit::Cover,
+            Gravity::North,
+            Some(300),
+            Some(300),
+            800,
+            600,
+            8192,
+        );
         assert_eq!(p.resized, (400, 300));
         assert_eq!(p.cut, Cut::To { w: 300, h: 300 });
-        let p = plan(Fit::Cover, Gravity::Smart, Some(300), Some(300), 800, 600, 8192);
+        let p = plan(
+            Fit::Cover,
+            Gravity::Smart,
+            Some(300),
+            Some(300),
+            800,
+            600,
+            8192,
+        );
         assert_eq!(p.vips_crop, Some(Gravity::Smart));
         // crop never enlarges: a small source is cut to what it has.
-        let p = plan(Fit::Crop, Gravity::Center, Some(500), Some(500), 1000, 300, 8192);
+        let p = plan(
+            Fit::Crop,
+            Gravity::Center,
+            Some(500),
+            Some(500),
+            1000,
+            300,
+            8192,
+        );
         assert_eq!(p.resized, (1000, 300));
         assert_eq!(p.cut, Cut::To { w: 500, h: 300 });
     }
 
     #[test]
     fn outside_and_pad() {
-        let p = plan(Fit::Outside, Gravity::Center, Some(300), Some(300), 800, 600, 8192);
+        let p = plan(
+            Fit::Outside,
+            Gravity::Center,
+            Some(300),
+            Some(300),
+            800,
+            600,
+            8192,
+        );
         assert_eq!(p.resized, (400, 300));
-        let p = plan(Fit::Pad, Gravity::Center, Some(300), Some(300), 800, 600, 8192);
+        let p = plan(
+            Fit::Pad,
+            Gravity::Center,
+            Some(300),
+            Some(300),
+            800,
+            600,
+            8192,
+        );
         assert_eq!(p.resized, (300, 225));
         assert_eq!(p.pad_to, Some((300, 300)));
     }
 
     #[test]
     fn no_box_is_bounded_by_max_dimension() {
-        assert_eq!(plan(Fit::ScaleDown, Gravity::Center, None, None, 10000, 5000, 4096).resized, (4096, 2048));
-        assert_eq!(plan(Fit::ScaleDown, Gravity::Center, None, None, 100, 50, 4096).resized, (100, 50));
+        assert_eq!(
+            plan(
+                Fit::ScaleDown,
+                Gravity::Center,
+                None,
+                None,
+                10000,
+                5000,
+                4096
+            )
+            .resized,
+            (4096, 2048)
+        );
+        assert_eq!(
+            plan(Fit::ScaleDown, Gravity::Center, None, None, 100, 50, 4096).resized,
+            (100, 50)
+        );
     }
 
     #[test]
     fn gravity_offsets() {
-        assert_eq!(gravity_offset(Gravity::NorthWest, 400, 300, 300, 300), (0, 0));
+        assert_eq!(
+            gravity_offset(Gravity::NorthWest, 400, 300, 300, 300),
+            (0, 0)
+        );
         assert_eq!(gravity_offset(Gravity::East, 400, 300, 300, 300), (100, 0));
         assert_eq!(gravity_offset(Gravity::Center, 400, 300, 300, 300), (50, 0));
-        assert_eq!(gravity_offset(Gravity::Focal { x: 1000, y: 500 }, 400, 300, 300, 300), (100, 0));
-        assert_eq!(gravity_offset(Gravity::Focal { x: 0, y: 0 }, 400, 300, 200, 100), (0, 0));
-        assert_eq!(gravity_offset(Gravity::Focal { x: 500, y: 500 }, 400, 300, 200, 100), (100, 100));
+        assert_eq!(
+            gravity_offset(Gravity::Focal { x: 1000, y: 500 }, 400, 300, 300, 300),
+            (100, 0)
+        );
+        assert_eq!(
+            gravity_offset(Gravity::Focal { x: 0, y: 0 }, 400, 300, 200, 100),
+            (0, 0)
+        );
+        assert_eq!(
+            gravity_offset(Gravity::Focal { x: 500, y: 500 }, 400, 300, 200, 100),
+            (100, 100)
+        );
     }
 }

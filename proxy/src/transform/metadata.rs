@@ -8,7 +8,12 @@ pub fn is_output_metadata(name: &str) -> bool {
         || name.starts_with("heif-")
         || matches!(
             name,
-            "xmp-data" | "iptc-data" | "icc-profile-data" | "photoshop-data" | "gif-comment" | "jpeg-comment"
+            "xmp-data"
+                | "iptc-data"
+                | "icc-profile-data"
+                | "photoshop-data"
+                | "gif-comment"
+                | "jpeg-comment"
         )
 }
 
@@ -71,7 +76,10 @@ mod tests {
 
     #[test]
     fn parses_libvips_field_text() {
-        assert_eq!(exif_field_value("Jane Doe (Jane Doe, ASCII, 9 components, 9 bytes)").as_deref(), Some("Jane Doe"));
+        assert_eq!(
+            exif_field_value("Jane Doe (Jane Doe, ASCII, 9 components, 9 bytes)").as_deref(),
+            Some("Jane Doe")
+        );
         assert_eq!(exif_field_value("plain").as_deref(), Some("plain"));
         assert_eq!(exif_field_value(" ( )"), None);
     }

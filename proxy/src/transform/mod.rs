@@ -121,15 +121,27 @@ fn source_format(loader: &str, buf: &[u8]) -> Option<OutputFormat> {
         Some(OutputFormat::Webp)
     } else if loader.starts_with("gifload") {
         Some(OutputFormat::Gif)
-    } else if loader.starts_with("heifload") && buf.len() > 12 && (&buf[8..12] == b"avif" || &buf[8..12] == b"avis") {
+    } else if loader.starts_with("heifload")
+        && buf.len() > 12
+        && (&buf[8..12] == b"avif" || &buf[8..12] == b"avis")
+    {
         Some(OutputFormat::Avif)
     } else {
         None
     }
 }
 
-fn choose_format(plan: FormatPlan, native: Option<OutputFormat>, alpha: bool, animated: bool) -> OutputFormat {
-    let fallback = if alpha { OutputFormat::Png } else { OutputFormat::Jpeg };
+fn choose_format(
+    plan: FormatPlan,
+    native: Option<OutputFormat>,
+    alpha: bool,
+    animated: bool,
+) -> OutputFormat {
+    let fallback = if alpha {
+        OutputFormat::Png
+    } else {
+        OutputFormat::Jpeg
+    };
     match plan {
         FormatPlan::Fixed(f) => f,
         FormatPlan::Source => native.unwrap_or(fallback),
@@ -210,7 +222,13 @@ pub fn probe(source: &Bytes) -> Result<vips::Header> {
 }
 
 /// Runs the whole pipeline. Must be called on a blocking thread.
-pub fn run(source: &Bytes, spec: &TransformSpec, limits: &Limits, enc: &EncodeSettings, deadline: Option<Instant>) -> Result<Output> {
+pub fn run(
+    source: &Bytes,
+    spec: &TransformSpec,
+    limits: &Limits,
+    enc: &EncodeSettings,
+    deadline: Option<Instant>,
+) -> Result<Output> {
     check_deadline(deadline)?;
     let header = probe(source)?;
     let frame_pixels = header.width as u64 * header.page_height as u64;
@@ -234,7 +252,15 @@ pub fn run(source: &Bytes, spec: &TransformSpec, limits: &Limits, enc: &EncodeSe
         Some(r) => (r.w, r.h),
         None => header.oriented_size(),
     };
-    let p = plan(spec.fit, spec.gravity, spec.width, spec.height, ow, oh, limits.max_dimension);
+    let p = plan(
+        spec.fit,
+        spec.gravity,
+        spec.width,
+        spec.height,
+        ow,
+        oh,
+        limits.max_dimension,
+    );
     let size = if p.force {
         Size::Force
     } else if p.down_only {
@@ -272,7 +298,9 @@ pub fn run(source: &Bytes, spec: &TransformSpec, limits: &Limits, enc: &EncodeSe
             let ey = ((y as f64 * sy) as u32).min(lh.saturating_sub(1));
             let ew = ((cw as f64 * sx).round() as u32).clamp(1, lw - ex);
             let eh = ((ch as f64 * sy).round() as u32).clamp(1, lh - ey);
-            loaded.extract(ex, ey, ew, eh)?.thumbnail_image(p.box_w, p.box_h, size, crop_mode)?
+            loaded
+                .extract(ex, ey, ew, eh)?
+                .thumbnail_image(p.box_w, p.box_h, size, crop_mode)?
         }
     };
     check_deadline(deadline)?;
@@ -335,8 +363,12 @@ pub fn run(source: &Bytes, spec: &TransformSpec, limits: &Limits, enc: &EncodeSe
         Meta::None => true,
         Meta::Keep => false,
         Meta::Copyright => {
-            let artist = img.string_field("exif-ifd0-Artist").and_then(|s| metadata::exif_field_value(&s));
-            let copyright = img.string_field("exif-ifd0-Copyright").and_then(|s| metadata::exif_field_value(&s));
+            let artist = img
+                .string_field("exif-ifd0-Artist")
+                .and_then(|s| metadata::exif_field_value(&s));
+            let copyright = img
+                .string_field("exif-ifd0-Copyright")
+                .and_then(|s| metadata::exif_field_value(&s));
             img = img.without_fields(metadata::is_output_metadata)?;
             match metadata::copyright_exif(artist.as_deref(), copyright.as_deref()) {
                 Some(blob) => {
@@ -348,10 +380,21 @@ pub fn run(source: &Bytes, spec: &TransformSpec, limits: &Limits, enc: &EncodeSe
         }
     };
     check_deadline(deadline)?;
-    let quality = spec.quality.unwrap_or_else(|| enc.quality.for_format(format));
+    let quality = spec
+        .quality
+        .unwrap_or_else(|| enc.quality.for_format(format));
     let bytes = img.save(&encode_suffix(format, quality, enc, strip))?;
-    let height = if keep_frames && img.page_height() > 0 { img.page_height() } else { img.height() };
-    Ok(Output { bytes, format, width: img.width(), height })
+    let height = if keep_frames && img.page_height() > 0 {
+        img.page_height()
+    } else {
+        img.height()
+    };
+    Ok(Output {
+        bytes,
+        format,
+        width: img.width(),
+        height,
+    })
 }
 
 #[cfg(test)]
@@ -361,15 +404,42 @@ mod tests {
     #[test]
     fn format_choice() {
         let auto = |avif, webp| FormatPlan::Auto { avif, webp };
-        assert_eq!(choose_format(auto(true, true), None, false, false), OutputFormat::Avif);
-        assert_eq!(choose_format(auto(false, true), None, false, false), OutputFormat::Webp);
-        assert_eq!(choose_format(auto(false, false), None, false, false), OutputFormat::Jpeg);
-        assert_eq!(choose_format(auto(false, false), None, true, false), OutputFormat::Png);
-        assert_eq!(choose_format(auto(true, true), None, false, true), OutputFormat::Webp);
-        assert_eq!(choose_format(auto(true, false), None, false, true), OutputFormat::Gif);
-        assert_eq!(choose_format(FormatPlan::Source, Some(OutputFormat::Gif), false, true), OutputFormat::Gif);
-        assert_eq!(choose_format(FormatPlan::Source, None, true, false), OutputFormat::Png);
-        assert_eq!(choose_format(FormatPlan::Fixed(OutputFormat::Jpeg), None, true, false), OutputFormat::Jpeg);
+        assert_eq!(
+            choose_format(auto(true, true), None, false, false),
+            OutputFormat::Avif
+        );
+        assert_eq!(
+            choose_format(auto(false, true), None, false, false),
+            OutputFormat::Webp
+        );
+        assert_eq!(
+            choose_format(auto(false, false), None, false, false),
+            OutputFormat::Jpeg
+        );
+        assert_eq!(
+            choose_format(auto(false, false), None, true, false),
+            OutputFormat::Png
+        );
+        assert_eq!(
+            choose_format(auto(true, true), None, false, true),
+            OutputFormat::Webp
+        );
+        assert_eq!(
+            choose_format(auto(true, false), None, false, true),
+            OutputFormat::Gif
+        );
+        assert_eq!(
+            choose_format(FormatPlan::Source, Some(OutputFormat::Gif), false, true),
+            OutputFormat::Gif
+        );
+        assert_eq!(
+            choose_format(FormatPlan::Source, None, true, false),
+            OutputFormat::Png
+        );
+        assert_eq!(
+            choose_format(FormatPlan::Fixed(OutputFormat::Jpeg), None, true, false),
+            OutputFormat::Jpeg
+        );
     }
 
     #[test]

@@ -67,7 +67,11 @@ impl TransformPool {
 
     /// Queues `f`; the returned future resolves with its value. Fails at once with
     /// [`PoolError::Full`] when the queue is full.
-    pub fn submit<T, F>(&self, deadline: Option<Instant>, f: F) -> Result<impl std::future::Future<Output = Result<T, PoolError>>, PoolError>
+    pub fn submit<T, F>(
+        &self,
+        deadline: Option<Instant>,
+        f: F,
+    ) -> Result<impl std::future::Future<Output = Result<T, PoolError>>, PoolError>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
@@ -147,7 +151,10 @@ mod tests {
     async fn expired_jobs_do_not_run_and_panics_are_contained() {
         let pool = TransformPool::new(1, 4, gauges()).unwrap();
         let past = Instant::now() - Duration::from_secs(1);
-        assert_eq!(pool.submit(Some(past), || 1).unwrap().await, Err(PoolError::Expired));
+        assert_eq!(
+            pool.submit(Some(past), || 1).unwrap().await,
+            Err(PoolError::Expired)
+        );
         let boom = pool.submit(None, || -> i32 { panic!("boom") }).unwrap();
         assert_eq!(boom.await, Err(PoolError::Panicked));
         assert_eq!(pool.submit(None, || 5).unwrap().await, Ok(5));

@@ -9,8 +9,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use super::options::{
-    Colour, Fit, Flip, FormatChoice, Gravity, Meta, OptionError, OutputFormat, Rect,
-    RequestOptions,
+    Colour, Fit, Flip, FormatChoice, Gravity, Meta, OptionError, OutputFormat, Rect, RequestOptions,
 };
 
 /// Which format the transform will write.
@@ -117,7 +116,10 @@ pub fn accepts(accept: &str, mime: &str) -> bool {
 }
 
 /// Resolves a URL's options into the canonical transform.
-pub fn resolve(opts: &RequestOptions, ctx: &ResolveContext<'_>) -> Result<TransformSpec, OptionError> {
+pub fn resolve(
+    opts: &RequestOptions,
+    ctx: &ResolveContext<'_>,
+) -> Result<TransformSpec, OptionError> {
     let mut o = opts.clone();
     if let Some(name) = &opts.preset {
         let preset = ctx
@@ -223,7 +225,11 @@ impl TransformSpec {
             FormatPlan::Fixed(f) => put("f", format_args!("{}", f.name())),
             FormatPlan::Auto { avif, webp } => put(
                 "f",
-                format_args!("auto-{}{}", if avif { "a" } else { "" }, if webp { "w" } else { "" }),
+                format_args!(
+                    "auto-{}{}",
+                    if avif { "a" } else { "" },
+                    if webp { "w" } else { "" }
+                ),
             ),
         }
         if let Some(q) = self.quality {
@@ -280,10 +286,19 @@ mod tests {
     #[test]
     fn equivalent_requests_share_a_key() {
         let groups: &[&[&str]] = &[
-            &["w=400&dpr=2", "w=800", "width=800&dpr=1", "w=800&fit=scale-down"],
+            &[
+                "w=400&dpr=2",
+                "w=800",
+                "width=800&dpr=1",
+                "w=800&fit=scale-down",
+            ],
             &["w=400&h=300&fit=inside", "h=300&w=400&fit=contain"],
             &["fmt=jpeg&q=80&w=10", "w=10&f=jpg", "w=10&fmt=jpeg&g=ne"],
-            &["preset=thumb", "w=200&h=200&fit=cover", "preset=thumb&g=center"],
+            &[
+                "preset=thumb",
+                "w=200&h=200&fit=cover",
+                "preset=thumb&g=center",
+            ],
             &["w=10&bg=fff", "w=10", "w=10&meta=none&rot=0"],
             &["", "fit=cover", "g=smart", "dpr=3"],
             &["w=100&fit=cover", "w=100&fit=contain"],
@@ -299,12 +314,26 @@ mod tests {
     #[test]
     fn different_requests_do_not_share() {
         let all = [
-            "w=400", "w=401", "h=400", "w=400&h=400", "w=400&h=400&fit=cover",
-            "w=400&h=400&fit=cover&g=n", "w=400&h=400&fit=pad", "w=400&h=400&fit=fill",
-            "w=400&fmt=webp", "w=400&q=50", "w=400&rot=90", "w=400&flip=h", "w=400&blur=1",
-            "w=400&sharpen=1", "w=400&meta=keep", "w=400&crop=0,0,10,10", "w=400&fit=pad&bg=000",
+            "w=400",
+            "w=401",
+            "h=400",
+            "w=400&h=400",
+            "w=400&h=400&fit=cover",
+            "w=400&h=400&fit=cover&g=n",
+            "w=400&h=400&fit=pad",
+            "w=400&h=400&fit=fill",
+            "w=400&fmt=webp",
+            "w=400&q=50",
+            "w=400&rot=90",
+            "w=400&flip=h",
+            "w=400&blur=1",
+            "w=400&sharpen=1",
+            "w=400&meta=keep",
+            "w=400&crop=0,0,10,10",
+            "w=400&fit=pad&bg=000",
         ];
-        let keys: std::collections::HashSet<_> = all.iter().map(|q| spec(q, None).canonical()).collect();
+        let keys: std::collections::HashSet<_> =
+            all.iter().map(|q| spec(q, None).canonical()).collect();
         assert_eq!(keys.len(), all.len());
     }
 
@@ -324,12 +353,27 @@ mod tests {
         let a = spec("fmt=auto", Some(chrome));
         let b = spec("fmt=auto", Some("image/avif, image/webp"));
         assert_eq!(a.canonical(), b.canonical());
-        assert_eq!(a.format, FormatPlan::Auto { avif: true, webp: true });
+        assert_eq!(
+            a.format,
+            FormatPlan::Auto {
+                avif: true,
+                webp: true
+            }
+        );
         assert_ne!(a.canonical(), spec("fmt=auto", Some(old)).canonical());
-        assert_eq!(spec("fmt=auto", Some(none)).format, FormatPlan::Auto { avif: false, webp: false });
+        assert_eq!(
+            spec("fmt=auto", Some(none)).format,
+            FormatPlan::Auto {
+                avif: false,
+                webp: false
+            }
+        );
         assert_eq!(
             spec("fmt=auto", Some("image/avif;q=0, image/webp")).format,
-            FormatPlan::Auto { avif: false, webp: true }
+            FormatPlan::Auto {
+                avif: false,
+                webp: true
+            }
         );
         assert!(a.varies_on_accept());
         assert!(!spec("fmt=webp", Some(chrome)).varies_on_accept());
@@ -338,7 +382,12 @@ mod tests {
     #[test]
     fn unknown_preset_is_an_option_error() {
         let presets = HashMap::new();
-        let ctx = ResolveContext { presets: &presets, max_dimension: 10, quality: Q, accept: None };
+        let ctx = ResolveContext {
+            presets: &presets,
+            max_dimension: 10,
+            quality: Q,
+            accept: None,
+        };
         let err = resolve(&parse_pairs("preset=nope", '&', 10).unwrap(), &ctx).unwrap_err();
         assert_eq!(err.option, "preset");
     }

@@ -63,8 +63,7 @@ impl ImageKey {
         if key.split('/').any(|seg| seg.is_empty() || seg == ".") {
             return Err(KeyError::Unsafe("must not contain empty or '.' segments"));
         }
-        if key.len() >= 2 && key.as_bytes()[1] == b':' && key.as_bytes()[0].is_ascii_alphabetic()
-        {
+        if key.len() >= 2 && key.as_bytes()[1] == b':' && key.as_bytes()[0].is_ascii_alphabetic() {
             return Err(KeyError::Unsafe("must not look like a drive path"));
         }
         Ok(Self(key.to_owned()))
@@ -99,7 +98,10 @@ mod tests {
         assert_eq!(k.as_str(), "a/b c/d.jpg");
         assert_eq!(k.extension().as_deref(), Some("jpg"));
         assert_eq!(
-            ImageKey::parse("ünï/çødé.JPG").unwrap().extension().as_deref(),
+            ImageKey::parse("ünï/çødé.JPG")
+                .unwrap()
+                .extension()
+                .as_deref(),
             Some("jpg")
         );
     }

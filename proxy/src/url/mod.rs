@@ -120,13 +120,20 @@ mod tests {
             8192,
         )
         .unwrap();
-        let q = parse_path("/img/photos/cat.jpg", Some("fmt=auto&fit=cover&h=300&w=400"), 8192)
-            .unwrap();
+        let q = parse_path(
+            "/img/photos/cat.jpg",
+            Some("fmt=auto&fit=cover&h=300&w=400"),
+            8192,
+        )
+        .unwrap();
         assert_eq!(cf.key, q.key);
         assert_eq!(cf.options, q.options);
         assert_eq!(cf.options.format, Some(FormatChoice::Auto));
         let cf2 = parse_path("/cdn-cgi/image/format=webp,quality=50/x.jpg", None, 8192).unwrap();
-        assert_eq!(cf2.options.format, Some(FormatChoice::Fixed(OutputFormat::Webp)));
+        assert_eq!(
+            cf2.options.format,
+            Some(FormatChoice::Fixed(OutputFormat::Webp))
+        );
         assert_eq!(cf2.options.quality, Some(50));
     }
 
@@ -144,7 +151,10 @@ mod tests {
         ] {
             assert!(parse_path(p, q, 8192).is_err(), "accepted {p}");
         }
-        assert_eq!(parse_path("/other/x.jpg", None, 8192), Err(UrlError::NotImagePath));
+        assert_eq!(
+            parse_path("/other/x.jpg", None, 8192),
+            Err(UrlError::NotImagePath)
+        );
     }
 
     #[test]

@@ -263,8 +263,22 @@ impl Colour {
         let hex = v.strip_prefix('#').unwrap_or(v);
         match hex {
             "white" => return Some(Colour::WHITE),
-            "black" => return Some(Colour { r: 0, g: 0, b: 0, a: 255 }),
-            "transparent" => return Some(Colour { r: 0, g: 0, b: 0, a: 0 }),
+            "black" => {
+                return Some(Colour {
+                    r: 0,
+                    g: 0,
+                    b: 0,
+                    a: 255,
+                })
+            }
+            "transparent" => {
+                return Some(Colour {
+                    r: 0,
+                    g: 0,
+                    b: 0,
+                    a: 0,
+                })
+            }
             _ => {}
         }
         if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -273,10 +287,30 @@ impl Colour {
         let nib = |i: usize| u8::from_str_radix(&hex[i..i + 1], 16).ok().map(|n| n * 17);
         let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).ok();
         match hex.len() {
-            3 => Some(Colour { r: nib(0)?, g: nib(1)?, b: nib(2)?, a: 255 }),
-            4 => Some(Colour { r: nib(0)?, g: nib(1)?, b: nib(2)?, a: nib(3)? }),
-            6 => Some(Colour { r: byte(0)?, g: byte(2)?, b: byte(4)?, a: 255 }),
-            8 => Some(Colour { r: byte(0)?, g: byte(2)?, b: byte(4)?, a: byte(6)? }),
+            3 => Some(Colour {
+                r: nib(0)?,
+                g: nib(1)?,
+                b: nib(2)?,
+                a: 255,
+            }),
+            4 => Some(Colour {
+                r: nib(0)?,
+                g: nib(1)?,
+                b: nib(2)?,
+                a: nib(3)?,
+            }),
+            6 => Some(Colour {
+                r: byte(0)?,
+                g: byte(2)?,
+                b: byte(4)?,
+                a: 255,
+            }),
+            8 => Some(Colour {
+                r: byte(0)?,
+                g: byte(2)?,
+                b: byte(4)?,
+                a: byte(6)?,
+            }),
             _ => None,
         }
     }
@@ -487,7 +521,7 @@ impl RequestOptions {
             }
             "rot" | "rotate" => {
                 let r: u32 = parse_num(name, value, "0, 90, 180 or 270")?;
-                if r % 90 != 0 || r >= 360 {
+                if !r.is_multiple_of(90) || r >= 360 {
                     return Err(OptionError::new(
                         name,
                         format!("must be 0, 90, 180 or 270, got {r}"),
@@ -552,7 +586,9 @@ impl RequestOptions {
                 {
                     return Err(OptionError::new(
                         name,
-                        format!("expected a preset name of letters, digits, - and _, got {value:?}"),
+                        format!(
+                            "expected a preset name of letters, digits, - and _, got {value:?}"
+                        ),
                     ));
                 }
                 once(&mut self.preset, name, value.to_owned())
@@ -579,7 +615,10 @@ impl RequestOptions {
         macro_rules! fill {
             ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = base.$f.clone(); } )* };
         }
-        fill!(width, height, dpr, fit, gravity, crop, format, quality, rotate, flip, blur, sharpen, background, meta);
+        fill!(
+            width, height, dpr, fit, gravity, crop, format, quality, rotate, flip, blur, sharpen,
+            background, meta
+        );
     }
 
     /// The options as a canonical string, excluding the signature: fixed order, one spelling
@@ -666,9 +705,9 @@ pub fn parse_pairs(
 ) -> Result<RequestOptions, OptionError> {
     let mut opts = RequestOptions::default();
     for pair in text.split(sep).filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').ok_or_else(|| {
-            OptionError::new(pair, "expected name=value")
-        })?;
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| OptionError::new(pair, "expected name=value"))?;
         let value = percent_encoding::percent_decode_str(&value.replace('+', " "))
             .decode_utf8()
             .map_err(|_| OptionError::new(name, "value is not valid UTF-8"))?
@@ -699,14 +738,30 @@ mod tests {
         assert_eq!(o.dpr, Some(2.0));
         assert_eq!(o.fit, Some(Fit::Cover));
         assert_eq!(o.gravity, Some(Gravity::Focal { x: 300, y: 600 }));
-        assert_eq!(o.crop, Some(Rect { x: 10, y: 20, w: 300, h: 200 }));
+        assert_eq!(
+            o.crop,
+            Some(Rect {
+                x: 10,
+                y: 20,
+                w: 300,
+                h: 200
+            })
+        );
         assert_eq!(o.format, Some(FormatChoice::Fixed(OutputFormat::Webp)));
         assert_eq!(o.quality, Some(70));
         assert_eq!(o.rotate, Some(90));
         assert_eq!(o.flip, Some(Flip::HV));
         assert_eq!(o.blur, Some(2.5));
         assert_eq!(o.sharpen, Some(1.0));
-        assert_eq!(o.background, Some(Colour { r: 255, g: 0, b: 0, a: 255 }));
+        assert_eq!(
+            o.background,
+            Some(Colour {
+                r: 255,
+                g: 0,
+                b: 0,
+                a: 255
+            })
+        );
         assert_eq!(o.meta, Some(Meta::Copyright));
         assert_eq!(o.preset.as_deref(), Some("thumb"));
         assert_eq!(o.expires, Some(99));
@@ -747,7 +802,17 @@ mod tests {
 
     #[test]
     fn fit_values() {
-        for v in ["scale-down", "contain", "cover", "fill", "inside", "outside", "pad", "crop", "squeeze"] {
+        for v in [
+            "scale-down",
+            "contain",
+            "cover",
+            "fill",
+            "inside",
+            "outside",
+            "pad",
+            "crop",
+            "squeeze",
+        ] {
             assert!(Fit::parse(v).is_some(), "{v}");
         }
         assert_eq!(Fit::parse("stretch"), None);
@@ -756,12 +821,29 @@ mod tests {
     #[test]
     fn colours() {
         assert_eq!(Colour::parse("fff"), Some(Colour::WHITE));
-        assert_eq!(Colour::parse("#00000080"), Some(Colour { r: 0, g: 0, b: 0, a: 128 }));
+        assert_eq!(
+            Colour::parse("#00000080"),
+            Some(Colour {
+                r: 0,
+                g: 0,
+                b: 0,
+                a: 128
+            })
+        );
         assert_eq!(Colour::parse("transparent").map(|c| c.a), Some(0));
         assert_eq!(Colour::parse("ggg"), None);
         assert_eq!(Colour::parse("12345"), None);
         assert_eq!(Colour::parse("é1"), None);
-        assert_eq!(Colour { r: 1, g: 2, b: 3, a: 255 }.to_string(), "010203");
+        assert_eq!(
+            Colour {
+                r: 1,
+                g: 2,
+                b: 3,
+                a: 255
+            }
+            .to_string(),
+            "010203"
+        );
     }
 
     #[test]
@@ -828,6 +910,9 @@ mod tests {
     fn refine_keeps_explicit_values() {
         let mut o = parse("w=100").unwrap();
         o.refine(&parse("w=200&h=200&fit=cover").unwrap());
-        assert_eq!((o.width, o.height, o.fit), (Some(100), Some(200), Some(Fit::Cover)));
+        assert_eq!(
+            (o.width, o.height, o.fit),
+            (Some(100), Some(200), Some(Fit::Cover))
+        );
     }
 }
