@@ -186,6 +186,7 @@ struct RawTransform {
     webp_effort: u8,
     avif_effort: u8,
     png_compression: u8,
+    working_side: u32,
 }
 
 impl Default for RawTransform {
@@ -200,6 +201,7 @@ impl Default for RawTransform {
             webp_effort: 4,
             avif_effort: 1,
             png_compression: 6,
+            working_side: 2048,
         }
     }
 }
@@ -211,6 +213,7 @@ struct RawCache {
     source_mb: u64,
     disk_dir: String,
     disk_mb: u64,
+    working_mb: u64,
 }
 
 impl Default for RawCache {
@@ -220,6 +223,7 @@ impl Default for RawCache {
             source_mb: 128,
             disk_dir: String::new(),
             disk_mb: 2048,
+            working_mb: 256,
         }
     }
 }
@@ -322,6 +326,10 @@ pub struct EdgeConfig {
     pub disk_dir: Option<PathBuf>,
     /// Disk tier capacity, bytes.
     pub disk_bytes: u64,
+    /// Working-copy cache capacity, bytes (0 disables working copies).
+    pub working_bytes: u64,
+    /// Longest side of a working copy, pixels.
+    pub working_side: u32,
     /// URL signing keys (first signs, all verify).
     pub signing_keys: Vec<Vec<u8>>,
     /// Presets allowed without a signature when keys are set.
@@ -512,6 +520,12 @@ impl EdgeConfig {
                 "must be between 0 and 9",
             ));
         }
+        if !(256..=8192).contains(&t.working_side) {
+            return Err(invalid(
+                "transform.working_side",
+                "must be between 256 and 8192",
+            ));
+        }
         if t.queue == 0 {
             return Err(invalid("transform.queue", "must be at least 1"));
         }
@@ -586,6 +600,8 @@ impl EdgeConfig {
             source_bytes: raw.cache.source_mb * 1024 * 1024,
             disk_dir: (!raw.cache.disk_dir.is_empty()).then(|| PathBuf::from(&raw.cache.disk_dir)),
             disk_bytes: raw.cache.disk_mb * 1024 * 1024,
+            working_bytes: raw.cache.working_mb * 1024 * 1024,
+            working_side: t.working_side,
             signing_keys,
             unsigned_presets: raw.signing.unsigned_presets,
             presets,

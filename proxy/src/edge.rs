@@ -26,7 +26,7 @@ use crate::origin::s3::S3Store;
 use crate::origin::ObjectStore;
 use crate::sign::Signer;
 use crate::transform::pool::{PoolError, PoolGauges, TransformPool};
-use crate::transform::{self, EncodeSettings, Limits};
+use crate::transform::{self, EncodeSettings, Limits, WorkingCopy};
 use crate::url::canonical::{resolve, ResolveContext};
 use crate::url::{parse_path, ImageKey, RequestOptions};
 
@@ -74,6 +74,7 @@ pub struct Edge {
     memory: MemoryTier,
     disk: Option<Arc<DiskTier>>,
     sources: SourceCache,
+    working: Option<Cache<String, Arc<WorkingCopy>>>,
     identities: Cache<ImageKey, Arc<str>>,
     last_known: Cache<ImageKey, Arc<str>>,
     pool: TransformPool,
@@ -164,6 +165,15 @@ impl Edge {
             memory,
             disk,
             sources: SourceCache::new(cfg.source_bytes),
+            working: (cfg.working_bytes > 0).then(|| {
+                Cache::builder()
+                    .max_capacity(cfg.working_bytes)
+                    .weigher(|_k: &String, v: &Arc<WorkingCopy>| {
+                        v.pixels.len().min(u32::MAX as usize) as u32
+                    })
+                    .support_invalidation_closures()
+                    .build()
+            }),
             identities,
             last_known,
             admission: Arc::new(Semaphore::new(cfg.workers + cfg.queue)),
@@ -303,13 +313,32 @@ impl Edge {
             }
         })?;
         let source = self.source(&key, &identity).await?;
+        let wkey = source_cache_key(key.as_str(), &identity);
+        let working = match (&self.working, WorkingCopy::eligible(&spec)) {
+            (Some(cache), true) => cache.get(&wkey).await,
+            _ => None,
+        };
+        let working_side = if self.working.is_some() {
+            self.cfg.working_side
+        } else {
+            0
+        };
         let (limits, enc) = (self.limits, self.enc);
         let hist = self.metrics.transform_seconds.clone();
+        let had_working = working.is_some();
         let job = self
             .pool
             .submit(Some(deadline), move || {
                 let _t = hist.start_timer();
-                transform::run(&source, &spec, &limits, &enc, Some(deadline))
+                transform::run_with(
+                    &source,
+                    working.as_deref(),
+                    working_side,
+                    &spec,
+                    &limits,
+                    &enc,
+                    Some(deadline),
+                )
             })
             .map_err(|_| {
                 self.metrics.queue_rejections.inc();
@@ -317,7 +346,7 @@ impl Edge {
                     retry_after: Duration::from_secs(1),
                 }
             })?;
-        let out = match job.await {
+        let (out, new_working) = match job.await {
             Ok(r) => r?,
             Err(PoolError::Expired) => {
                 return Err(EdgeError::Timeout(
@@ -326,6 +355,12 @@ impl Edge {
             }
             Err(e) => return Err(EdgeError::Internal(e.to_string())),
         };
+        if had_working {
+            self.metrics.lookup("working", out.from_working_copy);
+        }
+        if let (Some(cache), Some(w)) = (&self.working, new_working) {
+            cache.insert(wkey, Arc::new(w)).await;
+        }
         let img = Arc::new(CachedImage {
             body: out.bytes,
             format: out.format,
@@ -416,6 +451,10 @@ impl Edge {
         self.identities.invalidate(key).await;
         self.last_known.invalidate(key).await;
         self.sources.purge_source(key.as_str());
+        if let Some(w) = &self.working {
+            let prefix = format!("{}\0", key.as_str());
+            let _ = w.invalidate_entries_if(move |k, _| k.starts_with(&prefix));
+        }
         self.memory.purge_source(key.as_str());
         let disk_entries = self
             .disk

@@ -172,7 +172,7 @@ impl EdgeHttp {
             return match edge.serve(req).await {
                 Ok(r) => image_reply(edge, &r),
                 Err(e) => {
-                    if e.status() >= 500 {
+                    if e.status() >= 500 && e.status() != 503 {
                         tracing::error!(path, status = e.status(), error = %e.log_detail(), "request failed");
                     } else {
                         tracing::debug!(path, status = e.status(), error = %e, "request refused");

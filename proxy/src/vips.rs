@@ -49,10 +49,30 @@ pub fn init(concurrency: usize) -> std::result::Result<(), String> {
             ffi::vips_concurrency_set(concurrency.max(1) as c_int);
             // Refuse loaders libvips marks as unfuzzed or unsafe for untrusted input.
             ffi::vips_block_untrusted_set(1);
+            // libvips warnings (e.g. about odd EXIF in user files) go to our logs, not stderr.
+            ffi::g_log_set_handler(
+                c"VIPS".as_ptr(),
+                ffi::GLogLevelFlags_G_LOG_LEVEL_WARNING | ffi::GLogLevelFlags_G_LOG_LEVEL_MESSAGE,
+                Some(log_to_tracing),
+                ptr::null_mut(),
+            );
         }
         Ok(())
     })
     .clone()
+}
+
+unsafe extern "C" fn log_to_tracing(
+    _domain: *const c_char,
+    _level: ffi::GLogLevelFlags,
+    message: *const c_char,
+    _data: ffi::gpointer,
+) {
+    if !message.is_null() {
+        // SAFETY: glib passes a NUL-terminated message valid for this call.
+        let msg = unsafe { CStr::from_ptr(message) }.to_string_lossy();
+        tracing::debug!(target: "libvips", "{msg}");
+    }
 }
 
 fn take_error(fallback: &str) -> VipsError {
@@ -216,6 +236,34 @@ impl Image {
         Ok(Image {
             ptr: p,
             _source: Bytes::new(),
+        })
+    }
+
+    /// An image over packed 8-bit pixels held in `pixels`, without copying them.
+    pub fn from_pixel_bytes(pixels: Bytes, width: u32, height: u32, bands: u32) -> Result<Image> {
+        if pixels.len() as u64 != width as u64 * height as u64 * bands as u64 {
+            return Err(VipsError(
+                "pixel buffer size does not match its dimensions".into(),
+            ));
+        }
+        // SAFETY: the image reads from `pixels`, which the Image (and every image derived
+        // from it) keeps alive.
+        let p = unsafe {
+            ffi::vips_image_new_from_memory(
+                pixels.as_ptr() as *const c_void,
+                pixels.len() as _,
+                width as c_int,
+                height as c_int,
+                bands as c_int,
+                ffi::VipsBandFormat_VIPS_FORMAT_UCHAR,
+            )
+        };
+        if p.is_null() {
+            return Err(take_error("cannot make image from pixels"));
+        }
+        Ok(Image {
+            ptr: p,
+            _source: pixels,
         })
     }
 

@@ -61,6 +61,42 @@ pub struct Output {
     pub width: u32,
     /// Height in pixels (of one frame).
     pub height: u32,
+    /// Whether it was made from a cached working copy rather than the source bytes.
+    pub from_working_copy: bool,
+}
+
+/// A source decoded once at a working size: upright, sRGB, 8-bit, packed pixels. Later
+/// requests for sizes well below it resize this instead of decoding the original again.
+#[derive(Debug, Clone)]
+pub struct WorkingCopy {
+    /// Packed pixels.
+    pub pixels: Bytes,
+    /// Width of the working copy.
+    pub width: u32,
+    /// Height of the working copy.
+    pub height: u32,
+    /// Bands (3, or 4 with alpha).
+    pub bands: u32,
+    /// Upright width of the original.
+    pub source_width: u32,
+    /// Upright height of the original.
+    pub source_height: u32,
+    /// The original's own web format, if any.
+    pub native: Option<OutputFormat>,
+}
+
+impl WorkingCopy {
+    /// Whether a request may be served from a working copy at all: it needs no metadata and
+    /// no editor's crop (which wants full source resolution).
+    pub fn eligible(spec: &TransformSpec) -> bool {
+        spec.meta == Meta::None && spec.crop.is_none()
+    }
+
+    /// Whether the planned resize is at least a 2x reduction of this copy, so the result is
+    /// as sharp as one made from the original.
+    fn serves(&self, p: &geometry::Plan) -> bool {
+        p.resized.0 as u64 * 2 <= self.width as u64 && p.resized.1 as u64 * 2 <= self.height as u64
+    }
 }
 
 /// Why a transform failed.
@@ -221,7 +257,7 @@ pub fn probe(source: &Bytes) -> Result<vips::Header> {
     Ok(img.header(&loader))
 }
 
-/// Runs the whole pipeline. Must be called on a blocking thread.
+/// Runs the whole pipeline from the source bytes. Must be called on a blocking thread.
 pub fn run(
     source: &Bytes,
     spec: &TransformSpec,
@@ -229,7 +265,37 @@ pub fn run(
     enc: &EncodeSettings,
     deadline: Option<Instant>,
 ) -> Result<Output> {
+    run_with(source, None, 0, spec, limits, enc, deadline).map(|(out, _)| out)
+}
+
+/// Runs the pipeline, from `working` when it serves the request. With `working_side > 0`, a
+/// large source without a working copy gets one made (upright, sRGB, fitted into
+/// `working_side`²) when this request can use it; it is returned for the caller to cache.
+pub fn run_with(
+    source: &Bytes,
+    working: Option<&WorkingCopy>,
+    working_side: u32,
+    spec: &TransformSpec,
+    limits: &Limits,
+    enc: &EncodeSettings,
+    deadline: Option<Instant>,
+) -> Result<(Output, Option<WorkingCopy>)> {
     check_deadline(deadline)?;
+    let eligible = WorkingCopy::eligible(spec);
+    if let (Some(w), true) = (working, eligible) {
+        let p = plan(
+            spec.fit,
+            spec.gravity,
+            spec.width,
+            spec.height,
+            w.source_width,
+            w.source_height,
+            limits.max_dimension,
+        );
+        if w.serves(&p) {
+            return Ok((from_working_copy(w, spec, &p, enc, deadline)?, None));
+        }
+    }
     let header = probe(source)?;
     let frame_pixels = header.width as u64 * header.page_height as u64;
     if frame_pixels > limits.max_source_pixels {
@@ -246,6 +312,54 @@ pub fn run(
         && format.animates()
         && frame_safe(spec)
         && frame_pixels.saturating_mul(header.pages as u64) <= limits.max_source_pixels;
+
+    if working.is_none() && working_side > 0 && eligible && !animated_src {
+        let (sw, sh) = header.oriented_size();
+        let scale = (working_side as f64 / sw.max(sh).max(1) as f64).min(1.0);
+        let iw = ((sw as f64 * scale).round() as u32).max(1);
+        let ih = ((sh as f64 * scale).round() as u32).max(1);
+        let p = plan(
+            spec.fit,
+            spec.gravity,
+            spec.width,
+            spec.height,
+            sw,
+            sh,
+            limits.max_dimension,
+        );
+        let worth_it = sw as u64 * sh as u64 >= 2 * iw as u64 * ih as u64;
+        let sketch = WorkingCopy {
+            pixels: Bytes::new(),
+            width: iw,
+            height: ih,
+            bands: 0,
+            source_width: sw,
+            source_height: sh,
+            native,
+        };
+        if worth_it && sketch.serves(&p) {
+            let img = Image::thumbnail(
+                source,
+                working_side,
+                working_side,
+                Size::Down,
+                Interesting::None,
+                true,
+                false,
+            )?
+            .to_srgb()?;
+            let copy = WorkingCopy {
+                pixels: img.pixels()?,
+                width: img.width(),
+                height: img.height(),
+                bands: img.bands(),
+                ..sketch
+            };
+            check_deadline(deadline)?;
+            let out = from_working_copy(&copy, spec, &p, enc, deadline)?;
+            return Ok((out, Some(copy)));
+        }
+    }
 
     check_deadline(deadline)?;
     let (ow, oh) = match spec.crop {
@@ -270,7 +384,7 @@ pub fn run(
     };
     let crop_mode = p.vips_crop.map(interesting).unwrap_or(Interesting::None);
 
-    let mut img = match spec.crop {
+    let img = match spec.crop {
         None => Image::thumbnail(source, p.box_w, p.box_h, size, crop_mode, true, keep_frames)?,
         Some(r) => {
             // Editor's crop: in oriented pixels, so orient first. JPEGs still shrink on load.
@@ -303,6 +417,39 @@ pub fn run(
                 .thumbnail_image(p.box_w, p.box_h, size, crop_mode)?
         }
     };
+    finish(img, spec, &p, format, keep_frames, enc, deadline).map(|o| (o, None))
+}
+
+/// Makes the output from a working copy: resize to the planned size, then the shared steps.
+fn from_working_copy(
+    w: &WorkingCopy,
+    spec: &TransformSpec,
+    p: &geometry::Plan,
+    enc: &EncodeSettings,
+    deadline: Option<Instant>,
+) -> Result<Output> {
+    let base = Image::from_pixel_bytes(w.pixels.clone(), w.width, w.height, w.bands)?;
+    let img = match p.vips_crop {
+        Some(g) => base.thumbnail_image(p.box_w, p.box_h, Size::Both, interesting(g))?,
+        None => base.thumbnail_image(p.resized.0, p.resized.1, Size::Force, Interesting::None)?,
+    };
+    let alpha = w.bands == 2 || w.bands == 4;
+    let format = choose_format(spec.format, w.native, alpha, false);
+    let mut out = finish(img, spec, p, format, false, enc, deadline)?;
+    out.from_working_copy = true;
+    Ok(out)
+}
+
+/// The steps after resizing: cut or pad, colour, rotate, flip, blur, sharpen, metadata, encode.
+fn finish(
+    mut img: Image,
+    spec: &TransformSpec,
+    p: &geometry::Plan,
+    format: OutputFormat,
+    keep_frames: bool,
+    enc: &EncodeSettings,
+    deadline: Option<Instant>,
+) -> Result<Output> {
     check_deadline(deadline)?;
 
     if let Cut::To { w, h } = p.cut {
@@ -394,6 +541,7 @@ pub fn run(
         format,
         width: img.width(),
         height,
+        from_working_copy: false,
     })
 }
 
