@@ -85,6 +85,7 @@ impl Default for RawConfig {
 struct RawServer {
     listen: String,
     threads: usize,
+    work_stealing: bool,
     grace_period_secs: u64,
     shutdown_timeout_secs: u64,
     admin_token: String,
@@ -97,6 +98,7 @@ impl Default for RawServer {
         Self {
             listen: "127.0.0.1:8080".into(),
             threads: 0,
+            work_stealing: true,
             grace_period_secs: 1,
             shutdown_timeout_secs: 5,
             admin_token: String::new(),
@@ -278,6 +280,8 @@ pub struct EdgeConfig {
     pub listen: String,
     /// Server threads (pingora service threads).
     pub threads: usize,
+    /// One work-stealing runtime (true) or one single-threaded runtime per thread (false).
+    pub work_stealing: bool,
     /// Seconds to keep serving after SIGTERM before closing listeners.
     pub grace_period: Duration,
     /// Seconds to wait for in-flight requests at shutdown.
@@ -567,6 +571,7 @@ impl EdgeConfig {
         }
         Ok(Self {
             listen: raw.server.listen,
+            work_stealing: raw.server.work_stealing,
             threads: if raw.server.threads == 0 {
                 cores
             } else {

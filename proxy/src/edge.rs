@@ -74,7 +74,7 @@ pub struct Edge {
     memory: MemoryTier,
     disk: Option<Arc<DiskTier>>,
     sources: SourceCache,
-    working: Option<Cache<String, Arc<WorkingCopy>>>,
+    working: Option<moka::sync::Cache<String, Arc<WorkingCopy>>>,
     identities: Cache<ImageKey, Arc<str>>,
     last_known: Cache<ImageKey, Arc<str>>,
     pool: TransformPool,
@@ -166,7 +166,7 @@ impl Edge {
             disk,
             sources: SourceCache::new(cfg.source_bytes),
             working: (cfg.working_bytes > 0).then(|| {
-                Cache::builder()
+                moka::sync::Cache::builder()
                     .max_capacity(cfg.working_bytes)
                     .weigher(|_k: &String, v: &Arc<WorkingCopy>| {
                         v.pixels.len().min(u32::MAX as usize) as u32
@@ -314,10 +314,12 @@ impl Edge {
         })?;
         let source = self.source(&key, &identity).await?;
         let wkey = source_cache_key(key.as_str(), &identity);
-        let working = match (&self.working, WorkingCopy::eligible(&spec)) {
-            (Some(cache), true) => cache.get(&wkey).await,
-            _ => None,
-        };
+        // The working copy is looked up when a worker takes the job, not when it is queued,
+        // so queued requests for one photo use the copy the first of them made.
+        let working = self
+            .working
+            .clone()
+            .filter(|_| WorkingCopy::eligible(&spec));
         let working_side = if self.working.is_some() {
             self.cfg.working_side
         } else {
@@ -325,20 +327,29 @@ impl Edge {
         };
         let (limits, enc) = (self.limits, self.enc);
         let hist = self.metrics.transform_seconds.clone();
-        let had_working = working.is_some();
+        let lookups = self.metrics.cache_lookups.clone();
         let job = self
             .pool
             .submit(Some(deadline), move || {
                 let _t = hist.start_timer();
-                transform::run_with(
+                let copy = working.as_ref().and_then(|c| c.get(&wkey));
+                let (out, made) = transform::run_with(
                     &source,
-                    working.as_deref(),
+                    copy.as_deref(),
                     working_side,
                     &spec,
                     &limits,
                     &enc,
                     Some(deadline),
-                )
+                )?;
+                if copy.is_some() {
+                    let result = if out.from_working_copy { "hit" } else { "miss" };
+                    lookups.with_label_values(&["working", result]).inc();
+                }
+                if let (Some(cache), Some(m)) = (&working, made) {
+                    cache.insert(wkey, Arc::new(m));
+                }
+                Ok::<_, transform::TransformError>(out)
             })
             .map_err(|_| {
                 self.metrics.queue_rejections.inc();
@@ -346,7 +357,7 @@ impl Edge {
                     retry_after: Duration::from_secs(1),
                 }
             })?;
-        let (out, new_working) = match job.await {
+        let out = match job.await {
             Ok(r) => r?,
             Err(PoolError::Expired) => {
                 return Err(EdgeError::Timeout(
@@ -355,12 +366,6 @@ impl Edge {
             }
             Err(e) => return Err(EdgeError::Internal(e.to_string())),
         };
-        if had_working {
-            self.metrics.lookup("working", out.from_working_copy);
-        }
-        if let (Some(cache), Some(w)) = (&self.working, new_working) {
-            cache.insert(wkey, Arc::new(w)).await;
-        }
         let img = Arc::new(CachedImage {
             body: out.bytes,
             format: out.format,

@@ -24,6 +24,7 @@ pub fn run_edge(edge: Arc<Edge>) -> Result<(), String> {
     let cfg = edge.config().clone();
     let conf = ServerConf {
         threads: cfg.threads,
+        work_stealing: cfg.work_stealing,
         grace_period_seconds: Some(cfg.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_secs()),
         ..ServerConf::default()
