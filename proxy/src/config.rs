@@ -163,6 +163,7 @@ struct RawLimits {
     max_source_pixels: u64,
     max_dimension: u32,
     request_timeout_ms: u64,
+    inflight_source_mb: u64,
 }
 
 impl Default for RawLimits {
@@ -172,6 +173,7 @@ impl Default for RawLimits {
             max_source_pixels: 100_000_000,
             max_dimension: 8192,
             request_timeout_ms: 30_000,
+            inflight_source_mb: 512,
         }
     }
 }
@@ -308,6 +310,8 @@ pub struct EdgeConfig {
     pub max_dimension: u32,
     /// Whole-request deadline.
     pub request_timeout: Duration,
+    /// Budget for source bytes fetched for queued work and not yet in the source cache.
+    pub inflight_source_bytes: u64,
     /// Transform worker threads.
     pub workers: usize,
     /// Transforms allowed to wait for a worker.
@@ -496,6 +500,7 @@ impl EdgeConfig {
         positive("limits.max_source_bytes", raw.limits.max_source_bytes)?;
         positive("limits.max_source_pixels", raw.limits.max_source_pixels)?;
         positive("limits.request_timeout_ms", raw.limits.request_timeout_ms)?;
+        positive("limits.inflight_source_mb", raw.limits.inflight_source_mb)?;
         if !(16..=65_535).contains(&raw.limits.max_dimension) {
             return Err(invalid(
                 "limits.max_dimension",
@@ -572,8 +577,10 @@ impl EdgeConfig {
         Ok(Self {
             listen: raw.server.listen,
             work_stealing: raw.server.work_stealing,
+            // Half the cores by default: transform workers use the other half under misses,
+            // and fewer server threads mean fewer cross-thread wake-ups on hits.
             threads: if raw.server.threads == 0 {
-                cores
+                (cores / 2).max(1)
             } else {
                 raw.server.threads
             },
@@ -590,6 +597,7 @@ impl EdgeConfig {
             max_source_pixels: raw.limits.max_source_pixels,
             max_dimension: raw.limits.max_dimension,
             request_timeout: Duration::from_millis(raw.limits.request_timeout_ms),
+            inflight_source_bytes: raw.limits.inflight_source_mb * 1024 * 1024,
             workers: if t.workers == 0 { cores } else { t.workers },
             queue: t.queue,
             vips_concurrency: t.vips_concurrency.max(1),

@@ -67,6 +67,13 @@ pub struct PurgeReport {
     pub disk_entries: usize,
 }
 
+/// What the edge knows about a source from its last HEAD.
+#[derive(Debug)]
+struct SourceFacts {
+    identity: String,
+    size: u64,
+}
+
 /// The shared state of one edge node.
 pub struct Edge {
     cfg: Arc<EdgeConfig>,
@@ -75,8 +82,10 @@ pub struct Edge {
     disk: Option<Arc<DiskTier>>,
     sources: SourceCache,
     working: Option<moka::sync::Cache<String, Arc<WorkingCopy>>>,
-    identities: Cache<ImageKey, Arc<str>>,
-    last_known: Cache<ImageKey, Arc<str>>,
+    identities: Cache<ImageKey, Arc<SourceFacts>>,
+    last_known: Cache<ImageKey, Arc<SourceFacts>>,
+    inflight: Arc<Semaphore>,
+    inflight_kib: u32,
     pool: TransformPool,
     admission: Arc<Semaphore>,
     signer: Signer,
@@ -94,6 +103,10 @@ pub fn open_store(origin: &OriginConfig) -> Result<Arc<dyn ObjectStore>, String>
         ),
         OriginConfig::S3(s3) => Arc::new(S3Store::new(s3).map_err(|e| e.to_string())?),
     })
+}
+
+fn kib_of(bytes: u64) -> u32 {
+    bytes.div_ceil(1024).min(u32::MAX as u64 >> 3) as u32
 }
 
 fn now_unix() -> u64 {
@@ -176,6 +189,8 @@ impl Edge {
             }),
             identities,
             last_known,
+            inflight: Arc::new(Semaphore::new(kib_of(cfg.inflight_source_bytes) as usize)),
+            inflight_kib: kib_of(cfg.inflight_source_bytes),
             admission: Arc::new(Semaphore::new(cfg.workers + cfg.queue)),
             pool,
             signer: Signer::new(cfg.signing_keys.clone()),
@@ -245,8 +260,8 @@ impl Edge {
         };
         let spec =
             resolve(&parsed.options, &ctx).map_err(|e| EdgeError::BadRequest(e.to_string()))?;
-        let (identity, stale) = self.identity(&parsed.key).await?;
-        let ckey = cache_key(&parsed.key, &identity, &spec.canonical());
+        let (facts, stale) = self.identity(&parsed.key).await?;
+        let ckey = cache_key(&parsed.key, &facts.identity, &spec.canonical());
         let etag = format!("\"{}\"", hex::encode(&ckey[..16]));
         let vary_accept = spec.varies_on_accept();
         let respond = |image, tier, coalesced| ImageResponse {
@@ -267,7 +282,7 @@ impl Edge {
         self.metrics.lookup("memory", false);
 
         let key = parsed.key.clone();
-        let fill = self.fill(ckey, key, identity, spec, deadline);
+        let fill = self.fill(ckey, key, facts, spec, deadline);
         let remaining = deadline.saturating_duration_since(Instant::now());
         let entry = tokio::time::timeout(
             remaining,
@@ -294,7 +309,7 @@ impl Edge {
         &self,
         ckey: crate::cache::CacheKey,
         key: ImageKey,
-        identity: Arc<str>,
+        facts: Arc<SourceFacts>,
         spec: crate::url::TransformSpec,
         deadline: Instant,
     ) -> Result<Arc<CachedImage>, EdgeError> {
@@ -312,8 +327,33 @@ impl Edge {
                 retry_after: Duration::from_secs(1),
             }
         })?;
-        let source = self.source(&key, &identity).await?;
-        let wkey = source_cache_key(key.as_str(), &identity);
+        let identity = facts.identity.as_str();
+        if facts.size > self.cfg.max_source_bytes {
+            return Err(EdgeError::SourceTooLarge(format!(
+                "the source image is {} bytes, over the limit of {} bytes",
+                facts.size, self.cfg.max_source_bytes
+            )));
+        }
+        // Bytes fetched for queued work count against a budget, so a storm of large misses
+        // is refused (503) instead of growing memory; cached sources are already counted.
+        let wkey = source_cache_key(key.as_str(), identity);
+        let _budget = if self.sources.cache().contains_key(&wkey) {
+            None
+        } else {
+            let kib = kib_of(facts.size).clamp(1, self.inflight_kib.max(1));
+            Some(
+                self.inflight
+                    .clone()
+                    .try_acquire_many_owned(kib)
+                    .map_err(|_| {
+                        self.metrics.queue_rejections.inc();
+                        EdgeError::Overloaded {
+                            retry_after: Duration::from_secs(1),
+                        }
+                    })?,
+            )
+        };
+        let source = self.source(&key, identity).await?;
         // The working copy is looked up when a worker takes the job, not when it is queued,
         // so queued requests for one photo use the copy the first of them made.
         let working = self
@@ -388,7 +428,7 @@ impl Edge {
 
     /// The source's identity: trusted for `revalidate_after`, then checked with a HEAD.
     /// When the origin fails, the last known identity serves (stale) for `stale_if_error`.
-    async fn identity(&self, key: &ImageKey) -> Result<(Arc<str>, bool), EdgeError> {
+    async fn identity(&self, key: &ImageKey) -> Result<(Arc<SourceFacts>, bool), EdgeError> {
         if let Some(id) = self.identities.get(key).await {
             return Ok((id, false));
         }
@@ -398,7 +438,10 @@ impl Edge {
             let meta = tokio::time::timeout(self.cfg.origin_timeout, self.store.head(key))
                 .await
                 .map_err(|_| EdgeError::Timeout("the origin did not answer in time".into()))??;
-            Ok::<Arc<str>, EdgeError>(Arc::from(meta.identity.as_str()))
+            Ok::<Arc<SourceFacts>, EdgeError>(Arc::new(SourceFacts {
+                identity: meta.identity,
+                size: meta.size,
+            }))
         };
         match self.identities.try_get_with(key.clone(), head).await {
             Ok(id) => {

@@ -253,3 +253,45 @@ fn large_sources_get_a_working_copy_that_serves_smaller_sizes() {
     assert_eq!(e.get("/img/land.jpg?w=600").decode().width, 600);
     assert_eq!(e.get("/img/land.jpg?w=100&meta=keep").status, 200);
 }
+
+#[test]
+fn source_byte_budget_refuses_what_would_not_fit() {
+    let origin = standard_origin("budget");
+    for i in 0..4 {
+        std::fs::write(
+            origin.join(format!("noisy{i}.png")),
+            make_image(1200, 1200, false, ".png[compression=0]"),
+        )
+        .unwrap();
+    }
+    let e = Edge::start(
+        &origin,
+        &[("FLEXPHOTO_EDGE__LIMITS__INFLIGHT_SOURCE_MB", "5")],
+        &[],
+    );
+    let port = e.port;
+    let all: Vec<_> = (0..4)
+        .map(|i| {
+            std::thread::spawn(move || {
+                crate::harness::request(
+                    port,
+                    "GET",
+                    &format!("/img/noisy{i}.png?w=1100&blur=30"),
+                    &[],
+                )
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = all.into_iter().map(|h| h.join().unwrap().status).collect();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&503),
+        "4 x 4.3 MB sources cannot all fit a 5 MB budget: {statuses:?}"
+    );
+    assert!(statuses.contains(&200), "{statuses:?}");
+    // Once the burst is over the budget is free again.
+    assert_eq!(e.get("/img/noisy3.png?w=64").status, 200);
+}
