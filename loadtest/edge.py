@@ -90,6 +90,51 @@ def svg(phases, path):
         f.write("\n".join(s))
 
 
+STORM_ENV = {
+    "FLEXPHOTO_EDGE__CACHE__MEMORY_MB": "64",
+    "FLEXPHOTO_EDGE__CACHE__SOURCE_MB": "64",
+    "FLEXPHOTO_EDGE__CACHE__WORKING_MB": "64",
+    "FLEXPHOTO_EDGE__LIMITS__INFLIGHT_SOURCE_MB": "128",
+}
+
+
+def storm_phase(args, work, phases, rng):
+    """16-way misses over distinct 24-megapixel JPEGs against an edge with small caches, to
+    check that RSS stays under the configured memory (caches + in-flight budget)."""
+    big = os.path.join(work, "big")
+    os.makedirs(big, exist_ok=True)
+    srcs = sorted(f for f in os.listdir(args.photos) if f.lower().endswith(".jpg"))
+    for i in range(16):
+        src = os.path.join(args.photos, srcs[i % len(srcs)])
+        out = os.path.join(big, f"big{i:02d}.jpg")
+        subprocess.run(["vips", "thumbnail", src, out + "[Q=90]", "6000", "--height", "4000", "--size", "force"],
+                       check=True, capture_output=True)
+        if i >= len(srcs):  # make the repeats distinct files
+            subprocess.run(["vips", "flip", out, out + ".tmp.jpg[Q=90]", "horizontal"], check=True, capture_output=True)
+            os.replace(out + ".tmp.jpg", out)
+    port = free_port()
+    env = dict(os.environ, RUST_LOG="warn", **STORM_ENV)
+    edge = subprocess.Popen([args.binary, "--config", "/dev/null", "--listen", f"127.0.0.1:{port}", "--origin-dir", big], env=env)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close(); break
+            except OSError:
+                time.sleep(0.05)
+        urls = [f"/img/big{rng.randrange(16):02d}.jpg?w={rng.randint(300,1200)}&fmt=webp" for _ in range(5000)]
+        sampler = RssSampler(edge.pid); sampler.start()
+        r = wrk(port, urls, 16, max(10, args.duration), "storm")
+        sampler.stop = True; sampler.join()
+        cap_mb = sum(int(v) for v in STORM_ENV.values())
+        r.update(name="storm 24MP c=16", conc=16, peak_rss_mb=sampler.peak / 1024, hit_ratio=0.0,
+                 configured_memory_mb=cap_mb, origin_fetches=None)
+        phases.append(r)
+        print(f'storm 24MP c=16               {r["rps"]:9.1f} req/s  p99 {r["latency_us"]["p99"]/1000:7.1f} ms  '
+              f'statuses {r["statuses"]}  peak RSS {r["peak_rss_mb"]:.0f} MB (configured caches + budget {cap_mb} MB)')
+    finally:
+        edge.terminate(); edge.wait(timeout=30)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--photos", default=os.path.join(ROOT, "..", "shared", "fixtures", "photos"))
@@ -151,6 +196,7 @@ def main():
             run(f"hit c={c}", hot, c, max(5, args.duration // 2))
         burst = [f"/img/{rng.choice(photos)}?w={rng.randint(1500,2500)}&blur=5&fmt=webp" for _ in range(5000)]
         run("overload burst c=64", burst, 64, max(5, args.duration // 2))
+        storm_phase(args, work, phases, rng)
         os.makedirs(os.path.join(ROOT, "loadtest", "results"), exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = os.path.join(ROOT, "loadtest", "results", f"edge-{stamp}")

@@ -337,7 +337,8 @@ impl Edge {
         // Bytes fetched for queued work count against a budget, so a storm of large misses
         // is refused (503) instead of growing memory; cached sources are already counted.
         let wkey = source_cache_key(key.as_str(), identity);
-        let _budget = if self.sources.cache().contains_key(&wkey) {
+        let source_was_cached = self.sources.cache().contains_key(&wkey);
+        let _budget = if source_was_cached {
             None
         } else {
             let kib = kib_of(facts.size).clamp(1, self.inflight_kib.max(1));
@@ -360,7 +361,9 @@ impl Edge {
             .working
             .clone()
             .filter(|_| WorkingCopy::eligible(&spec));
-        let working_side = if self.working.is_some() {
+        // A working copy is made only for a source asked for again (its bytes were cached),
+        // so one-off requests do not pay for a copy nobody reuses.
+        let working_side = if self.working.is_some() && source_was_cached {
             self.cfg.working_side
         } else {
             0

@@ -567,8 +567,14 @@ impl Image {
     pub fn to_srgb(&self) -> Result<Image> {
         let mut out = ptr::null_mut();
         // SAFETY: variadic calls, NULL-terminated; the output is a new image we own.
+        // An embedded sRGB profile needs no transform (and building an lcms transform per
+        // image is costly); only other profiles are converted.
+        let convert_profile = self.has_field(c"icc-profile-data")
+            && !self
+                .blob(c"icc-profile-data")
+                .is_some_and(|icc| is_srgb_profile(&icc));
         let rc = unsafe {
-            if self.has_field(c"icc-profile-data") {
+            if convert_profile {
                 ffi::vips_icc_transform(
                     self.ptr,
                     &mut out,
@@ -606,6 +612,22 @@ impl Image {
         }
         self.result(rc, out, "colour conversion failed")?
             .without_fields(|n| n == "icc-profile-data")
+    }
+
+    /// A copy of a binary field such as `icc-profile-data`.
+    fn blob(&self, name: &CStr) -> Option<Vec<u8>> {
+        let mut data: *const c_void = ptr::null();
+        let mut len: ffi::size_t = 0;
+        // SAFETY: the blob is owned by the image; we copy it before returning.
+        unsafe {
+            if ffi::vips_image_get_blob(self.ptr, name.as_ptr(), &mut data, &mut len) != 0
+                || data.is_null()
+            {
+                ffi::vips_error_clear();
+                return None;
+            }
+            Some(std::slice::from_raw_parts(data as *const u8, len as usize).to_vec())
+        }
     }
 
     fn has_field(&self, name: &CStr) -> bool {
@@ -735,6 +757,36 @@ impl Image {
     }
 }
 
+/// Whether an ICC profile describes sRGB: an RGB profile whose device model or description
+/// says sRGB (the IEC 61966-2.1 profile cameras and editors embed).
+pub fn is_srgb_profile(icc: &[u8]) -> bool {
+    if icc.len() < 132 || &icc[16..20] != b"RGB " {
+        return false;
+    }
+    if &icc[48..52] == b"sRGB" {
+        return true;
+    }
+    let count = u32::from_be_bytes([icc[128], icc[129], icc[130], icc[131]]) as usize;
+    for i in 0..count.min(64) {
+        let e = 132 + i * 12;
+        let Some(entry) = icc.get(e..e + 12) else {
+            break;
+        };
+        if &entry[..4] != b"desc" {
+            continue;
+        }
+        let off = u32::from_be_bytes([entry[4], entry[5], entry[6], entry[7]]) as usize;
+        let size = u32::from_be_bytes([entry[8], entry[9], entry[10], entry[11]]) as usize;
+        let Some(text) = icc.get(off..off.saturating_add(size.min(512))) else {
+            return false;
+        };
+        // ASCII (v2 'desc') or UTF-16BE (v4 'mluc').
+        return text.windows(4).any(|w| w == b"sRGB")
+            || text.windows(8).any(|w| w == b"\0s\0R\0G\0B");
+    }
+    false
+}
+
 /// A buffer allocated by glib, freed with `g_free`.
 struct GBuffer {
     ptr: *mut c_void,
@@ -774,5 +826,57 @@ fn interesting_code(i: Interesting) -> ffi::VipsInteresting {
         Interesting::Centre => ffi::VipsInteresting_VIPS_INTERESTING_CENTRE,
         Interesting::Entropy => ffi::VipsInteresting_VIPS_INTERESTING_ENTROPY,
         Interesting::Attention => ffi::VipsInteresting_VIPS_INTERESTING_ATTENTION,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(model: &[u8; 4], desc: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; 132 + 12];
+        p[16..20].copy_from_slice(b"RGB ");
+        p[48..52].copy_from_slice(model);
+        p[128..132].copy_from_slice(&1u32.to_be_bytes());
+        let off = p.len() as u32;
+        p[132..136].copy_from_slice(b"desc");
+        p[136..140].copy_from_slice(&off.to_be_bytes());
+        p[140..144].copy_from_slice(&(desc.len() as u32).to_be_bytes());
+        p.extend_from_slice(desc);
+        p
+    }
+
+    #[test]
+    fn recognises_srgb_profiles() {
+        assert!(is_srgb_profile(&profile(b"sRGB", b"whatever")));
+        assert!(is_srgb_profile(&profile(
+            b"\0\0\0\0",
+            b"desc....sRGB IEC61966-2.1"
+        )));
+        assert!(is_srgb_profile(&profile(
+            b"\0\0\0\0",
+            b"mluc....\0s\0R\0G\0B\0 \0v\04"
+        )));
+        assert!(!is_srgb_profile(&profile(
+            b"\0\0\0\0",
+            b"desc....Adobe RGB (1998)"
+        )));
+        let mut cmyk = profile(b"sRGB", b"sRGB");
+        cmyk[16..20].copy_from_slice(b"CMYK");
+        assert!(!is_srgb_profile(&cmyk));
+        assert!(!is_srgb_profile(b"short"));
+    }
+
+    #[test]
+    fn loader_names_are_normalised() {
+        assert_eq!(
+            loader_nickname("VipsForeignLoadJpegBuffer"),
+            "jpegload_buffer"
+        );
+        assert_eq!(
+            loader_nickname("VipsForeignLoadNsgifBuffer"),
+            "gifload_buffer"
+        );
+        assert_eq!(loader_nickname("pngload_buffer"), "pngload_buffer");
     }
 }

@@ -327,7 +327,6 @@ pub fn run_with(
             sh,
             limits.max_dimension,
         );
-        let worth_it = sw as u64 * sh as u64 >= 2 * iw as u64 * ih as u64;
         let sketch = WorkingCopy {
             pixels: Bytes::new(),
             width: iw,
@@ -337,7 +336,7 @@ pub fn run_with(
             source_height: sh,
             native,
         };
-        if worth_it && sketch.serves(&p) {
+        if sketch.serves(&p) {
             let img = Image::thumbnail(
                 source,
                 working_side,
