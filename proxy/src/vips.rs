@@ -855,7 +855,7 @@ mod tests {
         )));
         assert!(is_srgb_profile(&profile(
             b"\0\0\0\0",
-            b"mluc....\0s\0R\0G\0B\0 \0v\04"
+            b"mluc....\0s\0R\0G\0B\0 \0v\x004"
         )));
         assert!(!is_srgb_profile(&profile(
             b"\0\0\0\0",
