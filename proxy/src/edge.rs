@@ -225,6 +225,16 @@ impl Edge {
         &self.store
     }
 
+    /// Brings the cache-size gauges up to date (called before metrics are rendered).
+    pub fn refresh_cache_gauges(&self) {
+        self.metrics
+            .source_bytes
+            .set(self.sources.cache().weighted_size() as i64);
+        if let Some(w) = &self.working {
+            self.metrics.working_bytes.set(w.weighted_size() as i64);
+        }
+    }
+
     /// Whether the disk tier's index is rebuilt (always true without a disk tier).
     pub fn is_ready(&self) -> bool {
         self.disk.as_ref().is_none_or(|d| d.is_ready())

@@ -44,6 +44,11 @@ enum Command {
         /// Path and query to sign.
         path: String,
     },
+    /// Write the sample images into a directory and exit.
+    Samples {
+        /// Where to write them.
+        dir: PathBuf,
+    },
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<EdgeConfig> {
@@ -87,6 +92,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let signer = Signer::new(cfg.signing_keys.clone());
         let signed = signer.sign_path(path, cfg.max_dimension)?;
         println!("{signed}");
+        return Ok(());
+    }
+    if let Some(Command::Samples { dir }) = &cli.command {
+        flexphoto_edge::vips::init(cfg.vips_concurrency).map_err(anyhow::Error::msg)?;
+        for key in flexphoto_edge::samples::ensure_samples(dir).map_err(anyhow::Error::msg)? {
+            println!("{}", dir.join(key).display());
+        }
         return Ok(());
     }
     if cli.test {

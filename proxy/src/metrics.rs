@@ -38,6 +38,10 @@ pub struct Metrics {
     pub disk_bytes: IntGauge,
     /// Bytes held by the memory tier.
     pub memory_bytes: IntGauge,
+    /// Bytes held by the source cache.
+    pub source_bytes: IntGauge,
+    /// Bytes held by working copies.
+    pub working_bytes: IntGauge,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -109,6 +113,16 @@ impl Metrics {
             "flexphoto_memory_cache_bytes",
             "Bytes held by the memory tier",
         )?;
+        let source_bytes = IntGauge::new(
+            "flexphoto_source_cache_bytes",
+            "Bytes held by the source cache",
+        )?;
+        let working_bytes = IntGauge::new(
+            "flexphoto_working_copy_bytes",
+            "Bytes held by working copies",
+        )?;
+        registry.register(Box::new(source_bytes.clone()))?;
+        registry.register(Box::new(working_bytes.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(cache_lookups.clone()))?;
         registry.register(Box::new(transform_seconds.clone()))?;
@@ -141,6 +155,8 @@ impl Metrics {
             evictions,
             disk_bytes,
             memory_bytes,
+            source_bytes,
+            working_bytes,
         })
     }
 

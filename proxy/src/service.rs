@@ -191,6 +191,7 @@ impl EdgeHttp {
                 }
             }
             ("/metrics", true) => {
+                edge.refresh_cache_gauges();
                 text_reply(200, "text/plain; version=0.0.4", edge.metrics().render())
             }
             ("/admin/purge", _) if method == http::Method::POST => {

@@ -1,0 +1,154 @@
+//! API keys: `Authorization: Bearer KEY`. Keys are stored as the SHA-256 of the secret, each
+//! with a role (admin ⊃ uploader ⊃ viewer) and an optional owner scope.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use crate::error::ApiError;
+use crate::media::sha256_hex;
+use crate::state::AppState;
+use crate::store::Db;
+use crate::store::StoreError;
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Read images.
+    Viewer,
+    /// Read, upload, edit and delete images.
+    Uploader,
+    /// Everything, including keys and queue stats.
+    Admin,
+}
+
+impl Role {
+    /// Parses `admin`, `uploader` or `viewer`.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "uploader" => Some(Role::Uploader),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+
+    /// The stored name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Uploader => "uploader",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The key's role.
+    pub role: Role,
+    /// The only owner the key may touch; `None` for all.
+    pub owner_scope: Option<String>,
+}
+
+impl Caller {
+    /// Requires at least `role`.
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this API key's role ({}) may not do this; {} is required",
+                self.role.name(),
+                role.name()
+            )))
+        }
+    }
+
+    /// Requires at least `role` over `owner`'s images.
+    pub fn require_owner(&self, role: Role, owner: &str) -> Result<(), ApiError> {
+        self.require(role)?;
+        match &self.owner_scope {
+            Some(s) if s != owner => Err(ApiError::Forbidden(
+                "this API key is limited to another owner".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::Unauthorized)?;
+        let key = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or(ApiError::Unauthorized)?;
+        let row = state
+            .db
+            .find_api_key(&sha256_hex(key.as_bytes()))
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        let role = Role::parse(&row.role).ok_or_else(|| {
+            ApiError::Internal(format!("stored key has unknown role {}", row.role))
+        })?;
+        Ok(Caller {
+            role,
+            owner_scope: row.owner_scope,
+        })
+    }
+}
+
+/// A new random key secret (256 bits, hex, prefixed `fpk_`).
+pub fn generate_key() -> String {
+    format!(
+        "fpk_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Seeds the admin key: `FLEXPHOTO_ADMIN_KEY` when given (idempotent), otherwise a fresh key
+/// when no admin key exists yet. Returns a freshly generated key so the caller can print it
+/// once; `None` when nothing new was generated.
+pub async fn seed_admin_key(db: &Db, from_env: Option<&str>) -> Result<Option<String>, StoreError> {
+    if let Some(k) = from_env.filter(|k| !k.is_empty()) {
+        match db
+            .insert_api_key(
+                "admin (FLEXPHOTO_ADMIN_KEY)",
+                &sha256_hex(k.as_bytes()),
+                "admin",
+                None,
+            )
+            .await
+        {
+            Ok(_) | Err(StoreError::Conflict(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    if db.has_admin_key().await? {
+        return Ok(None);
+    }
+    let k = generate_key();
+    db.insert_api_key(
+        "admin (generated on first start)",
+        &sha256_hex(k.as_bytes()),
+        "admin",
+        None,
+    )
+    .await?;
+    Ok(Some(k))
+}

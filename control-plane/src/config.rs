@@ -1,0 +1,855 @@
+//! Configuration in two stages: [`RawConfig`] is what the TOML file and the environment said;
+//! [`Config`] is the validated result, built by [`RawConfig::validate`], which names the bad
+//! key when it refuses.
+//!
+//! Every key can be overridden by an environment variable named `FLEXPHOTO_{SECTION}_{KEY}` in
+//! upper case, e.g. `FLEXPHOTO_DATABASE_URL` or `FLEXPHOTO_QUEUE_WORKERS`. Variants are
+//! configured as an array and cannot be overridden from the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown key or a value of the wrong type.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A key's value is out of range or inconsistent.
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `queue.workers`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// The configuration as read, before validation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// `[server]`.
+    pub server: RawServer,
+    /// `[database]`.
+    pub database: RawDatabase,
+    /// `[storage]`.
+    pub storage: RawStorage,
+    /// `[upload]`.
+    pub upload: RawUpload,
+    /// `[queue]`.
+    pub queue: RawQueue,
+    /// `[processing]`.
+    pub processing: RawProcessing,
+    /// `[edge]`.
+    pub edge: RawEdge,
+    /// `[[variants]]`.
+    pub variants: Vec<RawVariant>,
+}
+
+/// `[server]` as read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    /// API listen address.
+    pub listen: String,
+    /// Absolute base URL clients reach the API at; empty means `http://{listen}`.
+    pub public_url: String,
+    /// Directory for the embedded database, local objects and temporary files.
+    pub data_dir: String,
+    /// Largest JSON request body, bytes.
+    pub max_json_bytes: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: String::new(),
+            data_dir: "./flexphoto-data".into(),
+            max_json_bytes: 1 << 20,
+        }
+    }
+}
+
+/// `[database]` as read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDatabase {
+    /// `postgres://…` or `sqlite:…`; empty means `sqlite:{data_dir}/flexphoto.db`.
+    pub url: String,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 8,
+        }
+    }
+}
+
+/// `[storage]` as read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStorage {
+    /// `local` or `s3`.
+    pub backend: String,
+    /// Local store directory; empty means `{data_dir}/objects`.
+    pub local_dir: String,
+    /// S3 bucket.
+    pub s3_bucket: String,
+    /// S3 region.
+    pub s3_region: String,
+    /// S3 endpoint URL; empty means AWS.
+    pub s3_endpoint: String,
+    /// S3 access key id.
+    pub s3_access_key: String,
+    /// S3 secret key.
+    pub s3_secret_key: String,
+    /// Path-style addressing (MinIO, s3s-fs).
+    pub s3_force_path_style: bool,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        Self {
+            backend: "local".into(),
+            local_dir: String::new(),
+            s3_bucket: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_endpoint: String::new(),
+            s3_access_key: String::new(),
+            s3_secret_key: String::new(),
+            s3_force_path_style: true,
+        }
+    }
+}
+
+/// `[upload]` as read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpload {
+    /// Largest accepted original, bytes.
+    pub max_bytes: u64,
+    /// How long a presigned upload URL stays valid, seconds.
+    pub url_ttl_secs: u64,
+    /// Content types accepted for originals.
+    pub allowed_types: Vec<String>,
+    /// HMAC key for the local store's upload URLs; empty means one generated and kept in the
+    /// database.
+    pub signing_secret: String,
+    /// How often the sweeper looks for uploads that were never completed, seconds; 0 disables.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for RawUpload {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 << 20,
+            url_ttl_secs: 900,
+            allowed_types: [
+                "image/jpeg",
+                "image/png",
+                "image/webp",
+                "image/gif",
+                "image/avif",
+                "image/heic",
+                "image/heif",
+                "image/tiff",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            signing_secret: String::new(),
+            sweep_interval_secs: 60,
+        }
+    }
+}
+
+/// `[queue]` as read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQueue {
+    /// Concurrent jobs in this process; 0 runs no workers (API only).
+    pub workers: u32,
+    /// Lease length, seconds; a worker renews it while a job runs.
+    pub lease_secs: u64,
+    /// Attempts before a job is dead.
+    pub max_attempts: u32,
+    /// First retry delay, milliseconds; doubles each attempt.
+    pub backoff_base_ms: u64,
+    /// Longest retry delay, seconds.
+    pub backoff_max_secs: u64,
+    /// Idle poll interval, milliseconds.
+    pub poll_ms: u64,
+    /// How long shutdown waits for running jobs before releasing their leases, seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for RawQueue {
+    fn default() -> Self {
+        Self {
+            workers: 2,
+            lease_secs: 60,
+            max_attempts: 5,
+            backoff_base_ms: 1000,
+            backoff_max_secs: 300,
+            poll_ms: 200,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+/// `[processing]` as read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProcessing {
+    /// Largest width × height accepted, checked from the header before decoding.
+    pub max_pixels: u64,
+    /// Largest output width or height.
+    pub max_dimension: u32,
+    /// Longest time for one image's transforms, seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for RawProcessing {
+    fn default() -> Self {
+        Self {
+            max_pixels: 100_000_000,
+            max_dimension: 8192,
+            timeout_secs: 60,
+        }
+    }
+}
+
+/// `[edge]` as read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEdge {
+    /// Absolute base URL of the edge, used in variant URLs; empty means `http://{listen}`.
+    pub public_url: String,
+    /// Where `flexphoto up` runs the edge.
+    pub listen: String,
+    /// Edge configuration file for `flexphoto up`; empty means the edge's defaults.
+    pub config: String,
+}
+
+impl Default for RawEdge {
+    fn default() -> Self {
+        Self {
+            public_url: String::new(),
+            listen: "127.0.0.1:8081".into(),
+            config: String::new(),
+        }
+    }
+}
+
+/// One `[[variants]]` entry as read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVariant {
+    /// Name used in keys and the API (`thumb`).
+    pub name: String,
+    /// Box width.
+    pub width: u32,
+    /// Box height.
+    pub height: u32,
+    /// `cover`, `contain`, `scale-down`, `fill` … as the edge understands it.
+    #[serde(default = "default_fit")]
+    pub fit: String,
+    /// `webp`, `jpeg`, `avif`, `png`.
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// Encoder quality 1–100.
+    #[serde(default = "default_quality")]
+    pub quality: u8,
+}
+
+fn default_fit() -> String {
+    "scale-down".into()
+}
+fn default_format() -> String {
+    "webp".into()
+}
+fn default_quality() -> u8 {
+    80
+}
+
+/// The default variants when the file names none.
+pub fn default_variants() -> Vec<RawVariant> {
+    vec![
+        RawVariant {
+            name: "thumb".into(),
+            width: 320,
+            height: 320,
+            fit: "cover".into(),
+            format: "webp".into(),
+            quality: 75,
+        },
+        RawVariant {
+            name: "medium".into(),
+            width: 1024,
+            height: 1024,
+            fit: "scale-down".into(),
+            format: "webp".into(),
+            quality: 80,
+        },
+        RawVariant {
+            name: "full".into(),
+            width: 2048,
+            height: 2048,
+            fit: "scale-down".into(),
+            format: "jpeg".into(),
+            quality: 85,
+        },
+    ]
+}
+
+/// Which database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A Postgres URL.
+    Postgres(String),
+    /// A SQLite file.
+    Sqlite(PathBuf),
+}
+
+/// Which object store.
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    /// A local directory.
+    Local(PathBuf),
+    /// An S3-protocol service.
+    S3(S3Config),
+}
+
+/// S3 settings.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// Bucket.
+    pub bucket: String,
+    /// Region.
+    pub region: String,
+    /// Endpoint URL, if not AWS.
+    pub endpoint: Option<String>,
+    /// Access key id.
+    pub access_key: String,
+    /// Secret key.
+    pub secret_key: String,
+    /// Path-style addressing.
+    pub force_path_style: bool,
+}
+
+/// A validated variant.
+#[derive(Debug, Clone)]
+pub struct VariantConfig {
+    /// Name.
+    pub name: String,
+    /// Box width.
+    pub width: u32,
+    /// Box height.
+    pub height: u32,
+    /// Fit mode, as an edge option value.
+    pub fit: String,
+    /// Output format, as an edge option value.
+    pub format: String,
+    /// Quality.
+    pub quality: u8,
+}
+
+impl VariantConfig {
+    /// The file extension the variant's format writes.
+    pub fn extension(&self) -> &str {
+        match self.format.as_str() {
+            "jpeg" | "jpg" => "jpg",
+            other => other,
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// API listen address.
+    pub listen: SocketAddr,
+    /// Absolute API base URL without trailing slash.
+    pub public_url: String,
+    /// Whether `public_url` was derived from `listen` (and so should follow the real bound
+    /// port when `listen` uses port 0).
+    pub public_url_from_listen: bool,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Largest JSON body.
+    pub max_json_bytes: usize,
+    /// Database.
+    pub database: DatabaseUrl,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Object store.
+    pub storage: StorageConfig,
+    /// Largest original.
+    pub max_upload_bytes: u64,
+    /// Presigned URL lifetime.
+    pub upload_url_ttl: Duration,
+    /// Accepted content types.
+    pub allowed_types: Vec<String>,
+    /// Local upload URL key, if configured.
+    pub signing_secret: Option<String>,
+    /// Sweeper interval; `None` disables it.
+    pub sweep_interval: Option<Duration>,
+    /// Worker count.
+    pub workers: u32,
+    /// Lease.
+    pub lease: Duration,
+    /// Attempts before dead.
+    pub max_attempts: u32,
+    /// First retry delay.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Idle poll.
+    pub poll: Duration,
+    /// Shutdown grace.
+    pub shutdown_grace: Duration,
+    /// Pixel limit.
+    pub max_pixels: u64,
+    /// Largest output side.
+    pub max_dimension: u32,
+    /// Per-image processing time limit.
+    pub processing_timeout: Duration,
+    /// Edge base URL without trailing slash.
+    pub edge_public_url: String,
+    /// Edge listen address for `flexphoto up`.
+    pub edge_listen: SocketAddr,
+    /// Edge config file.
+    pub edge_config: Option<PathBuf>,
+    /// Variants, in order.
+    pub variants: Vec<VariantConfig>,
+}
+
+impl RawConfig {
+    /// Reads a TOML file (if given) and applies `FLEXPHOTO_*` environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_owned(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        Self::from_toml_and_env(&text, |k| std::env::var(k).ok())
+    }
+
+    /// Parses TOML text and applies overrides looked up with `env`.
+    pub fn from_toml_and_env(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut value: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let defaults = toml::Table::try_from(RawConfig::default())
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        for (section, body) in &defaults {
+            let Some(body) = body.as_table() else {
+                continue;
+            };
+            for (key, default) in body {
+                let var = format!("FLEXPHOTO_{}_{}", section, key).to_ascii_uppercase();
+                let Some(raw) = env(&var) else { continue };
+                let parsed = match default {
+                    toml::Value::Integer(_) => raw
+                        .trim()
+                        .parse::<i64>()
+                        .map(toml::Value::Integer)
+                        .map_err(|_| {
+                            invalid(
+                                &format!("{section}.{key}"),
+                                format!("{var} must be an integer"),
+                            )
+                        }),
+                    toml::Value::Boolean(_) => raw
+                        .trim()
+                        .parse::<bool>()
+                        .map(toml::Value::Boolean)
+                        .map_err(|_| {
+                            invalid(
+                                &format!("{section}.{key}"),
+                                format!("{var} must be true or false"),
+                            )
+                        }),
+                    toml::Value::Array(_) => Ok(toml::Value::Array(
+                        raw.split(',')
+                            .map(|s| s.trim())
+                            .filter(|s| !s.is_empty())
+                            .map(|s| toml::Value::String(s.to_owned()))
+                            .collect(),
+                    )),
+                    _ => Ok(toml::Value::String(raw)),
+                }?;
+                let entry = value
+                    .entry(section.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let Some(t) = entry.as_table_mut() {
+                    t.insert(key.clone(), parsed);
+                }
+            }
+        }
+        let mut raw: RawConfig = toml::Value::Table(value)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        if raw.variants.is_empty() {
+            raw.variants = default_variants();
+        }
+        Ok(raw)
+    }
+
+    /// Checks every value and resolves defaults that depend on others.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let listen: SocketAddr = self
+            .server
+            .listen
+            .parse()
+            .map_err(|_| invalid("server.listen", "must be an address like 127.0.0.1:8080"))?;
+        let public_url = if self.server.public_url.is_empty() {
+            format!("http://{listen}")
+        } else {
+            check_url("server.public_url", &self.server.public_url)?
+        };
+        if self.server.data_dir.is_empty() {
+            return Err(invalid("server.data_dir", "must not be empty"));
+        }
+        let data_dir = PathBuf::from(&self.server.data_dir);
+        let database = if self.database.url.is_empty() {
+            DatabaseUrl::Sqlite(data_dir.join("flexphoto.db"))
+        } else if self.database.url.starts_with("postgres://")
+            || self.database.url.starts_with("postgresql://")
+        {
+            DatabaseUrl::Postgres(self.database.url.clone())
+        } else if let Some(p) = self.database.url.strip_prefix("sqlite:") {
+            let p = p.trim_start_matches("//");
+            if p.is_empty() {
+                return Err(invalid("database.url", "sqlite: needs a file path"));
+            }
+            DatabaseUrl::Sqlite(PathBuf::from(p))
+        } else {
+            return Err(invalid(
+                "database.url",
+                "must start with postgres://, postgresql:// or sqlite:",
+            ));
+        };
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        let storage = match self.storage.backend.as_str() {
+            "local" => StorageConfig::Local(if self.storage.local_dir.is_empty() {
+                data_dir.join("objects")
+            } else {
+                PathBuf::from(&self.storage.local_dir)
+            }),
+            "s3" => {
+                if self.storage.s3_bucket.is_empty() {
+                    return Err(invalid(
+                        "storage.s3_bucket",
+                        "is required when storage.backend = \"s3\"",
+                    ));
+                }
+                if self.storage.s3_region.is_empty() {
+                    return Err(invalid("storage.s3_region", "must not be empty"));
+                }
+                let endpoint = if self.storage.s3_endpoint.is_empty() {
+                    None
+                } else {
+                    Some(check_url("storage.s3_endpoint", &self.storage.s3_endpoint)?)
+                };
+                if self.storage.s3_access_key.is_empty() != self.storage.s3_secret_key.is_empty() {
+                    return Err(invalid(
+                        "storage.s3_secret_key",
+                        "s3_access_key and s3_secret_key must be set together",
+                    ));
+                }
+                StorageConfig::S3(S3Config {
+                    bucket: self.storage.s3_bucket.clone(),
+                    region: self.storage.s3_region.clone(),
+                    endpoint,
+                    access_key: self.storage.s3_access_key.clone(),
+                    secret_key: self.storage.s3_secret_key.clone(),
+                    force_path_style: self.storage.s3_force_path_style,
+                })
+            }
+            other => {
+                return Err(invalid(
+                    "storage.backend",
+                    format!("must be \"local\" or \"s3\", not {other:?}"),
+                ))
+            }
+        };
+        if self.upload.max_bytes == 0 {
+            return Err(invalid("upload.max_bytes", "must be at least 1"));
+        }
+        if !(1..=7 * 24 * 3600).contains(&self.upload.url_ttl_secs) {
+            return Err(invalid(
+                "upload.url_ttl_secs",
+                "must be between 1 and 604800 (7 days, the S3 limit)",
+            ));
+        }
+        if self.upload.allowed_types.is_empty() {
+            return Err(invalid(
+                "upload.allowed_types",
+                "must list at least one type",
+            ));
+        }
+        for t in &self.upload.allowed_types {
+            if !t.starts_with("image/") {
+                return Err(invalid(
+                    "upload.allowed_types",
+                    format!("{t:?} is not an image/* type"),
+                ));
+            }
+        }
+        if !self.upload.signing_secret.is_empty() && self.upload.signing_secret.len() < 16 {
+            return Err(invalid(
+                "upload.signing_secret",
+                "must be at least 16 characters",
+            ));
+        }
+        let q = &self.queue;
+        if q.workers > 256 {
+            return Err(invalid("queue.workers", "must be at most 256"));
+        }
+        if q.lease_secs < 2 {
+            return Err(invalid("queue.lease_secs", "must be at least 2"));
+        }
+        if q.max_attempts == 0 {
+            return Err(invalid("queue.max_attempts", "must be at least 1"));
+        }
+        if q.poll_ms == 0 {
+            return Err(invalid("queue.poll_ms", "must be at least 1"));
+        }
+        if q.backoff_max_secs * 1000 < q.backoff_base_ms {
+            return Err(invalid(
+                "queue.backoff_max_secs",
+                "must not be below queue.backoff_base_ms",
+            ));
+        }
+        let p = &self.processing;
+        if p.max_pixels < 1 {
+            return Err(invalid("processing.max_pixels", "must be at least 1"));
+        }
+        if !(16..=65535).contains(&p.max_dimension) {
+            return Err(invalid(
+                "processing.max_dimension",
+                "must be between 16 and 65535",
+            ));
+        }
+        if p.timeout_secs == 0 {
+            return Err(invalid("processing.timeout_secs", "must be at least 1"));
+        }
+        let edge_listen: SocketAddr = self
+            .edge
+            .listen
+            .parse()
+            .map_err(|_| invalid("edge.listen", "must be an address like 127.0.0.1:8081"))?;
+        let edge_public_url = if self.edge.public_url.is_empty() {
+            format!("http://{edge_listen}")
+        } else {
+            check_url("edge.public_url", &self.edge.public_url)?
+        };
+        let mut variants = Vec::new();
+        for (i, v) in self.variants.iter().enumerate() {
+            let key = |f: &str| format!("variants[{i}].{f}");
+            if v.name.is_empty()
+                || !v
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                return Err(invalid(
+                    &key("name"),
+                    "must be lower-case letters, digits or _",
+                ));
+            }
+            if v.name == "original" || variants.iter().any(|o: &VariantConfig| o.name == v.name) {
+                return Err(invalid(
+                    &key("name"),
+                    format!("{:?} is reserved or repeated", v.name),
+                ));
+            }
+            if v.width == 0 || v.width > p.max_dimension {
+                return Err(invalid(
+                    &key("width"),
+                    "must be between 1 and processing.max_dimension",
+                ));
+            }
+            if v.height == 0 || v.height > p.max_dimension {
+                return Err(invalid(
+                    &key("height"),
+                    "must be between 1 and processing.max_dimension",
+                ));
+            }
+            if ![
+                "cover",
+                "contain",
+                "scale-down",
+                "fill",
+                "crop",
+                "pad",
+                "inside",
+                "outside",
+            ]
+            .contains(&v.fit.as_str())
+            {
+                return Err(invalid(&key("fit"), format!("unknown fit {:?}", v.fit)));
+            }
+            if !["webp", "jpeg", "jpg", "png", "avif"].contains(&v.format.as_str()) {
+                return Err(invalid(
+                    &key("format"),
+                    format!("unknown format {:?}", v.format),
+                ));
+            }
+            if !(1..=100).contains(&v.quality) {
+                return Err(invalid(&key("quality"), "must be between 1 and 100"));
+            }
+            variants.push(VariantConfig {
+                name: v.name.clone(),
+                width: v.width,
+                height: v.height,
+                fit: v.fit.clone(),
+                format: if v.format == "jpg" {
+                    "jpeg".into()
+                } else {
+                    v.format.clone()
+                },
+                quality: v.quality,
+            });
+        }
+        Ok(Config {
+            listen,
+            public_url_from_listen: self.server.public_url.is_empty(),
+            public_url,
+            data_dir,
+            max_json_bytes: usize::try_from(self.server.max_json_bytes)
+                .map_err(|_| invalid("server.max_json_bytes", "too large"))?,
+            database,
+            max_connections: self.database.max_connections,
+            storage,
+            max_upload_bytes: self.upload.max_bytes,
+            upload_url_ttl: Duration::from_secs(self.upload.url_ttl_secs),
+            allowed_types: self.upload.allowed_types.clone(),
+            signing_secret: (!self.upload.signing_secret.is_empty())
+                .then(|| self.upload.signing_secret.clone()),
+            sweep_interval: (self.upload.sweep_interval_secs > 0)
+                .then(|| Duration::from_secs(self.upload.sweep_interval_secs)),
+            workers: q.workers,
+            lease: Duration::from_secs(q.lease_secs),
+            max_attempts: q.max_attempts,
+            backoff_base: Duration::from_millis(q.backoff_base_ms),
+            backoff_max: Duration::from_secs(q.backoff_max_secs),
+            poll: Duration::from_millis(q.poll_ms),
+            shutdown_grace: Duration::from_secs(q.shutdown_grace_secs),
+            max_pixels: p.max_pixels,
+            max_dimension: p.max_dimension,
+            processing_timeout: Duration::from_secs(p.timeout_secs),
+            edge_public_url,
+            edge_listen,
+            edge_config: (!self.edge.config.is_empty()).then(|| PathBuf::from(&self.edge.config)),
+            variants,
+        })
+    }
+}
+
+fn check_url(key: &str, url: &str) -> Result<String, ConfigError> {
+    let u = url.trim_end_matches('/');
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or_else(|| invalid(key, "must be an absolute http:// or https:// URL"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(invalid(key, "must name a host"));
+    }
+    Ok(u.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        RawConfig::from_toml_and_env(text, |k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })?
+        .validate()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.variants.len(), 3);
+        assert_eq!(c.public_url, "http://127.0.0.1:8080");
+        assert!(matches!(c.database, DatabaseUrl::Sqlite(_)));
+    }
+
+    #[test]
+    fn shipped_file_is_valid() {
+        let text = include_str!("../../config/control-plane.toml");
+        let c = load(text, &[]).unwrap();
+        assert_eq!(c.variants[0].name, "thumb");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let c = load(
+            "[queue]\nworkers = 3\n",
+            &[
+                ("FLEXPHOTO_QUEUE_WORKERS", "5"),
+                ("FLEXPHOTO_DATABASE_URL", "postgres://u@h/db"),
+                ("FLEXPHOTO_UPLOAD_ALLOWED_TYPES", "image/png, image/jpeg"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.workers, 5);
+        assert_eq!(
+            c.database,
+            DatabaseUrl::Postgres("postgres://u@h/db".into())
+        );
+        assert_eq!(c.allowed_types, vec!["image/png", "image/jpeg"]);
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        let e = load("[queue]\nmax_attempts = 0\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("queue.max_attempts"), "{e}");
+        let e = load("[queue]\nwrkers = 1\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("wrkers"), "{e}");
+        let e = load("", &[("FLEXPHOTO_QUEUE_WORKERS", "many")]).unwrap_err();
+        assert!(e.to_string().contains("queue.workers"), "{e}");
+        let e = load("[storage]\nbackend = \"s3\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("storage.s3_bucket"), "{e}");
+        let e = load("[[variants]]\nname = \"x\"\nwidth = 0\nheight = 5\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("variants[0].width"), "{e}");
+        let e = load("[database]\nurl = \"mysql://x\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("database.url"), "{e}");
+    }
+}

@@ -1,0 +1,363 @@
+//! Workers: claim a job, process its image off the async runtime while renewing the lease,
+//! then record the outcome in one short transaction.
+//!
+//! Outcomes: success → image `ready`, job `done`; a bad image → image `failed` with the
+//! reason at once (retrying cannot help); a transient failure → the job is queued again after
+//! an exponential backoff, and after `max_attempts` it is dead and the image `failed`. A job
+//! whose worker died is claimed again when its lease expires; one claimed more often than
+//! `max_attempts` (a worker that keeps dying on it) ends dead.
+//!
+//! Shutdown: workers stop claiming; a running job gets `shutdown_grace` to finish, after which
+//! its lease is released so another process picks it up at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use flexphoto_edge::origin::OriginError;
+use tokio::sync::watch;
+use tracing::{info, warn, Instrument};
+
+use crate::blob;
+use crate::media::{self, MediaError};
+use crate::state::AppState;
+use crate::store::images::{status, Processed};
+use crate::store::jobs::ClaimedJob;
+use crate::store::StoreError;
+
+/// Why one attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    /// The image is bad; the text is for people.
+    #[error("{0}")]
+    Rejected(String),
+    /// May pass on retry.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<MediaError> for JobError {
+    fn from(e: MediaError) -> Self {
+        match e {
+            MediaError::Rejected(m) => JobError::Rejected(m),
+            MediaError::Transient(m) => JobError::Transient(m),
+        }
+    }
+}
+
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> Self {
+        JobError::Transient(e.to_string())
+    }
+}
+
+impl From<OriginError> for JobError {
+    fn from(e: OriginError) -> Self {
+        match e {
+            OriginError::NotFound(_) => {
+                JobError::Rejected("the original is missing from storage".into())
+            }
+            OriginError::TooLarge { size, limit } => JobError::Rejected(format!(
+                "the original is {size} bytes, over the limit of {limit} bytes"
+            )),
+            other => JobError::Transient(format!("storage: {other}")),
+        }
+    }
+}
+
+/// The delay before attempt `attempts + 1`: `base · 2^(attempts-1)`, capped.
+pub fn backoff(base: Duration, max: Duration, attempts: i32) -> Duration {
+    let exp = attempts.clamp(1, 31) as u32 - 1;
+    base.saturating_mul(2u32.saturating_pow(exp)).min(max)
+}
+
+/// Runs `state.cfg.workers` workers until `shutdown` turns true; returns when all have stopped.
+pub async fn run_workers(state: Arc<AppState>, shutdown: watch::Receiver<bool>) {
+    let n = state.cfg.workers;
+    if n == 0 {
+        return;
+    }
+    if let Err(e) = flexphoto_edge::vips::init(1) {
+        tracing::error!(error = %e, "libvips failed to start; workers not running");
+        return;
+    }
+    let mut handles = Vec::new();
+    for i in 0..n {
+        let state = Arc::clone(&state);
+        let shutdown = shutdown.clone();
+        handles.push(tokio::spawn(
+            worker_loop(state, shutdown).instrument(tracing::info_span!("worker", n = i)),
+        ));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    info!("workers stopped");
+}
+
+async fn worker_loop(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match state.db.claim_job(state.cfg.lease).await {
+            Ok(Some(job)) => {
+                let span = tracing::info_span!("job", id = job.id, image = %job.image_id, attempt = job.attempts);
+                handle(&state, job, &mut shutdown).instrument(span).await;
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(state.cfg.poll) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "claiming a job failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(state.cfg.poll * 5) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+async fn handle(state: &Arc<AppState>, job: ClaimedJob, shutdown: &mut watch::Receiver<bool>) {
+    if job.attempts > job.max_attempts {
+        let reason = format!(
+            "processing gave up after {} attempts: the worker stopped before finishing each time",
+            job.max_attempts
+        );
+        log_store(
+            state.db.finish_dead(&job, &reason).await,
+            "recording a dead job",
+        );
+        return;
+    }
+    // Renew the lease while the work runs; stop when the work ends.
+    let (done_tx, mut done_rx) = watch::channel(false);
+    let hb_state = Arc::clone(state);
+    let hb_job = job.clone();
+    let heartbeat = tokio::spawn(async move {
+        let every = hb_state.cfg.lease / 3;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = done_rx.changed() => return,
+            }
+            match hb_state.db.renew_lease(&hb_job, hb_state.cfg.lease).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    warn!(
+                        job = hb_job.id,
+                        "lease lost; the result of this attempt will be discarded"
+                    );
+                    return;
+                }
+                Err(e) => warn!(job = hb_job.id, error = %e, "lease renewal failed"),
+            }
+        }
+    });
+
+    let work = process(state, &job);
+    tokio::pin!(work);
+    let result = tokio::select! {
+        r = &mut work => Some(r),
+        _ = wait_shutdown(shutdown) => {
+            tokio::time::timeout(state.cfg.shutdown_grace, &mut work).await.ok()
+        }
+    };
+    let _ = done_tx.send(true);
+    let _ = heartbeat.await;
+
+    let Some(result) = result else {
+        info!("shutdown: releasing the job's lease");
+        log_store(state.db.release_job(&job).await, "releasing a job");
+        return;
+    };
+    match result {
+        Ok(Some(processed)) => match state.db.finish_ready(&job, &processed).await {
+            Ok(true) => info!(image = %job.image_id, "image ready"),
+            Ok(false) => warn!("lease lost before finishing; another worker owns the job"),
+            Err(StoreError::Conflict(_)) => {
+                let dup = state
+                    .db
+                    .get_image(job.image_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|img| img.owner);
+                let other = match dup {
+                    Some(owner) => state
+                        .db
+                        .find_duplicate(&owner, &processed.sha256)
+                        .await
+                        .ok()
+                        .flatten(),
+                    None => None,
+                };
+                let reason = match other {
+                    Some(id) => format!("exact duplicate of image {id} of the same owner"),
+                    None => "exact duplicate of another image of the same owner".to_owned(),
+                };
+                log_store(
+                    state.db.finish_dead(&job, &reason).await,
+                    "recording a duplicate",
+                );
+            }
+            Err(e) => {
+                warn!(error = %e, "recording the result failed; retrying later");
+                retry(state, &job, &e.to_string()).await;
+            }
+        },
+        Ok(None) => {
+            log_store(state.db.finish_done(&job).await, "finishing a no-op job");
+        }
+        Err(JobError::Rejected(reason)) => {
+            info!(%reason, "image rejected");
+            log_store(
+                state.db.finish_dead(&job, &reason).await,
+                "recording a rejected image",
+            );
+        }
+        Err(JobError::Transient(err)) => {
+            warn!(error = %err, "attempt failed");
+            retry(state, &job, &err).await;
+        }
+    }
+}
+
+async fn retry(state: &AppState, job: &ClaimedJob, err: &str) {
+    if job.attempts >= job.max_attempts {
+        let reason = format!("processing failed after {} attempts: {err}", job.attempts);
+        log_store(
+            state.db.finish_dead(job, &reason).await,
+            "recording a dead job",
+        );
+    } else {
+        let delay = backoff(state.cfg.backoff_base, state.cfg.backoff_max, job.attempts);
+        log_store(
+            state.db.retry_later(job, err, delay).await,
+            "scheduling a retry",
+        );
+    }
+}
+
+async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            // The sender is gone: nobody can ask for shutdown any more.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn log_store<T>(r: Result<T, StoreError>, what: &str) {
+    if let Err(e) = r {
+        warn!(error = %e, "{what} failed");
+    }
+}
+
+/// Runs image work below the API's priority, so reads and uploads stay fast while the workers
+/// saturate the CPU. Applies to the calling thread only (Linux threads have their own nice
+/// value); done once per thread.
+fn lower_thread_priority() {
+    thread_local! {
+        static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    DONE.with(|d| {
+        if !d.get() {
+            d.set(true);
+            #[cfg(target_os = "linux")]
+            // SAFETY: a plain syscall on the calling thread; failure only leaves the priority as is.
+            unsafe {
+                let _ = libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+            }
+        }
+    });
+}
+
+/// One attempt. `Ok(None)` means there was nothing to do (the image is no longer waiting).
+async fn process(state: &AppState, job: &ClaimedJob) -> Result<Option<Processed>, JobError> {
+    let Some(img) = state.db.get_image(job.image_id).await? else {
+        return Ok(None);
+    };
+    if img.status != status::PROCESSING {
+        return Ok(None);
+    }
+    let key = blob::key(&img.original_key).map_err(|e| JobError::Rejected(e.to_string()))?;
+    let obj = state
+        .blobs
+        .store()
+        .get(&key, state.cfg.max_upload_bytes)
+        .await?;
+    let source: Bytes = obj.bytes;
+    let settings = state.media.clone();
+    let analysis = state
+        .pool
+        .submit(None, move || {
+            lower_thread_priority();
+            media::analyse(&source, &settings)
+        })
+        .map_err(|e| JobError::Transient(format!("worker threads busy: {e}")))?
+        .await
+        .map_err(|e| JobError::Transient(format!("processing failed: {e}")))??;
+    if let Some(declared) = &img.sha256 {
+        if !declared.eq_ignore_ascii_case(&analysis.sha256) {
+            return Err(JobError::Rejected(format!(
+                "the uploaded bytes do not match the declared sha256 (declared {declared}, got {})",
+                analysis.sha256
+            )));
+        }
+    }
+    let mut variant_keys = std::collections::BTreeMap::new();
+    for v in &analysis.variants {
+        let k = blob::variant_key(img.id, img.uploaded_at, &v.name, &v.ext);
+        let key = blob::key(&k).map_err(|e| JobError::Transient(e.to_string()))?;
+        state
+            .blobs
+            .store()
+            .put(&key, v.output.bytes.clone(), v.output.format.mime())
+            .await?;
+        variant_keys.insert(v.name.clone(), k);
+    }
+    let e = analysis.exif;
+    Ok(Some(Processed {
+        bytes: obj.meta.size as i64,
+        sha256: analysis.sha256,
+        mime: analysis.mime,
+        format: analysis.format,
+        width: analysis.width as i32,
+        height: analysis.height as i32,
+        variant_keys,
+        phash: Some(analysis.dhash as i64),
+        exif: e.all,
+        camera_make: e.make,
+        camera_model: e.model,
+        lens: e.lens,
+        taken_at: e.taken_at,
+        iso: e.iso,
+        exposure_time: e.exposure_time,
+        f_number: e.f_number,
+        focal_length: e.focal_length,
+        gps_lat: e.gps_lat,
+        gps_lon: e.gps_lon,
+        orientation: e.orientation,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Duration::from_millis(100);
+        let m = Duration::from_secs(1);
+        assert_eq!(backoff(b, m, 1), Duration::from_millis(100));
+        assert_eq!(backoff(b, m, 2), Duration::from_millis(200));
+        assert_eq!(backoff(b, m, 4), Duration::from_millis(800));
+        assert_eq!(backoff(b, m, 5), m);
+        assert_eq!(backoff(b, m, 40), m);
+    }
+}

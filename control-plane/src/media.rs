@@ -1,0 +1,601 @@
+//! What a worker does to an original's bytes: read the header (refusing pixel bombs before
+//! decoding), extract EXIF, render the configured variants with the edge's transform pipeline,
+//! and compute fingerprints. Everything here is synchronous and must run on a blocking thread
+//! (libvips images are `!Send`).
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone, Utc};
+use exif::{In, Tag, Value};
+use flexphoto_edge::transform::{self, EncodeSettings, Limits, Output, TransformError};
+use flexphoto_edge::url::canonical::{resolve, QualityDefaults, ResolveContext, TransformSpec};
+use flexphoto_edge::url::options::parse_pairs;
+use flexphoto_edge::vips::{Image, Interesting, Size};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, VariantConfig};
+
+/// Why processing an image failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// The image itself is bad (empty, not an image, truncated, too large); retrying will not
+    /// help. The text is meant for people.
+    #[error("{0}")]
+    Rejected(String),
+    /// Something that may pass on a retry (time limit, environment).
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<TransformError> for MediaError {
+    fn from(e: TransformError) -> Self {
+        match e {
+            TransformError::DeadlineExceeded => MediaError::Transient(
+                "processing took longer than the configured time limit".into(),
+            ),
+            TransformError::Internal(m) => {
+                MediaError::Transient(format!("internal transform failure: {m}"))
+            }
+            other => MediaError::Rejected(other.to_string()),
+        }
+    }
+}
+
+/// The typed EXIF fields the schema keeps as columns, plus everything as JSON.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExifFacts {
+    /// Camera make.
+    pub make: Option<String>,
+    /// Camera model.
+    pub model: Option<String>,
+    /// Lens model.
+    pub lens: Option<String>,
+    /// When the photo was taken (UTC; local time is taken as UTC when no offset is recorded).
+    pub taken_at: Option<DateTime<Utc>>,
+    /// ISO sensitivity.
+    pub iso: Option<i32>,
+    /// Exposure time, seconds.
+    pub exposure_time: Option<f64>,
+    /// Aperture.
+    pub f_number: Option<f64>,
+    /// Focal length, mm.
+    pub focal_length: Option<f64>,
+    /// Latitude, degrees north.
+    pub gps_lat: Option<f64>,
+    /// Longitude, degrees east.
+    pub gps_lon: Option<f64>,
+    /// Raw orientation tag.
+    pub orientation: Option<i32>,
+    /// Every EXIF field as `{"Tag": "display value"}` (large binary fields left out), plus the
+    /// selected XMP properties under `"XMP"`.
+    pub all: Option<serde_json::Value>,
+}
+
+/// One rendered variant.
+#[derive(Debug, Clone)]
+pub struct RenderedVariant {
+    /// Variant name.
+    pub name: String,
+    /// File extension.
+    pub ext: String,
+    /// Encoded output.
+    pub output: Output,
+}
+
+/// Everything a worker learns from an original.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    /// SHA-256, hex.
+    pub sha256: String,
+    /// Format name (`jpeg`, `png`, `heif`, `avif` …).
+    pub format: String,
+    /// Content type matching the format.
+    pub mime: String,
+    /// Width after orientation.
+    pub width: u32,
+    /// Height after orientation.
+    pub height: u32,
+    /// EXIF.
+    pub exif: ExifFacts,
+    /// Variants in configured order.
+    pub variants: Vec<RenderedVariant>,
+    /// 64-bit difference hash of a 9×8 greyscale thumbnail.
+    pub dhash: u64,
+}
+
+/// Prepared processing settings: the variants' transform specs are resolved once.
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    limits: Limits,
+    enc: EncodeSettings,
+    variants: Vec<(VariantConfig, TransformSpec)>,
+    timeout: Duration,
+}
+
+impl MediaSettings {
+    /// Resolves the configured variants through the edge's option grammar.
+    pub fn new(cfg: &Config) -> Result<Self, String> {
+        let quality = QualityDefaults {
+            jpeg: 85,
+            webp: 80,
+            avif: 60,
+        };
+        let presets = HashMap::new();
+        let ctx = ResolveContext {
+            presets: &presets,
+            max_dimension: cfg.max_dimension,
+            quality,
+            accept: None,
+        };
+        let mut variants = Vec::new();
+        for v in &cfg.variants {
+            let text = format!(
+                "w={},h={},fit={},f={},q={}",
+                v.width, v.height, v.fit, v.format, v.quality
+            );
+            let opts = parse_pairs(&text, ',', cfg.max_dimension)
+                .map_err(|e| format!("variant {}: {e}", v.name))?;
+            let spec = resolve(&opts, &ctx).map_err(|e| format!("variant {}: {e}", v.name))?;
+            variants.push((v.clone(), spec));
+        }
+        Ok(Self {
+            limits: Limits {
+                max_source_pixels: cfg.max_pixels,
+                max_dimension: cfg.max_dimension,
+            },
+            enc: EncodeSettings {
+                quality,
+                webp_effort: 4,
+                avif_effort: 2,
+                png_compression: 6,
+            },
+            variants,
+            timeout: cfg.processing_timeout,
+        })
+    }
+}
+
+/// Hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Analyses an original completely. Blocking; call from a blocking thread.
+pub fn analyse(source: &Bytes, settings: &MediaSettings) -> Result<Analysis, MediaError> {
+    let deadline = Instant::now() + settings.timeout;
+    let sha256 = sha256_hex(source);
+    let header = transform::probe(source)?;
+    let pixels = header.width as u64 * header.page_height as u64;
+    if pixels > settings.limits.max_source_pixels {
+        return Err(TransformError::TooManyPixels {
+            width: header.width,
+            height: header.page_height,
+            limit: settings.limits.max_source_pixels,
+        }
+        .into());
+    }
+    let (width, height) = header.oriented_size();
+    let (format, mime) = format_of(&header.loader, source);
+    let mut exif = read_exif(source);
+    let xmp = read_xmp(source);
+    if exif.lens.is_none() {
+        exif.lens = ["exifEX:LensModel", "aux:Lens"]
+            .iter()
+            .find_map(|k| xmp.get(*k).and_then(|v| v.as_str()).map(str::to_owned));
+    }
+    if !xmp.is_empty() {
+        let all = exif
+            .all
+            .get_or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+        if let Some(obj) = all.as_object_mut() {
+            obj.insert("XMP".to_owned(), serde_json::Value::Object(xmp));
+        }
+    }
+    // Render the largest variant from the original, then each smaller one from the smallest
+    // output already made that still has enough pixels: one full decode of the original
+    // instead of one per variant. Not for animations (outputs may hold one frame) or alpha
+    // sources (a JPEG output would have flattened it). Outputs are upright and stripped, so
+    // orientation is applied exactly once.
+    let derive_ok = header.pages <= 1 && !header.has_alpha;
+    let mut order: Vec<usize> = (0..settings.variants.len()).collect();
+    order.sort_by_key(|&i| {
+        let v = &settings.variants[i].0;
+        std::cmp::Reverse(u64::from(v.width) * u64::from(v.height))
+    });
+    let mut rendered: Vec<Option<RenderedVariant>> = vec![None; settings.variants.len()];
+    let mut made: Vec<(Bytes, u32, u32)> = Vec::new();
+    for i in order {
+        let (v, spec) = &settings.variants[i];
+        let from = if derive_ok {
+            made.iter()
+                .filter(|(_, w, h)| {
+                    (*w >= v.width && *h >= v.height) || (*w, *h) == (width, height)
+                })
+                .min_by_key(|(_, w, h)| u64::from(*w) * u64::from(*h))
+                .map(|(b, _, _)| b.clone())
+        } else {
+            None
+        };
+        let output = transform::run(
+            from.as_ref().unwrap_or(source),
+            spec,
+            &settings.limits,
+            &settings.enc,
+            Some(deadline),
+        )?;
+        if !spec.fit.crops() {
+            made.push((output.bytes.clone(), output.width, output.height));
+        }
+        rendered[i] = Some(RenderedVariant {
+            name: v.name.clone(),
+            ext: v.extension().to_owned(),
+            output,
+        });
+    }
+    let variants: Vec<RenderedVariant> = rendered.into_iter().flatten().collect();
+    // The fingerprint looks at the whole picture: the smallest uncropped output will do.
+    let hash_source = made
+        .iter()
+        .min_by_key(|(_, w, h)| u64::from(*w) * u64::from(*h))
+        .map(|(b, _, _)| b.clone())
+        .unwrap_or_else(|| source.clone());
+    let dhash = dhash(&hash_source)?;
+    Ok(Analysis {
+        sha256,
+        format,
+        mime,
+        width,
+        height,
+        exif,
+        variants,
+        dhash,
+    })
+}
+
+fn format_of(loader: &str, buf: &[u8]) -> (String, String) {
+    let name = loader
+        .trim_end_matches("_buffer")
+        .trim_end_matches("_source")
+        .trim_end_matches("load");
+    let brand = buf.get(8..12).unwrap_or_default();
+    let (f, m) = match name {
+        "jpeg" => ("jpeg", "image/jpeg"),
+        "png" => ("png", "image/png"),
+        "webp" => ("webp", "image/webp"),
+        "gif" => ("gif", "image/gif"),
+        "tiff" => ("tiff", "image/tiff"),
+        "heif" if brand == b"avif" || brand == b"avis" => ("avif", "image/avif"),
+        "heif" => ("heif", "image/heif"),
+        other => return (other.to_owned(), "application/octet-stream".to_owned()),
+    };
+    (f.to_owned(), m.to_owned())
+}
+
+/// A 64-bit difference hash: each bit says whether a pixel of a 9×8 greyscale thumbnail is
+/// brighter than its right-hand neighbour.
+pub fn dhash(source: &Bytes) -> Result<u64, MediaError> {
+    let thumb = Image::thumbnail(source, 9, 8, Size::Force, Interesting::None, true, false)
+        .map_err(|e| MediaError::Rejected(format!("the source image could not be decoded: {e}")))?;
+    let pgm = thumb
+        .save(".pgm")
+        .map_err(|e| MediaError::Transient(format!("greyscale thumbnail failed: {e}")))?;
+    let (w, h, px) = parse_pgm(&pgm)
+        .ok_or_else(|| MediaError::Transient("unexpected greyscale thumbnail".into()))?;
+    Ok(dhash_from_grey(w, h, px))
+}
+
+fn dhash_from_grey(w: usize, h: usize, px: &[u8]) -> u64 {
+    let mut bits = 0u64;
+    for y in 0..h.min(8) {
+        for x in 0..(w - 1).min(8) {
+            bits <<= 1;
+            if px[y * w + x] > px[y * w + x + 1] {
+                bits |= 1;
+            }
+        }
+    }
+    bits
+}
+
+/// Parses a binary 8-bit PGM (`P5`) into width, height and pixels.
+fn parse_pgm(buf: &[u8]) -> Option<(usize, usize, &[u8])> {
+    let mut fields = Vec::with_capacity(4);
+    let mut i = 0;
+    while fields.len() < 4 && i < buf.len() {
+        match buf[i] {
+            b'#' => {
+                while i < buf.len() && buf[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_whitespace() => i += 1,
+            _ => {
+                let start = i;
+                while i < buf.len() && !buf[i].is_ascii_whitespace() {
+                    i += 1;
+                }
+                fields.push(std::str::from_utf8(&buf[start..i]).ok()?);
+            }
+        }
+    }
+    if fields.len() < 4 || fields[0] != "P5" || fields[3] != "255" {
+        return None;
+    }
+    let w: usize = fields[1].parse().ok()?;
+    let h: usize = fields[2].parse().ok()?;
+    let px = buf.get(i + 1..i + 1 + w * h)?;
+    (w >= 2).then_some((w, h, px))
+}
+
+fn ascii(v: &Value) -> Option<String> {
+    if let Value::Ascii(parts) = v {
+        let s = parts.first()?;
+        let s = String::from_utf8_lossy(s)
+            .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+            .to_owned();
+        (!s.is_empty()).then_some(s)
+    } else {
+        None
+    }
+}
+
+fn rational(v: &Value, i: usize) -> Option<f64> {
+    let r = match v {
+        Value::Rational(r) => r.get(i).map(|r| r.to_f64()),
+        Value::SRational(r) => r.get(i).map(|r| r.to_f64()),
+        _ => None,
+    }?;
+    r.is_finite().then_some(r)
+}
+
+fn gps_coord(exif: &exif::Exif, tag: Tag, ref_tag: Tag, neg: u8) -> Option<f64> {
+    let f = exif.get_field(tag, In::PRIMARY)?;
+    let (d, m, s) = (
+        rational(&f.value, 0)?,
+        rational(&f.value, 1).unwrap_or(0.0),
+        rational(&f.value, 2).unwrap_or(0.0),
+    );
+    let mut deg = d + m / 60.0 + s / 3600.0;
+    if let Some(r) = exif
+        .get_field(ref_tag, In::PRIMARY)
+        .and_then(|r| ascii(&r.value))
+    {
+        if r.as_bytes().first() == Some(&neg) {
+            deg = -deg;
+        }
+    }
+    deg.is_finite().then_some(deg)
+}
+
+fn taken_at(exif: &exif::Exif) -> Option<DateTime<Utc>> {
+    let f = exif
+        .get_field(Tag::DateTimeOriginal, In::PRIMARY)
+        .or_else(|| exif.get_field(Tag::DateTime, In::PRIMARY))?;
+    let Value::Ascii(parts) = &f.value else {
+        return None;
+    };
+    let mut dt = exif::DateTime::from_ascii(parts.first()?).ok()?;
+    if let Some(off) = exif.get_field(Tag::OffsetTimeOriginal, In::PRIMARY) {
+        if let Value::Ascii(o) = &off.value {
+            if let Some(o) = o.first() {
+                let _ = dt.parse_offset(o);
+            }
+        }
+    }
+    let naive = NaiveDate::from_ymd_opt(dt.year.into(), dt.month.into(), dt.day.into())?
+        .and_hms_opt(dt.hour.into(), dt.minute.into(), dt.second.into())?;
+    let offset = FixedOffset::east_opt(i32::from(dt.offset.unwrap_or(0)) * 60)?;
+    Some(
+        offset
+            .from_local_datetime(&naive)
+            .single()?
+            .with_timezone(&Utc),
+    )
+}
+
+/// Reads EXIF from any container kamadak-exif knows (JPEG, HEIF, PNG, WebP, TIFF). Broken or
+/// missing EXIF gives empty facts, never an error: metadata fails softly.
+pub fn read_exif(source: &[u8]) -> ExifFacts {
+    let mut reader = exif::Reader::new();
+    reader.continue_on_error(true);
+    let exif = match reader
+        .read_from_container(&mut Cursor::new(source))
+        .or_else(|e| e.distill_partial_result(|_| {}))
+    {
+        Ok(e) => e,
+        Err(_) => return ExifFacts::default(),
+    };
+    let get = |t: Tag| exif.get_field(t, In::PRIMARY);
+    let mut all = serde_json::Map::new();
+    for f in exif.fields() {
+        if f.ifd_num != In::PRIMARY || f.tag == Tag::MakerNote {
+            continue;
+        }
+        if matches!(&f.value, Value::Undefined(b, _) | Value::Byte(b) if b.len() > 64) {
+            continue;
+        }
+        let mut text = match &f.value {
+            Value::Ascii(_) => ascii(&f.value).unwrap_or_default(),
+            _ => f.display_value().with_unit(&exif).to_string(),
+        };
+        if text.len() > 512 {
+            let mut cut = 512;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        all.insert(f.tag.to_string(), serde_json::Value::String(text));
+    }
+    let lat = gps_coord(&exif, Tag::GPSLatitude, Tag::GPSLatitudeRef, b'S');
+    let lon = gps_coord(&exif, Tag::GPSLongitude, Tag::GPSLongitudeRef, b'W');
+    let (gps_lat, gps_lon) = match (lat, lon) {
+        (Some(a), Some(b)) if (-90.0..=90.0).contains(&a) && (-180.0..=180.0).contains(&b) => {
+            (Some(a), Some(b))
+        }
+        _ => (None, None),
+    };
+    ExifFacts {
+        make: get(Tag::Make).and_then(|f| ascii(&f.value)),
+        model: get(Tag::Model).and_then(|f| ascii(&f.value)),
+        lens: get(Tag::LensModel).and_then(|f| ascii(&f.value)),
+        taken_at: taken_at(&exif),
+        iso: get(Tag::PhotographicSensitivity)
+            .and_then(|f| f.value.get_uint(0))
+            .and_then(|v| i32::try_from(v).ok()),
+        exposure_time: get(Tag::ExposureTime).and_then(|f| rational(&f.value, 0)),
+        f_number: get(Tag::FNumber).and_then(|f| rational(&f.value, 0)),
+        focal_length: get(Tag::FocalLength).and_then(|f| rational(&f.value, 0)),
+        gps_lat,
+        gps_lon,
+        orientation: get(Tag::Orientation)
+            .and_then(|f| f.value.get_uint(0))
+            .and_then(|v| i32::try_from(v).ok()),
+        all: (!all.is_empty()).then_some(serde_json::Value::Object(all)),
+    }
+}
+
+/// XMP properties kept (by qualified name).
+const XMP_PROPS: &[&str] = &[
+    "xmp:Rating",
+    "xmp:CreatorTool",
+    "xmp:CreateDate",
+    "aux:Lens",
+    "exifEX:LensModel",
+    "photoshop:DateCreated",
+    "photoshop:City",
+    "photoshop:Country",
+    "dc:title",
+    "dc:description",
+    "dc:subject",
+    "dc:creator",
+    "dc:rights",
+];
+
+/// Reads the XMP packet (found within the first MiB, where every container we accept keeps
+/// it) and returns the properties in [`XMP_PROPS`] that it sets. Lists (`rdf:li`) are joined
+/// with `, `. Malformed XMP yields what could be read.
+pub fn read_xmp(source: &[u8]) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    let window = &source[..source.len().min(1 << 20)];
+    let Some(start) = find(window, b"<x:xmpmeta") else {
+        return out;
+    };
+    let end = find(&window[start..], b"</x:xmpmeta>")
+        .map(|e| start + e)
+        .unwrap_or(window.len());
+    let xmp = String::from_utf8_lossy(&window[start..end]);
+    for prop in XMP_PROPS {
+        // Attribute form: prop="value".
+        if let Some(i) = xmp.find(&format!("{prop}=\"")) {
+            let rest = &xmp[i + prop.len() + 2..];
+            if let Some(j) = rest.find('"') {
+                out.insert(
+                    (*prop).to_owned(),
+                    serde_json::Value::String(unescape(&rest[..j])),
+                );
+                continue;
+            }
+        }
+        // Element form: <prop>value</prop>, or a list of <rdf:li>.
+        let open = format!("<{prop}>");
+        let close = format!("</{prop}>");
+        if let Some(i) = xmp.find(&open) {
+            let body = &xmp[i + open.len()..];
+            let body = &body[..body.find(&close).unwrap_or(body.len())];
+            let items: Vec<String> = body
+                .split("<rdf:li")
+                .skip(1)
+                .filter_map(|li| {
+                    let v = &li[li.find('>')? + 1..];
+                    Some(unescape(v[..v.find("</rdf:li>")?].trim()))
+                })
+                .filter(|v| !v.is_empty())
+                .collect();
+            let v = if items.is_empty() {
+                unescape(body.trim())
+            } else {
+                items.join(", ")
+            };
+            if !v.is_empty() && !v.contains('<') {
+                out.insert((*prop).to_owned(), serde_json::Value::String(v));
+            }
+        }
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn unescape(s: &str) -> String {
+    let mut v = s
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&");
+    if v.len() > 512 {
+        let mut cut = 512;
+        while !v.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        v.truncate(cut);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xmp_attributes_and_lists() {
+        let doc = br#"junk<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description
+            aux:Lens="EF-S18-55mm f/3.5-5.6 III" xmp:Rating="4">
+            <dc:subject><rdf:Bag><rdf:li>beach</rdf:li><rdf:li>sun &amp; sea</rdf:li></rdf:Bag></dc:subject>
+            <dc:title><rdf:Alt><rdf:li xml:lang="x-default">Dune</rdf:li></rdf:Alt></dc:title>
+            </rdf:Description></rdf:RDF></x:xmpmeta>"#;
+        let x = read_xmp(doc);
+        assert_eq!(x["aux:Lens"], "EF-S18-55mm f/3.5-5.6 III");
+        assert_eq!(x["xmp:Rating"], "4");
+        assert_eq!(x["dc:subject"], "beach, sun & sea");
+        assert_eq!(x["dc:title"], "Dune");
+        assert!(read_xmp(b"no xmp here").is_empty());
+    }
+
+    #[test]
+    fn pgm_and_dhash() {
+        let mut buf = b"P5\n# comment\n9 8\n255\n".to_vec();
+        let px: Vec<u8> = (0..72).map(|i| if i % 9 < 4 { 200 } else { 10 }).collect();
+        buf.extend_from_slice(&px);
+        let (w, h, p) = parse_pgm(&buf).unwrap();
+        assert_eq!((w, h), (9, 8));
+        // Only the 4th→5th step in each row goes from bright to dark.
+        let expect = (0..8).fold(0u64, |acc, _| (acc << 8) | 0b0001_0000);
+        assert_eq!(dhash_from_grey(w, h, p), expect);
+        assert!(parse_pgm(b"P6\n9 8\n255\n").is_none());
+    }
+
+    #[test]
+    fn missing_exif_is_empty() {
+        assert_eq!(read_exif(b"not an image"), ExifFacts::default());
+    }
+
+    #[test]
+    fn formats_from_loaders() {
+        assert_eq!(format_of("jpegload_buffer", b"").0, "jpeg");
+        assert_eq!(
+            format_of("heifload_buffer", b"\0\0\0\x1cftypavif").1,
+            "image/avif"
+        );
+        assert_eq!(
+            format_of("heifload_buffer", b"\0\0\0\x1cftypheic").1,
+            "image/heif"
+        );
+    }
+}

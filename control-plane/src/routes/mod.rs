@@ -1,0 +1,43 @@
+//! The HTTP API. Every route under `/v1` needs an API key except the signed local upload URL
+//! (its signature is the credential); `/healthz` and `/openapi.json` are open on purpose.
+
+pub mod admin;
+pub mod images;
+pub mod uploads;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The API router.
+pub fn router(state: Arc<AppState>) -> Router {
+    // Uploads stream to disk; the limit only bounds what the multipart extractor may read.
+    let body_limit = usize::try_from(state.cfg.max_upload_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1 << 20);
+    Router::new()
+        .route("/v1/images", post(uploads::create).get(images::list_images))
+        .route(
+            "/v1/images/{id}",
+            get(images::get_image)
+                .patch(images::patch_image)
+                .delete(images::delete_image),
+        )
+        .route("/v1/images/{id}/complete", post(uploads::complete))
+        .route("/v1/images/{id}/url", get(images::sized_url))
+        .route("/v1/uploads/{id}", put(uploads::local_put))
+        .route("/v1/webhooks/s3", post(uploads::s3_webhook))
+        .route("/v1/keys", post(admin::create_key))
+        .route("/v1/keys/{id}", axum::routing::delete(admin::revoke_key))
+        .route("/v1/jobs/stats", get(admin::job_stats))
+        .route("/healthz", get(admin::healthz))
+        .route("/openapi.json", get(admin::openapi))
+        .fallback(|| async { ApiError::NotFound("route") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}

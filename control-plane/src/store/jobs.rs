@@ -1,0 +1,430 @@
+//! The `jobs` table: a durable queue in the metadata database.
+//!
+//! A claim is one short transaction: pick the oldest runnable job (queued and due, or running
+//! with an expired lease), mark it running with a fresh lease token and a lease deadline, and
+//! commit. No lock is held while the image work runs. Every later write names the lease token,
+//! so a worker whose lease expired and was taken over cannot overwrite the new owner's result.
+//!
+//! Postgres picks with `FOR UPDATE SKIP LOCKED`; SQLite has one writer at a time, and the claim
+//! runs inside `BEGIN IMMEDIATE`, so the select and the update see the same snapshot.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use super::images::Processed;
+use super::{now, BeginWrite, Db, Result, StoreError};
+use crate::on_db;
+
+/// A claimed job.
+#[derive(Debug, Clone, FromRow)]
+pub struct ClaimedJob {
+    /// Job id.
+    pub id: i64,
+    /// Image it works on.
+    pub image_id: Uuid,
+    /// Kind (`process`).
+    pub kind: String,
+    /// Attempts including this one.
+    pub attempts: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// This claim's token.
+    pub lease_token: Uuid,
+}
+
+const CLAIM_PG: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
+    lease_until = $2, lease_token = $3, updated_at = $1 \
+    WHERE id = (SELECT id FROM jobs \
+        WHERE (state = 'queued' AND run_at <= $1) OR (state = 'running' AND lease_until < $1) \
+        ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+    RETURNING id, image_id, kind, attempts, max_attempts, lease_token";
+
+const CLAIM_SQLITE: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
+    lease_until = $2, lease_token = $3, updated_at = $1 \
+    WHERE id = (SELECT id FROM jobs \
+        WHERE (state = 'queued' AND run_at <= $1) OR (state = 'running' AND lease_until < $1) \
+        ORDER BY run_at, id LIMIT 1) \
+    RETURNING id, image_id, kind, attempts, max_attempts, lease_token";
+
+/// Queue counts by state, plus the oldest due job's age.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueueStats {
+    /// Jobs per state.
+    pub jobs: BTreeMap<String, i64>,
+    /// Running jobs whose lease has expired (their worker died).
+    pub expired_leases: i64,
+    /// Seconds the oldest due queued job has waited.
+    pub oldest_queued_secs: Option<f64>,
+    /// Images per status.
+    pub images: BTreeMap<String, i64>,
+}
+
+impl Db {
+    /// Claims the next runnable job with a lease of `lease`, if any.
+    pub async fn claim_job(&self, lease: Duration) -> Result<Option<ClaimedJob>> {
+        let t = now();
+        let until = t + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
+        let token = Uuid::new_v4();
+        Ok(on_db!(self, |p, pg| {
+            let mut tx = p.begin_write().await?;
+            let job = sqlx::query_as::<_, ClaimedJob>(if pg { CLAIM_PG } else { CLAIM_SQLITE })
+                .bind(t)
+                .bind(until)
+                .bind(token)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            job
+        }))
+    }
+
+    /// Extends a lease; false when the lease was lost (another worker owns the job now).
+    pub async fn renew_lease(&self, job: &ClaimedJob, lease: Duration) -> Result<bool> {
+        let t = now();
+        let until = t + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
+        let n = on_db!(self, |p, _pg| {
+            sqlx::query(
+                "UPDATE jobs SET lease_until = $3, updated_at = $4 \
+                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+            )
+            .bind(job.id)
+            .bind(job.lease_token)
+            .bind(until)
+            .bind(t)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Finishes a job and marks its image ready with what processing found, in one
+    /// transaction. False when the lease was lost; then nothing is written.
+    pub async fn finish_ready(&self, job: &ClaimedJob, r: &Processed) -> Result<bool> {
+        let t = now();
+        on_db!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE jobs SET state = 'done', lease_until = NULL, last_error = NULL, updated_at = $3 \
+                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+            )
+            .bind(job.id)
+            .bind(job.lease_token)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            sqlx::query(
+                "UPDATE images SET status = 'ready', error = NULL, attempts = $2, bytes = $3, sha256 = $4, \
+                 mime = $5, format = $6, width = $7, height = $8, variant_keys = $9, phash = $10, \
+                 exif = $11, camera_make = $12, camera_model = $13, lens = $14, taken_at = $15, \
+                 iso = $16, exposure_time = $17, f_number = $18, focal_length = $19, gps_lat = $20, \
+                 gps_lon = $21, orientation = $22, processed_at = $23, updated_at = $23 \
+                 WHERE id = $1",
+            )
+            .bind(job.image_id)
+            .bind(job.attempts)
+            .bind(r.bytes)
+            .bind(&r.sha256)
+            .bind(&r.mime)
+            .bind(&r.format)
+            .bind(r.width)
+            .bind(r.height)
+            .bind(Json(&r.variant_keys))
+            .bind(r.phash)
+            .bind(r.exif.as_ref().map(Json))
+            .bind(&r.camera_make)
+            .bind(&r.camera_model)
+            .bind(&r.lens)
+            .bind(r.taken_at)
+            .bind(r.iso)
+            .bind(r.exposure_time)
+            .bind(r.f_number)
+            .bind(r.focal_length)
+            .bind(r.gps_lat)
+            .bind(r.gps_lon)
+            .bind(r.orientation)
+            .bind(t)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::classify)?;
+            tx.commit().await?;
+        });
+        Ok(true)
+    }
+
+    /// Ends a job for good and marks its image failed with `reason`, in one transaction.
+    /// False when the lease was lost.
+    pub async fn finish_dead(&self, job: &ClaimedJob, reason: &str) -> Result<bool> {
+        let t = now();
+        on_db!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE jobs SET state = 'dead', lease_until = NULL, last_error = $3, updated_at = $4 \
+                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+            )
+            .bind(job.id)
+            .bind(job.lease_token)
+            .bind(reason)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            sqlx::query(
+                "UPDATE images SET status = 'failed', error = $2, attempts = $3, processed_at = $4, \
+                 updated_at = $4 WHERE id = $1 AND status <> 'ready'",
+            )
+            .bind(job.image_id)
+            .bind(reason)
+            .bind(job.attempts)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(true)
+    }
+
+    /// Finishes a job that found nothing to do (its image is no longer waiting).
+    pub async fn finish_done(&self, job: &ClaimedJob) -> Result<bool> {
+        let t = now();
+        let n = on_db!(self, |p, _pg| {
+            sqlx::query(
+                "UPDATE jobs SET state = 'done', lease_until = NULL, updated_at = $3 \
+                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+            )
+            .bind(job.id)
+            .bind(job.lease_token)
+            .bind(t)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Puts a job back in the queue to run again after `delay`, keeping the error.
+    pub async fn retry_later(
+        &self,
+        job: &ClaimedJob,
+        error: &str,
+        delay: Duration,
+    ) -> Result<bool> {
+        let t = now();
+        let at = t + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));
+        let n = on_db!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE jobs SET state = 'queued', lease_until = NULL, lease_token = NULL, \
+                 last_error = $3, run_at = $4, updated_at = $5 \
+                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+            )
+            .bind(job.id)
+            .bind(job.lease_token)
+            .bind(error)
+            .bind(at)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query("UPDATE images SET attempts = $2, updated_at = $3 WHERE id = $1")
+                .bind(job.image_id)
+                .bind(job.attempts)
+                .bind(t)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            n
+        });
+        Ok(n > 0)
+    }
+
+    /// Gives a claimed job back without counting the attempt (graceful shutdown).
+    pub async fn release_job(&self, job: &ClaimedJob) -> Result<bool> {
+        let t = now();
+        let n = on_db!(self, |p, _pg| {
+            sqlx::query(
+                "UPDATE jobs SET state = 'queued', lease_until = NULL, lease_token = NULL, \
+                 attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, run_at = $3, updated_at = $3 \
+                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+            )
+            .bind(job.id)
+            .bind(job.lease_token)
+            .bind(t)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Whether an image already has a job that is not finished.
+    pub async fn has_open_job(&self, image_id: Uuid) -> Result<bool> {
+        let r: Option<(i64,)> = on_db!(self, |p, _pg| {
+            sqlx::query_as("SELECT id FROM jobs WHERE image_id = $1 AND state IN ('queued', 'running') LIMIT 1")
+                .bind(image_id)
+                .fetch_optional(p)
+                .await?
+        });
+        Ok(r.is_some())
+    }
+
+    /// Queue and image counts.
+    pub async fn queue_stats(&self) -> Result<QueueStats> {
+        let t = now();
+        let rows: Vec<(String, i64)> = on_db!(self, |p, _pg| {
+            sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+                .fetch_all(p)
+                .await?
+        });
+        let (expired,): (i64,) = on_db!(self, |p, _pg| {
+            sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE state = 'running' AND lease_until < $1")
+                .bind(t)
+                .fetch_one(p)
+                .await?
+        });
+        let oldest: Option<(DateTime<Utc>,)> = on_db!(self, |p, _pg| {
+            sqlx::query_as(
+                "SELECT run_at FROM jobs WHERE state = 'queued' AND run_at <= $1 ORDER BY run_at LIMIT 1",
+            )
+            .bind(t)
+            .fetch_optional(p)
+            .await?
+        });
+        Ok(QueueStats {
+            jobs: rows.into_iter().collect(),
+            expired_leases: expired,
+            oldest_queued_secs: oldest.map(|(r,)| (t - r).num_milliseconds() as f64 / 1000.0),
+            images: self.image_counts().await?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseUrl;
+    use crate::store::images::NewImage;
+
+    async fn db() -> (Db, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("fp-queue-{}", Uuid::new_v4().simple()));
+        let db = Db::connect(&DatabaseUrl::Sqlite(dir.join("q.db")), 4)
+            .await
+            .unwrap();
+        (db, dir)
+    }
+
+    async fn enqueue(db: &Db, owner: &str) -> Uuid {
+        let id = Uuid::new_v4();
+        let img = NewImage {
+            id,
+            owner: owner.into(),
+            mime: "image/jpeg".into(),
+            bytes: Some(1),
+            sha256: None,
+            caption: None,
+            original_key: format!("k/{id}"),
+            uploaded_at: now(),
+            upload_expires_at: None,
+        };
+        db.insert_stored_and_enqueue(&img, 3).await.unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn a_job_is_claimed_once_and_fenced_by_its_lease() {
+        let (db, dir) = db().await;
+        let id = enqueue(&db, "o").await;
+        let long = Duration::from_secs(60);
+        let a = db.claim_job(long).await.unwrap().expect("a job");
+        assert_eq!(a.image_id, id);
+        assert_eq!(a.attempts, 1);
+        assert!(
+            db.claim_job(long).await.unwrap().is_none(),
+            "a leased job must not be claimed twice"
+        );
+        assert!(db.renew_lease(&a, long).await.unwrap());
+        db.retry_later(&a, "boom", Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert!(
+            db.claim_job(long).await.unwrap().is_none(),
+            "backoff must delay the retry"
+        );
+        assert!(
+            !db.finish_done(&a).await.unwrap(),
+            "a released claim cannot finish"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_over() {
+        let (db, dir) = db().await;
+        enqueue(&db, "o").await;
+        let a = db
+            .claim_job(Duration::from_millis(1))
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let b = db
+            .claim_job(Duration::from_secs(60))
+            .await
+            .unwrap()
+            .expect("expired lease reclaimed");
+        assert_eq!(a.id, b.id);
+        assert_eq!(b.attempts, 2);
+        // The first worker's late result is discarded; the new owner's counts.
+        assert!(!db.finish_ready(&a, &Processed::default()).await.unwrap());
+        assert!(db.finish_dead(&b, "bad image").await.unwrap());
+        let img = db.get_image(b.image_id).await.unwrap().unwrap();
+        assert_eq!(img.status, "failed");
+        assert_eq!(img.error.as_deref(), Some("bad image"));
+        let s = db.queue_stats().await.unwrap();
+        assert_eq!(s.jobs.get("dead"), Some(&1));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn concurrent_claims_never_share_a_job() {
+        let (db, dir) = db().await;
+        for i in 0..20 {
+            enqueue(&db, &format!("o{i}")).await;
+        }
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Some(j) = db.claim_job(Duration::from_secs(60)).await.unwrap() {
+                    got.push(j.id);
+                }
+                got
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all.sort();
+        let n = all.len();
+        all.dedup();
+        assert_eq!(n, 20);
+        assert_eq!(all.len(), 20);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

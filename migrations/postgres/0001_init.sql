@@ -1,0 +1,94 @@
+-- FlexPhotoDB control plane schema (Postgres). Keep in step with migrations/sqlite.
+
+-- One row per image: identity and technical facts, descriptive metadata, workflow state.
+CREATE TABLE images (
+    -- identity and technical facts
+    id              UUID PRIMARY KEY,
+    owner           TEXT NOT NULL,
+    uploaded_at     TIMESTAMPTZ NOT NULL,
+    bytes           BIGINT,
+    sha256          TEXT,
+    mime            TEXT,
+    format          TEXT,
+    width           INTEGER,
+    height          INTEGER,
+    original_key    TEXT NOT NULL,
+    variant_keys    JSONB NOT NULL DEFAULT '{}'::jsonb,
+    storage_tier    TEXT NOT NULL DEFAULT 'standard',
+    phash           BIGINT,
+    -- what the client declared at upload time
+    declared_bytes  BIGINT,
+    declared_mime   TEXT NOT NULL,
+    upload_expires_at TIMESTAMPTZ,
+    -- descriptive metadata
+    caption         TEXT,
+    tags            JSONB NOT NULL DEFAULT '[]'::jsonb,
+    exif            JSONB,
+    camera_make     TEXT,
+    camera_model    TEXT,
+    lens            TEXT,
+    taken_at        TIMESTAMPTZ,
+    iso             INTEGER,
+    exposure_time   DOUBLE PRECISION,
+    f_number        DOUBLE PRECISION,
+    focal_length    DOUBLE PRECISION,
+    gps_lat         DOUBLE PRECISION,
+    gps_lon         DOUBLE PRECISION,
+    orientation     INTEGER,
+    -- workflow state
+    status          TEXT NOT NULL CHECK (status IN ('uploading', 'processing', 'ready', 'failed')),
+    error           TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    created_at      TIMESTAMPTZ NOT NULL,
+    updated_at      TIMESTAMPTZ NOT NULL,
+    completed_at    TIMESTAMPTZ,
+    processed_at    TIMESTAMPTZ
+);
+
+-- An owner's recent images (keyset pagination on uploaded_at, id).
+CREATE INDEX images_owner_recent ON images (owner, uploaded_at DESC, id DESC);
+-- Images since a time.
+CREATE INDEX images_uploaded_at ON images (uploaded_at);
+-- By status (the sweeper and dashboards).
+CREATE INDEX images_status ON images (status, updated_at);
+-- Exact duplicates per owner, race-free; failed images do not block a retry.
+CREATE UNIQUE INDEX images_owner_sha256 ON images (owner, sha256)
+    WHERE sha256 IS NOT NULL AND status <> 'failed';
+
+-- The durable queue (transactional outbox): a job row is written in the transaction that
+-- makes the work necessary.
+CREATE TABLE jobs (
+    id              BIGSERIAL PRIMARY KEY,
+    image_id        UUID NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+    kind            TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'dead')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    max_attempts    INTEGER NOT NULL,
+    run_at          TIMESTAMPTZ NOT NULL,
+    lease_until     TIMESTAMPTZ,
+    lease_token     UUID,
+    last_error      TEXT,
+    created_at      TIMESTAMPTZ NOT NULL,
+    updated_at      TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX jobs_queued ON jobs (run_at, id) WHERE state = 'queued';
+CREATE INDEX jobs_running ON jobs (lease_until) WHERE state = 'running';
+CREATE INDEX jobs_image ON jobs (image_id);
+
+-- API keys, stored as SHA-256 of the secret.
+CREATE TABLE api_keys (
+    id              UUID PRIMARY KEY,
+    name            TEXT NOT NULL,
+    key_hash        TEXT NOT NULL UNIQUE,
+    role            TEXT NOT NULL CHECK (role IN ('admin', 'uploader', 'viewer')),
+    -- NULL: every owner.
+    owner_scope     TEXT,
+    created_at      TIMESTAMPTZ NOT NULL,
+    revoked_at      TIMESTAMPTZ
+);
+
+-- Small process-wide settings (the generated upload-URL signing key).
+CREATE TABLE settings (
+    name            TEXT PRIMARY KEY,
+    value           TEXT NOT NULL
+);

@@ -1,0 +1,429 @@
+//! Starting the real `flexphoto` binary against a fresh database and store, and speaking its
+//! API.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flexphoto_control_plane::edge_client::{send, Reply};
+use http::Method;
+use serde_json::Value;
+
+pub const ADMIN: &str = "test-admin-key-0123456789";
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The backends available here: SQLite always, Postgres when `FLEXPHOTO_TEST_PG_URL` is set.
+pub fn backends() -> Vec<Backend> {
+    let mut v = vec![Backend::Sqlite];
+    if std::env::var("FLEXPHOTO_TEST_PG_URL").is_ok_and(|u| !u.is_empty()) {
+        v.push(Backend::Postgres);
+    } else {
+        eprintln!("SKIP postgres: set FLEXPHOTO_TEST_PG_URL=postgres://USER:PASS@127.0.0.1/DB (a role with CREATEDB) to run against Postgres");
+    }
+    v
+}
+
+/// S3 settings from `FLEXPHOTO_TEST_S3_*`, when set.
+pub fn s3_env() -> Option<HashMap<String, String>> {
+    let ep = std::env::var("FLEXPHOTO_TEST_S3_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty())?;
+    let get = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
+    let mut m = HashMap::new();
+    m.insert("FLEXPHOTO_STORAGE_BACKEND".into(), "s3".into());
+    m.insert("FLEXPHOTO_STORAGE_S3_ENDPOINT".into(), ep);
+    m.insert(
+        "FLEXPHOTO_STORAGE_S3_ACCESS_KEY".into(),
+        get("FLEXPHOTO_TEST_S3_ACCESS_KEY", "AK"),
+    );
+    m.insert(
+        "FLEXPHOTO_STORAGE_S3_SECRET_KEY".into(),
+        get("FLEXPHOTO_TEST_S3_SECRET_KEY", "SK"),
+    );
+    m.insert(
+        "FLEXPHOTO_STORAGE_S3_BUCKET".into(),
+        get("FLEXPHOTO_TEST_S3_BUCKET", "flexphoto-test"),
+    );
+    m.insert("FLEXPHOTO_STORAGE_S3_REGION".into(), "us-east-1".into());
+    Some(m)
+}
+
+/// Creates the test bucket if the S3 server does not have it yet.
+pub async fn ensure_bucket() {
+    let Some(m) = s3_env() else { return };
+    let creds = aws_sdk_s3::config::Credentials::new(
+        &m["FLEXPHOTO_STORAGE_S3_ACCESS_KEY"],
+        &m["FLEXPHOTO_STORAGE_S3_SECRET_KEY"],
+        None,
+        None,
+        "test",
+    );
+    let conf = aws_sdk_s3::Config::builder()
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(&m["FLEXPHOTO_STORAGE_S3_ENDPOINT"])
+        .credentials_provider(creds)
+        .force_path_style(true)
+        .build();
+    let client = aws_sdk_s3::Client::from_conf(conf);
+    let bucket = &m["FLEXPHOTO_STORAGE_S3_BUCKET"];
+    if client.head_bucket().bucket(bucket).send().await.is_err() {
+        client
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("create the test bucket");
+    }
+}
+
+/// The shared fixtures folder, or `None` (with a skip message) when it is absent.
+pub fn fixtures() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+    if dir.join("manifest.json").is_file() {
+        Some(dir)
+    } else {
+        eprintln!("SKIP: {} is missing", dir.display());
+        None
+    }
+}
+
+/// A fresh Postgres database; dropped by [`App::cleanup`].
+async fn fresh_pg_db() -> (String, String) {
+    let base = std::env::var("FLEXPHOTO_TEST_PG_URL").expect("FLEXPHOTO_TEST_PG_URL");
+    let name = format!("fp_test_{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::PgPool::connect(&base)
+        .await
+        .expect("connect to FLEXPHOTO_TEST_PG_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .expect("CREATE DATABASE (the role needs CREATEDB)");
+    pool.close().await;
+    let (prefix, _) = base.rsplit_once('/').expect("a URL ending in /DB");
+    let query = base
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    (format!("{prefix}/{name}{query}"), name)
+}
+
+/// A running `flexphoto` process and what it needs.
+pub struct App {
+    pub base: String,
+    /// The edge's base URL under `flexphoto up`.
+    pub edge: Option<String>,
+    pub data_dir: PathBuf,
+    pub env: HashMap<String, String>,
+    pub args: Vec<String>,
+    child: Option<Child>,
+    pg_db: Option<String>,
+}
+
+pub struct Options {
+    pub backend: Backend,
+
+    pub env: Vec<(&'static str, String)>,
+    pub s3: bool,
+    /// Run `flexphoto up` (with the edge) instead of `flexphoto serve`.
+    pub up: bool,
+}
+
+impl Options {
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            env: Vec::new(),
+            s3: false,
+            up: false,
+        }
+    }
+    pub fn env(mut self, k: &'static str, v: impl Into<String>) -> Self {
+        self.env.push((k, v.into()));
+        self
+    }
+}
+
+impl App {
+    /// Starts `flexphoto serve` on a random port with a fresh data dir and database.
+    pub async fn spawn(opts: Options) -> App {
+        let data_dir =
+            std::env::temp_dir().join(format!("flexphoto-it-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let mut env: HashMap<String, String> = HashMap::new();
+        env.insert("FLEXPHOTO_ADMIN_KEY".into(), ADMIN.into());
+        env.insert("FLEXPHOTO_QUEUE_POLL_MS".into(), "50".into());
+        env.insert("FLEXPHOTO_QUEUE_BACKOFF_BASE_MS".into(), "100".into());
+        env.insert("FLEXPHOTO_QUEUE_SHUTDOWN_GRACE_SECS".into(), "5".into());
+        env.insert("FLEXPHOTO_LOG".into(), "info,sqlx=warn".into());
+        let mut pg_db = None;
+        if opts.backend == Backend::Postgres {
+            let (url, name) = fresh_pg_db().await;
+            env.insert("FLEXPHOTO_DATABASE_URL".into(), url);
+            pg_db = Some(name);
+        }
+        if opts.s3 {
+            env.extend(s3_env().expect("S3 env"));
+        }
+        for (k, v) in opts.env {
+            env.insert(k.into(), v);
+        }
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ];
+        let mut edge = None;
+        if opts.up {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            args[0] = "up".into();
+            args.push("--edge-listen".into());
+            args.push(format!("127.0.0.1:{port}"));
+            edge = Some(format!("http://127.0.0.1:{port}"));
+        }
+        let mut app = App {
+            base: String::new(),
+            edge,
+            args,
+            data_dir,
+            env,
+            child: None,
+            pg_db,
+        };
+        app.start();
+        app
+    }
+
+    /// Starts (or restarts) the process and waits for its listening line.
+    pub fn start(&mut self) {
+        let mut args = self.args.clone();
+        if !self.base.is_empty() {
+            // Restart on the same port.
+            args[2] = self.base.trim_start_matches("http://").to_owned();
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.join("server.log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flexphoto"))
+            .args(&args)
+            .envs(&self.env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start flexphoto");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("flexphoto listening on ") {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => self.base = addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("flexphoto did not start; log:\n{}", self.log());
+            }
+        }
+        self.child = Some(child);
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the server and removes the data dir and the Postgres database.
+    pub async fn cleanup(mut self) {
+        self.stop();
+        if let Some(name) = self.pg_db.take() {
+            if let Ok(base) = std::env::var("FLEXPHOTO_TEST_PG_URL") {
+                if let Ok(pool) = sqlx::PgPool::connect(&base).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&pool)
+                    .await;
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+
+    pub async fn req(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        ct: Option<&str>,
+        body: Bytes,
+    ) -> Reply {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let auth = key.map(|k| format!("Bearer {k}"));
+        let mut h: Vec<(&str, &str)> = Vec::new();
+        if let Some(a) = &auth {
+            h.push(("authorization", a));
+        }
+        if let Some(c) = ct {
+            h.push(("content-type", c));
+        }
+        send(method, &url, &h, body, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    pub async fn get_json(&self, path: &str, key: &str) -> (u16, Value) {
+        let r = self
+            .req(Method::GET, path, Some(key), None, Bytes::new())
+            .await;
+        (r.status, json_of(&r))
+    }
+
+    pub async fn post_json(&self, path: &str, key: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .req(
+                Method::POST,
+                path,
+                Some(key),
+                Some("application/json"),
+                Bytes::from(body.to_string()),
+            )
+            .await;
+        (r.status, json_of(&r))
+    }
+
+    /// One-shot multipart upload.
+    pub async fn upload(&self, key: &str, owner: &str, name: &str, data: &[u8]) -> (u16, Value) {
+        let boundary = "XtestBoundaryX";
+        let mut body = Vec::new();
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"owner\"\r\n\r\n{owner}\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let r = self
+            .req(
+                Method::POST,
+                "/v1/images",
+                Some(key),
+                Some(&format!("multipart/form-data; boundary={boundary}")),
+                Bytes::from(body),
+            )
+            .await;
+        (r.status, json_of(&r))
+    }
+
+    /// Waits until the image is `ready` or `failed`.
+    pub async fn wait_done(&self, id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (s, v) = self.get_json(&format!("/v1/images/{id}"), ADMIN).await;
+            assert_eq!(s, 200, "{v}");
+            if v["status"] == "ready" || v["status"] == "failed" {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "image {id} still {} after {timeout:?}; log:\n{}",
+                    v["status"],
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Creates a key with `role` (and owner scope) through the API.
+    pub async fn key(&self, role: &str, owner: Option<&str>) -> String {
+        let (s, v) = self
+            .post_json(
+                "/v1/keys",
+                ADMIN,
+                &serde_json::json!({ "name": format!("{role} key"), "role": role, "owner": owner }),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        v["key"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn json_of(r: &Reply) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or(Value::Null)
+}
+
+/// A small JPEG generated with libvips: a gradient whose pattern depends on `seed`, so each
+/// seed gives different bytes.
+pub fn jpeg(width: u32, height: u32, seed: u32) -> Vec<u8> {
+    flexphoto_edge::vips::init(1).unwrap();
+    let mut px = Vec::with_capacity((width * height * 3) as usize);
+    for y in 0..height {
+        for x in 0..width {
+            px.push(((x * 255 / width.max(1)) ^ seed) as u8);
+            px.push(((y * 255 / height.max(1)) + seed * 7) as u8);
+            px.push(((x + y + seed * 13) % 256) as u8);
+        }
+    }
+    let img = flexphoto_edge::vips::Image::from_pixels(&px, width, height, 3).unwrap();
+    img.save(".jpg[Q=90]").unwrap().to_vec()
+}
