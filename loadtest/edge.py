@@ -10,31 +10,15 @@ writes loadtest/results/edge-<time>.json and .svg.
 Needs: wrk (apt-get install wrk), a release build (cargo build --release -p flexphoto-edge).
 """
 import argparse, json, os, random, re, shutil, socket, subprocess, sys, tempfile, threading, time
+from procstat import RssSampler, free_port, rss_kb  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 
 
-def rss_kb(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
-class RssSampler(threading.Thread):
-    def __init__(self, pid):
-        super().__init__(daemon=True); self.pid = pid; self.peak = 0; self.stop = False
-    def run(self):
-        while not self.stop:
-            self.peak = max(self.peak, rss_kb(self.pid)); time.sleep(0.05)
 
 
 def metrics(port):

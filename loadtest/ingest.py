@@ -26,6 +26,7 @@ Needs: a release build (cargo build --release -p flexphoto-control-plane), the `
 import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, threading, time, uuid
 import urllib.request, urllib.error
 from datetime import datetime
+from procstat import RssSampler, free_port, rss_kb  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN = "bench-admin-key-0123456789"
@@ -38,23 +39,8 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-def rss_kb(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
-class RssSampler(threading.Thread):
-    def __init__(self, pid):
-        super().__init__(daemon=True); self.pid = pid; self.peak = 0; self.stop = False
-    def run(self):
-        while not self.stop:
-            self.peak = max(self.peak, rss_kb(self.pid)); time.sleep(0.1)
 
 
 def request(method, url, body=None, headers=None, timeout=120):

@@ -100,11 +100,8 @@ fn image_reply(edge: &Edge, r: &ImageResponse) -> Reply {
         set(&mut h, "vary", "Accept");
     }
     let tier = r.tier.name();
-    set(
-        &mut h,
-        "x-cache",
-        if r.coalesced { "coalesced" } else { tier },
-    );
+    // A coalesced waiter is a miss too; Cache-Status says it was collapsed.
+    set(&mut h, "x-cache", tier);
     let detail = if r.stale { "; detail=stale" } else { "" };
     let status_text = match (r.image.is_some(), r.tier) {
         (false, _) => "flexphoto; hit; detail=not-modified".to_owned(),

@@ -212,31 +212,9 @@ fn load_options(fail_on_truncated: bool, all_frames: bool, shrink: u32) -> CStri
 }
 
 impl Image {
-    /// An image from packed 8-bit pixels (`bands` per pixel, row-major), copied into libvips.
+    /// An image from packed 8-bit pixels (`bands` per pixel, row-major), copied.
     pub fn from_pixels(pixels: &[u8], width: u32, height: u32, bands: u32) -> Result<Image> {
-        if pixels.len() as u64 != width as u64 * height as u64 * bands as u64 {
-            return Err(VipsError(
-                "pixel buffer size does not match its dimensions".into(),
-            ));
-        }
-        // SAFETY: libvips copies `pixels` before returning.
-        let p = unsafe {
-            ffi::vips_image_new_from_memory_copy(
-                pixels.as_ptr() as *const c_void,
-                pixels.len() as _,
-                width as c_int,
-                height as c_int,
-                bands as c_int,
-                ffi::VipsBandFormat_VIPS_FORMAT_UCHAR,
-            )
-        };
-        if p.is_null() {
-            return Err(take_error("cannot make image from pixels"));
-        }
-        Ok(Image {
-            ptr: p,
-            _source: Bytes::new(),
-        })
+        Self::from_pixel_bytes(Bytes::copy_from_slice(pixels), width, height, bands)
     }
 
     /// An image over packed 8-bit pixels held in `pixels`, without copying them.

@@ -1,0 +1,28 @@
+"""Process helpers shared by the load tests: free loopback ports and peak-RSS sampling."""
+import socket, threading, time
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+
+def rss_kb(pid):
+    """Resident set size of `pid` in KiB (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class RssSampler(threading.Thread):
+    """Samples a process's RSS every `interval` seconds and keeps the peak (KiB)."""
+    def __init__(self, pid, interval=0.05):
+        super().__init__(daemon=True); self.pid = pid; self.interval = interval; self.peak = 0; self.stop = False
+    def run(self):
+        while not self.stop:
+            self.peak = max(self.peak, rss_kb(self.pid)); time.sleep(self.interval)
