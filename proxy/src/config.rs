@@ -86,6 +86,7 @@ struct RawServer {
     listen: String,
     threads: usize,
     work_stealing: bool,
+    write_buffer_kb: usize,
     grace_period_secs: u64,
     shutdown_timeout_secs: u64,
     admin_token: String,
@@ -99,6 +100,7 @@ impl Default for RawServer {
             listen: "127.0.0.1:8080".into(),
             threads: 0,
             work_stealing: true,
+            write_buffer_kb: 64,
             grace_period_secs: 1,
             shutdown_timeout_secs: 5,
             admin_token: String::new(),
@@ -284,6 +286,8 @@ pub struct EdgeConfig {
     pub threads: usize,
     /// One work-stealing runtime (true) or one single-threaded runtime per thread (false).
     pub work_stealing: bool,
+    /// Per-connection write buffer, bytes.
+    pub write_buffer_bytes: usize,
     /// Seconds to keep serving after SIGTERM before closing listeners.
     pub grace_period: Duration,
     /// Seconds to wait for in-flight requests at shutdown.
@@ -577,10 +581,9 @@ impl EdgeConfig {
         Ok(Self {
             listen: raw.server.listen,
             work_stealing: raw.server.work_stealing,
-            // Half the cores by default: transform workers use the other half under misses,
-            // and fewer server threads mean fewer cross-thread wake-ups on hits.
+            write_buffer_bytes: raw.server.write_buffer_kb.clamp(2, 1024) * 1024,
             threads: if raw.server.threads == 0 {
-                (cores / 2).max(1)
+                cores
             } else {
                 raw.server.threads
             },

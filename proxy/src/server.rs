@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use pingora_core::listeners::ListenerConfig;
+use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
@@ -35,7 +37,10 @@ pub fn run_edge(edge: Arc<Edge>) -> Result<(), String> {
         "flexphoto-edge".to_owned(),
         EdgeHttp::new(Arc::clone(&edge)),
     );
-    service.add_tcp(&cfg.listen);
+    // A write buffer that holds a typical image response lets the header and body leave in
+    // one write (Pingora's default of 1460 bytes sends them separately).
+    let buffers = L4BufferSettings::default().write(cfg.write_buffer_bytes);
+    service.add_listener(ListenerConfig::tcp(cfg.listen.clone()).l4_buffer(buffers));
     server.add_service(service);
     tracing::info!(listen = %cfg.listen, origin = %edge.store().describe(), workers = cfg.workers, "flexphoto-edge listening");
     server.run(RunArgs::default());
