@@ -9,7 +9,7 @@ writes loadtest/results/edge-<time>.json and .svg.
 
 Needs: wrk (apt-get install wrk), a release build (cargo build --release -p flexphoto-edge).
 """
-import argparse, json, os, random, re, shutil, socket, subprocess, sys, tempfile, threading, time
+import argparse, json, math, os, random, re, shutil, socket, subprocess, sys, tempfile, threading, time
 from procstat import RssSampler, free_port, rss_kb  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,11 +57,11 @@ def svg(phases, path):
     max_p99 = max(p["latency_us"]["p99"] for p in phases) or 1
     s = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
          '<text x="10" y="20" font-size="15" font-weight="bold">flexphoto-edge load test</text>',
-         '<text x="230" y="42" fill="#2a6">requests/s</text><text x="500" y="42" fill="#c52">p99 latency</text>']
+         '<text x="230" y="42" fill="#2a6">requests/s (log scale)</text><text x="500" y="42" fill="#c52">p99 latency</text>']
     for i, p in enumerate(phases):
         y = 55 + i * row
         s.append(f'<text x="10" y="{y + 16}">{p["name"]}</text>')
-        bw = 250 * p["rps"] / max_rps
+        bw = 250 * math.log10(p["rps"] + 1) / math.log10(max_rps + 1)  # log scale: misses and hits differ 1000x
         s.append(f'<rect x="230" y="{y}" width="{bw:.1f}" height="16" fill="#2a6"/>'
                  f'<text x="{234 + bw:.1f}" y="{y + 13}">{p["rps"]:.0f}</text>')
         lw = 200 * p["latency_us"]["p99"] / max_p99
