@@ -142,15 +142,7 @@ impl Blobs {
                 })
             }
             StorageConfig::S3(s3) => {
-                let edge_cfg = flexphoto_edge::config::S3Config {
-                    endpoint: s3.endpoint.clone(),
-                    region: s3.region.clone(),
-                    bucket: s3.bucket.clone(),
-                    path_style: s3.force_path_style,
-                    credentials: (!s3.access_key.is_empty())
-                        .then(|| (s3.access_key.clone(), s3.secret_key.clone())),
-                };
-                let store = S3Store::new(&edge_cfg)?;
+                let store = S3Store::new(&s3.to_edge())?;
                 let client = store.client().clone();
                 Ok(Self {
                     store: Arc::new(store),

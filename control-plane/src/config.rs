@@ -361,6 +361,20 @@ pub struct S3Config {
     pub force_path_style: bool,
 }
 
+impl S3Config {
+    /// The same bucket as the edge's origin configuration.
+    pub fn to_edge(&self) -> flexphoto_edge::config::S3Config {
+        flexphoto_edge::config::S3Config {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            bucket: self.bucket.clone(),
+            path_style: self.force_path_style,
+            credentials: (!self.access_key.is_empty())
+                .then(|| (self.access_key.clone(), self.secret_key.clone())),
+        }
+    }
+}
+
 /// A validated variant.
 #[derive(Debug, Clone)]
 pub struct VariantConfig {

@@ -175,14 +175,7 @@ fn edge_config(cfg: &Config) -> Result<EdgeConfig> {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             OriginConfig::Local { dir: dir.clone() }
         }
-        StorageConfig::S3(s3) => OriginConfig::S3(flexphoto_edge::config::S3Config {
-            endpoint: s3.endpoint.clone(),
-            region: s3.region.clone(),
-            bucket: s3.bucket.clone(),
-            path_style: s3.force_path_style,
-            credentials: (!s3.access_key.is_empty())
-                .then(|| (s3.access_key.clone(), s3.secret_key.clone())),
-        }),
+        StorageConfig::S3(s3) => OriginConfig::S3(s3.to_edge()),
     };
     Ok(e)
 }
