@@ -182,7 +182,7 @@ impl Edge {
                 moka::sync::Cache::builder()
                     .max_capacity(cfg.working_bytes)
                     .weigher(|_k: &String, v: &Arc<WorkingCopy>| {
-                        v.pixels.len().min(u32::MAX as usize) as u32
+                        v.byte_size().min(u32::MAX as usize) as u32
                     })
                     .support_invalidation_closures()
                     .build()

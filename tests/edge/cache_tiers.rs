@@ -209,49 +209,53 @@ fn overload_answers_503_while_hits_keep_flowing() {
 #[test]
 fn large_sources_get_a_working_copy_that_serves_smaller_sizes() {
     let origin = standard_origin("working");
-    let e = Edge::start(
-        &origin,
-        &[("FLEXPHOTO_EDGE__TRANSFORM__WORKING_SIDE", "300")],
-        &[],
-    );
     let direct = Edge::start(&origin, &[("FLEXPHOTO_EDGE__CACHE__WORKING_MB", "0")], &[]);
-    // 1200x800 source, 300x200 working copy: sizes up to 150 wide come from the copy.
-    for q in [
-        "w=120",
-        "w=100&h=100&fit=cover",
-        "w=90&h=90&fit=cover&g=se",
-        "h=50&fmt=webp",
-        "w=140&h=60&fit=fill",
-    ] {
-        let a = e.get(&format!("/img/land.jpg?{q}"));
-        let b = direct.get(&format!("/img/land.jpg?{q}"));
-        assert_eq!(a.status, 200, "{q}");
-        let (da, db) = (a.decode(), b.decode());
-        assert_eq!(
-            (da.width, da.height, da.loader.clone()),
-            (db.width, db.height, db.loader.clone()),
-            "{q}"
+    // 1200x800 source. A 300x200 copy (no smaller levels) serves sizes up to 150 wide; a
+    // 1000x667 copy also has levels of 707, 500 and 354 px, and each request uses the
+    // smallest level at least twice its output.
+    for side in ["300", "1000"] {
+        let e = Edge::start(
+            &origin,
+            &[("FLEXPHOTO_EDGE__TRANSFORM__WORKING_SIDE", side)],
+            &[],
         );
-        // Same picture: mean absolute difference of the pixels stays small.
-        let diff: u64 = da
-            .pixels
-            .iter()
-            .zip(&db.pixels)
-            .map(|(x, y)| (*x as i32 - *y as i32).unsigned_abs() as u64)
-            .sum();
-        let mad = diff as f64 / da.pixels.len() as f64;
-        assert!(mad < 6.0, "{q}: mean abs diff {mad}");
+        for q in [
+            "w=120",
+            "w=100&h=100&fit=cover",
+            "w=90&h=90&fit=cover&g=se",
+            "h=50&fmt=webp",
+            "w=140&h=60&fit=fill",
+        ] {
+            let a = e.get(&format!("/img/land.jpg?{q}"));
+            let b = direct.get(&format!("/img/land.jpg?{q}"));
+            assert_eq!(a.status, 200, "{q}");
+            let (da, db) = (a.decode(), b.decode());
+            assert_eq!(
+                (da.width, da.height, da.loader.clone()),
+                (db.width, db.height, db.loader.clone()),
+                "side {side}, {q}"
+            );
+            // Same picture: mean absolute difference of the pixels stays small.
+            let diff: u64 = da
+                .pixels
+                .iter()
+                .zip(&db.pixels)
+                .map(|(x, y)| (*x as i32 - *y as i32).unsigned_abs() as u64)
+                .sum();
+            let mad = diff as f64 / da.pixels.len() as f64;
+            assert!(mad < 6.0, "side {side}, {q}: mean abs diff {mad}");
+        }
+        assert!(
+            e.metric(
+                "flexphoto_cache_lookups_total",
+                "result=\"hit\",tier=\"working\""
+            ) >= 3.0
+        );
+        assert_eq!(e.metric("flexphoto_origin_fetches_total", ""), 1.0);
+        // Larger outputs and metadata requests still use the original.
+        assert_eq!(e.get("/img/land.jpg?w=600").decode().width, 600);
+        assert_eq!(e.get("/img/land.jpg?w=100&meta=keep").status, 200);
     }
-    assert!(
-        e.metric(
-            "flexphoto_cache_lookups_total",
-            "result=\"hit\",tier=\"working\""
-        ) >= 3.0
-    );
-    assert_eq!(e.metric("flexphoto_origin_fetches_total", ""), 1.0);
-    // Larger outputs and metadata requests still use the original.
-    assert_eq!(e.get("/img/land.jpg?w=600").decode().width, 600);
-    assert_eq!(e.get("/img/land.jpg?w=100&meta=keep").status, 200);
 }
 
 #[test]

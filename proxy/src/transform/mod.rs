@@ -83,9 +83,70 @@ pub struct WorkingCopy {
     pub source_height: u32,
     /// The original's own web format, if any.
     pub native: Option<OutputFormat>,
+    /// Smaller versions of the copy, each 1/√2 of the one before, largest first: a request
+    /// resizes the smallest one that is still at least twice its output.
+    pub smaller: Vec<Level>,
 }
 
+/// One smaller version of a working copy (same bands).
+#[derive(Debug, Clone)]
+pub struct Level {
+    /// Packed pixels.
+    pub pixels: Bytes,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+}
+
+/// Smallest side a working-copy level is made down to.
+const MIN_LEVEL_SIDE: u32 = 256;
+
 impl WorkingCopy {
+    /// Bytes held, all levels together.
+    pub fn byte_size(&self) -> usize {
+        self.pixels.len() + self.smaller.iter().map(|l| l.pixels.len()).sum::<usize>()
+    }
+
+    /// Makes the √2 levels below the top one.
+    fn build_levels(&mut self) -> Result<()> {
+        let mut prev =
+            Image::from_pixel_bytes(self.pixels.clone(), self.width, self.height, self.bands)?;
+        loop {
+            let w = (prev.width() as f64 / std::f64::consts::SQRT_2).round() as u32;
+            let h = (prev.height() as f64 / std::f64::consts::SQRT_2).round() as u32;
+            if w.max(h) < MIN_LEVEL_SIDE || w == 0 || h == 0 {
+                return Ok(());
+            }
+            let next = prev.thumbnail_image(w, h, Size::Force, Interesting::None)?;
+            let level = Level {
+                pixels: next.pixels()?,
+                width: next.width(),
+                height: next.height(),
+            };
+            prev = Image::from_pixel_bytes(
+                level.pixels.clone(),
+                level.width,
+                level.height,
+                self.bands,
+            )?;
+            self.smaller.push(level);
+        }
+    }
+
+    /// The smallest level (pixels, width, height) that serves the plan.
+    fn pick(&self, p: &geometry::Plan) -> (Bytes, u32, u32) {
+        let fits = |w: u32, h: u32| {
+            p.resized.0 as u64 * 2 <= w as u64 && p.resized.1 as u64 * 2 <= h as u64
+        };
+        self.smaller
+            .iter()
+            .rev()
+            .find(|l| fits(l.width, l.height))
+            .map(|l| (l.pixels.clone(), l.width, l.height))
+            .unwrap_or_else(|| (self.pixels.clone(), self.width, self.height))
+    }
+
     /// Whether a request may be served from a working copy at all: it needs no metadata and
     /// no editor's crop (which wants full source resolution).
     pub fn eligible(spec: &TransformSpec) -> bool {
@@ -335,6 +396,7 @@ pub fn run_with(
             source_width: sw,
             source_height: sh,
             native,
+            smaller: Vec::new(),
         };
         if sketch.serves(&p) {
             let img = Image::thumbnail(
@@ -347,13 +409,14 @@ pub fn run_with(
                 false,
             )?
             .to_srgb()?;
-            let copy = WorkingCopy {
+            let mut copy = WorkingCopy {
                 pixels: img.pixels()?,
                 width: img.width(),
                 height: img.height(),
                 bands: img.bands(),
                 ..sketch
             };
+            copy.build_levels()?;
             check_deadline(deadline)?;
             let out = from_working_copy(&copy, spec, &p, enc, deadline)?;
             return Ok((out, Some(copy)));
@@ -427,7 +490,8 @@ fn from_working_copy(
     enc: &EncodeSettings,
     deadline: Option<Instant>,
 ) -> Result<Output> {
-    let base = Image::from_pixel_bytes(w.pixels.clone(), w.width, w.height, w.bands)?;
+    let (pixels, width, height) = w.pick(p);
+    let base = Image::from_pixel_bytes(pixels, width, height, w.bands)?;
     let img = match p.vips_crop {
         Some(g) => base.thumbnail_image(p.box_w, p.box_h, Size::Both, interesting(g))?,
         None => base.thumbnail_image(p.resized.0, p.resized.1, Size::Force, Interesting::None)?,
