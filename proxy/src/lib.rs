@@ -13,13 +13,14 @@
 //!   and purge.
 //! - [`service`]: the Pingora glue (HTTP in, HTTP out); [`server`] starts it.
 //! - [`error`]: one error type and its mapping to HTTP statuses.
-//! - [`config`], [`metrics`], [`samples`].
+//! - [`config`], [`metrics`], [`memory`], [`samples`].
 #![deny(missing_docs)]
 
 pub mod cache;
 pub mod config;
 pub mod edge;
 pub mod error;
+pub mod memory;
 pub mod metrics;
 pub mod origin;
 pub mod samples;
