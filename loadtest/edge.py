@@ -10,7 +10,7 @@ writes loadtest/results/edge-<time>.json and .svg.
 Needs: wrk (apt-get install wrk), a release build (cargo build --release -p flexphoto-edge).
 """
 import argparse, json, math, os, random, re, shutil, socket, subprocess, sys, tempfile, threading, time
-from procstat import RssSampler, free_port, rss_kb  # noqa: F401
+from procstat import RssSampler, free_port, rss_kb, wait_for_port  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,11 +100,7 @@ def storm_phase(args, work, phases, rng):
     env = dict(os.environ, RUST_LOG="warn", **STORM_ENV)
     edge = subprocess.Popen([args.binary, "--config", "/dev/null", "--listen", f"127.0.0.1:{port}", "--origin-dir", big], env=env)
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close(); break
-            except OSError:
-                time.sleep(0.05)
+        wait_for_port(port)
         urls = [f"/img/big{rng.randrange(16):02d}.jpg?w={rng.randint(300,1200)}&fmt=webp" for _ in range(5000)]
         sampler = RssSampler(edge.pid); sampler.start()
         r = wrk(port, urls, 16, max(10, args.duration), "storm")
@@ -143,11 +139,7 @@ def main():
     edge = subprocess.Popen([args.binary, "--config", "/dev/null", "--listen", f"127.0.0.1:{port}",
                              "--origin-dir", origin, "--cache-dir", os.path.join(work, "cache")], env=env)
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close(); break
-            except OSError:
-                time.sleep(0.05)
+        wait_for_port(port)
         rng = random.Random(7)
         concs = [int(c) for c in args.conc.split(",")]
         phases = []

@@ -1,10 +1,21 @@
-"""Process helpers shared by the load tests: free loopback ports and peak-RSS sampling."""
+"""Process helpers shared by the load tests: free loopback ports, waiting for a server, and
+peak-RSS sampling."""
 import socket, threading, time
 
 
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+
+def wait_for_port(port, tries=200):
+    """Waits until something accepts connections on 127.0.0.1:`port` (up to ~10 s)."""
+    for _ in range(tries):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
 
 
 def rss_kb(pid):

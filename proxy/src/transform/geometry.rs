@@ -73,6 +73,13 @@ pub fn plan(
         }
         (ceil_scale(src_w, s), ceil_scale(src_h, s))
     };
+    let inside = |bw: u32, bh: u32, down: bool| Plan {
+        box_w: bw,
+        box_h: bh,
+        down_only: down,
+        resized: fit_inside(bw, bh, down),
+        ..base
+    };
     match (w, h) {
         (None, None) => {
             let resized = fit_inside(max_dim, max_dim, true);
@@ -83,29 +90,14 @@ pub fn plan(
                 ..base
             }
         }
-        (Some(_), None) | (None, Some(_)) => {
-            let bw = w.unwrap_or(UNBOUNDED);
-            let bh = h.unwrap_or(UNBOUNDED);
-            let down = fit == Fit::ScaleDown;
-            Plan {
-                box_w: bw,
-                box_h: bh,
-                down_only: down,
-                resized: fit_inside(bw, bh, down),
-                ..base
-            }
-        }
+        // One side given: every fit reduces to fitting inside an unbounded box.
+        (Some(_), None) | (None, Some(_)) => inside(
+            w.unwrap_or(UNBOUNDED),
+            h.unwrap_or(UNBOUNDED),
+            fit == Fit::ScaleDown,
+        ),
         (Some(bw), Some(bh)) => match fit {
-            Fit::ScaleDown | Fit::Contain => {
-                let down = fit == Fit::ScaleDown;
-                Plan {
-                    box_w: bw,
-                    box_h: bh,
-                    down_only: down,
-                    resized: fit_inside(bw, bh, down),
-                    ..base
-                }
-            }
+            Fit::ScaleDown | Fit::Contain => inside(bw, bh, fit == Fit::ScaleDown),
             Fit::Fill => Plan {
                 box_w: bw,
                 box_h: bh,
