@@ -11,6 +11,8 @@
 //! - [`jobs`]: workers (claim, lease renewal, retry with backoff, dead jobs, shutdown).
 //! - [`routes`]: the HTTP API; [`auth`]: API keys; [`error`]: errors → HTTP in one place.
 //! - [`app`]: serving with graceful shutdown; [`state`]: what handlers and workers share.
+//! - [`embed`]: image and text embedders behind one trait.
+//! - [`index`]: the vector index (embedded Qdrant or a Qdrant server) behind one trait.
 //! - [`edge_client`]: a small HTTP client (edge purge, `flexphoto import`).
 #![deny(missing_docs)]
 
@@ -19,7 +21,9 @@ pub mod auth;
 pub mod blob;
 pub mod config;
 pub mod edge_client;
+pub mod embed;
 pub mod error;
+pub mod index;
 pub mod jobs;
 pub mod media;
 pub mod routes;

@@ -1,0 +1,175 @@
+//! Vector index: one trait, [`VectorIndex`], over the embedded Qdrant engine (`qdrant-edge`,
+//! the default) and a Qdrant server (`qdrant-client`).
+//!
+//! One point per image (point id = image id) with two named vectors, [`VectorName::Semantic`]
+//! and [`VectorName::Visual`], and a [`PointPayload`] holding what filters need. Filters are
+//! applied inside the vector search (filtered HNSW), never after it.
+
+use uuid::Uuid;
+
+/// Why an index operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The index could not be opened or created (path, dimensions, server unreachable).
+    #[error("vector index unavailable: {0}")]
+    Unavailable(String),
+    /// The operation failed.
+    #[error("vector index: {0}")]
+    Operation(String),
+    /// A vector had the wrong length for the collection.
+    #[error("vector {name} has {got} dimensions, the collection expects {expected}")]
+    Dimensions {
+        /// Which vector.
+        name: &'static str,
+        /// Its length.
+        got: usize,
+        /// The collection's.
+        expected: usize,
+    },
+}
+
+/// Result of index operations.
+pub type Result<T> = std::result::Result<T, IndexError>;
+
+/// The two vectors each point carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorName {
+    /// Text-image space (text queries).
+    Semantic,
+    /// Image features (image queries, near-duplicates).
+    Visual,
+}
+
+impl VectorName {
+    /// The vector's name in the collection.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VectorName::Semantic => "semantic",
+            VectorName::Visual => "visual",
+        }
+    }
+}
+
+/// Vector sizes of the collection (both cosine distance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VectorSpace {
+    /// Length of semantic vectors.
+    pub semantic_dims: usize,
+    /// Length of visual vectors.
+    pub visual_dims: usize,
+}
+
+/// The fields stored with each point for filtering.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PointPayload {
+    /// Owner of the image.
+    pub owner: String,
+    /// Upload time, microseconds since the Unix epoch (range filters).
+    pub uploaded_at: i64,
+    /// Workflow status ("ready" once searchable).
+    pub status: String,
+    /// Tags (keyword match).
+    pub tags: Vec<String>,
+    /// Camera make as in EXIF.
+    pub camera_make: Option<String>,
+    /// Camera model as in EXIF.
+    pub camera_model: Option<String>,
+    /// Review state ("unreviewed", "approved", "rejected", …).
+    pub review_state: String,
+    /// `ModelInfo::id()` of the model that made the vectors.
+    pub model: String,
+}
+
+/// One point to write.
+#[derive(Debug, Clone)]
+pub struct IndexPoint {
+    /// The image id.
+    pub id: Uuid,
+    /// Semantic vector.
+    pub semantic: Vec<f32>,
+    /// Visual vector.
+    pub visual: Vec<f32>,
+    /// Filter fields.
+    pub payload: PointPayload,
+}
+
+/// Conditions every hit must meet (all that are set, combined with AND).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchFilter {
+    /// Exact owner.
+    pub owner: Option<String>,
+    /// `uploaded_at >= from` (microseconds since the epoch).
+    pub uploaded_from: Option<i64>,
+    /// `uploaded_at < to` (microseconds since the epoch).
+    pub uploaded_to: Option<i64>,
+    /// Exact camera make.
+    pub camera_make: Option<String>,
+    /// Exact camera model.
+    pub camera_model: Option<String>,
+    /// Every one of these tags.
+    pub tags: Vec<String>,
+    /// Exact status.
+    pub status: Option<String>,
+    /// Exact review state.
+    pub review_state: Option<String>,
+    /// Points that must not be returned (e.g. the query image itself).
+    pub exclude: Vec<Uuid>,
+}
+
+/// A nearest-neighbour query.
+#[derive(Debug, Clone)]
+pub struct VectorQuery<'a> {
+    /// Which vector to compare.
+    pub using: VectorName,
+    /// The query vector.
+    pub vector: &'a [f32],
+    /// Applied inside the search.
+    pub filter: &'a SearchFilter,
+    /// Page size.
+    pub limit: usize,
+    /// Hits to skip (cursor pagination).
+    pub offset: usize,
+    /// Only hits scoring at least this (cosine similarity).
+    pub score_threshold: Option<f32>,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// The image id.
+    pub id: Uuid,
+    /// Cosine similarity, higher is closer.
+    pub score: f32,
+}
+
+/// Stored vectors of one point.
+#[derive(Debug, Clone)]
+pub struct StoredVectors {
+    /// Semantic vector.
+    pub semantic: Vec<f32>,
+    /// Visual vector.
+    pub visual: Vec<f32>,
+    /// Its payload.
+    pub payload: PointPayload,
+}
+
+/// A vector index with filtered nearest-neighbour search.
+#[async_trait::async_trait]
+pub trait VectorIndex: Send + Sync {
+    /// "embedded" or "server".
+    fn backend(&self) -> &'static str;
+    /// Inserts or replaces points (idempotent); returns once the write is durable.
+    async fn upsert(&self, points: Vec<IndexPoint>) -> Result<()>;
+    /// Replaces the payload of an existing point; a missing point is not an error.
+    async fn set_payload(&self, id: Uuid, payload: &PointPayload) -> Result<()>;
+    /// Deletes points; missing ones are ignored.
+    async fn delete(&self, ids: &[Uuid]) -> Result<()>;
+    /// Filtered nearest neighbours, best first.
+    async fn search(&self, query: VectorQuery<'_>) -> Result<Vec<Hit>>;
+    /// One point's vectors and payload.
+    async fn get(&self, id: Uuid) -> Result<Option<StoredVectors>>;
+    /// Point ids in id order after `after`, with the model that made each (reconciliation).
+    async fn list(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<(Uuid, String)>>;
+    /// How many points match `filter`.
+    async fn count(&self, filter: &SearchFilter) -> Result<u64>;
+}
