@@ -51,6 +51,11 @@ pub async fn serve(
         Arc::clone(&state),
         rx.clone(),
     ));
+    let reembedder = tokio::spawn(crate::reconcile::run_reembedder(
+        Arc::clone(&state),
+        rx.clone(),
+        std::time::Duration::from_secs(30),
+    ));
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, database = state.db.backend(), store = ?state.blobs, workers = state.cfg.workers, "flexphoto control plane listening");
     let mut server_rx = rx.clone();
@@ -68,6 +73,7 @@ pub async fn serve(
     let served = server.await;
     let _ = workers.await;
     let _ = sweeper.await;
+    let _ = reembedder.await;
     state.db.close().await;
     match served {
         Ok(r) => r.map_err(RunError::Io),

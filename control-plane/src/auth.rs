@@ -51,6 +51,8 @@ pub struct Caller {
     pub role: Role,
     /// The only owner the key may touch; `None` for all.
     pub owner_scope: Option<String>,
+    /// The key's name and id, recorded in correction history.
+    pub actor: String,
 }
 
 impl Caller {
@@ -108,6 +110,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         Ok(Caller {
             role,
             owner_scope: row.owner_scope,
+            actor: format!("{} ({})", row.name, row.id),
         })
     }
 }

@@ -61,6 +61,10 @@ pub struct RawConfig {
     pub processing: RawProcessing,
     /// `[edge]`.
     pub edge: RawEdge,
+    /// `[search]`.
+    pub search: RawSearch,
+    /// `[duplicates]`.
+    pub duplicates: RawDuplicates,
     /// `[[variants]]`.
     pub variants: Vec<RawVariant>,
 }
@@ -265,6 +269,234 @@ impl Default for RawEdge {
     }
 }
 
+/// `[search]` as read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSearch {
+    /// `conse` (default, no download), `clip` (a Hugging Face CLIP directory) or `none`.
+    pub model: String,
+    /// Directory `scripts/fetch-models` filled (ConSE weights and class names).
+    pub model_dir: String,
+    /// CLIP directory (config.json, model.safetensors, tokenizer.json) for `model = "clip"`.
+    pub clip_dir: String,
+    /// `embedded` (qdrant-edge in this process) or `server` (a Qdrant server).
+    pub index: String,
+    /// Embedded index directory; empty means `{data_dir}/index`.
+    pub index_dir: String,
+    /// Qdrant server URL for `index = "server"`.
+    pub qdrant_url: String,
+    /// Qdrant server API key (empty: none).
+    pub qdrant_api_key: String,
+    /// Qdrant collection name.
+    pub qdrant_collection: String,
+    /// Largest page of results.
+    pub max_limit: u32,
+    /// Images queued for re-embedding per pass after a model change.
+    pub reembed_batch: u32,
+}
+
+impl Default for RawSearch {
+    fn default() -> Self {
+        Self {
+            model: "conse".into(),
+            model_dir: "models".into(),
+            clip_dir: String::new(),
+            index: "embedded".into(),
+            index_dir: String::new(),
+            qdrant_url: String::new(),
+            qdrant_api_key: String::new(),
+            qdrant_collection: "flexphoto".into(),
+            max_limit: 100,
+            reembed_batch: 500,
+        }
+    }
+}
+
+/// `[duplicates]` as read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDuplicates {
+    /// Largest Hamming distance between two 64-bit dHashes that counts as a near-duplicate
+    /// (-1: off).
+    pub phash_max_distance: i32,
+    /// Smallest cosine similarity of visual embeddings that counts as a near-duplicate
+    /// (0: off).
+    pub min_similarity: f32,
+    /// Most near-duplicates recorded per image.
+    pub max_pairs: u32,
+}
+
+impl Default for RawDuplicates {
+    fn default() -> Self {
+        Self {
+            phash_max_distance: 10,
+            min_similarity: 0.92,
+            max_pairs: 20,
+        }
+    }
+}
+
+/// Which embedding model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelChoice {
+    /// ConSE over EfficientNet-Lite0 and MiniLM, files in `model_dir`.
+    Conse {
+        /// Model directory.
+        model_dir: PathBuf,
+    },
+    /// A Hugging Face CLIP directory.
+    Clip {
+        /// Model directory.
+        dir: PathBuf,
+    },
+    /// No embeddings: search by filters only; images are ready without vectors.
+    None,
+}
+
+/// Which vector index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexChoice {
+    /// qdrant-edge in this process, on disk here.
+    Embedded {
+        /// Shard directory.
+        dir: PathBuf,
+    },
+    /// A Qdrant server.
+    Server {
+        /// URL.
+        url: String,
+        /// API key.
+        api_key: Option<String>,
+        /// Collection.
+        collection: String,
+    },
+}
+
+/// Validated `[search]` and `[duplicates]`.
+#[derive(Debug, Clone)]
+pub struct SearchConfig {
+    /// The model.
+    pub model: ModelChoice,
+    /// The index.
+    pub index: IndexChoice,
+    /// Largest page.
+    pub max_limit: u32,
+    /// Re-embed batch size.
+    pub reembed_batch: u32,
+    /// dHash distance threshold (`None`: off).
+    pub phash_max_distance: Option<u32>,
+    /// Embedding similarity threshold (`None`: off).
+    pub min_similarity: Option<f32>,
+    /// Most pairs per image.
+    pub max_pairs: u32,
+}
+
+impl RawSearch {
+    fn validate(&self, dup: &RawDuplicates, data_dir: &Path) -> Result<SearchConfig, ConfigError> {
+        let model = match self.model.as_str() {
+            "conse" => {
+                if self.model_dir.is_empty() {
+                    return Err(invalid("search.model_dir", "must not be empty"));
+                }
+                ModelChoice::Conse {
+                    model_dir: PathBuf::from(&self.model_dir),
+                }
+            }
+            "clip" => {
+                if self.clip_dir.is_empty() {
+                    return Err(invalid(
+                        "search.clip_dir",
+                        "is required when search.model = \"clip\"",
+                    ));
+                }
+                ModelChoice::Clip {
+                    dir: PathBuf::from(&self.clip_dir),
+                }
+            }
+            "none" => ModelChoice::None,
+            other => {
+                return Err(invalid(
+                    "search.model",
+                    format!("must be \"conse\", \"clip\" or \"none\", not {other:?}"),
+                ))
+            }
+        };
+        let index = match self.index.as_str() {
+            "embedded" => IndexChoice::Embedded {
+                dir: if self.index_dir.is_empty() {
+                    data_dir.join("index")
+                } else {
+                    PathBuf::from(&self.index_dir)
+                },
+            },
+            "server" => {
+                if self.qdrant_url.is_empty() {
+                    return Err(invalid(
+                        "search.qdrant_url",
+                        "is required when search.index = \"server\"",
+                    ));
+                }
+                let url = check_url("search.qdrant_url", &self.qdrant_url)?;
+                if self.qdrant_collection.is_empty()
+                    || !self
+                        .qdrant_collection
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    return Err(invalid(
+                        "search.qdrant_collection",
+                        "must be letters, digits, _ or -",
+                    ));
+                }
+                IndexChoice::Server {
+                    url,
+                    api_key: (!self.qdrant_api_key.is_empty()).then(|| self.qdrant_api_key.clone()),
+                    collection: self.qdrant_collection.clone(),
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "search.index",
+                    format!("must be \"embedded\" or \"server\", not {other:?}"),
+                ))
+            }
+        };
+        if !(1..=1000).contains(&self.max_limit) {
+            return Err(invalid("search.max_limit", "must be between 1 and 1000"));
+        }
+        if !(1..=100_000).contains(&self.reembed_batch) {
+            return Err(invalid(
+                "search.reembed_batch",
+                "must be between 1 and 100000",
+            ));
+        }
+        if !(-1..=64).contains(&dup.phash_max_distance) {
+            return Err(invalid(
+                "duplicates.phash_max_distance",
+                "must be between -1 (off) and 64",
+            ));
+        }
+        if !(0.0..=1.0).contains(&dup.min_similarity) {
+            return Err(invalid(
+                "duplicates.min_similarity",
+                "must be between 0 (off) and 1",
+            ));
+        }
+        if dup.max_pairs == 0 {
+            return Err(invalid("duplicates.max_pairs", "must be at least 1"));
+        }
+        Ok(SearchConfig {
+            model,
+            index,
+            max_limit: self.max_limit,
+            reembed_batch: self.reembed_batch,
+            phash_max_distance: u32::try_from(dup.phash_max_distance).ok(),
+            min_similarity: (dup.min_similarity > 0.0).then_some(dup.min_similarity),
+            max_pairs: dup.max_pairs,
+        })
+    }
+}
+
 /// One `[[variants]]` entry as read.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -460,6 +692,8 @@ pub struct Config {
     pub edge_config: Option<PathBuf>,
     /// Variants, in order.
     pub variants: Vec<VariantConfig>,
+    /// Search model, index and near-duplicate thresholds.
+    pub search: SearchConfig,
 }
 
 impl RawConfig {
@@ -500,6 +734,16 @@ impl RawConfig {
                             invalid(
                                 &format!("{section}.{key}"),
                                 format!("{var} must be an integer"),
+                            )
+                        }),
+                    toml::Value::Float(_) => raw
+                        .trim()
+                        .parse::<f64>()
+                        .map(toml::Value::Float)
+                        .map_err(|_| {
+                            invalid(
+                                &format!("{section}.{key}"),
+                                format!("{var} must be a number"),
                             )
                         }),
                     toml::Value::Boolean(_) => raw
@@ -757,7 +1001,9 @@ impl RawConfig {
                 quality: v.quality,
             });
         }
+        let search = self.search.validate(&self.duplicates, &data_dir)?;
         Ok(Config {
+            search,
             listen,
             public_url_from_listen: self.server.public_url.is_empty(),
             public_url,

@@ -39,6 +39,9 @@ pub enum ApiError {
     /// The content type is not accepted.
     #[error("{0}")]
     UnsupportedType(String),
+    /// The content is well-formed but cannot be used (an undecodable query image).
+    #[error("{0}")]
+    Unprocessable(String),
     /// The body is larger than allowed.
     #[error("{0}")]
     TooLarge(String),
@@ -67,6 +70,7 @@ impl ApiError {
             ApiError::UnsupportedType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::BadSignature(_) => (StatusCode::FORBIDDEN, "bad_signature"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

@@ -19,10 +19,13 @@ use tokio::sync::watch;
 use tracing::{info, warn, Instrument};
 
 use crate::blob;
+use crate::index::PointPayload;
+use crate::indexing::{self, IndexingError};
 use crate::media::{self, MediaError};
 use crate::state::AppState;
 use crate::store::images::{status, Processed};
 use crate::store::jobs::ClaimedJob;
+use crate::store::search::{IndexRecord, JOB_DUPLICATES, JOB_EMBED, JOB_SYNC_PAYLOAD};
 use crate::store::StoreError;
 
 /// Why one attempt failed.
@@ -42,6 +45,12 @@ impl From<MediaError> for JobError {
             MediaError::Rejected(m) => JobError::Rejected(m),
             MediaError::Transient(m) => JobError::Transient(m),
         }
+    }
+}
+
+impl From<IndexingError> for JobError {
+    fn from(e: IndexingError) -> Self {
+        JobError::Transient(e.to_string())
     }
 }
 
@@ -159,7 +168,7 @@ async fn handle(state: &Arc<AppState>, job: ClaimedJob, shutdown: &mut watch::Re
         }
     });
 
-    let work = process(state, &job);
+    let work = run(state, &job);
     tokio::pin!(work);
     let result = tokio::select! {
         r = &mut work => Some(r),
@@ -176,10 +185,16 @@ async fn handle(state: &Arc<AppState>, job: ClaimedJob, shutdown: &mut watch::Re
         return;
     };
     match result {
-        Ok(Some(processed)) => match state.db.finish_ready(&job, &processed).await {
+        Ok(Outcome::Ready(processed)) => match state.db.finish_ready(&job, &processed).await {
             Ok(true) => info!(image = %job.image_id, "image ready"),
             Ok(false) => warn!("lease lost before finishing; another worker owns the job"),
             Err(StoreError::Conflict(_)) => {
+                // The vectors were written for an image that will not become ready.
+                if let Some(search) = &state.search {
+                    if let Err(e) = search.index.delete(&[job.image_id]).await {
+                        warn!(error = %e, "removing the vectors of a duplicate failed; reconcile will");
+                    }
+                }
                 let dup = state
                     .db
                     .get_image(job.image_id)
@@ -210,7 +225,17 @@ async fn handle(state: &Arc<AppState>, job: ClaimedJob, shutdown: &mut watch::Re
                 retry(state, &job, &e.to_string()).await;
             }
         },
-        Ok(None) => {
+        Ok(Outcome::Recorded { owner, record }) => {
+            match state.db.finish_embedded(&job, &owner, &record).await {
+                Ok(true) => info!(image = %job.image_id, kind = %job.kind, "recorded"),
+                Ok(false) => warn!("lease lost before finishing; another worker owns the job"),
+                Err(e) => {
+                    warn!(error = %e, "recording the embedding failed; retrying later");
+                    retry(state, &job, &e.to_string()).await;
+                }
+            }
+        }
+        Ok(Outcome::Nothing) => {
             log_store(state.db.finish_done(&job).await, "finishing a no-op job");
         }
         Err(JobError::Rejected(reason)) => {
@@ -277,13 +302,148 @@ fn lower_thread_priority() {
     });
 }
 
-/// One attempt. `Ok(None)` means there was nothing to do (the image is no longer waiting).
-async fn process(state: &AppState, job: &ClaimedJob) -> Result<Option<Processed>, JobError> {
+/// What one attempt produced.
+enum Outcome {
+    /// A new image was processed: record it and make it ready.
+    Ready(Box<Processed>),
+    /// Vectors or near-duplicates of a ready image to record.
+    Recorded {
+        /// Its owner.
+        owner: String,
+        /// What to record.
+        record: IndexRecord,
+    },
+    /// Nothing to do (the image is gone or no longer waiting).
+    Nothing,
+}
+
+/// One attempt of a job, by kind.
+async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, JobError> {
+    match job.kind.as_str() {
+        JOB_EMBED => reembed(state, job).await,
+        JOB_SYNC_PAYLOAD => sync_payload(state, job).await,
+        JOB_DUPLICATES => duplicates(state, job).await,
+        _ => process(state, job).await,
+    }
+}
+
+/// Re-embeds a ready image from a stored variant (after a model change or index drift).
+async fn reembed(state: &AppState, job: &ClaimedJob) -> Result<Outcome, JobError> {
+    let (Some(search), Some(side)) = (&state.search, state.media.embed_side) else {
+        return Ok(Outcome::Nothing);
+    };
     let Some(img) = state.db.get_image(job.image_id).await? else {
-        return Ok(None);
+        return Ok(Outcome::Nothing);
+    };
+    if img.status != status::READY {
+        return Ok(Outcome::Nothing);
+    }
+    let from = state
+        .media
+        .embed_variant()
+        .and_then(|v| img.variant_keys.0.get(v))
+        .unwrap_or(&img.original_key);
+    let key = blob::key(from).map_err(|e| JobError::Rejected(e.to_string()))?;
+    let bytes = state
+        .blobs
+        .store()
+        .get(&key, state.cfg.max_upload_bytes)
+        .await?
+        .bytes;
+    let rgb = state
+        .pool
+        .submit(None, move || {
+            lower_thread_priority();
+            media::rgb_for_embedding(&bytes, side)
+        })
+        .map_err(|e| JobError::Transient(format!("worker threads busy: {e}")))?
+        .await
+        .map_err(|e| JobError::Transient(format!("embedding input failed: {e}")))??;
+    let record = indexing::index_image(
+        state,
+        search,
+        img.id,
+        indexing::payload_for(&img, &search.model_id),
+        rgb,
+    )
+    .await?;
+    Ok(Outcome::Recorded {
+        owner: img.owner,
+        record,
+    })
+}
+
+/// Looks for a ready image's near-duplicates among its owner's ready images.
+async fn duplicates(state: &AppState, job: &ClaimedJob) -> Result<Outcome, JobError> {
+    let Some(img) = state.db.get_image(job.image_id).await? else {
+        return Ok(Outcome::Nothing);
+    };
+    if img.status != status::READY {
+        return Ok(Outcome::Nothing);
+    }
+    let visual = match &state.search {
+        Some(search) if state.cfg.search.min_similarity.is_some() => search
+            .index
+            .get(img.id)
+            .await
+            .map_err(IndexingError::from)?
+            .map(|v| v.visual),
+        _ => None,
+    };
+    let found = indexing::near_duplicates(
+        state,
+        state.search.as_ref(),
+        img.id,
+        &img.owner,
+        img.phash,
+        visual.as_deref(),
+    )
+    .await?;
+    if found.is_empty() {
+        return Ok(Outcome::Nothing);
+    }
+    Ok(Outcome::Recorded {
+        owner: img.owner,
+        record: IndexRecord {
+            model: None,
+            concepts: Vec::new(),
+            duplicates: found,
+        },
+    })
+}
+
+/// Copies a ready image's current filter fields to its point (after an edit).
+async fn sync_payload(state: &AppState, job: &ClaimedJob) -> Result<Outcome, JobError> {
+    let Some(search) = &state.search else {
+        return Ok(Outcome::Nothing);
+    };
+    let Some(img) = state.db.get_image(job.image_id).await? else {
+        return Ok(Outcome::Nothing);
+    };
+    if img.status == status::READY {
+        let model = state
+            .db
+            .embeddings_of(&[img.id])
+            .await?
+            .pop()
+            .map(|(_, m, _)| m)
+            .unwrap_or_else(|| search.model_id.clone());
+        search
+            .index
+            .set_payload(img.id, &indexing::payload_for(&img, &model))
+            .await
+            .map_err(IndexingError::from)?;
+    }
+    Ok(Outcome::Nothing)
+}
+
+/// Processes a new original: metadata, variants, fingerprints, vectors.
+async fn process(state: &AppState, job: &ClaimedJob) -> Result<Outcome, JobError> {
+    let Some(img) = state.db.get_image(job.image_id).await? else {
+        return Ok(Outcome::Nothing);
     };
     if img.status != status::PROCESSING {
-        return Ok(None);
+        return Ok(Outcome::Nothing);
     }
     let key = blob::key(&img.original_key).map_err(|e| JobError::Rejected(e.to_string()))?;
     let obj = state
@@ -322,7 +482,25 @@ async fn process(state: &AppState, job: &ClaimedJob) -> Result<Option<Processed>
         variant_keys.insert(v.name.clone(), k);
     }
     let e = analysis.exif;
-    Ok(Some(Processed {
+    let phash = Some(analysis.dhash as i64);
+    let index = match (&state.search, analysis.embed_input) {
+        (Some(search), Some(rgb)) => {
+            let payload = PointPayload {
+                owner: img.owner.clone(),
+                uploaded_at: img.uploaded_at.timestamp_micros(),
+                status: status::READY.to_owned(),
+                tags: img.tags.0.clone(),
+                camera_make: e.make.clone(),
+                camera_model: e.model.clone(),
+                review_state: img.review_state.clone(),
+                model: search.model_id.clone(),
+            };
+            indexing::index_image(state, search, img.id, payload, rgb).await?
+        }
+        _ => IndexRecord::default(),
+    };
+    Ok(Outcome::Ready(Box::new(Processed {
+        index: Some(index),
         bytes: obj.meta.size as i64,
         sha256: analysis.sha256,
         mime: analysis.mime,
@@ -330,7 +508,7 @@ async fn process(state: &AppState, job: &ClaimedJob) -> Result<Option<Processed>
         width: analysis.width as i32,
         height: analysis.height as i32,
         variant_keys,
-        phash: Some(analysis.dhash as i64),
+        phash,
         exif: e.all,
         camera_make: e.make,
         camera_model: e.model,
@@ -343,7 +521,7 @@ async fn process(state: &AppState, job: &ClaimedJob) -> Result<Option<Processed>
         gps_lat: e.gps_lat,
         gps_lon: e.gps_lon,
         orientation: e.orientation,
-    }))
+    })))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use flexphoto_edge::vips::{Image, Interesting, Size};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, VariantConfig};
+use crate::embed::RgbImage;
 
 /// Why processing an image failed.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +105,9 @@ pub struct Analysis {
     pub variants: Vec<RenderedVariant>,
     /// 64-bit difference hash of a 9×8 greyscale thumbnail.
     pub dhash: u64,
+    /// A small upright sRGB copy for the embedder (when one is configured), made from a
+    /// variant rather than the original.
+    pub embed_input: Option<RgbImage>,
 }
 
 /// Prepared processing settings: the variants' transform specs are resolved once.
@@ -113,6 +117,8 @@ pub struct MediaSettings {
     enc: EncodeSettings,
     variants: Vec<(VariantConfig, TransformSpec)>,
     timeout: Duration,
+    /// Shorter side of the embedder's input; `None` when no embedder runs.
+    pub embed_side: Option<u32>,
 }
 
 impl MediaSettings {
@@ -154,6 +160,7 @@ impl MediaSettings {
             },
             variants,
             timeout: cfg.processing_timeout,
+            embed_side: None,
         })
     }
 }
@@ -243,7 +250,12 @@ pub fn analyse(source: &Bytes, settings: &MediaSettings) -> Result<Analysis, Med
         .map(|(b, _, _)| b.clone())
         .unwrap_or_else(|| source.clone());
     let dhash = dhash(&hash_source)?;
+    let embed_input = match settings.embed_side {
+        Some(side) => Some(rgb_for_embedding(&hash_source, side)?),
+        None => None,
+    };
     Ok(Analysis {
+        embed_input,
         sha256,
         format,
         mime,
@@ -252,6 +264,56 @@ pub fn analyse(source: &Bytes, settings: &MediaSettings) -> Result<Analysis, Med
         exif,
         variants,
         dhash,
+    })
+}
+
+impl MediaSettings {
+    /// The variant to embed from when re-embedding a stored image: the smallest uncropped one
+    /// whose box covers the embedder's input, else the largest uncropped one.
+    pub fn embed_variant(&self) -> Option<&str> {
+        let side = self.embed_side?;
+        let uncropped = || self.variants.iter().filter(|(_, spec)| !spec.fit.crops());
+        uncropped()
+            .filter(|(v, _)| v.width.min(v.height) >= side)
+            .min_by_key(|(v, _)| u64::from(v.width) * u64::from(v.height))
+            .or_else(|| uncropped().max_by_key(|(v, _)| u64::from(v.width) * u64::from(v.height)))
+            .map(|(v, _)| v.name.as_str())
+    }
+}
+
+/// Decodes `source` into upright sRGB pixels whose shorter side is `side` (never enlarged),
+/// alpha flattened on white: the embedder's input. Blocking.
+pub fn rgb_for_embedding(source: &Bytes, side: u32) -> Result<RgbImage, MediaError> {
+    let header = transform::probe(source)?;
+    let (w, h) = header.oriented_size();
+    let (w, h) = (w.max(1), h.max(1));
+    let short = w.min(h);
+    let side = side.clamp(1, short);
+    // A box whose shorter side is `side` in the image's own aspect ratio.
+    let bw = (u64::from(w) * u64::from(side)).div_ceil(u64::from(short)) as u32;
+    let bh = (u64::from(h) * u64::from(side)).div_ceil(u64::from(short)) as u32;
+    let decode = |e: flexphoto_edge::vips::VipsError| {
+        MediaError::Rejected(format!("the image could not be decoded: {e}"))
+    };
+    let mut img = Image::thumbnail(source, bw, bh, Size::Down, Interesting::None, true, false)
+        .map_err(decode)?
+        .to_srgb()
+        .map_err(decode)?;
+    if img.bands() == 4 || img.bands() == 2 {
+        img = img.flatten([255.0, 255.0, 255.0]).map_err(decode)?;
+    }
+    let (width, height) = (img.width(), img.height());
+    let pixels = img.pixels().map_err(decode)?;
+    if pixels.len() != width as usize * height as usize * 3 {
+        return Err(MediaError::Transient(format!(
+            "unexpected pixel layout for embedding: {} bytes for {width}x{height}",
+            pixels.len()
+        )));
+    }
+    Ok(RgbImage {
+        width,
+        height,
+        pixels: pixels.to_vec(),
     })
 }
 

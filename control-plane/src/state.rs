@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::blob::Blobs;
 use crate::config::Config;
+use crate::indexing::Search;
 use crate::media::MediaSettings;
 use crate::store::Db;
 
@@ -28,6 +29,8 @@ pub struct AppState {
     pub edge_admin_token: Option<String>,
     /// Dedicated threads for image work (the edge's pool: bounded, survives panics).
     pub pool: TransformPool,
+    /// Embedder and vector index; `None` when `search.model = "none"`.
+    pub search: Option<Search>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -86,6 +89,7 @@ impl AppState {
             blobs,
             media,
             pool,
+            search: None,
         }))
     }
 }

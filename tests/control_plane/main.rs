@@ -103,7 +103,7 @@ async fn presigned_flow(app: &App) {
 
     // Exactly one job ran.
     let (_, stats) = app.get_json("/v1/jobs/stats", ADMIN).await;
-    assert_eq!(stats["queue"]["jobs"]["done"], 1, "{stats}");
+    assert_eq!(stats["queue"]["by_kind"]["process"]["done"], 1, "{stats}");
 
     // The same bytes again for the same owner: 409 with the existing id, both ways.
     let (s, d) = app.upload(ADMIN, "alice", "same.jpg", &data).await;
@@ -615,7 +615,7 @@ async fn crash_kill9_loses_nothing() {
             "the kill should have interrupted at least one job"
         );
         let (_, stats) = app.get_json("/v1/jobs/stats", ADMIN).await;
-        let jobs = &stats["queue"]["jobs"];
+        let jobs = &stats["queue"]["by_kind"]["process"];
         let done = jobs["done"].as_i64().unwrap_or(0) + jobs["dead"].as_i64().unwrap_or(0);
         assert_eq!(done, n as i64, "one finished job per upload: {stats}");
         assert!(

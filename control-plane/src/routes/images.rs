@@ -15,7 +15,8 @@ use crate::auth::{Caller, Role};
 use crate::blob;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::store::images::{status, ImageRow, ListFilter};
+use crate::store::images::{status, ImagePatch, ImageRow, ListFilter};
+use crate::store::search::review;
 
 /// Parses an image id from a path segment.
 pub fn parse_id(s: &str) -> ApiResult<Uuid> {
@@ -258,8 +259,9 @@ pub async fn list_images(
     }))
 }
 
-/// `PATCH /v1/images/{id}` with `{"caption": string|null, "tags": [string]}`; absent fields are
-/// left as they are.
+/// `PATCH /v1/images/{id}` with `{"caption": string|null, "tags": [string], "review_state":
+/// string, "reason": string}`; absent fields are left as they are. Every change is kept in the
+/// image's history (`GET /v1/images/{id}/history`).
 pub async fn patch_image(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -273,12 +275,31 @@ pub async fn patch_image(
         .as_object()
         .ok_or_else(|| ApiError::Invalid("body must be a JSON object".into()))?;
     for k in obj.keys() {
-        if k != "caption" && k != "tags" {
+        if !["caption", "tags", "review_state", "reason"].contains(&k.as_str()) {
             return Err(ApiError::Invalid(format!(
-                "{k} cannot be changed; only caption and tags can"
+                "{k} cannot be changed; only caption, tags, review_state (with a reason) can"
             )));
         }
     }
+    let review_state = match obj.get("review_state") {
+        None => None,
+        Some(Value::String(s)) if review::ALL.contains(&s.as_str()) => Some(s.clone()),
+        Some(_) => {
+            return Err(ApiError::Invalid(format!(
+                "review_state must be one of {}",
+                review::ALL.join(", ")
+            )))
+        }
+    };
+    let reason = match obj.get("reason") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.chars().count() <= 2000 => Some(s.clone()),
+        Some(_) => {
+            return Err(ApiError::Invalid(
+                "reason must be a string of at most 2000 characters".into(),
+            ))
+        }
+    };
     let caption = match obj.get("caption") {
         None => None,
         Some(Value::Null) => Some(None),
@@ -307,7 +328,14 @@ pub async fn patch_image(
             ))
         }
     };
-    state.db.patch_image(img.id, caption, tags).await?;
+    let patch = ImagePatch {
+        caption,
+        tags,
+        review_state,
+        reason,
+        max_attempts: state.cfg.max_attempts,
+    };
+    state.db.patch_image(img.id, &patch, &caller.actor).await?;
     let img = state
         .db
         .get_image(img.id)
@@ -345,8 +373,8 @@ pub async fn sized_url(
     ))
 }
 
-/// `DELETE /v1/images/{id}`: removes the rows, the original and the variants, and asks the
-/// edge to purge its caches.
+/// `DELETE /v1/images/{id}`: removes the rows, the vectors, the original and the variants,
+/// and asks the edge to purge its caches.
 pub async fn delete_image(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -356,6 +384,11 @@ pub async fn delete_image(
     let Some(img) = state.db.delete_image(img.id).await? else {
         return Err(ApiError::NotFound("image"));
     };
+    if let Some(search) = &state.search {
+        if let Err(e) = search.index.delete(&[img.id]).await {
+            tracing::warn!(image = %img.id, error = %e, "deleting vectors failed; `flexphoto reconcile` removes them");
+        }
+    }
     let mut keys = vec![img.original_key.clone()];
     keys.extend(img.variant_keys.0.values().cloned());
     for k in &keys {

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod images;
+pub mod search;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -30,6 +31,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/images/{id}/complete", post(uploads::complete))
         .route("/v1/images/{id}/url", get(images::sized_url))
+        .route("/v1/images/{id}/duplicates", get(search::duplicates_of))
+        .route("/v1/images/{id}/history", get(search::history))
+        .route("/v1/duplicates", get(search::list_duplicates))
+        .route("/v1/search", post(search::search))
         .route("/v1/uploads/{id}", put(uploads::local_put))
         .route("/v1/webhooks/s3", post(uploads::s3_webhook))
         .route("/v1/keys", post(admin::create_key))

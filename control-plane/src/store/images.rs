@@ -100,6 +100,10 @@ pub struct ImageRow {
     pub completed_at: Option<DateTime<Utc>>,
     /// When processing finished.
     pub processed_at: Option<DateTime<Utc>>,
+    /// Review state (`unreviewed`, `needs_review`, `approved`, `rejected`).
+    pub review_state: String,
+    /// Why it was routed to review, or the reviewer's note.
+    pub review_reason: Option<String>,
 }
 
 /// A new image as the upload flow creates it.
@@ -168,6 +172,9 @@ pub struct Processed {
     pub gps_lon: Option<f64>,
     /// EXIF orientation.
     pub orientation: Option<i32>,
+    /// Vectors written to the index (model, concepts, near-duplicates); `None` when search is
+    /// off.
+    pub index: Option<super::search::IndexRecord>,
 }
 
 /// Filters for listing an owner's images.
@@ -185,6 +192,24 @@ pub struct ListFilter {
     pub after: Option<(DateTime<Utc>, Uuid)>,
     /// Page size.
     pub limit: u32,
+}
+
+/// Caption, tags, review state and status, as read before an edit.
+type EditableFields = (Option<String>, Json<Vec<String>>, String, String);
+
+/// A change to an image's descriptive metadata or review state; `None` leaves a field.
+#[derive(Debug, Clone, Default)]
+pub struct ImagePatch {
+    /// New caption (`Some(None)` clears it).
+    pub caption: Option<Option<String>>,
+    /// New tags.
+    pub tags: Option<Vec<String>>,
+    /// New review state.
+    pub review_state: Option<String>,
+    /// Why (kept in history; becomes the review reason when the review state changes).
+    pub reason: Option<String>,
+    /// Attempts for the payload-sync job this may queue.
+    pub max_attempts: u32,
 }
 
 /// How a completion request ended.
@@ -389,37 +414,98 @@ impl Db {
         }))
     }
 
-    /// Changes descriptive metadata; `None` leaves a field as it is. Returns false when the
-    /// image does not exist.
-    pub async fn patch_image(
-        &self,
-        id: Uuid,
-        caption: Option<Option<String>>,
-        tags: Option<Vec<String>>,
-    ) -> Result<bool> {
+    /// Changes descriptive metadata and review state; `None` leaves a field as it is. Each
+    /// change is recorded in the image's history with `actor` and `reason`, and a change to a
+    /// field the vector index filters on queues a payload sync, all in one transaction.
+    /// Returns false when the image does not exist.
+    pub async fn patch_image(&self, id: Uuid, patch: &ImagePatch, actor: &str) -> Result<bool> {
         let t = now();
-        let set_caption = caption.is_some();
-        let caption = caption.flatten();
-        let set_tags = tags.is_some();
-        let tags = Json(tags.unwrap_or_default());
-        let n = on_db!(self, |p, _pg| {
+        on_db!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            let cur: Option<EditableFields> = sqlx::query_as(
+                "SELECT caption, tags, review_state, status FROM images WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((caption, tags, review_state, img_status)) = cur else {
+                tx.rollback().await?;
+                return Ok(false);
+            };
+            let mut changes: Vec<(&str, serde_json::Value, serde_json::Value)> = Vec::new();
+            if let Some(c) = &patch.caption {
+                if *c != caption {
+                    changes.push(("caption", serde_json::json!(caption), serde_json::json!(c)));
+                }
+            }
+            if let Some(tg) = &patch.tags {
+                if *tg != tags.0 {
+                    changes.push(("tags", serde_json::json!(tags.0), serde_json::json!(tg)));
+                }
+            }
+            if let Some(r) = &patch.review_state {
+                if *r != review_state {
+                    changes.push((
+                        "review_state",
+                        serde_json::json!(review_state),
+                        serde_json::json!(r),
+                    ));
+                }
+            }
+            if changes.is_empty() {
+                tx.rollback().await?;
+                return Ok(true);
+            }
             sqlx::query(
                 "UPDATE images SET \
                  caption = CASE WHEN $2 THEN $3 ELSE caption END, \
                  tags = CASE WHEN $4 THEN $5 ELSE tags END, \
-                 updated_at = $6 WHERE id = $1",
+                 review_state = COALESCE($6, review_state), \
+                 review_reason = CASE WHEN $6 IS NULL THEN review_reason ELSE $7 END, \
+                 updated_at = $8 WHERE id = $1",
             )
             .bind(id)
-            .bind(set_caption)
-            .bind(caption)
-            .bind(set_tags)
-            .bind(tags)
+            .bind(patch.caption.is_some())
+            .bind(patch.caption.clone().flatten())
+            .bind(patch.tags.is_some())
+            .bind(Json(patch.tags.clone().unwrap_or_default()))
+            .bind(patch.review_state.clone())
+            .bind(patch.reason.clone())
             .bind(t)
-            .execute(p)
-            .await?
-            .rows_affected()
+            .execute(&mut *tx)
+            .await?;
+            let mut sync = false;
+            for (field, old, new) in &changes {
+                sync |= *field != "caption";
+                sqlx::query(
+                    "INSERT INTO image_history (image_id, field, old_value, new_value, actor, reason, at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(id)
+                .bind(*field)
+                .bind(Json(old))
+                .bind(Json(new))
+                .bind(actor)
+                .bind(&patch.reason)
+                .bind(t)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if sync && img_status == status::READY {
+                sqlx::query(
+                    "INSERT INTO jobs (image_id, kind, state, attempts, max_attempts, run_at, created_at, updated_at) \
+                     VALUES ($1, $2, 'queued', 0, $3, $4, $4, $4)",
+                )
+                .bind(id)
+                .bind(super::search::JOB_SYNC_PAYLOAD)
+                .bind(patch.max_attempts as i32)
+                .bind(t)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
         });
-        Ok(n > 0)
+        Ok(true)
     }
 
     /// Deletes an image row (its jobs go with it); returns the row as it was.

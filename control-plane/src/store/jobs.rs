@@ -56,6 +56,8 @@ const CLAIM_SQLITE: &str = "UPDATE jobs SET state = 'running', attempts = attemp
 pub struct QueueStats {
     /// Jobs per state.
     pub jobs: BTreeMap<String, i64>,
+    /// Jobs per kind (`process`, `embed`, `duplicates`, `sync_payload`), then per state.
+    pub by_kind: BTreeMap<String, BTreeMap<String, i64>>,
     /// Running jobs whose lease has expired (their worker died).
     pub expired_leases: i64,
     /// Seconds the oldest due queued job has waited.
@@ -157,6 +159,14 @@ impl Db {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::classify)?;
+            if let Some(rec) = &r.index {
+                let owner: (String,) = sqlx::query_as("SELECT owner FROM images WHERE id = $1")
+                    .bind(job.image_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                super::search::write_index_record!(tx, job.image_id, &owner.0, rec, t);
+            }
+            super::search::enqueue_duplicates_job!(tx, job.image_id, job.max_attempts, t);
             tx.commit().await?;
         });
         Ok(true)
@@ -285,11 +295,17 @@ impl Db {
     /// Queue and image counts.
     pub async fn queue_stats(&self) -> Result<QueueStats> {
         let t = now();
-        let rows: Vec<(String, i64)> = on_db!(self, |p, _pg| {
-            sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        let rows: Vec<(String, String, i64)> = on_db!(self, |p, _pg| {
+            sqlx::query_as("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state")
                 .fetch_all(p)
                 .await?
         });
+        let mut jobs: BTreeMap<String, i64> = BTreeMap::new();
+        let mut by_kind: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+        for (kind, state, n) in rows {
+            *jobs.entry(state.clone()).or_default() += n;
+            by_kind.entry(kind).or_default().insert(state, n);
+        }
         let (expired,): (i64,) = on_db!(self, |p, _pg| {
             sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE state = 'running' AND lease_until < $1")
                 .bind(t)
@@ -305,7 +321,8 @@ impl Db {
             .await?
         });
         Ok(QueueStats {
-            jobs: rows.into_iter().collect(),
+            jobs,
+            by_kind,
             expired_leases: expired,
             oldest_queued_secs: oldest.map(|(r,)| (t - r).num_milliseconds() as f64 / 1000.0),
             images: self.image_counts().await?,

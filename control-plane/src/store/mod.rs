@@ -13,6 +13,7 @@
 pub mod images;
 pub mod jobs;
 pub mod keys;
+pub mod search;
 
 use std::str::FromStr;
 use std::time::Duration;
