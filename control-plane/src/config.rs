@@ -293,6 +293,9 @@ pub struct RawSearch {
     pub max_limit: u32,
     /// Images queued for re-embedding per pass after a model change.
     pub reembed_batch: u32,
+    /// ConSE: ImageNet classes mixed into each image's semantic vector (0: the model's
+    /// default). Changing it changes the model version, so images are re-embedded.
+    pub conse_top_k: u32,
 }
 
 impl Default for RawSearch {
@@ -308,6 +311,7 @@ impl Default for RawSearch {
             qdrant_collection: "flexphoto".into(),
             max_limit: 100,
             reembed_batch: 500,
+            conse_top_k: 0,
         }
     }
 }
@@ -383,6 +387,8 @@ pub struct SearchConfig {
     pub max_limit: u32,
     /// Re-embed batch size.
     pub reembed_batch: u32,
+    /// ConSE concept count (`None`: default).
+    pub conse_top_k: Option<usize>,
     /// dHash distance threshold (`None`: off).
     pub phash_max_distance: Option<u32>,
     /// Embedding similarity threshold (`None`: off).
@@ -464,6 +470,12 @@ impl RawSearch {
         if !(1..=1000).contains(&self.max_limit) {
             return Err(invalid("search.max_limit", "must be between 1 and 1000"));
         }
+        if self.conse_top_k > 50 {
+            return Err(invalid(
+                "search.conse_top_k",
+                "must be between 0 (default) and 50",
+            ));
+        }
         if !(1..=100_000).contains(&self.reembed_batch) {
             return Err(invalid(
                 "search.reembed_batch",
@@ -490,6 +502,7 @@ impl RawSearch {
             index,
             max_limit: self.max_limit,
             reembed_batch: self.reembed_batch,
+            conse_top_k: (self.conse_top_k > 0).then_some(self.conse_top_k as usize),
             phash_max_distance: u32::try_from(dup.phash_max_distance).ok(),
             min_similarity: (dup.min_similarity > 0.0).then_some(dup.min_similarity),
             max_pairs: dup.max_pairs,

@@ -10,8 +10,11 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::embed::{Embedder, ImageEmbedding, RgbImage};
-use crate::index::{IndexPoint, PointPayload, SearchFilter, VectorIndex, VectorName, VectorQuery};
+use crate::config::{IndexChoice, ModelChoice, SearchConfig};
+use crate::embed::{EmbedSettings, Embedder, ImageEmbedding, RgbImage};
+use crate::index::{
+    IndexPoint, PointPayload, SearchFilter, VectorIndex, VectorName, VectorQuery, VectorSpace,
+};
 use crate::state::AppState;
 use crate::store::images::{status, ImageRow};
 use crate::store::search::{IndexRecord, NearDuplicate};
@@ -34,6 +37,51 @@ impl std::fmt::Debug for Search {
             .field("index", &self.index.backend())
             .finish()
     }
+}
+
+/// Loads the configured embedder and opens the vector index; `None` when search is off.
+/// The flag says the index was recreated (its vector sizes changed) and must be refilled.
+pub async fn open(cfg: &SearchConfig) -> Result<Option<(Search, bool)>, String> {
+    let settings = match &cfg.model {
+        ModelChoice::None => return Ok(None),
+        ModelChoice::Conse { model_dir } => EmbedSettings {
+            conse_top_k: cfg.conse_top_k,
+            ..EmbedSettings::conse(model_dir.clone())
+        },
+        ModelChoice::Clip { dir } => EmbedSettings::clip(dir.clone()),
+    };
+    let embedder = tokio::task::spawn_blocking(move || crate::embed::load(&settings))
+        .await
+        .map_err(|e| format!("loading the model: {e}"))?
+        .map_err(|e| format!("search.model: {e}"))?;
+    let info = embedder.info().clone();
+    let space = VectorSpace {
+        semantic_dims: info.semantic_dims,
+        visual_dims: info.visual_dims,
+    };
+    let opened = match &cfg.index {
+        IndexChoice::Embedded { dir } => crate::index::open_embedded(dir, space)
+            .await
+            .map_err(|e| format!("search.index_dir {}: {e}", dir.display()))?,
+        IndexChoice::Server {
+            url,
+            api_key,
+            collection,
+        } => crate::index::connect_server(url, api_key.as_deref(), collection, space)
+            .await
+            .map_err(|e| format!("search.qdrant_url {url}: {e}"))?,
+    };
+    if opened.recreated {
+        tracing::warn!(model = %info.id(), "the vector index had other vector sizes and was recreated; every image will be re-embedded");
+    }
+    Ok(Some((
+        Search {
+            embedder,
+            index: opened.index,
+            model_id: info.id(),
+        },
+        opened.recreated,
+    )))
 }
 
 /// Why indexing failed (all may pass on a retry except a bad image, which the caller has

@@ -59,6 +59,28 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Compares the database and the vector index and repairs drift: deletes points of images
+    /// that are gone, queues re-embedding of images without (current) vectors.
+    Reconcile {
+        #[command(flatten)]
+        common: Common,
+        /// Only report; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Measures search quality: ingests a labelled photo set on a scratch data directory and
+    /// prints recall@1/5/10, MRR and near-duplicate precision/recall as JSON.
+    EvalSearch {
+        /// Configuration file (model and thresholds; database and storage are scratch).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Fixtures folder holding labelled/queries.json (and photos/ for duplicates).
+        #[arg(long, default_value = "../shared/fixtures")]
+        fixtures: PathBuf,
+        /// Also write the report here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Uploads every photo in a directory (recursively) through the API.
     Import {
         /// Directory to import.
@@ -143,6 +165,48 @@ fn main() -> Result<()> {
                 db.close().await;
                 Ok(())
             })
+        }
+        Cmd::Reconcile { common, dry_run } => {
+            let cfg = load_config(&common, None)?;
+            let edge = edge_config(&cfg)?;
+            rt.block_on(async {
+                let state = AppState::build(cfg, &edge)
+                    .await
+                    .context("starting the control plane")?;
+                let report =
+                    flexphoto_control_plane::reconcile::reconcile(&state, !dry_run).await?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                state.db.close().await;
+                Ok(())
+            })
+        }
+        Cmd::EvalSearch {
+            config,
+            fixtures,
+            out,
+        } => {
+            let scratch = std::env::temp_dir()
+                .join(format!("flexphoto-eval-{}", uuid::Uuid::new_v4().simple()));
+            let mut raw = RawConfig::load(config.as_deref())?;
+            raw.server.data_dir = scratch.display().to_string();
+            raw.server.listen = "127.0.0.1:0".into();
+            raw.database.url = String::new();
+            raw.storage.backend = "local".into();
+            raw.storage.local_dir = String::new();
+            raw.search.index_dir = String::new();
+            raw.edge.listen = "127.0.0.1:0".into();
+            let cfg = raw.validate()?;
+            let edge = edge_config(&cfg)?;
+            let result = rt.block_on(flexphoto_control_plane::eval::run(cfg, &edge, &fixtures));
+            let _ = std::fs::remove_dir_all(&scratch);
+            let report = result?;
+            let text = serde_json::to_string_pretty(&report)?;
+            println!("{text}");
+            if let Some(p) = out {
+                std::fs::write(&p, format!("{text}\n"))
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            Ok(())
         }
         Cmd::Import {
             dir,

@@ -274,24 +274,18 @@ impl MediaSettings {
         let side = self.embed_side?;
         let uncropped = || self.variants.iter().filter(|(_, spec)| !spec.fit.crops());
         uncropped()
-            .filter(|(v, _)| v.width.min(v.height) >= side)
+            .filter(|(v, _)| v.width >= side && v.height >= side)
             .min_by_key(|(v, _)| u64::from(v.width) * u64::from(v.height))
             .or_else(|| uncropped().max_by_key(|(v, _)| u64::from(v.width) * u64::from(v.height)))
             .map(|(v, _)| v.name.as_str())
     }
 }
 
-/// Decodes `source` into upright sRGB pixels whose shorter side is `side` (never enlarged),
-/// alpha flattened on white: the embedder's input. Blocking.
+/// Decodes `source` into upright sRGB pixels fitted into a `side`×`side` box (never
+/// enlarged), alpha flattened on white: the embedder's input. Blocking.
 pub fn rgb_for_embedding(source: &Bytes, side: u32) -> Result<RgbImage, MediaError> {
-    let header = transform::probe(source)?;
-    let (w, h) = header.oriented_size();
-    let (w, h) = (w.max(1), h.max(1));
-    let short = w.min(h);
-    let side = side.clamp(1, short);
-    // A box whose shorter side is `side` in the image's own aspect ratio.
-    let bw = (u64::from(w) * u64::from(side)).div_ceil(u64::from(short)) as u32;
-    let bh = (u64::from(h) * u64::from(side)).div_ceil(u64::from(short)) as u32;
+    transform::probe(source)?;
+    let (bw, bh) = (side.max(1), side.max(1));
     let decode = |e: flexphoto_edge::vips::VipsError| {
         MediaError::Rejected(format!("the image could not be decoded: {e}"))
     };

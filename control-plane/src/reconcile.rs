@@ -111,8 +111,8 @@ pub async fn reconcile(state: &AppState, fix: bool) -> Result<ReconcileReport, R
     Ok(report)
 }
 
-/// Queues re-embedding for images made by another model, a batch per pass, until
-/// `shutdown`; passes run at start and every `every`.
+/// Reconciles once, then queues re-embedding for images made by another model, a batch per
+/// pass, until `shutdown`; passes run at start and every `every`.
 pub async fn run_reembedder(
     state: Arc<AppState>,
     mut shutdown: watch::Receiver<bool>,
@@ -123,6 +123,15 @@ pub async fn run_reembedder(
     };
     if state.cfg.workers == 0 {
         return;
+    }
+    // Once at start: repair drift left by a crash, a lost index directory or a recreated
+    // collection.
+    match reconcile(&state, true).await {
+        Ok(r) if r.orphan_points + r.missing_points + r.stale_model > 0 => {
+            tracing::info!(report = ?r, "reconciled the vector index with the database")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "reconciling the vector index failed"),
     }
     loop {
         match state

@@ -413,7 +413,7 @@ async fn similarity_page(
         }
         Plan::Image(bytes) => {
             let e = Arc::clone(&search.embedder);
-            let side = e.input_size() * 8 / 7;
+            let side = e.input_size();
             let emb = blocking(move || {
                 let rgb = media::rgb_for_embedding(&bytes, side).map_err(|err| match err {
                     media::MediaError::Rejected(m) => ApiError::Unprocessable(m),

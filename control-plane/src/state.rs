@@ -70,7 +70,15 @@ impl AppState {
             }
         };
         let blobs = Blobs::new(&cfg.storage, secret.as_bytes(), &cfg.public_url)?;
-        let media = MediaSettings::new(&cfg).map_err(StateError::Config)?;
+        // Workers and query-image search both decode with libvips.
+        flexphoto_edge::vips::init(1)
+            .map_err(|e| StateError::Config(format!("libvips failed to start: {e}")))?;
+        let mut media = MediaSettings::new(&cfg).map_err(StateError::Config)?;
+        let search = crate::indexing::open(&cfg.search)
+            .await
+            .map_err(StateError::Config)?
+            .map(|(s, _recreated)| s);
+        media.embed_side = search.as_ref().map(|s| s.embedder.input_size());
         let gauge = |n: &str| {
             prometheus::IntGauge::new(n, n).map_err(|e| StateError::Config(e.to_string()))
         };
@@ -89,7 +97,7 @@ impl AppState {
             blobs,
             media,
             pool,
-            search: None,
+            search,
         }))
     }
 }

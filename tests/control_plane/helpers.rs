@@ -150,6 +150,27 @@ impl Options {
         self.env.push((k, v.into()));
         self
     }
+    /// Turns search on with the default (ConSE) model from `models`.
+    pub fn with_search(self, models: &Path) -> Self {
+        self.env("FLEXPHOTO_SEARCH_MODEL", "conse")
+            .env("FLEXPHOTO_SEARCH_MODEL_DIR", models.display().to_string())
+    }
+}
+
+/// The model directory `scripts/fetch-models` fills, or `None` (with a skip message).
+pub fn models() -> Option<PathBuf> {
+    let dir = std::env::var("FLEXPHOTO_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"));
+    if dir.join("imagenet_classes.txt").is_file() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIP search: no models in {} (run scripts/fetch-models)",
+            dir.display()
+        );
+        None
+    }
 }
 
 impl App {
@@ -164,6 +185,8 @@ impl App {
         env.insert("FLEXPHOTO_QUEUE_BACKOFF_BASE_MS".into(), "100".into());
         env.insert("FLEXPHOTO_QUEUE_SHUTDOWN_GRACE_SECS".into(), "5".into());
         env.insert("FLEXPHOTO_LOG".into(), "info,sqlx=warn".into());
+        // Search tests turn the model on (see `with_search`); the others do not need it.
+        env.insert("FLEXPHOTO_SEARCH_MODEL".into(), "none".into());
         let mut pg_db = None;
         if opts.backend == Backend::Postgres {
             let (url, name) = fresh_pg_db().await;

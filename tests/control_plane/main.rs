@@ -3,6 +3,7 @@
 //! `FLEXPHOTO_TEST_S3_ENDPOINT` is set. Each test prints a SKIP line for what it cannot run.
 
 mod helpers;
+mod search;
 
 use std::time::Duration;
 

