@@ -345,7 +345,8 @@ async fn eval_queries(
 /// The edits made of each photo for the duplicate set.
 fn edits(data: &Bytes) -> Result<Vec<(&'static str, Bytes)>, String> {
     use flexphoto_edge::vips::{Image, Interesting, Size};
-    let full = Image::thumbnail(
+    // Decoded once into memory: the loader reads sequentially, and the edits read it twice.
+    let decoded = Image::thumbnail(
         data,
         100_000,
         100_000,
@@ -354,8 +355,11 @@ fn edits(data: &Bytes) -> Result<Vec<(&'static str, Bytes)>, String> {
         true,
         false,
     )
+    .and_then(|i| i.to_srgb())
     .map_err(|e| e.to_string())?;
-    let (w, h) = (full.width(), full.height());
+    let (w, h, bands) = (decoded.width(), decoded.height(), decoded.bands());
+    let pixels = decoded.pixels().map_err(|e| e.to_string())?;
+    let full = Image::from_pixel_bytes(pixels, w, h, bands).map_err(|e| e.to_string())?;
     let half = Image::thumbnail(
         data,
         (w / 2).max(1),
@@ -422,7 +426,13 @@ async fn eval_duplicates(
         let made = tokio::task::spawn_blocking(move || edits(&d))
             .await
             .map_err(|e| EvalError::Api(e.to_string()))?;
-        let Ok(made) = made else { continue };
+        let made = match made {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(photo = %path.display(), error = %e, "cannot make edits; skipped");
+                continue;
+            }
+        };
         photos += 1;
         let name = path
             .file_name()

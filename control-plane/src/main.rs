@@ -117,7 +117,9 @@ fn load_config(common: &Common, edge_listen: Option<&str>) -> Result<Config> {
 fn init_tracing() {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("FLEXPHOTO_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,sqlx=warn,aws=warn,pingora=warn")
+            tracing_subscriber::EnvFilter::new(
+                "info,sqlx=warn,aws=warn,pingora=warn,qdrant_edge=error",
+            )
         });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
