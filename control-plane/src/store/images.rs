@@ -275,16 +275,7 @@ impl Db {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::classify)?;
-            sqlx::query(
-                "INSERT INTO jobs (image_id, kind, state, attempts, max_attempts, run_at, created_at, updated_at) \
-                 VALUES ($1, $2, 'queued', 0, $3, $4, $4, $4)",
-            )
-            .bind(img.id)
-            .bind(JOB_PROCESS)
-            .bind(max_attempts as i32)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
+            super::jobs::enqueue_job!(tx, img.id, JOB_PROCESS, max_attempts as i32, t);
             tx.commit().await?;
         });
         Ok(())
@@ -323,16 +314,7 @@ impl Db {
                     st.map(|s| s.0).unwrap_or_default(),
                 ));
             }
-            sqlx::query(
-                "INSERT INTO jobs (image_id, kind, state, attempts, max_attempts, run_at, created_at, updated_at) \
-                 VALUES ($1, $2, 'queued', 0, $3, $4, $4, $4)",
-            )
-            .bind(id)
-            .bind(JOB_PROCESS)
-            .bind(max_attempts as i32)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
+            super::jobs::enqueue_job!(tx, id, JOB_PROCESS, max_attempts as i32, t);
             tx.commit().await?;
         });
         Ok(Completion::Enqueued)
@@ -492,16 +474,13 @@ impl Db {
                 .await?;
             }
             if sync && img_status == status::READY {
-                sqlx::query(
-                    "INSERT INTO jobs (image_id, kind, state, attempts, max_attempts, run_at, created_at, updated_at) \
-                     VALUES ($1, $2, 'queued', 0, $3, $4, $4, $4)",
-                )
-                .bind(id)
-                .bind(super::search::JOB_SYNC_PAYLOAD)
-                .bind(patch.max_attempts as i32)
-                .bind(t)
-                .execute(&mut *tx)
-                .await?;
+                super::jobs::enqueue_job!(
+                    tx,
+                    id,
+                    super::search::JOB_SYNC_PAYLOAD,
+                    patch.max_attempts as i32,
+                    t
+                );
             }
             tx.commit().await?;
         });

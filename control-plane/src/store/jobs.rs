@@ -51,6 +51,25 @@ const CLAIM_SQLITE: &str = "UPDATE jobs SET state = 'running', attempts = attemp
         ORDER BY run_at, id LIMIT 1) \
     RETURNING id, image_id, kind, attempts, max_attempts, lease_token";
 
+/// Queues a job of `$kind` for `$image` inside an open transaction `$tx` (either backend),
+/// runnable at `$t` with `$max_attempts` (an `i32`) attempts: the outbox insert every
+/// enqueueing path shares.
+macro_rules! enqueue_job {
+    ($tx:expr, $image:expr, $kind:expr, $max_attempts:expr, $t:expr) => {{
+        sqlx::query(
+            "INSERT INTO jobs (image_id, kind, state, attempts, max_attempts, run_at, created_at, updated_at) \
+             VALUES ($1, $2, 'queued', 0, $3, $4, $4, $4)",
+        )
+        .bind($image)
+        .bind($kind)
+        .bind($max_attempts)
+        .bind($t)
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+pub(crate) use enqueue_job;
+
 /// Queue counts by state, plus the oldest due job's age.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct QueueStats {
@@ -173,7 +192,13 @@ impl Db {
                     job.max_attempts
                 );
             }
-            super::search::enqueue_duplicates_job!(tx, job.image_id, job.max_attempts, t);
+            enqueue_job!(
+                tx,
+                job.image_id,
+                super::search::JOB_DUPLICATES,
+                job.max_attempts,
+                t
+            );
             tx.commit().await?;
         });
         Ok(true)

@@ -178,38 +178,18 @@ macro_rules! write_index_record {
                 .execute(&mut *$tx)
                 .await?;
                 // The review state is a search filter: copy it to the index.
-                sqlx::query(
-                    "INSERT INTO jobs (image_id, kind, state, attempts, max_attempts, run_at, created_at, updated_at) \
-                     VALUES ($1, $2, 'queued', 0, $3, $4, $4, $4)",
-                )
-                .bind($image)
-                .bind($crate::store::search::JOB_SYNC_PAYLOAD)
-                .bind($max_attempts)
-                .bind($t)
-                .execute(&mut *$tx)
-                .await?;
+                $crate::store::jobs::enqueue_job!(
+                    $tx,
+                    $image,
+                    $crate::store::search::JOB_SYNC_PAYLOAD,
+                    $max_attempts,
+                    $t
+                );
             }
         }
     }};
 }
 pub(crate) use write_index_record;
-
-/// Queues a near-duplicate search for `$image` inside an open transaction `$tx`.
-macro_rules! enqueue_duplicates_job {
-    ($tx:expr, $image:expr, $max_attempts:expr, $t:expr) => {{
-        sqlx::query(
-            "INSERT INTO jobs (image_id, kind, state, attempts, max_attempts, run_at, created_at, updated_at) \
-             VALUES ($1, $2, 'queued', 0, $3, $4, $4, $4)",
-        )
-        .bind($image)
-        .bind($crate::store::search::JOB_DUPLICATES)
-        .bind($max_attempts)
-        .bind($t)
-        .execute(&mut *$tx)
-        .await?;
-    }};
-}
-pub(crate) use enqueue_duplicates_job;
 
 impl Db {
     /// Finishes an `embed` or `duplicates` job: records the model and concepts of an image
@@ -240,7 +220,7 @@ impl Db {
             }
             write_index_record!(tx, job.image_id, owner, rec, t, job.max_attempts);
             if rec.model.is_some() {
-                enqueue_duplicates_job!(tx, job.image_id, job.max_attempts, t);
+                super::jobs::enqueue_job!(tx, job.image_id, JOB_DUPLICATES, job.max_attempts, t);
             }
             tx.commit().await?;
         });
