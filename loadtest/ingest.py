@@ -5,7 +5,8 @@ Postgres.
 
 Starts a release build of `flexphoto serve` on loopback with a fresh data dir (and a fresh
 Postgres database), makes a corpus of 12-megapixel JPEGs from the real photos in
-../shared/fixtures/photos (resized with the `vips` CLI, EXIF kept), and runs three phases:
+../shared/fixtures/photos (resized with the `vips` CLI to 4000x3000 at Q92 with 4:2:0 chroma as
+phones write them, or full chroma with `--subsample 444`; EXIF kept), and runs three phases:
 
 1. saturate: `--batch` uploads as fast as `--conc` clients can send them, while another
    client reads (GET /v1/images/{id} and a list page) the whole time, until every upload is
@@ -18,7 +19,7 @@ Postgres database), makes a corpus of 12-megapixel JPEGs from the real photos in
 Each upload uses its own owner so that the corpus (a few photos repeated) is never refused as a
 duplicate. Results go to loadtest/results/ingest-<time>.json and a summary is printed.
 
-    python3 loadtest/ingest.py [--batch 60] [--duration 30] [--conc 4] [--workers 2] [--pg postgres://...]
+    python3 loadtest/ingest.py [--batch 60] [--duration 30] [--conc 4] [--workers N] [--subsample 420|444] [--pg postgres://...]
 
 Needs: a release build (cargo build --release -p flexphoto-control-plane), the `vips` CLI
 (libvips-tools), the fixtures folder.
@@ -26,7 +27,7 @@ Needs: a release build (cargo build --release -p flexphoto-control-plane), the `
 import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, threading, time, uuid
 import urllib.request, urllib.error
 from datetime import datetime
-from procstat import RssSampler, free_port, rss_kb  # noqa: F401
+from procstat import RssSampler, cpu_seconds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN = "bench-admin-key-0123456789"
@@ -62,13 +63,16 @@ def multipart(owner, data):
     return head + data + f"\r\n--{b}--\r\n".encode(), f"multipart/form-data; boundary={b}"
 
 
-def make_corpus(photos_dir, out_dir, n=6):
+def make_corpus(photos_dir, out_dir, n=6, subsample="420"):
+    # Phones and most cameras write 4:2:0 chroma at Q 90-95; `--subsample 444` measures the
+    # heavier full-chroma files some cameras and editors write.
+    mode = "on" if subsample == "420" else "off"
     files = sorted(f for f in os.listdir(photos_dir) if f.endswith(".jpg"))
     corpus = []
     for f in files:
         src = os.path.join(photos_dir, f)
         dst = os.path.join(out_dir, f"12mp-{f}")
-        r = subprocess.run(["vips", "thumbnail", src, f"{dst}[Q=90]", "4000", "--height", "3000",
+        r = subprocess.run(["vips", "thumbnail", src, f"{dst}[Q=92,subsample_mode={mode}]", "4000", "--height", "3000",
                             "--size", "both", "--crop", "centre"], capture_output=True)
         if r.returncode == 0:
             corpus.append(open(dst, "rb").read())
@@ -87,8 +91,10 @@ def run_backend(name, binary, corpus, args, pg_url=None):
     port = socket.socket(); port.bind(("127.0.0.1", 0)); p = port.getsockname()[1]; port.close()
     base = f"http://127.0.0.1:{p}"
     data_dir = tempfile.mkdtemp(prefix="flexphoto-bench-")
-    env = dict(os.environ, FLEXPHOTO_ADMIN_KEY=ADMIN, FLEXPHOTO_QUEUE_WORKERS=str(args.workers),
-               FLEXPHOTO_QUEUE_POLL_MS="50", FLEXPHOTO_LOG="warn")
+    env = dict(os.environ, FLEXPHOTO_ADMIN_KEY=ADMIN, FLEXPHOTO_QUEUE_POLL_MS="50",
+               FLEXPHOTO_LOG="warn")
+    if args.workers is not None:
+        env["FLEXPHOTO_QUEUE_WORKERS"] = str(args.workers)
     db_name = None
     if pg_url:
         db_name = "fp_bench_" + uuid.uuid4().hex[:12]
@@ -149,7 +155,7 @@ def run_backend(name, binary, corpus, args, pg_url=None):
 
     rt = threading.Thread(target=reader, daemon=True); rt.start()
     counter = [0]
-    t0 = time.time()
+    t0, cpu0 = time.time(), cpu_seconds(proc.pid)
 
     def client():
         while True:
@@ -164,6 +170,7 @@ def run_backend(name, binary, corpus, args, pg_url=None):
     accepted_s = time.time() - t0
     sat_ids = list(ids)
     done = wait_all(sat_ids)
+    sat_cpu = cpu_seconds(proc.pid) - cpu0
     stop_reads.set(); rt.join()
     finished = [parse_t(v["processed_at"]) for v in done.values() if v.get("processed_at")]
     started = [parse_t(v["uploaded_at"]) for v in done.values()]
@@ -191,12 +198,14 @@ def run_backend(name, binary, corpus, args, pg_url=None):
     shutil.rmtree(data_dir, ignore_errors=True)
     return {
         "backend": name,
-        "workers": args.workers,
+        "workers": args.workers if args.workers is not None else "config default",
+        "chroma_subsampling": args.subsample,
         "upload_clients": args.conc,
         "saturate": {
             "uploads": len(sat_ids), "accept_seconds": round(accepted_s, 2),
             "accepted_per_s": round(len(sat_ids) / accepted_s, 2),
             "sustained_ready_per_s": round(sustained, 2),
+            "server_cpu_s_per_image": round(sat_cpu / max(len(done), 1), 3),
             "upload_to_ready_p50_s": pct(sat_lat, 50), "upload_to_ready_p99_s": pct(sat_lat, 99),
             "read_p50_ms": pct(read_lat, 50), "read_p99_ms": pct(read_lat, 99), "reads": len(read_lat),
         },
@@ -215,7 +224,10 @@ def main():
     ap.add_argument("--duration", type=float, default=30)
     ap.add_argument("--conc", type=int, default=4)
     ap.add_argument("--batch", type=int, default=60)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=None,
+                    help="queue.workers (default: the config's)")
+    ap.add_argument("--subsample", choices=["420", "444"], default="420",
+                    help="chroma subsampling of the generated 12-MP JPEGs")
     ap.add_argument("--photos", default=os.path.join(ROOT, "..", "shared", "fixtures", "photos"))
     ap.add_argument("--pg", default=os.environ.get("FLEXPHOTO_TEST_PG_URL"))
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "flexphoto"))
@@ -225,7 +237,7 @@ def main():
     if not os.path.exists(args.binary):
         sys.exit(f"{args.binary} missing: cargo build --release -p flexphoto-control-plane")
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = make_corpus(args.photos, tmp)
+        corpus = make_corpus(args.photos, tmp, subsample=args.subsample)
         mp = [len(c) for c in corpus]
         results = {"time": datetime.now().isoformat(timespec="seconds"), "corpus": {
             "photos": len(corpus), "megapixels": 12, "bytes_mean": int(statistics.mean(mp))},

@@ -1,6 +1,6 @@
 """Process helpers shared by the load tests: free loopback ports, waiting for a server, and
-peak-RSS sampling."""
-import socket, threading, time
+peak-RSS sampling and CPU time."""
+import os, socket, threading, time
 
 
 def free_port():
@@ -37,3 +37,10 @@ class RssSampler(threading.Thread):
     def run(self):
         while not self.stop:
             self.peak = max(self.peak, rss_kb(self.pid)); time.sleep(self.interval)
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds `pid` has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")

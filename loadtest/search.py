@@ -24,7 +24,7 @@ Needs: cargo build --release -p flexphoto-control-plane, scripts/fetch-models, t
 import argparse, json, os, shutil, subprocess, sys, tempfile, threading, time, uuid
 import urllib.request, urllib.error
 from datetime import datetime, timezone
-from procstat import RssSampler, free_port
+from procstat import RssSampler, cpu_seconds, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN = "bench-admin-key-0123456789"
@@ -57,12 +57,6 @@ def multipart(fields, file_field, data):
     out += (f"--{b}\r\nContent-Disposition: form-data; name=\"{file_field}\"; filename=\"p.jpg\"\r\n"
             f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{b}--\r\n".encode()
     return out, f"multipart/form-data; boundary={b}"
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def corpus(fixtures, copies, tmp):

@@ -195,7 +195,9 @@ impl Default for RawUpload {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawQueue {
-    /// Concurrent jobs in this process; 0 runs no workers (API only).
+    /// Concurrent jobs in this process; 0 runs no workers (API only). More jobs than
+    /// `processing.threads` lets one job's storage and database waits overlap another's image
+    /// work.
     pub workers: u32,
     /// Lease length, seconds; a worker renews it while a job runs.
     pub lease_secs: u64,
@@ -214,7 +216,7 @@ pub struct RawQueue {
 impl Default for RawQueue {
     fn default() -> Self {
         Self {
-            workers: 2,
+            workers: 4,
             lease_secs: 60,
             max_attempts: 5,
             backoff_base_ms: 1000,
@@ -235,6 +237,13 @@ pub struct RawProcessing {
     pub max_dimension: u32,
     /// Longest time for one image's transforms, seconds.
     pub timeout_secs: u64,
+    /// WebP encoder effort for variants, 0 (fastest) to 6 (smallest).
+    pub webp_effort: u8,
+    /// AVIF encoder effort for variants, 0 (fastest) to 9 (smallest).
+    pub avif_effort: u8,
+    /// Threads decoding and encoding images; 0 means one per CPU (never more than
+    /// `queue.workers`).
+    pub threads: u32,
 }
 
 impl Default for RawProcessing {
@@ -243,6 +252,9 @@ impl Default for RawProcessing {
             max_pixels: 100_000_000,
             max_dimension: 8192,
             timeout_secs: 60,
+            webp_effort: 2,
+            avif_effort: 2,
+            threads: 0,
         }
     }
 }
@@ -677,8 +689,10 @@ pub struct Config {
     pub signing_secret: Option<String>,
     /// Sweeper interval; `None` disables it.
     pub sweep_interval: Option<Duration>,
-    /// Worker count.
+    /// Jobs run at once.
     pub workers: u32,
+    /// Threads for image work (at least 1, at most `workers` when workers run).
+    pub processing_threads: u32,
     /// Lease.
     pub lease: Duration,
     /// Attempts before dead.
@@ -697,6 +711,10 @@ pub struct Config {
     pub max_dimension: u32,
     /// Per-image processing time limit.
     pub processing_timeout: Duration,
+    /// WebP effort for variants.
+    pub webp_effort: u8,
+    /// AVIF effort for variants.
+    pub avif_effort: u8,
     /// Edge base URL without trailing slash.
     pub edge_public_url: String,
     /// Edge listen address for `flexphoto up`.
@@ -936,6 +954,21 @@ impl RawConfig {
         if p.timeout_secs == 0 {
             return Err(invalid("processing.timeout_secs", "must be at least 1"));
         }
+        if p.webp_effort > 6 {
+            return Err(invalid("processing.webp_effort", "must be between 0 and 6"));
+        }
+        if p.avif_effort > 9 {
+            return Err(invalid("processing.avif_effort", "must be between 0 and 9"));
+        }
+        if p.threads > 256 {
+            return Err(invalid("processing.threads", "must be at most 256"));
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let processing_threads = match p.threads {
+            0 => cpus,
+            n => n,
+        }
+        .min(q.workers.max(1));
         let edge_listen: SocketAddr = self
             .edge
             .listen
@@ -1034,6 +1067,7 @@ impl RawConfig {
             sweep_interval: (self.upload.sweep_interval_secs > 0)
                 .then(|| Duration::from_secs(self.upload.sweep_interval_secs)),
             workers: q.workers,
+            processing_threads,
             lease: Duration::from_secs(q.lease_secs),
             max_attempts: q.max_attempts,
             backoff_base: Duration::from_millis(q.backoff_base_ms),
@@ -1043,6 +1077,8 @@ impl RawConfig {
             max_pixels: p.max_pixels,
             max_dimension: p.max_dimension,
             processing_timeout: Duration::from_secs(p.timeout_secs),
+            webp_effort: p.webp_effort,
+            avif_effort: p.avif_effort,
             edge_public_url,
             edge_listen,
             edge_config: (!self.edge.config.is_empty()).then(|| PathBuf::from(&self.edge.config)),

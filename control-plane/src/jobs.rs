@@ -141,6 +141,7 @@ async fn handle(state: &Arc<AppState>, job: ClaimedJob, shutdown: &mut watch::Re
             state.db.finish_dead(&job, &reason).await,
             "recording a dead job",
         );
+        record(state, &job, std::time::Instant::now(), "dead");
         return;
     }
     // Renew the lease while the work runs; stop when the work ends.
@@ -168,6 +169,7 @@ async fn handle(state: &Arc<AppState>, job: ClaimedJob, shutdown: &mut watch::Re
         }
     });
 
+    let started = std::time::Instant::now();
     let work = run(state, &job);
     tokio::pin!(work);
     let result = tokio::select! {
@@ -182,12 +184,19 @@ async fn handle(state: &Arc<AppState>, job: ClaimedJob, shutdown: &mut watch::Re
     let Some(result) = result else {
         info!("shutdown: releasing the job's lease");
         log_store(state.db.release_job(&job).await, "releasing a job");
+        record(state, &job, started, "released");
         return;
     };
-    match result {
+    let outcome = match result {
         Ok(Outcome::Ready(processed)) => match state.db.finish_ready(&job, &processed).await {
-            Ok(true) => info!(image = %job.image_id, "image ready"),
-            Ok(false) => warn!("lease lost before finishing; another worker owns the job"),
+            Ok(true) => {
+                info!(image = %job.image_id, "image ready");
+                "done"
+            }
+            Ok(false) => {
+                warn!("lease lost before finishing; another worker owns the job");
+                "lost"
+            }
             Err(StoreError::Conflict(_)) => {
                 // The vectors were written for an image that will not become ready.
                 if let Some(search) = &state.search {
@@ -219,24 +228,32 @@ async fn handle(state: &Arc<AppState>, job: ClaimedJob, shutdown: &mut watch::Re
                     state.db.finish_dead(&job, &reason).await,
                     "recording a duplicate",
                 );
+                "failed"
             }
             Err(e) => {
                 warn!(error = %e, "recording the result failed; retrying later");
-                retry(state, &job, &e.to_string()).await;
+                retry(state, &job, &e.to_string()).await
             }
         },
         Ok(Outcome::Recorded { owner, record }) => {
             match state.db.finish_embedded(&job, &owner, &record).await {
-                Ok(true) => info!(image = %job.image_id, kind = %job.kind, "recorded"),
-                Ok(false) => warn!("lease lost before finishing; another worker owns the job"),
+                Ok(true) => {
+                    info!(image = %job.image_id, kind = %job.kind, "recorded");
+                    "done"
+                }
+                Ok(false) => {
+                    warn!("lease lost before finishing; another worker owns the job");
+                    "lost"
+                }
                 Err(e) => {
                     warn!(error = %e, "recording the embedding failed; retrying later");
-                    retry(state, &job, &e.to_string()).await;
+                    retry(state, &job, &e.to_string()).await
                 }
             }
         }
         Ok(Outcome::Nothing) => {
             log_store(state.db.finish_done(&job).await, "finishing a no-op job");
+            "done"
         }
         Err(JobError::Rejected(reason)) => {
             info!(%reason, "image rejected");
@@ -244,27 +261,43 @@ async fn handle(state: &Arc<AppState>, job: ClaimedJob, shutdown: &mut watch::Re
                 state.db.finish_dead(&job, &reason).await,
                 "recording a rejected image",
             );
+            "failed"
         }
         Err(JobError::Transient(err)) => {
             warn!(error = %err, "attempt failed");
-            retry(state, &job, &err).await;
+            retry(state, &job, &err).await
         }
-    }
+    };
+    record(state, &job, started, outcome);
 }
 
-async fn retry(state: &AppState, job: &ClaimedJob, err: &str) {
+/// Counts a finished attempt in the metrics.
+fn record(state: &AppState, job: &ClaimedJob, started: std::time::Instant, outcome: &str) {
+    let m = &state.metrics;
+    m.jobs
+        .with_label_values(&[job.kind.as_str(), outcome])
+        .inc();
+    m.job_seconds
+        .with_label_values(&[job.kind.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// Schedules another attempt, or ends the job dead after the last one; says which.
+async fn retry(state: &AppState, job: &ClaimedJob, err: &str) -> &'static str {
     if job.attempts >= job.max_attempts {
         let reason = format!("processing failed after {} attempts: {err}", job.attempts);
         log_store(
             state.db.finish_dead(job, &reason).await,
             "recording a dead job",
         );
+        "dead"
     } else {
         let delay = backoff(state.cfg.backoff_base, state.cfg.backoff_max, job.attempts);
         log_store(
             state.db.retry_later(job, err, delay).await,
             "scheduling a retry",
         );
+        "retry"
     }
 }
 
@@ -462,6 +495,7 @@ async fn process(state: &AppState, job: &ClaimedJob) -> Result<Outcome, JobError
         .map_err(|e| JobError::Transient(format!("worker threads busy: {e}")))?
         .await
         .map_err(|e| JobError::Transient(format!("processing failed: {e}")))??;
+    state.metrics.observe_stages(&analysis.timings);
     if let Some(declared) = &img.sha256 {
         if !declared.eq_ignore_ascii_case(&analysis.sha256) {
             return Err(JobError::Rejected(format!(

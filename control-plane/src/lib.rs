@@ -32,6 +32,7 @@ pub mod index;
 pub mod indexing;
 pub mod jobs;
 pub mod media;
+pub mod metrics;
 pub mod reconcile;
 pub mod routes;
 pub mod search;

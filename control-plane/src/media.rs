@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone, Utc};
 use exif::{In, Tag, Value};
-use flexphoto_edge::transform::{self, EncodeSettings, Limits, Output, TransformError};
+use flexphoto_edge::transform::geometry::{plan, Plan};
+use flexphoto_edge::transform::{
+    self, EncodeSettings, Limits, Output, TransformError, WorkingCopy,
+};
 use flexphoto_edge::url::canonical::{resolve, QualityDefaults, ResolveContext, TransformSpec};
 use flexphoto_edge::url::options::parse_pairs;
 use flexphoto_edge::vips::{Image, Interesting, Size};
@@ -29,6 +32,12 @@ pub enum MediaError {
     /// Something that may pass on a retry (time limit, environment).
     #[error("{0}")]
     Transient(String),
+}
+
+impl From<flexphoto_edge::vips::VipsError> for MediaError {
+    fn from(e: flexphoto_edge::vips::VipsError) -> Self {
+        MediaError::Transient(format!("image operation failed: {e}"))
+    }
 }
 
 impl From<TransformError> for MediaError {
@@ -108,6 +117,48 @@ pub struct Analysis {
     /// A small upright sRGB copy for the embedder (when one is configured), made from a
     /// variant rather than the original.
     pub embed_input: Option<RgbImage>,
+    /// Where the time went, for metrics and benchmarks.
+    pub timings: StageTimings,
+}
+
+/// Wall time of each step of [`analyse`].
+#[derive(Debug, Clone, Default)]
+pub struct StageTimings {
+    /// SHA-256 of the original.
+    pub hash: Duration,
+    /// Header read and pixel-limit check.
+    pub header: Duration,
+    /// EXIF and XMP extraction.
+    pub metadata: Duration,
+    /// The one decode of a still image into the working copy every variant is made from.
+    pub decode: Duration,
+    /// Each variant (resize and encode; decode too for animations), by name, in the order
+    /// they were made.
+    pub variants: Vec<(String, Duration)>,
+    /// The perceptual hash.
+    pub fingerprint: Duration,
+    /// The embedder's input pixels.
+    pub embed_input: Duration,
+}
+
+impl StageTimings {
+    /// Every stage as (name, duration); variants as `variant:{name}`.
+    pub fn stages(&self) -> Vec<(String, Duration)> {
+        let mut out = vec![
+            ("hash".to_owned(), self.hash),
+            ("header".to_owned(), self.header),
+            ("metadata".to_owned(), self.metadata),
+            ("decode".to_owned(), self.decode),
+        ];
+        out.extend(
+            self.variants
+                .iter()
+                .map(|(n, d)| (format!("variant:{n}"), *d)),
+        );
+        out.push(("fingerprint".to_owned(), self.fingerprint));
+        out.push(("embed_input".to_owned(), self.embed_input));
+        out
+    }
 }
 
 /// Prepared processing settings: the variants' transform specs are resolved once.
@@ -154,8 +205,8 @@ impl MediaSettings {
             },
             enc: EncodeSettings {
                 quality,
-                webp_effort: 4,
-                avif_effort: 2,
+                webp_effort: cfg.webp_effort,
+                avif_effort: cfg.avif_effort,
                 png_compression: 6,
             },
             variants,
@@ -173,7 +224,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Analyses an original completely. Blocking; call from a blocking thread.
 pub fn analyse(source: &Bytes, settings: &MediaSettings) -> Result<Analysis, MediaError> {
     let deadline = Instant::now() + settings.timeout;
+    let mut timings = StageTimings::default();
+    let mut clock = Instant::now();
+    let mut lap = || {
+        let now = Instant::now();
+        std::mem::replace(&mut clock, now).elapsed()
+    };
     let sha256 = sha256_hex(source);
+    timings.hash = lap();
     let header = transform::probe(source)?;
     let pixels = header.width as u64 * header.page_height as u64;
     if pixels > settings.limits.max_source_pixels {
@@ -185,6 +243,7 @@ pub fn analyse(source: &Bytes, settings: &MediaSettings) -> Result<Analysis, Med
         .into());
     }
     let (width, height) = header.oriented_size();
+    timings.header = lap();
     let (format, mime) = format_of(&header.loader, source);
     let mut exif = read_exif(source);
     let xmp = read_xmp(source);
@@ -201,41 +260,74 @@ pub fn analyse(source: &Bytes, settings: &MediaSettings) -> Result<Analysis, Med
             obj.insert("XMP".to_owned(), serde_json::Value::Object(xmp));
         }
     }
-    // Render the largest variant from the original, then each smaller one from the smallest
-    // output already made that still has enough pixels: one full decode of the original
-    // instead of one per variant. Not for animations (outputs may hold one frame) or alpha
-    // sources (a JPEG output would have flattened it). Outputs are upright and stripped, so
-    // orientation is applied exactly once.
-    let derive_ok = header.pages <= 1 && !header.has_alpha;
+    timings.metadata = lap();
+    // A still image is decoded once, at the largest size any variant needs; every variant,
+    // the fingerprint and the embedder's input are made from that copy or from the pixels of
+    // a larger variant, so orientation and colour conversion also happen once. Animations go
+    // variant by variant from the original so that outputs that can animate keep their frames.
+    let plans: Vec<Plan> = settings
+        .variants
+        .iter()
+        .map(|(_, spec)| {
+            plan(
+                spec.fit,
+                spec.gravity,
+                spec.width,
+                spec.height,
+                width,
+                height,
+                settings.limits.max_dimension,
+            )
+        })
+        .collect();
+    let mut copy = if header.pages <= 1 {
+        let (cw, ch) = copy_size(&plans, width, height);
+        Some(WorkingCopy::decode(
+            source,
+            &header,
+            &settings.limits,
+            cw,
+            ch,
+        )?)
+    } else {
+        None
+    };
+    timings.decode = lap();
     let mut order: Vec<usize> = (0..settings.variants.len()).collect();
-    order.sort_by_key(|&i| {
-        let v = &settings.variants[i].0;
-        std::cmp::Reverse(u64::from(v.width) * u64::from(v.height))
-    });
+    order.sort_by_key(|&i| std::cmp::Reverse(area(plans[i].resized)));
     let mut rendered: Vec<Option<RenderedVariant>> = vec![None; settings.variants.len()];
+    // Uncropped outputs of an animation, for the fingerprint.
     let mut made: Vec<(Bytes, u32, u32)> = Vec::new();
     for i in order {
         let (v, spec) = &settings.variants[i];
-        let from = if derive_ok {
-            made.iter()
-                .filter(|(_, w, h)| {
-                    (*w >= v.width && *h >= v.height) || (*w, *h) == (width, height)
-                })
-                .min_by_key(|(_, w, h)| u64::from(*w) * u64::from(*h))
-                .map(|(b, _, _)| b.clone())
-        } else {
-            None
+        let from_copy = match &copy {
+            Some(c) => {
+                transform::run_from_copy(c, spec, &settings.limits, &settings.enc, Some(deadline))?
+            }
+            None => None,
         };
-        let output = transform::run(
-            from.as_ref().unwrap_or(source),
-            spec,
-            &settings.limits,
-            &settings.enc,
-            Some(deadline),
-        )?;
-        if !spec.fit.crops() {
-            made.push((output.bytes.clone(), output.width, output.height));
-        }
+        let output = match from_copy {
+            Some((output, level)) => {
+                if let (Some(c), Some(level)) = (copy.as_mut(), level) {
+                    c.push_level(level);
+                }
+                output
+            }
+            None => {
+                let output = transform::run(
+                    source,
+                    spec,
+                    &settings.limits,
+                    &settings.enc,
+                    Some(deadline),
+                )?;
+                if !spec.fit.crops() {
+                    made.push((output.bytes.clone(), output.width, output.height));
+                }
+                output
+            }
+        };
+        timings.variants.push((v.name.clone(), lap()));
         rendered[i] = Some(RenderedVariant {
             name: v.name.clone(),
             ext: v.extension().to_owned(),
@@ -243,19 +335,43 @@ pub fn analyse(source: &Bytes, settings: &MediaSettings) -> Result<Analysis, Med
         });
     }
     let variants: Vec<RenderedVariant> = rendered.into_iter().flatten().collect();
-    // The fingerprint looks at the whole picture: the smallest uncropped output will do.
-    let hash_source = made
-        .iter()
-        .min_by_key(|(_, w, h)| u64::from(*w) * u64::from(*h))
-        .map(|(b, _, _)| b.clone())
-        .unwrap_or_else(|| source.clone());
-    let dhash = dhash(&hash_source)?;
+    // The fingerprint looks at the whole picture: a 64-px sketch from the smallest uncropped
+    // pixels (or output) that will do.
+    let dhash = match &copy {
+        Some(c) => {
+            let (tw, th) = fit_inside(width, height, 64);
+            let (px, lw, lh) = smallest_level(c, tw, th);
+            let alpha = c.bands == 2 || c.bands == 4;
+            let small = transform::resample::resize(&px, (lw, lh), c.bands, (tw, th), alpha)?;
+            let rgb = rgb_from(Image::from_pixel_bytes(
+                Bytes::from(small),
+                tw,
+                th,
+                c.bands,
+            )?)?;
+            dhash_of(Image::from_pixels(&rgb.pixels, rgb.width, rgb.height, 3)?)?
+        }
+        None => dhash(&smallest_output(&made).unwrap_or_else(|| source.clone()))?,
+    };
+    timings.fingerprint = lap();
+    // The embedder reads the stored variant a re-embed would read, so that rebuilding the
+    // index (or a model change) gives the vectors ingest gave.
     let embed_input = match settings.embed_side {
-        Some(side) => Some(rgb_for_embedding(&hash_source, side)?),
+        Some(side) => {
+            let from = settings
+                .embed_variant()
+                .and_then(|name| variants.iter().find(|v| v.name == name))
+                .map(|v| v.output.bytes.clone())
+                .or_else(|| smallest_output(&made))
+                .unwrap_or_else(|| source.clone());
+            Some(rgb_for_embedding(&from, side)?)
+        }
         None => None,
     };
+    timings.embed_input = lap();
     Ok(Analysis {
         embed_input,
+        timings,
         sha256,
         format,
         mime,
@@ -286,18 +402,19 @@ impl MediaSettings {
 pub fn rgb_for_embedding(source: &Bytes, side: u32) -> Result<RgbImage, MediaError> {
     transform::probe(source)?;
     let (bw, bh) = (side.max(1), side.max(1));
-    let decode = |e: flexphoto_edge::vips::VipsError| {
-        MediaError::Rejected(format!("the image could not be decoded: {e}"))
-    };
-    let mut img = Image::thumbnail(source, bw, bh, Size::Down, Interesting::None, true, false)
-        .map_err(decode)?
-        .to_srgb()
-        .map_err(decode)?;
+    let img = Image::thumbnail(source, bw, bh, Size::Down, Interesting::None, true, false)
+        .map_err(|e| MediaError::Rejected(format!("the image could not be decoded: {e}")))?
+        .to_srgb()?;
+    rgb_from(img)
+}
+
+/// Packs an sRGB image as 3-band pixels, alpha flattened on white.
+fn rgb_from(mut img: Image) -> Result<RgbImage, MediaError> {
     if img.bands() == 4 || img.bands() == 2 {
-        img = img.flatten([255.0, 255.0, 255.0]).map_err(decode)?;
+        img = img.flatten([255.0, 255.0, 255.0])?;
     }
     let (width, height) = (img.width(), img.height());
-    let pixels = img.pixels().map_err(decode)?;
+    let pixels = img.pixels()?;
     if pixels.len() != width as usize * height as usize * 3 {
         return Err(MediaError::Transient(format!(
             "unexpected pixel layout for embedding: {} bytes for {width}x{height}",
@@ -309,6 +426,53 @@ pub fn rgb_for_embedding(source: &Bytes, side: u32) -> Result<RgbImage, MediaErr
         height,
         pixels: pixels.to_vec(),
     })
+}
+
+/// The smallest of the encoded uncropped outputs, if any.
+fn smallest_output(made: &[(Bytes, u32, u32)]) -> Option<Bytes> {
+    made.iter()
+        .min_by_key(|(_, w, h)| u64::from(*w) * u64::from(*h))
+        .map(|(b, _, _)| b.clone())
+}
+
+fn area((w, h): (u32, u32)) -> u64 {
+    u64::from(w) * u64::from(h)
+}
+
+/// `w`×`h` fitted into a `side`² box, never enlarged.
+fn fit_inside(w: u32, h: u32, side: u32) -> (u32, u32) {
+    let s = (side as f64 / w.max(h).max(1) as f64).min(1.0);
+    (
+        ((w as f64 * s).round() as u32).max(1),
+        ((h as f64 * s).round() as u32).max(1),
+    )
+}
+
+/// Size of the one decoded copy of a `w`×`h` (upright) source: the original's aspect ratio,
+/// large enough for every variant's planned resize, never larger than the original.
+fn copy_size(plans: &[Plan], w: u32, h: u32) -> (u32, u32) {
+    let (w, h) = (w.max(1), h.max(1));
+    let scale = plans
+        .iter()
+        .map(|p| (p.resized.0 as f64 / w as f64).max(p.resized.1 as f64 / h as f64))
+        .fold(0.0f64, f64::max)
+        .min(1.0);
+    let need_w = plans.iter().map(|p| p.resized.0.min(w)).max().unwrap_or(1);
+    let need_h = plans.iter().map(|p| p.resized.1.min(h)).max().unwrap_or(1);
+    (
+        ((w as f64 * scale).round() as u32).max(need_w).clamp(1, w),
+        ((h as f64 * scale).round() as u32).max(need_h).clamp(1, h),
+    )
+}
+
+/// The smallest of a copy's levels (the top included) at least `w`×`h`, as pixels and size.
+fn smallest_level(c: &WorkingCopy, w: u32, h: u32) -> (Bytes, u32, u32) {
+    c.smaller
+        .iter()
+        .rev()
+        .find(|l| l.width >= w && l.height >= h)
+        .map(|l| (l.pixels.clone(), l.width, l.height))
+        .unwrap_or_else(|| (c.pixels.clone(), c.width, c.height))
 }
 
 fn format_of(loader: &str, buf: &[u8]) -> (String, String) {
@@ -333,8 +497,18 @@ fn format_of(loader: &str, buf: &[u8]) -> (String, String) {
 /// A 64-bit difference hash: each bit says whether a pixel of a 9×8 greyscale thumbnail is
 /// brighter than its right-hand neighbour.
 pub fn dhash(source: &Bytes) -> Result<u64, MediaError> {
-    let thumb = Image::thumbnail(source, 9, 8, Size::Force, Interesting::None, true, false)
+    let img = Image::thumbnail(source, 9, 8, Size::Force, Interesting::None, true, false)
         .map_err(|e| MediaError::Rejected(format!("the source image could not be decoded: {e}")))?;
+    dhash_of(img)
+}
+
+/// The difference hash of an already decoded image.
+fn dhash_of(img: Image) -> Result<u64, MediaError> {
+    let thumb = if (img.width(), img.height()) == (9, 8) {
+        img
+    } else {
+        img.thumbnail_image(9, 8, Size::Force, Interesting::None)?
+    };
     let pgm = thumb
         .save(".pgm")
         .map_err(|e| MediaError::Transient(format!("greyscale thumbnail failed: {e}")))?;
@@ -622,6 +796,98 @@ mod tests {
         assert_eq!(x["dc:subject"], "beach, sun & sea");
         assert_eq!(x["dc:title"], "Dune");
         assert!(read_xmp(b"no xmp here").is_empty());
+    }
+
+    /// A 1200×800 test picture: four coloured quadrants (so orientation errors show), a
+    /// gradient and fine stripes (so resampling differences show).
+    fn picture(bands: u32) -> Vec<u8> {
+        let (w, h) = (1200u32, 800u32);
+        let mut px = Vec::with_capacity((w * h * bands) as usize);
+        for y in 0..h {
+            for x in 0..w {
+                let quad = [
+                    [220u8, 40, 40],
+                    [40, 200, 60],
+                    [40, 60, 220],
+                    [230, 210, 40],
+                ][((y >= h / 2) as usize) * 2 + (x >= w / 2) as usize];
+                let stripe = if (x / 3 + y / 5) % 2 == 0 { 25 } else { 0 };
+                let grad = (x * 40 / w) as u8;
+                for c in quad {
+                    px.push(c.saturating_sub(stripe).saturating_add(grad));
+                }
+                if bands == 4 {
+                    px.push(if x < w / 4 { 0 } else { 255 });
+                }
+            }
+        }
+        px
+    }
+
+    fn decoded(bytes: &Bytes) -> (u32, u32, u32, Vec<u8>) {
+        let img = Image::load(bytes, true, false, 1).unwrap();
+        let px = img.pixels().unwrap();
+        (img.width(), img.height(), img.bands(), px.to_vec())
+    }
+
+    fn default_settings() -> MediaSettings {
+        let cfg = crate::config::RawConfig::from_toml_and_env("", |_| None)
+            .unwrap()
+            .validate()
+            .unwrap();
+        let mut s = MediaSettings::new(&cfg).unwrap();
+        s.embed_side = Some(384);
+        s
+    }
+
+    /// Every variant made from the one decoded copy matches, within encoder noise, the same
+    /// variant rendered straight from the original by the edge's pipeline.
+    fn assert_matches_direct(source: &Bytes, settings: &MediaSettings) -> Analysis {
+        let a = analyse(source, settings).unwrap();
+        for (v, spec) in &settings.variants {
+            let ours = a.variants.iter().find(|r| r.name == v.name).unwrap();
+            let direct =
+                transform::run(source, spec, &settings.limits, &settings.enc, None).unwrap();
+            let (w1, h1, b1, p1) = decoded(&ours.output.bytes);
+            let (w2, h2, b2, p2) = decoded(&direct.bytes);
+            assert_eq!((w1, h1, b1), (w2, h2, b2), "variant {}", v.name);
+            let mad = p1
+                .iter()
+                .zip(&p2)
+                .map(|(a, b)| (*a as i32 - *b as i32).unsigned_abs() as u64)
+                .sum::<u64>() as f64
+                / p1.len() as f64;
+            assert!(mad < 3.0, "variant {}: mean difference {mad:.2}", v.name);
+        }
+        a
+    }
+
+    #[test]
+    fn variants_from_one_decode_match_direct_rendering() {
+        flexphoto_edge::vips::init(1).unwrap();
+        let settings = default_settings();
+        // A JPEG stored sideways (EXIF orientation 6): variants come out upright.
+        let img = Image::from_pixels(&picture(3), 1200, 800, 3).unwrap();
+        img.set_int("orientation", 6);
+        let jpeg = img.save(".jpg[Q=95]").unwrap();
+        assert_eq!(transform::probe(&jpeg).unwrap().orientation, 6);
+        let a = assert_matches_direct(&jpeg, &settings);
+        assert_eq!((a.width, a.height), (800, 1200));
+        let full = a.variants.iter().find(|v| v.name == "full").unwrap();
+        assert_eq!((full.output.width, full.output.height), (800, 1200));
+        let rgb = a.embed_input.as_ref().unwrap();
+        assert_eq!((rgb.width, rgb.height), (256, 384));
+
+        // Alpha survives in WebP variants and is flattened in the JPEG one.
+        let png = Image::from_pixels(&picture(4), 1200, 800, 4)
+            .unwrap()
+            .save(".png")
+            .unwrap();
+        let a = assert_matches_direct(&png, &settings);
+        let medium = a.variants.iter().find(|v| v.name == "medium").unwrap();
+        assert_eq!(decoded(&medium.output.bytes).2, 4);
+        let full = a.variants.iter().find(|v| v.name == "full").unwrap();
+        assert_eq!(decoded(&full.output.bytes).2, 3);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::blob::Blobs;
 use crate::config::Config;
 use crate::indexing::Search;
 use crate::media::MediaSettings;
+use crate::metrics::Metrics;
 use crate::store::Db;
 
 /// What handlers and workers share.
@@ -31,6 +32,8 @@ pub struct AppState {
     pub pool: TransformPool,
     /// Embedder and vector index; `None` when `search.model = "none"`.
     pub search: Option<Search>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
 }
 
 impl std::fmt::Debug for AppState {
@@ -79,15 +82,22 @@ impl AppState {
             .map_err(StateError::Config)?
             .map(|(s, _recreated)| s);
         media.embed_side = search.as_ref().map(|s| s.embedder.input_size());
-        let gauge = |n: &str| {
-            prometheus::IntGauge::new(n, n).map_err(|e| StateError::Config(e.to_string()))
+        let gauge = |n: &str, help: &str| {
+            prometheus::IntGauge::new(n, help).map_err(|e| StateError::Config(e.to_string()))
         };
         let gauges = PoolGauges {
-            queued: gauge("flexphoto_worker_queued")?,
-            running: gauge("flexphoto_worker_running")?,
+            queued: gauge(
+                "flexphoto_worker_queued",
+                "Image work waiting for a processing thread",
+            )?,
+            running: gauge("flexphoto_worker_running", "Image work running")?,
         };
-        let threads = cfg.workers.max(1) as usize;
-        let pool = TransformPool::new(threads, threads, gauges)
+        let metrics = Metrics::new(&[gauges.queued.clone(), gauges.running.clone()])
+            .map_err(|e| StateError::Config(format!("metrics: {e}")))?;
+        // Every running job can have one piece of image work queued or running.
+        let threads = cfg.processing_threads.max(1) as usize;
+        let queue = (cfg.workers as usize).max(threads);
+        let pool = TransformPool::new(threads, queue, gauges)
             .map_err(|e| StateError::Config(format!("starting worker threads: {e}")))?;
         Ok(Arc::new(Self {
             edge_signer: Signer::new(edge.signing_keys.clone()),
@@ -98,6 +108,7 @@ impl AppState {
             media,
             pool,
             search,
+            metrics,
         }))
     }
 }

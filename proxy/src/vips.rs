@@ -239,10 +239,28 @@ impl Image {
         if p.is_null() {
             return Err(take_error("cannot make image from pixels"));
         }
-        Ok(Image {
+        let raw = Image {
             ptr: p,
             _source: pixels,
-        })
+        };
+        // Say what the bands are: libvips would guess 4 bands to be CMYK, losing the alpha.
+        let interpretation = if bands <= 2 {
+            ffi::VipsInterpretation_VIPS_INTERPRETATION_B_W
+        } else {
+            ffi::VipsInterpretation_VIPS_INTERPRETATION_sRGB
+        };
+        let mut out = ptr::null_mut();
+        // SAFETY: variadic call with a NULL-terminated option list; the copy shares pixels.
+        let rc = unsafe {
+            ffi::vips_copy(
+                raw.ptr,
+                &mut out,
+                c"interpretation".as_ptr(),
+                interpretation,
+                ptr::null::<c_char>(),
+            )
+        };
+        raw.result(rc, out, "cannot make image from pixels")
     }
 
     fn wrap(&self, ptr: *mut ffi::VipsImage) -> Image {
@@ -590,6 +608,26 @@ impl Image {
         }
         self.result(rc, out, "colour conversion failed")?
             .without_fields(|n| n == "icc-profile-data")
+    }
+
+    /// Whether pixels are 8-bit unsigned, so [`Image::pixels`] gives `bands` bytes per pixel.
+    pub fn is_uchar(&self) -> bool {
+        // SAFETY: getter on a valid image.
+        unsafe { ffi::vips_image_get_format(self.ptr) == ffi::VipsBandFormat_VIPS_FORMAT_UCHAR }
+    }
+
+    /// Whether the pixels are RGB or greyscale (not CMYK, Lab, or other spaces).
+    pub fn is_rgb_or_grey(&self) -> bool {
+        // SAFETY: getter on a valid image.
+        let i = unsafe { ffi::vips_image_get_interpretation(self.ptr) };
+        i == ffi::VipsInterpretation_VIPS_INTERPRETATION_sRGB
+            || i == ffi::VipsInterpretation_VIPS_INTERPRETATION_B_W
+            || i == ffi::VipsInterpretation_VIPS_INTERPRETATION_RGB
+    }
+
+    /// The embedded ICC profile, if any.
+    pub fn icc_profile(&self) -> Option<Vec<u8>> {
+        self.blob(c"icc-profile-data")
     }
 
     /// A copy of a binary field such as `icc-profile-data`.

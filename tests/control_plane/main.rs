@@ -312,14 +312,36 @@ async fn webhook_completes_idempotently() {
     }
 }
 
-/// Every /v1 route refuses a missing or unknown key; roles and owner scopes are enforced.
+/// Every /v1 route and /metrics refuse a missing or unknown key; roles and owner scopes are
+/// enforced.
 #[tokio::test]
 async fn auth_on_every_route() {
     let app = App::spawn(Options::new(Backend::Sqlite)).await;
     let (s, v) = app.upload(ADMIN, "alice", "a.jpg", &jpeg(32, 32, 3)).await;
     assert_eq!(s, 201, "{v}");
     let id = v["id"].as_str().unwrap().to_owned();
+    app.wait_done(&id, Duration::from_secs(60)).await;
+    // Metrics (admin): the processed image's stages, its job, and API requests by route.
+    let r = app
+        .req(Method::GET, "/metrics", Some(ADMIN), None, Bytes::new())
+        .await;
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8_lossy(&r.body);
+    for line in [
+        "flexphoto_ingest_stage_seconds_count{stage=\"decode\"} 1",
+        "flexphoto_ingest_stage_seconds_count{stage=\"variant:thumb\"} 1",
+        "flexphoto_jobs_finished_total{kind=\"process\",outcome=\"done\"} 1",
+        "flexphoto_images{status=\"ready\"} 1",
+        "flexphoto_api_requests_total{method=\"POST\",route=\"/v1/images\",status=\"201\"} 1",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    assert!(
+        text.contains("route=\"/v1/images/{id}\""),
+        "requests are counted by route template: {text}"
+    );
     let routes: Vec<(Method, String)> = vec![
+        (Method::GET, "/metrics".into()),
         (Method::POST, "/v1/images".into()),
         (Method::GET, "/v1/images?owner=alice".into()),
         (Method::GET, format!("/v1/images/{id}")),
@@ -395,6 +417,10 @@ async fn auth_on_every_route() {
         .await;
     assert_eq!(r.status, 403);
     assert_eq!(app.get_json("/v1/jobs/stats", &viewer).await.0, 403);
+    let r = app
+        .req(Method::GET, "/metrics", Some(&viewer), None, Bytes::new())
+        .await;
+    assert_eq!(r.status, 403);
     assert_eq!(
         app.post_json("/v1/keys", &viewer, &json!({"name": "x", "role": "admin"}))
             .await

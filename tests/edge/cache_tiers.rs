@@ -219,21 +219,25 @@ fn large_sources_get_a_working_copy_that_serves_smaller_sizes() {
             &[("FLEXPHOTO_EDGE__TRANSFORM__WORKING_SIDE", side)],
             &[],
         );
-        for q in [
-            "w=120",
-            "w=100&h=100&fit=cover",
-            "w=90&h=90&fit=cover&g=se",
-            "h=50&fmt=webp",
-            "w=140&h=60&fit=fill",
+        // Alpha sources too: flattened for JPEG, kept for WebP and PNG.
+        for (file, q) in [
+            ("land.jpg", "w=120"),
+            ("land.jpg", "w=100&h=100&fit=cover"),
+            ("land.jpg", "w=90&h=90&fit=cover&g=se"),
+            ("land.jpg", "h=50&fmt=webp"),
+            ("land.jpg", "w=140&h=60&fit=fill"),
+            ("alpha.png", "w=100&fmt=jpeg"),
+            ("alpha.png", "w=120&fmt=webp"),
+            ("alpha.png", "w=90&fmt=png"),
         ] {
-            let a = e.get(&format!("/img/land.jpg?{q}"));
-            let b = direct.get(&format!("/img/land.jpg?{q}"));
+            let a = e.get(&format!("/img/{file}?{q}"));
+            let b = direct.get(&format!("/img/{file}?{q}"));
             assert_eq!(a.status, 200, "{q}");
             let (da, db) = (a.decode(), b.decode());
             assert_eq!(
-                (da.width, da.height, da.loader.clone()),
-                (db.width, db.height, db.loader.clone()),
-                "side {side}, {q}"
+                (da.width, da.height, da.loader.clone(), da.bands),
+                (db.width, db.height, db.loader.clone(), db.bands),
+                "side {side}, {file}?{q}"
             );
             // Same picture: mean absolute difference of the pixels stays small.
             let diff: u64 = da
@@ -243,7 +247,7 @@ fn large_sources_get_a_working_copy_that_serves_smaller_sizes() {
                 .map(|(x, y)| (*x as i32 - *y as i32).unsigned_abs() as u64)
                 .sum();
             let mad = diff as f64 / da.pixels.len() as f64;
-            assert!(mad < 6.0, "side {side}, {q}: mean abs diff {mad}");
+            assert!(mad < 6.0, "side {side}, {file}?{q}: mean abs diff {mad}");
         }
         assert!(
             e.metric(
@@ -251,7 +255,7 @@ fn large_sources_get_a_working_copy_that_serves_smaller_sizes() {
                 "result=\"hit\",tier=\"working\""
             ) >= 3.0
         );
-        assert_eq!(e.metric("flexphoto_origin_fetches_total", ""), 1.0);
+        assert_eq!(e.metric("flexphoto_origin_fetches_total", ""), 2.0);
         // Larger outputs and metadata requests still use the original.
         assert_eq!(e.get("/img/land.jpg?w=600").decode().width, 600);
         assert_eq!(e.get("/img/land.jpg?w=100&meta=keep").status, 200);

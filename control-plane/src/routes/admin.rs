@@ -84,6 +84,24 @@ pub async fn job_stats(
     ))
 }
 
+/// `GET /metrics`: Prometheus text format (admin key; scrape with a bearer credential). Queue
+/// and image counts are read from the database at each scrape.
+pub async fn metrics(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<([(axum::http::HeaderName, &'static str); 1], String)> {
+    caller.require(Role::Admin)?;
+    let s = state.db.queue_stats().await?;
+    state.metrics.set_queue(&s);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    ))
+}
+
 /// `GET /healthz` (open): the database answers.
 pub async fn healthz(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
     state.db.image_counts().await?;

@@ -1,5 +1,6 @@
 //! The HTTP API. Every route under `/v1` needs an API key except the signed local upload URL
 //! (its signature is the credential); `/healthz` and `/openapi.json` are open on purpose.
+//! `/metrics` needs an admin key. Every response is counted by route in the metrics.
 
 pub mod admin;
 pub mod images;
@@ -8,7 +9,11 @@ pub mod uploads;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::Router;
 
@@ -42,7 +47,31 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/jobs/stats", get(admin::job_stats))
         .route("/healthz", get(admin::healthz))
         .route("/openapi.json", get(admin::openapi))
+        .route("/metrics", get(admin::metrics))
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(body_limit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state)
+}
+
+/// Counts every routed response and its latency by route template (never by raw path, which
+/// would hold ids).
+async fn count_request(
+    State(state): State<Arc<AppState>>,
+    route: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = route.map_or_else(|| "unmatched".to_owned(), |r| r.as_str().to_owned());
+    let method = req.method().clone();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let m = &state.metrics;
+    m.requests
+        .with_label_values(&[route.as_str(), method.as_str(), resp.status().as_str()])
+        .inc();
+    m.request_seconds
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    resp
 }

@@ -18,6 +18,7 @@
 pub mod geometry;
 pub mod metadata;
 pub mod pool;
+pub mod resample;
 
 use std::time::Instant;
 
@@ -110,41 +111,110 @@ impl WorkingCopy {
 
     /// Makes the √2 levels below the top one.
     fn build_levels(&mut self) -> Result<()> {
-        let mut prev =
-            Image::from_pixel_bytes(self.pixels.clone(), self.width, self.height, self.bands)?;
+        let alpha = self.bands == 2 || self.bands == 4;
+        let (mut pixels, mut w, mut h) = (self.pixels.clone(), self.width, self.height);
         loop {
-            let w = (prev.width() as f64 / std::f64::consts::SQRT_2).round() as u32;
-            let h = (prev.height() as f64 / std::f64::consts::SQRT_2).round() as u32;
-            if w.max(h) < MIN_LEVEL_SIDE || w == 0 || h == 0 {
+            let nw = (w as f64 / std::f64::consts::SQRT_2).round() as u32;
+            let nh = (h as f64 / std::f64::consts::SQRT_2).round() as u32;
+            if nw.max(nh) < MIN_LEVEL_SIDE || nw == 0 || nh == 0 {
                 return Ok(());
             }
-            let next = prev.thumbnail_image(w, h, Size::Force, Interesting::None)?;
-            let level = Level {
-                pixels: next.pixels()?,
-                width: next.width(),
-                height: next.height(),
-            };
-            prev = Image::from_pixel_bytes(
-                level.pixels.clone(),
-                level.width,
-                level.height,
+            pixels = Bytes::from(resample::resize(
+                &pixels,
+                (w, h),
                 self.bands,
-            )?;
-            self.smaller.push(level);
+                (nw, nh),
+                alpha,
+            )?);
+            (w, h) = (nw, nh);
+            self.smaller.push(Level {
+                pixels: pixels.clone(),
+                width: w,
+                height: h,
+            });
         }
     }
 
-    /// The smallest level (pixels, width, height) that serves the plan.
-    fn pick(&self, p: &geometry::Plan) -> (Bytes, u32, u32) {
+    /// The smallest level (pixels, width, height), the top one included, that holds at least
+    /// `min_factor` times the plan's resized size.
+    fn pick(&self, p: &geometry::Plan, min_factor: u64) -> Option<(Bytes, u32, u32)> {
         let fits = |w: u32, h: u32| {
-            p.resized.0 as u64 * 2 <= w as u64 && p.resized.1 as u64 * 2 <= h as u64
+            p.resized.0 as u64 * min_factor <= w as u64
+                && p.resized.1 as u64 * min_factor <= h as u64
         };
         self.smaller
             .iter()
             .rev()
             .find(|l| fits(l.width, l.height))
             .map(|l| (l.pixels.clone(), l.width, l.height))
-            .unwrap_or_else(|| (self.pixels.clone(), self.width, self.height))
+            .or_else(|| {
+                fits(self.width, self.height)
+                    .then(|| (self.pixels.clone(), self.width, self.height))
+            })
+    }
+
+    /// Decodes `source` once into a copy of exactly `width`×`height` (the caller keeps the
+    /// aspect ratio): upright, sRGB, 8-bit, without smaller levels. The base for making
+    /// several outputs of one source, such as ingest's variants. `header` is the source's
+    /// [`probe`]; pixel bombs are refused before decoding.
+    pub fn decode(
+        source: &Bytes,
+        header: &vips::Header,
+        limits: &Limits,
+        width: u32,
+        height: u32,
+    ) -> Result<WorkingCopy> {
+        if header.width as u64 * header.page_height as u64 > limits.max_source_pixels {
+            return Err(TransformError::TooManyPixels {
+                width: header.width,
+                height: header.page_height,
+                limit: limits.max_source_pixels,
+            });
+        }
+        let (source_width, source_height) = header.oriented_size();
+        let (width, height) = (width.max(1), height.max(1));
+        let img = match decode_resampled(source, header, width, height)? {
+            Some(img) => img,
+            None => Image::thumbnail(
+                source,
+                width,
+                height,
+                Size::Force,
+                Interesting::None,
+                true,
+                false,
+            )?,
+        }
+        .to_srgb()?;
+        let pixels = img.pixels()?;
+        let (width, height, bands) = (img.width(), img.height(), img.bands());
+        if pixels.len() as u64 != width as u64 * height as u64 * bands as u64 {
+            return Err(TransformError::Internal(format!(
+                "decoded copy is not 8-bit: {} bytes for {width}x{height}x{bands}",
+                pixels.len()
+            )));
+        }
+        Ok(WorkingCopy {
+            pixels,
+            width,
+            height,
+            bands,
+            source_width,
+            source_height,
+            native: source_format(&header.loader, source),
+            smaller: Vec::new(),
+        })
+    }
+
+    /// Adds a smaller copy, keeping the levels largest first.
+    pub fn push_level(&mut self, level: Level) {
+        let area = |l: &Level| l.width as u64 * l.height as u64;
+        let at = self
+            .smaller
+            .iter()
+            .position(|l| area(l) < area(&level))
+            .unwrap_or(self.smaller.len());
+        self.smaller.insert(at, level);
     }
 
     /// Whether a request may be served from a working copy at all: it needs no metadata and
@@ -299,6 +369,56 @@ fn interesting(g: Gravity) -> Interesting {
     }
 }
 
+/// Largest decoded source (bytes) the SIMD path holds in memory; larger sources go through
+/// libvips' streaming `thumbnail`.
+const MAX_RESAMPLE_BYTES: u64 = 128 << 20;
+
+/// Decodes an RGB or greyscale JPEG to `width`×`height` (upright): shrink-on-load where at
+/// least a 2x reduction is left for the filter (libvips' own rule), then SIMD Lanczos-3 and
+/// orientation. `None` when this path does not apply (other formats, CMYK, huge sources).
+fn decode_resampled(
+    source: &Bytes,
+    header: &vips::Header,
+    width: u32,
+    height: u32,
+) -> Result<Option<Image>> {
+    if !header.loader.starts_with("jpegload") || header.pages > 1 {
+        return Ok(None);
+    }
+    // Target in stored orientation; rotated after resampling.
+    let (tw, th) = if (5..=8).contains(&header.orientation) {
+        (height, width)
+    } else {
+        (width, height)
+    };
+    let factor = (header.width as f64 / tw as f64).min(header.page_height as f64 / th as f64);
+    let shrink = [8u32, 4, 2]
+        .into_iter()
+        .find(|f| factor >= 2.0 * *f as f64)
+        .unwrap_or(1);
+    let loaded = Image::load(source, true, false, shrink)?;
+    let (lw, lh, bands) = (loaded.width(), loaded.height(), loaded.bands());
+    if !loaded.is_uchar()
+        || !loaded.is_rgb_or_grey()
+        || !matches!(bands, 1 | 3)
+        || lw as u64 * lh as u64 * bands as u64 > MAX_RESAMPLE_BYTES
+    {
+        return Ok(None);
+    }
+    let pixels = loaded.pixels()?;
+    let out = resample::resize(&pixels, (lw, lh), bands, (tw, th), false)?;
+    drop(pixels);
+    let mut img = Image::from_pixel_bytes(Bytes::from(out), tw, th, bands)?;
+    if let Some(icc) = loaded.icc_profile() {
+        img.set_blob("icc-profile-data", &icc);
+    }
+    if header.orientation > 1 {
+        img.set_int("orientation", header.orientation as i32);
+        img = img.autorot()?;
+    }
+    Ok(Some(img))
+}
+
 /// Largest JPEG shrink-on-load factor that still leaves at least `need` pixels of `have`.
 fn jpeg_shrink(have: (u32, u32), need: (u32, u32)) -> u32 {
     [8, 4, 2]
@@ -354,7 +474,8 @@ pub fn run_with(
             limits.max_dimension,
         );
         if w.serves(&p) {
-            return Ok((from_working_copy(w, spec, &p, enc, deadline)?, None));
+            let (out, _) = from_working_copy(w, spec, &p, enc, deadline, 2, false)?;
+            return Ok((out, None));
         }
     }
     let header = probe(source)?;
@@ -399,26 +520,10 @@ pub fn run_with(
             smaller: Vec::new(),
         };
         if sketch.serves(&p) {
-            let img = Image::thumbnail(
-                source,
-                working_side,
-                working_side,
-                Size::Down,
-                Interesting::None,
-                true,
-                false,
-            )?
-            .to_srgb()?;
-            let mut copy = WorkingCopy {
-                pixels: img.pixels()?,
-                width: img.width(),
-                height: img.height(),
-                bands: img.bands(),
-                ..sketch
-            };
+            let mut copy = WorkingCopy::decode(source, &header, limits, iw, ih)?;
             copy.build_levels()?;
             check_deadline(deadline)?;
-            let out = from_working_copy(&copy, spec, &p, enc, deadline)?;
+            let (out, _) = from_working_copy(&copy, spec, &p, enc, deadline, 2, false)?;
             return Ok((out, Some(copy)));
         }
     }
@@ -482,25 +587,82 @@ pub fn run_with(
     finish(img, spec, &p, format, keep_frames, enc, deadline).map(|o| (o, None))
 }
 
-/// Makes the output from a working copy: resize to the planned size, then the shared steps.
+/// Renders `spec` from `copy` whenever the copy or one of its levels holds at least the
+/// planned size, resizing at most once (ingest makes every variant of an upload from one
+/// decode). `None` when the copy is too small or the request is not [`WorkingCopy::eligible`].
+/// For a plain resize (no smart crop), the resized pixels come back as a [`Level`] that later,
+/// smaller outputs can start from.
+pub fn run_from_copy(
+    copy: &WorkingCopy,
+    spec: &TransformSpec,
+    limits: &Limits,
+    enc: &EncodeSettings,
+    deadline: Option<Instant>,
+) -> Result<Option<(Output, Option<Level>)>> {
+    check_deadline(deadline)?;
+    if !WorkingCopy::eligible(spec) {
+        return Ok(None);
+    }
+    let p = plan(
+        spec.fit,
+        spec.gravity,
+        spec.width,
+        spec.height,
+        copy.source_width,
+        copy.source_height,
+        limits.max_dimension,
+    );
+    if copy.pick(&p, 1).is_none() {
+        return Ok(None);
+    }
+    from_working_copy(copy, spec, &p, enc, deadline, 1, true).map(Some)
+}
+
+/// Makes the output from a working copy: resize the smallest level holding `min_factor` times
+/// the planned size (the caller has checked one does), then the shared steps. With
+/// `keep_level`, a plain resize's pixels are returned as a new level.
 fn from_working_copy(
     w: &WorkingCopy,
     spec: &TransformSpec,
     p: &geometry::Plan,
     enc: &EncodeSettings,
     deadline: Option<Instant>,
-) -> Result<Output> {
-    let (pixels, width, height) = w.pick(p);
-    let base = Image::from_pixel_bytes(pixels, width, height, w.bands)?;
+    min_factor: u64,
+    keep_level: bool,
+) -> Result<(Output, Option<Level>)> {
+    let (pixels, width, height) = w
+        .pick(p, min_factor)
+        .unwrap_or_else(|| (w.pixels.clone(), w.width, w.height));
+    let base = Image::from_pixel_bytes(pixels.clone(), width, height, w.bands)?;
+    let mut level = None;
     let img = match p.vips_crop {
         Some(g) => base.thumbnail_image(p.box_w, p.box_h, Size::Both, interesting(g))?,
-        None => base.thumbnail_image(p.resized.0, p.resized.1, Size::Force, Interesting::None)?,
+        None if p.resized == (width, height) => base,
+        None => {
+            let alpha = w.bands == 2 || w.bands == 4;
+            let l = Level {
+                pixels: Bytes::from(resample::resize(
+                    &pixels,
+                    (width, height),
+                    w.bands,
+                    p.resized,
+                    alpha,
+                )?),
+                width: p.resized.0,
+                height: p.resized.1,
+            };
+            let img = Image::from_pixel_bytes(l.pixels.clone(), l.width, l.height, w.bands)?;
+            if keep_level {
+                level = Some(l);
+            }
+            img
+        }
     };
     let alpha = w.bands == 2 || w.bands == 4;
     let format = choose_format(spec.format, w.native, alpha, false);
     let mut out = finish(img, spec, p, format, false, enc, deadline)?;
     out.from_working_copy = true;
-    Ok(out)
+    Ok((out, level))
 }
 
 /// The steps after resizing: cut or pad, colour, rotate, flip, blur, sharpen, metadata, encode.

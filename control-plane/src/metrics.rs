@@ -1,0 +1,187 @@
+//! Prometheus metrics of the control plane, served at `GET /metrics` to admin keys: API
+//! requests by route and status, job outcomes and durations by kind, where ingest time goes
+//! stage by stage, and the queue's depth read from the database at scrape time.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::media::StageTimings;
+use crate::store::jobs::QueueStats;
+
+/// Every metric the control plane exports.
+pub struct Metrics {
+    registry: Registry,
+    /// API responses by route template, method and status.
+    pub requests: IntCounterVec,
+    /// API latency by route template, seconds.
+    pub request_seconds: HistogramVec,
+    /// Finished job attempts by kind and outcome (`done`, `retry`, `failed`, `dead`, `lost`).
+    pub jobs: IntCounterVec,
+    /// Job attempt duration by kind, seconds.
+    pub job_seconds: HistogramVec,
+    /// Time per image in each processing stage (`decode`, `variant:{name}` …), seconds.
+    pub stage_seconds: HistogramVec,
+    /// Jobs by kind and state, read at scrape time.
+    pub queue_jobs: IntGaugeVec,
+    /// Images by status, read at scrape time.
+    pub images: IntGaugeVec,
+    /// Running jobs whose lease expired (a worker died), read at scrape time.
+    pub expired_leases: IntGauge,
+    /// Seconds the oldest due queued job has waited, read at scrape time.
+    pub oldest_queued_seconds: IntGauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+impl Metrics {
+    /// Creates and registers every metric, plus `extra` gauges owned elsewhere (the image
+    /// worker pool's).
+    pub fn new(extra: &[IntGauge]) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let hist = |name: &str, help: &str, labels: &[&str]| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )
+        };
+        let m = Metrics {
+            requests: IntCounterVec::new(
+                Opts::new("flexphoto_api_requests_total", "API responses"),
+                &["route", "method", "status"],
+            )?,
+            request_seconds: hist(
+                "flexphoto_api_request_seconds",
+                "API latency, seconds",
+                &["route"],
+            )?,
+            jobs: IntCounterVec::new(
+                Opts::new("flexphoto_jobs_finished_total", "Finished job attempts"),
+                &["kind", "outcome"],
+            )?,
+            job_seconds: hist(
+                "flexphoto_job_seconds",
+                "Job attempt duration, seconds",
+                &["kind"],
+            )?,
+            stage_seconds: hist(
+                "flexphoto_ingest_stage_seconds",
+                "Processing time per image and stage, seconds",
+                &["stage"],
+            )?,
+            queue_jobs: IntGaugeVec::new(
+                Opts::new("flexphoto_queue_jobs", "Jobs by kind and state"),
+                &["kind", "state"],
+            )?,
+            images: IntGaugeVec::new(
+                Opts::new("flexphoto_images", "Images by status"),
+                &["status"],
+            )?,
+            expired_leases: IntGauge::new(
+                "flexphoto_queue_expired_leases",
+                "Running jobs whose lease expired",
+            )?,
+            oldest_queued_seconds: IntGauge::new(
+                "flexphoto_queue_oldest_queued_seconds",
+                "Seconds the oldest due queued job has waited",
+            )?,
+            registry,
+        };
+        m.registry.register(Box::new(m.requests.clone()))?;
+        m.registry.register(Box::new(m.request_seconds.clone()))?;
+        m.registry.register(Box::new(m.jobs.clone()))?;
+        m.registry.register(Box::new(m.job_seconds.clone()))?;
+        m.registry.register(Box::new(m.stage_seconds.clone()))?;
+        m.registry.register(Box::new(m.queue_jobs.clone()))?;
+        m.registry.register(Box::new(m.images.clone()))?;
+        m.registry.register(Box::new(m.expired_leases.clone()))?;
+        m.registry
+            .register(Box::new(m.oldest_queued_seconds.clone()))?;
+        for g in extra {
+            m.registry.register(Box::new(g.clone()))?;
+        }
+        Ok(m)
+    }
+
+    /// Records one image's stage times.
+    pub fn observe_stages(&self, t: &StageTimings) {
+        for (stage, d) in t.stages() {
+            self.stage_seconds
+                .with_label_values(&[stage.as_str()])
+                .observe(d.as_secs_f64());
+        }
+    }
+
+    /// Sets the scrape-time gauges from the database's view of the queue.
+    pub fn set_queue(&self, s: &QueueStats) {
+        self.queue_jobs.reset();
+        for (kind, states) in &s.by_kind {
+            for (state, n) in states {
+                self.queue_jobs.with_label_values(&[kind, state]).set(*n);
+            }
+        }
+        self.images.reset();
+        for (status, n) in &s.images {
+            self.images.with_label_values(&[status]).set(*n);
+        }
+        self.expired_leases.set(s.expired_leases);
+        self.oldest_queued_seconds
+            .set(s.oldest_queued_secs.unwrap_or(0.0).round() as i64);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    #[test]
+    fn stages_and_queue_show_up_in_the_exposition() {
+        let pool = IntGauge::new("flexphoto_worker_running", "running").unwrap();
+        let m = Metrics::new(&[pool]).unwrap();
+        let t = StageTimings {
+            decode: Duration::from_millis(80),
+            variants: vec![("thumb".into(), Duration::from_millis(10))],
+            ..Default::default()
+        };
+        m.observe_stages(&t);
+        let mut by_kind = BTreeMap::new();
+        by_kind.insert(
+            "process".to_owned(),
+            BTreeMap::from([("queued".to_owned(), 3i64)]),
+        );
+        m.set_queue(&QueueStats {
+            jobs: BTreeMap::new(),
+            by_kind,
+            expired_leases: 1,
+            oldest_queued_secs: Some(4.4),
+            images: BTreeMap::from([("ready".to_owned(), 7i64)]),
+        });
+        let text = m.render();
+        assert!(text.contains("flexphoto_ingest_stage_seconds_count{stage=\"decode\"} 1"));
+        assert!(text.contains("stage=\"variant:thumb\""));
+        assert!(text.contains("flexphoto_queue_jobs{kind=\"process\",state=\"queued\"} 3"));
+        assert!(text.contains("flexphoto_images{status=\"ready\"} 7"));
+        assert!(text.contains("flexphoto_queue_oldest_queued_seconds 4"));
+        assert!(text.contains("flexphoto_worker_running 0"));
+    }
+}
