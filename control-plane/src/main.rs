@@ -129,6 +129,7 @@ fn init_tracing() {
 
 fn main() -> Result<()> {
     flexphoto_edge::memory::limit_malloc_arenas(2);
+    flexphoto_edge::memory::reuse_freed_memory();
     let cli = Cli::parse();
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread()
