@@ -636,6 +636,15 @@ fn from_working_copy(
     let base = Image::from_pixel_bytes(pixels.clone(), width, height, w.bands)?;
     let mut level = None;
     let img = match p.vips_crop {
+        // Centre cover: resample, then cut the middle (what libvips' crop=centre does).
+        Some(Gravity::Center) if p.resized.0 >= p.box_w && p.resized.1 >= p.box_h => {
+            let alpha = w.bands == 2 || w.bands == 4;
+            let resized = resample::resize(&pixels, (width, height), w.bands, p.resized, alpha)?;
+            let (x, y) =
+                gravity_offset(Gravity::Center, p.resized.0, p.resized.1, p.box_w, p.box_h);
+            Image::from_pixel_bytes(Bytes::from(resized), p.resized.0, p.resized.1, w.bands)?
+                .extract(x, y, p.box_w, p.box_h)?
+        }
         Some(g) => base.thumbnail_image(p.box_w, p.box_h, Size::Both, interesting(g))?,
         None if p.resized == (width, height) => base,
         None => {
