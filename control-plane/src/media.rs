@@ -341,8 +341,8 @@ pub fn analyse(source: &Bytes, settings: &MediaSettings) -> Result<Analysis, Med
         Some(c) => {
             let (tw, th) = fit_inside(width, height, 64);
             let (px, lw, lh) = smallest_level(c, tw, th);
-            let alpha = c.bands == 2 || c.bands == 4;
-            let small = transform::resample::resize(&px, (lw, lh), c.bands, (tw, th), alpha)?;
+            let small =
+                transform::resample::resize(&px, (lw, lh), c.bands, (tw, th), c.has_alpha())?;
             let rgb = rgb_from(Image::from_pixel_bytes(
                 Bytes::from(small),
                 tw,

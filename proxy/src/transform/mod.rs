@@ -109,9 +109,14 @@ impl WorkingCopy {
         self.pixels.len() + self.smaller.iter().map(|l| l.pixels.len()).sum::<usize>()
     }
 
+    /// Whether the last band is alpha (grey + alpha or RGBA).
+    pub fn has_alpha(&self) -> bool {
+        self.bands == 2 || self.bands == 4
+    }
+
     /// Makes the √2 levels below the top one.
     fn build_levels(&mut self) -> Result<()> {
-        let alpha = self.bands == 2 || self.bands == 4;
+        let alpha = self.has_alpha();
         let (mut pixels, mut w, mut h) = (self.pixels.clone(), self.width, self.height);
         loop {
             let nw = (w as f64 / std::f64::consts::SQRT_2).round() as u32;
@@ -638,8 +643,8 @@ fn from_working_copy(
     let img = match p.vips_crop {
         // Centre cover: resample, then cut the middle (what libvips' crop=centre does).
         Some(Gravity::Center) if p.resized.0 >= p.box_w && p.resized.1 >= p.box_h => {
-            let alpha = w.bands == 2 || w.bands == 4;
-            let resized = resample::resize(&pixels, (width, height), w.bands, p.resized, alpha)?;
+            let resized =
+                resample::resize(&pixels, (width, height), w.bands, p.resized, w.has_alpha())?;
             let (x, y) =
                 gravity_offset(Gravity::Center, p.resized.0, p.resized.1, p.box_w, p.box_h);
             Image::from_pixel_bytes(Bytes::from(resized), p.resized.0, p.resized.1, w.bands)?
@@ -648,14 +653,13 @@ fn from_working_copy(
         Some(g) => base.thumbnail_image(p.box_w, p.box_h, Size::Both, interesting(g))?,
         None if p.resized == (width, height) => base,
         None => {
-            let alpha = w.bands == 2 || w.bands == 4;
             let l = Level {
                 pixels: Bytes::from(resample::resize(
                     &pixels,
                     (width, height),
                     w.bands,
                     p.resized,
-                    alpha,
+                    w.has_alpha(),
                 )?),
                 width: p.resized.0,
                 height: p.resized.1,
@@ -667,8 +671,7 @@ fn from_working_copy(
             img
         }
     };
-    let alpha = w.bands == 2 || w.bands == 4;
-    let format = choose_format(spec.format, w.native, alpha, false);
+    let format = choose_format(spec.format, w.native, w.has_alpha(), false);
     let mut out = finish(img, spec, p, format, false, enc, deadline)?;
     out.from_working_copy = true;
     Ok((out, level))
