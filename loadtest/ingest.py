@@ -25,9 +25,8 @@ Needs: a release build (cargo build --release -p flexphoto-control-plane), the `
 (libvips-tools), the fixtures folder.
 """
 import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, threading, time, uuid
-import urllib.request, urllib.error
 from datetime import datetime
-from procstat import RssSampler, cpu_seconds
+from procstat import RssSampler, api_request, cpu_seconds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN = "bench-admin-key-0123456789"
@@ -45,14 +44,7 @@ def pct(xs, p):
 
 
 def request(method, url, body=None, headers=None, timeout=120):
-    h = {"Authorization": f"Bearer {ADMIN}"}
-    h.update(headers or {})
-    req = urllib.request.Request(url, data=body, method=method, headers=h)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+    return api_request(method, url, ADMIN, body, headers, timeout)
 
 
 def multipart(owner, data):

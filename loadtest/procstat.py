@@ -1,6 +1,7 @@
 """Process helpers shared by the load tests: free loopback ports, waiting for a server, and
-peak-RSS sampling and CPU time."""
+peak-RSS sampling, CPU time and authenticated HTTP requests."""
 import os, socket, threading, time
+import urllib.error, urllib.request
 
 
 def free_port():
@@ -44,3 +45,16 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         parts = f.read().rsplit(")", 1)[1].split()
     return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def api_request(method, url, key, body=None, headers=None, timeout=120):
+    """Sends one request with `Authorization: Bearer key`; returns (status, body bytes),
+    HTTP errors included."""
+    h = {"Authorization": f"Bearer {key}"}
+    h.update(headers or {})
+    req = urllib.request.Request(url, data=body, method=method, headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()

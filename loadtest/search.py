@@ -22,9 +22,8 @@ client sees with the real model. Results go to loadtest/results/search-<time>.js
 Needs: cargo build --release -p flexphoto-control-plane, scripts/fetch-models, the fixtures.
 """
 import argparse, json, os, shutil, subprocess, sys, tempfile, threading, time, uuid
-import urllib.request, urllib.error
 from datetime import datetime, timezone
-from procstat import RssSampler, cpu_seconds, free_port
+from procstat import RssSampler, api_request, cpu_seconds, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN = "bench-admin-key-0123456789"
@@ -39,14 +38,7 @@ def pct(xs, p):
 
 
 def request(method, url, body=None, headers=None, timeout=120):
-    h = {"Authorization": f"Bearer {ADMIN}"}
-    h.update(headers or {})
-    req = urllib.request.Request(url, data=body, method=method, headers=h)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+    return api_request(method, url, ADMIN, body, headers, timeout)
 
 
 def multipart(fields, file_field, data):

@@ -40,19 +40,9 @@ use uuid::Uuid;
 
 use super::{
     Hit, IndexError, IndexPoint, Opened, PointPayload, Result, SearchFilter, StoredVectors,
-    VectorIndex, VectorName, VectorQuery, VectorSpace,
+    VectorIndex, VectorName, VectorQuery, VectorSpace, KEYWORD_FIELDS,
 };
 
-/// Keyword payload fields that get an index (exact-match filters).
-const KEYWORD_FIELDS: [&str; 7] = [
-    "owner",
-    "status",
-    "tags",
-    "camera_make",
-    "camera_model",
-    "review_state",
-    "model",
-];
 /// Integer payload field with a range index.
 const INTEGER_FIELD: &str = "uploaded_at";
 

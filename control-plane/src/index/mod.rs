@@ -91,6 +91,17 @@ pub struct VectorSpace {
     pub visual_dims: usize,
 }
 
+/// Keyword payload fields that get an index (exact-match filters), in both backends.
+const KEYWORD_FIELDS: [&str; 7] = [
+    "owner",
+    "status",
+    "tags",
+    "camera_make",
+    "camera_model",
+    "review_state",
+    "model",
+];
+
 /// The fields stored with each point for filtering.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PointPayload {

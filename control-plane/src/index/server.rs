@@ -19,19 +19,8 @@ use uuid::Uuid;
 
 use super::{
     Hit, IndexError, IndexPoint, Opened, PointPayload, Result, SearchFilter, StoredVectors,
-    VectorIndex, VectorName, VectorQuery, VectorSpace,
+    VectorIndex, VectorName, VectorQuery, VectorSpace, KEYWORD_FIELDS,
 };
-
-/// Keyword payload fields that get an index.
-const KEYWORD_FIELDS: [&str; 7] = [
-    "owner",
-    "status",
-    "tags",
-    "camera_make",
-    "camera_model",
-    "review_state",
-    "model",
-];
 
 /// The Qdrant server backend.
 pub struct ServerIndex {
