@@ -86,12 +86,12 @@ def run_backend(name, binary, corpus, args, pg_url=None):
     env = dict(os.environ, FLEXPHOTO_ADMIN_KEY=ADMIN, FLEXPHOTO_QUEUE_POLL_MS="50",
                FLEXPHOTO_LOG="warn")
     if args.workers is not None:
-        env["FLEXPHOTO_QUEUE_WORKERS"] = str(args.workers)
+        env["FLEXPHOTO__QUEUE__WORKERS"] = str(args.workers)
     db_name = None
     if pg_url:
         db_name = "fp_bench_" + uuid.uuid4().hex[:12]
         subprocess.run(["psql", pg_url, "-c", f"CREATE DATABASE {db_name}"], check=True, capture_output=True)
-        env["FLEXPHOTO_DATABASE_URL"] = pg_url.rsplit("/", 1)[0] + "/" + db_name
+        env["FLEXPHOTO__DATABASE__URL"] = pg_url.rsplit("/", 1)[0] + "/" + db_name
     log = open(os.path.join(data_dir, "server.log"), "w")
     proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{p}", "--data-dir", data_dir],
                             env=env, stdout=subprocess.PIPE, stderr=log, text=True)

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flexphoto_control_plane::config::RawConfig;
-use flexphoto_control_plane::media::{analyse, MediaSettings};
-use flexphoto_edge::vips::{Image, Interesting, Size};
+use flexphoto_control_plane::ingest::{analyse, IngestSettings};
+use flexphoto_media::transform::Budget;
+use flexphoto_media::vips::{Image, Interesting, Size};
 use serde_json::json;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -77,7 +78,7 @@ fn corpus(dir: &Path, subsample: &str) -> Vec<(String, Bytes)> {
 }
 
 fn main() {
-    flexphoto_edge::vips::init(1).expect("libvips starts");
+    flexphoto_media::vips::init(1).expect("libvips starts");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let photos = std::env::var("BENCH_PHOTOS")
         .map(PathBuf::from)
@@ -89,7 +90,7 @@ fn main() {
     let cfg = RawConfig::load(Some(&cfg_path))
         .and_then(|raw| raw.validate())
         .expect("config loads");
-    let mut settings = MediaSettings::new(&cfg).expect("variants resolve");
+    let mut settings = IngestSettings::new(&cfg);
     // The embedder's input is made in the pipeline; 384 is the default model's box.
     settings.embed_side = Some(384);
     let settings = Arc::new(settings);
@@ -108,7 +109,11 @@ fn main() {
             .iter()
             .map(|v| format!(
                 "{} {}x{} {} q{}",
-                v.name, v.width, v.height, v.format, v.quality
+                v.name,
+                v.width,
+                v.height,
+                v.format.name(),
+                v.quality
             ))
             .collect::<Vec<_>>()
             .join(", ")
@@ -116,7 +121,7 @@ fn main() {
 
     // Warm-up, then one thread: per-stage wall time.
     for (_, b) in corpus.iter() {
-        analyse(b, &settings).expect("corpus image processes");
+        analyse(b, &settings, &Budget::unlimited()).expect("corpus image processes");
     }
     let mut stage_totals: Vec<(String, Duration)> = Vec::new();
     let mut per_image = Vec::new();
@@ -125,7 +130,7 @@ fn main() {
     for _ in 0..rounds {
         for (_, b) in corpus.iter() {
             let start = Instant::now();
-            let a = analyse(b, &settings).expect("corpus image processes");
+            let a = analyse(b, &settings, &Budget::unlimited()).expect("corpus image processes");
             per_image.push(start.elapsed());
             for (name, d) in a.timings.stages() {
                 match stage_totals.iter_mut().find(|(n, _)| *n == name) {
@@ -171,7 +176,7 @@ fn main() {
                     break;
                 }
                 let (_, b) = &corpus[i % corpus.len()];
-                analyse(b, &settings).expect("corpus image processes");
+                analyse(b, &settings, &Budget::unlimited()).expect("corpus image processes");
             })
         })
         .collect();
@@ -191,8 +196,8 @@ fn main() {
         "chroma_subsampling": subsample,
         "rounds": rounds,
         "variants": cfg.variants.iter().map(|v| json!({
-            "name": v.name, "width": v.width, "height": v.height, "fit": v.fit,
-            "format": v.format, "quality": v.quality,
+            "name": v.name, "width": v.width, "height": v.height, "fit": v.fit.name(),
+            "format": v.format.name(), "quality": v.quality,
         })).collect::<Vec<_>>(),
         "single_thread": {
             "stage_mean_ms": stages_json,

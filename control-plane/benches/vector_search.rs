@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use flexphoto_control_plane::index::{
+use flexphoto_control_plane::search::index::{
     open_embedded_index, EmbeddedOptions, Hit, IndexPoint, PointPayload, SearchFilter, VectorIndex,
     VectorName, VectorQuery, VectorSpace, VisualStorage,
 };

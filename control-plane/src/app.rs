@@ -1,10 +1,21 @@
 //! Running the service: the API server, the workers and the sweeper, with one shutdown signal.
+//!
+//! The HTTP server is hyper's HTTP/1.1 connection loop with a timer, so that a client that
+//! sends its headers slowly, or keeps a connection idle, is cut off after
+//! `server.header_timeout_secs` (slowloris); requests other than uploads end after
+//! `server.request_timeout_secs`, and uploads after `server.upload_idle_timeout_secs`
+//! without a byte.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::state::AppState;
 
@@ -47,26 +58,24 @@ pub async fn serve(
 ) -> Result<(), RunError> {
     let (tx, rx) = watch::channel(false);
     let workers = tokio::spawn(crate::jobs::run_workers(Arc::clone(&state), rx.clone()));
-    let sweeper = tokio::spawn(crate::routes::uploads::run_sweeper(
+    let sweeper = tokio::spawn(crate::uploads::sweeper::run_sweeper(
         Arc::clone(&state),
         rx.clone(),
     ));
-    let reembedder = tokio::spawn(crate::reconcile::run_reembedder(
+    let reembedder = tokio::spawn(crate::search::reconcile::run_reembedder(
         Arc::clone(&state),
         rx.clone(),
         std::time::Duration::from_secs(30),
     ));
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, database = state.db.backend(), store = ?state.blobs, workers = state.cfg.workers, "flexphoto control plane listening");
-    let mut server_rx = rx.clone();
     let app = crate::routes::router(Arc::clone(&state));
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = server_rx.wait_for(|v| *v).await;
-            })
-            .await
-    });
+    let server = tokio::spawn(accept_loop(
+        listener,
+        app,
+        state.cfg.header_timeout,
+        rx.clone(),
+    ));
     stop.await;
     tracing::info!("shutting down: no new requests or jobs; waiting for running jobs");
     let _ = tx.send(true);
@@ -79,4 +88,59 @@ pub async fn serve(
         Ok(r) => r.map_err(RunError::Io),
         Err(e) => Err(RunError::Io(std::io::Error::other(e.to_string()))),
     }
+}
+
+/// Accepts connections until `shutdown` turns true, then lets each finish its request and
+/// closes it (waiting at most 30 s).
+async fn accept_loop(
+    listener: TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut conns = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = async { let _ = shutdown.wait_for(|v| *v).await; } => break,
+        };
+        let (stream, _peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = TowerToHyperService::new(app.clone());
+        let mut stop = shutdown.clone();
+        conns.spawn(async move {
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                _ = async { let _ = stop.wait_for(|v| *v).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+        // Reap finished connections as we go.
+        while conns.try_join_next().is_some() {}
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
 }

@@ -6,43 +6,14 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
+use flexphoto_media::fingerprint::sha256_hex;
+
+use crate::domain::Owner;
+pub use crate::domain::Role;
 use crate::error::ApiError;
-use crate::media::sha256_hex;
 use crate::state::AppState;
 use crate::store::Db;
 use crate::store::StoreError;
-
-/// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    /// Read images.
-    Viewer,
-    /// Read, upload, edit and delete images.
-    Uploader,
-    /// Everything, including keys and queue stats.
-    Admin,
-}
-
-impl Role {
-    /// Parses `admin`, `uploader` or `viewer`.
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "admin" => Some(Role::Admin),
-            "uploader" => Some(Role::Uploader),
-            "viewer" => Some(Role::Viewer),
-            _ => None,
-        }
-    }
-
-    /// The stored name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Uploader => "uploader",
-            Role::Viewer => "viewer",
-        }
-    }
-}
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -50,9 +21,11 @@ pub struct Caller {
     /// The key's role.
     pub role: Role,
     /// The only owner the key may touch; `None` for all.
-    pub owner_scope: Option<String>,
+    pub owner_scope: Option<Owner>,
     /// The key's name and id, recorded in correction history.
     pub actor: String,
+    /// The key's id.
+    pub key_id: uuid::Uuid,
 }
 
 impl Caller {
@@ -63,14 +36,13 @@ impl Caller {
         } else {
             Err(ApiError::Forbidden(format!(
                 "this API key's role ({}) may not do this; {} is required",
-                self.role.name(),
-                role.name()
+                self.role, role
             )))
         }
     }
 
     /// Requires at least `role` over `owner`'s images.
-    pub fn require_owner(&self, role: Role, owner: &str) -> Result<(), ApiError> {
+    pub fn require_owner(&self, role: Role, owner: &Owner) -> Result<(), ApiError> {
         self.require(role)?;
         match &self.owner_scope {
             Some(s) if s != owner => Err(ApiError::Forbidden(
@@ -104,13 +76,12 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .find_api_key(&sha256_hex(key.as_bytes()))
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        let role = Role::parse(&row.role).ok_or_else(|| {
-            ApiError::Internal(format!("stored key has unknown role {}", row.role))
-        })?;
+        state.rate_limits.check(row.id)?;
         Ok(Caller {
-            role,
+            role: row.role,
             owner_scope: row.owner_scope,
             actor: format!("{} ({})", row.name, row.id),
+            key_id: row.id,
         })
     }
 }
@@ -133,7 +104,8 @@ pub async fn seed_admin_key(db: &Db, from_env: Option<&str>) -> Result<Option<St
             .insert_api_key(
                 "admin (FLEXPHOTO_ADMIN_KEY)",
                 &sha256_hex(k.as_bytes()),
-                "admin",
+                Role::Admin,
+                None,
                 None,
             )
             .await
@@ -149,7 +121,8 @@ pub async fn seed_admin_key(db: &Db, from_env: Option<&str>) -> Result<Option<St
     db.insert_api_key(
         "admin (generated on first start)",
         &sha256_hex(k.as_bytes()),
-        "admin",
+        Role::Admin,
+        None,
         None,
     )
     .await?;

@@ -1,5 +1,5 @@
-//! Object storage for the control plane: the edge's [`ObjectStore`] trait and backends, plus
-//! the object layout and presigned uploads.
+//! Object storage for the control plane: the shared [`ObjectStore`] backends, plus the object
+//! layout and presigned uploads.
 //!
 //! Layout: `YYYY/MM/DD/{id}-original.{ext}` and `YYYY/MM/DD/{id}-{variant}.{ext}`, dated by
 //! the upload time in UTC.
@@ -13,15 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
-use flexphoto_edge::origin::local::LocalDirStore;
-use flexphoto_edge::origin::s3::S3Store;
-use flexphoto_edge::origin::{ObjectStore, OriginError};
-use flexphoto_edge::url::ImageKey;
+use flexphoto_media::ImageFormat;
+use flexphoto_storage::s3::S3Store;
+use flexphoto_storage::{ObjectStore, StorageConfig, StorageError};
+use flexphoto_url::ImageKey;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use uuid::Uuid;
 
-use crate::config::StorageConfig;
+use crate::domain::ImageId;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -33,7 +32,7 @@ pub enum BlobError {
     Setup(String),
     /// The backend failed.
     #[error(transparent)]
-    Origin(#[from] OriginError),
+    Storage(#[from] StorageError),
     /// A key did not parse (a bug: keys are built here).
     #[error("bad object key: {0}")]
     Key(String),
@@ -43,7 +42,7 @@ pub enum BlobError {
 }
 
 /// A presigned upload as the client receives it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct PresignedUpload {
     /// HTTP method (`PUT`).
     pub method: String,
@@ -78,32 +77,53 @@ impl std::fmt::Debug for Blobs {
     }
 }
 
-/// The file extension for an image content type.
-pub fn extension_for(mime: &str) -> &'static str {
-    match mime {
-        "image/jpeg" => "jpg",
-        "image/png" => "png",
-        "image/webp" => "webp",
-        "image/gif" => "gif",
-        "image/avif" => "avif",
-        "image/heic" => "heic",
-        "image/heif" => "heif",
-        "image/tiff" => "tif",
-        _ => "bin",
-    }
-}
-
 /// The key of an image's original.
-pub fn original_key(id: Uuid, uploaded_at: DateTime<Utc>, mime: &str) -> String {
+pub fn original_key(
+    id: ImageId,
+    uploaded_at: DateTime<Utc>,
+    format: Option<ImageFormat>,
+) -> String {
     format!(
         "{}/{id}-original.{}",
         date_prefix(uploaded_at),
-        extension_for(mime)
+        format.map_or("bin", ImageFormat::extension)
     )
 }
 
+/// The staging key a presigned upload of an image lands under. Processing copies what it
+/// read from here to the original's own key, which no presigned URL names.
+pub fn staging_key(id: ImageId, format: Option<ImageFormat>) -> String {
+    format!(
+        "uploads/{id}.{}",
+        format.map_or("bin", ImageFormat::extension)
+    )
+}
+
+/// Every key an image can have objects under: the original, its staging key, the variants
+/// recorded, and the variants the current configuration would make (a job may have written
+/// them before the image was deleted).
+pub fn all_keys(
+    id: ImageId,
+    uploaded_at: DateTime<Utc>,
+    original: &str,
+    staging: Option<&str>,
+    recorded_variants: &[String],
+    configured: &[(String, &'static str)],
+) -> Vec<String> {
+    let mut keys = vec![original.to_owned()];
+    keys.extend(staging.map(str::to_owned));
+    keys.extend(recorded_variants.iter().cloned());
+    for (name, ext) in configured {
+        let k = variant_key(id, uploaded_at, name, ext);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    keys
+}
+
 /// The key of one of an image's variants.
-pub fn variant_key(id: Uuid, uploaded_at: DateTime<Utc>, name: &str, ext: &str) -> String {
+pub fn variant_key(id: ImageId, uploaded_at: DateTime<Utc>, name: &str, ext: &str) -> String {
     format!("{}/{id}-{name}.{ext}", date_prefix(uploaded_at))
 }
 
@@ -117,24 +137,25 @@ pub fn key(k: &str) -> Result<ImageKey, BlobError> {
 }
 
 /// The message a local upload signature covers.
-fn upload_message(id: Uuid, expires: i64, content_type: &str, size: u64) -> String {
+fn upload_message(id: ImageId, expires: i64, content_type: &str, size: u64) -> String {
     format!("PUT\n{id}\n{expires}\n{content_type}\n{size}")
 }
 
 impl Blobs {
     /// Builds the configured store. `signing_secret` keys local upload URLs; `api_base` is the
     /// API's absolute base URL they point at.
-    pub fn new(
+    pub async fn new(
         cfg: &StorageConfig,
         signing_secret: &[u8],
         api_base: &str,
     ) -> Result<Self, BlobError> {
         match cfg {
-            StorageConfig::Local(dir) => {
-                let store = LocalDirStore::new(dir)
-                    .map_err(|e| BlobError::Setup(format!("{}: {e}", dir.display())))?;
+            StorageConfig::Local { .. } => {
+                let store = flexphoto_storage::open(cfg)
+                    .await
+                    .map_err(|e| BlobError::Setup(e.to_string()))?;
                 Ok(Self {
-                    store: Arc::new(store),
+                    store,
                     presigner: Presigner::Local {
                         secret: signing_secret.to_vec(),
                         api_base: api_base.trim_end_matches('/').to_owned(),
@@ -142,7 +163,7 @@ impl Blobs {
                 })
             }
             StorageConfig::S3(s3) => {
-                let store = S3Store::new(&s3.to_edge())?;
+                let store = S3Store::new(s3).await?;
                 let client = store.client().clone();
                 Ok(Self {
                     store: Arc::new(store),
@@ -168,7 +189,7 @@ impl Blobs {
     /// A presigned upload of exactly `size` bytes of `content_type` to `object_key`.
     pub async fn presign_put(
         &self,
-        id: Uuid,
+        id: ImageId,
         object_key: &str,
         content_type: &str,
         size: u64,
@@ -223,7 +244,7 @@ impl Blobs {
     /// Checks a local upload URL's signature and expiry for the image's declared type and size.
     pub fn verify_local_upload(
         &self,
-        id: Uuid,
+        id: ImageId,
         expires: i64,
         sig: &str,
         content_type: &str,
@@ -259,34 +280,36 @@ fn sign(secret: &[u8], msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     #[test]
     fn layout_is_dated() {
-        let id = Uuid::nil();
+        let id = ImageId(Uuid::nil());
         let t = DateTime::parse_from_rfc3339("2026-03-04T05:06:07Z")
             .unwrap()
             .with_timezone(&Utc);
         assert_eq!(
-            original_key(id, t, "image/jpeg"),
+            original_key(id, t, Some(ImageFormat::Jpeg)),
             "2026/03/04/00000000-0000-0000-0000-000000000000-original.jpg"
         );
         assert_eq!(
             variant_key(id, t, "thumb", "webp"),
             "2026/03/04/00000000-0000-0000-0000-000000000000-thumb.webp"
         );
-        assert!(key(&original_key(id, t, "image/png")).is_ok());
+        assert!(key(&original_key(id, t, Some(ImageFormat::Png))).is_ok());
     }
 
     #[tokio::test]
     async fn local_upload_urls_verify_only_as_signed() {
         let dir = std::env::temp_dir().join(format!("fp-blob-{}", Uuid::new_v4()));
         let b = Blobs::new(
-            &StorageConfig::Local(dir.clone()),
+            &StorageConfig::Local { dir: dir.clone() },
             b"0123456789abcdef",
             "http://api:1/",
         )
+        .await
         .unwrap();
-        let id = Uuid::new_v4();
+        let id = ImageId::new();
         let up = b
             .presign_put(id, "k", "image/png", 42, Duration::from_secs(60))
             .await
@@ -314,7 +337,7 @@ mod tests {
             .verify_local_upload(id, exp, sig, "image/png", 43, now)
             .is_err());
         assert!(b
-            .verify_local_upload(Uuid::new_v4(), exp, sig, "image/png", 42, now)
+            .verify_local_upload(ImageId::new(), exp, sig, "image/png", 42, now)
             .is_err());
         assert!(b
             .verify_local_upload(id, exp + 1, sig, "image/png", 42, now)

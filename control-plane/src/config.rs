@@ -2,46 +2,30 @@
 //! [`Config`] is the validated result, built by [`RawConfig::validate`], which names the bad
 //! key when it refuses.
 //!
-//! Every key can be overridden by an environment variable named `FLEXPHOTO_{SECTION}_{KEY}` in
-//! upper case, e.g. `FLEXPHOTO_DATABASE_URL` or `FLEXPHOTO_QUEUE_WORKERS`. Variants are
-//! configured as an array and cannot be overridden from the environment.
+//! The file is found and read by the rule every FlexPhotoDB binary shares
+//! (`flexphoto_settings`): `--config`, else `FLEXPHOTO_CONFIG`, else `config/control-plane.toml`
+//! when it exists, else built-in defaults. Every key can be overridden by an environment
+//! variable `FLEXPHOTO__{SECTION}__{KEY}` in upper case, e.g. `FLEXPHOTO__DATABASE__URL` or
+//! `FLEXPHOTO__QUEUE__WORKERS`; lists are written as TOML arrays
+//! (`FLEXPHOTO__UPLOAD__ALLOWED_TYPES='["image/png", "image/jpeg"]'`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use flexphoto_media::ImageFormat;
+use flexphoto_settings::{invalid, Loader};
+use flexphoto_storage::{RawS3, StorageConfig};
+use flexphoto_url::{Fit, OutputFormat};
 use serde::{Deserialize, Serialize};
 
-/// Why the configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The TOML is malformed or has an unknown key or a value of the wrong type.
-    #[error("invalid configuration: {0}")]
-    Parse(String),
-    /// A key's value is out of range or inconsistent.
-    #[error("invalid value for `{key}`: {reason}")]
-    Invalid {
-        /// Dotted key, e.g. `queue.workers`.
-        key: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
+pub use flexphoto_settings::ConfigError;
 
-fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_owned(),
-        reason: reason.into(),
-    }
-}
+/// How the control plane finds and reads its configuration.
+pub const LOADER: Loader = Loader {
+    prefix: "FLEXPHOTO",
+    name: "control-plane",
+};
 
 /// The configuration as read, before validation.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -81,6 +65,15 @@ pub struct RawServer {
     pub data_dir: String,
     /// Largest JSON request body, bytes.
     pub max_json_bytes: u64,
+    /// Requests a second one API key may make (bursts of twice that); 0: no limit.
+    pub rate_per_key: u32,
+    /// Seconds a client has to send a request's headers, and the longest a kept-alive
+    /// connection may sit idle.
+    pub header_timeout_secs: u64,
+    /// Seconds a request other than an upload may take, body included.
+    pub request_timeout_secs: u64,
+    /// Seconds an upload may go without sending a byte.
+    pub upload_idle_timeout_secs: u64,
 }
 
 impl Default for RawServer {
@@ -90,6 +83,10 @@ impl Default for RawServer {
             public_url: String::new(),
             data_dir: "./flexphoto-data".into(),
             max_json_bytes: 1 << 20,
+            rate_per_key: 100,
+            header_timeout_secs: 15,
+            request_timeout_secs: 60,
+            upload_idle_timeout_secs: 30,
         }
     }
 }
@@ -118,34 +115,19 @@ impl Default for RawDatabase {
 #[serde(deny_unknown_fields, default)]
 pub struct RawStorage {
     /// `local` or `s3`.
-    pub backend: String,
+    pub kind: String,
     /// Local store directory; empty means `{data_dir}/objects`.
-    pub local_dir: String,
-    /// S3 bucket.
-    pub s3_bucket: String,
-    /// S3 region.
-    pub s3_region: String,
-    /// S3 endpoint URL; empty means AWS.
-    pub s3_endpoint: String,
-    /// S3 access key id.
-    pub s3_access_key: String,
-    /// S3 secret key.
-    pub s3_secret_key: String,
-    /// Path-style addressing (MinIO, s3s-fs).
-    pub s3_force_path_style: bool,
+    pub dir: String,
+    /// `[storage.s3]`: the bucket, as the edge's `[origin.s3]` describes it.
+    pub s3: RawS3,
 }
 
 impl Default for RawStorage {
     fn default() -> Self {
         Self {
-            backend: "local".into(),
-            local_dir: String::new(),
-            s3_bucket: String::new(),
-            s3_region: "us-east-1".into(),
-            s3_endpoint: String::new(),
-            s3_access_key: String::new(),
-            s3_secret_key: String::new(),
-            s3_force_path_style: true,
+            kind: "local".into(),
+            dir: String::new(),
+            s3: RawS3::default(),
         }
     }
 }
@@ -165,13 +147,16 @@ pub struct RawUpload {
     pub signing_secret: String,
     /// How often the sweeper looks for uploads that were never completed, seconds; 0 disables.
     pub sweep_interval_secs: u64,
+    /// Shared secret S3 bucket notifications must carry (`Authorization: Bearer SECRET`, the
+    /// `auth_token` of MinIO's webhook target); empty turns `POST /v1/webhooks/s3` off.
+    pub webhook_secret: String,
 }
 
 impl Default for RawUpload {
     fn default() -> Self {
         Self {
             max_bytes: 64 << 20,
-            url_ttl_secs: 900,
+            url_ttl_secs: 300,
             allowed_types: [
                 "image/jpeg",
                 "image/png",
@@ -187,6 +172,7 @@ impl Default for RawUpload {
             .collect(),
             signing_secret: String::new(),
             sweep_interval_secs: 60,
+            webhook_secret: String::new(),
         }
     }
 }
@@ -269,6 +255,19 @@ pub struct RawEdge {
     pub listen: String,
     /// Edge configuration file for `flexphoto up`; empty means the edge's defaults.
     pub config: String,
+    /// The edges' URL signing keys (hex, first signs); `FLEXPHOTO_EDGE_SIGNING_KEYS` adds to
+    /// them. Under `flexphoto up`, empty takes the edge's own keys.
+    pub signing_keys: Vec<String>,
+    /// Bearer token of the edges' `/admin/purge`; empty: edges are not purged. Under
+    /// `flexphoto up`, empty takes the edge's own token.
+    pub admin_token: String,
+    /// Base URLs of every edge to purge when an image is deleted; empty: `public_url`.
+    pub purge_urls: Vec<String>,
+    /// A CDN's purge endpoint, called with POST for each purged object's URL: `{url}` in it
+    /// is replaced by the percent-encoded edge URL (e.g. a purge-by-URL API); empty: none.
+    pub cdn_purge_url: String,
+    /// Bearer token for `cdn_purge_url`.
+    pub cdn_purge_token: String,
 }
 
 impl Default for RawEdge {
@@ -277,6 +276,11 @@ impl Default for RawEdge {
             public_url: String::new(),
             listen: "127.0.0.1:8081".into(),
             config: String::new(),
+            signing_keys: Vec::new(),
+            admin_token: String::new(),
+            purge_urls: Vec::new(),
+            cdn_purge_url: String::new(),
+            cdn_purge_token: String::new(),
         }
     }
 }
@@ -592,46 +596,6 @@ pub enum DatabaseUrl {
     Sqlite(PathBuf),
 }
 
-/// Which object store.
-#[derive(Debug, Clone)]
-pub enum StorageConfig {
-    /// A local directory.
-    Local(PathBuf),
-    /// An S3-protocol service.
-    S3(S3Config),
-}
-
-/// S3 settings.
-#[derive(Debug, Clone)]
-pub struct S3Config {
-    /// Bucket.
-    pub bucket: String,
-    /// Region.
-    pub region: String,
-    /// Endpoint URL, if not AWS.
-    pub endpoint: Option<String>,
-    /// Access key id.
-    pub access_key: String,
-    /// Secret key.
-    pub secret_key: String,
-    /// Path-style addressing.
-    pub force_path_style: bool,
-}
-
-impl S3Config {
-    /// The same bucket as the edge's origin configuration.
-    pub fn to_edge(&self) -> flexphoto_edge::config::S3Config {
-        flexphoto_edge::config::S3Config {
-            endpoint: self.endpoint.clone(),
-            region: self.region.clone(),
-            bucket: self.bucket.clone(),
-            path_style: self.force_path_style,
-            credentials: (!self.access_key.is_empty())
-                .then(|| (self.access_key.clone(), self.secret_key.clone())),
-        }
-    }
-}
-
 /// A validated variant.
 #[derive(Debug, Clone)]
 pub struct VariantConfig {
@@ -641,21 +605,18 @@ pub struct VariantConfig {
     pub width: u32,
     /// Box height.
     pub height: u32,
-    /// Fit mode, as an edge option value.
-    pub fit: String,
-    /// Output format, as an edge option value.
-    pub format: String,
+    /// How the box is filled.
+    pub fit: Fit,
+    /// Output format.
+    pub format: OutputFormat,
     /// Quality.
     pub quality: u8,
 }
 
 impl VariantConfig {
     /// The file extension the variant's format writes.
-    pub fn extension(&self) -> &str {
-        match self.format.as_str() {
-            "jpeg" | "jpg" => "jpg",
-            other => other,
-        }
+    pub fn extension(&self) -> &'static str {
+        flexphoto_media::format::of_output(self.format).extension()
     }
 }
 
@@ -673,6 +634,18 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Largest JSON body.
     pub max_json_bytes: usize,
+    /// Requests a second per API key (0: no limit).
+    pub rate_per_key: u32,
+    /// Header read (and keep-alive idle) timeout.
+    pub header_timeout: Duration,
+    /// Whole-request timeout outside uploads.
+    pub request_timeout: Duration,
+    /// Longest silence within an upload body.
+    pub upload_idle_timeout: Duration,
+    /// Secret of the S3 webhook; `None` turns it off.
+    pub webhook_secret: Option<String>,
+    /// CDN purge endpoint template and its token.
+    pub cdn_purge: Option<(String, Option<String>)>,
     /// Database.
     pub database: DatabaseUrl,
     /// Pool size.
@@ -683,8 +656,8 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// Presigned URL lifetime.
     pub upload_url_ttl: Duration,
-    /// Accepted content types.
-    pub allowed_types: Vec<String>,
+    /// Accepted original formats.
+    pub allowed_formats: Vec<ImageFormat>,
     /// Local upload URL key, if configured.
     pub signing_secret: Option<String>,
     /// Sweeper interval; `None` disables it.
@@ -721,6 +694,12 @@ pub struct Config {
     pub edge_listen: SocketAddr,
     /// Edge config file.
     pub edge_config: Option<PathBuf>,
+    /// Keys that sign edge URLs (first signs).
+    pub edge_signing_keys: Vec<Vec<u8>>,
+    /// Bearer token for the edges' purge endpoint.
+    pub edge_admin_token: Option<String>,
+    /// Edges purged when an image is deleted (base URLs).
+    pub edge_purge_urls: Vec<String>,
     /// Variants, in order.
     pub variants: Vec<VariantConfig>,
     /// Search model, index and near-duplicate thresholds.
@@ -728,7 +707,7 @@ pub struct Config {
 }
 
 impl RawConfig {
-    /// Reads a TOML file (if given) and applies `FLEXPHOTO_*` environment overrides.
+    /// Reads a TOML file (if given) and applies `FLEXPHOTO__*` environment overrides.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let text = match path {
             Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
@@ -737,80 +716,39 @@ impl RawConfig {
             })?,
             None => String::new(),
         };
-        Self::from_toml_and_env(&text, |k| std::env::var(k).ok())
+        Self::from_toml_and_env(&text, std::env::vars())
     }
 
-    /// Parses TOML text and applies overrides looked up with `env`.
+    /// Parses TOML text and applies the given environment overrides.
     pub fn from_toml_and_env(
         text: &str,
-        env: impl Fn(&str) -> Option<String>,
+        env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut value: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        let defaults = toml::Table::try_from(RawConfig::default())
-            .map_err(|e| ConfigError::Parse(e.to_string()))?;
-        for (section, body) in &defaults {
-            let Some(body) = body.as_table() else {
-                continue;
-            };
-            for (key, default) in body {
-                let var = format!("FLEXPHOTO_{}_{}", section, key).to_ascii_uppercase();
-                let Some(raw) = env(&var) else { continue };
-                let parsed = match default {
-                    toml::Value::Integer(_) => raw
-                        .trim()
-                        .parse::<i64>()
-                        .map(toml::Value::Integer)
-                        .map_err(|_| {
-                            invalid(
-                                &format!("{section}.{key}"),
-                                format!("{var} must be an integer"),
-                            )
-                        }),
-                    toml::Value::Float(_) => raw
-                        .trim()
-                        .parse::<f64>()
-                        .map(toml::Value::Float)
-                        .map_err(|_| {
-                            invalid(
-                                &format!("{section}.{key}"),
-                                format!("{var} must be a number"),
-                            )
-                        }),
-                    toml::Value::Boolean(_) => raw
-                        .trim()
-                        .parse::<bool>()
-                        .map(toml::Value::Boolean)
-                        .map_err(|_| {
-                            invalid(
-                                &format!("{section}.{key}"),
-                                format!("{var} must be true or false"),
-                            )
-                        }),
-                    toml::Value::Array(_) => Ok(toml::Value::Array(
-                        raw.split(',')
-                            .map(|s| s.trim())
-                            .filter(|s| !s.is_empty())
-                            .map(|s| toml::Value::String(s.to_owned()))
-                            .collect(),
-                    )),
-                    _ => Ok(toml::Value::String(raw)),
-                }?;
-                let entry = value
-                    .entry(section.clone())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                if let Some(t) = entry.as_table_mut() {
-                    t.insert(key.clone(), parsed);
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let mut raw: RawConfig = LOADER.from_text("control-plane config", text, env.clone())?;
+        raw.fill_defaults();
+        raw.add_env_signing_keys(&env);
+        Ok(raw)
+    }
+
+    fn fill_defaults(&mut self) {
+        if self.variants.is_empty() {
+            self.variants = default_variants();
+        }
+    }
+
+    /// Adds the keys of `FLEXPHOTO_EDGE_SIGNING_KEYS` (comma-separated hex), the variable the
+    /// edge reads too, so one setting serves both.
+    fn add_env_signing_keys(&mut self, env: &[(String, String)]) {
+        for (k, v) in env {
+            if k == "FLEXPHOTO_EDGE_SIGNING_KEYS" {
+                for key in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    if !self.edge.signing_keys.iter().any(|k| k == key) {
+                        self.edge.signing_keys.push(key.to_owned());
+                    }
                 }
             }
         }
-        let mut raw: RawConfig = toml::Value::Table(value)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
-        if raw.variants.is_empty() {
-            raw.variants = default_variants();
-        }
-        Ok(raw)
     }
 
     /// Checks every value and resolves defaults that depend on others.
@@ -847,52 +785,43 @@ impl RawConfig {
                 "must start with postgres://, postgresql:// or sqlite:",
             ));
         };
+        for (key, v) in [
+            (
+                "server.header_timeout_secs",
+                self.server.header_timeout_secs,
+            ),
+            (
+                "server.request_timeout_secs",
+                self.server.request_timeout_secs,
+            ),
+            (
+                "server.upload_idle_timeout_secs",
+                self.server.upload_idle_timeout_secs,
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if !self.upload.webhook_secret.is_empty() && self.upload.webhook_secret.len() < 16 {
+            return Err(invalid(
+                "upload.webhook_secret",
+                "must be at least 16 characters",
+            ));
+        }
+        if !self.edge.cdn_purge_url.is_empty() {
+            check_url("edge.cdn_purge_url", &self.edge.cdn_purge_url)?;
+        }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }
-        let storage = match self.storage.backend.as_str() {
-            "local" => StorageConfig::Local(if self.storage.local_dir.is_empty() {
-                data_dir.join("objects")
-            } else {
-                PathBuf::from(&self.storage.local_dir)
-            }),
-            "s3" => {
-                if self.storage.s3_bucket.is_empty() {
-                    return Err(invalid(
-                        "storage.s3_bucket",
-                        "is required when storage.backend = \"s3\"",
-                    ));
-                }
-                if self.storage.s3_region.is_empty() {
-                    return Err(invalid("storage.s3_region", "must not be empty"));
-                }
-                let endpoint = if self.storage.s3_endpoint.is_empty() {
-                    None
-                } else {
-                    Some(check_url("storage.s3_endpoint", &self.storage.s3_endpoint)?)
-                };
-                if self.storage.s3_access_key.is_empty() != self.storage.s3_secret_key.is_empty() {
-                    return Err(invalid(
-                        "storage.s3_secret_key",
-                        "s3_access_key and s3_secret_key must be set together",
-                    ));
-                }
-                StorageConfig::S3(S3Config {
-                    bucket: self.storage.s3_bucket.clone(),
-                    region: self.storage.s3_region.clone(),
-                    endpoint,
-                    access_key: self.storage.s3_access_key.clone(),
-                    secret_key: self.storage.s3_secret_key.clone(),
-                    force_path_style: self.storage.s3_force_path_style,
-                })
-            }
-            other => {
-                return Err(invalid(
-                    "storage.backend",
-                    format!("must be \"local\" or \"s3\", not {other:?}"),
-                ))
-            }
+        let storage_dir = if self.storage.dir.is_empty() {
+            data_dir.join("objects")
+        } else {
+            PathBuf::from(&self.storage.dir)
         };
+        let storage = StorageConfig::from_parts(&self.storage.kind, &storage_dir, &self.storage.s3)
+            .map_err(|e| invalid(&format!("storage.{}", e.key), e.reason))?;
         if self.upload.max_bytes == 0 {
             return Err(invalid("upload.max_bytes", "must be at least 1"));
         }
@@ -908,12 +837,16 @@ impl RawConfig {
                 "must list at least one type",
             ));
         }
+        let mut allowed_formats = Vec::new();
         for t in &self.upload.allowed_types {
-            if !t.starts_with("image/") {
-                return Err(invalid(
+            let f = ImageFormat::from_mime(t).ok_or_else(|| {
+                invalid(
                     "upload.allowed_types",
-                    format!("{t:?} is not an image/* type"),
-                ));
+                    format!("{t:?} is not an image type FlexPhotoDB reads"),
+                )
+            })?;
+            if !allowed_formats.contains(&f) {
+                allowed_formats.push(f);
             }
         }
         if !self.upload.signing_secret.is_empty() && self.upload.signing_secret.len() < 16 {
@@ -979,6 +912,22 @@ impl RawConfig {
         } else {
             check_url("edge.public_url", &self.edge.public_url)?
         };
+        let mut edge_signing_keys = Vec::new();
+        for (i, k) in self.edge.signing_keys.iter().enumerate() {
+            let key = format!("edge.signing_keys[{i}]");
+            let bytes = hex::decode(k.trim()).map_err(|_| invalid(&key, "must be hex"))?;
+            if bytes.len() < 16 {
+                return Err(invalid(&key, "must be at least 16 bytes (32 hex digits)"));
+            }
+            edge_signing_keys.push(bytes);
+        }
+        let mut edge_purge_urls = Vec::new();
+        for (i, u) in self.edge.purge_urls.iter().enumerate() {
+            edge_purge_urls.push(check_url(&format!("edge.purge_urls[{i}]"), u)?);
+        }
+        if edge_purge_urls.is_empty() {
+            edge_purge_urls.push(edge_public_url.clone());
+        }
         let mut variants = Vec::new();
         for (i, v) in self.variants.iter().enumerate() {
             let key = |f: &str| format!("variants[{i}].{f}");
@@ -1011,26 +960,26 @@ impl RawConfig {
                     "must be between 1 and processing.max_dimension",
                 ));
             }
-            if ![
-                "cover",
-                "contain",
-                "scale-down",
-                "fill",
-                "crop",
-                "pad",
-                "inside",
-                "outside",
-            ]
-            .contains(&v.fit.as_str())
-            {
-                return Err(invalid(&key("fit"), format!("unknown fit {:?}", v.fit)));
-            }
-            if !["webp", "jpeg", "jpg", "png", "avif"].contains(&v.format.as_str()) {
-                return Err(invalid(
-                    &key("format"),
-                    format!("unknown format {:?}", v.format),
-                ));
-            }
+            let opt = |name: &str, value: &str| {
+                let mut o = flexphoto_url::RequestOptions::default();
+                o.set(name, value, p.max_dimension).map(|_| o)
+            };
+            let fit = opt("fit", &v.fit)
+                .ok()
+                .and_then(|o| o.fit)
+                .ok_or_else(|| invalid(&key("fit"), format!("unknown fit {:?}", v.fit)))?;
+            let format = match opt("fmt", &v.format).ok().and_then(|o| o.format) {
+                Some(flexphoto_url::FormatChoice::Fixed(f)) if f != OutputFormat::Gif => f,
+                _ => {
+                    return Err(invalid(
+                        &key("format"),
+                        format!(
+                            "unknown format {:?}; expected webp, jpeg, png or avif",
+                            v.format
+                        ),
+                    ))
+                }
+            };
             if !(1..=100).contains(&v.quality) {
                 return Err(invalid(&key("quality"), "must be between 1 and 100"));
             }
@@ -1038,12 +987,8 @@ impl RawConfig {
                 name: v.name.clone(),
                 width: v.width,
                 height: v.height,
-                fit: v.fit.clone(),
-                format: if v.format == "jpg" {
-                    "jpeg".into()
-                } else {
-                    v.format.clone()
-                },
+                fit,
+                format,
                 quality: v.quality,
             });
         }
@@ -1056,12 +1001,25 @@ impl RawConfig {
             data_dir,
             max_json_bytes: usize::try_from(self.server.max_json_bytes)
                 .map_err(|_| invalid("server.max_json_bytes", "too large"))?,
+            rate_per_key: self.server.rate_per_key,
+            header_timeout: Duration::from_secs(self.server.header_timeout_secs),
+            request_timeout: Duration::from_secs(self.server.request_timeout_secs),
+            upload_idle_timeout: Duration::from_secs(self.server.upload_idle_timeout_secs),
+            webhook_secret: (!self.upload.webhook_secret.is_empty())
+                .then(|| self.upload.webhook_secret.clone()),
+            cdn_purge: (!self.edge.cdn_purge_url.is_empty()).then(|| {
+                (
+                    self.edge.cdn_purge_url.clone(),
+                    (!self.edge.cdn_purge_token.is_empty())
+                        .then(|| self.edge.cdn_purge_token.clone()),
+                )
+            }),
             database,
             max_connections: self.database.max_connections,
             storage,
             max_upload_bytes: self.upload.max_bytes,
             upload_url_ttl: Duration::from_secs(self.upload.url_ttl_secs),
-            allowed_types: self.upload.allowed_types.clone(),
+            allowed_formats,
             signing_secret: (!self.upload.signing_secret.is_empty())
                 .then(|| self.upload.signing_secret.clone()),
             sweep_interval: (self.upload.sweep_interval_secs > 0)
@@ -1082,6 +1040,10 @@ impl RawConfig {
             edge_public_url,
             edge_listen,
             edge_config: (!self.edge.config.is_empty()).then(|| PathBuf::from(&self.edge.config)),
+            edge_signing_keys,
+            edge_admin_token: (!self.edge.admin_token.is_empty())
+                .then(|| self.edge.admin_token.clone()),
+            edge_purge_urls,
             variants,
         })
     }
@@ -1104,11 +1066,10 @@ mod tests {
     use super::*;
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        RawConfig::from_toml_and_env(text, |k| {
-            env.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        })?
+        RawConfig::from_toml_and_env(
+            text,
+            env.iter().map(|(a, b)| (a.to_string(), b.to_string())),
+        )?
         .validate()
     }
 
@@ -1118,6 +1079,23 @@ mod tests {
         assert_eq!(c.variants.len(), 3);
         assert_eq!(c.public_url, "http://127.0.0.1:8080");
         assert!(matches!(c.database, DatabaseUrl::Sqlite(_)));
+    }
+
+    #[test]
+    fn shipped_file_lists_every_key_with_its_default() {
+        let defaults = RawConfig {
+            variants: default_variants(),
+            ..Default::default()
+        };
+        let drift = flexphoto_settings::drift_from_defaults(
+            include_str!("../../config/control-plane.toml"),
+            &defaults,
+        );
+        assert!(
+            drift.is_empty(),
+            "config/control-plane.toml drifted:\n{}",
+            drift.join("\n")
+        );
     }
 
     #[test]
@@ -1132,9 +1110,12 @@ mod tests {
         let c = load(
             "[queue]\nworkers = 3\n",
             &[
-                ("FLEXPHOTO_QUEUE_WORKERS", "5"),
-                ("FLEXPHOTO_DATABASE_URL", "postgres://u@h/db"),
-                ("FLEXPHOTO_UPLOAD_ALLOWED_TYPES", "image/png, image/jpeg"),
+                ("FLEXPHOTO__QUEUE__WORKERS", "5"),
+                ("FLEXPHOTO__DATABASE__URL", "postgres://u@h/db"),
+                (
+                    "FLEXPHOTO__UPLOAD__ALLOWED_TYPES",
+                    "[\"image/png\", \"image/jpeg\"]",
+                ),
             ],
         )
         .unwrap();
@@ -1143,7 +1124,7 @@ mod tests {
             c.database,
             DatabaseUrl::Postgres("postgres://u@h/db".into())
         );
-        assert_eq!(c.allowed_types, vec!["image/png", "image/jpeg"]);
+        assert_eq!(c.allowed_formats, vec![ImageFormat::Png, ImageFormat::Jpeg]);
     }
 
     #[test]
@@ -1152,10 +1133,10 @@ mod tests {
         assert!(e.to_string().contains("queue.max_attempts"), "{e}");
         let e = load("[queue]\nwrkers = 1\n", &[]).unwrap_err();
         assert!(e.to_string().contains("wrkers"), "{e}");
-        let e = load("", &[("FLEXPHOTO_QUEUE_WORKERS", "many")]).unwrap_err();
+        let e = load("", &[("FLEXPHOTO__QUEUE__WORKERS", "many")]).unwrap_err();
         assert!(e.to_string().contains("queue.workers"), "{e}");
-        let e = load("[storage]\nbackend = \"s3\"\n", &[]).unwrap_err();
-        assert!(e.to_string().contains("storage.s3_bucket"), "{e}");
+        let e = load("[storage]\nkind = \"s3\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("storage.s3.bucket"), "{e}");
         let e = load("[[variants]]\nname = \"x\"\nwidth = 0\nheight = 5\n", &[]).unwrap_err();
         assert!(e.to_string().contains("variants[0].width"), "{e}");
         let e = load("[database]\nurl = \"mysql://x\"\n", &[]).unwrap_err();

@@ -2,15 +2,20 @@
 //! `{"error": {"code": "...", "message": "..."}}` with a stable `code`; internal details are
 //! logged, never sent.
 
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
-use uuid::Uuid;
+use flexphoto_storage::StorageError;
 
 use crate::blob::BlobError;
+use crate::domain::{DomainError, ImageId};
+use crate::filter::FilterError;
+use crate::routes::views::{ErrorBody, ErrorDetail};
+use crate::search::plan::SearchError;
 use crate::store::StoreError;
-use flexphoto_edge::origin::OriginError;
+use crate::uploads::spool::SpoolError;
+use crate::uploads::UploadError;
 
 /// An API failure.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +34,10 @@ pub enum ApiError {
     Invalid(String),
     /// The owner already has an image with these exact bytes.
     #[error("the owner already has an image with the same content ({0})")]
-    Duplicate(Uuid),
+    Duplicate(ImageId),
+    /// The route exists but not for this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The request conflicts with the resource's state.
     #[error("{0}")]
     Conflict(String),
@@ -48,6 +56,15 @@ pub enum ApiError {
     /// A signed upload URL is invalid or expired.
     #[error("{0}")]
     BadSignature(String),
+    /// Saturated; retry after a moment (503 with `Retry-After`).
+    #[error("{0}")]
+    Busy(String),
+    /// Too many requests from this key (429 with `Retry-After`).
+    #[error("{0}")]
+    RateLimited(String),
+    /// Storage is out of space (507); retrying later may work.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// A dependency (database, object store) failed; the text is logged only.
     #[error("service temporarily unavailable")]
     Unavailable(String),
@@ -65,6 +82,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::Duplicate(_) => (StatusCode::CONFLICT, "duplicate"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::UploadIncomplete(_) => (StatusCode::CONFLICT, "upload_incomplete"),
             ApiError::UnsupportedType(_) => {
@@ -73,7 +91,12 @@ impl ApiError {
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::BadSignature(_) => (StatusCode::FORBIDDEN, "bad_signature"),
+            ApiError::InsufficientStorage(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -88,12 +111,30 @@ impl IntoResponse for ApiError {
             }
             _ => tracing::debug!(code, message = %self, "request refused"),
         }
-        let mut body = json!({ "error": { "code": code, "message": self.to_string() } });
-        if let ApiError::Duplicate(id) = &self {
-            body["id"] = json!(id);
-            body["existing_id"] = json!(id);
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: self.to_string(),
+            },
+            existing_id: match &self {
+                ApiError::Duplicate(id) => Some(id.0),
+                _ => None,
+            },
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if matches!(
+            self,
+            ApiError::Busy(_)
+                | ApiError::RateLimited(_)
+                | ApiError::Unavailable(_)
+                | ApiError::InsufficientStorage(_)
+        ) {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
         }
-        (status, Json(body)).into_response()
+        resp
     }
 }
 
@@ -106,12 +147,15 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<OriginError> for ApiError {
-    fn from(e: OriginError) -> Self {
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
         match e {
-            OriginError::TooLarge { size, limit } => ApiError::TooLarge(format!(
+            StorageError::TooLarge { size, limit } => ApiError::TooLarge(format!(
                 "the object is {size} bytes, over the limit of {limit} bytes"
             )),
+            StorageError::Full => ApiError::InsufficientStorage(
+                "the object store is out of space; nothing was stored, try again later".into(),
+            ),
             other => ApiError::Unavailable(other.to_string()),
         }
     }
@@ -120,9 +164,86 @@ impl From<OriginError> for ApiError {
 impl From<BlobError> for ApiError {
     fn from(e: BlobError) -> Self {
         match e {
-            BlobError::Origin(o) => o.into(),
+            BlobError::Storage(o) => o.into(),
             other => ApiError::Internal(other.to_string()),
         }
+    }
+}
+
+impl From<SearchError> for ApiError {
+    fn from(e: SearchError) -> Self {
+        match e {
+            SearchError::Invalid(m) => ApiError::Invalid(m),
+            SearchError::NotFound(what) => ApiError::NotFound(what),
+            SearchError::Conflict(m) => ApiError::Conflict(m),
+            SearchError::Unprocessable(m) => ApiError::Unprocessable(m),
+            SearchError::Index(e) => ApiError::Unavailable(e.to_string()),
+            SearchError::Busy => ApiError::Busy(SearchError::Busy.to_string()),
+            SearchError::Store(e) => e.into(),
+            SearchError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::Incomplete(m) => ApiError::UploadIncomplete(m),
+            UploadError::Storage(e) => e.into(),
+            UploadError::Blob(e) => e.into(),
+            UploadError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<SpoolError> for ApiError {
+    fn from(e: SpoolError) -> Self {
+        match e {
+            SpoolError::TooLarge(_) => ApiError::TooLarge(e.to_string()),
+            SpoolError::Full => ApiError::InsufficientStorage(
+                "the server is out of disk space for uploads; nothing was stored, try again later"
+                    .into(),
+            ),
+            SpoolError::Io(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<FilterError> for ApiError {
+    fn from(e: FilterError) -> Self {
+        ApiError::Invalid(e.0)
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        ApiError::Invalid(e.0)
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        match e {
+            JsonRejection::MissingJsonContentType(_) => {
+                ApiError::UnsupportedType("send the body as application/json".into())
+            }
+            JsonRejection::BytesRejection(_) => {
+                ApiError::TooLarge("the JSON body is too large".into())
+            }
+            other => ApiError::Invalid(format!("bad JSON body: {}", other.body_text())),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::Invalid(format!("bad query string: {}", e.body_text()))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError::Invalid(format!("bad path: {}", e.body_text()))
     }
 }
 

@@ -1,16 +1,11 @@
 //! `flexphoto`: parse flags → load config → build state → run.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
-use flexphoto_control_plane::config::{Config, RawConfig, StorageConfig};
-use flexphoto_control_plane::{app, auth, edge_client, state::AppState};
-use flexphoto_edge::config::{EdgeConfig, OriginConfig};
+use flexphoto_control_plane::config::{Config, RawConfig, LOADER};
+use flexphoto_control_plane::{app, auth, state::AppState};
 
 #[derive(Parser)]
 #[command(
@@ -25,7 +20,8 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct Common {
-    /// Configuration file (see config/control-plane.toml); FLEXPHOTO_* variables override it.
+    /// Configuration file (default: $FLEXPHOTO_CONFIG, else config/control-plane.toml when it
+    /// exists, else built-in defaults); FLEXPHOTO__SECTION__KEY variables override it.
     #[arg(long, short)]
     config: Option<PathBuf>,
     /// Data directory (database, local objects, temporary files).
@@ -101,7 +97,7 @@ enum Cmd {
 }
 
 fn load_config(common: &Common, edge_listen: Option<&str>) -> Result<Config> {
-    let mut raw = RawConfig::load(common.config.as_deref())?;
+    let mut raw = RawConfig::load(LOADER.locate(common.config.as_deref()).as_deref())?;
     if let Some(d) = &common.data_dir {
         raw.server.data_dir = d.display().to_string();
     }
@@ -128,8 +124,8 @@ fn init_tracing() {
 }
 
 fn main() -> Result<()> {
-    flexphoto_edge::memory::limit_malloc_arenas(2);
-    flexphoto_edge::memory::reuse_freed_memory();
+    flexphoto_media::malloc::limit_malloc_arenas(2);
+    flexphoto_media::malloc::reuse_freed_memory();
     let cli = Cli::parse();
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -141,24 +137,15 @@ fn main() -> Result<()> {
             edge_listen,
             no_edge,
         } => {
-            let cfg = load_config(&common, edge_listen.as_deref())?;
-            let edge = edge_config(&cfg)?;
+            let mut cfg = load_config(&common, edge_listen.as_deref())?;
             if !no_edge {
-                let ecfg = edge.clone();
-                std::thread::Builder::new()
-                    .name("edge".into())
-                    .spawn(move || {
-                        if let Err(e) = flexphoto_edge::server::run(ecfg) {
-                            tracing::error!(error = %e, "the edge stopped with an error");
-                        }
-                    })?;
+                up::start_edge(&mut cfg)?;
             }
-            rt.block_on(run_service(cfg, edge))
+            rt.block_on(run_service(cfg))
         }
         Cmd::Serve { common } => {
             let cfg = load_config(&common, None)?;
-            let edge = edge_config(&cfg)?;
-            rt.block_on(run_service(cfg, edge))
+            rt.block_on(run_service(cfg))
         }
         Cmd::Migrate { common } => {
             let cfg = load_config(&common, None)?;
@@ -171,13 +158,12 @@ fn main() -> Result<()> {
         }
         Cmd::Reconcile { common, dry_run } => {
             let cfg = load_config(&common, None)?;
-            let edge = edge_config(&cfg)?;
             rt.block_on(async {
-                let state = AppState::build(cfg, &edge)
+                let state = AppState::build(cfg)
                     .await
                     .context("starting the control plane")?;
                 let report =
-                    flexphoto_control_plane::reconcile::reconcile(&state, !dry_run).await?;
+                    flexphoto_control_plane::search::reconcile::reconcile(&state, !dry_run).await?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 state.db.close().await;
                 Ok(())
@@ -194,13 +180,12 @@ fn main() -> Result<()> {
             raw.server.data_dir = scratch.display().to_string();
             raw.server.listen = "127.0.0.1:0".into();
             raw.database.url = String::new();
-            raw.storage.backend = "local".into();
-            raw.storage.local_dir = String::new();
+            raw.storage.kind = "local".into();
+            raw.storage.dir = String::new();
             raw.search.index_dir = String::new();
             raw.edge.listen = "127.0.0.1:0".into();
             let cfg = raw.validate()?;
-            let edge = edge_config(&cfg)?;
-            let result = rt.block_on(flexphoto_control_plane::eval::run(cfg, &edge, &fixtures));
+            let result = rt.block_on(flexphoto_control_plane::search::eval::run(cfg, &fixtures));
             let _ = std::fs::remove_dir_all(&scratch);
             let report = result?;
             let text = serde_json::to_string_pretty(&report)?;
@@ -222,33 +207,32 @@ fn main() -> Result<()> {
                 .or_else(|| std::env::var("FLEXPHOTO_API_KEY").ok())
                 .or_else(|| std::env::var("FLEXPHOTO_ADMIN_KEY").ok())
                 .context("an API key is needed: --key, FLEXPHOTO_API_KEY or FLEXPHOTO_ADMIN_KEY")?;
-            rt.block_on(import(
+            let report = rt.block_on(flexphoto_control_plane::import::import(
                 &dir,
                 &owner,
                 api.trim_end_matches('/'),
                 &key,
                 concurrency.max(1),
-            ))
+            ))?;
+            for e in &report.failures {
+                eprintln!("failed: {e}");
+            }
+            println!(
+                "imported {} new, {} duplicates, {} failed, of {}",
+                report.imported,
+                report.duplicates,
+                report.failures.len(),
+                report.total
+            );
+            if !report.failures.is_empty() {
+                bail!("{} uploads failed", report.failures.len());
+            }
+            Ok(())
         }
     }
 }
 
-/// The edge's configuration, pointed at the control plane's object store and edge address.
-fn edge_config(cfg: &Config) -> Result<EdgeConfig> {
-    let mut e =
-        EdgeConfig::load(cfg.edge_config.as_deref()).context("loading the edge configuration")?;
-    e.listen = cfg.edge_listen.to_string();
-    e.origin = match &cfg.storage {
-        StorageConfig::Local(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            OriginConfig::Local { dir: dir.clone() }
-        }
-        StorageConfig::S3(s3) => OriginConfig::S3(s3.to_edge()),
-    };
-    Ok(e)
-}
-
-async fn run_service(mut cfg: Config, edge: EdgeConfig) -> Result<()> {
+async fn run_service(mut cfg: Config) -> Result<()> {
     let listen = cfg.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -256,7 +240,7 @@ async fn run_service(mut cfg: Config, edge: EdgeConfig) -> Result<()> {
     if cfg.public_url_from_listen {
         cfg.public_url = format!("http://{}", listener.local_addr()?);
     }
-    let state = AppState::build(cfg, &edge)
+    let state = AppState::build(cfg)
         .await
         .context("starting the control plane")?;
     let seeded = auth::seed_admin_key(
@@ -273,170 +257,87 @@ async fn run_service(mut cfg: Config, edge: EdgeConfig) -> Result<()> {
     Ok(())
 }
 
-fn is_photo(p: &Path) -> bool {
-    matches!(
-        p.extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase())
-            .as_deref(),
-        Some(
-            "jpg"
-                | "jpeg"
-                | "png"
-                | "webp"
-                | "gif"
-                | "heic"
-                | "heif"
-                | "hif"
-                | "avif"
-                | "tif"
-                | "tiff"
-        )
-    )
-}
+/// `flexphoto up`: the edge in this process, on the control plane's object store.
+#[cfg(feature = "edge")]
+mod up {
+    use anyhow::{Context, Result};
+    use flexphoto_control_plane::config::Config;
+    use flexphoto_edge::config::{EdgeConfig, LOADER};
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let p = entry?.path();
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if is_photo(&p) {
-            out.push(p);
+    /// Starts the edge on its own thread, reading the control plane's store; the two agree
+    /// on signing keys and the purge token (either side's, when only one sets them).
+    pub fn start_edge(cfg: &mut Config) -> Result<()> {
+        let path = cfg.edge_config.clone().or_else(|| LOADER.locate(None));
+        let mut e = EdgeConfig::load(path.as_deref()).context("loading the edge configuration")?;
+        e.listen = cfg.edge_listen.to_string();
+        if let flexphoto_storage::StorageConfig::Local { dir } = &cfg.storage {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-    }
-    Ok(())
-}
-
-fn multipart(owner: &str, name: &str, data: &[u8], boundary: &str) -> Bytes {
-    let safe: String = name
-        .chars()
-        .filter(|c| *c != '"' && !c.is_control())
-        .collect();
-    let mut body = Vec::with_capacity(data.len() + 512);
-    body.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"owner\"\r\n\r\n{owner}\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{safe}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    Bytes::from(body)
-}
-
-async fn import(dir: &Path, owner: &str, api: &str, key: &str, concurrency: usize) -> Result<()> {
-    let mut files = Vec::new();
-    walk(dir, &mut files).with_context(|| format!("reading {}", dir.display()))?;
-    files.sort();
-    if files.is_empty() {
-        bail!("no photos found in {}", dir.display());
-    }
-    let total = files.len();
-    let queue = Arc::new(std::sync::Mutex::new(files));
-    let counts = Arc::new([
-        AtomicUsize::new(0),
-        AtomicUsize::new(0),
-        AtomicUsize::new(0),
-    ]);
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency.min(total) {
-        let (queue, counts, failures) = (
-            Arc::clone(&queue),
-            Arc::clone(&counts),
-            Arc::clone(&failures),
-        );
-        let (owner, api, auth) = (owner.to_owned(), api.to_owned(), format!("Bearer {key}"));
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let next = queue.lock().ok().and_then(|mut q| q.pop());
-                let Some(path) = next else { break };
-                let name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let outcome = match tokio::fs::read(&path).await {
-                    Err(e) => Err(format!("{}: {e}", path.display())),
-                    Ok(data) => {
-                        let boundary = format!("flexphoto-{}", uuid::Uuid::new_v4().simple());
-                        let body = multipart(&owner, &name, &data, &boundary);
-                        let ct = format!("multipart/form-data; boundary={boundary}");
-                        match edge_client::send(
-                            http::Method::POST,
-                            &format!("{api}/v1/images"),
-                            &[("authorization", &auth), ("content-type", &ct)],
-                            body,
-                            Duration::from_secs(300),
-                        )
-                        .await
-                        {
-                            Ok(r) if r.status == 201 => Ok(0),
-                            Ok(r) if r.status == 409 => Ok(1),
-                            Ok(r) => Err(format!(
-                                "{}: HTTP {} {}",
-                                path.display(),
-                                r.status,
-                                String::from_utf8_lossy(&r.body)
-                            )),
-                            Err(e) => Err(format!("{}: {e}", path.display())),
-                        }
-                    }
-                };
-                match outcome {
-                    Ok(i) => {
-                        counts[i].fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        counts[2].fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut f) = failures.lock() {
-                            f.push(e);
-                        }
-                    }
+        e.origin = cfg.storage.clone();
+        if cfg.edge_signing_keys.is_empty() && e.signing_keys.is_empty() {
+            // Signed by default: one key for this data directory, made on the first start.
+            cfg.edge_signing_keys = vec![super::generated_signing_key(&cfg.data_dir)?];
+        }
+        if cfg.edge_signing_keys.is_empty() {
+            cfg.edge_signing_keys = e.signing_keys.clone();
+        } else if e.signing_keys.is_empty() {
+            e.signing_keys = cfg.edge_signing_keys.clone();
+        }
+        if cfg.edge_admin_token.is_none() {
+            cfg.edge_admin_token = e.admin_token.clone();
+        } else if e.admin_token.is_none() {
+            e.admin_token = cfg.edge_admin_token.clone();
+        }
+        std::thread::Builder::new()
+            .name("edge".into())
+            .spawn(move || {
+                if let Err(e) = flexphoto_edge::server::run(e) {
+                    tracing::error!(error = %e, "the edge stopped with an error");
                 }
-                progress(&counts, total);
-            }
-        }));
+            })?;
+        Ok(())
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    eprintln!();
-    let failed = counts[2].load(Ordering::Relaxed);
-    if let Ok(f) = failures.lock() {
-        for e in f.iter() {
-            eprintln!("failed: {e}");
-        }
-    }
-    println!(
-        "imported {} new, {} duplicates, {} failed, of {total}",
-        counts[0].load(Ordering::Relaxed),
-        counts[1].load(Ordering::Relaxed),
-        failed
-    );
-    if failed > 0 {
-        bail!("{failed} uploads failed");
-    }
-    Ok(())
 }
 
-fn progress(counts: &[AtomicUsize; 3], total: usize) {
-    let (ok, dup, bad) = (
-        counts[0].load(Ordering::Relaxed),
-        counts[1].load(Ordering::Relaxed),
-        counts[2].load(Ordering::Relaxed),
+/// The edge signing key kept in `{data_dir}/edge-signing.key` (readable by the owner only),
+/// made on first use.
+#[cfg(feature = "edge")]
+fn generated_signing_key(data_dir: &std::path::Path) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let path = data_dir.join("edge-signing.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(k) = hex::decode(text.trim()) {
+            if k.len() >= 16 {
+                return Ok(k);
+            }
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let key = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
     );
-    let done = ok + dup + bad;
-    let width = 30;
-    let filled = done * width / total.max(1);
-    eprint!(
-        "\r[{}{}] {done}/{total}  new {ok}  duplicate {dup}  failed {bad}",
-        "#".repeat(filled),
-        "-".repeat(width - filled)
-    );
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "{key}")?;
+    hex::decode(&key).context("a generated key is hex")
+}
+
+/// Without the edge compiled in, `up` runs the control plane alone.
+#[cfg(not(feature = "edge"))]
+mod up {
+    use anyhow::Result;
+    use flexphoto_control_plane::config::Config;
+
+    /// Says that this build has no edge.
+    pub fn start_edge(_cfg: &mut Config) -> Result<()> {
+        anyhow::bail!("this flexphoto was built without the edge (feature `edge`); use --no-edge or run flexphoto-edge")
+    }
 }

@@ -7,7 +7,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::media::StageTimings;
+use crate::ingest::StageTimings;
 use crate::store::jobs::QueueStats;
 
 /// Every metric the control plane exports.

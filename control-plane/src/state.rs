@@ -2,16 +2,15 @@
 
 use std::sync::Arc;
 
-use flexphoto_edge::config::EdgeConfig;
-use flexphoto_edge::sign::Signer;
-use flexphoto_edge::transform::pool::{PoolGauges, TransformPool};
+use flexphoto_media::pool::{ImagePool, PoolGauges};
+use flexphoto_url::Signer;
 use uuid::Uuid;
 
 use crate::blob::Blobs;
 use crate::config::Config;
-use crate::indexing::Search;
-use crate::media::MediaSettings;
+use crate::ingest::IngestSettings;
 use crate::metrics::Metrics;
+use crate::search::Search;
 use crate::store::Db;
 
 /// What handlers and workers share.
@@ -23,17 +22,19 @@ pub struct AppState {
     /// Object storage.
     pub blobs: Blobs,
     /// Variant specs and limits.
-    pub media: MediaSettings,
-    /// Signs edge URLs when the edge has signing keys.
+    pub ingest: IngestSettings,
+    /// Signs edge URLs when the edges have signing keys.
     pub edge_signer: Signer,
-    /// Bearer token for the edge's purge endpoint, if it has one.
-    pub edge_admin_token: Option<String>,
-    /// Dedicated threads for image work (the edge's pool: bounded, survives panics).
-    pub pool: TransformPool,
+    /// Dedicated threads for image work (bounded, survives panics).
+    pub pool: ImagePool,
     /// Embedder and vector index; `None` when `search.model = "none"`.
     pub search: Option<Search>,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Pooled HTTP client for calls out (edge purges).
+    pub http: reqwest::Client,
+    /// Per-key request budgets.
+    pub rate_limits: crate::rate_limit::RateLimits,
 }
 
 impl std::fmt::Debug for AppState {
@@ -54,15 +55,15 @@ pub enum StateError {
     /// Object storage.
     #[error(transparent)]
     Blob(#[from] crate::blob::BlobError),
-    /// Variant settings or edge configuration.
+    /// Variant settings, models or the index.
     #[error("{0}")]
     Config(String),
 }
 
 impl AppState {
-    /// Connects to the database (applying migrations), builds the object store and resolves
-    /// the variants. `edge` is the edge's configuration (for URL signing and purge).
-    pub async fn build(cfg: Config, edge: &EdgeConfig) -> Result<Arc<Self>, StateError> {
+    /// Connects to the database (applying migrations), builds the object store, loads the
+    /// search model and index, and starts the image threads.
+    pub async fn build(cfg: Config) -> Result<Arc<Self>, StateError> {
         let db = Db::connect(&cfg.database, cfg.max_connections).await?;
         let secret = match &cfg.signing_secret {
             Some(s) => s.clone(),
@@ -72,16 +73,16 @@ impl AppState {
                     .await?
             }
         };
-        let blobs = Blobs::new(&cfg.storage, secret.as_bytes(), &cfg.public_url)?;
+        let blobs = Blobs::new(&cfg.storage, secret.as_bytes(), &cfg.public_url).await?;
         // Workers and query-image search both decode with libvips.
-        flexphoto_edge::vips::init(1)
+        flexphoto_media::vips::init(1)
             .map_err(|e| StateError::Config(format!("libvips failed to start: {e}")))?;
-        let mut media = MediaSettings::new(&cfg).map_err(StateError::Config)?;
-        let search = crate::indexing::open(&cfg.search)
+        let mut ingest = IngestSettings::new(&cfg);
+        let search = crate::search::open(&cfg.search)
             .await
             .map_err(StateError::Config)?
             .map(|(s, _recreated)| s);
-        media.embed_side = search.as_ref().map(|s| s.embedder.input_size());
+        ingest.embed_side = search.as_ref().map(|s| s.embedder.input_size());
         let gauge = |n: &str, help: &str| {
             prometheus::IntGauge::new(n, help).map_err(|e| StateError::Config(e.to_string()))
         };
@@ -97,18 +98,22 @@ impl AppState {
         // Every running job can have one piece of image work queued or running.
         let threads = cfg.processing_threads.max(1) as usize;
         let queue = (cfg.workers as usize).max(threads);
-        let pool = TransformPool::new(threads, queue, gauges)
+        let pool = ImagePool::new(threads, queue, gauges)
             .map_err(|e| StateError::Config(format!("starting worker threads: {e}")))?;
+        let http = crate::http_client::client()
+            .map_err(|e| StateError::Config(format!("HTTP client: {e}")))?;
+        let rate_per_key = cfg.rate_per_key;
         Ok(Arc::new(Self {
-            edge_signer: Signer::new(edge.signing_keys.clone()),
-            edge_admin_token: edge.admin_token.clone(),
+            edge_signer: Signer::new(cfg.edge_signing_keys.clone()),
             cfg,
             db,
             blobs,
-            media,
+            ingest,
             pool,
             search,
             metrics,
+            http,
+            rate_limits: crate::rate_limit::RateLimits::new(rate_per_key),
         }))
     }
 }

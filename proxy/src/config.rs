@@ -1,5 +1,6 @@
-//! Edge configuration: `config/edge.toml`, then environment overrides, then validation that
-//! names the bad key.
+//! Edge configuration: `config/edge.toml` (or `--config`, or `FLEXPHOTO_EDGE_CONFIG`), then
+//! environment overrides, then validation that names the bad key. Loading follows the one
+//! rule every FlexPhotoDB binary shares (`flexphoto_settings`).
 //!
 //! Any key can be overridden as `FLEXPHOTO_EDGE__SECTION__KEY=value` (double underscores
 //! separate the path; the value is read as TOML when it parses, else as a string).
@@ -9,44 +10,23 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use flexphoto_media::{FormatSet, ImageFormat};
+use flexphoto_settings::{invalid, Loader};
+use flexphoto_storage::{RawS3, StorageConfig};
+use flexphoto_url::options::parse_pairs;
+use flexphoto_url::{Meta, QualityDefaults, RequestOptions};
+use serde::{Deserialize, Serialize};
 
-use crate::url::canonical::QualityDefaults;
-use crate::url::options::{parse_pairs, RequestOptions};
+pub use flexphoto_settings::ConfigError;
 
-/// Why the configuration was refused; the text names the key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The TOML is malformed or has unknown keys or wrong types.
-    #[error("{0}")]
-    Parse(String),
-    /// A value is out of range or inconsistent.
-    #[error("config key `{key}`: {reason}")]
-    Invalid {
-        /// Dotted key path.
-        key: String,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_owned(),
-        reason: reason.into(),
-    }
-}
+/// How the edge finds and reads its configuration.
+pub const LOADER: Loader = Loader {
+    prefix: "FLEXPHOTO_EDGE",
+    name: "edge",
+};
 
 /// The config file as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawConfig {
     server: RawServer,
@@ -80,7 +60,7 @@ impl Default for RawConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawServer {
     listen: String,
@@ -92,6 +72,7 @@ struct RawServer {
     admin_token: String,
     cache_control_max_age_secs: u64,
     log_format: String,
+    client_ip_header: String,
 }
 
 impl Default for RawServer {
@@ -106,11 +87,12 @@ impl Default for RawServer {
             admin_token: String::new(),
             cache_control_max_age_secs: 86_400,
             log_format: "text".into(),
+            client_ip_header: String::new(),
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawOrigin {
     kind: String,
@@ -118,6 +100,7 @@ struct RawOrigin {
     timeout_ms: u64,
     revalidate_secs: u64,
     stale_if_error_secs: u64,
+    hidden_prefixes: Vec<String>,
     s3: RawS3,
 }
 
@@ -129,43 +112,24 @@ impl Default for RawOrigin {
             timeout_ms: 10_000,
             revalidate_secs: 60,
             stale_if_error_secs: 86_400,
+            hidden_prefixes: vec!["uploads/".into()],
             s3: RawS3::default(),
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawS3 {
-    endpoint: String,
-    region: String,
-    bucket: String,
-    path_style: bool,
-    access_key: String,
-    secret_key: String,
-}
-
-impl Default for RawS3 {
-    fn default() -> Self {
-        Self {
-            endpoint: String::new(),
-            region: "us-east-1".into(),
-            bucket: String::new(),
-            path_style: true,
-            access_key: String::new(),
-            secret_key: String::new(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawLimits {
     max_source_bytes: u64,
     max_source_pixels: u64,
     max_dimension: u32,
+    max_output_pixels: u64,
+    max_filter_cost: u64,
+    formats: Vec<String>,
     request_timeout_ms: u64,
     inflight_source_mb: u64,
+    per_client_transforms: usize,
 }
 
 impl Default for RawLimits {
@@ -174,16 +138,26 @@ impl Default for RawLimits {
             max_source_bytes: 64 * 1024 * 1024,
             max_source_pixels: 100_000_000,
             max_dimension: 8192,
+            max_output_pixels: 50_000_000,
+            max_filter_cost: 2_000_000_000,
+            formats: FormatSet::default()
+                .iter()
+                .map(|f| f.name().to_owned())
+                .collect(),
             request_timeout_ms: 30_000,
             inflight_source_mb: 512,
+            per_client_transforms: 8,
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawTransform {
     workers: usize,
+    light_workers: usize,
+    light_max_source_kb: u64,
+    light_max_output_pixels: u64,
     queue: usize,
     vips_concurrency: usize,
     jpeg_quality: u8,
@@ -193,12 +167,17 @@ struct RawTransform {
     avif_effort: u8,
     png_compression: u8,
     working_side: u32,
+    default_meta: String,
+    allow_meta_keep: bool,
 }
 
 impl Default for RawTransform {
     fn default() -> Self {
         Self {
             workers: 0,
+            light_workers: 1,
+            light_max_source_kb: 2048,
+            light_max_output_pixels: 4_000_000,
             queue: 64,
             vips_concurrency: 1,
             jpeg_quality: 80,
@@ -208,11 +187,13 @@ impl Default for RawTransform {
             avif_effort: 1,
             png_compression: 6,
             working_side: 2048,
+            default_meta: "copyright".into(),
+            allow_meta_keep: false,
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawCache {
     memory_mb: u64,
@@ -234,7 +215,7 @@ impl Default for RawCache {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawSigning {
     keys: Vec<String>,
@@ -248,33 +229,6 @@ impl Default for RawSigning {
             unsigned_presets: vec!["thumb".into(), "medium".into(), "full".into()],
         }
     }
-}
-
-/// Where originals come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OriginConfig {
-    /// A local directory.
-    Local {
-        /// Root directory.
-        dir: PathBuf,
-    },
-    /// An S3-protocol bucket.
-    S3(S3Config),
-}
-
-/// S3 connection settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Config {
-    /// Endpoint URL; empty for AWS itself.
-    pub endpoint: Option<String>,
-    /// Region name.
-    pub region: String,
-    /// Bucket.
-    pub bucket: String,
-    /// Path-style addressing (most S3-compatible servers need it).
-    pub path_style: bool,
-    /// Static credentials; `None` uses the standard AWS environment variables.
-    pub credentials: Option<(String, String)>,
 }
 
 /// The validated configuration of the edge.
@@ -298,26 +252,45 @@ pub struct EdgeConfig {
     pub max_age: Duration,
     /// `text` or `json` log lines.
     pub log_json: bool,
+    /// Header holding the client's address when a trusted proxy sets it (e.g.
+    /// `cf-connecting-ip`); `None` uses the peer address.
+    pub client_ip_header: Option<String>,
     /// Where originals come from.
-    pub origin: OriginConfig,
+    pub origin: StorageConfig,
     /// Origin request timeout.
     pub origin_timeout: Duration,
     /// How long a source's identity is trusted before it is checked again.
     pub revalidate_after: Duration,
     /// How long a last-known identity may serve cached results while the origin fails.
     pub stale_if_error: Duration,
+    /// Key prefixes never served (staged uploads).
+    pub hidden_prefixes: Vec<String>,
     /// Largest source accepted, bytes.
     pub max_source_bytes: u64,
     /// Largest source accepted, pixels (checked from the header).
     pub max_source_pixels: u64,
     /// Largest output width or height.
     pub max_dimension: u32,
+    /// Largest output width × height, all frames together.
+    pub max_output_pixels: u64,
+    /// Largest blur/sharpen cost, output pixels × sigma.
+    pub max_filter_cost: u64,
+    /// Formats whose decoders may run on sources.
+    pub formats: FormatSet,
+    /// Transforms one client may have in flight; 0 for no limit.
+    pub per_client_transforms: usize,
     /// Whole-request deadline.
     pub request_timeout: Duration,
     /// Budget for source bytes fetched for queued work and not yet in the source cache.
     pub inflight_source_bytes: u64,
     /// Transform worker threads.
     pub workers: usize,
+    /// Threads of the lane kept for cheap transforms.
+    pub light_workers: usize,
+    /// Largest source a cheap transform reads, bytes.
+    pub light_max_source_bytes: u64,
+    /// Largest output of a cheap transform, pixels.
+    pub light_max_output_pixels: u64,
     /// Transforms allowed to wait for a worker.
     pub queue: usize,
     /// libvips threads per operation.
@@ -342,66 +315,16 @@ pub struct EdgeConfig {
     pub working_bytes: u64,
     /// Longest side of a working copy, pixels.
     pub working_side: u32,
+    /// Metadata kept when a URL says nothing.
+    pub default_meta: Meta,
+    /// Whether `meta=keep` is served.
+    pub allow_meta_keep: bool,
     /// URL signing keys (first signs, all verify).
     pub signing_keys: Vec<Vec<u8>>,
     /// Presets allowed without a signature when keys are set.
     pub unsigned_presets: Vec<String>,
     /// Named presets.
     pub presets: HashMap<String, RequestOptions>,
-}
-
-const ENV_PREFIX: &str = "FLEXPHOTO_EDGE__";
-
-fn apply_env(
-    table: &mut toml::Table,
-    vars: impl Iterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
-    for (name, value) in vars {
-        if name == "FLEXPHOTO_EDGE_SIGNING_KEYS" {
-            let keys: Vec<toml::Value> = value
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| toml::Value::String(s.to_owned()))
-                .collect();
-            let signing = table
-                .entry("signing")
-                .or_insert_with(|| toml::Value::Table(Default::default()));
-            if let toml::Value::Table(t) = signing {
-                t.insert("keys".into(), toml::Value::Array(keys));
-            }
-            continue;
-        }
-        let Some(path) = name.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
-        if parts.iter().any(|p| p.is_empty()) {
-            return Err(invalid(&name, "empty path segment in environment override"));
-        }
-        let parsed = format!("v = {value}")
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or(toml::Value::String(value.clone()));
-        let mut cur = &mut *table;
-        for p in &parts[..parts.len() - 1] {
-            let next = cur
-                .entry(p.clone())
-                .or_insert_with(|| toml::Value::Table(Default::default()));
-            cur = match next {
-                toml::Value::Table(t) => t,
-                _ => {
-                    return Err(invalid(
-                        &parts.join("."),
-                        format!("{name} overrides a value that is not a table"),
-                    ))
-                }
-            };
-        }
-        cur.insert(parts[parts.len() - 1].clone(), parsed);
-    }
-    Ok(())
 }
 
 impl EdgeConfig {
@@ -414,7 +337,8 @@ impl EdgeConfig {
             })?,
             None => String::new(),
         };
-        Self::from_toml(&text, std::env::vars())
+        let name = path.map_or_else(|| "built-in defaults".into(), |p| p.display().to_string());
+        Self::from_toml_named(&name, &text, std::env::vars())
     }
 
     /// Parses TOML text with the given environment.
@@ -422,12 +346,27 @@ impl EdgeConfig {
         text: &str,
         env: impl Iterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
-        apply_env(&mut table, env)?;
-        let raw: RawConfig = RawConfig::deserialize(toml::Value::Table(table))
-            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        Self::from_toml_named("edge config", text, env)
+    }
+
+    fn from_toml_named(
+        name: &str,
+        text: &str,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut env: Vec<(String, String)> = env.collect();
+        // The one shortcut: signing keys as a comma-separated list.
+        if let Some((_, keys)) = env.iter().find(|(k, _)| k == "FLEXPHOTO_EDGE_SIGNING_KEYS") {
+            let list: Vec<String> = keys
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| format!("{s:?}"))
+                .collect();
+            let value = format!("[{}]", list.join(", "));
+            env.push(("FLEXPHOTO_EDGE__SIGNING__KEYS".into(), value));
+        }
+        let raw: RawConfig = LOADER.from_text(name, text, env)?;
         Self::validate(raw)
     }
 
@@ -454,45 +393,9 @@ impl EdgeConfig {
                 ))
             }
         };
-        let origin = match raw.origin.kind.as_str() {
-            "local" => {
-                if raw.origin.dir.is_empty() {
-                    return Err(invalid("origin.dir", "must name a directory"));
-                }
-                OriginConfig::Local {
-                    dir: PathBuf::from(&raw.origin.dir),
-                }
-            }
-            "s3" => {
-                let s = &raw.origin.s3;
-                if s.bucket.is_empty() {
-                    return Err(invalid(
-                        "origin.s3.bucket",
-                        "must be set when origin.kind = \"s3\"",
-                    ));
-                }
-                if s.access_key.is_empty() != s.secret_key.is_empty() {
-                    return Err(invalid(
-                        "origin.s3.secret_key",
-                        "access_key and secret_key must be set together",
-                    ));
-                }
-                OriginConfig::S3(S3Config {
-                    endpoint: (!s.endpoint.is_empty()).then(|| s.endpoint.clone()),
-                    region: s.region.clone(),
-                    bucket: s.bucket.clone(),
-                    path_style: s.path_style,
-                    credentials: (!s.access_key.is_empty())
-                        .then(|| (s.access_key.clone(), s.secret_key.clone())),
-                })
-            }
-            other => {
-                return Err(invalid(
-                    "origin.kind",
-                    format!("must be local or s3, got {other:?}"),
-                ))
-            }
-        };
+        let origin =
+            StorageConfig::from_parts(&raw.origin.kind, Path::new(&raw.origin.dir), &raw.origin.s3)
+                .map_err(|e| invalid(&format!("origin.{}", e.key), e.reason))?;
         let positive = |key: &str, v: u64| {
             if v == 0 {
                 Err(invalid(key, "must be greater than 0"))
@@ -505,6 +408,38 @@ impl EdgeConfig {
         positive("limits.max_source_pixels", raw.limits.max_source_pixels)?;
         positive("limits.request_timeout_ms", raw.limits.request_timeout_ms)?;
         positive("limits.inflight_source_mb", raw.limits.inflight_source_mb)?;
+        positive("limits.max_output_pixels", raw.limits.max_output_pixels)?;
+        positive("limits.max_filter_cost", raw.limits.max_filter_cost)?;
+        let mut formats = FormatSet::NONE;
+        for (i, name) in raw.limits.formats.iter().enumerate() {
+            let f = ImageFormat::from_name(name).ok_or_else(|| {
+                invalid(
+                    &format!("limits.formats[{i}]"),
+                    format!("unknown format {name:?}; known: jpeg, png, webp, gif, avif, heif, tiff, jxl"),
+                )
+            })?;
+            formats = formats.with(f);
+        }
+        if formats == FormatSet::NONE {
+            return Err(invalid("limits.formats", "must list at least one format"));
+        }
+        let default_meta = match raw.transform.default_meta.as_str() {
+            "none" => Meta::None,
+            "copyright" => Meta::Copyright,
+            "keep" if raw.transform.allow_meta_keep => Meta::Keep,
+            "keep" => {
+                return Err(invalid(
+                    "transform.default_meta",
+                    "keep needs transform.allow_meta_keep = true",
+                ))
+            }
+            other => {
+                return Err(invalid(
+                    "transform.default_meta",
+                    format!("must be none, copyright or keep, got {other:?}"),
+                ))
+            }
+        };
         if !(16..=65_535).contains(&raw.limits.max_dimension) {
             return Err(invalid(
                 "limits.max_dimension",
@@ -592,16 +527,26 @@ impl EdgeConfig {
             admin_token: (!raw.server.admin_token.is_empty()).then_some(raw.server.admin_token),
             max_age: Duration::from_secs(raw.server.cache_control_max_age_secs),
             log_json,
+            client_ip_header: (!raw.server.client_ip_header.is_empty())
+                .then(|| raw.server.client_ip_header.to_ascii_lowercase()),
             origin,
             origin_timeout: Duration::from_millis(raw.origin.timeout_ms),
             revalidate_after: Duration::from_secs(raw.origin.revalidate_secs),
             stale_if_error: Duration::from_secs(raw.origin.stale_if_error_secs),
+            hidden_prefixes: raw.origin.hidden_prefixes,
             max_source_bytes: raw.limits.max_source_bytes,
             max_source_pixels: raw.limits.max_source_pixels,
             max_dimension: raw.limits.max_dimension,
+            max_output_pixels: raw.limits.max_output_pixels,
+            max_filter_cost: raw.limits.max_filter_cost,
+            formats,
+            per_client_transforms: raw.limits.per_client_transforms,
             request_timeout: Duration::from_millis(raw.limits.request_timeout_ms),
             inflight_source_bytes: raw.limits.inflight_source_mb * 1024 * 1024,
             workers: if t.workers == 0 { cores } else { t.workers },
+            light_workers: t.light_workers,
+            light_max_source_bytes: t.light_max_source_kb * 1024,
+            light_max_output_pixels: t.light_max_output_pixels,
             queue: t.queue,
             vips_concurrency: t.vips_concurrency.max(1),
             quality: QualityDefaults {
@@ -618,6 +563,8 @@ impl EdgeConfig {
             disk_bytes: raw.cache.disk_mb * 1024 * 1024,
             working_bytes: raw.cache.working_mb * 1024 * 1024,
             working_side: t.working_side,
+            default_meta,
+            allow_meta_keep: t.allow_meta_keep,
             signing_keys,
             unsigned_presets: raw.signing.unsigned_presets,
             presets,
@@ -641,11 +588,24 @@ mod tests {
         let c = load("", &[]).unwrap();
         assert_eq!(
             c.origin,
-            OriginConfig::Local {
+            StorageConfig::Local {
                 dir: "./data/originals".into()
             }
         );
         assert!(c.workers >= 1);
+    }
+
+    #[test]
+    fn shipped_config_lists_every_key_with_its_default() {
+        let drift = flexphoto_settings::drift_from_defaults(
+            include_str!("../../config/edge.toml"),
+            &RawConfig::default(),
+        );
+        assert!(
+            drift.is_empty(),
+            "config/edge.toml drifted:\n{}",
+            drift.join("\n")
+        );
     }
 
     #[test]
@@ -672,7 +632,7 @@ mod tests {
         assert_eq!(c.max_dimension, 4096);
         assert_eq!(
             c.origin,
-            OriginConfig::Local {
+            StorageConfig::Local {
                 dir: "/srv/x".into()
             }
         );

@@ -11,24 +11,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use moka::future::Cache;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cache::disk::DiskTier;
+use crate::cache::identity::{Identities, SourceFacts};
 use crate::cache::memory::MemoryTier;
 use crate::cache::source::{source_cache_key, SourceCache};
+use crate::cache::working::WorkingCopies;
 use crate::cache::{cache_key, CachedImage, Tier};
-use crate::config::{EdgeConfig, OriginConfig};
+use crate::clients::ClientLimiter;
+use crate::config::EdgeConfig;
 use crate::error::EdgeError;
 use crate::metrics::Metrics;
-use crate::origin::local::LocalDirStore;
-use crate::origin::s3::S3Store;
-use crate::origin::ObjectStore;
-use crate::sign::Signer;
-use crate::transform::pool::{PoolError, PoolGauges, TransformPool};
-use crate::transform::{self, EncodeSettings, Limits, WorkingCopy};
-use crate::url::canonical::{resolve, ResolveContext};
-use crate::url::{parse_path, ImageKey, RequestOptions};
+use flexphoto_media::pool::{ImagePool, PoolError, PoolGauges};
+use flexphoto_media::transform::{self, EncodeSettings, Limits, WorkingCopy};
+use flexphoto_storage::ObjectStore;
+use flexphoto_url::sign::Signer;
+use flexphoto_url::{parse_path, ImageKey, RequestOptions};
+use flexphoto_url::{resolve, Gravity, ResolveContext, TransformSpec};
 
 /// What the HTTP layer passes in for an image request.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +41,8 @@ pub struct ImageRequest<'a> {
     pub accept: Option<&'a str>,
     /// `If-None-Match` header.
     pub if_none_match: Option<&'a str>,
+    /// The client's address, for per-client limits.
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// What the HTTP layer sends back for an image request.
@@ -58,6 +60,8 @@ pub struct ImageResponse {
     pub coalesced: bool,
     /// Whether the source could not be revalidated and a cached result was served anyway.
     pub stale: bool,
+    /// When a signed URL stops working (Unix seconds): no cache may keep the answer longer.
+    pub expires: Option<u64>,
 }
 
 /// What a purge removed.
@@ -67,13 +71,6 @@ pub struct PurgeReport {
     pub disk_entries: usize,
 }
 
-/// What the edge knows about a source from its last HEAD.
-#[derive(Debug)]
-struct SourceFacts {
-    identity: String,
-    size: u64,
-}
-
 /// The shared state of one edge node.
 pub struct Edge {
     cfg: Arc<EdgeConfig>,
@@ -81,13 +78,13 @@ pub struct Edge {
     memory: MemoryTier,
     disk: Option<Arc<DiskTier>>,
     sources: SourceCache,
-    working: Option<moka::sync::Cache<String, Arc<WorkingCopy>>>,
-    identities: Cache<ImageKey, Arc<SourceFacts>>,
-    last_known: Cache<ImageKey, Arc<SourceFacts>>,
+    working: Option<WorkingCopies>,
+    identities: Identities,
     inflight: Arc<Semaphore>,
     inflight_kib: u32,
-    pool: TransformPool,
-    admission: Arc<Semaphore>,
+    heavy: Lane,
+    light: Option<Lane>,
+    clients: Arc<ClientLimiter>,
     signer: Signer,
     metrics: Arc<Metrics>,
     limits: Limits,
@@ -95,14 +92,29 @@ pub struct Edge {
     presets: HashMap<String, RequestOptions>,
 }
 
-/// Builds the configured object store.
-pub fn open_store(origin: &OriginConfig) -> Result<Arc<dyn ObjectStore>, String> {
-    Ok(match origin {
-        OriginConfig::Local { dir } => Arc::new(
-            LocalDirStore::new(dir).map_err(|e| format!("origin.dir {}: {e}", dir.display()))?,
-        ),
-        OriginConfig::S3(s3) => Arc::new(S3Store::new(s3).map_err(|e| e.to_string())?),
-    })
+/// A transform pool and the admission slots in front of it. A slot is taken before the source
+/// is fetched and released only when the worker is done with the job.
+struct Lane {
+    name: &'static str,
+    pool: ImagePool,
+    admission: Arc<Semaphore>,
+}
+
+impl Lane {
+    fn new(
+        name: &'static str,
+        workers: usize,
+        queue: usize,
+        gauges: PoolGauges,
+    ) -> Result<Self, String> {
+        let pool = ImagePool::named(name, workers, queue + workers, gauges)
+            .map_err(|e| format!("cannot start transform workers: {e}"))?;
+        Ok(Self {
+            name,
+            pool,
+            admission: Arc::new(Semaphore::new(workers + queue)),
+        })
+    }
 }
 
 fn kib_of(bytes: u64) -> u32 {
@@ -127,8 +139,16 @@ pub fn etag_matches(header: &str, etag: &str) -> bool {
 impl Edge {
     /// Builds the edge from validated config: store, caches, worker pool. Starts libvips.
     pub fn new(cfg: EdgeConfig, metrics: Arc<Metrics>) -> Result<Self, String> {
-        crate::vips::init(cfg.vips_concurrency)?;
-        let store = open_store(&cfg.origin)?;
+        flexphoto_media::vips::init(cfg.vips_concurrency)?;
+        // Opening an S3 store reads the AWS provider chain, which is async; the server's own
+        // runtimes do not exist yet.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a runtime to open the origin: {e}"))?;
+        let store = rt
+            .block_on(flexphoto_storage::open(&cfg.origin))
+            .map_err(|e| format!("origin: {e}"))?;
         Self::with_store(cfg, store, metrics)
     }
 
@@ -138,7 +158,7 @@ impl Edge {
         store: Arc<dyn ObjectStore>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
-        crate::vips::init(cfg.vips_concurrency)?;
+        flexphoto_media::vips::init(cfg.vips_concurrency)?;
         let memory = MemoryTier::new(
             cfg.memory_bytes,
             metrics.evictions.with_label_values(&["memory"]),
@@ -156,47 +176,46 @@ impl Edge {
             ),
             None => None,
         };
-        let pool = TransformPool::new(
-            cfg.workers,
-            cfg.queue + cfg.workers,
-            PoolGauges {
-                queued: metrics.queue_depth.clone(),
-                running: metrics.transforms_in_flight.clone(),
-            },
-        )
-        .map_err(|e| format!("cannot start transform workers: {e}"))?;
-        let identities = Cache::builder()
-            .max_capacity(1_000_000)
-            .time_to_live(cfg.revalidate_after.max(Duration::from_millis(1)))
-            .build();
-        let last_known = Cache::builder()
-            .max_capacity(1_000_000)
-            .time_to_live(cfg.stale_if_error.max(Duration::from_millis(1)))
-            .build();
+        let gauges = PoolGauges {
+            queued: metrics.queue_depth.clone(),
+            running: metrics.transforms_in_flight.clone(),
+        };
+        let heavy = Lane::new("transform", cfg.workers, cfg.queue, gauges.clone())?;
+        // Cheap work has a lane of its own, so a queue full of expensive transforms does not
+        // hold up small ones.
+        let light = match cfg.light_workers {
+            0 => None,
+            n => Some(Lane::new("transform-light", n, cfg.queue, gauges)?),
+        };
+        if cfg.signing_keys.is_empty() {
+            tracing::warn!(
+                "signing is off (no signing.keys): any client may ask for any size; outputs are \
+                 still bounded by limits.max_output_pixels and limits.max_filter_cost"
+            );
+        }
         Ok(Self {
             store,
             memory,
             disk,
             sources: SourceCache::new(cfg.source_bytes),
-            working: (cfg.working_bytes > 0).then(|| {
-                moka::sync::Cache::builder()
-                    .max_capacity(cfg.working_bytes)
-                    .weigher(|_k: &String, v: &Arc<WorkingCopy>| {
-                        v.byte_size().min(u32::MAX as usize) as u32
-                    })
-                    .support_invalidation_closures()
-                    .build()
-            }),
-            identities,
-            last_known,
+            working: WorkingCopies::new(cfg.working_bytes),
+            identities: Identities::new(
+                cfg.revalidate_after,
+                cfg.stale_if_error,
+                cfg.disk_dir.as_ref().map(|d| d.join("identities")),
+            ),
             inflight: Arc::new(Semaphore::new(kib_of(cfg.inflight_source_bytes) as usize)),
             inflight_kib: kib_of(cfg.inflight_source_bytes),
-            admission: Arc::new(Semaphore::new(cfg.workers + cfg.queue)),
-            pool,
+            heavy,
+            light,
+            clients: ClientLimiter::new(cfg.per_client_transforms),
             signer: Signer::new(cfg.signing_keys.clone()),
             limits: Limits {
                 max_source_pixels: cfg.max_source_pixels,
                 max_dimension: cfg.max_dimension,
+                max_output_pixels: cfg.max_output_pixels,
+                max_filter_cost: cfg.max_filter_cost as f64,
+                formats: cfg.formats,
             },
             enc: EncodeSettings {
                 quality: cfg.quality,
@@ -261,12 +280,25 @@ impl Edge {
         let started = Instant::now();
         let deadline = started + self.cfg.request_timeout;
         let parsed = parse_path(req.path, req.query, self.cfg.max_dimension)?;
+        if self
+            .cfg
+            .hidden_prefixes
+            .iter()
+            .any(|p| parsed.key.as_str().starts_with(p.as_str()))
+        {
+            return Err(EdgeError::NotFound(format!(
+                "no image with key {:?}",
+                parsed.key.as_str()
+            )));
+        }
         self.check_signature(&parsed.key, &parsed.options)?;
         let ctx = ResolveContext {
             presets: &self.presets,
             max_dimension: self.cfg.max_dimension,
             quality: self.cfg.quality,
             accept: req.accept,
+            default_meta: self.cfg.default_meta,
+            allow_meta_keep: self.cfg.allow_meta_keep,
         };
         let spec =
             resolve(&parsed.options, &ctx).map_err(|e| EdgeError::BadRequest(e.to_string()))?;
@@ -274,6 +306,7 @@ impl Edge {
         let ckey = cache_key(&parsed.key, &facts.identity, &spec.canonical());
         let etag = format!("\"{}\"", hex::encode(&ckey[..16]));
         let vary_accept = spec.varies_on_accept();
+        let expires = parsed.options.expires;
         let respond = |image, tier, coalesced| ImageResponse {
             image,
             etag: etag.clone(),
@@ -281,6 +314,7 @@ impl Edge {
             tier,
             coalesced,
             stale,
+            expires,
         };
         if req.if_none_match.is_some_and(|h| etag_matches(h, &etag)) {
             return Ok(respond(None, Tier::Memory, false));
@@ -292,7 +326,7 @@ impl Edge {
         self.metrics.lookup("memory", false);
 
         let key = parsed.key.clone();
-        let fill = self.fill(ckey, key, facts, spec, deadline);
+        let fill = self.fill(ckey, key, facts, spec, deadline, req.client);
         let remaining = deadline.saturating_duration_since(Instant::now());
         let entry = tokio::time::timeout(
             remaining,
@@ -314,14 +348,44 @@ impl Edge {
         Ok(respond(Some(img), tier, !fresh))
     }
 
+    /// Whether a transform is cheap enough for the light lane: a small source (or one with a
+    /// working copy that serves it), a small output, no blur or sharpen, no smart crop.
+    fn is_light(&self, spec: &TransformSpec, source_bytes: u64, has_copy: bool) -> bool {
+        let area = match (spec.width, spec.height) {
+            (Some(w), Some(h)) => w as u64 * h as u64,
+            (Some(s), None) | (None, Some(s)) => s as u64 * s as u64,
+            (None, None) => u64::MAX,
+        };
+        area <= self.cfg.light_max_output_pixels
+            && (has_copy || source_bytes <= self.cfg.light_max_source_bytes)
+            && spec.blur.is_none()
+            && spec.sharpen.is_none()
+            && !matches!(spec.gravity, Gravity::Smart | Gravity::Entropy)
+    }
+
+    /// The lane for a transform and an admission slot on it; 503 when both are full.
+    fn admit(&self, light: bool) -> Result<(&Lane, OwnedSemaphorePermit), EdgeError> {
+        let lanes = [self.light.as_ref().filter(|_| light), Some(&self.heavy)];
+        for lane in lanes.into_iter().flatten() {
+            if let Ok(p) = lane.admission.clone().try_acquire_owned() {
+                return Ok((lane, p));
+            }
+        }
+        self.metrics.queue_rejections.inc();
+        Err(EdgeError::Overloaded {
+            retry_after: Duration::from_secs(1),
+        })
+    }
+
     /// Fills one cache entry: disk tier, else source + transform.
     async fn fill(
         &self,
         ckey: crate::cache::CacheKey,
         key: ImageKey,
         facts: Arc<SourceFacts>,
-        spec: crate::url::TransformSpec,
+        spec: TransformSpec,
         deadline: Instant,
+        client: Option<std::net::IpAddr>,
     ) -> Result<Arc<CachedImage>, EdgeError> {
         if let Some(disk) = &self.disk {
             if let Some(img) = disk.get(&ckey).await {
@@ -330,13 +394,6 @@ impl Edge {
             }
             self.metrics.lookup("disk", false);
         }
-        // Admission before the fetch bounds the source bytes held by waiting requests.
-        let _permit = self.admission.clone().try_acquire_owned().map_err(|_| {
-            self.metrics.queue_rejections.inc();
-            EdgeError::Overloaded {
-                retry_after: Duration::from_secs(1),
-            }
-        })?;
         let identity = facts.identity.as_str();
         if facts.size > self.cfg.max_source_bytes {
             return Err(EdgeError::SourceTooLarge(format!(
@@ -344,11 +401,27 @@ impl Edge {
                 facts.size, self.cfg.max_source_bytes
             )));
         }
+        // One client's transforms in flight are bounded, so a handful of clients cannot fill
+        // the queue everyone shares.
+        let client_permit = self.clients.try_acquire(client).ok_or_else(|| {
+            self.metrics.client_rejections.inc();
+            EdgeError::TooManyRequests {
+                retry_after: Duration::from_secs(2),
+            }
+        })?;
+        let wkey = WorkingCopies::key(key.as_str(), identity);
+        let has_copy = WorkingCopy::eligible(&spec)
+            && self
+                .working
+                .as_ref()
+                .is_some_and(|w| w.get(&wkey).is_some());
+        // Admission before the fetch bounds the source bytes held by waiting requests; the
+        // slot goes with the job and is freed when its worker is.
+        let (lane, permit) = self.admit(self.is_light(&spec, facts.size, has_copy))?;
         // Bytes fetched for queued work count against a budget, so a storm of large misses
         // is refused (503) instead of growing memory; cached sources are already counted.
-        let wkey = source_cache_key(key.as_str(), identity);
         let source_was_cached = self.sources.cache().contains_key(&wkey);
-        let _budget = if source_was_cached {
+        let byte_budget = if source_was_cached {
             None
         } else {
             let kib = kib_of(facts.size).clamp(1, self.inflight_kib.max(1));
@@ -381,9 +454,12 @@ impl Edge {
         let (limits, enc) = (self.limits, self.enc);
         let hist = self.metrics.transform_seconds.clone();
         let lookups = self.metrics.cache_lookups.clone();
-        let job = self
+        let lane_name = lane.name;
+        let job = lane
             .pool
-            .submit(Some(deadline), move || {
+            .submit(Some(deadline), move |budget| {
+                // Held until the worker is done, whatever happens to the request.
+                let _slots = (permit, byte_budget, client_permit);
                 let _t = hist.start_timer();
                 let copy = working.as_ref().and_then(|c| c.get(&wkey));
                 let (out, made) = transform::run_with(
@@ -393,14 +469,14 @@ impl Edge {
                     &spec,
                     &limits,
                     &enc,
-                    Some(deadline),
+                    budget,
                 )?;
                 if copy.is_some() {
                     let result = if out.from_working_copy { "hit" } else { "miss" };
                     lookups.with_label_values(&["working", result]).inc();
                 }
                 if let (Some(cache), Some(m)) = (&working, made) {
-                    cache.insert(wkey, Arc::new(m));
+                    cache.insert(wkey, m);
                 }
                 Ok::<_, transform::TransformError>(out)
             })
@@ -410,6 +486,10 @@ impl Edge {
                     retry_after: Duration::from_secs(1),
                 }
             })?;
+        self.metrics
+            .transforms_by_lane
+            .with_label_values(&[lane_name])
+            .inc();
         let out = match job.await {
             Ok(r) => r?,
             Err(PoolError::Expired) => {
@@ -432,7 +512,7 @@ impl Edge {
             let img = Arc::clone(&img);
             tokio::spawn(async move {
                 if let Err(e) = disk.put(ckey, &img).await {
-                    tracing::warn!(error = %e, "disk cache write failed");
+                    disk.report_write_failure(&e);
                 }
             });
         }
@@ -442,7 +522,7 @@ impl Edge {
     /// The source's identity: trusted for `revalidate_after`, then checked with a HEAD.
     /// When the origin fails, the last known identity serves (stale) for `stale_if_error`.
     async fn identity(&self, key: &ImageKey) -> Result<(Arc<SourceFacts>, bool), EdgeError> {
-        if let Some(id) = self.identities.get(key).await {
+        if let Some(id) = self.identities.fresh().get(key).await {
             return Ok((id, false));
         }
         let head = async {
@@ -456,14 +536,19 @@ impl Edge {
                 size: meta.size,
             }))
         };
-        match self.identities.try_get_with(key.clone(), head).await {
+        match self
+            .identities
+            .fresh()
+            .try_get_with(key.clone(), head)
+            .await
+        {
             Ok(id) => {
-                self.last_known.insert(key.clone(), Arc::clone(&id)).await;
+                self.identities.confirmed(key, Arc::clone(&id)).await;
                 Ok((id, false))
             }
             Err(e) => match &*e {
                 EdgeError::OriginFailed(_) | EdgeError::Timeout(_) => {
-                    match self.last_known.get(key).await {
+                    match self.identities.last_known(key).await {
                         Some(id) => {
                             tracing::warn!(key = %key, error = %e.log_detail(), "origin unavailable; serving stale");
                             self.metrics.stale_served.inc();
@@ -471,6 +556,13 @@ impl Edge {
                         }
                         None => Err((*e).clone()),
                     }
+                }
+                EdgeError::NotFound(_) => {
+                    // The origin says the source is gone: nothing made from it is served again.
+                    if self.identities.last_known(key).await.is_some() {
+                        self.purge(key).await;
+                    }
+                    Err((*e).clone())
                 }
                 _ => Err((*e).clone()),
             },
@@ -496,7 +588,7 @@ impl Edge {
             .map_err(|_| EdgeError::Timeout("the origin did not answer in time".into()))??;
             if *obj.meta.identity != *identity {
                 // Changed since the HEAD: look again next time.
-                self.identities.invalidate(key).await;
+                self.identities.expire(key).await;
             }
             Ok::<Bytes, EdgeError>(obj.bytes)
         };
@@ -509,12 +601,10 @@ impl Edge {
 
     /// Drops every cached result and the cached source of `key` on this node.
     pub async fn purge(&self, key: &ImageKey) -> PurgeReport {
-        self.identities.invalidate(key).await;
-        self.last_known.invalidate(key).await;
+        self.identities.purge(key).await;
         self.sources.purge_source(key.as_str());
         if let Some(w) = &self.working {
-            let prefix = format!("{}\0", key.as_str());
-            let _ = w.invalidate_entries_if(move |k, _| k.starts_with(&prefix));
+            w.purge_source(key.as_str());
         }
         self.memory.purge_source(key.as_str());
         let disk_entries = self
@@ -526,7 +616,7 @@ impl Edge {
     }
 
     /// Signs an image path with the first configured key.
-    pub fn sign_path(&self, path: &str) -> Result<String, crate::sign::SignError> {
+    pub fn sign_path(&self, path: &str) -> Result<String, flexphoto_url::sign::SignError> {
         self.signer.sign_path(path, self.cfg.max_dimension)
     }
 }

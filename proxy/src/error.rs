@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use crate::origin::OriginError;
-use crate::transform::TransformError;
-use crate::url::UrlError;
+use flexphoto_media::transform::TransformError;
+use flexphoto_storage::StorageError;
+use flexphoto_url::UrlError;
 
 /// Everything that can stop a request, each with its HTTP face.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -39,6 +39,12 @@ pub enum EdgeError {
         /// What to send in `Retry-After`.
         retry_after: Duration,
     },
+    /// This client has too many transforms in flight.
+    #[error("too many images are being made for this client; retry shortly")]
+    TooManyRequests {
+        /// What to send in `Retry-After`.
+        retry_after: Duration,
+    },
     /// A bug or an environment failure; details go to the log only.
     #[error("internal error")]
     Internal(String),
@@ -56,6 +62,7 @@ impl EdgeError {
             EdgeError::Unprocessable(_) => 422,
             EdgeError::OriginFailed(_) => 502,
             EdgeError::Overloaded { .. } => 503,
+            EdgeError::TooManyRequests { .. } => 429,
             EdgeError::Timeout(_) => 504,
             EdgeError::Internal(_) => 500,
         }
@@ -72,6 +79,7 @@ impl EdgeError {
             EdgeError::Unprocessable(_) => "unprocessable_image",
             EdgeError::OriginFailed(_) => "origin_failed",
             EdgeError::Overloaded { .. } => "overloaded",
+            EdgeError::TooManyRequests { .. } => "too_many_requests",
             EdgeError::Timeout(_) => "timeout",
             EdgeError::Internal(_) => "internal",
         }
@@ -106,15 +114,16 @@ impl From<UrlError> for EdgeError {
     }
 }
 
-impl From<OriginError> for EdgeError {
-    fn from(e: OriginError) -> Self {
+impl From<StorageError> for EdgeError {
+    fn from(e: StorageError) -> Self {
         match e {
-            OriginError::NotFound(k) => EdgeError::NotFound(format!("no image with key {k:?}")),
-            OriginError::TooLarge { size, limit } => EdgeError::SourceTooLarge(format!(
+            StorageError::NotFound(k) => EdgeError::NotFound(format!("no image with key {k:?}")),
+            StorageError::TooLarge { size, limit } => EdgeError::SourceTooLarge(format!(
                 "the source image is {size} bytes, over the limit of {limit} bytes"
             )),
-            OriginError::Timeout => EdgeError::Timeout("the origin did not answer in time".into()),
-            OriginError::Failed(d) => EdgeError::OriginFailed(d),
+            StorageError::Timeout => EdgeError::Timeout("the origin did not answer in time".into()),
+            StorageError::Failed(d) => EdgeError::OriginFailed(d),
+            StorageError::Full => EdgeError::OriginFailed(StorageError::Full.to_string()),
         }
     }
 }

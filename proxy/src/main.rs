@@ -1,12 +1,13 @@
 //! `flexphoto-edge`: serve images, check config, or sign URLs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use flexphoto_edge::config::{EdgeConfig, OriginConfig};
-use flexphoto_edge::sign::Signer;
+use flexphoto_edge::config::{EdgeConfig, LOADER};
+use flexphoto_storage::StorageConfig;
+use flexphoto_url::Signer;
 
 #[derive(Parser)]
 #[command(
@@ -15,7 +16,8 @@ use flexphoto_edge::sign::Signer;
     about = "FlexPhotoDB edge: on-the-fly image transforms behind a tiered cache"
 )]
 struct Cli {
-    /// Config file (default: config/edge.toml when it exists, else built-in defaults).
+    /// Config file (default: $FLEXPHOTO_EDGE_CONFIG, else config/edge.toml when it exists,
+    /// else built-in defaults).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Listen address, e.g. 127.0.0.1:8080 (overrides server.listen).
@@ -52,11 +54,7 @@ enum Command {
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<EdgeConfig> {
-    let default = Path::new("config/edge.toml");
-    let path = cli
-        .config
-        .clone()
-        .or_else(|| default.exists().then(|| default.to_owned()));
+    let path = LOADER.locate(cli.config.as_deref());
     let mut cfg = EdgeConfig::load(path.as_deref())?;
     if let Some(listen) = &cli.listen {
         listen.parse::<std::net::SocketAddr>().with_context(|| {
@@ -65,7 +63,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<EdgeConfig> {
         cfg.listen = listen.clone();
     }
     if let Some(dir) = &cli.origin_dir {
-        cfg.origin = OriginConfig::Local { dir: dir.clone() };
+        cfg.origin = StorageConfig::Local { dir: dir.clone() };
     }
     if let Some(dir) = &cli.cache_dir {
         cfg.disk_dir = Some(dir.clone());
@@ -95,7 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(Command::Samples { dir }) = &cli.command {
-        flexphoto_edge::vips::init(cfg.vips_concurrency).map_err(anyhow::Error::msg)?;
+        flexphoto_media::vips::init(cfg.vips_concurrency).map_err(anyhow::Error::msg)?;
         for key in flexphoto_edge::samples::ensure_samples(dir).map_err(anyhow::Error::msg)? {
             println!("{}", dir.join(key).display());
         }
@@ -117,8 +115,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     init_logs(cfg.log_json);
     if cli.samples {
-        if let OriginConfig::Local { dir } = &cfg.origin {
-            flexphoto_edge::vips::init(cfg.vips_concurrency).map_err(anyhow::Error::msg)?;
+        if let StorageConfig::Local { dir } = &cfg.origin {
+            flexphoto_media::vips::init(cfg.vips_concurrency).map_err(anyhow::Error::msg)?;
             let keys = flexphoto_edge::samples::ensure_samples(dir).map_err(anyhow::Error::msg)?;
             println!(
                 "FlexPhotoDB edge serving {} at http://{}/",
@@ -138,7 +136,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    flexphoto_edge::memory::limit_malloc_arenas(2);
+    flexphoto_media::malloc::limit_malloc_arenas(2);
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -28,6 +28,10 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     /// Requests refused because the transform queue was full.
     pub queue_rejections: IntCounter,
+    /// Requests refused with 429 because their client had too many transforms in flight.
+    pub client_rejections: IntCounter,
+    /// Transforms submitted, by lane (`transform`, `transform-light`).
+    pub transforms_by_lane: IntCounterVec,
     /// Requests that waited on another request's fetch or transform.
     pub coalesced_waiters: IntCounter,
     /// Responses served stale because the origin was unavailable.
@@ -95,6 +99,17 @@ impl Metrics {
             "flexphoto_queue_rejections_total",
             "Requests refused with 503 because the transform queue was full",
         )?;
+        let client_rejections = IntCounter::new(
+            "flexphoto_client_rejections_total",
+            "Requests refused with 429 because their client had too many transforms in flight",
+        )?;
+        let transforms_by_lane = IntCounterVec::new(
+            Opts::new(
+                "flexphoto_transforms_by_lane_total",
+                "Transforms submitted, by lane",
+            ),
+            &["lane"],
+        )?;
         let coalesced_waiters = IntCounter::new(
             "flexphoto_coalesced_waiters_total",
             "Requests that waited on another request's fetch or transform",
@@ -133,6 +148,8 @@ impl Metrics {
         registry.register(Box::new(transforms_in_flight.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
         registry.register(Box::new(queue_rejections.clone()))?;
+        registry.register(Box::new(client_rejections.clone()))?;
+        registry.register(Box::new(transforms_by_lane.clone()))?;
         registry.register(Box::new(coalesced_waiters.clone()))?;
         registry.register(Box::new(stale_served.clone()))?;
         registry.register(Box::new(evictions.clone()))?;
@@ -150,6 +167,8 @@ impl Metrics {
             transforms_in_flight,
             queue_depth,
             queue_rejections,
+            client_rejections,
+            transforms_by_lane,
             coalesced_waiters,
             stale_served,
             evictions,

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::vips::Image;
+use flexphoto_media::vips::Image;
 
 /// Packed RGB(A) pixels of a smooth synthetic scene: a sky gradient, a sun and hills.
 pub fn scene_pixels(width: u32, height: u32, alpha: bool, seed: u32) -> Vec<u8> {

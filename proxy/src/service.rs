@@ -19,10 +19,11 @@ use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_http::ResponseHeader;
+use subtle::ConstantTimeEq;
 
 use crate::edge::{Edge, ImageRequest, ImageResponse};
 use crate::error::EdgeError;
-use crate::url::ImageKey;
+use flexphoto_url::ImageKey;
 
 /// The HTTP application Pingora runs.
 pub struct EdgeHttp {
@@ -68,7 +69,7 @@ fn text_reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply 
 fn error_reply(e: &EdgeError) -> Reply {
     let mut r = text_reply(e.status(), "application/json", e.body());
     match e {
-        EdgeError::Overloaded { retry_after } => {
+        EdgeError::Overloaded { retry_after } | EdgeError::TooManyRequests { retry_after } => {
             set(&mut r.header, "retry-after", retry_after.as_secs().max(1))
         }
         EdgeError::MethodNotAllowed => set(&mut r.header, "allow", "GET, HEAD"),
@@ -81,13 +82,30 @@ fn error_reply(e: &EdgeError) -> Reply {
     r
 }
 
+/// How long caches may keep an answer: the configured `max-age`, shortened so that no cache
+/// keeps a signed URL's answer past its expiry.
+fn max_age_for(configured: u64, expires: Option<u64>, now: u64) -> u64 {
+    match expires {
+        Some(exp) => configured.min(exp.saturating_sub(now)),
+        None => configured,
+    }
+}
+
 fn image_reply(edge: &Edge, r: &ImageResponse) -> Reply {
-    let max_age = edge.config().max_age.as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let max_age = max_age_for(edge.config().max_age.as_secs(), r.expires, now);
     let status = if r.image.is_some() { 200 } else { 304 };
     let mut h = header(status);
     set(&mut h, "etag", &r.etag);
     if r.stale {
-        set(&mut h, "cache-control", "public, max-age=60");
+        set(
+            &mut h,
+            "cache-control",
+            format!("public, max-age={}", max_age.min(60)),
+        );
         set(&mut h, "warning", "110 - \"Response is Stale\"");
     } else {
         set(
@@ -141,6 +159,23 @@ fn bearer(session: &ServerSession) -> Option<&str> {
         .and_then(|v| v.strip_prefix("Bearer "))
 }
 
+/// The client's address: from `trusted_header` (set by the CDN or load balancer in front)
+/// when configured, else the peer's.
+fn client_ip(session: &ServerSession, trusted_header: Option<&str>) -> Option<std::net::IpAddr> {
+    if let Some(name) = trusted_header {
+        let from_header = header_str(session, name)
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if from_header.is_some() {
+            return from_header;
+        }
+    }
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
 fn header_str<'a>(session: &'a ServerSession, name: &str) -> Option<&'a str> {
     session
         .req_header()
@@ -156,7 +191,8 @@ impl EdgeHttp {
         let path = uri.path();
         let is_read = method == http::Method::GET || method == http::Method::HEAD;
         let edge = &self.edge;
-        if path.starts_with(crate::url::IMG_PREFIX) || path.starts_with(crate::url::CF_PREFIX) {
+        if path.starts_with(flexphoto_url::IMG_PREFIX) || path.starts_with(flexphoto_url::CF_PREFIX)
+        {
             if !is_read {
                 return error_reply(&EdgeError::MethodNotAllowed);
             }
@@ -165,6 +201,7 @@ impl EdgeHttp {
                 query: uri.query(),
                 accept: header_str(session, "accept"),
                 if_none_match: header_str(session, "if-none-match"),
+                client: client_ip(session, edge.config().client_ip_header.as_deref()),
             };
             return match edge.serve(req).await {
                 Ok(r) => image_reply(edge, &r),
@@ -209,8 +246,7 @@ impl EdgeHttp {
             ));
         };
         let given = bearer(session).unwrap_or("");
-        let ok: bool =
-            given.len() == token.len() && constant_eq(given.as_bytes(), token.as_bytes());
+        let ok: bool = given.as_bytes().ct_eq(token.as_bytes()).into();
         if !ok {
             return error_reply(&EdgeError::Forbidden(
                 "missing or wrong bearer token".into(),
@@ -231,10 +267,6 @@ impl EdgeHttp {
             .to_string();
         text_reply(200, "application/json", body)
     }
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[async_trait]
@@ -280,5 +312,18 @@ impl HttpServerApp for EdgeHttp {
             Ok(s) => s.map(|s| ReusedHttpStream::from_reusable_stream(s, persistent)),
             Err(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_answers_are_never_cached_past_their_expiry() {
+        assert_eq!(max_age_for(86_400, None, 1000), 86_400);
+        assert_eq!(max_age_for(86_400, Some(1600), 1000), 600);
+        assert_eq!(max_age_for(300, Some(100_000), 1000), 300);
+        assert_eq!(max_age_for(300, Some(900), 1000), 0);
     }
 }

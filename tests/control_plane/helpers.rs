@@ -8,11 +8,49 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use flexphoto_control_plane::edge_client::{send, Reply};
 use http::Method;
 use serde_json::Value;
 
 pub const ADMIN: &str = "test-admin-key-0123456789";
+/// The S3 webhook's shared secret in every test app.
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret-0123456789";
+
+/// A response: status, headers and the whole body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// Sends one request through a real HTTP client and reads the whole answer.
+pub async fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    timeout: Duration,
+) -> Result<Reply, String> {
+    // A client per request: each test has its own runtime, and servers restart on the same
+    // port, so pooled connections would outlive both.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut req = client.request(method, url).timeout(timeout).body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
 
 /// Which database a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,21 +77,21 @@ pub fn s3_env() -> Option<HashMap<String, String>> {
         .filter(|e| !e.is_empty())?;
     let get = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
     let mut m = HashMap::new();
-    m.insert("FLEXPHOTO_STORAGE_BACKEND".into(), "s3".into());
-    m.insert("FLEXPHOTO_STORAGE_S3_ENDPOINT".into(), ep);
+    m.insert("FLEXPHOTO__STORAGE__KIND".into(), "s3".into());
+    m.insert("FLEXPHOTO__STORAGE__S3__ENDPOINT".into(), ep);
     m.insert(
-        "FLEXPHOTO_STORAGE_S3_ACCESS_KEY".into(),
+        "FLEXPHOTO__STORAGE__S3__ACCESS_KEY".into(),
         get("FLEXPHOTO_TEST_S3_ACCESS_KEY", "AK"),
     );
     m.insert(
-        "FLEXPHOTO_STORAGE_S3_SECRET_KEY".into(),
+        "FLEXPHOTO__STORAGE__S3__SECRET_KEY".into(),
         get("FLEXPHOTO_TEST_S3_SECRET_KEY", "SK"),
     );
     m.insert(
-        "FLEXPHOTO_STORAGE_S3_BUCKET".into(),
+        "FLEXPHOTO__STORAGE__S3__BUCKET".into(),
         get("FLEXPHOTO_TEST_S3_BUCKET", "flexphoto-test"),
     );
-    m.insert("FLEXPHOTO_STORAGE_S3_REGION".into(), "us-east-1".into());
+    m.insert("FLEXPHOTO__STORAGE__S3__REGION".into(), "us-east-1".into());
     Some(m)
 }
 
@@ -61,20 +99,20 @@ pub fn s3_env() -> Option<HashMap<String, String>> {
 pub async fn ensure_bucket() {
     let Some(m) = s3_env() else { return };
     let creds = aws_sdk_s3::config::Credentials::new(
-        &m["FLEXPHOTO_STORAGE_S3_ACCESS_KEY"],
-        &m["FLEXPHOTO_STORAGE_S3_SECRET_KEY"],
+        &m["FLEXPHOTO__STORAGE__S3__ACCESS_KEY"],
+        &m["FLEXPHOTO__STORAGE__S3__SECRET_KEY"],
         None,
         None,
         "test",
     );
     let conf = aws_sdk_s3::Config::builder()
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .endpoint_url(&m["FLEXPHOTO_STORAGE_S3_ENDPOINT"])
+        .endpoint_url(&m["FLEXPHOTO__STORAGE__S3__ENDPOINT"])
         .credentials_provider(creds)
         .force_path_style(true)
         .build();
     let client = aws_sdk_s3::Client::from_conf(conf);
-    let bucket = &m["FLEXPHOTO_STORAGE_S3_BUCKET"];
+    let bucket = &m["FLEXPHOTO__STORAGE__S3__BUCKET"];
     if client.head_bucket().bucket(bucket).send().await.is_err() {
         client
             .create_bucket()
@@ -152,8 +190,8 @@ impl Options {
     }
     /// Turns search on with the default (ConSE) model from `models`.
     pub fn with_search(self, models: &Path) -> Self {
-        self.env("FLEXPHOTO_SEARCH_MODEL", "conse")
-            .env("FLEXPHOTO_SEARCH_MODEL_DIR", models.display().to_string())
+        self.env("FLEXPHOTO__SEARCH__MODEL", "conse")
+            .env("FLEXPHOTO__SEARCH__MODEL_DIR", models.display().to_string())
     }
 }
 
@@ -181,16 +219,20 @@ impl App {
         std::fs::create_dir_all(&data_dir).unwrap();
         let mut env: HashMap<String, String> = HashMap::new();
         env.insert("FLEXPHOTO_ADMIN_KEY".into(), ADMIN.into());
-        env.insert("FLEXPHOTO_QUEUE_POLL_MS".into(), "50".into());
-        env.insert("FLEXPHOTO_QUEUE_BACKOFF_BASE_MS".into(), "100".into());
-        env.insert("FLEXPHOTO_QUEUE_SHUTDOWN_GRACE_SECS".into(), "5".into());
+        env.insert(
+            "FLEXPHOTO__UPLOAD__WEBHOOK_SECRET".into(),
+            WEBHOOK_SECRET.into(),
+        );
+        env.insert("FLEXPHOTO__QUEUE__POLL_MS".into(), "50".into());
+        env.insert("FLEXPHOTO__QUEUE__BACKOFF_BASE_MS".into(), "100".into());
+        env.insert("FLEXPHOTO__QUEUE__SHUTDOWN_GRACE_SECS".into(), "5".into());
         env.insert("FLEXPHOTO_LOG".into(), "info,sqlx=warn".into());
         // Search tests turn the model on (see `with_search`); the others do not need it.
-        env.insert("FLEXPHOTO_SEARCH_MODEL".into(), "none".into());
+        env.insert("FLEXPHOTO__SEARCH__MODEL".into(), "none".into());
         let mut pg_db = None;
         if opts.backend == Backend::Postgres {
             let (url, name) = fresh_pg_db().await;
-            env.insert("FLEXPHOTO_DATABASE_URL".into(), url);
+            env.insert("FLEXPHOTO__DATABASE__URL".into(), url);
             pg_db = Some(name);
         }
         if opts.s3 {
@@ -438,7 +480,7 @@ pub fn json_of(r: &Reply) -> Value {
 /// A small JPEG generated with libvips: a gradient whose pattern depends on `seed`, so each
 /// seed gives different bytes.
 pub fn jpeg(width: u32, height: u32, seed: u32) -> Vec<u8> {
-    flexphoto_edge::vips::init(1).unwrap();
+    flexphoto_media::vips::init(1).unwrap();
     let mut px = Vec::with_capacity((width * height * 3) as usize);
     for y in 0..height {
         for x in 0..width {
@@ -447,6 +489,6 @@ pub fn jpeg(width: u32, height: u32, seed: u32) -> Vec<u8> {
             px.push(((x + y + seed * 13) % 256) as u8);
         }
     }
-    let img = flexphoto_edge::vips::Image::from_pixels(&px, width, height, 3).unwrap();
+    let img = flexphoto_media::vips::Image::from_pixels(&px, width, height, 3).unwrap();
     img.save(".jpg[Q=90]").unwrap().to_vec()
 }

@@ -40,7 +40,7 @@ fn id_of<'a>(set: &'a [(String, String)], name: &str) -> &'a str {
 }
 
 fn ids(v: &Value) -> Vec<String> {
-    v["results"]
+    v["items"]
         .as_array()
         .unwrap_or_else(|| panic!("no results in {v}"))
         .iter()
@@ -71,7 +71,7 @@ async fn wait_idle(app: &App) {
     }
 }
 
-async fn multipart_search(app: &App, fields: &[(&str, &str)], image: &[u8]) -> (u16, Value) {
+pub async fn multipart_search(app: &App, fields: &[(&str, &str)], image: &[u8]) -> (u16, Value) {
     let boundary = "XsearchBoundaryX";
     let mut body = Vec::new();
     for (k, v) in fields {
@@ -97,24 +97,24 @@ async fn multipart_search(app: &App, fields: &[(&str, &str)], image: &[u8]) -> (
 
 /// Half-size, re-encoded copy of a photo (a near-duplicate).
 fn half_size(data: &[u8]) -> Vec<u8> {
-    flexphoto_edge::vips::init(1).unwrap();
+    flexphoto_media::vips::init(1).unwrap();
     let b = Bytes::copy_from_slice(data);
-    let full = flexphoto_edge::vips::Image::thumbnail(
+    let full = flexphoto_media::vips::Image::thumbnail(
         &b,
         100_000,
         100_000,
-        flexphoto_edge::vips::Size::Down,
-        flexphoto_edge::vips::Interesting::None,
+        flexphoto_media::vips::Size::Down,
+        flexphoto_media::vips::Interesting::None,
         true,
         false,
     )
     .unwrap();
-    let half = flexphoto_edge::vips::Image::thumbnail(
+    let half = flexphoto_media::vips::Image::thumbnail(
         &b,
         full.width() / 2,
         full.height() / 2,
-        flexphoto_edge::vips::Size::Down,
-        flexphoto_edge::vips::Interesting::None,
+        flexphoto_media::vips::Size::Down,
+        flexphoto_media::vips::Interesting::None,
         true,
         false,
     )
@@ -159,7 +159,7 @@ async fn search_flow(app: &App, dir: &Path) {
         got[..3].contains(&dog.to_owned()),
         "the dog photo should rank in the top 3: {v}"
     );
-    let first = &v["results"][0];
+    let first = &v["items"][0];
     assert!(first["score"].as_f64().is_some(), "{first}");
     let ex = &first["explanation"];
     assert!(!ex["summary"].as_str().unwrap().is_empty(), "{ex}");
@@ -171,11 +171,8 @@ async fn search_flow(app: &App, dir: &Path) {
             .any(|f| f == "owner = target"),
         "{ex}"
     );
-    assert!(
-        v["results"][0]["variants"]["thumb"].as_str().is_some(),
-        "{v}"
-    );
-    let scores: Vec<f64> = v["results"]
+    assert!(v["items"][0]["variants"]["thumb"].as_str().is_some(), "{v}");
+    let scores: Vec<f64> = v["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -255,7 +252,7 @@ async fn search_flow(app: &App, dir: &Path) {
         .get_json(&format!("/v1/images/{copy_id}/duplicates"), ADMIN)
         .await;
     assert_eq!(s, 200, "{d}");
-    let dups: Vec<&str> = d["duplicates"]
+    let dups: Vec<&str> = d["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -271,7 +268,7 @@ async fn search_flow(app: &App, dir: &Path) {
         .get_json(&format!("/v1/images/{dog}/duplicates"), ADMIN)
         .await;
     assert!(
-        d2["duplicates"].to_string().contains(&copy_id),
+        d2["items"].to_string().contains(&copy_id),
         "pairs go both ways: {d2}"
     );
     let (_, h) = app
@@ -285,9 +282,9 @@ async fn search_flow(app: &App, dir: &Path) {
             .contains("near-duplicate"),
         "{h}"
     );
-    assert_eq!(h["history"][0]["actor"], "ingest", "{h}");
+    assert_eq!(h["items"][0]["actor"], "ingest", "{h}");
     let (_, pairs) = app.get_json("/v1/duplicates?owner=target", ADMIN).await;
-    assert!(!pairs["pairs"].as_array().unwrap().is_empty(), "{pairs}");
+    assert!(!pairs["items"].as_array().unwrap().is_empty(), "{pairs}");
     let v = search(
         app,
         json!({ "text": "a dog", "review_state": "needs_review", "limit": 10 }),
@@ -360,7 +357,7 @@ async fn search_flow(app: &App, dir: &Path) {
         .await;
     assert_eq!(s, 200, "{v}");
     assert!(
-        v["results"]
+        v["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -403,7 +400,7 @@ trait StatusJson {
     fn status_and_json(self) -> (u16, Value);
 }
 
-impl StatusJson for flexphoto_control_plane::edge_client::Reply {
+impl StatusJson for crate::helpers::Reply {
     fn status_and_json(self) -> (u16, Value) {
         (self.status, json_of(&self))
     }
@@ -437,9 +434,9 @@ async fn search_on_a_qdrant_server() {
     let app = App::spawn(
         Options::new(Backend::Sqlite)
             .with_search(&models)
-            .env("FLEXPHOTO_SEARCH_INDEX", "server")
-            .env("FLEXPHOTO_SEARCH_QDRANT_URL", url)
-            .env("FLEXPHOTO_SEARCH_QDRANT_COLLECTION", collection),
+            .env("FLEXPHOTO__SEARCH__INDEX", "server")
+            .env("FLEXPHOTO__SEARCH__QDRANT_URL", url)
+            .env("FLEXPHOTO__SEARCH__QDRANT_COLLECTION", collection),
     )
     .await;
     search_flow(&app, &dir).await;
@@ -493,7 +490,7 @@ async fn index_survives_restart_and_follows_model_changes() {
     // re-embedded by the new model, and search answers with it.
     app.stop();
     app.env
-        .insert("FLEXPHOTO_SEARCH_CONSE_TOP_K".into(), "3".into());
+        .insert("FLEXPHOTO__SEARCH__CONSE_TOP_K".into(), "3".into());
     app.start();
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
     loop {

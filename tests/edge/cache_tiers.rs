@@ -20,7 +20,10 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
-                if p.file_name().is_some_and(|n| n != "tmp") {
+                // Temp files and remembered source identities are not cache entries.
+                if p.file_name()
+                    .is_some_and(|n| n != "tmp" && n != "identities")
+                {
                     out.extend(walk(&p));
                 }
             } else {
@@ -216,7 +219,10 @@ fn large_sources_get_a_working_copy_that_serves_smaller_sizes() {
     for side in ["300", "1000"] {
         let e = Edge::start(
             &origin,
-            &[("FLEXPHOTO_EDGE__TRANSFORM__WORKING_SIDE", side)],
+            &[
+                ("FLEXPHOTO_EDGE__TRANSFORM__WORKING_SIDE", side),
+                ("FLEXPHOTO_EDGE__TRANSFORM__ALLOW_META_KEEP", "true"),
+            ],
             &[],
         );
         // Alpha sources too: flattened for JPEG, kept for WebP and PNG.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flexphoto_edge::samples::scene_pixels;
-use flexphoto_edge::vips::{self, Image};
+use flexphoto_media::vips::{self, Image};
 
 /// A running edge process.
 pub struct Edge {

@@ -3,6 +3,7 @@
 //! S3-protocol server), speaks HTTP to it over TCP, and checks outputs by decoding them with
 //! libvips.
 
+mod abuse;
 mod cache_tiers;
 mod errors;
 mod harness;

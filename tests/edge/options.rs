@@ -186,7 +186,8 @@ fn quality_blur_sharpen_meta_presets() {
     let blurred = e.get("/img/land.jpg?w=200&blur=8&fmt=png").decode();
     let sharp = e.get("/img/land.jpg?w=200&fmt=png").decode();
     assert_ne!(blurred.pixels, sharp.pixels);
-    // Metadata: stripped by default, kept on request.
+    // Metadata: stripped to the copyright notices by default (this file has none), and never
+    // kept whole unless the edge allows it.
     let orient_src = crate::harness::oriented_jpeg(64, 64, 1);
     std::fs::write(origin.join("exif.jpg"), orient_src).unwrap();
     let stripped = e.get("/img/exif.jpg?w=32").decode();
@@ -195,7 +196,15 @@ fn quality_blur_sharpen_meta_presets() {
         "{:?}",
         stripped.fields
     );
-    let kept = e.get("/img/exif.jpg?w=32&meta=keep").decode();
+    let refused = e.get("/img/exif.jpg?w=32&meta=keep");
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(refused.text().contains("meta"), "{}", refused.text());
+    let open = Edge::start(
+        &origin,
+        &[("FLEXPHOTO_EDGE__TRANSFORM__ALLOW_META_KEEP", "true")],
+        &[],
+    );
+    let kept = open.get("/img/exif.jpg?w=32&meta=keep").decode();
     assert!(
         kept.fields.iter().any(|f| f == "exif-data"),
         "{:?}",

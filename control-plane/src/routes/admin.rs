@@ -1,119 +1,97 @@
-//! Keys, queue stats, health and the OpenAPI document.
+//! Operations: queue statistics, health, metrics and the OpenAPI document.
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::extract::State;
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
-use uuid::Uuid;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
 
-use crate::auth::{generate_key, Caller, Role};
-use crate::error::{ApiError, ApiResult};
-use crate::media::sha256_hex;
+use super::views::ErrorBody;
+use crate::auth::{Caller, Role};
+use crate::error::ApiResult;
 use crate::state::AppState;
+use crate::store::jobs::QueueStats;
 
-/// Body of `POST /v1/keys`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateKey {
-    name: String,
-    role: String,
-    owner: Option<String>,
+/// The queue and the images, counted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobStats {
+    /// `postgres` or `sqlite`.
+    pub backend: String,
+    /// Jobs this process runs at once.
+    pub workers: u32,
+    /// Counts.
+    pub queue: QueueStats,
 }
 
-/// `POST /v1/keys` (admin): creates a key; its secret is in this answer only.
-pub async fn create_key(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Json(req): Json<CreateKey>,
-) -> ApiResult<impl IntoResponse> {
-    caller.require(Role::Admin)?;
-    let role = Role::parse(&req.role)
-        .ok_or_else(|| ApiError::Invalid("role must be admin, uploader or viewer".into()))?;
-    if req.name.is_empty() || req.name.chars().count() > 200 {
-        return Err(ApiError::Invalid("name must be 1 to 200 characters".into()));
-    }
-    if let Some(o) = &req.owner {
-        super::uploads::check_owner(o)?;
-    }
-    let secret = generate_key();
-    let row = state
-        .db
-        .insert_api_key(
-            &req.name,
-            &sha256_hex(secret.as_bytes()),
-            role.name(),
-            req.owner.as_deref(),
-        )
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            json!({ "id": row.id, "key": secret, "name": row.name, "role": row.role, "owner": row.owner_scope }),
-        ),
-    ))
-}
-
-/// `DELETE /v1/keys/{id}` (admin): revokes a key.
-pub async fn revoke_key(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    caller.require(Role::Admin)?;
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("key"))?;
-    if state.db.revoke_api_key(id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound("key"))
-    }
-}
-
-/// `GET /v1/jobs/stats` (admin): jobs by state, expired leases, queue age, images by status.
+/// `GET /v1/jobs/stats` (admin): jobs by state and kind, expired leases, queue age, images by
+/// status.
+#[utoipa::path(get, path = "/v1/jobs/stats", tag = "operations",
+    responses((status = 200, body = JobStats), (status = 403, body = ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn job_stats(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<JobStats>> {
     caller.require(Role::Admin)?;
-    let s = state.db.queue_stats().await?;
-    Ok(Json(
-        json!({ "backend": state.db.backend(), "workers": state.cfg.workers, "queue": s }),
-    ))
+    let queue = state.db.queue_stats().await?;
+    Ok(Json(JobStats {
+        backend: state.db.backend().to_owned(),
+        workers: state.cfg.workers,
+        queue,
+    }))
 }
 
-/// `GET /metrics`: Prometheus text format (admin key; scrape with a bearer credential). Queue
+/// `GET /metrics` (admin key; scrape with a bearer credential): Prometheus text format. Queue
 /// and image counts are read from the database at each scrape.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 403, body = ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn metrics(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> ApiResult<([(axum::http::HeaderName, &'static str); 1], String)> {
+) -> ApiResult<impl IntoResponse> {
     caller.require(Role::Admin)?;
     let s = state.db.queue_stats().await?;
     state.metrics.set_queue(&s);
     Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     ))
 }
 
-/// `GET /healthz` (open): the database answers.
-pub async fn healthz(State(state): State<Arc<AppState>>) -> ApiResult<Json<Value>> {
-    state.db.image_counts().await?;
-    Ok(Json(
-        json!({ "status": "ok", "database": state.db.backend() }),
-    ))
+/// Health.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+    /// `postgres` or `sqlite`.
+    pub database: String,
 }
 
-/// `GET /openapi.json` (open).
+/// `GET /healthz` (open): the database answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
+pub async fn healthz(State(state): State<Arc<AppState>>) -> ApiResult<Json<Health>> {
+    state.db.image_counts().await?;
+    Ok(Json(Health {
+        status: "ok".into(),
+        database: state.db.backend().to_owned(),
+    }))
+}
+
+/// `GET /openapi.json` (open): this API's OpenAPI 3.1 document, generated from the handlers'
+/// request and response types.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
 pub async fn openapi() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        include_str!("../../openapi.json"),
+        super::openapi::ApiDoc::openapi()
+            .to_pretty_json()
+            .unwrap_or_else(|_| "{}".into()),
     )
 }

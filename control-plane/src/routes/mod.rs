@@ -1,20 +1,28 @@
 //! The HTTP API. Every route under `/v1` needs an API key except the signed local upload URL
 //! (its signature is the credential); `/healthz` and `/openapi.json` are open on purpose.
 //! `/metrics` needs an admin key. Every response is counted by route in the metrics.
+//!
+//! One file per resource: [`uploads`], [`images`], [`search`] (search and review), [`keys`],
+//! [`admin`] (operations); [`views`] renders domain rows as the API's documents,
+//! [`extract`] turns malformed requests into JSON errors, [`openapi`] generates the
+//! document from the handlers.
 
 pub mod admin;
+pub mod extract;
 pub mod images;
+pub mod keys;
+pub mod openapi;
 pub mod search;
 pub mod uploads;
+pub mod views;
 
 use std::sync::Arc;
-
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::error::ApiError;
@@ -22,12 +30,22 @@ use crate::state::AppState;
 
 /// The API router.
 pub fn router(state: Arc<AppState>) -> Router {
-    // Uploads stream to disk; the limit only bounds what the multipart extractor may read.
-    let body_limit = usize::try_from(state.cfg.max_upload_bytes)
-        .unwrap_or(usize::MAX)
-        .saturating_add(1 << 20);
+    // Bodies: small everywhere, except the routes that take an image (uploads stream to disk;
+    // the limit bounds what the multipart extractor may read; a query image is held in
+    // memory, within the same limit as an upload).
+    let upload_limit = DefaultBodyLimit::max(
+        usize::try_from(state.cfg.max_upload_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1 << 20),
+    );
+    let json_limit = DefaultBodyLimit::max(state.cfg.max_json_bytes);
+    let image_routes = Router::new()
+        .route("/v1/images", post(uploads::create))
+        .route("/v1/uploads/{id}", put(uploads::local_put))
+        .route("/v1/search", post(search::search))
+        .layer(upload_limit);
     Router::new()
-        .route("/v1/images", post(uploads::create).get(images::list_images))
+        .route("/v1/images", get(images::list_images))
         .route(
             "/v1/images/{id}",
             get(images::get_image)
@@ -39,19 +57,45 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/images/{id}/duplicates", get(search::duplicates_of))
         .route("/v1/images/{id}/history", get(search::history))
         .route("/v1/duplicates", get(search::list_duplicates))
-        .route("/v1/search", post(search::search))
-        .route("/v1/uploads/{id}", put(uploads::local_put))
         .route("/v1/webhooks/s3", post(uploads::s3_webhook))
-        .route("/v1/keys", post(admin::create_key))
-        .route("/v1/keys/{id}", axum::routing::delete(admin::revoke_key))
+        .route("/v1/keys", post(keys::create_key).get(keys::list_keys))
+        .route("/v1/keys/{id}", delete(keys::revoke_key))
         .route("/v1/jobs/stats", get(admin::job_stats))
         .route("/healthz", get(admin::healthz))
         .route("/openapi.json", get(admin::openapi))
         .route("/metrics", get(admin::metrics))
+        .layer(json_limit)
+        .merge(image_routes)
         .fallback(|| async { ApiError::NotFound("route") })
-        .layer(DefaultBodyLimit::max(body_limit))
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("this route does not take that method".into())
+        })
+        .route_layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .route_layer(middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state)
+}
+
+/// Ends requests that take longer than `server.request_timeout_secs` with 503, except the
+/// ones that carry an image, whose bodies are bounded by an idle timeout instead.
+async fn time_limit(
+    State(state): State<Arc<AppState>>,
+    route: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let carries_image = matches!(
+        (req.method().as_str(), route.as_ref().map(|r| r.as_str())),
+        ("POST", Some("/v1/images" | "/v1/search")) | ("PUT", Some("/v1/uploads/{id}"))
+    );
+    if carries_image {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(state.cfg.request_timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => axum::response::IntoResponse::into_response(ApiError::Busy(
+            "the request took too long and was stopped".into(),
+        )),
+    }
 }
 
 /// Counts every routed response and its latency by route template (never by raw path, which

@@ -3,31 +3,83 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::header;
 use axum::Json;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use utoipa::{IntoParams, ToSchema};
 
+use super::extract::{ApiPath, ApiQuery};
+use super::images::{load_for, parse_order, requested_owner};
+use super::views::{self, ErrorBody, Page, SearchResults};
 use crate::auth::{Caller, Role};
+use crate::cursor::Cursor;
+use crate::domain::{ImageId, ImageStatus, ReviewState};
 use crate::error::{ApiError, ApiResult};
-use crate::routes::images::{load_for, view};
-use crate::search::{self, SearchRequest};
+use crate::filter::ImageFilter;
+use crate::search::plan::{self, SearchQuery, Similar};
 use crate::state::AppState;
+use crate::store::images::ListOrder;
 
 /// Largest query image accepted by `POST /v1/search`.
 const MAX_QUERY_IMAGE: usize = 32 << 20;
 
+/// A search: JSON body of `POST /v1/search`, or the text fields of its multipart form. The
+/// filters have the names `GET /v1/images` takes.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// Find images matching this description.
+    pub text: Option<String>,
+    /// Find images that look like this image.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub like_image_id: Option<ImageId>,
+    /// Only this owner's images (a scoped key implies its owner).
+    pub owner: Option<String>,
+    /// Uploaded at or after (RFC 3339).
+    pub uploaded_after: Option<DateTime<Utc>>,
+    /// Uploaded before (RFC 3339).
+    pub uploaded_before: Option<DateTime<Utc>>,
+    /// Exact camera make, case-insensitive.
+    pub camera_make: Option<String>,
+    /// Exact camera model, case-insensitive.
+    pub camera_model: Option<String>,
+    /// Every one of these tags.
+    pub tags: Option<Vec<String>>,
+    /// Status (default `ready`).
+    pub status: Option<String>,
+    /// Review state.
+    pub review_state: Option<String>,
+    /// Page size (default 20).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// `relevance` (similarity queries), `newest` or `oldest` (filter-only queries).
+    pub sort: Option<String>,
+    /// Drop hits scoring below this cosine similarity.
+    pub min_score: Option<f32>,
+}
+
 /// `POST /v1/search`: JSON (`text` or `like_image_id`, filters, `limit`, `cursor`, `sort`), or
 /// `multipart/form-data` with an `image` (or `file`) part for a reverse-image search and the
 /// same fields as text parts (`tags` comma-separated or repeated).
+#[utoipa::path(post, path = "/v1/search", tag = "search",
+    request_body(content(
+        (SearchRequest = "application/json"),
+        (String = "multipart/form-data")
+    )),
+    responses((status = 200, body = SearchResults), (status = 400, body = ErrorBody),
+        (status = 409, description = "Search is off, or the image has no vectors yet", body = ErrorBody),
+        (status = 422, description = "The query image cannot be decoded", body = ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn search(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     req: Request,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SearchResults>> {
     caller.require(Role::Viewer)?;
     let ct = req
         .headers()
@@ -52,7 +104,101 @@ pub async fn search(
             "send application/json, or multipart/form-data with an image part".into(),
         ));
     };
-    Ok(Json(search::run(&state, &caller, body, image).await?))
+    let query = to_query(&state, &caller, body, image)?;
+    let page = plan::run(&state, query, caller.owner_scope.as_ref()).await?;
+    Ok(Json(views::search_results(&state, page)))
+}
+
+/// Checks a request and turns it into a query.
+fn to_query(
+    state: &AppState,
+    caller: &Caller,
+    req: SearchRequest,
+    image: Option<Bytes>,
+) -> ApiResult<SearchQuery> {
+    let owner = requested_owner(caller, req.owner.as_deref())?;
+    let limit = req.limit.unwrap_or(20);
+    if limit == 0 || limit > state.cfg.search.max_limit {
+        return Err(ApiError::Invalid(format!(
+            "limit must be between 1 and {}",
+            state.cfg.search.max_limit
+        )));
+    }
+    let text = req
+        .text
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned);
+    if text.as_ref().is_some_and(|t| t.chars().count() > 1000) {
+        return Err(ApiError::Invalid(
+            "text must be at most 1000 characters".into(),
+        ));
+    }
+    let given = usize::from(text.is_some())
+        + usize::from(req.like_image_id.is_some())
+        + usize::from(image.is_some());
+    if given > 1 {
+        return Err(ApiError::Invalid(
+            "give one of text, like_image_id or a query image, not several".into(),
+        ));
+    }
+    let similar = match (text, req.like_image_id, image) {
+        (Some(t), _, _) => Some(Similar::Text(t)),
+        (_, Some(id), _) => Some(Similar::Like(id)),
+        (_, _, Some(img)) => Some(Similar::Image(img)),
+        _ => None,
+    };
+    let order = match (req.sort.as_deref(), &similar) {
+        (None | Some("relevance"), Some(_)) => ListOrder::NewestFirst,
+        (Some("relevance"), None) => {
+            return Err(ApiError::Invalid(
+                "sort=relevance needs text, like_image_id or a query image".into(),
+            ))
+        }
+        (Some("newest" | "oldest"), Some(_)) => {
+            return Err(ApiError::Invalid(
+                "similarity results are sorted by relevance; sort=newest|oldest is for searches by filters only".into(),
+            ))
+        }
+        (Some(other), Some(_)) => {
+            return Err(ApiError::Invalid(format!(
+                "sort must be relevance, newest or oldest, not {other:?}"
+            )))
+        }
+        (sort, None) => parse_order(sort).map_err(|_| {
+            ApiError::Invalid(format!(
+                "sort must be relevance, newest or oldest, not {:?}",
+                sort.unwrap_or("")
+            ))
+        })?,
+    };
+    let nonempty = |o: Option<String>| o.filter(|s| !s.is_empty());
+    let filter = ImageFilter {
+        owner,
+        uploaded_after: req.uploaded_after,
+        uploaded_before: req.uploaded_before,
+        camera_make: nonempty(req.camera_make),
+        camera_model: nonempty(req.camera_model),
+        tags: req.tags.unwrap_or_default(),
+        status: Some(match req.status.as_deref() {
+            Some(s) => s.parse::<ImageStatus>()?,
+            None => ImageStatus::Ready,
+        }),
+        review_state: req
+            .review_state
+            .as_deref()
+            .map(str::parse::<ReviewState>)
+            .transpose()?,
+    };
+    Ok(SearchQuery {
+        similar,
+        filter,
+        order,
+        limit,
+        cursor: req.cursor,
+        min_score: req.min_score,
+    })
 }
 
 async fn read_form(mut mp: Multipart) -> ApiResult<(SearchRequest, Option<Bytes>)> {
@@ -122,98 +268,214 @@ async fn read_form(mut mp: Multipart) -> ApiResult<(SearchRequest, Option<Bytes>
     Ok((req, image))
 }
 
+/// One near-duplicate of an image.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DuplicateView {
+    /// The other image.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: ImageId,
+    /// `phash` or `embedding`.
+    pub method: String,
+    /// Bits for `phash`, 1 − cosine for `embedding`.
+    pub distance: f64,
+    /// When the pair was found.
+    pub found_at: DateTime<Utc>,
+    /// The other image's status.
+    pub status: Option<String>,
+    /// The other image's variant URLs.
+    pub variants: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// The near-duplicates of one image, closest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DuplicatesOf {
+    /// The image asked about.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: ImageId,
+    /// Its near-duplicates.
+    pub items: Vec<DuplicateView>,
+    /// Always `null`: every pair is on this page.
+    pub next_cursor: Option<String>,
+}
+
 /// `GET /v1/images/{id}/duplicates`: the near-duplicates found for an image, closest first.
+#[utoipa::path(get, path = "/v1/images/{id}/duplicates", tag = "review",
+    params(("id" = String, Path, description = "Image id")),
+    responses((status = 200, body = DuplicatesOf), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn duplicates_of(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<DuplicatesOf>> {
     let img = load_for(&state, &caller, &id, Role::Viewer).await?;
     let pairs = state.db.duplicates_of(img.id).await?;
-    let others: Vec<uuid::Uuid> = pairs.iter().map(|p| p.other_id).collect();
+    let others: Vec<ImageId> = pairs.iter().map(|p| p.other_id).collect();
     let rows = state.db.get_images(&others).await?;
-    let items: Vec<Value> = pairs
+    let items = pairs
         .iter()
         .map(|p| {
             let other = rows.iter().find(|r| r.id == p.other_id);
-            json!({
-                "id": p.other_id,
-                "method": p.method,
-                "distance": p.distance,
-                "found_at": p.found_at,
-                "status": other.map(|r| r.status.clone()),
-                "variants": other.map(|r| view(&state, r)["variants"].clone()),
-            })
+            DuplicateView {
+                id: p.other_id,
+                method: p.method.clone(),
+                distance: p.distance,
+                found_at: p.found_at,
+                status: other.map(|r| r.status.as_str().to_owned()),
+                variants: other.map(|r| views::image(&state, r).variants),
+            }
         })
         .collect();
-    Ok(Json(json!({ "id": img.id, "duplicates": items })))
+    Ok(Json(DuplicatesOf {
+        id: img.id,
+        items,
+        next_cursor: None,
+    }))
 }
 
 /// Query of `GET /v1/duplicates`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DuplicatesQuery {
+    /// Only this owner's pairs (a scoped key implies its own).
     owner: Option<String>,
+    /// Page size, 1–500 (default 50).
     limit: Option<u32>,
-    before: Option<DateTime<Utc>>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
 }
 
-/// `GET /v1/duplicates?owner=…&limit=…&before=…`: near-duplicate pairs for review, newest
-/// first, each pair once (`before` is the `found_at` of the last pair seen).
+/// A near-duplicate pair waiting for review.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DuplicatePair {
+    /// One image.
+    #[schema(value_type = String, format = Uuid)]
+    pub image_id: ImageId,
+    /// The other.
+    #[schema(value_type = String, format = Uuid)]
+    pub other_id: ImageId,
+    /// `phash` or `embedding`.
+    pub method: String,
+    /// How far apart.
+    pub distance: f64,
+    /// Owner of both.
+    pub owner: String,
+    /// When the pair was found.
+    pub found_at: DateTime<Utc>,
+}
+
+/// `GET /v1/duplicates?owner=…&limit=…&cursor=…`: near-duplicate pairs for review, newest
+/// first, each pair once.
+#[utoipa::path(get, path = "/v1/duplicates", tag = "review", params(DuplicatesQuery),
+    responses((status = 200, body = Page<DuplicatePair>), (status = 400, body = ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn list_duplicates(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Query(q): Query<DuplicatesQuery>,
-) -> ApiResult<Json<Value>> {
-    let owner = match (q.owner, &caller.owner_scope) {
-        (Some(o), _) => Some(o),
-        (None, Some(s)) => Some(s.clone()),
-        (None, None) => None,
-    };
-    match &owner {
-        Some(o) => caller.require_owner(Role::Viewer, o)?,
-        None => caller.require(Role::Viewer)?,
-    }
+    ApiQuery(q): ApiQuery<DuplicatesQuery>,
+) -> ApiResult<Json<Page<DuplicatePair>>> {
+    let owner = requested_owner(&caller, q.owner.as_deref())?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::Invalid("limit must be between 1 and 500".into()));
     }
-    let pairs = state
+    let after = q
+        .cursor
+        .as_deref()
+        .map(Cursor::decode_pair)
+        .transpose()
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let mut pairs = state
         .db
-        .list_duplicates(owner.as_deref(), limit, q.before)
+        .list_duplicates(owner.as_ref(), limit + 1, after)
         .await?;
-    let next = (pairs.len() == limit as usize)
-        .then(|| pairs.last().map(|p| p.found_at))
-        .flatten();
-    let items: Vec<Value> = pairs
-        .iter()
-        .map(|p| {
-            json!({
-                "image_id": p.image_id,
-                "other_id": p.other_id,
-                "method": p.method,
-                "distance": p.distance,
-                "owner": p.owner,
-                "found_at": p.found_at,
-            })
+    let next_cursor = if pairs.len() > limit as usize {
+        pairs.truncate(limit as usize);
+        pairs
+            .last()
+            .map(|p| Cursor::Pair(p.found_at, p.image_id.0, p.other_id.0).encode())
+    } else {
+        None
+    };
+    let items = pairs
+        .into_iter()
+        .map(|p| DuplicatePair {
+            image_id: p.image_id,
+            other_id: p.other_id,
+            method: p.method,
+            distance: p.distance,
+            owner: p.owner.as_str().to_owned(),
+            found_at: p.found_at,
         })
         .collect();
-    Ok(Json(json!({ "pairs": items, "next_before": next })))
+    Ok(Json(Page { items, next_cursor }))
+}
+
+/// One recorded change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryEntry {
+    /// Sequence number.
+    pub id: i64,
+    /// Which field changed.
+    pub field: String,
+    /// Value before.
+    pub old_value: Option<Value>,
+    /// Value after.
+    pub new_value: Option<Value>,
+    /// Who changed it (API key name, or `ingest`).
+    pub actor: String,
+    /// Why, when given.
+    pub reason: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// An image's change history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct History {
+    /// The image.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: ImageId,
+    /// Its review state now.
+    pub review_state: String,
+    /// Why it is in that state.
+    pub review_reason: Option<String>,
+    /// Every change, oldest first.
+    pub items: Vec<HistoryEntry>,
+    /// Always `null`: the whole history is on this page.
+    pub next_cursor: Option<String>,
 }
 
 /// `GET /v1/images/{id}/history`: every recorded change (who, when, why), oldest first, and
 /// the current review state with the reason it was routed there.
+#[utoipa::path(get, path = "/v1/images/{id}/history", tag = "review",
+    params(("id" = String, Path, description = "Image id")),
+    responses((status = 200, body = History), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn history(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<History>> {
     let img = load_for(&state, &caller, &id, Role::Viewer).await?;
     let rows = state.db.history_of(img.id).await?;
-    Ok(Json(json!({
-        "id": img.id,
-        "review_state": img.review_state,
-        "review_reason": img.review_reason,
-        "history": rows,
-    })))
+    Ok(Json(History {
+        id: img.id,
+        review_state: img.review_state.as_str().to_owned(),
+        review_reason: img.review_reason,
+        items: rows
+            .into_iter()
+            .map(|r| HistoryEntry {
+                id: r.id,
+                field: r.field,
+                old_value: r.old_value.map(|v| v.0),
+                new_value: r.new_value.map(|v| v.0),
+                actor: r.actor,
+                reason: r.reason,
+                at: r.at,
+            })
+            .collect(),
+        next_cursor: None,
+    }))
 }

@@ -4,32 +4,24 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use flexphoto_media::exif::ExifFacts;
+use flexphoto_media::ImageFormat;
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, FromRow};
-use uuid::Uuid;
 
+use super::jobs::enqueue_job;
 use super::{now, BeginWrite, Db, Result, StoreError};
+use crate::domain::{ImageId, ImageStatus, JobKind, Owner, ReviewState};
+use crate::filter::ImageFilter;
 use crate::on_db;
-
-/// Workflow states of an image.
-pub mod status {
-    /// Created; the bytes are not in storage yet.
-    pub const UPLOADING: &str = "uploading";
-    /// Bytes are safe; a job will process them.
-    pub const PROCESSING: &str = "processing";
-    /// Variants and metadata are in place.
-    pub const READY: &str = "ready";
-    /// Processing gave up; `error` says why.
-    pub const FAILED: &str = "failed";
-}
 
 /// One image row.
 #[derive(Debug, Clone, FromRow)]
 pub struct ImageRow {
     /// Id.
-    pub id: Uuid,
+    pub id: ImageId,
     /// Owner.
-    pub owner: String,
+    pub owner: Owner,
     /// When the upload was accepted.
     pub uploaded_at: DateTime<Utc>,
     /// Stored size of the original.
@@ -87,7 +79,7 @@ pub struct ImageRow {
     /// Raw EXIF orientation tag.
     pub orientation: Option<i32>,
     /// Workflow status.
-    pub status: String,
+    pub status: ImageStatus,
     /// Failure reason.
     pub error: Option<String>,
     /// Processing attempts.
@@ -100,19 +92,35 @@ pub struct ImageRow {
     pub completed_at: Option<DateTime<Utc>>,
     /// When processing finished.
     pub processed_at: Option<DateTime<Utc>>,
-    /// Review state (`unreviewed`, `needs_review`, `approved`, `rejected`).
-    pub review_state: String,
+    /// Review state.
+    pub review_state: ReviewState,
     /// Why it was routed to review, or the reviewer's note.
     pub review_reason: Option<String>,
+    /// The API key that created it.
+    pub uploaded_by: Option<uuid::Uuid>,
+    /// When it was deleted (its row stays until its objects are gone).
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// Where a presigned upload lands; processing copies it to `original_key`.
+    pub upload_key: Option<String>,
+    /// The staged object's identity when the upload was completed.
+    pub upload_identity: Option<String>,
+}
+
+impl ImageRow {
+    /// The key the original's bytes are read from before processing: the staging key of a
+    /// presigned upload, else the original's own key.
+    pub fn source_key(&self) -> &str {
+        self.upload_key.as_deref().unwrap_or(&self.original_key)
+    }
 }
 
 /// A new image as the upload flow creates it.
 #[derive(Debug, Clone)]
 pub struct NewImage {
     /// Id.
-    pub id: Uuid,
+    pub id: ImageId,
     /// Owner.
-    pub owner: String,
+    pub owner: Owner,
     /// Declared or measured content type.
     pub mime: String,
     /// Declared or measured size.
@@ -127,19 +135,21 @@ pub struct NewImage {
     pub uploaded_at: DateTime<Utc>,
     /// Presigned upload expiry (two-step only).
     pub upload_expires_at: Option<DateTime<Utc>>,
+    /// The API key creating it.
+    pub uploaded_by: Option<uuid::Uuid>,
+    /// The staging key of a presigned upload.
+    pub upload_key: Option<String>,
 }
 
 /// What processing found, written when an image becomes ready.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Processed {
     /// Size.
     pub bytes: i64,
     /// SHA-256.
     pub sha256: String,
-    /// Detected content type.
-    pub mime: String,
-    /// Detected format.
-    pub format: String,
+    /// The format the bytes are in.
+    pub format: ImageFormat,
     /// Width after orientation.
     pub width: i32,
     /// Height after orientation.
@@ -148,54 +158,24 @@ pub struct Processed {
     pub variant_keys: BTreeMap<String, String>,
     /// dHash.
     pub phash: Option<i64>,
-    /// EXIF as JSON.
-    pub exif: Option<serde_json::Value>,
-    /// Camera make.
-    pub camera_make: Option<String>,
-    /// Camera model.
-    pub camera_model: Option<String>,
-    /// Lens.
-    pub lens: Option<String>,
-    /// Capture time.
-    pub taken_at: Option<DateTime<Utc>>,
-    /// ISO.
-    pub iso: Option<i32>,
-    /// Exposure seconds.
-    pub exposure_time: Option<f64>,
-    /// Aperture.
-    pub f_number: Option<f64>,
-    /// Focal length mm.
-    pub focal_length: Option<f64>,
-    /// Latitude.
-    pub gps_lat: Option<f64>,
-    /// Longitude.
-    pub gps_lon: Option<f64>,
-    /// EXIF orientation.
-    pub orientation: Option<i32>,
+    /// EXIF (typed fields and everything as JSON).
+    pub exif: ExifFacts,
     /// Vectors written to the index (model, concepts, near-duplicates); `None` when search is
     /// off.
     pub index: Option<super::search::IndexRecord>,
 }
 
-/// Filters for listing an owner's images.
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    /// Only this status.
-    pub status: Option<String>,
-    /// Uploaded at or after.
-    pub since: Option<DateTime<Utc>>,
-    /// Uploaded before.
-    pub until: Option<DateTime<Utc>>,
-    /// Camera make or model, case-insensitive exact match.
-    pub camera: Option<String>,
-    /// Continue after this `(uploaded_at, id)`.
-    pub after: Option<(DateTime<Utc>, Uuid)>,
-    /// Page size.
-    pub limit: u32,
+/// Order of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListOrder {
+    /// Newest upload first (the default).
+    NewestFirst,
+    /// Oldest upload first.
+    OldestFirst,
 }
 
 /// Caption, tags, review state and status, as read before an edit.
-type EditableFields = (Option<String>, Json<Vec<String>>, String, String);
+type EditableFields = (Option<String>, Json<Vec<String>>, ReviewState, ImageStatus);
 
 /// A change to an image's descriptive metadata or review state; `None` leaves a field.
 #[derive(Debug, Clone, Default)]
@@ -205,7 +185,7 @@ pub struct ImagePatch {
     /// New tags.
     pub tags: Option<Vec<String>>,
     /// New review state.
-    pub review_state: Option<String>,
+    pub review_state: Option<ReviewState>,
     /// Why (kept in history; becomes the review reason when the review state changes).
     pub reason: Option<String>,
     /// Attempts for the payload-sync job this may queue.
@@ -218,11 +198,10 @@ pub enum Completion {
     /// The image moved to `processing` and a job was enqueued.
     Enqueued,
     /// It had already been completed; nothing changed (idempotent repeat).
-    AlreadyCompleted(String),
+    AlreadyCompleted(ImageStatus),
+    /// The image no longer exists.
+    Gone,
 }
-
-/// The job kind that processes a new original.
-pub const JOB_PROCESS: &str = "process";
 
 impl Db {
     /// Inserts an image in `uploading` state (two-step flow).
@@ -231,8 +210,9 @@ impl Db {
         on_db!(self, |p, _pg| {
             sqlx::query(
                 "INSERT INTO images (id, owner, uploaded_at, sha256, original_key, declared_bytes, \
-                 declared_mime, upload_expires_at, caption, status, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'uploading', $10, $10)",
+                 declared_mime, upload_expires_at, caption, status, created_at, updated_at, \
+                 uploaded_by, upload_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'uploading', $10, $10, $11, $12)",
             )
             .bind(img.id)
             .bind(&img.owner)
@@ -244,6 +224,8 @@ impl Db {
             .bind(img.upload_expires_at)
             .bind(&img.caption)
             .bind(t)
+            .bind(img.uploaded_by)
+            .bind(&img.upload_key)
             .execute(p)
             .await
             .map_err(StoreError::classify)?
@@ -260,8 +242,9 @@ impl Db {
             let mut tx = p.begin_write().await?;
             sqlx::query(
                 "INSERT INTO images (id, owner, uploaded_at, bytes, sha256, mime, original_key, \
-                 declared_bytes, declared_mime, caption, status, created_at, updated_at, completed_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $4, $6, $8, 'processing', $9, $9, $9)",
+                 declared_bytes, declared_mime, caption, status, created_at, updated_at, completed_at, \
+                 uploaded_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $4, $6, $8, 'processing', $9, $9, $9, $10)",
             )
             .bind(img.id)
             .bind(&img.owner)
@@ -272,21 +255,23 @@ impl Db {
             .bind(&img.original_key)
             .bind(&img.caption)
             .bind(t)
+            .bind(img.uploaded_by)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::classify)?;
-            super::jobs::enqueue_job!(tx, img.id, JOB_PROCESS, max_attempts as i32, t);
+            enqueue_job!(tx, img.id, JobKind::Process, max_attempts as i32, t);
             tx.commit().await?;
         });
         Ok(())
     }
 
-    /// Moves an `uploading` image to `processing` with its measured size and enqueues its job,
-    /// in one transaction. Repeating it is harmless.
+    /// Moves an `uploading` image to `processing` with its measured size and the staged
+    /// object's identity, and enqueues its job, in one transaction. Repeating it is harmless.
     pub async fn complete_and_enqueue(
         &self,
-        id: Uuid,
+        id: ImageId,
         bytes: i64,
+        identity: &str,
         max_attempts: u32,
     ) -> Result<Completion> {
         let t = now();
@@ -294,37 +279,42 @@ impl Db {
             let mut tx = p.begin_write().await?;
             let done = sqlx::query(
                 "UPDATE images SET status = 'processing', bytes = $2, mime = declared_mime, \
-                 completed_at = $3, updated_at = $3 WHERE id = $1 AND status = 'uploading'",
+                 completed_at = $3, updated_at = $3, upload_identity = $4 \
+                 WHERE id = $1 AND status = 'uploading' AND deleted_at IS NULL",
             )
             .bind(id)
             .bind(bytes)
             .bind(t)
+            .bind(identity)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::classify)?
             .rows_affected();
             if done == 0 {
-                let st: Option<(String,)> =
-                    sqlx::query_as("SELECT status FROM images WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                let st: Option<(ImageStatus,)> = sqlx::query_as(
+                    "SELECT status FROM images WHERE id = $1 AND deleted_at IS NULL",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
                 tx.rollback().await?;
-                return Ok(Completion::AlreadyCompleted(
-                    st.map(|s| s.0).unwrap_or_default(),
-                ));
+                return Ok(match st {
+                    Some((s,)) => Completion::AlreadyCompleted(s),
+                    None => Completion::Gone,
+                });
             }
-            super::jobs::enqueue_job!(tx, id, JOB_PROCESS, max_attempts as i32, t);
+            enqueue_job!(tx, id, JobKind::Process, max_attempts as i32, t);
             tx.commit().await?;
         });
         Ok(Completion::Enqueued)
     }
 
     /// The id of an owner's live image with this SHA-256, if any.
-    pub async fn find_duplicate(&self, owner: &str, sha256: &str) -> Result<Option<Uuid>> {
-        let r: Option<(Uuid,)> = on_db!(self, |p, _pg| {
+    pub async fn find_duplicate(&self, owner: &Owner, sha256: &str) -> Result<Option<ImageId>> {
+        let r: Option<(ImageId,)> = on_db!(self, |p, _pg| {
             sqlx::query_as(
-                "SELECT id FROM images WHERE owner = $1 AND sha256 = $2 AND status <> 'failed' LIMIT 1",
+                "SELECT id FROM images WHERE owner = $1 AND sha256 = $2 AND status <> 'failed' \
+                 AND deleted_at IS NULL LIMIT 1",
             )
             .bind(owner)
             .bind(sha256)
@@ -334,8 +324,20 @@ impl Db {
         Ok(r.map(|r| r.0))
     }
 
-    /// Reads one image.
-    pub async fn get_image(&self, id: Uuid) -> Result<Option<ImageRow>> {
+    /// Reads one live (not deleted) image.
+    pub async fn get_image(&self, id: ImageId) -> Result<Option<ImageRow>> {
+        Ok(on_db!(self, |p, _pg| {
+            sqlx::query_as::<_, ImageRow>(
+                "SELECT * FROM images WHERE id = $1 AND deleted_at IS NULL",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await?
+        }))
+    }
+
+    /// Reads one image, deleted or not (for the jobs that clean up after a delete).
+    pub async fn get_image_any(&self, id: ImageId) -> Result<Option<ImageRow>> {
         Ok(on_db!(self, |p, _pg| {
             sqlx::query_as::<_, ImageRow>("SELECT * FROM images WHERE id = $1")
                 .bind(id)
@@ -344,52 +346,92 @@ impl Db {
         }))
     }
 
-    /// An owner's images, newest first, after the cursor in `filter`.
-    pub async fn list_images(&self, owner: &str, filter: &ListFilter) -> Result<Vec<ImageRow>> {
-        let mut sql = String::from("SELECT * FROM images WHERE owner = $1");
-        let mut n = 1;
+    /// Images matching `filter` in `order`, after a `(uploaded_at, id)` keyset position.
+    pub async fn list_images(
+        &self,
+        filter: &ImageFilter,
+        order: ListOrder,
+        after: Option<(DateTime<Utc>, uuid::Uuid)>,
+        limit: u32,
+    ) -> Result<Vec<ImageRow>> {
+        let mut sql = String::from("SELECT * FROM images WHERE deleted_at IS NULL");
+        let mut n = 0;
         let mut next = || {
             n += 1;
             n
         };
+        let pg = matches!(self, Db::Pg(_));
+        if filter.owner.is_some() {
+            sql += &format!(" AND owner = ${}", next());
+        }
+        if filter.uploaded_after.is_some() {
+            sql += &format!(" AND uploaded_at >= ${}", next());
+        }
+        if filter.uploaded_before.is_some() {
+            sql += &format!(" AND uploaded_at < ${}", next());
+        }
+        if filter.camera_make.is_some() {
+            sql += &format!(" AND LOWER(camera_make) = LOWER(${})", next());
+        }
+        if filter.camera_model.is_some() {
+            sql += &format!(" AND LOWER(camera_model) = LOWER(${})", next());
+        }
+        for _ in &filter.tags {
+            let a = next();
+            if pg {
+                sql += &format!(" AND tags ? ${a}");
+            } else {
+                sql += &format!(
+                    " AND EXISTS (SELECT 1 FROM json_each(images.tags) WHERE value = ${a})"
+                );
+            }
+        }
         if filter.status.is_some() {
             sql += &format!(" AND status = ${}", next());
         }
-        if filter.since.is_some() {
-            sql += &format!(" AND uploaded_at >= ${}", next());
+        if filter.review_state.is_some() {
+            sql += &format!(" AND review_state = ${}", next());
         }
-        if filter.until.is_some() {
-            sql += &format!(" AND uploaded_at < ${}", next());
-        }
-        if filter.camera.is_some() {
-            let a = next();
-            sql += &format!(
-                " AND (LOWER(camera_model) = LOWER(${a}) OR LOWER(camera_make) = LOWER(${a}))"
-            );
-        }
-        if filter.after.is_some() {
+        let (cmp, dir) = match order {
+            ListOrder::OldestFirst => (">", "ASC"),
+            ListOrder::NewestFirst => ("<", "DESC"),
+        };
+        if after.is_some() {
             let (a, b) = (next(), next());
-            sql += &format!(" AND (uploaded_at < ${a} OR (uploaded_at = ${a} AND id < ${b}))");
+            sql +=
+                &format!(" AND (uploaded_at {cmp} ${a} OR (uploaded_at = ${a} AND id {cmp} ${b}))");
         }
         sql += &format!(
-            " ORDER BY uploaded_at DESC, id DESC LIMIT {}",
-            filter.limit.clamp(1, 1000)
+            " ORDER BY uploaded_at {dir}, id {dir} LIMIT {}",
+            limit.clamp(1, 1001)
         );
         Ok(on_db!(self, |p, _pg| {
-            let mut q = sqlx::query_as::<_, ImageRow>(AssertSqlSafe(sql)).bind(owner);
-            if let Some(s) = &filter.status {
-                q = q.bind(s.clone());
+            let mut q = sqlx::query_as::<_, ImageRow>(AssertSqlSafe(sql));
+            if let Some(o) = &filter.owner {
+                q = q.bind(o.clone());
             }
-            if let Some(s) = filter.since {
+            if let Some(s) = filter.uploaded_after {
                 q = q.bind(s);
             }
-            if let Some(u) = filter.until {
+            if let Some(u) = filter.uploaded_before {
                 q = q.bind(u);
             }
-            if let Some(c) = &filter.camera {
-                q = q.bind(c.clone());
+            for v in [&filter.camera_make, &filter.camera_model]
+                .into_iter()
+                .flatten()
+            {
+                q = q.bind(v.clone());
             }
-            if let Some((t, id)) = filter.after {
+            for t in &filter.tags {
+                q = q.bind(t.clone());
+            }
+            if let Some(s) = filter.status {
+                q = q.bind(s);
+            }
+            if let Some(r) = filter.review_state {
+                q = q.bind(r);
+            }
+            if let Some((t, id)) = after {
                 q = q.bind(t).bind(id);
             }
             q.fetch_all(p).await?
@@ -400,12 +442,13 @@ impl Db {
     /// change is recorded in the image's history with `actor` and `reason`, and a change to a
     /// field the vector index filters on queues a payload sync, all in one transaction.
     /// Returns false when the image does not exist.
-    pub async fn patch_image(&self, id: Uuid, patch: &ImagePatch, actor: &str) -> Result<bool> {
+    pub async fn patch_image(&self, id: ImageId, patch: &ImagePatch, actor: &str) -> Result<bool> {
         let t = now();
         on_db!(self, |p, _pg| {
             let mut tx = p.begin_write().await?;
             let cur: Option<EditableFields> = sqlx::query_as(
-                "SELECT caption, tags, review_state, status FROM images WHERE id = $1",
+                "SELECT caption, tags, review_state, status FROM images \
+                 WHERE id = $1 AND deleted_at IS NULL",
             )
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -451,7 +494,7 @@ impl Db {
             .bind(patch.caption.clone().flatten())
             .bind(patch.tags.is_some())
             .bind(Json(patch.tags.clone().unwrap_or_default()))
-            .bind(patch.review_state.clone())
+            .bind(patch.review_state)
             .bind(patch.reason.clone())
             .bind(t)
             .execute(&mut *tx)
@@ -473,37 +516,70 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
             }
-            if sync && img_status == status::READY {
-                super::jobs::enqueue_job!(
-                    tx,
-                    id,
-                    super::search::JOB_SYNC_PAYLOAD,
-                    patch.max_attempts as i32,
-                    t
-                );
+            if sync && img_status == ImageStatus::Ready {
+                enqueue_job!(tx, id, JobKind::SyncPayload, patch.max_attempts as i32, t);
             }
             tx.commit().await?;
         });
         Ok(true)
     }
 
-    /// Deletes an image row (its jobs go with it); returns the row as it was.
-    pub async fn delete_image(&self, id: Uuid) -> Result<Option<ImageRow>> {
+    /// Deletes an image: tombstones it (every read stops seeing it at once) and queues the
+    /// job that removes its vectors, objects and edge caches, then the row, in one
+    /// transaction. Returns the row as it was, or `None` when there is no live image.
+    pub async fn delete_image(&self, id: ImageId, max_attempts: u32) -> Result<Option<ImageRow>> {
+        let t = now();
         Ok(on_db!(self, |p, _pg| {
-            sqlx::query_as::<_, ImageRow>("DELETE FROM images WHERE id = $1 RETURNING *")
-                .bind(id)
-                .fetch_optional(p)
-                .await?
+            let mut tx = p.begin_write().await?;
+            let row = sqlx::query_as::<_, ImageRow>(
+                "UPDATE images SET deleted_at = $2, updated_at = $2 \
+                 WHERE id = $1 AND deleted_at IS NULL RETURNING *",
+            )
+            .bind(id)
+            .bind(t)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if row.is_some() {
+                enqueue_job!(tx, id, JobKind::Delete, max_attempts as i32, t);
+            }
+            tx.commit().await?;
+            row
         }))
     }
 
+    /// Removes a deleted image's row for good (its jobs, history and pairs go with it), once
+    /// the `delete` job `job` has removed everything else. False when the lease was lost.
+    pub async fn purge_deleted_image(&self, job: &super::jobs::ClaimedJob) -> Result<bool> {
+        on_db!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            // The fence: only the lease holder removes the row (which removes the job row too).
+            let held: Option<(i64,)> = sqlx::query_as(
+                "SELECT id FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+            )
+            .bind(job.id)
+            .bind(job.lease_token)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if held.is_none() {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            sqlx::query("DELETE FROM images WHERE id = $1 AND deleted_at IS NOT NULL")
+                .bind(job.image_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(true)
+    }
+
     /// Marks an image failed with a reason, whatever state it is in short of `ready`.
-    pub async fn fail_image(&self, id: Uuid, reason: &str) -> Result<()> {
+    pub async fn fail_image(&self, id: ImageId, reason: &str) -> Result<()> {
         let t = now();
         on_db!(self, |p, _pg| {
             sqlx::query(
                 "UPDATE images SET status = 'failed', error = $2, updated_at = $3, processed_at = $3 \
-                 WHERE id = $1 AND status <> 'ready'",
+                 WHERE id = $1 AND status <> 'ready' AND deleted_at IS NULL",
             )
             .bind(id)
             .bind(reason)
@@ -524,7 +600,7 @@ impl Db {
         Ok(on_db!(self, |p, _pg| {
             sqlx::query_as::<_, ImageRow>(
                 "SELECT * FROM images WHERE status = 'uploading' AND upload_expires_at < $1 \
-                 ORDER BY upload_expires_at LIMIT $2",
+                 AND deleted_at IS NULL ORDER BY upload_expires_at LIMIT $2",
             )
             .bind(before)
             .bind(i64::from(limit))
@@ -536,9 +612,11 @@ impl Db {
     /// Counts images by status.
     pub async fn image_counts(&self) -> Result<BTreeMap<String, i64>> {
         let rows: Vec<(String, i64)> = on_db!(self, |p, _pg| {
-            sqlx::query_as("SELECT status, COUNT(*) FROM images GROUP BY status")
-                .fetch_all(p)
-                .await?
+            sqlx::query_as(
+                "SELECT status, COUNT(*) FROM images WHERE deleted_at IS NULL GROUP BY status",
+            )
+            .fetch_all(p)
+            .await?
         });
         Ok(rows.into_iter().collect())
     }

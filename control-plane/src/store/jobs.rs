@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::images::Processed;
 use super::{now, BeginWrite, Db, Result, StoreError};
+use crate::domain::{DomainError, ImageId, JobKind};
 use crate::on_db;
 
 /// A claimed job.
@@ -26,8 +27,8 @@ pub struct ClaimedJob {
     /// Job id.
     pub id: i64,
     /// Image it works on.
-    pub image_id: Uuid,
-    /// Kind (`process`).
+    pub image_id: ImageId,
+    /// Kind as stored; [`ClaimedJob::kind`] parses it.
     pub kind: String,
     /// Attempts including this one.
     pub attempts: i32,
@@ -35,6 +36,13 @@ pub struct ClaimedJob {
     pub max_attempts: i32,
     /// This claim's token.
     pub lease_token: Uuid,
+}
+
+impl ClaimedJob {
+    /// The job's kind, or why it is not one this version knows (such a job ends dead).
+    pub fn kind(&self) -> std::result::Result<JobKind, DomainError> {
+        self.kind.parse()
+    }
 }
 
 const CLAIM_PG: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
@@ -51,17 +59,18 @@ const CLAIM_SQLITE: &str = "UPDATE jobs SET state = 'running', attempts = attemp
         ORDER BY run_at, id LIMIT 1) \
     RETURNING id, image_id, kind, attempts, max_attempts, lease_token";
 
-/// Queues a job of `$kind` for `$image` inside an open transaction `$tx` (either backend),
-/// runnable at `$t` with `$max_attempts` (an `i32`) attempts: the outbox insert every
-/// enqueueing path shares.
+/// Queues a job of `$kind` (a [`JobKind`]) for `$image` inside an open transaction `$tx`
+/// (either backend), runnable at `$t` with `$max_attempts` (an `i32`) attempts: the outbox
+/// insert every enqueueing path shares.
 macro_rules! enqueue_job {
     ($tx:expr, $image:expr, $kind:expr, $max_attempts:expr, $t:expr) => {{
+        let kind: $crate::domain::JobKind = $kind;
         sqlx::query(
             "INSERT INTO jobs (image_id, kind, state, attempts, max_attempts, run_at, created_at, updated_at) \
              VALUES ($1, $2, 'queued', 0, $3, $4, $4, $4)",
         )
         .bind($image)
-        .bind($kind)
+        .bind(kind)
         .bind($max_attempts)
         .bind($t)
         .execute(&mut *$tx)
@@ -70,8 +79,30 @@ macro_rules! enqueue_job {
 }
 pub(crate) use enqueue_job;
 
+/// Updates the job `$job` (a [`ClaimedJob`]) only while this worker still holds its lease:
+/// `UPDATE jobs SET {$set} WHERE id = $1 AND lease_token = $2 AND state = 'running'`, with
+/// `$binds` as `$3`, `$4`…, on `$exec` (a pool or an open transaction). Evaluates to the
+/// number of rows changed: 0 means the lease was lost and nothing was written. Every write a
+/// worker makes to its job goes through this fence.
+macro_rules! fenced {
+    ($exec:expr, $job:expr, $set:literal $(, $bind:expr)* $(,)?) => {{
+        sqlx::query(concat!(
+            "UPDATE jobs SET ",
+            $set,
+            " WHERE id = $1 AND lease_token = $2 AND state = 'running'"
+        ))
+        .bind($job.id)
+        .bind($job.lease_token)
+        $(.bind($bind))*
+        .execute($exec)
+        .await?
+        .rows_affected()
+    }};
+}
+pub(crate) use fenced;
+
 /// Queue counts by state, plus the oldest due job's age.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct QueueStats {
     /// Jobs per state.
     pub jobs: BTreeMap<String, i64>,
@@ -109,17 +140,7 @@ impl Db {
         let t = now();
         let until = t + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
         let n = on_db!(self, |p, _pg| {
-            sqlx::query(
-                "UPDATE jobs SET lease_until = $3, updated_at = $4 \
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
-            )
-            .bind(job.id)
-            .bind(job.lease_token)
-            .bind(until)
-            .bind(t)
-            .execute(p)
-            .await?
-            .rows_affected()
+            fenced!(p, job, "lease_until = $3, updated_at = $4", until, t)
         });
         Ok(n > 0)
     }
@@ -130,54 +151,58 @@ impl Db {
         let t = now();
         on_db!(self, |p, _pg| {
             let mut tx = p.begin_write().await?;
-            let n = sqlx::query(
-                "UPDATE jobs SET state = 'done', lease_until = NULL, last_error = NULL, updated_at = $3 \
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
-            )
-            .bind(job.id)
-            .bind(job.lease_token)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let n = fenced!(
+                &mut *tx,
+                job,
+                "state = 'done', lease_until = NULL, last_error = NULL, updated_at = $3",
+                t
+            );
             if n == 0 {
                 tx.rollback().await?;
                 return Ok(false);
             }
-            sqlx::query(
+            let e = &r.exif;
+            let updated = sqlx::query(
                 "UPDATE images SET status = 'ready', error = NULL, attempts = $2, bytes = $3, sha256 = $4, \
                  mime = $5, format = $6, width = $7, height = $8, variant_keys = $9, phash = $10, \
                  exif = $11, camera_make = $12, camera_model = $13, lens = $14, taken_at = $15, \
                  iso = $16, exposure_time = $17, f_number = $18, focal_length = $19, gps_lat = $20, \
                  gps_lon = $21, orientation = $22, processed_at = $23, updated_at = $23 \
-                 WHERE id = $1",
+                 WHERE id = $1 AND deleted_at IS NULL",
             )
             .bind(job.image_id)
             .bind(job.attempts)
             .bind(r.bytes)
             .bind(&r.sha256)
-            .bind(&r.mime)
-            .bind(&r.format)
+            .bind(r.format.mime())
+            .bind(r.format.name())
             .bind(r.width)
             .bind(r.height)
             .bind(Json(&r.variant_keys))
             .bind(r.phash)
-            .bind(r.exif.as_ref().map(Json))
-            .bind(&r.camera_make)
-            .bind(&r.camera_model)
-            .bind(&r.lens)
-            .bind(r.taken_at)
-            .bind(r.iso)
-            .bind(r.exposure_time)
-            .bind(r.f_number)
-            .bind(r.focal_length)
-            .bind(r.gps_lat)
-            .bind(r.gps_lon)
-            .bind(r.orientation)
+            .bind(e.all.as_ref().map(Json))
+            .bind(&e.make)
+            .bind(&e.model)
+            .bind(&e.lens)
+            .bind(e.taken_at)
+            .bind(e.iso)
+            .bind(e.exposure_time)
+            .bind(e.f_number)
+            .bind(e.focal_length)
+            .bind(e.gps_lat)
+            .bind(e.gps_lon)
+            .bind(e.orientation)
             .bind(t)
             .execute(&mut *tx)
             .await
-            .map_err(StoreError::classify)?;
+            .map_err(StoreError::classify)?
+            .rows_affected();
+            if updated == 0 {
+                // Deleted while it was processed: the job is done, the delete job cleans up
+                // what this one wrote.
+                tx.commit().await?;
+                return Ok(true);
+            }
             if let Some(rec) = &r.index {
                 let owner: (String,) = sqlx::query_as("SELECT owner FROM images WHERE id = $1")
                     .bind(job.image_id)
@@ -192,13 +217,7 @@ impl Db {
                     job.max_attempts
                 );
             }
-            enqueue_job!(
-                tx,
-                job.image_id,
-                super::search::JOB_DUPLICATES,
-                job.max_attempts,
-                t
-            );
+            enqueue_job!(tx, job.image_id, JobKind::Duplicates, job.max_attempts, t);
             tx.commit().await?;
         });
         Ok(true)
@@ -210,24 +229,20 @@ impl Db {
         let t = now();
         on_db!(self, |p, _pg| {
             let mut tx = p.begin_write().await?;
-            let n = sqlx::query(
-                "UPDATE jobs SET state = 'dead', lease_until = NULL, last_error = $3, updated_at = $4 \
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
-            )
-            .bind(job.id)
-            .bind(job.lease_token)
-            .bind(reason)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let n = fenced!(
+                &mut *tx,
+                job,
+                "state = 'dead', lease_until = NULL, last_error = $3, updated_at = $4",
+                reason,
+                t
+            );
             if n == 0 {
                 tx.rollback().await?;
                 return Ok(false);
             }
             sqlx::query(
                 "UPDATE images SET status = 'failed', error = $2, attempts = $3, processed_at = $4, \
-                 updated_at = $4 WHERE id = $1 AND status <> 'ready'",
+                 updated_at = $4 WHERE id = $1 AND status <> 'ready' AND deleted_at IS NULL",
             )
             .bind(job.image_id)
             .bind(reason)
@@ -244,16 +259,12 @@ impl Db {
     pub async fn finish_done(&self, job: &ClaimedJob) -> Result<bool> {
         let t = now();
         let n = on_db!(self, |p, _pg| {
-            sqlx::query(
-                "UPDATE jobs SET state = 'done', lease_until = NULL, updated_at = $3 \
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+            fenced!(
+                p,
+                job,
+                "state = 'done', lease_until = NULL, updated_at = $3",
+                t
             )
-            .bind(job.id)
-            .bind(job.lease_token)
-            .bind(t)
-            .execute(p)
-            .await?
-            .rows_affected()
         });
         Ok(n > 0)
     }
@@ -269,19 +280,15 @@ impl Db {
         let at = t + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));
         let n = on_db!(self, |p, _pg| {
             let mut tx = p.begin_write().await?;
-            let n = sqlx::query(
-                "UPDATE jobs SET state = 'queued', lease_until = NULL, lease_token = NULL, \
-                 last_error = $3, run_at = $4, updated_at = $5 \
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
-            )
-            .bind(job.id)
-            .bind(job.lease_token)
-            .bind(error)
-            .bind(at)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let n = fenced!(
+                &mut *tx,
+                job,
+                "state = 'queued', lease_until = NULL, lease_token = NULL, last_error = $3, \
+                 run_at = $4, updated_at = $5",
+                error,
+                at,
+                t
+            );
             sqlx::query("UPDATE images SET attempts = $2, updated_at = $3 WHERE id = $1")
                 .bind(job.image_id)
                 .bind(job.attempts)
@@ -294,27 +301,60 @@ impl Db {
         Ok(n > 0)
     }
 
+    /// Puts a job back to run after `delay` without counting the attempt (it waited on
+    /// something else, e.g. another job of its image).
+    pub async fn postpone(&self, job: &ClaimedJob, delay: Duration) -> Result<bool> {
+        let t = now();
+        let at = t + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(5));
+        let n = on_db!(self, |p, _pg| {
+            fenced!(
+                p,
+                job,
+                "state = 'queued', lease_until = NULL, lease_token = NULL, \
+                 attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, run_at = $3, \
+                 updated_at = $4",
+                at,
+                t
+            )
+        });
+        Ok(n > 0)
+    }
+
+    /// Whether an image has a job other than `job` running under a live lease.
+    pub async fn has_other_running_job(&self, job: &ClaimedJob) -> Result<bool> {
+        let t = now();
+        let r: Option<(i64,)> = on_db!(self, |p, _pg| {
+            sqlx::query_as(
+                "SELECT id FROM jobs WHERE image_id = $1 AND id <> $2 AND state = 'running' \
+                 AND lease_until >= $3 LIMIT 1",
+            )
+            .bind(job.image_id)
+            .bind(job.id)
+            .bind(t)
+            .fetch_optional(p)
+            .await?
+        });
+        Ok(r.is_some())
+    }
+
     /// Gives a claimed job back without counting the attempt (graceful shutdown).
     pub async fn release_job(&self, job: &ClaimedJob) -> Result<bool> {
         let t = now();
         let n = on_db!(self, |p, _pg| {
-            sqlx::query(
-                "UPDATE jobs SET state = 'queued', lease_until = NULL, lease_token = NULL, \
-                 attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, run_at = $3, updated_at = $3 \
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+            fenced!(
+                p,
+                job,
+                "state = 'queued', lease_until = NULL, lease_token = NULL, \
+                 attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, run_at = $3, \
+                 updated_at = $3",
+                t
             )
-            .bind(job.id)
-            .bind(job.lease_token)
-            .bind(t)
-            .execute(p)
-            .await?
-            .rows_affected()
         });
         Ok(n > 0)
     }
 
     /// Whether an image already has a job that is not finished.
-    pub async fn has_open_job(&self, image_id: Uuid) -> Result<bool> {
+    pub async fn has_open_job(&self, image_id: ImageId) -> Result<bool> {
         let r: Option<(i64,)> = on_db!(self, |p, _pg| {
             sqlx::query_as("SELECT id FROM jobs WHERE image_id = $1 AND state IN ('queued', 'running') LIMIT 1")
                 .bind(image_id)
@@ -376,11 +416,11 @@ mod tests {
         (db, dir)
     }
 
-    async fn enqueue(db: &Db, owner: &str) -> Uuid {
-        let id = Uuid::new_v4();
+    async fn enqueue(db: &Db, owner: &str) -> ImageId {
+        let id = ImageId::new();
         let img = NewImage {
             id,
-            owner: owner.into(),
+            owner: crate::domain::Owner::parse(owner).unwrap(),
             mime: "image/jpeg".into(),
             bytes: Some(1),
             sha256: None,
@@ -388,6 +428,8 @@ mod tests {
             original_key: format!("k/{id}"),
             uploaded_at: now(),
             upload_expires_at: None,
+            uploaded_by: None,
+            upload_key: None,
         };
         db.insert_stored_and_enqueue(&img, 3).await.unwrap();
         id
@@ -438,10 +480,21 @@ mod tests {
         assert_eq!(a.id, b.id);
         assert_eq!(b.attempts, 2);
         // The first worker's late result is discarded; the new owner's counts.
-        assert!(!db.finish_ready(&a, &Processed::default()).await.unwrap());
+        let processed = Processed {
+            bytes: 1,
+            sha256: "00".repeat(32),
+            format: flexphoto_media::ImageFormat::Jpeg,
+            width: 1,
+            height: 1,
+            variant_keys: Default::default(),
+            phash: None,
+            exif: Default::default(),
+            index: None,
+        };
+        assert!(!db.finish_ready(&a, &processed).await.unwrap());
         assert!(db.finish_dead(&b, "bad image").await.unwrap());
         let img = db.get_image(b.image_id).await.unwrap().unwrap();
-        assert_eq!(img.status, "failed");
+        assert_eq!(img.status, crate::domain::ImageStatus::Failed);
         assert_eq!(img.error.as_deref(), Some("bad image"));
         let s = db.queue_stats().await.unwrap();
         assert_eq!(s.jobs.get("dead"), Some(&1));

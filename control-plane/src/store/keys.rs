@@ -5,6 +5,7 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use super::{now, Db, Result, StoreError};
+use crate::domain::{Owner, Role};
 use crate::on_db;
 
 /// A stored API key (without its secret).
@@ -14,12 +15,14 @@ pub struct ApiKeyRow {
     pub id: Uuid,
     /// Human name.
     pub name: String,
-    /// `admin`, `uploader` or `viewer`.
-    pub role: String,
+    /// What the key may do.
+    pub role: Role,
     /// Owner the key is limited to; `None` for every owner.
-    pub owner_scope: Option<String>,
+    pub owner_scope: Option<Owner>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+    /// The key that created it (`None` for seeded admin keys).
+    pub created_by: Option<Uuid>,
 }
 
 impl Db {
@@ -28,27 +31,30 @@ impl Db {
         &self,
         name: &str,
         key_hash: &str,
-        role: &str,
-        owner_scope: Option<&str>,
+        role: Role,
+        owner_scope: Option<&Owner>,
+        created_by: Option<Uuid>,
     ) -> Result<ApiKeyRow> {
         let row = ApiKeyRow {
             id: Uuid::new_v4(),
             name: name.to_owned(),
-            role: role.to_owned(),
-            owner_scope: owner_scope.map(str::to_owned),
+            role,
+            owner_scope: owner_scope.cloned(),
             created_at: now(),
+            created_by,
         };
         on_db!(self, |p, _pg| {
             sqlx::query(
-                "INSERT INTO api_keys (id, name, key_hash, role, owner_scope, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO api_keys (id, name, key_hash, role, owner_scope, created_at, created_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(row.id)
             .bind(&row.name)
             .bind(key_hash)
-            .bind(&row.role)
+            .bind(row.role)
             .bind(&row.owner_scope)
             .bind(row.created_at)
+            .bind(row.created_by)
             .execute(p)
             .await
             .map_err(StoreError::classify)?
@@ -61,11 +67,23 @@ impl Db {
     pub async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKeyRow>> {
         Ok(on_db!(self, |p, _pg| {
             sqlx::query_as::<_, ApiKeyRow>(
-                "SELECT id, name, role, owner_scope, created_at FROM api_keys \
+                "SELECT id, name, role, owner_scope, created_at, created_by FROM api_keys \
                  WHERE key_hash = $1 AND revoked_at IS NULL",
             )
             .bind(key_hash)
             .fetch_optional(p)
+            .await?
+        }))
+    }
+
+    /// Every live key, oldest first.
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
+        Ok(on_db!(self, |p, _pg| {
+            sqlx::query_as::<_, ApiKeyRow>(
+                "SELECT id, name, role, owner_scope, created_at, created_by FROM api_keys \
+                 WHERE revoked_at IS NULL ORDER BY created_at, id",
+            )
+            .fetch_all(p)
             .await?
         }))
     }
@@ -80,6 +98,19 @@ impl Db {
             .await?
         });
         Ok(r.is_some())
+    }
+
+    /// One live key by id.
+    pub async fn get_api_key(&self, id: Uuid) -> Result<Option<ApiKeyRow>> {
+        Ok(on_db!(self, |p, _pg| {
+            sqlx::query_as::<_, ApiKeyRow>(
+                "SELECT id, name, role, owner_scope, created_at, created_by FROM api_keys \
+                 WHERE id = $1 AND revoked_at IS NULL",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await?
+        }))
     }
 
     /// Revokes a key; false when there is no such live key.

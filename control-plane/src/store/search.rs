@@ -1,46 +1,23 @@
 //! What search adds to the database: which model embedded each image and what it saw,
 //! near-duplicate pairs, review routing, correction history, and the reads search needs
-//! (hydrating hits, phash candidates, filtered deterministic listing, re-embed backlog).
+//! (hydrating hits, phash candidates, re-embed backlog).
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, FromRow};
-use uuid::Uuid;
 
 use super::images::ImageRow;
-use super::jobs::ClaimedJob;
+use super::jobs::{enqueue_job, fenced, ClaimedJob};
 use super::{now, BeginWrite, Db, Result};
-use crate::embed::Concept;
+use crate::domain::{ImageId, JobKind, Owner};
 use crate::on_db;
-
-/// The job kind that (re-)embeds a ready image and writes its vectors.
-pub const JOB_EMBED: &str = "embed";
-/// The job kind that copies an image's filter fields (tags, review state) to the index.
-pub const JOB_SYNC_PAYLOAD: &str = "sync_payload";
-/// The job kind that looks for an image's near-duplicates once it is ready. It runs after the
-/// image's own commit, so of two similar images processed at the same time, the later job
-/// sees the other one ready.
-pub const JOB_DUPLICATES: &str = "duplicates";
-
-/// Review states.
-pub mod review {
-    /// Nobody has looked at it and nothing routed it to review.
-    pub const UNREVIEWED: &str = "unreviewed";
-    /// Routed to review (e.g. a near-duplicate); `review_reason` says why.
-    pub const NEEDS_REVIEW: &str = "needs_review";
-    /// A reviewer accepted it.
-    pub const APPROVED: &str = "approved";
-    /// A reviewer rejected it.
-    pub const REJECTED: &str = "rejected";
-    /// Every state.
-    pub const ALL: [&str; 4] = [UNREVIEWED, NEEDS_REVIEW, APPROVED, REJECTED];
-}
+use crate::search::embed::Concept;
 
 /// A near-duplicate found for an image.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct NearDuplicate {
     /// The other image.
-    pub other: Uuid,
+    pub other: ImageId,
     /// `phash` (distance in differing bits) or `embedding` (distance = 1 − cosine).
     pub method: &'static str,
     /// How far apart the two are.
@@ -63,15 +40,15 @@ pub struct IndexRecord {
 #[derive(Debug, Clone, FromRow, serde::Serialize)]
 pub struct DuplicateRow {
     /// The image asked about.
-    pub image_id: Uuid,
+    pub image_id: ImageId,
     /// Its near-duplicate.
-    pub other_id: Uuid,
+    pub other_id: ImageId,
     /// `phash` or `embedding`.
     pub method: String,
     /// Distance (bits for phash, 1 − cosine for embeddings).
     pub distance: f64,
     /// Owner of both.
-    pub owner: String,
+    pub owner: Owner,
     /// When the pair was found.
     pub found_at: DateTime<Utc>,
 }
@@ -93,27 +70,6 @@ pub struct HistoryRow {
     pub reason: Option<String>,
     /// When.
     pub at: DateTime<Utc>,
-}
-
-/// Filters for the deterministic (non-similarity) search listing.
-#[derive(Debug, Clone, Default)]
-pub struct SqlFilter {
-    /// Exact owner.
-    pub owner: Option<String>,
-    /// Uploaded at or after.
-    pub since: Option<DateTime<Utc>>,
-    /// Uploaded before.
-    pub until: Option<DateTime<Utc>>,
-    /// Camera make, case-insensitive.
-    pub camera_make: Option<String>,
-    /// Camera model, case-insensitive.
-    pub camera_model: Option<String>,
-    /// Every one of these tags.
-    pub tags: Vec<String>,
-    /// Exact status.
-    pub status: Option<String>,
-    /// Exact review state.
-    pub review_state: Option<String>,
 }
 
 /// Writes an [`IndexRecord`] inside an open transaction `$tx` (either backend): the embedding
@@ -157,11 +113,13 @@ macro_rules! write_index_record {
                 first.other, first.method, first.distance
             );
             let routed = sqlx::query(
-                "UPDATE images SET review_state = 'needs_review', review_reason = $2 \
-                 WHERE id = $1 AND review_state = 'unreviewed'",
+                "UPDATE images SET review_state = $3, review_reason = $2 \
+                 WHERE id = $1 AND review_state = $4",
             )
             .bind($image)
             .bind(&reason)
+            .bind($crate::domain::ReviewState::NeedsReview)
+            .bind($crate::domain::ReviewState::Unreviewed)
             .execute(&mut *$tx)
             .await?
             .rows_affected();
@@ -181,7 +139,7 @@ macro_rules! write_index_record {
                 $crate::store::jobs::enqueue_job!(
                     $tx,
                     $image,
-                    $crate::store::search::JOB_SYNC_PAYLOAD,
+                    $crate::domain::JobKind::SyncPayload,
                     $max_attempts,
                     $t
                 );
@@ -198,29 +156,25 @@ impl Db {
     pub async fn finish_embedded(
         &self,
         job: &ClaimedJob,
-        owner: &str,
+        owner: &Owner,
         rec: &IndexRecord,
     ) -> Result<bool> {
         let t = now();
         on_db!(self, |p, _pg| {
             let mut tx = p.begin_write().await?;
-            let n = sqlx::query(
-                "UPDATE jobs SET state = 'done', lease_until = NULL, last_error = NULL, updated_at = $3 \
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
-            )
-            .bind(job.id)
-            .bind(job.lease_token)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let n = fenced!(
+                &mut *tx,
+                job,
+                "state = 'done', lease_until = NULL, last_error = NULL, updated_at = $3",
+                t
+            );
             if n == 0 {
                 tx.rollback().await?;
                 return Ok(false);
             }
             write_index_record!(tx, job.image_id, owner, rec, t, job.max_attempts);
             if rec.model.is_some() {
-                super::jobs::enqueue_job!(tx, job.image_id, JOB_DUPLICATES, job.max_attempts, t);
+                enqueue_job!(tx, job.image_id, JobKind::Duplicates, job.max_attempts, t);
             }
             tx.commit().await?;
         });
@@ -228,12 +182,15 @@ impl Db {
     }
 
     /// Reads images by id (any order; missing ids are skipped).
-    pub async fn get_images(&self, ids: &[Uuid]) -> Result<Vec<ImageRow>> {
+    pub async fn get_images(&self, ids: &[ImageId]) -> Result<Vec<ImageRow>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-        let sql = format!("SELECT * FROM images WHERE id IN ({})", marks.join(", "));
+        let sql = format!(
+            "SELECT * FROM images WHERE deleted_at IS NULL AND id IN ({})",
+            marks.join(", ")
+        );
         Ok(on_db!(self, |p, _pg| {
             let mut q = sqlx::query_as::<_, ImageRow>(AssertSqlSafe(sql));
             for id in ids {
@@ -244,7 +201,10 @@ impl Db {
     }
 
     /// Model and concepts recorded for each of `ids` that has them.
-    pub async fn embeddings_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String, Vec<Concept>)>> {
+    pub async fn embeddings_of(
+        &self,
+        ids: &[ImageId],
+    ) -> Result<Vec<(ImageId, String, Vec<Concept>)>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -253,7 +213,7 @@ impl Db {
             "SELECT image_id, model, concepts FROM image_embeddings WHERE image_id IN ({})",
             marks.join(", ")
         );
-        let rows: Vec<(Uuid, String, Json<Vec<Concept>>)> = on_db!(self, |p, _pg| {
+        let rows: Vec<(ImageId, String, Json<Vec<Concept>>)> = on_db!(self, |p, _pg| {
             let mut q = sqlx::query_as(AssertSqlSafe(sql));
             for id in ids {
                 q = q.bind(*id);
@@ -265,11 +225,15 @@ impl Db {
 
     /// An owner's ready images with a perceptual hash, except `except` (near-duplicate
     /// candidates). Hamming distance is computed by the caller.
-    pub async fn phash_candidates(&self, owner: &str, except: Uuid) -> Result<Vec<(Uuid, i64)>> {
+    pub async fn phash_candidates(
+        &self,
+        owner: &Owner,
+        except: ImageId,
+    ) -> Result<Vec<(ImageId, i64)>> {
         Ok(on_db!(self, |p, _pg| {
             sqlx::query_as(
                 "SELECT id, phash FROM images WHERE owner = $1 AND status = 'ready' \
-                 AND phash IS NOT NULL AND id <> $2",
+                 AND phash IS NOT NULL AND id <> $2 AND deleted_at IS NULL",
             )
             .bind(owner)
             .bind(except)
@@ -279,10 +243,12 @@ impl Db {
     }
 
     /// Near-duplicates recorded for one image, closest first.
-    pub async fn duplicates_of(&self, id: Uuid) -> Result<Vec<DuplicateRow>> {
+    pub async fn duplicates_of(&self, id: ImageId) -> Result<Vec<DuplicateRow>> {
         Ok(on_db!(self, |p, _pg| {
             sqlx::query_as::<_, DuplicateRow>(
-                "SELECT * FROM image_duplicates WHERE image_id = $1 ORDER BY method DESC, distance, other_id",
+                "SELECT * FROM image_duplicates d WHERE image_id = $1 AND NOT EXISTS \
+                 (SELECT 1 FROM images i WHERE i.id = d.other_id AND i.deleted_at IS NOT NULL) \
+                 ORDER BY method DESC, distance, other_id",
             )
             .bind(id)
             .fetch_all(p)
@@ -290,41 +256,51 @@ impl Db {
         }))
     }
 
-    /// Near-duplicate pairs for review, newest first, each pair once; `owner` narrows it.
+    /// Near-duplicate pairs for review, newest first, each pair once; `owner` narrows it;
+    /// `after` is the `(found_at, image_id, other_id)` of the last pair of the previous page.
     pub async fn list_duplicates(
         &self,
-        owner: Option<&str>,
+        owner: Option<&Owner>,
         limit: u32,
-        before: Option<DateTime<Utc>>,
+        after: Option<(DateTime<Utc>, uuid::Uuid, uuid::Uuid)>,
     ) -> Result<Vec<DuplicateRow>> {
-        let mut sql = String::from("SELECT * FROM image_duplicates WHERE image_id < other_id");
+        let mut sql = String::from(
+            "SELECT * FROM image_duplicates d WHERE image_id < other_id AND NOT EXISTS \
+             (SELECT 1 FROM images i WHERE i.id IN (d.image_id, d.other_id) \
+             AND i.deleted_at IS NOT NULL)",
+        );
         let mut n = 0;
         if owner.is_some() {
             n += 1;
             sql += &format!(" AND owner = ${n}");
         }
-        if before.is_some() {
-            n += 1;
-            sql += &format!(" AND found_at < ${n}");
+        if after.is_some() {
+            let (t, a, b) = (n + 1, n + 2, n + 3);
+            n += 3;
+            sql += &format!(
+                " AND (found_at < ${t} OR (found_at = ${t} AND (image_id > ${a} \
+                 OR (image_id = ${a} AND other_id > ${b}))))"
+            );
         }
+        let _ = n;
         sql += &format!(
             " ORDER BY found_at DESC, image_id, other_id LIMIT {}",
-            limit.clamp(1, 1000)
+            limit.clamp(1, 1001)
         );
         Ok(on_db!(self, |p, _pg| {
             let mut q = sqlx::query_as::<_, DuplicateRow>(AssertSqlSafe(sql));
             if let Some(o) = owner {
-                q = q.bind(o.to_owned());
+                q = q.bind(o.clone());
             }
-            if let Some(b) = before {
-                q = q.bind(b);
+            if let Some((t, a, b)) = after {
+                q = q.bind(t).bind(a).bind(b);
             }
             q.fetch_all(p).await?
         }))
     }
 
     /// The change history of one image, oldest first.
-    pub async fn history_of(&self, id: Uuid) -> Result<Vec<HistoryRow>> {
+    pub async fn history_of(&self, id: ImageId) -> Result<Vec<HistoryRow>> {
         Ok(on_db!(self, |p, _pg| {
             sqlx::query_as::<_, HistoryRow>(
                 "SELECT id, field, old_value, new_value, actor, reason, at FROM image_history \
@@ -338,11 +314,12 @@ impl Db {
 
     /// Ready images whose vectors were made by another model than `model` (or never made),
     /// without an open job: the re-embed backlog, oldest first.
-    pub async fn needing_embedding(&self, model: &str, limit: u32) -> Result<Vec<Uuid>> {
-        let rows: Vec<(Uuid,)> = on_db!(self, |p, _pg| {
+    pub async fn needing_embedding(&self, model: &str, limit: u32) -> Result<Vec<ImageId>> {
+        let rows: Vec<(ImageId,)> = on_db!(self, |p, _pg| {
             sqlx::query_as(
                 "SELECT i.id FROM images i LEFT JOIN image_embeddings e ON e.image_id = i.id \
-                 WHERE i.status = 'ready' AND (e.model IS NULL OR e.model <> $1) \
+                 WHERE i.status = 'ready' AND i.deleted_at IS NULL \
+                 AND (e.model IS NULL OR e.model <> $1) \
                  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.image_id = i.id AND j.state IN ('queued', 'running')) \
                  ORDER BY i.uploaded_at, i.id LIMIT $2",
             )
@@ -356,7 +333,12 @@ impl Db {
 
     /// Queues a job of `kind` for each image that has no open job of that kind; returns how
     /// many were queued.
-    pub async fn enqueue_jobs(&self, ids: &[Uuid], kind: &str, max_attempts: u32) -> Result<u64> {
+    pub async fn enqueue_jobs(
+        &self,
+        ids: &[ImageId],
+        kind: JobKind,
+        max_attempts: u32,
+    ) -> Result<u64> {
         let t = now();
         let mut queued = 0;
         on_db!(self, |p, _pg| {
@@ -384,108 +366,19 @@ impl Db {
     /// (reconciliation against the index).
     pub async fn ready_ids(
         &self,
-        after: Option<Uuid>,
+        after: Option<ImageId>,
         limit: u32,
-    ) -> Result<Vec<(Uuid, Option<String>)>> {
+    ) -> Result<Vec<(ImageId, Option<String>)>> {
         Ok(on_db!(self, |p, _pg| {
             sqlx::query_as(
                 "SELECT i.id, e.model FROM images i LEFT JOIN image_embeddings e ON e.image_id = i.id \
-                 WHERE i.status = 'ready' AND ($1 IS NULL OR i.id > $1) ORDER BY i.id LIMIT $2",
+                 WHERE i.status = 'ready' AND i.deleted_at IS NULL AND ($1 IS NULL OR i.id > $1) \
+                 ORDER BY i.id LIMIT $2",
             )
             .bind(after)
             .bind(i64::from(limit))
             .fetch_all(p)
             .await?
-        }))
-    }
-
-    /// Images matching `filter`, newest (or oldest) first, after a `(uploaded_at, id)` cursor.
-    pub async fn search_sql(
-        &self,
-        filter: &SqlFilter,
-        oldest_first: bool,
-        after: Option<(DateTime<Utc>, Uuid)>,
-        limit: u32,
-    ) -> Result<Vec<ImageRow>> {
-        let mut sql = String::from("SELECT * FROM images WHERE 1 = 1");
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            n
-        };
-        let pg = matches!(self, Db::Pg(_));
-        if filter.owner.is_some() {
-            sql += &format!(" AND owner = ${}", next());
-        }
-        if filter.since.is_some() {
-            sql += &format!(" AND uploaded_at >= ${}", next());
-        }
-        if filter.until.is_some() {
-            sql += &format!(" AND uploaded_at < ${}", next());
-        }
-        if filter.camera_make.is_some() {
-            sql += &format!(" AND LOWER(camera_make) = LOWER(${})", next());
-        }
-        if filter.camera_model.is_some() {
-            sql += &format!(" AND LOWER(camera_model) = LOWER(${})", next());
-        }
-        for _ in &filter.tags {
-            let a = next();
-            if pg {
-                sql += &format!(" AND tags ? ${a}");
-            } else {
-                sql += &format!(
-                    " AND EXISTS (SELECT 1 FROM json_each(images.tags) WHERE value = ${a})"
-                );
-            }
-        }
-        if filter.status.is_some() {
-            sql += &format!(" AND status = ${}", next());
-        }
-        if filter.review_state.is_some() {
-            sql += &format!(" AND review_state = ${}", next());
-        }
-        let (cmp, dir) = if oldest_first {
-            (">", "ASC")
-        } else {
-            ("<", "DESC")
-        };
-        if after.is_some() {
-            let (a, b) = (next(), next());
-            sql +=
-                &format!(" AND (uploaded_at {cmp} ${a} OR (uploaded_at = ${a} AND id {cmp} ${b}))");
-        }
-        sql += &format!(
-            " ORDER BY uploaded_at {dir}, id {dir} LIMIT {}",
-            limit.clamp(1, 1000)
-        );
-        Ok(on_db!(self, |p, _pg| {
-            let mut q = sqlx::query_as::<_, ImageRow>(AssertSqlSafe(sql));
-            for v in [&filter.owner].into_iter().flatten() {
-                q = q.bind(v.clone());
-            }
-            if let Some(s) = filter.since {
-                q = q.bind(s);
-            }
-            if let Some(u) = filter.until {
-                q = q.bind(u);
-            }
-            for v in [&filter.camera_make, &filter.camera_model]
-                .into_iter()
-                .flatten()
-            {
-                q = q.bind(v.clone());
-            }
-            for t in &filter.tags {
-                q = q.bind(t.clone());
-            }
-            for v in [&filter.status, &filter.review_state].into_iter().flatten() {
-                q = q.bind(v.clone());
-            }
-            if let Some((t, id)) = after {
-                q = q.bind(t).bind(id);
-            }
-            q.fetch_all(p).await?
         }))
     }
 }

@@ -8,15 +8,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use prometheus::{IntCounter, IntGauge};
 
 use super::{CacheKey, CachedImage, Tier};
-use crate::url::options::OutputFormat;
+use flexphoto_url::OutputFormat;
 
 const MAGIC: &[u8; 4] = b"FPD1";
 /// Fixed part of the header: magic, format, width, height, body length, crc, key length.
@@ -183,6 +183,13 @@ pub struct DiskTier {
     ready: AtomicBool,
     evictions: IntCounter,
     bytes: IntGauge,
+    /// Sources purged while the index was still being rebuilt, with when: entries of theirs
+    /// the rebuild finds (written before the purge) are deleted, not indexed.
+    purged_early: Mutex<Vec<(Arc<str>, SystemTime)>>,
+    /// Unix seconds of the last write failure logged (failures are logged once a minute).
+    last_failure_log: AtomicU64,
+    /// Writes that failed (disk full, I/O errors).
+    write_failures: AtomicU64,
 }
 
 fn hex_key(key: &CacheKey) -> String {
@@ -198,20 +205,33 @@ impl DiskTier {
         evictions: IntCounter,
         bytes: IntGauge,
     ) -> std::io::Result<Arc<Self>> {
+        let tier = Self::unindexed(dir, capacity, evictions, bytes)?;
+        let t = Arc::clone(&tier);
+        std::thread::Builder::new()
+            .name("disk-cache-index".into())
+            .spawn(move || t.rebuild())?;
+        Ok(tier)
+    }
+
+    /// The tier before its index is rebuilt: serving, but not yet knowing what is on disk.
+    fn unindexed(
+        dir: &Path,
+        capacity: u64,
+        evictions: IntCounter,
+        bytes: IntGauge,
+    ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(dir.join("tmp"))?;
-        let tier = Arc::new(Self {
+        Ok(Arc::new(Self {
             dir: dir.to_owned(),
             capacity,
             index: Mutex::new(Index::default()),
             ready: AtomicBool::new(false),
             evictions,
             bytes,
-        });
-        let t = Arc::clone(&tier);
-        std::thread::Builder::new()
-            .name("disk-cache-index".into())
-            .spawn(move || t.rebuild())?;
-        Ok(tier)
+            purged_early: Mutex::new(Vec::new()),
+            last_failure_log: AtomicU64::new(0),
+            write_failures: AtomicU64::new(0),
+        }))
     }
 
     /// Whether the start-up index rebuild has finished.
@@ -253,6 +273,11 @@ impl DiskTier {
                     let path = f.path();
                     let Ok(meta) = f.metadata() else { continue };
                     let head = read_head(&path);
+                    let modified = meta.modified().ok();
+                    if self.was_purged_after(&head, modified) {
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
                     match head {
                         Some(h) if h.body_start as u64 + h.body_len == meta.len() => {
                             let atime = meta
@@ -300,6 +325,44 @@ impl DiskTier {
         };
         self.remove_files(&over);
         self.ready.store(true, Ordering::Release);
+        if let Ok(mut p) = self.purged_early.lock() {
+            p.clear();
+        }
+    }
+
+    /// Whether an entry found by the rebuild belongs to a source purged after it was written.
+    fn was_purged_after(&self, head: &Option<Head>, modified: Option<SystemTime>) -> bool {
+        let Some(h) = head else { return false };
+        let Ok(purged) = self.purged_early.lock() else {
+            return false;
+        };
+        purged
+            .iter()
+            .any(|(k, at)| **k == *h.source_key && modified.is_none_or(|m| m <= *at))
+    }
+
+    /// Logs a failed write at most once a minute (a full disk fails every write); the edge
+    /// keeps serving from memory and the origin, and writes resume when space frees.
+    pub fn report_write_failure(&self, e: &std::io::Error) {
+        let n = self.write_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let last = self.last_failure_log.load(Ordering::Relaxed);
+        if now >= last + 60
+            && self
+                .last_failure_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(error = %e, failures = n, dir = %self.dir.display(), "disk cache writes are failing; serving from memory and the origin (logged once a minute)");
+        }
+    }
+
+    /// Writes that failed since start.
+    pub fn write_failures(&self) -> u64 {
+        self.write_failures.load(Ordering::Relaxed)
     }
 
     fn collect_over(&self, idx: &mut Index) -> Vec<CacheKey> {
@@ -332,6 +395,11 @@ impl DiskTier {
         let path = self.path_of(key);
         let buf = tokio::fs::read(&path).await.ok()?;
         match decode(Bytes::from(buf)) {
+            Some(img) if !self.is_ready() && self.purged_while_rebuilding(&img.source_key) => {
+                // Purged before the index knew of it: drop it now.
+                let _ = tokio::fs::remove_file(&path).await;
+                None
+            }
             Some(img) => {
                 if let Ok(mut idx) = self.index.lock() {
                     if idx.entries.contains_key(key) {
@@ -391,6 +459,11 @@ impl DiskTier {
 
     /// Deletes every entry made from `source_key`; returns how many.
     pub fn purge_source(&self, source_key: &str) -> usize {
+        if !self.is_ready() {
+            if let Ok(mut p) = self.purged_early.lock() {
+                p.push((Arc::from(source_key), SystemTime::now()));
+            }
+        }
         let keys: Vec<CacheKey> = match self.index.lock() {
             Ok(mut idx) => {
                 let ks: Vec<CacheKey> = idx
@@ -411,6 +484,13 @@ impl DiskTier {
             let _ = std::fs::remove_file(self.path_of(k));
         }
         keys.len()
+    }
+
+    fn purged_while_rebuilding(&self, source_key: &str) -> bool {
+        self.purged_early
+            .lock()
+            .map(|p| p.iter().any(|(k, _)| &**k == source_key))
+            .unwrap_or(false)
     }
 
     /// Bytes currently held.
@@ -533,5 +613,38 @@ mod tests {
         }
         assert_eq!(&t2.get(&[5; 32]).await.unwrap().body[..], b"persist");
         assert!(!dir.join("tmp").join("half-written").exists());
+    }
+
+    /// A purge that arrives while the index is still being rebuilt at start-up wins: the
+    /// purged source's entries are neither served meanwhile nor indexed afterwards, while
+    /// entries written after the purge and other sources' entries survive.
+    #[tokio::test]
+    async fn a_purge_during_the_rebuild_is_not_undone() {
+        let (t, dir) = tier("purge-rebuild", 1 << 20);
+        t.put([1; 32], &img(b"old", "gone.jpg")).await.unwrap();
+        t.put([2; 32], &img(b"other", "kept.jpg")).await.unwrap();
+        drop(t);
+        let t = DiskTier::unindexed(
+            &dir,
+            1 << 20,
+            IntCounter::new("e", "e").unwrap(),
+            IntGauge::new("b", "b").unwrap(),
+        )
+        .unwrap();
+        assert!(!t.is_ready());
+        t.purge_source("gone.jpg");
+        assert!(t.get(&[1; 32]).await.is_none(), "a purged entry was served");
+        // Written after the purge (the source's new bytes): must survive the rebuild.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        t.put([3; 32], &img(b"new", "gone.jpg")).await.unwrap();
+        t.rebuild();
+        assert!(t.is_ready());
+        assert!(t.get(&[1; 32]).await.is_none());
+        assert!(
+            !t.path_of(&[1; 32]).exists(),
+            "the purged file is still on disk"
+        );
+        assert_eq!(&t.get(&[2; 32]).await.unwrap().body[..], b"other");
+        assert_eq!(&t.get(&[3; 32]).await.unwrap().body[..], b"new");
     }
 }

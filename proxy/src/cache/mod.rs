@@ -1,17 +1,20 @@
-//! The cache tiers: finished responses in memory ([`memory`]) and on disk ([`disk`]), and
-//! original bytes ([`source`]). Lookup order is memory, disk, then the origin.
+//! The cache tiers: finished responses in memory ([`memory`]) and on disk ([`disk`]);
+//! original bytes ([`source`]) and sources decoded once ([`working`]); and what the edge knows
+//! of each source's version ([`identity`]). Lookup order is memory, disk, then the origin.
 
 pub mod disk;
+pub mod identity;
 pub mod memory;
 pub mod source;
+pub mod working;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::url::options::OutputFormat;
-use crate::url::ImageKey;
+use flexphoto_url::ImageKey;
+use flexphoto_url::OutputFormat;
 
 /// Names one finished response: the hash of the source key, the source's identity and the
 /// canonical transform.

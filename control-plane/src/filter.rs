@@ -1,0 +1,127 @@
+//! The deterministic filters that listing (`GET /v1/images`) and search (`POST /v1/search`)
+//! share, with the same names in both: SQL applies them to listings and filter-only searches,
+//! the vector index applies them inside similarity searches.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{ImageStatus, Owner, ReviewState};
+
+/// Most tags one filter may name.
+pub const MAX_FILTER_TAGS: usize = 20;
+
+/// Which images a listing or search may return.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageFilter {
+    /// Only this owner's images.
+    pub owner: Option<Owner>,
+    /// Uploaded at or after.
+    pub uploaded_after: Option<DateTime<Utc>>,
+    /// Uploaded before.
+    pub uploaded_before: Option<DateTime<Utc>>,
+    /// Camera make, case-insensitive.
+    pub camera_make: Option<String>,
+    /// Camera model, case-insensitive.
+    pub camera_model: Option<String>,
+    /// Every one of these tags.
+    pub tags: Vec<String>,
+    /// Only this status (search defaults it to `ready`).
+    pub status: Option<ImageStatus>,
+    /// Only this review state.
+    pub review_state: Option<ReviewState>,
+}
+
+/// Why a filter was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FilterError(pub String);
+
+impl ImageFilter {
+    /// Checks the values that cannot be checked by their types alone.
+    pub fn check(&self) -> Result<(), FilterError> {
+        if let (Some(a), Some(b)) = (self.uploaded_after, self.uploaded_before) {
+            if a >= b {
+                return Err(FilterError(
+                    "uploaded_after must be before uploaded_before".into(),
+                ));
+            }
+        }
+        if self.tags.len() > MAX_FILTER_TAGS
+            || self
+                .tags
+                .iter()
+                .any(|t| t.is_empty() || t.chars().count() > 100)
+        {
+            return Err(FilterError(format!(
+                "tags must be at most {MAX_FILTER_TAGS} strings of 1 to 100 characters"
+            )));
+        }
+        for (name, v) in [
+            ("camera_make", &self.camera_make),
+            ("camera_model", &self.camera_model),
+        ] {
+            if v.as_ref().is_some_and(|s| s.chars().count() > 200) {
+                return Err(FilterError(format!(
+                    "{name} must be at most 200 characters"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The filters in words, for explanations ("owner = alice", "tag beach").
+    pub fn describe(&self) -> Vec<String> {
+        let mut d = Vec::new();
+        if let Some(o) = &self.owner {
+            d.push(format!("owner = {o}"));
+        }
+        if let Some(t) = self.uploaded_after {
+            d.push(format!("uploaded_at >= {}", t.to_rfc3339()));
+        }
+        if let Some(t) = self.uploaded_before {
+            d.push(format!("uploaded_at < {}", t.to_rfc3339()));
+        }
+        if let Some(m) = &self.camera_make {
+            d.push(format!("camera_make = {m}"));
+        }
+        if let Some(m) = &self.camera_model {
+            d.push(format!("camera_model = {m}"));
+        }
+        for t in &self.tags {
+            d.push(format!("tag {t}"));
+        }
+        if let Some(s) = self.status {
+            d.push(format!("status = {s}"));
+        }
+        if let Some(r) = self.review_state {
+            d.push(format!("review_state = {r}"));
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_and_words() {
+        let mut f = ImageFilter {
+            owner: Some(Owner::parse("alice").unwrap()),
+            tags: vec!["beach".into()],
+            status: Some(ImageStatus::Ready),
+            ..Default::default()
+        };
+        assert!(f.check().is_ok());
+        assert_eq!(
+            f.describe(),
+            ["owner = alice", "tag beach", "status = ready"]
+        );
+        f.tags = vec![String::new()];
+        assert!(f.check().is_err());
+        f.tags.clear();
+        let t = Utc::now();
+        f.uploaded_after = Some(t);
+        f.uploaded_before = Some(t);
+        assert!(f.check().is_err());
+    }
+}

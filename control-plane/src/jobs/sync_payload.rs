@@ -1,0 +1,33 @@
+//! The `sync_payload` job: copies a ready image's current filter fields (tags, review state)
+//! to its point in the vector index after an edit.
+
+use super::{JobError, Outcome};
+use crate::domain::ImageStatus;
+use crate::search::indexing::{self, IndexingError};
+use crate::state::AppState;
+use crate::store::jobs::ClaimedJob;
+
+/// Copies a ready image's current filter fields to its point (after an edit).
+pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, JobError> {
+    let Some(search) = &state.search else {
+        return Ok(Outcome::Nothing);
+    };
+    let Some(img) = state.db.get_image(job.image_id).await? else {
+        return Ok(Outcome::Nothing);
+    };
+    if img.status == ImageStatus::Ready {
+        let model = state
+            .db
+            .embeddings_of(&[img.id])
+            .await?
+            .pop()
+            .map(|(_, m, _)| m)
+            .unwrap_or_else(|| search.model_id.clone());
+        search
+            .index
+            .set_payload(img.id.0, &indexing::payload_for(&img, &model))
+            .await
+            .map_err(IndexingError::from)?;
+    }
+    Ok(Outcome::Nothing)
+}

@@ -1,0 +1,308 @@
+//! The API's JSON documents, rendered from domain rows. Every type here is in the OpenAPI
+//! document, generated from these definitions.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use flexphoto_url::encode::img_path;
+use flexphoto_url::ImageKey;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::ImageStatus;
+use crate::search::plan::{Explanation, Hit, SearchPage};
+use crate::state::AppState;
+use crate::store::images::ImageRow;
+
+/// The error document every failure answers with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+    /// For `duplicate`: the existing image's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub existing_id: Option<uuid::Uuid>,
+}
+
+/// The code and message of an error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code (`invalid_request`, `not_found`, `duplicate` …).
+    pub code: String,
+    /// What is wrong, for people.
+    pub message: String,
+}
+
+/// One page of a list. Every paged answer has this shape; pass `next_cursor` back as
+/// `cursor` for the next page (absent on the last page).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T: ToSchema> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// The next page's cursor; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Object keys of an image's original and variants.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImageKeys {
+    /// The original's key.
+    pub original: String,
+    /// Each variant's key by name.
+    pub variants: BTreeMap<String, String>,
+    /// Where a presigned upload lands until processing pins it under `original`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
+}
+
+/// Where a photo was taken.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Gps {
+    /// Degrees north.
+    pub lat: f64,
+    /// Degrees east.
+    pub lon: f64,
+}
+
+/// An image: descriptive metadata, workflow state, technical metadata and URLs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImageView {
+    /// Id.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: uuid::Uuid,
+    /// Owner.
+    #[schema(value_type = String)]
+    pub owner: String,
+    /// `uploading`, `processing`, `ready` or `failed`.
+    #[schema(value_type = String)]
+    pub status: String,
+    /// Why processing failed.
+    pub error: Option<String>,
+    /// Processing attempts.
+    pub attempts: i32,
+    /// `unreviewed`, `needs_review`, `approved` or `rejected`.
+    #[schema(value_type = String)]
+    pub review_state: String,
+    /// Why it was routed to review, or the reviewer's note.
+    pub review_reason: Option<String>,
+    /// When the upload was accepted.
+    pub uploaded_at: DateTime<Utc>,
+    /// When processing finished.
+    pub processed_at: Option<DateTime<Utc>>,
+    /// Size of the original.
+    pub bytes: Option<i64>,
+    /// SHA-256 of the original.
+    pub sha256: Option<String>,
+    /// Content type of the original.
+    pub mime: String,
+    /// Format of the original (`jpeg`, `heif` …).
+    pub format: Option<String>,
+    /// Width after orientation.
+    pub width: Option<i32>,
+    /// Height after orientation.
+    pub height: Option<i32>,
+    /// Storage tier of the original.
+    pub storage_tier: String,
+    /// Perceptual hash, hex.
+    pub phash: Option<String>,
+    /// Caption.
+    pub caption: Option<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Camera make.
+    pub camera_make: Option<String>,
+    /// Camera model.
+    pub camera_model: Option<String>,
+    /// Lens.
+    pub lens: Option<String>,
+    /// When the photo was taken.
+    pub taken_at: Option<DateTime<Utc>>,
+    /// ISO.
+    pub iso: Option<i32>,
+    /// Exposure, seconds.
+    pub exposure_time: Option<f64>,
+    /// Aperture.
+    pub f_number: Option<f64>,
+    /// Focal length, mm.
+    pub focal_length: Option<f64>,
+    /// Where it was taken.
+    pub gps: Option<Gps>,
+    /// Raw EXIF orientation.
+    pub orientation: Option<i32>,
+    /// Every EXIF field (and selected XMP) as text; left out of search results.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exif: Option<serde_json::Value>,
+    /// Object keys.
+    pub keys: ImageKeys,
+    /// Edge URL of each variant (ready images).
+    pub variants: BTreeMap<String, String>,
+    /// Edge URL of the original as the edge serves it (ready images).
+    pub original_url: Option<String>,
+    /// Edge URLs at common widths (ready images).
+    pub sized_urls: Option<BTreeMap<String, String>>,
+    /// A template for any size: replace `{width}` and `{height}` (unsigned edges only).
+    pub url_template: Option<String>,
+}
+
+/// An edge URL for `key` with `query` options, signed when the edges have keys.
+pub fn edge_url(state: &AppState, key: &str, query: &str) -> String {
+    let path = match ImageKey::parse(key) {
+        Ok(k) => img_path(&k, query),
+        Err(_) => return String::new(),
+    };
+    let path = if state.edge_signer.enabled() {
+        match state.edge_signer.sign_path(&path, state.cfg.max_dimension) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not sign an edge URL");
+                path
+            }
+        }
+    } else {
+        path
+    };
+    format!("{}{path}", state.cfg.edge_public_url)
+}
+
+/// Widths offered in `sized_urls`.
+const SIZED_WIDTHS: [u32; 4] = [320, 640, 1280, 1920];
+
+/// The public view of an image.
+pub fn image(state: &AppState, img: &ImageRow) -> ImageView {
+    let ready = img.status == ImageStatus::Ready;
+    let variants = if ready {
+        img.variant_keys
+            .0
+            .iter()
+            .map(|(name, key)| (name.clone(), edge_url(state, key, "")))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    let sized_urls = ready.then(|| {
+        SIZED_WIDTHS
+            .iter()
+            .map(|w| {
+                (
+                    w.to_string(),
+                    edge_url(state, &img.original_key, &format!("w={w}")),
+                )
+            })
+            .collect()
+    });
+    let url_template = ready.then(|| {
+        let path = ImageKey::parse(&img.original_key)
+            .map(|k| img_path(&k, "w={width}&h={height}&fit=cover"))
+            .unwrap_or_default();
+        format!("{}{path}", state.cfg.edge_public_url)
+    });
+    ImageView {
+        id: img.id.0,
+        owner: img.owner.as_str().to_owned(),
+        status: img.status.as_str().to_owned(),
+        error: img.error.clone(),
+        attempts: img.attempts,
+        review_state: img.review_state.as_str().to_owned(),
+        review_reason: img.review_reason.clone(),
+        uploaded_at: img.uploaded_at,
+        processed_at: img.processed_at,
+        bytes: img.bytes.or(img.declared_bytes),
+        sha256: img.sha256.clone(),
+        mime: img
+            .mime
+            .clone()
+            .unwrap_or_else(|| img.declared_mime.clone()),
+        format: img.format.clone(),
+        width: img.width,
+        height: img.height,
+        storage_tier: img.storage_tier.clone(),
+        phash: img.phash.map(|p| format!("{:016x}", p as u64)),
+        caption: img.caption.clone(),
+        tags: img.tags.0.clone(),
+        camera_make: img.camera_make.clone(),
+        camera_model: img.camera_model.clone(),
+        lens: img.lens.clone(),
+        taken_at: img.taken_at,
+        iso: img.iso,
+        exposure_time: img.exposure_time,
+        f_number: img.f_number,
+        focal_length: img.focal_length,
+        gps: match (img.gps_lat, img.gps_lon) {
+            (Some(lat), Some(lon)) => Some(Gps { lat, lon }),
+            _ => None,
+        },
+        orientation: img.orientation,
+        exif: Some(
+            img.exif
+                .as_ref()
+                .map(|e| e.0.clone())
+                .unwrap_or(serde_json::Value::Null),
+        ),
+        keys: ImageKeys {
+            original: img.original_key.clone(),
+            variants: img.variant_keys.0.clone(),
+            upload: img.upload_key.clone().filter(|_| !ready),
+        },
+        original_url: ready.then(|| edge_url(state, &img.original_key, "")),
+        variants,
+        sized_urls,
+        url_template,
+    }
+}
+
+/// One search result: the image (without its full EXIF), its score and why it matched.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResult {
+    /// The image.
+    #[serde(flatten)]
+    pub image: ImageView,
+    /// Cosine similarity (similarity searches only).
+    pub score: Option<f32>,
+    /// Why it is here.
+    pub explanation: Explanation,
+}
+
+/// A page of search results.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResults {
+    /// Best first (or in list order for filter-only searches).
+    pub items: Vec<SearchResult>,
+    /// The next page's cursor; `null` on the last page.
+    pub next_cursor: Option<String>,
+    /// `text`, `like_image`, `image` or `filter`.
+    pub mode: String,
+    /// `relevance`, `newest` or `oldest`.
+    pub sort: String,
+    /// The model that made the vectors (similarity searches).
+    pub model: Option<String>,
+}
+
+/// Renders a search page.
+pub fn search_results(state: &AppState, page: SearchPage) -> SearchResults {
+    SearchResults {
+        items: page
+            .hits
+            .into_iter()
+            .map(
+                |Hit {
+                     image: row,
+                     score,
+                     explanation,
+                 }| {
+                    let mut image = image(state, &row);
+                    image.exif = None;
+                    SearchResult {
+                        image,
+                        score,
+                        explanation,
+                    }
+                },
+            )
+            .collect(),
+        next_cursor: page.next_cursor,
+        mode: page.mode.to_owned(),
+        sort: page.sort.to_owned(),
+        model: page.model,
+    }
+}

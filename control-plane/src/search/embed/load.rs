@@ -1,0 +1,169 @@
+//! Choosing and loading an embedder from settings.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::clip::ClipEmbedder;
+use super::conse::{files, ConseEmbedder};
+use super::{EmbedError, Embedder};
+
+/// Which embedder to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModelKind {
+    /// The default: ConSE over EfficientNet-Lite0 and MiniLM (files from `scripts/fetch-models`).
+    #[default]
+    Conse,
+    /// A Hugging Face-format CLIP directory the user provides (quality not verified here).
+    Clip,
+}
+
+/// Where the embedder's files are and which embedder to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbedSettings {
+    /// Which embedder.
+    pub kind: ModelKind,
+    /// The ConSE model directory (`scripts/fetch-models` fills it; default `models/`). The
+    /// class-name embedding cache is written here too.
+    pub model_dir: PathBuf,
+    /// The CLIP directory (`config.json`, `model.safetensors`, `tokenizer.json`); required
+    /// when `kind` is [`ModelKind::Clip`].
+    pub clip_dir: Option<PathBuf>,
+    /// ConSE: classes mixed into each semantic vector; `None` for the default.
+    pub conse_top_k: Option<usize>,
+}
+
+impl EmbedSettings {
+    /// The default ConSE model with its files in `model_dir`.
+    pub fn conse(model_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            kind: ModelKind::Conse,
+            model_dir: model_dir.into(),
+            clip_dir: None,
+            conse_top_k: None,
+        }
+    }
+
+    /// A CLIP model in `clip_dir` (a Hugging Face-format directory).
+    pub fn clip(clip_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            kind: ModelKind::Clip,
+            clip_dir: Some(clip_dir.into()),
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for EmbedSettings {
+    fn default() -> Self {
+        Self {
+            kind: ModelKind::Conse,
+            model_dir: PathBuf::from("models"),
+            clip_dir: None,
+            conse_top_k: None,
+        }
+    }
+}
+
+/// Checks that every file is there first, so the error names the missing one.
+fn require(dir: &Path, names: &[&str], fix: &str) -> Result<(), EmbedError> {
+    for name in names {
+        let path = dir.join(name);
+        if !path.is_file() {
+            return Err(EmbedError::Model(format!(
+                "{} is missing ({fix})",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Loads the embedder the settings name. Blocks for the loading (a second or so; the first
+/// ConSE load also computes the class-name embeddings): call from a blocking thread.
+///
+/// Errors name the missing or unreadable file and how to get it.
+pub fn load(settings: &EmbedSettings) -> Result<Arc<dyn Embedder>, EmbedError> {
+    match settings.kind {
+        ModelKind::Conse => {
+            let dir = &settings.model_dir;
+            let minilm = |f: &str| format!("{}/{f}", files::MINILM);
+            require(
+                dir,
+                &[
+                    files::EFFICIENTNET,
+                    files::CLASSES,
+                    &minilm("config.json"),
+                    &minilm("tokenizer.json"),
+                    &minilm("model.safetensors"),
+                ],
+                &format!(
+                    "run scripts/fetch-models {} to install the model files",
+                    dir.display()
+                ),
+            )?;
+            let mut e = ConseEmbedder::load(dir)?;
+            if let Some(k) = settings.conse_top_k {
+                e = e.with_top_k(k);
+            }
+            tracing::info!(model = %e.info().id(), dir = %dir.display(), "embedder loaded");
+            Ok(Arc::new(e))
+        }
+        ModelKind::Clip => {
+            let dir = settings.clip_dir.as_ref().ok_or_else(|| {
+                EmbedError::Model("the CLIP embedder needs a CLIP directory (clip_dir)".into())
+            })?;
+            require(
+                dir,
+                &["config.json", "model.safetensors", "tokenizer.json"],
+                "a Hugging Face-format CLIP directory is needed; scripts/fetch-models does not \
+                 provide one",
+            )?;
+            let e = ClipEmbedder::load(dir)?;
+            tracing::info!(model = %e.info().id(), dir = %dir.display(), "embedder loaded");
+            Ok(Arc::new(e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_conse_files_name_the_file_and_the_script() {
+        let tmp = tempfile::tempdir().unwrap();
+        let settings = EmbedSettings::conse(tmp.path());
+        let err = load(&settings).err().unwrap().to_string();
+        assert!(err.contains("efficientnet-lite0.safetensors"), "{err}");
+        assert!(err.contains("scripts/fetch-models"), "{err}");
+    }
+
+    #[test]
+    fn clip_needs_a_directory() {
+        let settings = EmbedSettings {
+            kind: ModelKind::Clip,
+            ..Default::default()
+        };
+        assert!(load(&settings)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("clip_dir"));
+        let tmp = tempfile::tempdir().unwrap();
+        let settings = EmbedSettings::clip(tmp.path());
+        assert!(load(&settings)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("config.json"));
+    }
+
+    #[test]
+    fn loads_a_clip_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        crate::search::embed::clip::tests::write_tiny_clip(tmp.path());
+        let settings = EmbedSettings::clip(tmp.path());
+        let e = load(&settings).unwrap();
+        assert_eq!(e.info().semantic_dims, 8);
+    }
+}

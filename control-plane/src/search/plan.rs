@@ -1,0 +1,442 @@
+//! The search query plan: one plan for text, "more like this" and query-image searches, and
+//! for deterministic filtered listing. It returns domain results; `routes::search` renders
+//! them.
+//!
+//! - With a similarity query (`text`, `like_image_id` or an uploaded image) the filters go
+//!   into the vector search itself (filtered HNSW), so a selective filter still fills the page;
+//!   hits are then read back from SQL in rank order (an image whose SQL row is not ready yet,
+//!   after a crash between the vector write and the SQL commit, is hidden).
+//! - Without one, SQL answers with the same filters sorted newest or oldest first.
+//!
+//! Each result carries an explanation: the concepts that matched (default model), what the
+//! query image and the hit share, and which filters applied.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::embed::Concept;
+use super::index::{IndexError, SearchFilter, VectorName, VectorQuery};
+use super::Search;
+use crate::cursor::Cursor;
+use crate::domain::{ImageId, ImageStatus, Owner};
+use crate::filter::ImageFilter;
+use crate::state::AppState;
+use crate::store::images::{ImageRow, ListOrder};
+use crate::store::StoreError;
+
+/// What to search for, beside the filters.
+#[derive(Debug, Clone)]
+pub enum Similar {
+    /// Images matching this description.
+    Text(String),
+    /// Images that look like this image.
+    Like(ImageId),
+    /// Images that look like these encoded bytes.
+    Image(Bytes),
+}
+
+/// A validated search.
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    /// The similarity side; `None` lists by the filters alone.
+    pub similar: Option<Similar>,
+    /// The filters (status defaults to `ready` before this is built).
+    pub filter: ImageFilter,
+    /// Order of a filter-only search.
+    pub order: ListOrder,
+    /// Page size.
+    pub limit: u32,
+    /// Where the previous page ended.
+    pub cursor: Option<String>,
+    /// Drop hits scoring below this cosine similarity.
+    pub min_score: Option<f32>,
+}
+
+/// Why a search failed; `error.rs` gives each its HTTP face.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The request cannot be answered as asked.
+    #[error("{0}")]
+    Invalid(String),
+    /// The image a query names does not exist (or belongs to another owner).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request conflicts with the current state (search off, image not embedded yet).
+    #[error("{0}")]
+    Conflict(String),
+    /// The query image cannot be decoded.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The image threads are saturated.
+    #[error("the image threads are busy; retry shortly")]
+    Busy,
+    /// The vector index failed.
+    #[error("the vector index is unavailable: {0}")]
+    Index(#[from] IndexError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A bug or an environment failure.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Why one result was returned, in words and concepts.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Explanation {
+    /// One line: what matched, or how the list is sorted.
+    pub summary: String,
+    /// Concepts of the result that matched the query, strongest first.
+    pub concepts: Vec<Concept>,
+    /// The result's own strongest concepts.
+    pub image_concepts: Vec<Concept>,
+    /// The filters applied, in words.
+    pub filters: Vec<String>,
+}
+
+/// One result.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// The image, as SQL has it now.
+    pub image: ImageRow,
+    /// Cosine similarity for similarity searches.
+    pub score: Option<f32>,
+    /// Why it is here.
+    pub explanation: Explanation,
+}
+
+/// One page of results.
+#[derive(Debug, Clone)]
+pub struct SearchPage {
+    /// Best first (or in list order).
+    pub hits: Vec<Hit>,
+    /// The cursor of the next page, when there may be one.
+    pub next_cursor: Option<String>,
+    /// `text`, `like_image`, `image` or `filter`.
+    pub mode: &'static str,
+    /// `relevance`, `newest` or `oldest`.
+    pub sort: &'static str,
+    /// The model that made the vectors, for similarity searches.
+    pub model: Option<String>,
+}
+
+/// What the similarity side of a query is, for explanations.
+struct QueryContext {
+    mode: &'static str,
+    text_vector: Option<Vec<f32>>,
+    concepts: Vec<Concept>,
+}
+
+/// Runs a search. `scope` is the owner a scoped key is limited to (the caller has already
+/// checked that the filter's owner agrees).
+pub async fn run(
+    state: &Arc<AppState>,
+    query: SearchQuery,
+    scope: Option<&Owner>,
+) -> Result<SearchPage, SearchError> {
+    query
+        .filter
+        .check()
+        .map_err(|e| SearchError::Invalid(e.to_string()))?;
+    match query.similar.clone() {
+        None => filter_page(state, &query).await,
+        Some(similar) => similarity_page(state, &query, similar, scope).await,
+    }
+}
+
+async fn filter_page(state: &AppState, q: &SearchQuery) -> Result<SearchPage, SearchError> {
+    let after = q
+        .cursor
+        .as_deref()
+        .map(Cursor::decode_after)
+        .transpose()
+        .map_err(|e| SearchError::Invalid(e.to_string()))?;
+    let mut rows = state
+        .db
+        .list_images(&q.filter, q.order, after, q.limit + 1)
+        .await?;
+    let next_cursor = if rows.len() > q.limit as usize {
+        rows.truncate(q.limit as usize);
+        rows.last()
+            .map(|r| Cursor::After(r.uploaded_at, r.id.0).encode())
+    } else {
+        None
+    };
+    let oldest = q.order == ListOrder::OldestFirst;
+    let explanation = Explanation {
+        summary: format!(
+            "sorted {}",
+            if oldest {
+                "oldest first"
+            } else {
+                "newest first"
+            }
+        ),
+        concepts: Vec::new(),
+        image_concepts: Vec::new(),
+        filters: q.filter.describe(),
+    };
+    Ok(SearchPage {
+        hits: rows
+            .into_iter()
+            .map(|image| Hit {
+                image,
+                score: None,
+                explanation: explanation.clone(),
+            })
+            .collect(),
+        next_cursor,
+        mode: "filter",
+        sort: if oldest { "oldest" } else { "newest" },
+        model: None,
+    })
+}
+
+fn search_of(state: &AppState) -> Result<&Search, SearchError> {
+    state.search.as_ref().ok_or_else(|| {
+        SearchError::Conflict(
+            "similarity search is off (search.model = \"none\"); search by filters only".into(),
+        )
+    })
+}
+
+/// Runs CPU-bound embedding on the blocking pool (not the image workers' pool, so queries do
+/// not queue behind ingest).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SearchError> + Send + 'static,
+) -> Result<T, SearchError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SearchError::Internal(format!("embedding task failed: {e}")))?
+}
+
+/// The filter as the vector index applies it.
+fn index_filter(f: &ImageFilter) -> SearchFilter {
+    SearchFilter {
+        owner: f.owner.as_ref().map(|o| o.as_str().to_owned()),
+        uploaded_from: f.uploaded_after.map(|t| t.timestamp_micros()),
+        uploaded_to: f.uploaded_before.map(|t| t.timestamp_micros()),
+        camera_make: f.camera_make.clone(),
+        camera_model: f.camera_model.clone(),
+        tags: f.tags.clone(),
+        status: f.status.map(|s| s.as_str().to_owned()),
+        review_state: f.review_state.map(|r| r.as_str().to_owned()),
+        exclude: Vec::new(),
+    }
+}
+
+async fn similarity_page(
+    state: &Arc<AppState>,
+    q: &SearchQuery,
+    similar: Similar,
+    scope: Option<&Owner>,
+) -> Result<SearchPage, SearchError> {
+    let search = search_of(state)?.clone();
+    let offset = q
+        .cursor
+        .as_deref()
+        .map(Cursor::decode_offset)
+        .transpose()
+        .map_err(|e| SearchError::Invalid(e.to_string()))?
+        .unwrap_or(0);
+    let mut filter = index_filter(&q.filter);
+    let (using, vector, ctx) = match similar {
+        Similar::Text(text) => {
+            let e = Arc::clone(&search.embedder);
+            let v = blocking(move || {
+                e.embed_text(&text)
+                    .map_err(|e| SearchError::Invalid(format!("text cannot be searched: {e}")))
+            })
+            .await?;
+            let ctx = QueryContext {
+                mode: "text",
+                text_vector: Some(v.clone()),
+                concepts: Vec::new(),
+            };
+            (VectorName::Semantic, v, ctx)
+        }
+        Similar::Like(id) => {
+            let img = state
+                .db
+                .get_image(id)
+                .await?
+                .ok_or(SearchError::NotFound("like_image_id image"))?;
+            // A scoped key learns nothing about other owners' images.
+            if scope.is_some_and(|s| *s != img.owner) {
+                return Err(SearchError::NotFound("like_image_id image"));
+            }
+            let stored = search.index.get(id.0).await?.ok_or_else(|| {
+                SearchError::Conflict(format!(
+                    "image {id} has no vectors yet (it is {}); try again when it is ready",
+                    img.status
+                ))
+            })?;
+            let concepts = state
+                .db
+                .embeddings_of(&[id])
+                .await?
+                .pop()
+                .map(|(_, _, c)| c)
+                .unwrap_or_default();
+            filter.exclude.push(id.0);
+            let ctx = QueryContext {
+                mode: "like_image",
+                text_vector: None,
+                concepts,
+            };
+            (VectorName::Visual, stored.visual, ctx)
+        }
+        Similar::Image(bytes) => {
+            // A query image is untrusted input like an upload: the same formats and pixel
+            // limit, decoded on the bounded image pool under the processing time limit.
+            let e = Arc::clone(&search.embedder);
+            let side = e.input_size();
+            let limits = *state.ingest.limits();
+            let deadline = std::time::Instant::now() + state.ingest.timeout();
+            let emb = state
+                .pool
+                .submit(Some(deadline), move |budget| {
+                    let rgb =
+                        flexphoto_media::pixels::rgb_for_embedding(&bytes, side, &limits, budget)
+                            .map_err(|err| match err {
+                            flexphoto_media::TransformError::Internal(m) => {
+                                SearchError::Internal(m)
+                            }
+                            flexphoto_media::TransformError::DeadlineExceeded => {
+                                SearchError::Unprocessable(
+                                    "the query image took too long to decode".into(),
+                                )
+                            }
+                            other => SearchError::Unprocessable(other.to_string()),
+                        })?;
+                    e.embed_image(&rgb).map_err(|err| {
+                        SearchError::Internal(format!("embedding the query image: {err}"))
+                    })
+                })
+                .map_err(|_| SearchError::Busy)?
+                .await
+                .map_err(|e| SearchError::Internal(format!("query image: {e}")))??;
+            let ctx = QueryContext {
+                mode: "image",
+                text_vector: None,
+                concepts: emb.concepts,
+            };
+            (VectorName::Visual, emb.visual, ctx)
+        }
+    };
+    let hits = search
+        .index
+        .search(VectorQuery {
+            using,
+            vector: &vector,
+            filter: &filter,
+            limit: q.limit as usize,
+            offset,
+            score_threshold: q.min_score,
+        })
+        .await?;
+    let ids: Vec<ImageId> = hits.iter().map(|h| ImageId(h.id)).collect();
+    let mut rows: HashMap<ImageId, ImageRow> = state
+        .db
+        .get_images(&ids)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect();
+    let concepts: HashMap<ImageId, Vec<Concept>> = state
+        .db
+        .embeddings_of(&ids)
+        .await?
+        .into_iter()
+        .map(|(id, _, c)| (id, c))
+        .collect();
+    let described = q.filter.describe();
+    let wanted: Option<ImageStatus> = q.filter.status;
+    let mut results = Vec::with_capacity(hits.len());
+    for h in &hits {
+        let id = ImageId(h.id);
+        let Some(row) = rows.remove(&id) else {
+            continue;
+        };
+        // The SQL row is the truth: hide points whose image is not (or no longer) in the
+        // requested state.
+        if wanted.is_some_and(|s| s != row.status) {
+            continue;
+        }
+        let hit_concepts = concepts.get(&id).map(Vec::as_slice).unwrap_or(&[]);
+        let explanation = explain(&search, &ctx, h.score, hit_concepts, &described);
+        results.push(Hit {
+            image: row,
+            score: Some(h.score),
+            explanation,
+        });
+    }
+    let next_cursor =
+        (hits.len() == q.limit as usize).then(|| Cursor::Offset(offset + hits.len()).encode());
+    Ok(SearchPage {
+        hits: results,
+        next_cursor,
+        mode: ctx.mode,
+        sort: "relevance",
+        model: Some(search.model_id.clone()),
+    })
+}
+
+fn fmt_concepts(c: &[Concept]) -> String {
+    c.iter()
+        .map(|c| format!("{} {:.2}", c.label, c.weight))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A person-readable explanation of one hit.
+fn explain(
+    search: &Search,
+    ctx: &QueryContext,
+    score: f32,
+    hit_concepts: &[Concept],
+    filters: &[String],
+) -> Explanation {
+    let (matched, summary): (Vec<Concept>, String) = match &ctx.text_vector {
+        Some(q) => {
+            let mut m = search.embedder.explain(q, hit_concepts);
+            m.truncate(3);
+            let s = if m.is_empty() {
+                format!("text similarity {score:.2}")
+            } else {
+                format!("matched {}", fmt_concepts(&m))
+            };
+            (m, s)
+        }
+        None => {
+            let shared: Vec<Concept> = hit_concepts
+                .iter()
+                .filter(|c| ctx.concepts.iter().any(|q| q.label == c.label))
+                .take(3)
+                .cloned()
+                .collect();
+            let s = if shared.is_empty() {
+                format!("visual similarity {score:.2}")
+            } else {
+                format!(
+                    "visual similarity {score:.2}; both show {}",
+                    shared
+                        .iter()
+                        .map(|c| c.label.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            (shared, s)
+        }
+    };
+    Explanation {
+        summary,
+        concepts: matched,
+        image_concepts: hit_concepts.iter().take(5).cloned().collect(),
+        filters: filters.to_vec(),
+    }
+}

@@ -1,0 +1,30 @@
+//! FlexPhotoDB's pixels: everything that decodes, transforms, encodes or measures images.
+//! Synchronous and CPU-bound: call it from the bounded [`pool::ImagePool`], never from an async
+//! runtime thread. The edge serves requests with it; the control plane's workers make
+//! variants and fingerprints with it, from typed [`flexphoto_url::TransformSpec`]s.
+//!
+//! # Layout
+//! - [`vips`]: the only module that touches libvips; owns images and their buffers safely.
+//! - [`format`]: the one table of image formats (loaders, magic bytes, MIME types,
+//!   extensions).
+//! - [`transform`]: the pipeline from source bytes and a transform spec to encoded bytes:
+//!   probing, geometry, SIMD resampling, working copies, metadata policy.
+//! - [`pool`]: the bounded pool of image threads with a bounded queue in front.
+//! - [`exif`], [`xmp`]: what the catalogue reads from a file's metadata.
+//! - [`fingerprint`]: SHA-256 and the perceptual difference hash.
+//! - [`pixels`]: decoded RGB pixels for code outside libvips (embedders).
+//! - [`malloc`]: glibc allocator tuning for image workloads.
+#![deny(missing_docs)]
+
+pub mod exif;
+pub mod fingerprint;
+pub mod format;
+pub mod malloc;
+pub mod pixels;
+pub mod pool;
+pub mod transform;
+pub mod vips;
+pub mod xmp;
+
+pub use format::{FormatSet, ImageFormat};
+pub use transform::{probe, TransformError};

@@ -1,0 +1,523 @@
+//! Attacks on the control plane: key management beyond a key's scope, review decisions by
+//! the wrong people, request floods, oversized and slow bodies, swapped presigned uploads,
+//! bytes that are not images, and deletes that must leave nothing behind.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{backends, jpeg, App, Backend, Options, ADMIN};
+
+async fn put_bytes(created: &Value, data: Vec<u8>) -> u16 {
+    let url = created["upload"]["url"].as_str().unwrap();
+    let headers: Vec<(String, String)> = created["upload"]["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .filter(|(k, _)| k != "content-length")
+        .collect();
+    let h: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    crate::helpers::send(
+        Method::PUT,
+        url,
+        &h,
+        Bytes::from(data),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap()
+    .status
+}
+
+/// A key never reaches past itself: scoped keys mint only scoped keys of their role or below,
+/// and list and revoke only the keys they manage.
+#[tokio::test]
+async fn keys_stay_within_their_scope_and_role() {
+    let app = App::spawn(Options::new(Backend::Sqlite)).await;
+    let alice_admin = app.key("admin", Some("alice")).await;
+    let bob_up = app.key("uploader", Some("bob")).await;
+    // A scoped admin cannot mint an unscoped key or one for another owner.
+    let (s, v) = app
+        .post_json(
+            "/v1/keys",
+            &alice_admin,
+            &json!({"name": "x", "role": "viewer", "owner": "bob"}),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = app
+        .post_json(
+            "/v1/keys",
+            &alice_admin,
+            &json!({"name": "x", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        v["owner"], "alice",
+        "a scoped key's keys are in its scope: {v}"
+    );
+    // An uploader cannot mint a key of a higher role.
+    for role in ["admin", "reviewer"] {
+        let (s, v) = app
+            .post_json("/v1/keys", &bob_up, &json!({"name": "x", "role": role}))
+            .await;
+        assert_eq!(s, 403, "{role}: {v}");
+    }
+    let (s, bob_viewer) = app
+        .post_json(
+            "/v1/keys",
+            &bob_up,
+            &json!({"name": "bob's viewer", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{bob_viewer}");
+    // Listing: secrets never shown; each key sees only what it manages.
+    let (s, all) = app.get_json("/v1/keys", ADMIN).await;
+    assert_eq!(s, 200);
+    assert!(!all.to_string().contains("fpk_"), "a secret leaked: {all}");
+    assert!(all["items"].as_array().unwrap().len() >= 5, "{all}");
+    let (_, alices) = app.get_json("/v1/keys", &alice_admin).await;
+    assert!(
+        alices["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["owner"] == "alice"),
+        "{alices}"
+    );
+    let (_, bobs) = app.get_json("/v1/keys", &bob_up).await;
+    assert_eq!(bobs["items"].as_array().unwrap().len(), 1, "{bobs}");
+    // Revoking outside the scope looks like a missing key.
+    let bob_viewer_id = bob_viewer["id"].as_str().unwrap();
+    let r = app
+        .req(
+            Method::DELETE,
+            &format!("/v1/keys/{bob_viewer_id}"),
+            Some(&alice_admin),
+            None,
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let r = app
+        .req(
+            Method::DELETE,
+            &format!("/v1/keys/{bob_viewer_id}"),
+            Some(&bob_up),
+            None,
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    app.cleanup().await;
+}
+
+/// Approving needs the reviewer role, and nobody approves what their own key uploaded.
+#[tokio::test]
+async fn review_decisions_need_a_reviewer_who_did_not_upload() {
+    let app = App::spawn(Options::new(Backend::Sqlite)).await;
+    let uploader = app.key("uploader", Some("rita")).await;
+    let reviewer = app.key("reviewer", None).await;
+    let (s, v) = app
+        .upload(&uploader, "rita", "r.jpg", &jpeg(64, 48, 41))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    app.wait_done(&id, Duration::from_secs(60)).await;
+    let approve = json!({"review_state": "approved", "reason": "looks fine"});
+    let patch = |key: String| {
+        let app = &app;
+        let path = format!("/v1/images/{id}");
+        let body = approve.to_string();
+        async move {
+            app.req(
+                Method::PATCH,
+                &path,
+                Some(&key),
+                Some("application/json"),
+                Bytes::from(body),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        patch(uploader.clone()).await.status,
+        403,
+        "an uploader approved"
+    );
+    // A reviewer who uploaded the image may not approve it either.
+    let (s, v) = app
+        .upload(&reviewer, "rita", "own.jpg", &jpeg(64, 48, 42))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let own = v["id"].as_str().unwrap().to_owned();
+    app.wait_done(&own, Duration::from_secs(60)).await;
+    let r = app
+        .req(
+            Method::PATCH,
+            &format!("/v1/images/{own}"),
+            Some(&reviewer),
+            Some("application/json"),
+            Bytes::from(approve.to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    // Another reviewer may; the decision is in the history.
+    let r = patch(reviewer.clone()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let (_, h) = app
+        .get_json(&format!("/v1/images/{id}/history"), ADMIN)
+        .await;
+    assert_eq!(h["review_state"], "approved", "{h}");
+    // Captions and tags stay the uploader's to change.
+    let r = app
+        .req(
+            Method::PATCH,
+            &format!("/v1/images/{id}"),
+            Some(&uploader),
+            Some("application/json"),
+            Bytes::from(json!({"caption": "mine"}).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    app.cleanup().await;
+}
+
+/// A flooding key gets 429 with `Retry-After`; small routes refuse large bodies; a client
+/// that dribbles its headers is cut off.
+#[tokio::test]
+async fn floods_large_bodies_and_slow_clients_are_bounded() {
+    let app = App::spawn(
+        Options::new(Backend::Sqlite)
+            .env("FLEXPHOTO__SERVER__RATE_PER_KEY", "5")
+            .env("FLEXPHOTO__SERVER__HEADER_TIMEOUT_SECS", "2"),
+    )
+    .await;
+    let viewer = app.key("viewer", None).await;
+    let mut limited = None;
+    for _ in 0..40 {
+        let r = app
+            .req(
+                Method::GET,
+                "/v1/images?owner=x",
+                Some(&viewer),
+                None,
+                Bytes::new(),
+            )
+            .await;
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("40 requests at once were never limited");
+    assert!(r.headers.get("retry-after").is_some());
+    // Another key is not held up by it.
+    assert_eq!(app.get_json("/v1/jobs/stats", ADMIN).await.0, 200);
+    // A JSON body over the JSON limit on a small route.
+    let big = format!("{{\"caption\": \"{}\"}}", "x".repeat(2 << 20));
+    let r = app
+        .req(
+            Method::PATCH,
+            "/v1/images/00000000-0000-0000-0000-000000000000",
+            Some(ADMIN),
+            Some("application/json"),
+            Bytes::from(big),
+        )
+        .await;
+    assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
+    // Slowloris: half a request line, then nothing; the server closes within its timeout.
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "a slow client held the connection for {:?} (read {n} bytes)",
+        started.elapsed()
+    );
+    app.cleanup().await;
+}
+
+/// Reusing a presigned PUT cannot change what was processed: the bytes are checked against
+/// what was there at completion, and once processed the original lives where no URL writes.
+#[tokio::test]
+async fn presigned_uploads_cannot_be_swapped() {
+    for b in backends() {
+        // Workers off at first, so the swap lands between completion and processing.
+        let mut app = App::spawn(Options::new(b).env("FLEXPHOTO__QUEUE__WORKERS", "0")).await;
+        let a = jpeg(200, 150, 51);
+        let (s, v) = app
+            .post_json(
+                "/v1/images",
+                ADMIN,
+                &json!({"owner": "sam", "content_type": "image/jpeg", "size": a.len()}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let id = v["id"].as_str().unwrap().to_owned();
+        assert!(put_bytes(&v, a.clone()).await < 300);
+        let (s, c) = app
+            .post_json(&format!("/v1/images/{id}/complete"), ADMIN, &json!({}))
+            .await;
+        assert_eq!(s, 202, "{c}");
+        // Same length, other bytes, through the same URL.
+        let mut b2 = a.clone();
+        let mid = b2.len() / 2;
+        b2[mid] ^= 0xFF;
+        b2[mid + 1] ^= 0xFF;
+        let _ = put_bytes(&v, b2).await;
+        app.stop();
+        app.env
+            .insert("FLEXPHOTO__QUEUE__WORKERS".into(), "1".into());
+        app.start();
+        let img = app.wait_done(&id, Duration::from_secs(60)).await;
+        // The local store's PUT refuses a second write (the image is no longer uploading), or
+        // the worker sees the object changed; either way nothing else is processed.
+        if img["status"] == "failed" {
+            assert!(img["error"].as_str().unwrap().contains("changed"), "{img}");
+        } else {
+            assert_eq!(img["sha256"], hex_sha(&a), "{img}");
+        }
+
+        // A processed image: the URL used again afterwards changes nothing served.
+        let c2 = jpeg(200, 150, 52);
+        let (s, v) = app
+            .post_json(
+                "/v1/images",
+                ADMIN,
+                &json!({"owner": "sam", "content_type": "image/jpeg", "size": c2.len()}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let id2 = v["id"].as_str().unwrap().to_owned();
+        assert!(put_bytes(&v, c2.clone()).await < 300);
+        let (s, _) = app
+            .post_json(&format!("/v1/images/{id2}/complete"), ADMIN, &json!({}))
+            .await;
+        assert_eq!(s, 202);
+        let ready = app.wait_done(&id2, Duration::from_secs(60)).await;
+        assert_eq!(ready["status"], "ready", "{ready}");
+        assert_eq!(ready["sha256"], hex_sha(&c2));
+        let mut other = c2.clone();
+        let mid = other.len() / 3;
+        other[mid] ^= 0x55;
+        let _ = put_bytes(&v, other).await;
+        let original = ready["keys"]["original"].as_str().unwrap();
+        assert!(!original.starts_with("uploads/"), "{ready}");
+        if let Ok(stored) = std::fs::read(app.data_dir.join("objects").join(original)) {
+            assert_eq!(
+                hex_sha(&stored),
+                ready["sha256"],
+                "the pinned original changed"
+            );
+        }
+        let (_, again) = app.get_json(&format!("/v1/images/{id2}"), ADMIN).await;
+        assert_eq!(again["sha256"], ready["sha256"]);
+        assert_eq!(again["status"], "ready");
+        app.cleanup().await;
+    }
+}
+
+fn hex_sha(data: &[u8]) -> Value {
+    Value::String(flexphoto_media::fingerprint::sha256_hex(data))
+}
+
+/// Bytes that are not an allowed image are refused before they are stored (one-shot) or
+/// failed with a reason (presigned); nothing becomes ready as an unknown type.
+#[tokio::test]
+async fn only_allowed_images_are_accepted() {
+    let app = App::spawn(Options::new(Backend::Sqlite)).await;
+    for (name, bytes) in [
+        (
+            "x.jpg",
+            b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>".to_vec(),
+        ),
+        ("y.jpg", b"%PDF-1.4 not an image".to_vec()),
+        ("z.png", vec![0u8; 64]),
+    ] {
+        let (s, v) = app.upload(ADMIN, "ivy", name, &bytes).await;
+        assert_eq!(s, 415, "{name}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().len() > 10);
+    }
+    let junk = b"GIF89a but then nothing that decodes at all, just words".to_vec();
+    let (s, v) = app
+        .post_json(
+            "/v1/images",
+            ADMIN,
+            &json!({"owner": "ivy", "content_type": "image/gif", "size": junk.len()}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert!(put_bytes(&v, junk).await < 300);
+    let (s, _) = app
+        .post_json(&format!("/v1/images/{id}/complete"), ADMIN, &json!({}))
+        .await;
+    assert_eq!(s, 202);
+    let img = app.wait_done(&id, Duration::from_secs(60)).await;
+    assert_eq!(img["status"], "failed", "{img}");
+    assert_ne!(img["mime"], "application/octet-stream");
+    app.cleanup().await;
+}
+
+/// A delete hides the image at once and, through its job, leaves no object behind, even
+/// when the image was still being processed.
+#[tokio::test]
+async fn deletes_leave_nothing_behind() {
+    for b in backends() {
+        let app = App::spawn(Options::new(b)).await;
+        let (s, v) = app
+            .upload(ADMIN, "dot", "d.jpg", &jpeg(1600, 1200, 61))
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let ready = v["id"].as_str().unwrap().to_owned();
+        app.wait_done(&ready, Duration::from_secs(60)).await;
+        // One more, deleted while its processing may still be running.
+        let (s, v) = app
+            .upload(ADMIN, "dot", "e.jpg", &jpeg(2400, 1800, 62))
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let busy = v["id"].as_str().unwrap().to_owned();
+        for id in [&busy, &ready] {
+            let r = app
+                .req(
+                    Method::DELETE,
+                    &format!("/v1/images/{id}"),
+                    Some(ADMIN),
+                    None,
+                    Bytes::new(),
+                )
+                .await;
+            assert_eq!(r.status, 204);
+            assert_eq!(
+                app.get_json(&format!("/v1/images/{id}"), ADMIN).await.0,
+                404
+            );
+        }
+        let (_, page) = app.get_json("/v1/images?owner=dot", ADMIN).await;
+        assert_eq!(page["items"].as_array().unwrap().len(), 0, "{page}");
+        // The delete jobs finish: no job left, no object left in the store.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, st) = app.get_json("/v1/jobs/stats", ADMIN).await;
+            let open = st["queue"]["jobs"]["queued"].as_i64().unwrap_or(0)
+                + st["queue"]["jobs"]["running"].as_i64().unwrap_or(0);
+            let objects = count_files(&app.data_dir.join("objects"));
+            if open == 0 && objects == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "left behind: {objects} objects, stats {st}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        app.cleanup().await;
+    }
+}
+
+fn count_files(dir: &std::path::Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                count_files(&p)
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+/// The per-job time limit stops the image work itself: the job retries and then fails with a
+/// reason, and the next image is processed at once.
+#[tokio::test]
+async fn the_job_time_limit_stops_image_work() {
+    let app = App::spawn(
+        Options::new(Backend::Sqlite)
+            .env("FLEXPHOTO__PROCESSING__TIMEOUT_SECS", "1")
+            .env("FLEXPHOTO__UPLOAD__MAX_BYTES", "134217728")
+            .env("FLEXPHOTO__QUEUE__MAX_ATTEMPTS", "2")
+            .env("FLEXPHOTO__QUEUE__WORKERS", "1")
+            .env("FLEXPHOTO__PROCESSING__THREADS", "1"),
+    )
+    .await;
+    // A large noisy PNG: far more than a second of decoding and encoding here.
+    let big = noisy_png(6000, 5000);
+    let (s, v) = app.upload(ADMIN, "tim", "big.png", &big).await;
+    assert_eq!(s, 201, "{v}");
+    let slow = v["id"].as_str().unwrap().to_owned();
+    let done = app.wait_done(&slow, Duration::from_secs(90)).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("time limit"),
+        "{done}"
+    );
+    let (s, v) = app
+        .upload(ADMIN, "tim", "small.jpg", &jpeg(120, 90, 63))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let started = Instant::now();
+    let ok = app
+        .wait_done(v["id"].as_str().unwrap(), Duration::from_secs(30))
+        .await;
+    assert_eq!(ok["status"], "ready", "{ok}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    app.cleanup().await;
+}
+
+fn noisy_png(w: u32, h: u32) -> Vec<u8> {
+    flexphoto_media::vips::init(1).unwrap();
+    let mut px = Vec::with_capacity((w * h * 3) as usize);
+    let mut s: u32 = 99;
+    for _ in 0..w * h * 3 {
+        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        px.push((s >> 24) as u8);
+    }
+    flexphoto_media::vips::Image::from_pixels(&px, w, h, 3)
+        .unwrap()
+        .save(".png[compression=1]")
+        .unwrap()
+        .to_vec()
+}
+
+/// A query image obeys the upload limits: a pixel bomb is refused before decoding.
+#[tokio::test]
+async fn query_images_obey_upload_limits() {
+    let Some(models) = crate::helpers::models() else {
+        return;
+    };
+    let app = App::spawn(
+        Options::new(Backend::Sqlite)
+            .with_search(&models)
+            .env("FLEXPHOTO__PROCESSING__MAX_PIXELS", "1000000"),
+    )
+    .await;
+    let big = jpeg(1600, 1200, 71);
+    let (s, v) = crate::search::multipart_search(&app, &[], &big).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("megapixels"),
+        "{v}"
+    );
+    app.cleanup().await;
+}

@@ -1,0 +1,283 @@
+//! Attacks on an edge with its default settings: request shapes that once stalled it, work
+//! that must stop at its deadline, cheap requests while the expensive lane is full, one
+//! client hogging the lanes, formats that must never be decoded, and metadata privacy.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::harness::{animated_gif, make_image, temp_dir, Edge};
+
+/// A noisy photo-like JPEG of `w`×`h` (noise keeps encoders and filters honest).
+fn noisy_jpeg(w: u32, h: u32) -> Vec<u8> {
+    flexphoto_media::vips::init(1).unwrap();
+    let mut px = Vec::with_capacity((w * h * 3) as usize);
+    let mut s: u32 = 12345;
+    for _ in 0..w * h * 3 {
+        s = s.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        px.push((s >> 16) as u8);
+    }
+    let img = flexphoto_media::vips::Image::from_pixels(&px, w, h, 3).unwrap();
+    img.save(".jpg[Q=85]").unwrap().to_vec()
+}
+
+fn abuse_origin(name: &str) -> std::path::PathBuf {
+    let dir = temp_dir(name);
+    std::fs::write(dir.join("thin.png"), make_image(1, 1200, false, ".png")).unwrap();
+    std::fs::write(dir.join("anim300.gif"), animated_gif(316, 316, 300)).unwrap();
+    std::fs::write(dir.join("big.jpg"), noisy_jpeg(5000, 4000)).unwrap();
+    std::fs::write(dir.join("small.jpg"), make_image(320, 240, false, ".jpg")).unwrap();
+    std::fs::write(
+        dir.join("drawing.svg"),
+        br#"<svg xmlns="http://www.w3.org/2000/svg" width="4000" height="4000"><rect width="4000" height="4000"/></svg>"#,
+    )
+    .unwrap();
+    dir
+}
+
+/// The three URLs that stalled an edge on its defaults are refused before any pixel work,
+/// with a body naming the limit, and ordinary requests right after are served at once.
+#[test]
+fn the_stalling_urls_are_refused_at_once() {
+    let origin = abuse_origin("abuse-caps");
+    let e = Edge::start(&origin, &[], &[]);
+    for path in [
+        "/img/thin.png?w=8192&fit=contain",
+        "/img/anim300.gif?w=8192&fit=contain&fmt=webp",
+        "/img/big.jpg?w=8192&h=8192&fit=fill&blur=100&sharpen=100&fmt=png",
+        "/img/big.jpg?w=6000&h=6000&fit=fill&blur=100",
+        "/img/thin.png?w=8192&h=10&fit=outside",
+        "/img/big.jpg?w=4096&h=4096&dpr=4&fit=cover",
+    ] {
+        let started = Instant::now();
+        let r = e.get(path);
+        assert_eq!(r.status, 422, "{path}: {}", r.text());
+        assert!(
+            r.text().contains("limit"),
+            "{path}: the body must name the limit: {}",
+            r.text()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+    }
+    // An animation whose frames together exceed the cap, within it as one frame: served as
+    // a still image rather than stalled.
+    let r = e.get("/img/anim300.gif?w=800&fit=contain&fmt=webp");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.decode().pages, 1);
+    // An ordinary request right after is served at once.
+    let started = Instant::now();
+    let r = e.get("/img/small.jpg?w=10");
+    assert_eq!(r.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Every worker is free again (the gauge drops just after the answer is sent).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while e.metric("flexphoto_transforms_in_flight", "") != 0.0 {
+        assert!(Instant::now() < deadline, "a transform is still running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A request within the caps but slower than its deadline answers 504 at the deadline, and
+/// its worker is stopped (libvips' kill flag) and free again within a second or two.
+#[test]
+fn a_deadline_stops_the_work_itself() {
+    let origin = abuse_origin("abuse-deadline");
+    let e = Edge::start(
+        &origin,
+        &[
+            ("FLEXPHOTO_EDGE__LIMITS__REQUEST_TIMEOUT_MS", "700"),
+            ("FLEXPHOTO_EDGE__TRANSFORM__WORKERS", "1"),
+            ("FLEXPHOTO_EDGE__TRANSFORM__LIGHT_WORKERS", "0"),
+        ],
+        &[],
+    );
+    // 49 MP with a sharpen of sigma 40: inside both caps, several seconds of work here.
+    let started = Instant::now();
+    let r = e.get("/img/big.jpg?w=7000&h=7000&fit=fill&sharpen=40&fmt=png");
+    let took = started.elapsed();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    // The worker is freed: nothing in flight within two seconds of the deadline.
+    let freed = Instant::now();
+    while e.metric("flexphoto_transforms_in_flight", "") > 0.0 {
+        assert!(
+            freed.elapsed() < Duration::from_secs(2),
+            "the worker still runs {:?} after the deadline",
+            freed.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = e.get("/img/small.jpg?w=12");
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// With the main lane full of expensive transforms, a cheap request is made on the light
+/// lane and a cache hit is answered, both quickly.
+#[test]
+fn cheap_requests_and_hits_pass_a_full_lane() {
+    let origin = abuse_origin("abuse-fair");
+    let e = Arc::new(Edge::start(
+        &origin,
+        &[
+            ("FLEXPHOTO_EDGE__TRANSFORM__WORKERS", "1"),
+            ("FLEXPHOTO_EDGE__TRANSFORM__QUEUE", "4"),
+            ("FLEXPHOTO_EDGE__TRANSFORM__LIGHT_WORKERS", "1"),
+            ("FLEXPHOTO_EDGE__LIMITS__PER_CLIENT_TRANSFORMS", "0"),
+        ],
+        &[],
+    ));
+    assert_eq!(e.get("/img/small.jpg?w=50").status, 200);
+    let stop = Arc::new(AtomicUsize::new(0));
+    let mut heavy = Vec::new();
+    for i in 0..4 {
+        let (e, stop) = (Arc::clone(&e), Arc::clone(&stop));
+        heavy.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while stop.load(Ordering::Relaxed) == 0 && n < 20 {
+                // Distinct sizes: every one is a miss on the big source.
+                let w = 3000 + i * 100 + n;
+                let _ = e.get(&format!("/img/big.jpg?w={w}&sharpen=5&fmt=png"));
+                n += 1;
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut worst = Duration::ZERO;
+    for w in 60..70 {
+        let started = Instant::now();
+        let r = e.get(&format!("/img/small.jpg?w={w}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        worst = worst.max(started.elapsed());
+        let started = Instant::now();
+        assert_eq!(e.get("/img/small.jpg?w=50").status, 200);
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "a hit waited"
+        );
+    }
+    stop.store(1, Ordering::Relaxed);
+    for h in heavy {
+        h.join().unwrap();
+    }
+    assert!(
+        worst < Duration::from_secs(3),
+        "a cheap miss took {worst:?} behind expensive ones"
+    );
+    assert!(
+        e.metric(
+            "flexphoto_transforms_by_lane_total",
+            "lane=\"transform-light\""
+        ) >= 10.0
+    );
+}
+
+/// One client cannot have more transforms in flight than its share: the rest get 429 with
+/// `Retry-After`, never a hang.
+#[test]
+fn one_client_gets_its_share_and_then_429() {
+    let origin = abuse_origin("abuse-client");
+    let e = Arc::new(Edge::start(
+        &origin,
+        &[
+            ("FLEXPHOTO_EDGE__LIMITS__PER_CLIENT_TRANSFORMS", "2"),
+            ("FLEXPHOTO_EDGE__TRANSFORM__WORKERS", "1"),
+            ("FLEXPHOTO_EDGE__TRANSFORM__LIGHT_WORKERS", "0"),
+        ],
+        &[],
+    ));
+    let mut threads = Vec::new();
+    for i in 0..8 {
+        let e = Arc::clone(&e);
+        threads.push(std::thread::spawn(move || {
+            let started = Instant::now();
+            let r = e.get(&format!("/img/big.jpg?w={}&sharpen=3", 2000 + i));
+            (
+                r.status,
+                r.header("retry-after").map(str::to_owned),
+                started.elapsed(),
+            )
+        }));
+    }
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let limited: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
+    assert!(!limited.is_empty(), "{results:?}");
+    for r in &limited {
+        assert!(r.1.is_some(), "429 without Retry-After");
+        assert!(r.2 < Duration::from_secs(2), "a refusal waited {:?}", r.2);
+    }
+    assert!(
+        results.iter().all(|r| r.0 == 200 || r.0 == 429),
+        "{results:?}"
+    );
+}
+
+/// Formats outside the allow-list are refused before their loader parses anything.
+#[test]
+fn formats_outside_the_allow_list_are_never_decoded() {
+    let origin = abuse_origin("abuse-formats");
+    let e = Edge::start(&origin, &[], &[]);
+    let r = e.get("/img/drawing.svg?w=100");
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("svg"), "{}", r.text());
+    // Narrower lists are honoured too.
+    let e = Edge::start(
+        &origin,
+        &[("FLEXPHOTO_EDGE__LIMITS__FORMATS", "[\"png\"]")],
+        &[],
+    );
+    let r = e.get("/img/small.jpg?w=100");
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("jpeg"), "{}", r.text());
+    assert_eq!(e.get("/img/thin.png?w=1").status, 200);
+}
+
+/// Staged uploads are never served; signed answers are never cached past their expiry.
+#[test]
+fn hidden_keys_and_signed_expiry() {
+    let origin = abuse_origin("abuse-signed");
+    std::fs::create_dir_all(origin.join("uploads")).unwrap();
+    std::fs::write(
+        origin.join("uploads/x.jpg"),
+        make_image(10, 10, false, ".jpg"),
+    )
+    .unwrap();
+    let e = Edge::start(
+        &origin,
+        &[(
+            "FLEXPHOTO_EDGE_SIGNING_KEYS",
+            "00112233445566778899aabbccddeeff",
+        )],
+        &[],
+    );
+    let signer = flexphoto_url::Signer::new(vec![
+        hex::decode("00112233445566778899aabbccddeeff").unwrap()
+    ]);
+    assert_eq!(
+        e.get(&signer.sign_path("/img/uploads/x.jpg?w=5", 8192).unwrap())
+            .status,
+        404
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let path = signer
+        .sign_path(&format!("/img/small.jpg?w=20&exp={}", now + 120), 8192)
+        .unwrap();
+    let r = e.get(&path);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cc = r.header("cache-control").unwrap_or("").to_owned();
+    let max_age: u64 = cc
+        .split("max-age=")
+        .nth(1)
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(max_age <= 120, "{cc}");
+    // Unsigned is refused once keys are set, and a wrong signature too.
+    assert_eq!(e.get("/img/small.jpg?w=20").status, 403);
+}
