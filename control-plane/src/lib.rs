@@ -29,6 +29,7 @@
 pub mod app;
 pub mod auth;
 pub mod blob;
+pub mod cluster;
 pub mod config;
 pub mod cursor;
 pub mod domain;

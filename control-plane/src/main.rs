@@ -163,8 +163,11 @@ fn main() -> Result<()> {
                     .await
                     .context("starting the control plane")?;
                 let report =
-                    flexphoto_control_plane::search::reconcile::reconcile(&state, !dry_run).await?;
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                    flexphoto_control_plane::search::reconcile::reconcile(&state, !dry_run).await;
+                if let Some(owner) = &state.index_owner {
+                    owner.release().await;
+                }
+                println!("{}", serde_json::to_string_pretty(&report?)?);
                 state.db.close().await;
                 Ok(())
             })
@@ -239,6 +242,13 @@ async fn run_service(mut cfg: Config) -> Result<()> {
         .with_context(|| format!("binding {listen}"))?;
     if cfg.public_url_from_listen {
         cfg.public_url = format!("http://{}", listener.local_addr()?);
+    }
+    if cfg.advertise_url.is_none() {
+        let addr = listener.local_addr()?;
+        if addr.ip().is_unspecified() {
+            tracing::warn!(%addr, "listening on every interface without cluster.advertise_url: other control-plane processes cannot forward searches here");
+        }
+        cfg.advertise_url = Some(format!("http://{addr}"));
     }
     let state = AppState::build(cfg)
         .await

@@ -31,6 +31,11 @@ pub struct Metrics {
     pub expired_leases: IntGauge,
     /// Seconds the oldest due queued job has waited, read at scrape time.
     pub oldest_queued_seconds: IntGauge,
+    /// 1 for each deployment-wide role this process holds now (`sweeper`, `reconcile`,
+    /// `reembed`, `index-owner` …), else 0.
+    pub role_held: IntGaugeVec,
+    /// Times this process took a role over (at start or from a holder that died).
+    pub role_takeovers: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -94,6 +99,20 @@ impl Metrics {
                 "flexphoto_queue_oldest_queued_seconds",
                 "Seconds the oldest due queued job has waited",
             )?,
+            role_held: IntGaugeVec::new(
+                Opts::new(
+                    "flexphoto_cluster_role_held",
+                    "1 for each deployment-wide role this process holds",
+                ),
+                &["role"],
+            )?,
+            role_takeovers: IntCounterVec::new(
+                Opts::new(
+                    "flexphoto_cluster_role_acquired_total",
+                    "Times this process took a role",
+                ),
+                &["role"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -106,6 +125,8 @@ impl Metrics {
         m.registry.register(Box::new(m.expired_leases.clone()))?;
         m.registry
             .register(Box::new(m.oldest_queued_seconds.clone()))?;
+        m.registry.register(Box::new(m.role_held.clone()))?;
+        m.registry.register(Box::new(m.role_takeovers.clone()))?;
         for g in extra {
             m.registry.register(Box::new(g.clone()))?;
         }

@@ -7,6 +7,8 @@ use flexphoto_url::Signer;
 use uuid::Uuid;
 
 use crate::blob::Blobs;
+use crate::cluster::index_owner::{self, IndexOwnership};
+use crate::cluster::Instance;
 use crate::config::Config;
 use crate::ingest::IngestSettings;
 use crate::metrics::Metrics;
@@ -35,6 +37,10 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Per-key request budgets.
     pub rate_limits: crate::rate_limit::RateLimits,
+    /// This process, as the others see it.
+    pub instance: Instance,
+    /// Ownership of the embedded vector index, when this process has one.
+    pub index_owner: Option<Arc<IndexOwnership>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -58,6 +64,9 @@ pub enum StateError {
     /// Variant settings, models or the index.
     #[error("{0}")]
     Config(String),
+    /// Another process owns the embedded index.
+    #[error(transparent)]
+    Ownership(#[from] index_owner::OwnershipError),
 }
 
 impl AppState {
@@ -78,6 +87,15 @@ impl AppState {
         flexphoto_media::vips::init(1)
             .map_err(|e| StateError::Config(format!("libvips failed to start: {e}")))?;
         let mut ingest = IngestSettings::new(&cfg);
+        let instance = Instance::current(cfg.advertise_url.as_deref().unwrap_or(&cfg.public_url));
+        // The embedded index is claimed before it is opened: one owner per database.
+        let index_owner = match (&cfg.search.model, &cfg.search.index) {
+            (crate::config::ModelChoice::None, _) => None,
+            (_, crate::config::IndexChoice::Embedded { dir }) => Some(Arc::new(
+                index_owner::claim(&db, dir, &instance, cfg.cluster_lease).await?,
+            )),
+            _ => None,
+        };
         let search = crate::search::open(&cfg.search)
             .await
             .map_err(StateError::Config)?
@@ -114,6 +132,8 @@ impl AppState {
             metrics,
             http,
             rate_limits: crate::rate_limit::RateLimits::new(rate_per_key),
+            instance,
+            index_owner,
         }))
     }
 }

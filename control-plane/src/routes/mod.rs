@@ -39,10 +39,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             .saturating_add(1 << 20),
     );
     let json_limit = DefaultBodyLimit::max(state.cfg.max_json_bytes);
+    // Without an index here, searches are answered by the index owner.
+    let search_route = if state.cfg.search.index == crate::config::IndexChoice::Forward {
+        post(forward_search)
+    } else {
+        post(search::search)
+    };
     let image_routes = Router::new()
         .route("/v1/images", post(uploads::create))
         .route("/v1/uploads/{id}", put(uploads::local_put))
-        .route("/v1/search", post(search::search))
+        .route("/v1/search", search_route)
         .layer(upload_limit);
     Router::new()
         .route("/v1/images", get(images::list_images))
@@ -61,6 +67,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/keys", post(keys::create_key).get(keys::list_keys))
         .route("/v1/keys/{id}", delete(keys::revoke_key))
         .route("/v1/jobs/stats", get(admin::job_stats))
+        .route("/v1/cluster", get(admin::cluster))
         .route("/healthz", get(admin::healthz))
         .route("/openapi.json", get(admin::openapi))
         .route("/metrics", get(admin::metrics))
@@ -73,6 +80,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .route_layer(middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state)
+}
+
+/// `POST /v1/search` on a process with `search.index = "forward"`: the caller's key is
+/// checked here (so a bad key never travels), then the index owner answers.
+async fn forward_search(
+    State(state): State<Arc<AppState>>,
+    caller: crate::auth::Caller,
+    req: Request,
+) -> Result<Response, ApiError> {
+    caller.require(crate::auth::Role::Viewer)?;
+    let limit = usize::try_from(state.cfg.max_upload_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1 << 20);
+    crate::cluster::forward::forward(&state, req, limit).await
 }
 
 /// Ends requests that take longer than `server.request_timeout_secs` with 503, except the

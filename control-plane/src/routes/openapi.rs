@@ -33,6 +33,7 @@ use utoipa::{Modify, OpenApi};
         super::keys::list_keys,
         super::keys::revoke_key,
         super::admin::job_stats,
+        super::admin::cluster,
         super::admin::healthz,
         super::admin::metrics,
         super::admin::openapi,

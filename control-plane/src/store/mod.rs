@@ -13,6 +13,7 @@
 pub mod images;
 pub mod jobs;
 pub mod keys;
+pub mod leases;
 pub mod search;
 
 use std::str::FromStr;
