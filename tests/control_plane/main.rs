@@ -5,6 +5,7 @@
 mod faults;
 mod hardening;
 mod helpers;
+mod lifecycle;
 mod qdrant;
 mod scale;
 mod search;

@@ -73,6 +73,8 @@ pub enum Role {
     Reconcile,
     /// Queues re-embedding after a model change.
     Reembed,
+    /// Applies the tiering policy, follows restores, prunes old traffic.
+    Tiering,
 }
 
 impl Role {
@@ -91,6 +93,7 @@ impl Role {
             Role::Sweeper => "sweeper",
             Role::Reconcile => "reconcile",
             Role::Reembed => "reembed",
+            Role::Tiering => "tiering",
         }
     }
 }
