@@ -57,6 +57,8 @@ pub struct RawConfig {
     pub tiering: crate::lifecycle::settings::RawTiering,
     /// `[prices]`.
     pub prices: crate::lifecycle::settings::Prices,
+    /// `[admin_ui]`.
+    pub admin_ui: crate::admin_ui::AdminUiSettings,
     /// `[[variants]]`.
     pub variants: Vec<RawVariant>,
 }
@@ -771,6 +773,8 @@ pub struct Config {
     pub edge_access_push: Duration,
     /// The price table.
     pub prices: crate::lifecycle::settings::Prices,
+    /// The admin web UI.
+    pub admin_ui: crate::admin_ui::AdminUiSettings,
 }
 
 impl RawConfig {
@@ -1084,6 +1088,7 @@ impl RawConfig {
             &variant_names,
         )?;
         self.prices.validate()?;
+        self.admin_ui.validate()?;
         if !(31..=3650).contains(&self.access.retention_days) {
             return Err(invalid(
                 "access.retention_days",
@@ -1102,6 +1107,7 @@ impl RawConfig {
             access_max_batch_items: self.access.max_batch_items as usize,
             tiering,
             prices: self.prices,
+            admin_ui: self.admin_ui.clone(),
             cluster_lease: Duration::from_secs(self.cluster.lease_secs),
             advertise_url,
             search,

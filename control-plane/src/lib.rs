@@ -29,8 +29,10 @@
 //!   model; [`clock`]: the time its decisions are made at; [`failpoint`]: crash points for
 //!   fault-injection tests.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`admin_ui`]: the admin web UI at `/admin` (embedded pages, browser sessions).
 #![deny(missing_docs)]
 
+pub mod admin_ui;
 pub mod app;
 pub mod auth;
 pub mod blob;

@@ -2,6 +2,7 @@
 //! Postgres when `FLEXPHOTO_TEST_PG_URL` is set, and S3 (s3s-fs) when
 //! `FLEXPHOTO_TEST_S3_ENDPOINT` is set. Each test prints a SKIP line for what it cannot run.
 
+mod admin_ui;
 mod faults;
 mod hardening;
 mod helpers;
@@ -9,6 +10,7 @@ mod lifecycle;
 mod qdrant;
 mod scale;
 mod search;
+mod webdriver;
 
 use std::time::Duration;
 

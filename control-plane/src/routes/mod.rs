@@ -10,9 +10,11 @@
 pub mod admin;
 pub mod extract;
 pub mod images;
+pub mod jobs;
 pub mod keys;
 pub mod lifecycle;
 pub mod openapi;
+pub mod owners;
 pub mod search;
 pub mod uploads;
 pub mod views;
@@ -72,6 +74,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/keys", post(keys::create_key).get(keys::list_keys))
         .route("/v1/keys/{id}", delete(keys::revoke_key))
         .route("/v1/jobs/stats", get(admin::job_stats))
+        .route("/v1/jobs", get(jobs::list_jobs))
+        .route("/v1/owners", get(owners::list_owners))
+        .route("/v1/jobs/{id}/retry", post(jobs::retry_job))
         .route("/v1/cluster", get(admin::cluster))
         .route("/v1/cost", get(lifecycle::cost_report))
         .route("/v1/cost/projection", post(lifecycle::cost_projection))
@@ -83,6 +88,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(json_limit)
         .merge(image_routes)
         .merge(access_routes)
+        .merge(crate::admin_ui::router(&state))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not take that method".into())

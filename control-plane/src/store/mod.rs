@@ -10,11 +10,13 @@
 //! microsecond precision, so text order is time order); JSON is `JSONB` on Postgres and text
 //! on SQLite.
 
+pub mod dead_jobs;
 pub mod images;
 pub mod jobs;
 pub mod keys;
 pub mod leases;
 pub mod lifecycle;
+pub mod owners;
 pub mod search;
 
 use std::str::FromStr;

@@ -1,0 +1,660 @@
+//! The admin web UI end to end: the real `flexphoto up` (API, workers and edge) and headless
+//! Chromium through chromedriver. Signs in, uploads three photos by the file input, searches
+//! by text and by image, corrects a caption and restores it from the history, works the
+//! review queue, opens the operations and cost page, checks a phone-sized layout, and runs
+//! axe-core on every page (no serious or critical violations). Screenshots of each page go
+//! to `target/ui-screenshots/`. Also the session's security at the HTTP level: cookie flags,
+//! CSRF, cross-site origins, cache-busted assets and the Content-Security-Policy.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{jpeg, json_of, models, send, App, Backend, Options, ADMIN};
+use crate::webdriver::{axe_source, Browser};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Signs in over HTTP; returns the cookie header value and the CSRF token.
+async fn http_sign_in(app: &App, key: &str) -> (String, String) {
+    let r = send(
+        Method::POST,
+        &format!("{}/admin/api/session", app.base),
+        &[("content-type", "application/json")],
+        Bytes::from(json!({ "key": key }).to_string()),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let set = r.headers["set-cookie"].to_str().unwrap().to_owned();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(flag), "{set}");
+    }
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let csrf = json_of(&r)["csrf_token"].as_str().unwrap().to_owned();
+    (cookie, csrf)
+}
+
+async fn call(
+    app: &App,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> (u16, Value) {
+    let mut h = vec![("content-type", "application/json")];
+    h.extend_from_slice(headers);
+    let body = if body.is_null() {
+        Bytes::new()
+    } else {
+        Bytes::from(body.to_string())
+    };
+    let r = send(
+        method,
+        &format!("{}{path}", app.base),
+        &h,
+        body,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    (r.status, json_of(&r))
+}
+
+/// The session at the HTTP level: what a browser page relies on.
+async fn session_security(app: &App, image_id: &str) {
+    // The page shell: strict CSP, not cached; assets versioned and immutable.
+    let r = send(
+        Method::GET,
+        &format!("{}/admin/library", app.base),
+        &[],
+        Bytes::new(),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let csp = r.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
+    let html = String::from_utf8_lossy(&r.body).into_owned();
+    let main_js = html
+        .split('"')
+        .find(|s| s.starts_with("/admin/assets/") && s.ends_with("/js/main.js"))
+        .expect("versioned script URL")
+        .to_owned();
+    let r = send(
+        Method::GET,
+        &format!("{}{main_js}", app.base),
+        &[("accept-encoding", "gzip")],
+        Bytes::new(),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.headers["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("immutable"));
+    assert_eq!(r.headers["content-encoding"], "gzip");
+    let stale = main_js.replace("/admin/assets/", "/admin/assets/0");
+    let r = send(
+        Method::GET,
+        &format!("{}{stale}", app.base),
+        &[],
+        Bytes::new(),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 404, "an old version's URL is not served");
+
+    // A wrong key is refused; a good one gets a session.
+    let (s, _) = call(
+        app,
+        Method::POST,
+        "/admin/api/session",
+        &[],
+        json!({ "key": "nope" }),
+    )
+    .await;
+    assert_eq!(s, 401);
+    let (cookie, csrf) = http_sign_in(app, ADMIN).await;
+    let c = cookie.as_str();
+
+    // Reads work with the cookie alone.
+    let (s, v) = call(
+        app,
+        Method::GET,
+        &format!("/v1/images/{image_id}"),
+        &[("cookie", c)],
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    // A change without the CSRF token, or with a wrong one, is refused; with it, it passes.
+    let path = format!("/v1/images/{image_id}");
+    let body = json!({ "tags": ["csrf-checked"] });
+    let (s, v) = call(app, Method::PATCH, &path, &[("cookie", c)], body.clone()).await;
+    assert_eq!(s, 403, "{v}");
+    let (s, _) = call(
+        app,
+        Method::PATCH,
+        &path,
+        &[("cookie", c), ("x-csrf-token", "wrong")],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(s, 403);
+    // A cross-site page cannot use the cookie for a change even with a token it guessed.
+    let (s, _) = call(
+        app,
+        Method::PATCH,
+        &path,
+        &[
+            ("cookie", c),
+            ("x-csrf-token", &csrf),
+            ("origin", "https://evil.example"),
+        ],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(s, 403);
+    let (s, v) = call(
+        app,
+        Method::PATCH,
+        &path,
+        &[("cookie", c), ("x-csrf-token", &csrf)],
+        body,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["tags"], json!(["csrf-checked"]));
+    // The session acts with its key's role: a viewer's session cannot change anything.
+    let viewer = app.key("viewer", None).await;
+    let (vc, vcsrf) = http_sign_in(app, &viewer).await;
+    let (s, _) = call(
+        app,
+        Method::PATCH,
+        &path,
+        &[("cookie", &vc), ("x-csrf-token", &vcsrf)],
+        json!({ "caption": "viewer was here" }),
+    )
+    .await;
+    assert_eq!(s, 403);
+    // Signing out ends the session everywhere.
+    let (s, _) = call(
+        app,
+        Method::DELETE,
+        "/admin/api/session",
+        &[("cookie", c), ("x-csrf-token", &csrf)],
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let (s, _) = call(
+        app,
+        Method::GET,
+        &format!("/v1/images/{image_id}"),
+        &[("cookie", c)],
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, 401);
+}
+
+/// Signs out (when signed in) and signs in again with `key` in the browser.
+async fn browser_sign_in(b: &Browser, base: &str, key: &str) {
+    b.goto(&format!("{base}/admin/library")).await;
+    b.wait_for(
+        "the page",
+        "return !!document.querySelector('input[name=key]') || !document.getElementById('top').hidden",
+        WAIT,
+    )
+    .await;
+    if b.js("return !document.getElementById('top').hidden", vec![])
+        .await
+        == json!(true)
+    {
+        b.click("#signout").await;
+    }
+    b.find("input[name=key]", WAIT).await;
+    b.type_into("input[name=key]", key).await;
+    b.click("form button[type=submit]").await;
+    b.wait_for(
+        "signed in",
+        "return !document.getElementById('top').hidden",
+        WAIT,
+    )
+    .await;
+}
+
+/// Runs axe in the page; collects serious/critical violations under `page`.
+async fn axe(b: &Browser, axe: &str, page: &str, found: &mut Vec<String>) {
+    for v in b.axe_serious(axe).await {
+        found.push(format!("{page}: {v}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_ui_end_to_end() {
+    let axe_js = axe_source();
+    let models =
+        models().expect("the admin UI test searches by text and image: run scripts/fetch-models");
+    let mut opts = Options::new(Backend::Sqlite).with_search(&models);
+    opts.up = true;
+    let app = App::spawn(opts).await;
+    let base = app.base.clone();
+    let b = Browser::start(1280, 900).await;
+    let mut violations = Vec::new();
+
+    // Sign in.
+    b.goto(&format!("{base}/admin")).await;
+    b.find("input[name=key]", WAIT).await;
+    b.screenshot("01-sign-in").await;
+    axe(&b, &axe_js, "sign-in", &mut violations).await;
+    b.type_into("input[name=key]", "wrong-key").await;
+    b.click("form button[type=submit]").await;
+    b.wait_text("not valid", WAIT).await;
+    b.clear("input[name=key]").await;
+    b.type_into("input[name=key]", ADMIN).await;
+    b.click("form button[type=submit]").await;
+    b.wait_text("No images yet", WAIT).await;
+    // The cookie is HttpOnly: the page's script cannot read it.
+    assert_eq!(b.js("return document.cookie", vec![]).await, json!(""));
+
+    // Upload three photos by the file input; each becomes ready.
+    let dir = app.data_dir.join("ui-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let files: Vec<String> = (0..3)
+        .map(|i| {
+            let p = dir.join(format!("photo-{i}.jpg"));
+            std::fs::write(&p, jpeg(640 + i * 64, 480, 40 + i)).unwrap();
+            p.display().to_string()
+        })
+        .collect();
+    b.click("nav a[href='/admin/upload']").await;
+    b.find("input[name=owner]", WAIT).await;
+    b.type_into("input[name=owner]", "alice").await;
+    b.type_into("input[name=caption]", "harbour at dawn").await;
+    b.type_into("input[type=file]", &files.join("\n")).await;
+    b.wait_for(
+        "three uploads ready",
+        "return document.querySelectorAll('li.upload[data-state=ready]').length === 3",
+        Duration::from_secs(180),
+    )
+    .await;
+    b.screenshot("02-upload").await;
+    axe(&b, &axe_js, "upload", &mut violations).await;
+
+    // The library shows them with edge thumbnails (srcset, lazy).
+    b.click("nav a[href='/admin/library']").await;
+    b.wait_for(
+        "three tiles",
+        "return document.querySelectorAll('.grid li.tile').length === 3",
+        WAIT,
+    )
+    .await;
+    b.wait_for(
+        "thumbnails loaded from the edge",
+        "return [...document.querySelectorAll('.grid img')].every(i => i.complete && i.naturalWidth > 0 && i.srcset && i.loading === 'lazy')",
+        WAIT,
+    )
+    .await;
+    b.screenshot("03-library").await;
+    axe(&b, &axe_js, "library", &mut violations).await;
+    let ids: Vec<String> = b
+        .js("return [...document.querySelectorAll('.grid li.tile a')].map(a => a.getAttribute('href').split('/').pop())", vec![])
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+
+    // Search by text: results with scores and an explanation.
+    b.goto(&format!("{base}/admin/search?text=harbour")).await;
+    b.wait_for(
+        "text results",
+        "return document.querySelectorAll('.results li.result').length === 3",
+        WAIT,
+    )
+    .await;
+    let text = b.page_text().await;
+    assert!(
+        text.contains("Score") && text.contains("mode text"),
+        "{text}"
+    );
+    b.screenshot("04-search-text").await;
+    axe(&b, &axe_js, "search", &mut violations).await;
+    // Search by image (the drop zone's file input).
+    b.goto(&format!("{base}/admin/search")).await;
+    b.type_into("#search-file", &files[1]).await;
+    b.click("form[role=search] button[type=submit]").await;
+    b.wait_text("mode image", WAIT).await;
+    b.wait_for(
+        "image results",
+        "return document.querySelectorAll('.results li.result .score').length >= 1",
+        WAIT,
+    )
+    .await;
+    b.screenshot("05-search-image").await;
+
+    // Open an image, correct its caption, see the diff, restore the old value.
+    let id = &ids[0];
+    b.goto(&format!("{base}/admin/images/{id}")).await;
+    b.find("textarea[name=caption]", WAIT).await;
+    b.find("#history [data-loaded]", WAIT).await;
+    b.clear("textarea[name=caption]").await;
+    b.type_into("textarea[name=caption]", "harbour at dusk")
+        .await;
+    b.type_into("input[name=reason]", "wrong time of day").await;
+    b.click("form.edit button[type=submit]").await;
+    b.wait_for(
+        "the correction in the history",
+        "return [...document.querySelectorAll('table.history td.diff')].some(td => td.innerText.includes('harbour at dawn') && td.innerText.includes('harbour at dusk'))",
+        WAIT,
+    )
+    .await;
+    let (_, doc) = app.get_json(&format!("/v1/images/{id}"), ADMIN).await;
+    assert_eq!(doc["caption"], "harbour at dusk");
+    b.screenshot("06-image-corrected").await;
+    axe(&b, &axe_js, "image", &mut violations).await;
+    b.click("table.history tbody tr:first-child button").await;
+    b.wait_for(
+        "the restored caption",
+        "return document.querySelector('textarea[name=caption]') && document.querySelector('textarea[name=caption]').value === 'harbour at dawn'",
+        WAIT,
+    )
+    .await;
+    let (_, doc) = app.get_json(&format!("/v1/images/{id}"), ADMIN).await;
+    assert_eq!(doc["caption"], "harbour at dawn");
+    // The signed URL builder gives an edge URL the browser can load.
+    b.clear("input[name=w]").await;
+    b.type_into("input[name=w]", "200").await;
+    b.click("form.grid-form button[type=submit]").await;
+    b.wait_for("the sized preview", "const i = document.querySelector('img.preview'); return !!i && i.complete && i.naturalWidth === 200", WAIT).await;
+    b.screenshot("07-image-restored").await;
+
+    review_queue(&app, &b, &base, &ids, &axe_js, &mut violations).await;
+
+    // Operations: queue, edges, storage and the cost model with charts.
+    b.goto(&format!("{base}/admin/operations")).await;
+    b.wait_text("Actual monthly bill", WAIT).await;
+    b.wait_text("Jobs by kind and state", WAIT).await;
+    b.click("#cost form.grid-form:last-of-type button[type=submit]")
+        .await;
+    b.wait_for(
+        "the projection chart",
+        "return document.body.innerText.includes('Total over 24 months')",
+        WAIT,
+    )
+    .await;
+    b.screenshot("09-operations").await;
+    axe(&b, &axe_js, "operations", &mut violations).await;
+
+    // Phone-sized screen: the library still works and passes the same checks.
+    b.resize(390, 844).await;
+    b.goto(&format!("{base}/admin/library")).await;
+    b.wait_for(
+        "tiles on a phone",
+        "return document.querySelectorAll('.grid li.tile').length === 3",
+        WAIT,
+    )
+    .await;
+    let overflow = b
+        .js(
+            "return document.documentElement.scrollWidth > window.innerWidth + 1",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        overflow,
+        json!(false),
+        "the library scrolls sideways on a phone"
+    );
+    b.screenshot("10-library-phone").await;
+    axe(&b, &axe_js, "library (phone)", &mut violations).await;
+    b.goto(&format!("{base}/admin/images/{id}")).await;
+    b.find("textarea[name=caption]", WAIT).await;
+    b.screenshot("11-image-phone").await;
+    b.resize(1280, 900).await;
+
+    // A viewer's session shows no upload, review or operations pages.
+    let viewer = app.key("viewer", None).await;
+    browser_sign_in(&b, &base, &viewer).await;
+    b.find(".grid li.tile", WAIT).await;
+    let nav = b
+        .js("return document.getElementById('nav').innerText", vec![])
+        .await;
+    let nav = nav.as_str().unwrap();
+    assert!(
+        nav.contains("Library") && !nav.contains("Upload") && !nav.contains("Operations"),
+        "{nav}"
+    );
+
+    session_security(&app, id).await;
+
+    b.quit().await;
+    app.cleanup().await;
+    assert!(
+        violations.is_empty(),
+        "axe found serious or critical problems:\n{}",
+        violations.join("\n")
+    );
+}
+
+/// The review queue: approve one with the keyboard; the stale one gets the conflict message.
+async fn review_queue(
+    app: &App,
+    b: &Browser,
+    base: &str,
+    ids: &[String],
+    axe_js: &str,
+    found: &mut Vec<String>,
+) {
+    for id in ids {
+        let r = app
+            .req(
+                Method::PATCH,
+                &format!("/v1/images/{id}"),
+                Some(ADMIN),
+                Some("application/json"),
+                Bytes::from(
+                    json!({ "review_state": "needs_review", "reason": "looks blurry" }).to_string(),
+                ),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    // Decisions need another key than the uploader's (four eyes): a reviewer signs in.
+    let reviewer = app.key("reviewer", None).await;
+    browser_sign_in(b, base, &reviewer).await;
+    b.goto(&format!("{base}/admin/review")).await;
+    b.wait_for(
+        "three items waiting",
+        "return document.querySelectorAll('ol.queue li.item').length === 3",
+        WAIT,
+    )
+    .await;
+    b.wait_text("looks blurry", WAIT).await;
+    b.screenshot("08-review").await;
+    axe(b, axe_js, "review", found).await;
+    // Keyboard: focus the first item, approve it with "a".
+    let first = b
+        .js("const li = document.querySelector('ol.queue li.item'); li.focus(); return li.dataset.id", vec![])
+        .await;
+    let first = first.as_str().unwrap().to_owned();
+    b.js(
+        "document.activeElement.dispatchEvent(new KeyboardEvent('keydown', { key: 'a', bubbles: true }))",
+        vec![],
+    )
+    .await;
+    b.wait_for(
+        "two left",
+        "return document.querySelectorAll('ol.queue li.item').length === 2",
+        WAIT,
+    )
+    .await;
+    let (_, doc) = app.get_json(&format!("/v1/images/{first}"), ADMIN).await;
+    assert_eq!(doc["review_state"], "approved", "{doc}");
+    browser_sign_in(b, base, ADMIN).await;
+}
+
+/// Benchmark (ignored; run on purpose): the library page's first screen over
+/// `FLEXPHOTO_UI_BENCH_N` images (default 100,000) in headless Chromium. One real photo is
+/// uploaded, then its row is copied N times straight into the SQLite file (new ids and
+/// upload times, same objects, so every thumbnail is a real edge URL). Reports, from the
+/// browser's Performance API, the time from navigation start to the grid's first screen
+/// painted and to every thumbnail in the viewport loaded; cold (empty browser cache) and
+/// warm (median of 5). Recorded in loadtest/README.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: cargo test -p flexphoto-control-plane --test control_plane admin_ui_library_first_screen -- --ignored --nocapture"]
+async fn admin_ui_library_first_screen() {
+    let n: usize = std::env::var("FLEXPHOTO_UI_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let mut opts = Options::new(Backend::Sqlite);
+    opts.up = true;
+    let app = App::spawn(opts).await;
+    let (s, v) = app
+        .upload(ADMIN, "bench", "p.jpg", &jpeg(800, 600, 3))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let seed_id = v["id"].as_str().unwrap().to_owned();
+    app.wait_done(&seed_id, Duration::from_secs(60)).await;
+
+    let started = std::time::Instant::now();
+    seed_copies(&app, &seed_id, n).await;
+    let seeded = started.elapsed();
+    let (_, page) = app.get_json("/v1/images?limit=1", ADMIN).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+
+    let b = Browser::start(1280, 900).await;
+    b.goto(&format!("{}/admin", app.base)).await;
+    b.type_into("input[name=key]", ADMIN).await;
+    b.click("form button[type=submit]").await;
+    b.find(".grid li.tile", WAIT).await;
+    // A fresh load: assets come from the browser cache from here on (immutable), as they
+    // would for anyone who has opened the page before; the first visit is reported apart.
+    let mut cold = None;
+    let mut warm = Vec::new();
+    for round in 0..6 {
+        b.goto(&format!("{}/admin/library", app.base)).await;
+        b.wait_for(
+            "the first screen",
+            "return document.body.dataset.libraryReady === '1'",
+            WAIT,
+        )
+        .await;
+        let t = b
+            .js_async(
+                "const done = arguments[arguments.length - 1];
+                 const painted = performance.getEntriesByName('library-first-screen')[0].startTime;
+                 const visible = () => [...document.querySelectorAll('.grid img')].filter(i => { const r = i.getBoundingClientRect(); return r.top < innerHeight && r.bottom > 0; });
+                 const check = () => { const v = visible(); if (v.length && v.every(i => i.complete)) done([painted, performance.now(), v.length, document.querySelectorAll('.grid li').length]); else setTimeout(check, 10); };
+                 check();",
+            )
+            .await;
+        let a = t.as_array().unwrap();
+        let row = (
+            a[0].as_f64().unwrap(),
+            a[1].as_f64().unwrap(),
+            a[2].as_u64().unwrap(),
+            a[3].as_u64().unwrap(),
+        );
+        if round == 0 {
+            cold = Some(row);
+        } else {
+            warm.push(row);
+        }
+    }
+    warm.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let med = warm[warm.len() / 2];
+    println!(
+        "library first screen over {n} images (seeded in {:.1} s): first visit {:.0} ms painted / {:.0} ms thumbnails loaded; \
+         repeat visits median {:.0} ms painted / {:.0} ms thumbnails loaded (best {:.0}, worst {:.0} painted); {} thumbnails in view, {} tiles",
+        seeded.as_secs_f64(),
+        cold.unwrap().0,
+        cold.unwrap().1,
+        med.0,
+        med.1,
+        warm.first().unwrap().0,
+        warm.last().unwrap().0,
+        med.2,
+        med.3
+    );
+    b.screenshot("bench-library-100k").await;
+    b.quit().await;
+    app.cleanup().await;
+}
+
+/// Copies image `id`'s row `n` times into the SQLite database (new ids, one second apart).
+async fn seed_copies(app: &App, id: &str, n: usize) {
+    use sqlx::{Connection, Row};
+    let url = format!("sqlite:{}", app.data_dir.join("flexphoto.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("PRAGMA busy_timeout = 10000")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let cols: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info('images')")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect();
+    let uuid = uuid::Uuid::parse_str(id).unwrap();
+    let uploaded: String = sqlx::query("SELECT uploaded_at FROM images WHERE id = $1")
+        .bind(uuid)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get(0);
+    let suffix = if uploaded.ends_with('Z') {
+        "Z"
+    } else {
+        "+00:00"
+    };
+    let select: Vec<String> = cols
+        .iter()
+        .map(|c| match c.as_str() {
+            "id" => "$1".to_owned(),
+            "uploaded_at" | "created_at" | "updated_at" => "$2".to_owned(),
+            "sha256" | "upload_key" | "upload_identity" => "NULL".to_owned(),
+            other => other.to_owned(),
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO images ({}) SELECT {} FROM images WHERE id = $3",
+        cols.join(", "),
+        select.join(", ")
+    );
+    let base = chrono::Utc::now() - chrono::Duration::seconds(n as i64 + 10);
+    let mut tx = conn.begin().await.unwrap();
+    for i in 0..n {
+        let t = base + chrono::Duration::seconds(i as i64);
+        let t = format!("{}{suffix}", t.format("%Y-%m-%dT%H:%M:%S%.6f"));
+        sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(uuid::Uuid::new_v4())
+            .bind(t)
+            .bind(uuid)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
