@@ -285,6 +285,23 @@ async fn admin_ui_end_to_end() {
         .collect();
     b.click("nav a[href='/admin/upload']").await;
     b.find("input[name=owner]", WAIT).await;
+    // A file that is not a picture fails, with the reason shown on its row.
+    let junk = dir.join("broken.gif");
+    std::fs::write(
+        &junk,
+        b"GIF89a but then nothing that decodes at all, just words",
+    )
+    .unwrap();
+    b.type_into("input[name=owner]", "bob").await;
+    b.type_into("input[type=file]", &junk.display().to_string())
+        .await;
+    b.wait_for(
+        "the broken upload failed with a reason",
+        "const li = document.querySelector('li.upload[data-state=failed]'); return !!li && li.innerText.includes('failed: ') && li.innerText.length > 40",
+        Duration::from_secs(120),
+    )
+    .await;
+    b.clear("input[name=owner]").await;
     b.type_into("input[name=owner]", "alice").await;
     b.type_into("input[name=caption]", "harbour at dawn").await;
     b.type_into("input[type=file]", &files.join("\n")).await;
@@ -393,6 +410,9 @@ async fn admin_ui_end_to_end() {
     b.goto(&format!("{base}/admin/operations")).await;
     b.wait_text("Actual monthly bill", WAIT).await;
     b.wait_text("Jobs by kind and state", WAIT).await;
+    // The broken upload's job is dead: retry it from the page.
+    b.click("button[aria-label^='Retry job']").await;
+    b.wait_text("queued again", WAIT).await;
     b.click("#cost form.grid-form:last-of-type button[type=submit]")
         .await;
     b.wait_for(
@@ -488,7 +508,8 @@ async fn review_queue(
         WAIT,
     )
     .await;
-    b.wait_text("looks blurry", WAIT).await;
+    // Each item says why it is there (the reason set above, or the near-duplicate routing).
+    b.wait_for("reasons", "return [...document.querySelectorAll('ol.queue li.item')].every(li => li.querySelector('.reasons li'))", WAIT).await;
     b.screenshot("08-review").await;
     axe(b, axe_js, "review", found).await;
     // Keyboard: focus the first item, approve it with "a".
