@@ -202,17 +202,24 @@ function history(doc, catalog, reload) {
       const hist = await get(`/v1/images/${doc.id}/history`);
       box.dataset.loaded = "1";
       if (!hist.items.length) { fill(box, h("p", { class: "muted" }, "No changes yet.")); return; }
+      // Changes in order (entries of one change share `change`); undoing a change restores
+      // the state right after the change before it.
+      const changes = [...new Set(hist.items.map((e) => e.change).filter(Boolean))];
+      const firstEntryOf = (c) => hist.items.find((x) => x.change === c);
       const rows = hist.items.slice().reverse().map((e) => {
         const diff = e.diff?.summary || diffText(e);
-        const canRestore = can("uploader") && (catalog ? true : ["caption", "tags", "review_state"].includes(e.field));
+        const prev = catalog && e.change ? changes[changes.indexOf(e.change) - 1] : undefined;
+        const canRestore = can("uploader") && (["caption", "tags", "review_state"].includes(e.field) || (catalog && (prev || e.diff)));
         const btn = canRestore ? h("button", { type: "button", class: "small", "aria-label": `Restore ${e.field} to before change ${e.id}`, onclick: async () => {
           try {
-            if (catalog) await post(`/v1/images/${doc.id}/history/${e.id}/restore`, { version: doc.version, reason: `restore of change ${e.id}` });
-            else await patch(`/v1/images/${doc.id}`, { [e.field]: e.old_value ?? (e.field === "tags" ? [] : null), reason: `restore of change ${e.id}` });
+            const reason = `undo of change ${e.id}`;
+            if (catalog && prev) await post(`/v1/images/${doc.id}/history/${firstEntryOf(prev).id}/restore`, { version: doc.version, reason });
+            else if (catalog && e.field !== "review_state") await patch(`/v1/images/${doc.id}/metadata`, { values: { [e.field]: e.old_value ?? null }, version: doc.version, reason });
+            else await patch(`/v1/images/${doc.id}`, { [e.field]: e.old_value ?? (e.field === "tags" ? [] : null), reason });
             toast("Restored.");
             reload();
           } catch (err) { toast(err.status === 409 ? `Someone changed it first: ${err.message}` : err.message, "error"); }
-        } }, catalog ? "Restore this version" : "Restore old value") : null;
+        } }, "Restore old value") : null;
         return h("tr", {}, h("td", {}, fmtDate(e.at)), h("td", {}, e.field), h("td", { class: "diff" }, diff), h("td", {}, e.actor, e.reason ? h("br") : null, e.reason ? h("small", {}, e.reason) : null), h("td", {}, btn));
       });
       fill(box, h("div", { class: "table-wrap", tabindex: 0, role: "region", "aria-label": "History" }, h("table", { class: "history" }, h("caption", { class: "visually-hidden" }, "Changes, newest first"),
