@@ -39,6 +39,13 @@ pub struct ReadyResponses {
 /// Bytes counted per entry beyond its headers and body.
 const ENTRY_OVERHEAD: usize = 256;
 
+// moka hands the weigher a reference to the key as stored.
+#[allow(clippy::borrowed_box)]
+fn weigh(k: &Box<[u8]>, v: &Arc<Ready>) -> u32 {
+    let n = k.len() + v.ok_head.len() + v.not_modified_head.len() + v.body.len() + ENTRY_OVERHEAD;
+    n.min(u32::MAX as usize) as u32
+}
+
 impl ReadyResponses {
     /// A map holding at most `capacity` bytes of headers and bodies (bodies are shared with
     /// the memory tier while it holds them too); `None` when `capacity` is 0.
@@ -46,14 +53,7 @@ impl ReadyResponses {
         (capacity > 0).then(|| Self {
             cache: moka::sync::Cache::builder()
                 .max_capacity(capacity)
-                .weigher(|k: &Box<[u8]>, v: &Arc<Ready>| {
-                    let n = k.len()
-                        + v.ok_head.len()
-                        + v.not_modified_head.len()
-                        + v.body.len()
-                        + ENTRY_OVERHEAD;
-                    n.min(u32::MAX as usize) as u32
-                })
+                .weigher(weigh)
                 .support_invalidation_closures()
                 .build(),
         })

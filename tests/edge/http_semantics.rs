@@ -162,7 +162,8 @@ fn ready_answers_are_the_normal_paths_answers() {
         .header("etag")
         .unwrap()
         .to_owned();
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>)> = vec![
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         ("GET", "/img/land.jpg?w=120", vec![]),
         ("HEAD", "/img/land.jpg?w=120", vec![]),
         ("GET", "/img/land.jpg?w=120", vec![("If-None-Match", &etag)]),
@@ -219,7 +220,7 @@ fn ready_answers_keep_alive_and_pipelining_order() {
     let mut c = Conn::open(e.port);
     // Miss, then a hit through the normal path: both on one kept-alive connection.
     let first = c.send(&[get(img)]).remove(0);
-    assert_eq!(c.send(&[get(img)]), [first.clone()]);
+    assert_eq!(c.send(&[get(img)]), std::slice::from_ref(&first));
     assert_eq!(e.metric("flexphoto_ready_hits_total", ""), 0.0);
     // Ready answers, pipelined, in order; then the normal path on the same connection.
     let answers = c.send(&[get(img), head(img), get(img)]);
