@@ -23,8 +23,7 @@ use pingora_core::server::ShutdownWatch;
 use prometheus::IntCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::edge::etag_matches;
-use crate::metrics::Metrics;
+use crate::edge::{etag_matches, Edge};
 use crate::ready::ReadyResponses;
 use crate::service::EdgeHttp;
 
@@ -44,17 +43,20 @@ struct Counters {
 
 /// The application Pingora runs for each connection.
 pub struct EdgeApp {
+    edge: Arc<Edge>,
     http: Arc<EdgeHttp>,
     ready: Option<ReadyResponses>,
     counters: Counters,
 }
 
 impl EdgeApp {
-    /// The fast path over `ready` (none: every request goes to `http`).
-    pub fn new(http: EdgeHttp, ready: Option<ReadyResponses>, metrics: &Metrics) -> Self {
+    /// The fast path over the edge's ready responses (none: every request goes to
+    /// [`EdgeHttp`]).
+    pub fn new(edge: Arc<Edge>) -> Self {
+        let metrics = edge.metrics();
         Self {
-            http: Arc::new(http),
-            ready,
+            http: Arc::new(EdgeHttp::new(Arc::clone(&edge))),
+            ready: edge.ready().cloned(),
             counters: Counters {
                 ok: metrics.requests.with_label_values(&["200"]),
                 not_modified: metrics.requests.with_label_values(&["304"]),
@@ -62,6 +64,7 @@ impl EdgeApp {
                 ready_hits: metrics.ready_hits.clone(),
                 bytes_out: metrics.bytes_out.clone(),
             },
+            edge,
         }
     }
 }
@@ -267,15 +270,18 @@ impl ServerApp for EdgeApp {
                 return None;
             }
             buf.advance(len);
+            let sent = body.map_or(0, |b| b.len() as u64);
+            // Access statistics count it as the normal path does: a hit, body bytes sent.
+            if let Some(access) = self.edge.access() {
+                access.record(&answer.source_key, sent, true);
+            }
             // Counted as the normal path counts them: a 304 looks nothing up.
             if not_modified {
                 self.counters.not_modified.inc();
             } else {
                 self.counters.ok.inc();
                 self.counters.memory_hits.inc();
-                self.counters
-                    .bytes_out
-                    .inc_by(body.map_or(0, |b| b.len() as u64));
+                self.counters.bytes_out.inc_by(sent);
             }
             self.counters.ready_hits.inc();
             if close {

@@ -10,6 +10,7 @@
 //! - [`cache`]: memory tier (`moka`), disk tier, source cache, working copies, source
 //!   identities.
 //! - [`clients`]: per-client limits on transforms in flight.
+//! - [`access`]: requests and bytes per source key, pushed to the control plane.
 //! - [`app`]: each connection: repeated hits answered from [`ready`] responses straight off
 //!   the socket, everything else handed to [`service`], the Pingora glue (HTTP in, HTTP
 //!   out); [`server`] starts it.
@@ -19,6 +20,7 @@
 //! - [`metrics`], [`samples`].
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod app;
 pub mod cache;
 pub mod clients;

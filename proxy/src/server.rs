@@ -12,7 +12,6 @@ use crate::app::EdgeApp;
 use crate::config::EdgeConfig;
 use crate::edge::Edge;
 use crate::metrics::Metrics;
-use crate::service::EdgeHttp;
 
 /// Builds the edge from `cfg` and serves until SIGTERM (graceful) or SIGINT. Blocks the
 /// calling thread; Pingora makes its own runtimes.
@@ -54,11 +53,7 @@ pub fn run_edge(edge: Arc<Edge>) -> Result<(), String> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let app = EdgeApp::new(
-        EdgeHttp::new(Arc::clone(&edge)),
-        edge.ready().cloned(),
-        edge.metrics(),
-    );
+    let app = EdgeApp::new(Arc::clone(&edge));
     let mut service = Service::new("flexphoto-edge".to_owned(), app);
     // A write buffer that holds a typical image response lets the header and body leave in
     // one write (Pingora's default of 1460 bytes sends them separately).

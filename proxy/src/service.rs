@@ -70,7 +70,9 @@ fn text_reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply 
 fn error_reply(e: &EdgeError) -> Reply {
     let mut r = text_reply(e.status(), "application/json", e.body());
     match e {
-        EdgeError::Overloaded { retry_after } | EdgeError::TooManyRequests { retry_after } => {
+        EdgeError::Overloaded { retry_after }
+        | EdgeError::TooManyRequests { retry_after }
+        | EdgeError::Archived { retry_after } => {
             set(&mut r.header, "retry-after", retry_after.as_secs().max(1))
         }
         EdgeError::MethodNotAllowed => set(&mut r.header, "allow", "GET, HEAD"),
@@ -229,6 +231,7 @@ impl EdgeHttp {
         let uri = session.req_header().uri.clone();
         let path = uri.path();
         let is_read = method == http::Method::GET || method == http::Method::HEAD;
+        let is_head = method == http::Method::HEAD;
         let edge = &self.edge;
         if path.starts_with(flexphoto_url::IMG_PREFIX) || path.starts_with(flexphoto_url::CF_PREFIX)
         {
@@ -245,6 +248,13 @@ impl EdgeHttp {
             return match edge.serve(req).await {
                 Ok(r) => {
                     keep_ready(edge, session, &r);
+                    if let Some(counter) = edge.access() {
+                        let bytes = match (&r.image, is_head) {
+                            (Some(img), false) => img.body.len() as u64,
+                            _ => 0,
+                        };
+                        counter.record(&r.key, bytes, r.tier != crate::cache::Tier::Origin);
+                    }
                     image_reply(edge, &r)
                 }
                 Err(e) => {
