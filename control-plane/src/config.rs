@@ -51,6 +51,8 @@ pub struct RawConfig {
     pub duplicates: RawDuplicates,
     /// `[cluster]`.
     pub cluster: RawCluster,
+    /// `[catalog]`.
+    pub catalog: crate::catalog::settings::RawCatalog,
     /// `[[variants]]`.
     pub variants: Vec<RawVariant>,
 }
@@ -752,6 +754,8 @@ pub struct Config {
     pub cluster_lease: Duration,
     /// URL other processes reach this one at; `None`: from the bound address.
     pub advertise_url: Option<String>,
+    /// Catalog governance: rights scheduler, withheld list, re-validation, model reasons.
+    pub catalog: crate::catalog::settings::CatalogConfig,
 }
 
 impl RawConfig {
@@ -1058,7 +1062,9 @@ impl RawConfig {
                 &self.cluster.advertise_url,
             )?)
         };
+        let catalog = self.catalog.validate()?;
         Ok(Config {
+            catalog,
             cluster_lease: Duration::from_secs(self.cluster.lease_secs),
             advertise_url,
             search,

@@ -28,6 +28,9 @@ pub struct ImageFilter {
     pub status: Option<ImageStatus>,
     /// Only this review state.
     pub review_state: Option<ReviewState>,
+    /// Catalog conditions: collection, terms, workflow, rights, versions, schema fields
+    /// (`catalog::query`). The default leaves out withheld images and superseded versions.
+    pub catalog: crate::catalog::query::CatalogFilter,
 }
 
 /// Why a filter was refused.
@@ -95,6 +98,7 @@ impl ImageFilter {
         if let Some(r) = self.review_state {
             d.push(format!("review_state = {r}"));
         }
+        d.extend(self.catalog.describe());
         d
     }
 }
@@ -114,7 +118,13 @@ mod tests {
         assert!(f.check().is_ok());
         assert_eq!(
             f.describe(),
-            ["owner = alice", "tag beach", "status = ready"]
+            [
+                "owner = alice",
+                "tag beach",
+                "status = ready",
+                "rights: inside the rights window",
+                "current versions"
+            ]
         );
         f.tags = vec![String::new()];
         assert!(f.check().is_err());

@@ -190,6 +190,7 @@ fn to_query(
             .as_deref()
             .map(str::parse::<ReviewState>)
             .transpose()?,
+        catalog: Default::default(),
     };
     Ok(SearchQuery {
         similar,

@@ -220,6 +220,7 @@ async fn two_step(state: &AppState, caller: &Caller, req: CreateUpload) -> ApiRe
         upload_expires_at: Some(upload.expires_at),
         uploaded_by: Some(caller.key_id),
         upload_key: Some(staging),
+        catalog: None,
     };
     match state.db.insert_uploading(&img).await {
         Ok(()) => {}
@@ -329,6 +330,7 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
         upload_expires_at: None,
         uploaded_by: Some(caller.key_id),
         upload_key: None,
+        catalog: None,
     };
     if let Err(e) = state
         .db
