@@ -19,7 +19,8 @@
 //! - [`review`]: why an image is in the review queue, and priorities.
 //! - [`history`]: readable diffs of recorded changes, and restoring a past version.
 //! - [`lineage`]: derivatives and versions.
-//! - [`query`]: catalog filters and sorts, and the SQL they become.
+//! - [`query`]: catalog filters and sorts, and the SQL they become; [`explain`]: which
+//!   filters a result matched and how, and why it is in review.
 //! - [`load`]: collections, compiled schemas (cached by version) and records read back.
 //! - [`ingest`], [`corrections`], [`scheduler`]: the flows that tie these to the database.
 //! - [`csv`]: CSV manifests for `flexphoto import`; [`settings`]: `[catalog]` configuration.
@@ -27,6 +28,7 @@
 pub mod corrections;
 pub mod csv;
 pub mod embedded;
+pub mod explain;
 pub mod fields;
 pub mod history;
 pub mod ingest;

@@ -120,6 +120,7 @@ pub async fn metrics(
     caller.require(Role::Admin)?;
     let s = state.db.queue_stats().await?;
     state.metrics.set_queue(&s);
+    super::review::refresh_metrics(&state).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

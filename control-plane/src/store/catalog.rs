@@ -972,6 +972,36 @@ impl Db {
         }))
     }
 
+    /// The terms several images carry with their ancestors: `(image, term, given directly)`.
+    pub async fn terms_of(&self, ids: &[ImageId]) -> Result<Vec<(ImageId, String, bool)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT image_id, term, direct FROM image_terms WHERE image_id IN ({}) ORDER BY term",
+            marks.join(", ")
+        );
+        Ok(on_db!(self, |p, _pg| {
+            let mut q = sqlx::query_as::<_, (ImageId, String, bool)>(AssertSqlSafe(sql));
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.fetch_all(p).await?
+        }))
+    }
+
+    /// The terms an image carries with their ancestors.
+    pub async fn terms_with_ancestors(&self, id: ImageId) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = on_db!(self, |p, _pg| {
+            sqlx::query_as("SELECT term FROM image_terms WHERE image_id = $1 ORDER BY term")
+                .bind(id)
+                .fetch_all(p)
+                .await?
+        });
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
     /// Writes an image's descriptive metadata if its version is still `expected` (`None`:
     /// any): values, indexes, validation reason, history and a payload sync, in one
     /// transaction. `changes` are the per-field differences the caller computed; nothing is
@@ -1388,6 +1418,25 @@ impl Db {
                 over_7d: e,
             })
             .collect())
+    }
+
+    /// Live images in the review queue (`owner` narrows it).
+    pub async fn queue_waiting(&self, owner: Option<&Owner>) -> Result<i64> {
+        let sql = if owner.is_some() {
+            "SELECT COUNT(*) FROM image_catalog c JOIN images i ON i.id = c.image_id \
+             WHERE c.queued_at IS NOT NULL AND i.deleted_at IS NULL AND c.owner = $1"
+        } else {
+            "SELECT COUNT(*) FROM image_catalog c JOIN images i ON i.id = c.image_id \
+             WHERE c.queued_at IS NOT NULL AND i.deleted_at IS NULL"
+        };
+        let n: (i64,) = on_db!(self, |p, _pg| {
+            let mut q = sqlx::query_as(sql);
+            if let Some(o) = owner {
+                q = q.bind(o.clone());
+            }
+            q.fetch_one(p).await?
+        });
+        Ok(n.0)
     }
 
     /// An image's changes, oldest first, as the catalog records them.
