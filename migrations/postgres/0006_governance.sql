@@ -145,7 +145,7 @@ ALTER TABLE image_history ADD COLUMN change_id TEXT;
 INSERT INTO collections (id, owner, name, is_default, created_at, updated_at)
     SELECT gen_random_uuid(), owner, 'default', TRUE,
            now(), now()
-    FROM (SELECT DISTINCT owner FROM images);
+    FROM (SELECT DISTINCT owner FROM images) AS owners;
 INSERT INTO image_catalog (image_id, owner, collection_id, workflow_state, queued_at, updated_at)
     SELECT i.id, i.owner, c.id,
            CASE i.review_state WHEN 'needs_review' THEN 'in_review' WHEN 'approved' THEN 'approved'
