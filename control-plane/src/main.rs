@@ -284,6 +284,10 @@ mod up {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         e.origin = cfg.storage.clone();
+        if e.withheld_list_key.is_some() {
+            // The list the rights scheduler publishes.
+            e.withheld_list_key = Some(cfg.catalog.withheld_list_key.clone());
+        }
         if cfg.edge_signing_keys.is_empty() && e.signing_keys.is_empty() {
             // Signed by default: one key for this data directory, made on the first start.
             cfg.edge_signing_keys = vec![super::generated_signing_key(&cfg.data_dir)?];

@@ -13,6 +13,7 @@
 //! - [`service`]: the Pingora glue (HTTP in, HTTP out); [`server`] starts it.
 //! - [`error`]: one error type and its mapping to HTTP statuses.
 //! - [`config`]: raw config → validated [`config::EdgeConfig`] naming the bad key.
+//! - [`withheld`]: keys withheld by their rights, read from a list in the bucket.
 //! - [`metrics`], [`samples`].
 #![deny(missing_docs)]
 
@@ -25,3 +26,4 @@ pub mod metrics;
 pub mod samples;
 pub mod server;
 pub mod service;
+pub mod withheld;
