@@ -103,7 +103,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -171,7 +174,13 @@ async fn schemas_and_validation_at_ingest(app: &App) {
     )
     .await;
     assert_eq!(s, 400, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("min is above max"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("min is above max"),
+        "{e}"
+    );
 
     // Refused: every failing field and rule at once, nothing stored.
     let (s, e) = upload_with(
@@ -182,7 +191,10 @@ async fn schemas_and_validation_at_ingest(app: &App) {
             ("collection", "press-2026"),
             ("fields.shot_count", "500"),
             ("fields.usage", "advertising"),
-            ("credit", "An agency whose name is far too long for the rule"),
+            (
+                "credit",
+                "An agency whose name is far too long for the rule",
+            ),
         ],
         &jpeg(64, 48, 1),
         None,
@@ -194,7 +206,12 @@ async fn schemas_and_validation_at_ingest(app: &App) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| (f["field"].as_str().unwrap().to_owned(), f["rule"].as_str().unwrap().to_owned()))
+        .map(|f| {
+            (
+                f["field"].as_str().unwrap().to_owned(),
+                f["rule"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     for want in [
         ("photographer_id", "required"),
@@ -207,14 +224,24 @@ async fn schemas_and_validation_at_ingest(app: &App) {
             "{want:?} missing: {e}"
         );
     }
-    let (_, page) = app.get_json("/v1/images?owner=press&versions=all", ADMIN).await;
-    assert_eq!(ids(&page).len(), 0, "a refused upload stores nothing: {page}");
+    let (_, page) = app
+        .get_json("/v1/images?owner=press&versions=all", ADMIN)
+        .await;
+    assert_eq!(
+        ids(&page).len(),
+        0,
+        "a refused upload stores nothing: {page}"
+    );
 
     // Accepted: the photographer from the sidecar, the credit and keywords embedded in the
     // file (IPTC), usage from the form; the form beats the sidecar for the title.
     let file = with_segments(
         &jpeg(64, 48, 2),
-        &[iptc_segment(&[(2, 110, "Agency"), (2, 25, "harbour"), (2, 5, "IPTC title")])],
+        &[iptc_segment(&[
+            (2, 110, "Agency"),
+            (2, 25, "harbour"),
+            (2, 5, "IPTC title"),
+        ])],
     );
     let (s, v) = upload_with(
         app,
@@ -285,7 +312,10 @@ async fn schemas_and_validation_at_ingest(app: &App) {
         .unwrap_or_else(|| panic!("not queued: {q}"));
     assert_eq!(item["reasons"][0]["kind"], "validation", "{q}");
     assert!(
-        item["reasons"][0]["summary"].as_str().unwrap().contains("box pattern"),
+        item["reasons"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("box pattern"),
         "{q}"
     );
 
@@ -337,7 +367,10 @@ async fn schemas_and_validation_at_ingest(app: &App) {
         (img["descriptive"]["validation"]["schema_version"] == 2).then_some(img)
     })
     .await;
-    assert_eq!(img["descriptive"]["validation"]["failures"][0]["field"], "location", "{img}");
+    assert_eq!(
+        img["descriptive"]["validation"]["failures"][0]["field"], "location",
+        "{img}"
+    );
     assert_eq!(img["workflow"]["state"], "in_review", "{img}");
     let (_, versions) = app
         .get_json(&format!("/v1/collections/{press}/schema/versions"), ADMIN)
@@ -410,14 +443,24 @@ async fn vocabulary_filters_and_sorts(app: &App) {
     let nature = c["id"].as_str().unwrap().to_owned();
     let photos = [
         ("Puppy, beach", "4", "2026-03-01", "dogs", "north"),
-        ("golden retriever", "2", "2026-01-15", "golden retriever", "south"),
+        (
+            "golden retriever",
+            "2",
+            "2026-01-15",
+            "golden retriever",
+            "south",
+        ),
         ("seagull, Ocean", "5", "2025-12-24", "birds", "north"),
         ("tree", "", "", "", "east"),
         ("fauna", "3", "2026-02-10", "animals", "north"),
     ];
     let mut id = Vec::new();
     for (i, (kw, rating, shot, subject, region)) in photos.iter().enumerate() {
-        let mut f: Vec<(&str, &str)> = vec![("collection", "nature"), ("keywords", kw), ("fields.region", region)];
+        let mut f: Vec<(&str, &str)> = vec![
+            ("collection", "nature"),
+            ("keywords", kw),
+            ("fields.region", region),
+        ];
         if !rating.is_empty() {
             f.push(("fields.rating", rating));
         }
@@ -435,7 +478,11 @@ async fn vocabulary_filters_and_sorts(app: &App) {
         app.wait_done(i, Duration::from_secs(60)).await;
     }
     let (_, img) = app.get_json(&format!("/v1/images/{}", id[0]), ADMIN).await;
-    assert_eq!(img["descriptive"]["values"]["keywords"], json!(["dogs", "beach"]), "{img}");
+    assert_eq!(
+        img["descriptive"]["values"]["keywords"],
+        json!(["dogs", "beach"]),
+        "{img}"
+    );
     assert_eq!(img["tags"], json!(["dogs", "beach"]), "{img}");
     let terms: Vec<&str> = img["descriptive"]["terms"]
         .as_array()
@@ -445,23 +492,40 @@ async fn vocabulary_filters_and_sorts(app: &App) {
         .collect();
     assert_eq!(terms, ["dogs"], "{img}");
     let (_, img2) = app.get_json(&format!("/v1/images/{}", id[2]), ADMIN).await;
-    assert_eq!(img2["descriptive"]["values"]["keywords"], json!(["seagull", "sea"]), "{img2}");
+    assert_eq!(
+        img2["descriptive"]["values"]["keywords"],
+        json!(["seagull", "sea"]),
+        "{img2}"
+    );
 
     let list = |q: String| async move {
-        let (s, v) = app.get_json(&format!("/v1/images?owner=nat&{q}"), ADMIN).await;
+        let (s, v) = app
+            .get_json(&format!("/v1/images?owner=nat&{q}"), ADMIN)
+            .await;
         assert_eq!(s, 200, "{q}: {v}");
         v
     };
     // animals finds dogs, golden retrievers, birds and animals themselves.
     let v = list("terms=animals&sort=oldest".into()).await;
-    assert_eq!(ids(&v), [id[0].clone(), id[1].clone(), id[2].clone(), id[4].clone()], "{v}");
+    assert_eq!(
+        ids(&v),
+        [id[0].clone(), id[1].clone(), id[2].clone(), id[4].clone()],
+        "{v}"
+    );
     let v = list("terms=dogs&sort=oldest".into()).await;
     assert_eq!(ids(&v), [id[0].clone(), id[1].clone()], "{v}");
     let m = &v["items"][1];
     let _ = m;
     // Combined: a term, a number field, a text field and the collection.
-    let v = list(format!("terms=animals&fields=rating>=3;region=north&collection={nature}&sort=oldest")).await;
-    assert_eq!(ids(&v), [id[0].clone(), id[2].clone(), id[4].clone()], "{v}");
+    let v = list(format!(
+        "terms=animals&fields=rating>=3;region=north&collection={nature}&sort=oldest"
+    ))
+    .await;
+    assert_eq!(
+        ids(&v),
+        [id[0].clone(), id[2].clone(), id[4].clone()],
+        "{v}"
+    );
     let v = list("fields=shot_on<2026-02-01".into()).await;
     let mut got = ids(&v);
     got.sort();
@@ -470,9 +534,13 @@ async fn vocabulary_filters_and_sorts(app: &App) {
     assert_eq!(got, want, "{v}");
     let v = list("fields=region~ORT".into()).await;
     assert_eq!(ids(&v).len(), 3, "{v}");
-    let (s, e) = app.get_json("/v1/images?owner=nat&fields=nosuch=1", ADMIN).await;
+    let (s, e) = app
+        .get_json("/v1/images?owner=nat&fields=nosuch=1", ADMIN)
+        .await;
     assert_eq!(s, 400, "{e}");
-    let (s, e) = app.get_json("/v1/images?owner=nat&fields=rating>=many", ADMIN).await;
+    let (s, e) = app
+        .get_json("/v1/images?owner=nat&fields=rating>=many", ADMIN)
+        .await;
     assert_eq!(s, 400, "{e}");
 
     // Sorted by rating, two per page: 5, 4, 3, 2, then the image without a rating.
@@ -490,20 +558,40 @@ async fn vocabulary_filters_and_sorts(app: &App) {
             None => break,
         }
     }
-    assert_eq!(seen, [id[2].clone(), id[0].clone(), id[4].clone(), id[1].clone(), id[3].clone()]);
+    assert_eq!(
+        seen,
+        [
+            id[2].clone(),
+            id[0].clone(),
+            id[4].clone(),
+            id[1].clone(),
+            id[3].clone()
+        ]
+    );
     let v = list("sort=field:shot_on&limit=10".into()).await;
     assert_eq!(ids(&v)[0], id[2], "earliest first: {v}");
 
     // These generated images look alike: near-duplicates are in the queue, saying of what
     // and how close.
-    let q = eventually("near-duplicate routing", Duration::from_secs(30), || async {
-        let (_, q) = app.get_json("/v1/review/queue?owner=nat&reason=near_duplicate", ADMIN).await;
-        (!q["items"].as_array().unwrap().is_empty()).then_some(q)
-    })
+    let q = eventually(
+        "near-duplicate routing",
+        Duration::from_secs(30),
+        || async {
+            let (_, q) = app
+                .get_json("/v1/review/queue?owner=nat&reason=near_duplicate", ADMIN)
+                .await;
+            (!q["items"].as_array().unwrap().is_empty()).then_some(q)
+        },
+    )
     .await;
     let summary = q["items"][0]["reasons"][0]["summary"].as_str().unwrap();
-    assert!(summary.starts_with("near-duplicate of ") && summary.contains("phash distance"), "{q}");
-    let (_, l) = app.get_json("/v1/images?owner=nat&reason=near_duplicate", ADMIN).await;
+    assert!(
+        summary.starts_with("near-duplicate of ") && summary.contains("phash distance"),
+        "{q}"
+    );
+    let (_, l) = app
+        .get_json("/v1/images?owner=nat&reason=near_duplicate", ADMIN)
+        .await;
     assert!(!ids(&l).is_empty(), "{l}");
 
     // A filter-only search says which filters matched and how.
@@ -519,9 +607,15 @@ async fn vocabulary_filters_and_sorts(app: &App) {
     assert_eq!(ids(&r), [id[2].clone(), id[0].clone()], "{r}");
     let mf = &r["items"][1]["explanation"]["matched_filters"];
     let text = mf.to_string();
-    assert!(text.contains("has term dogs, which is under animals"), "{mf}");
+    assert!(
+        text.contains("has term dogs, which is under animals"),
+        "{mf}"
+    );
     assert!(text.contains("rating is 4"), "{mf}");
-    assert!(r["items"][0]["descriptive"]["values"]["rating"] == 5.0, "{r}");
+    assert!(
+        r["items"][0]["descriptive"]["values"]["rating"] == 5.0,
+        "{r}"
+    );
 }
 
 #[tokio::test]
@@ -541,7 +635,15 @@ async fn workflow_and_queue(app: &App) {
     let reviewer = app.key("reviewer", None).await;
     let mut id = Vec::new();
     for i in 0..4 {
-        let (s, v) = upload_with(app, &uploader, "wf", &[("title", &format!("photo {i}"))], &jpeg(40, 30, 200 + i), None).await;
+        let (s, v) = upload_with(
+            app,
+            &uploader,
+            "wf",
+            &[("title", &format!("photo {i}"))],
+            &jpeg(40, 30, 200 + i),
+            None,
+        )
+        .await;
         assert_eq!(s, 201, "{v}");
         id.push(v["id"].as_str().unwrap().to_owned());
     }
@@ -549,39 +651,82 @@ async fn workflow_and_queue(app: &App) {
         app.wait_done(i, Duration::from_secs(60)).await;
     }
     let wf = |key: String, img: String, body: Value| async move {
-        send_json(app, Method::POST, &format!("/v1/images/{img}/workflow"), &key, &body).await
+        send_json(
+            app,
+            Method::POST,
+            &format!("/v1/images/{img}/workflow"),
+            &key,
+            &body,
+        )
+        .await
     };
     // Not a transition: draft cannot be approved or published directly.
     let (s, e) = wf(reviewer.clone(), id[0].clone(), json!({"to": "approved"})).await;
     assert_eq!(s, 409, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("in_review, withdrawn"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("in_review, withdrawn"),
+        "{e}"
+    );
     // The uploader submits with a note; the image enters the queue.
-    let (s, v) = wf(uploader.clone(), id[0].clone(), json!({"to": "in_review", "reason": "ready for the desk"})).await;
+    let (s, v) = wf(
+        uploader.clone(),
+        id[0].clone(),
+        json!({"to": "in_review", "reason": "ready for the desk"}),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["workflow"]["state"], "in_review");
     assert_eq!(v["review_state"], "needs_review", "{v}");
     let version = v["version"].as_i64().unwrap();
     // The uploader cannot approve; a reviewer can; a stale version is refused.
-    let (s, e) = wf(uploader.clone(), id[0].clone(), json!({"to": "approved", "version": version})).await;
+    let (s, e) = wf(
+        uploader.clone(),
+        id[0].clone(),
+        json!({"to": "approved", "version": version}),
+    )
+    .await;
     assert_eq!(s, 403, "{e}");
-    let (s, e) = wf(reviewer.clone(), id[0].clone(), json!({"to": "approved", "version": version - 1})).await;
+    let (s, e) = wf(
+        reviewer.clone(),
+        id[0].clone(),
+        json!({"to": "approved", "version": version - 1}),
+    )
+    .await;
     assert_eq!(s, 409, "{e}");
     assert_eq!(e["error"]["code"], "stale_version", "{e}");
     assert_eq!(e["current_version"], version, "{e}");
-    let (s, v) = wf(reviewer.clone(), id[0].clone(), json!({"to": "approved", "version": version, "reason": "sharp"})).await;
+    let (s, v) = wf(
+        reviewer.clone(),
+        id[0].clone(),
+        json!({"to": "approved", "version": version, "reason": "sharp"}),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
-    assert!(v["workflow"]["review"].is_null(), "a decision resolves the reasons: {v}");
+    assert!(
+        v["workflow"]["review"].is_null(),
+        "a decision resolves the reasons: {v}"
+    );
     let (s, v) = wf(reviewer.clone(), id[0].clone(), json!({"to": "published"})).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["workflow"]["state"], "published");
     // Each transition is in the history with actor, time and reason.
-    let (_, h) = app.get_json(&format!("/v1/images/{}/history", id[0]), ADMIN).await;
+    let (_, h) = app
+        .get_json(&format!("/v1/images/{}/history", id[0]), ADMIN)
+        .await;
     let moves: Vec<(String, String)> = h["items"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|e| e["field"] == "workflow_state")
-        .map(|e| (e["new_value"].as_str().unwrap().to_owned(), e["reason"].as_str().unwrap_or("").to_owned()))
+        .map(|e| {
+            (
+                e["new_value"].as_str().unwrap().to_owned(),
+                e["reason"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         moves,
@@ -592,10 +737,24 @@ async fn workflow_and_queue(app: &App) {
         ],
         "{h}"
     );
-    assert!(h["items"].as_array().unwrap().iter().any(|e| e["actor"].as_str().unwrap().starts_with("reviewer key")), "{h}");
+    assert!(
+        h["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"].as_str().unwrap().starts_with("reviewer key")),
+        "{h}"
+    );
 
     // A collection that does not require approval publishes from review directly.
-    let (_, c) = send_json(app, Method::POST, "/v1/collections", ADMIN, &json!({"owner": "wf", "name": "quick", "publish_requires_approval": false})).await;
+    let (_, c) = send_json(
+        app,
+        Method::POST,
+        "/v1/collections",
+        ADMIN,
+        &json!({"owner": "wf", "name": "quick", "publish_requires_approval": false}),
+    )
+    .await;
     assert_eq!(c["publish_requires_approval"], false, "{c}");
 
     // Queue: three submitted, oldest first, and by priority; bulk approve with one stale.
@@ -606,12 +765,22 @@ async fn workflow_and_queue(app: &App) {
     let (_, q) = app.get_json("/v1/review/queue?owner=wf", &reviewer).await;
     assert_eq!(ids(&q), id[1..].to_vec(), "{q}");
     assert_eq!(q["items"][0]["reasons"][0]["kind"], "submitted", "{q}");
-    let (_, q2) = app.get_json("/v1/review/queue?owner=wf&limit=2", &reviewer).await;
+    let (_, q2) = app
+        .get_json("/v1/review/queue?owner=wf&limit=2", &reviewer)
+        .await;
     let (_, q3) = app
-        .get_json(&format!("/v1/review/queue?owner=wf&limit=2&cursor={}", q2["next_cursor"].as_str().unwrap()), &reviewer)
+        .get_json(
+            &format!(
+                "/v1/review/queue?owner=wf&limit=2&cursor={}",
+                q2["next_cursor"].as_str().unwrap()
+            ),
+            &reviewer,
+        )
         .await;
     assert_eq!([ids(&q2), ids(&q3)].concat(), id[1..].to_vec());
-    let (_, qp) = app.get_json("/v1/review/queue?owner=wf&sort=priority", &reviewer).await;
+    let (_, qp) = app
+        .get_json("/v1/review/queue?owner=wf&sort=priority", &reviewer)
+        .await;
     assert_eq!(ids(&qp).len(), 3, "{qp}");
     let items: Vec<Value> = q["items"]
         .as_array()
@@ -620,25 +789,46 @@ async fn workflow_and_queue(app: &App) {
         .enumerate()
         .map(|(n, it)| json!({"id": it["id"], "version": it["version"].as_i64().unwrap() - i64::from(n == 1)}))
         .collect();
-    let (s, r) = send_json(app, Method::POST, "/v1/review/decisions", &reviewer, &json!({"action": "approve", "reason": "batch", "items": items})).await;
+    let (s, r) = send_json(
+        app,
+        Method::POST,
+        "/v1/review/decisions",
+        &reviewer,
+        &json!({"action": "approve", "reason": "batch", "items": items}),
+    )
+    .await;
     assert_eq!(s, 207, "{r}");
     assert_eq!(r["succeeded"], 2, "{r}");
     assert_eq!(r["results"][1]["status"], 409, "{r}");
     assert_eq!(r["results"][1]["code"], "stale_version", "{r}");
     let (_, q) = app.get_json("/v1/review/queue?owner=wf", &reviewer).await;
-    assert_eq!(ids(&q), [id[2].clone()], "only the stale one still waits: {q}");
+    assert_eq!(
+        ids(&q),
+        [id[2].clone()],
+        "only the stale one still waits: {q}"
+    );
     let (_, m) = app.get_json("/v1/review/metrics?owner=wf", &reviewer).await;
     assert_eq!(m["waiting"], 1, "{m}");
     assert_eq!(m["by_reason"][0]["reason"], "submitted", "{m}");
     assert_eq!(m["by_reason"][0]["waiting"], 1, "{m}");
     assert_eq!(m["by_reason"][0]["under_1h"], 1, "{m}");
-    let r = app.req(Method::GET, "/metrics", Some(ADMIN), None, Bytes::new()).await;
+    let r = app
+        .req(Method::GET, "/metrics", Some(ADMIN), None, Bytes::new())
+        .await;
     let text = String::from_utf8_lossy(&r.body);
-    assert!(text.contains("flexphoto_review_waiting{reason=\"submitted\"} 1"), "{text}");
+    assert!(
+        text.contains("flexphoto_review_waiting{reason=\"submitted\"} 1"),
+        "{text}"
+    );
     // The legacy review state route goes through the workflow.
     let r = app
-        .req(Method::PATCH, &format!("/v1/images/{}", id[2]), Some(&reviewer), Some("application/json"),
-             Bytes::from(json!({"review_state": "rejected", "reason": "blurred"}).to_string()))
+        .req(
+            Method::PATCH,
+            &format!("/v1/images/{}", id[2]),
+            Some(&reviewer),
+            Some("application/json"),
+            Bytes::from(json!({"review_state": "rejected", "reason": "blurred"}).to_string()),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(json_of(&r)["workflow"]["state"], "rejected");
@@ -648,7 +838,9 @@ async fn workflow_and_queue(app: &App) {
 async fn review_workflow_queue_and_concurrency() {
     for b in backends() {
         // Generated test images look alike: no near-duplicate routing here.
-        let app = App::spawn(Options::new(b).env("FLEXPHOTO__DUPLICATES__PHASH_MAX_DISTANCE", "-1")).await;
+        let app =
+            App::spawn(Options::new(b).env("FLEXPHOTO__DUPLICATES__PHASH_MAX_DISTANCE", "-1"))
+                .await;
         workflow_and_queue(&app).await;
         app.cleanup().await;
     }
@@ -659,7 +851,15 @@ async fn review_workflow_queue_and_concurrency() {
 /// correction re-syncs what filters see. Versions and lineage: a new version supersedes the
 /// old in listings, the history shows the chain.
 async fn history_restore_and_lineage(app: &App) {
-    let (s, v) = upload_with(app, ADMIN, "hist", &[("title", "Dune"), ("keywords", "sand, sea")], &jpeg(40, 30, 300), None).await;
+    let (s, v) = upload_with(
+        app,
+        ADMIN,
+        "hist",
+        &[("title", "Dune"), ("keywords", "sand, sea")],
+        &jpeg(40, 30, 300),
+        None,
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
     let id = v["id"].as_str().unwrap().to_owned();
     let img = app.wait_done(&id, Duration::from_secs(60)).await;
@@ -676,14 +876,20 @@ async fn history_restore_and_lineage(app: &App) {
     // Someone with the old version is refused.
     let (s, e) = patch(json!({"values": {"title": "Other"}, "version": v0})).await;
     assert_eq!(s, 409, "{e}");
-    let (s, _) = patch(json!({"values": {"credit": null}, "version": v1, "reason": "no credit"})).await;
+    let (s, _) =
+        patch(json!({"values": {"credit": null}, "version": v1, "reason": "no credit"})).await;
     assert_eq!(s, 200);
     // Filters see the correction at once.
     let (_, l) = app.get_json("/v1/images?owner=hist&tags=dusk", ADMIN).await;
     assert_eq!(ids(&l), [id.clone()], "{l}");
-    let (_, h) = app.get_json(&format!("/v1/images/{id}/history"), ADMIN).await;
+    let (_, h) = app
+        .get_json(&format!("/v1/images/{id}/history"), ADMIN)
+        .await;
     let items = h["items"].as_array().unwrap();
-    let summaries: Vec<&str> = items.iter().map(|e| e["diff"]["summary"].as_str().unwrap()).collect();
+    let summaries: Vec<&str> = items
+        .iter()
+        .map(|e| e["diff"]["summary"].as_str().unwrap())
+        .collect();
     for want in [
         "title: set to \"Dune\"",
         "title: \"Dune\" → \"Dune at dusk\"",
@@ -700,43 +906,88 @@ async fn history_restore_and_lineage(app: &App) {
     assert!(fix["actor"].as_str().unwrap().contains("admin"), "{h}");
     // Restore the version as uploaded: a new change, not a rewrite.
     let before = items.len();
-    let (s, r) = send_json(app, Method::POST, &format!("/v1/images/{id}/history/{}/restore", first_title["id"]), ADMIN, &json!({"reason": "back to the original"})).await;
+    let (s, r) = send_json(
+        app,
+        Method::POST,
+        &format!("/v1/images/{id}/history/{}/restore", first_title["id"]),
+        ADMIN,
+        &json!({"reason": "back to the original"}),
+    )
+    .await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["descriptive"]["values"]["title"], "Dune", "{r}");
-    assert_eq!(r["descriptive"]["values"]["keywords"], json!(["sand", "sea"]), "{r}");
-    assert_eq!(r["descriptive"]["sources"]["title"]["source"], "restore", "{r}");
-    let (_, h2) = app.get_json(&format!("/v1/images/{id}/history"), ADMIN).await;
+    assert_eq!(
+        r["descriptive"]["values"]["keywords"],
+        json!(["sand", "sea"]),
+        "{r}"
+    );
+    assert_eq!(
+        r["descriptive"]["sources"]["title"]["source"], "restore",
+        "{r}"
+    );
+    let (_, h2) = app
+        .get_json(&format!("/v1/images/{id}/history"), ADMIN)
+        .await;
     assert!(h2["items"].as_array().unwrap().len() > before, "{h2}");
     assert_eq!(h2["items"][0], h["items"][0], "history is never rewritten");
 
     // A new version of the image: listings show the current one only, unless asked.
-    let (s, v) = upload_with(app, ADMIN, "hist", &[("derived_from", &id), ("relation", "version")], &jpeg(40, 30, 301), None).await;
+    let (s, v) = upload_with(
+        app,
+        ADMIN,
+        "hist",
+        &[("derived_from", &id), ("relation", "version")],
+        &jpeg(40, 30, 301),
+        None,
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
     let id2 = v["id"].as_str().unwrap().to_owned();
     app.wait_done(&id2, Duration::from_secs(60)).await;
     let (_, l) = app.get_json("/v1/images?owner=hist", ADMIN).await;
     assert_eq!(ids(&l), [id2.clone()], "{l}");
-    let (_, l) = app.get_json("/v1/images?owner=hist&versions=all", ADMIN).await;
+    let (_, l) = app
+        .get_json("/v1/images?owner=hist&versions=all", ADMIN)
+        .await;
     assert_eq!(ids(&l).len(), 2, "{l}");
     let (_, old) = app.get_json(&format!("/v1/images/{id}"), ADMIN).await;
     assert_eq!(old["lineage"]["current"], false, "{old}");
     let (_, new) = app.get_json(&format!("/v1/images/{id2}"), ADMIN).await;
     assert_eq!(new["lineage"]["version_number"], 2, "{new}");
     assert_eq!(new["lineage"]["derived_from"], id.as_str(), "{new}");
-    let (_, h) = app.get_json(&format!("/v1/images/{id2}/history"), ADMIN).await;
+    let (_, h) = app
+        .get_json(&format!("/v1/images/{id2}/history"), ADMIN)
+        .await;
     let chain: Vec<(String, i64, bool)> = h["lineage"]["chain"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["id"].as_str().unwrap().to_owned(), c["version_number"].as_i64().unwrap(), c["current"].as_bool().unwrap()))
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_owned(),
+                c["version_number"].as_i64().unwrap(),
+                c["current"].as_bool().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(chain, [(id.clone(), 1, false), (id2.clone(), 2, true)], "{h}");
+    assert_eq!(
+        chain,
+        [(id.clone(), 1, false), (id2.clone(), 2, true)],
+        "{h}"
+    );
     // A derivative linked afterwards; an exact duplicate names the image it duplicates.
     let (s, v) = upload_with(app, ADMIN, "hist", &[], &jpeg(20, 20, 302), None).await;
     assert_eq!(s, 201);
     let crop = v["id"].as_str().unwrap().to_owned();
     app.wait_done(&crop, Duration::from_secs(60)).await;
-    let (s, l) = send_json(app, Method::PUT, &format!("/v1/images/{crop}/lineage"), ADMIN, &json!({"derived_from": id2, "relation": "derivative"})).await;
+    let (s, l) = send_json(
+        app,
+        Method::PUT,
+        &format!("/v1/images/{crop}/lineage"),
+        ADMIN,
+        &json!({"derived_from": id2, "relation": "derivative"}),
+    )
+    .await;
     assert_eq!(s, 200, "{l}");
     assert!(l["chain"].to_string().contains(&crop), "{l}");
     let (s, d) = upload_with(app, ADMIN, "hist", &[], &jpeg(20, 20, 302), None).await;

@@ -23,7 +23,9 @@ use crate::auth::{Caller, Role};
 use crate::catalog::corrections::{self, Correction};
 use crate::catalog::explain::PageFacts;
 use crate::catalog::lineage::Relation;
-use crate::catalog::query::{CatalogFilter, FieldCondition, FieldSort, RightsFilter, VersionFilter};
+use crate::catalog::query::{
+    CatalogFilter, FieldCondition, FieldSort, RightsFilter, VersionFilter,
+};
 use crate::catalog::review::ReasonView;
 use crate::catalog::rights::{self, RightsState};
 use crate::catalog::sources::{Source, SourceInfo};
@@ -221,7 +223,12 @@ pub struct ImageDoc {
 }
 
 /// Removes a withheld image's URLs and makes the others expire with its rights window.
-pub fn apply_rights_to_urls(state: &AppState, view: &mut ImageView, img: &ImageRow, cat: Option<&CatalogRow>) {
+pub fn apply_rights_to_urls(
+    state: &AppState,
+    view: &mut ImageView,
+    img: &ImageRow,
+    cat: Option<&CatalogRow>,
+) {
     let (from, until) = cat.map_or((None, None), |c| (c.rights_from, c.rights_until));
     if RightsState::at(from, until, crate::store::now()).withheld() {
         view.variants.clear();
@@ -257,7 +264,9 @@ pub fn apply_rights_to_urls(state: &AppState, view: &mut ImageView, img: &ImageR
 /// is withheld.
 pub async fn url_expiry_for(state: &AppState, img: &ImageRow) -> ApiResult<Option<i64>> {
     let cat = state.db.catalog_of(img.id).await?;
-    let (from, until) = cat.as_ref().map_or((None, None), |c| (c.rights_from, c.rights_until));
+    let (from, until) = cat
+        .as_ref()
+        .map_or((None, None), |c| (c.rights_from, c.rights_until));
     match RightsState::at(from, until, crate::store::now()) {
         RightsState::Clear => Ok(rights::url_expiry(until)),
         RightsState::Pending => Err(ApiError::Conflict(format!(
@@ -352,7 +361,10 @@ pub fn parts(img: &ImageRow, facts: &PageFacts) -> CatalogParts {
             }),
         },
         technical: Technical {
-            mime: img.mime.clone().unwrap_or_else(|| img.declared_mime.clone()),
+            mime: img
+                .mime
+                .clone()
+                .unwrap_or_else(|| img.declared_mime.clone()),
             format: img.format.clone(),
             bytes: img.bytes.or(img.declared_bytes),
             width: img.width,
@@ -473,7 +485,9 @@ pub async fn catalog_filter(
         .unwrap_or_default();
     if rights != RightsFilter::Usable {
         caller.require(Role::Admin).map_err(|_| {
-            ApiError::Forbidden("withheld images (rights=withheld|any) are shown to admin keys only".into())
+            ApiError::Forbidden(
+                "withheld images (rights=withheld|any) are shown to admin keys only".into(),
+            )
         })?;
     }
     let versions = match raw.versions.as_deref() {
@@ -573,7 +587,8 @@ async fn resolve_kinds(
                 ApiError::Invalid(format!("{}: {:?} is not a date", c.describe(), c.value))
             })?;
         }
-        if c.kind == Some(fields::FieldType::Number) && c.op != crate::catalog::query::Op::Contains {
+        if c.kind == Some(fields::FieldType::Number) && c.op != crate::catalog::query::Op::Contains
+        {
             c.value.parse::<f64>().map_err(|_| {
                 ApiError::Invalid(format!("{}: {:?} is not a number", c.describe(), c.value))
             })?;
@@ -623,7 +638,9 @@ pub async fn field_sort(
         }
     };
     if kind == fields::FieldType::List {
-        return Err(ApiError::Invalid(format!("cannot sort by the list field {name}")));
+        return Err(ApiError::Invalid(format!(
+            "cannot sort by the list field {name}"
+        )));
     }
     Ok(Some(FieldSort {
         field: name,
@@ -677,7 +694,9 @@ pub async fn legacy_patch(
     };
     let target = workflow::from_review_state(r);
     let cat = state.db.catalog_of(img.id).await?;
-    let current = cat.as_ref().map_or(WorkflowState::Draft, |c| c.workflow_state);
+    let current = cat
+        .as_ref()
+        .map_or(WorkflowState::Draft, |c| c.workflow_state);
     if current == target || workflow::review_state_of(current) == r {
         return Ok(());
     }
@@ -687,8 +706,7 @@ pub async fn legacy_patch(
         // Through review: submit (or reopen) first.
         path.push(WorkflowState::InReview);
         if target != WorkflowState::InReview {
-            workflow::check(WorkflowState::InReview, target, actor, true)
-                .map_err(refusal)?;
+            workflow::check(WorkflowState::InReview, target, actor, true).map_err(refusal)?;
         }
     }
     if target != WorkflowState::InReview || path.is_empty() {
@@ -728,7 +746,9 @@ fn version_of(v: Option<i64>) -> ApiResult<Option<i32>> {
 
 fn check_reason(r: &Option<String>) -> ApiResult<()> {
     if r.as_ref().is_some_and(|r| r.chars().count() > 2000) {
-        return Err(ApiError::Invalid("reason must be at most 2000 characters".into()));
+        return Err(ApiError::Invalid(
+            "reason must be at most 2000 characters".into(),
+        ));
     }
     Ok(())
 }
@@ -752,7 +772,9 @@ pub async fn patch_metadata(
     let img = load_for(&state, &caller, &id, Role::Uploader).await?;
     check_reason(&body.reason)?;
     if body.values.is_empty() {
-        return Err(ApiError::Invalid("values must name at least one field".into()));
+        return Err(ApiError::Invalid(
+            "values must name at least one field".into(),
+        ));
     }
     for k in body.values.keys() {
         fields::check_name(k).map_err(ApiError::Invalid)?;

@@ -95,7 +95,11 @@ pub struct CollectionView {
     pub updated_at: DateTime<Utc>,
 }
 
-fn check_settings(name: Option<&str>, description: Option<&str>, on_invalid: Option<&str>) -> ApiResult<()> {
+fn check_settings(
+    name: Option<&str>,
+    description: Option<&str>,
+    on_invalid: Option<&str>,
+) -> ApiResult<()> {
     if let Some(n) = name {
         if n.trim().is_empty() || n.chars().count() > 100 || n.chars().any(char::is_control) {
             return Err(ApiError::Invalid(
@@ -107,7 +111,9 @@ fn check_settings(name: Option<&str>, description: Option<&str>, on_invalid: Opt
         }
     }
     if description.is_some_and(|d| d.chars().count() > 2000) {
-        return Err(ApiError::Invalid("description must be at most 2000 characters".into()));
+        return Err(ApiError::Invalid(
+            "description must be at most 2000 characters".into(),
+        ));
     }
     if let Some(o) = on_invalid {
         if o != "refuse" && o != "review" {
@@ -130,7 +136,8 @@ async fn body_of<T: serde::de::DeserializeOwned>(state: &AppState, req: Request)
     let bytes = axum::body::to_bytes(req.into_body(), state.cfg.max_json_bytes)
         .await
         .map_err(|_| ApiError::TooLarge("the body is too large".into()))?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::Invalid("the body is not UTF-8".into()))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::Invalid("the body is not UTF-8".into()))?;
     if ct.starts_with("application/toml") || ct.starts_with("text/toml") {
         toml::from_str(text).map_err(|e| ApiError::Invalid(format!("bad TOML body: {e}")))
     } else if ct.starts_with("application/json") {
@@ -164,8 +171,10 @@ pub async fn write_schema(
         .values()
         .map(|f| (f.def.name.clone(), f.kind.as_str()))
         .collect();
-    let fields = serde_json::to_value(&doc.fields).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let terms = serde_json::to_value(compiled.vocabulary.defs()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let fields =
+        serde_json::to_value(&doc.fields).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let terms = serde_json::to_value(compiled.vocabulary.defs())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(state
         .db
         .put_schema(coll.id, &fields, &terms, &kinds, actor, reason)
@@ -188,7 +197,11 @@ async fn view(state: &AppState, c: CollectionRow) -> ApiResult<CollectionView> {
     })
 }
 
-async fn schema_view(state: &AppState, c: &CollectionRow, version: Option<i32>) -> ApiResult<SchemaView> {
+async fn schema_view(
+    state: &AppState,
+    c: &CollectionRow,
+    version: Option<i32>,
+) -> ApiResult<SchemaView> {
     let v = version.unwrap_or(c.schema_version);
     if v == 0 {
         return Ok(SchemaView {
@@ -216,7 +229,12 @@ async fn schema_view(state: &AppState, c: &CollectionRow, version: Option<i32>) 
 }
 
 /// Loads a collection the caller may act on with `role`.
-async fn load_collection(state: &AppState, caller: &Caller, id: &str, role: Role) -> ApiResult<CollectionRow> {
+async fn load_collection(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    role: Role,
+) -> ApiResult<CollectionRow> {
     caller.require(role)?;
     let id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound("collection"))?;
     let c = state
@@ -250,7 +268,11 @@ pub async fn create(
     let owner = requested_owner(&caller, file.owner.as_deref())?
         .ok_or_else(|| ApiError::Invalid("owner is required".into()))?;
     caller.require_owner(Role::Reviewer, &owner)?;
-    check_settings(Some(&file.name), file.description.as_deref(), file.on_invalid.as_deref())?;
+    check_settings(
+        Some(&file.name),
+        file.description.as_deref(),
+        file.on_invalid.as_deref(),
+    )?;
     // The schema is checked before anything is written.
     let doc = SchemaDoc {
         fields: file.fields.clone(),
@@ -321,11 +343,17 @@ pub async fn list(
         .as_deref()
         .map(|c| {
             let raw = hex::decode(c).ok().and_then(|b| String::from_utf8(b).ok());
-            raw.and_then(|r| r.split_once('\n').map(|(a, b)| (a.to_owned(), b.to_owned())))
-                .ok_or_else(|| ApiError::Invalid("cursor is not one this API returned".into()))
+            raw.and_then(|r| {
+                r.split_once('\n')
+                    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            })
+            .ok_or_else(|| ApiError::Invalid("cursor is not one this API returned".into()))
         })
         .transpose()?;
-    let mut rows = state.db.list_collections(owner.as_ref(), after, limit + 1).await?;
+    let mut rows = state
+        .db
+        .list_collections(owner.as_ref(), after, limit + 1)
+        .await?;
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
         rows.last()
@@ -385,10 +413,19 @@ pub async fn patch(
     ApiJson(body): ApiJson<CollectionChange>,
 ) -> ApiResult<Json<CollectionView>> {
     let c = load_collection(&state, &caller, &id, Role::Reviewer).await?;
-    check_settings(None, body.description.clone().flatten().as_deref(), body.on_invalid.as_deref())?;
+    check_settings(
+        None,
+        body.description.clone().flatten().as_deref(),
+        body.on_invalid.as_deref(),
+    )?;
     let c = state
         .db
-        .update_collection(c.id, body.description, body.on_invalid.as_deref(), body.publish_requires_approval)
+        .update_collection(
+            c.id,
+            body.description,
+            body.on_invalid.as_deref(),
+            body.publish_requires_approval,
+        )
         .await?
         .ok_or(ApiError::NotFound("collection"))?;
     Ok(Json(view(&state, c).await?))

@@ -144,7 +144,11 @@ pub async fn queue(
                 .collection
         }
     };
-    let kind = q.reason.as_deref().map(str::parse::<ReasonKind>).transpose()?;
+    let kind = q
+        .reason
+        .as_deref()
+        .map(str::parse::<ReasonKind>)
+        .transpose()?;
     let after = q
         .cursor
         .as_deref()
@@ -275,8 +279,14 @@ pub async fn decisions(
     if body.items.is_empty() || body.items.len() > 200 {
         return Err(ApiError::Invalid("items must hold 1 to 200 images".into()));
     }
-    if body.reason.as_ref().is_some_and(|r| r.chars().count() > 2000) {
-        return Err(ApiError::Invalid("reason must be at most 2000 characters".into()));
+    if body
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > 2000)
+    {
+        return Err(ApiError::Invalid(
+            "reason must be at most 2000 characters".into(),
+        ));
     }
     let target = match body.action.as_str() {
         "approve" => Some(WorkflowState::Approved),
@@ -296,16 +306,40 @@ pub async fn decisions(
     for it in &body.items {
         let expected = i32::try_from(it.version).ok();
         let outcome: ApiResult<i32> = async {
-            let img = super::images::load_for(&state, &caller, &it.id.to_string(), Role::Uploader).await?;
+            let img = super::images::load_for(&state, &caller, &it.id.to_string(), Role::Uploader)
+                .await?;
             let r = match (target, body.action.as_str()) {
                 (Some(to), _) => {
-                    corrections::transition(&state, &img, &caller, to, expected, body.reason.as_deref()).await
+                    corrections::transition(
+                        &state,
+                        &img,
+                        &caller,
+                        to,
+                        expected,
+                        body.reason.as_deref(),
+                    )
+                    .await
                 }
                 (None, "accept_suggestions") => {
-                    corrections::accept_suggestions(&state, &img, &caller, expected, body.reason.as_deref()).await
+                    corrections::accept_suggestions(
+                        &state,
+                        &img,
+                        &caller,
+                        expected,
+                        body.reason.as_deref(),
+                    )
+                    .await
                 }
                 (None, _) => {
-                    corrections::acknowledge(&state, &img, &caller, None, expected, body.reason.as_deref()).await
+                    corrections::acknowledge(
+                        &state,
+                        &img,
+                        &caller,
+                        None,
+                        expected,
+                        body.reason.as_deref(),
+                    )
+                    .await
                 }
             };
             Ok(r?)
@@ -455,7 +489,9 @@ pub async fn expiring(
     ApiQuery(q): ApiQuery<ExpiringQuery>,
 ) -> ApiResult<Json<Page<Expiring>>> {
     let owner = requested_owner(&caller, q.owner.as_deref())?;
-    let days = q.days.unwrap_or(state.cfg.catalog.rights_ending_days.max(1));
+    let days = q
+        .days
+        .unwrap_or(state.cfg.catalog.rights_ending_days.max(1));
     if !(1..=3650).contains(&days) {
         return Err(ApiError::Invalid("days must be between 1 and 3650".into()));
     }

@@ -190,7 +190,11 @@ async fn to_query(
         }
         _ => None,
     };
-    let sort_for_order = if field_sort.is_some() { None } else { req.sort.as_deref() };
+    let sort_for_order = if field_sort.is_some() {
+        None
+    } else {
+        req.sort.as_deref()
+    };
     let order = match (sort_for_order, &similar) {
         (None | Some("relevance"), Some(_)) => ListOrder::NewestFirst,
         (Some("relevance"), None) => {

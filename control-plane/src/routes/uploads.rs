@@ -19,6 +19,9 @@ use super::extract::{ApiPath, ApiQuery};
 use super::views::ErrorBody;
 use crate::auth::{Caller, Role};
 use crate::blob::{self, PresignedUpload};
+use crate::catalog::ingest::{self as catalog_ingest, Incoming, IngestOutcome};
+use crate::catalog::lineage::Relation;
+use crate::catalog::sources::Source;
 use crate::domain::{ImageId, ImageStatus, Owner};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -27,9 +30,6 @@ use crate::store::{now, StoreError};
 use crate::uploads::complete::complete_image;
 use crate::uploads::spool::{Spooled, Spooler, TempFile};
 use crate::uploads::webhook::{self, RecordOutcome};
-use crate::catalog::ingest::{self as catalog_ingest, Incoming, IngestOutcome};
-use crate::catalog::lineage::Relation;
-use crate::catalog::sources::Source;
 
 /// Body of a two-step (presigned) upload request.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -241,7 +241,12 @@ async fn two_step(state: &AppState, caller: &Caller, req: CreateUpload) -> ApiRe
             declared,
             declared_source: Some(Source::Upload),
             derived_from: req.derived_from,
-            relation: req.relation.as_deref().map(Relation::parse).transpose().map_err(ApiError::Invalid)?,
+            relation: req
+                .relation
+                .as_deref()
+                .map(Relation::parse)
+                .transpose()
+                .map_err(ApiError::Invalid)?,
             ..Default::default()
         },
     )
@@ -332,7 +337,9 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
             "metadata" => {
                 let text = field.text().await.map_err(bad)?;
                 let m: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
-                    .map_err(|e| ApiError::Invalid(format!("metadata must be a JSON object: {e}")))?;
+                    .map_err(|e| {
+                        ApiError::Invalid(format!("metadata must be a JSON object: {e}"))
+                    })?;
                 inc.declared.extend(m);
             }
             "metadata_source" => {

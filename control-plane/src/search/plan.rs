@@ -26,11 +26,9 @@ use serde::Serialize;
 
 use super::embed::Concept;
 use super::index::{CatalogConditions, IndexError, SearchFilter, VectorName, VectorQuery};
-use crate::catalog::explain::{MatchedFilter, PageFacts, TermExplained};
-use crate::catalog::query::{
-    CatalogFilter, FieldSort, RightsFilter, SortPosition, VersionFilter,
-};
 use super::Search;
+use crate::catalog::explain::{MatchedFilter, PageFacts, TermExplained};
+use crate::catalog::query::{CatalogFilter, FieldSort, RightsFilter, SortPosition, VersionFilter};
 use crate::cursor::Cursor;
 use crate::domain::{ImageId, ImageStatus, Owner};
 use crate::filter::ImageFilter;
@@ -177,13 +175,15 @@ pub async fn run(
 
 async fn filter_page(state: &AppState, q: &SearchQuery) -> Result<SearchPage, SearchError> {
     let invalid = |e: String| SearchError::Invalid(e);
-    let (rows, next_cursor, sorted): (Vec<ImageRow>, Option<String>, String) = match &q.sort_field
-    {
+    let (rows, next_cursor, sorted): (Vec<ImageRow>, Option<String>, String) = match &q.sort_field {
         Some(sort) => {
             let after = q
                 .cursor
                 .as_deref()
-                .map(|c| SortPosition::decode(c).ok_or_else(|| invalid("cursor is not one this API returned".into())))
+                .map(|c| {
+                    SortPosition::decode(c)
+                        .ok_or_else(|| invalid("cursor is not one this API returned".into()))
+                })
                 .transpose()?;
             let mut rows = state
                 .db
@@ -201,11 +201,18 @@ async fn filter_page(state: &AppState, q: &SearchQuery) -> Result<SearchPage, Se
             } else {
                 None
             };
-            let order = if sort.descending { "largest first" } else { "smallest first" };
+            let order = if sort.descending {
+                "largest first"
+            } else {
+                "smallest first"
+            };
             (
                 rows.into_iter().map(|(r, _)| r).collect(),
                 next,
-                format!("sorted by {} ({order}; images without a value last)", sort.field),
+                format!(
+                    "sorted by {} ({order}; images without a value last)",
+                    sort.field
+                ),
             )
         }
         None => {
@@ -232,7 +239,11 @@ async fn filter_page(state: &AppState, q: &SearchQuery) -> Result<SearchPage, Se
                 next,
                 format!(
                     "sorted {}",
-                    if oldest { "oldest first" } else { "newest first" }
+                    if oldest {
+                        "oldest first"
+                    } else {
+                        "newest first"
+                    }
                 ),
             )
         }
@@ -436,7 +447,8 @@ async fn similarity_page(
             filter.catalog.only = Some(cands.iter().map(|i| i.0).collect());
         }
     }
-    let (hits, next_cursor) = ranked_page(state, &search, q, using, &vector, &filter, offset).await?;
+    let (hits, next_cursor) =
+        ranked_page(state, &search, q, using, &vector, &filter, offset).await?;
     let ids: Vec<ImageId> = hits.iter().map(|h| ImageId(h.id)).collect();
     let mut rows: HashMap<ImageId, ImageRow> = state
         .db
