@@ -1003,3 +1003,228 @@ async fn corrections_history_restore_and_lineage() {
         app.cleanup().await;
     }
 }
+
+/// GETs an edge URL; the status.
+async fn edge_status(app: &App, url: &str) -> u16 {
+    app.req(Method::GET, url, None, None, Bytes::new())
+        .await
+        .status
+}
+
+/// The object keys in the withheld list the rights scheduler publishes.
+fn withheld_list(app: &App) -> Vec<String> {
+    let path = app.data_dir.join("objects/_flexphoto/withheld.json");
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    v["keys"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Rights windows end to end with the real edge (`flexphoto up`): a window that has not
+/// started withholds an image at once from listings, search and URLs, the scheduler records
+/// it in the history and publishes the withheld list, and the edge stops serving URLs it
+/// handed out before within the stated bound (rights_check_secs + withheld.poll_secs); a
+/// cleared window releases it; URLs carry the window's end as their expiry and are refused
+/// after it; images whose rights end soon are listed and queued for review.
+async fn rights_windows(app: &App) {
+    let edge = app.edge.clone().unwrap();
+    let mut id = Vec::new();
+    for i in 0..3 {
+        let (s, v) = upload_with(
+            app,
+            ADMIN,
+            "rights",
+            &[("title", &format!("rights {i}"))],
+            &jpeg(64, 48, 300 + i),
+            None,
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        id.push(v["id"].as_str().unwrap().to_owned());
+    }
+    let mut thumbs = Vec::new();
+    for i in &id {
+        let img = app.wait_done(i, Duration::from_secs(60)).await;
+        let t = img["variants"]["thumb"].as_str().unwrap().to_owned();
+        assert!(t.starts_with(&edge), "{t}");
+        assert_eq!(edge_status(app, &t).await, 200, "{t}");
+        thumbs.push(t);
+    }
+    let put_rights = |img: String, body: Value| async move {
+        send_json(
+            app,
+            Method::PUT,
+            &format!("/v1/images/{img}/rights"),
+            ADMIN,
+            &body,
+        )
+        .await
+    };
+
+    // Not started yet: withheld at once by the API.
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let (s, v) = put_rights(
+        id[0].clone(),
+        json!({"holder": "Agence X", "licence": "CC-BY-4.0", "valid_from": tomorrow, "reason": "embargo"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["rights"]["state"], "pending", "{v}");
+    assert_eq!(v["rights"]["withheld"], true, "{v}");
+    assert!(
+        v["variants"].as_object().is_none_or(|m| m.is_empty()),
+        "{v}"
+    );
+    let (_, l) = app.get_json("/v1/images?owner=rights", ADMIN).await;
+    assert!(!ids(&l).contains(&id[0]), "{l}");
+    assert_eq!(ids(&l).len(), 2, "{l}");
+    let (_, l) = app
+        .get_json("/v1/images?owner=rights&rights=withheld", ADMIN)
+        .await;
+    assert_eq!(ids(&l), [id[0].clone()], "{l}");
+    let (s, e) = app
+        .get_json(&format!("/v1/images/{}/url?w=50", id[0]), ADMIN)
+        .await;
+    assert_eq!(s, 409, "{e}");
+
+    // The edge stops serving the URL it served before, within the bound (1 s + 1 s here).
+    let start = std::time::Instant::now();
+    let thumb0 = thumbs[0].clone();
+    eventually("the edge to stop serving", Duration::from_secs(20), || {
+        let t = thumb0.clone();
+        async move { (edge_status(app, &t).await == 404).then_some(()) }
+    })
+    .await;
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "the edge stopped after {took:?}"
+    );
+    let original = v["keys"]["original"].as_str().unwrap().to_owned();
+    let listed = withheld_list(app);
+    assert!(listed.contains(&original), "{original} in {listed:?}");
+    assert_eq!(edge_status(app, &thumbs[1]).await, 200);
+    let (_, h) = app
+        .get_json(&format!("/v1/images/{}/history", id[0]), ADMIN)
+        .await;
+    assert!(
+        h["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["field"] == "rights_state"
+                && e["reason"].as_str().unwrap_or("").contains("withheld")),
+        "the scheduler's change is in the history: {h}"
+    );
+
+    // Cleared: released again, and the edge serves it within the bound.
+    let (s, v) = put_rights(
+        id[0].clone(),
+        json!({"holder": "Agence X", "licence": "CC-BY-4.0", "reason": "embargo lifted"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["rights"]["state"], "clear", "{v}");
+    eventually("the edge to serve again", Duration::from_secs(20), || {
+        let t = thumb0.clone();
+        async move { (edge_status(app, &t).await == 200).then_some(()) }
+    })
+    .await;
+
+    // Ending in three days: URLs carry the end as their expiry; listed as expiring and queued.
+    let until = chrono::Utc::now() + chrono::Duration::days(3);
+    let (s, v) = put_rights(
+        id[1].clone(),
+        json!({"holder": "Studio Y", "valid_until": until.to_rfc3339()}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    // The edge accepts a URL through second `exp`: one second before the end.
+    let exp = format!("exp={}", until.timestamp() - 1);
+    let thumb = v["variants"]["thumb"].as_str().unwrap();
+    assert!(thumb.contains(&exp), "{thumb} should carry {exp}");
+    assert_eq!(edge_status(app, thumb).await, 200, "{thumb}");
+    let (s, u) = app
+        .get_json(&format!("/v1/images/{}/url?w=50", id[1]), ADMIN)
+        .await;
+    assert_eq!(s, 200, "{u}");
+    assert!(u["url"].as_str().unwrap().contains(&exp), "{u}");
+    let (_, x) = app
+        .get_json("/v1/rights/expiring?owner=rights&days=7", ADMIN)
+        .await;
+    assert_eq!(ids(&x), [id[1].clone()], "{x}");
+    assert!(
+        (2..=3).contains(&x["items"][0]["days_left"].as_i64().unwrap()),
+        "{x}"
+    );
+    eventually(
+        "rights ending in the queue",
+        Duration::from_secs(20),
+        || async {
+            let (_, q) = app
+                .get_json("/v1/review/queue?owner=rights&reason=rights_ending", ADMIN)
+                .await;
+            (ids(&q) == [id[1].clone()]).then_some(())
+        },
+    )
+    .await;
+
+    // Ending in seconds: served until then, refused after (the URL's expiry), withheld from
+    // listings and listed for the edges by the scheduler.
+    let until = chrono::Utc::now() + chrono::Duration::seconds(4);
+    let (s, v) = put_rights(id[2].clone(), json!({"valid_until": until.to_rfc3339()})).await;
+    assert_eq!(s, 200, "{v}");
+    let thumb2 = v["variants"]["thumb"].as_str().unwrap().to_owned();
+    assert_eq!(edge_status(app, &thumb2).await, 200, "{thumb2}");
+    let original2 = v["keys"]["original"].as_str().unwrap().to_owned();
+    eventually("the window to close", Duration::from_secs(30), || async {
+        let (_, l) = app
+            .get_json("/v1/images?owner=rights&rights=withheld", ADMIN)
+            .await;
+        ids(&l).contains(&id[2]).then_some(())
+    })
+    .await;
+    assert_ne!(
+        edge_status(app, &thumb2).await,
+        200,
+        "{thumb2} after the window"
+    );
+    let (_, l) = app.get_json("/v1/images?owner=rights", ADMIN).await;
+    assert!(!ids(&l).contains(&id[2]), "{l}");
+    eventually(
+        "the closed window in the list",
+        Duration::from_secs(20),
+        || {
+            let o = original2.clone();
+            async move { withheld_list(app).contains(&o).then_some(()) }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rights_windows_withhold_and_release_through_the_edge() {
+    for b in backends() {
+        let mut o = Options::new(b)
+            .env(
+                "FLEXPHOTO_EDGE_SIGNING_KEYS",
+                "00112233445566778899aabbccddeeff",
+            )
+            .env("FLEXPHOTO_EDGE__SERVER__ADMIN_TOKEN", "edge-admin-token")
+            .env("FLEXPHOTO__CATALOG__RIGHTS_CHECK_SECS", "1")
+            .env("FLEXPHOTO__CATALOG__PURGE_DELAY_SECS", "1")
+            .env("FLEXPHOTO_EDGE__WITHHELD__POLL_SECS", "1");
+        o.up = true;
+        let app = App::spawn(o).await;
+        rights_windows(&app).await;
+        app.cleanup().await;
+    }
+}

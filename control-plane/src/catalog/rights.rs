@@ -66,10 +66,12 @@ impl RightsState {
     }
 }
 
-/// The `exp` (Unix seconds) an edge URL for an image must carry: the window's end, when
-/// there is one.
+/// The `exp` (Unix seconds) an edge URL for an image must carry, when its window ends: the
+/// edge accepts a URL while the current whole second is not past `exp`, that is until
+/// `exp + 1`, so `exp` is one second before the window's end (rounded down) and the URL never
+/// outlives the window.
 pub fn url_expiry(until: Option<DateTime<Utc>>) -> Option<i64> {
-    until.map(|u| u.timestamp())
+    until.map(|u| u.timestamp() - 1)
 }
 
 /// Adds `exp` to an edge URL's options query.
@@ -117,9 +119,14 @@ mod tests {
         assert!(RightsState::Expired.withheld());
         assert_eq!(with_expiry("w=10", Some(5)), "w=10&exp=5");
         assert_eq!(with_expiry("", Some(5)), "exp=5");
+        // Accepted by the edge through second 98, i.e. until 99.0 at the latest.
         assert_eq!(
             url_expiry(Some(DateTime::from_timestamp(99, 0).unwrap())),
-            Some(99)
+            Some(98)
+        );
+        assert_eq!(
+            url_expiry(Some(DateTime::from_timestamp(99, 700_000_000).unwrap())),
+            Some(98)
         );
     }
 }
