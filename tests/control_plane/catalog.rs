@@ -1228,3 +1228,143 @@ async fn rights_windows_withhold_and_release_through_the_edge() {
         app.cleanup().await;
     }
 }
+
+/// Runs `flexphoto import` against `app`; (success, stdout).
+fn run_import(app: &App, dir: &std::path::Path, extra: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flexphoto"))
+        .args([
+            "import",
+            dir.to_str().unwrap(),
+            "--owner",
+            "imp",
+            "--api",
+            &app.base,
+            "--key",
+            ADMIN,
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.success(), format!("{stdout}\n{stderr}"))
+}
+
+/// `flexphoto import` with a CSV manifest and XMP sidecars: values arrive with their sources
+/// (`csv`, `sidecar`), a reviewing collection accepts an invalid photo and routes it to
+/// review, a refusing one refuses it with every failing field and rule.
+async fn import_with_manifest_and_sidecars(app: &App) {
+    for (name, on_invalid) in [("archive", "review"), ("strict", "refuse")] {
+        let toml = PRESS_TOML
+            .replace("owner = \"press\"", "owner = \"imp\"")
+            .replace("name = \"press-2026\"", &format!("name = \"{name}\""))
+            .replace(
+                "on_invalid = \"refuse\"",
+                &format!("on_invalid = \"{on_invalid}\""),
+            );
+        let (s, c) = send_toml(app, Method::POST, "/v1/collections", ADMIN, &toml).await;
+        assert_eq!(s, 201, "{c}");
+    }
+    let dir = app.data_dir.join("import-catalog");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("a.jpg"), jpeg(80, 60, 500)).unwrap();
+    std::fs::write(dir.join("sub/b.jpg"), jpeg(80, 60, 501)).unwrap();
+    std::fs::write(dir.join("sub/b.xmp"), SIDECAR).unwrap();
+    std::fs::write(dir.join("c.jpg"), jpeg(80, 60, 502)).unwrap();
+    let manifest = app.data_dir.join("manifest.csv");
+    std::fs::write(
+        &manifest,
+        "file,photographer_id,usage,credit,keywords\n\
+         a.jpg,P0001,editorial,Desk A,\"dune; sea\"\n\
+         sub/b.jpg,,commercial,Desk B,\n\
+         c.jpg,P0003,,Desk C,\n",
+    )
+    .unwrap();
+    let m = manifest.to_str().unwrap();
+    let (ok, out) = run_import(app, &dir, &["--collection", "archive", "--manifest", m]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("imported 3 new, 0 duplicates, 0 failed, of 3"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "routed to review 1, refused by validation 0; with a sidecar 1, with manifest values 3"
+        ),
+        "{out}"
+    );
+    let (_, l) = app
+        .get_json("/v1/images?owner=imp&collection=archive", ADMIN)
+        .await;
+    let items = l["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 3, "{l}");
+    let by_credit = |credit: &str| {
+        items
+            .iter()
+            .find(|i| i["descriptive"]["values"]["credit"] == credit)
+            .unwrap_or_else(|| panic!("no image credited {credit}: {l}"))
+            .clone()
+    };
+    let a = by_credit("Desk A");
+    assert_eq!(
+        a["descriptive"]["sources"]["photographer_id"]["source"], "csv",
+        "{a}"
+    );
+    assert_eq!(
+        a["descriptive"]["values"]["keywords"],
+        json!(["dune", "sea"]),
+        "{a}"
+    );
+    let b = by_credit("Desk B");
+    assert_eq!(
+        b["descriptive"]["values"]["photographer_id"], "P0042",
+        "{b}"
+    );
+    assert_eq!(
+        b["descriptive"]["sources"]["photographer_id"]["source"], "sidecar",
+        "{b}"
+    );
+    assert_eq!(b["descriptive"]["sources"]["usage"]["source"], "csv", "{b}");
+    let c = by_credit("Desk C");
+    assert_eq!(c["workflow"]["state"], "in_review", "{c}");
+    let failures = c["descriptive"]["validation"].to_string();
+    assert!(failures.contains("usage"), "{c}");
+
+    // The refusing collection refuses the invalid photo, naming the field and rule.
+    let dir2 = app.data_dir.join("import-strict");
+    std::fs::create_dir_all(&dir2).unwrap();
+    std::fs::write(dir2.join("c.jpg"), jpeg(80, 60, 503)).unwrap();
+    std::fs::write(dir2.join("d.jpg"), jpeg(80, 60, 504)).unwrap();
+    let manifest2 = app.data_dir.join("manifest2.csv");
+    std::fs::write(
+        &manifest2,
+        "file,photographer_id,usage,credit\nc.jpg,P0003,,Desk C\nd.jpg,P0004,editorial,Desk D\n",
+    )
+    .unwrap();
+    let (ok, out) = run_import(
+        app,
+        &dir2,
+        &[
+            "--collection",
+            "strict",
+            "--manifest",
+            manifest2.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("imported 1 new, 0 duplicates, 1 failed, of 2"),
+        "{out}"
+    );
+    assert!(out.contains("refused by validation 1"), "{out}");
+    assert!(out.contains("HTTP 422") && out.contains("usage"), "{out}");
+}
+
+#[tokio::test]
+async fn import_with_a_manifest_and_sidecars() {
+    for b in backends() {
+        let app = App::spawn(Options::new(b)).await;
+        import_with_manifest_and_sidecars(&app).await;
+        app.cleanup().await;
+    }
+}
