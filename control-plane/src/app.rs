@@ -129,6 +129,17 @@ fn spawn_singletons(state: &Arc<AppState>, stop: &watch::Receiver<bool>, set: &m
             crate::catalog::scheduler::revalidate_pass,
         ));
     }
+    let tiering = Schedule {
+        every: Some(state.cfg.tiering.interval),
+        at_takeover: true,
+    };
+    set.spawn(run(
+        Arc::clone(state),
+        Role::Tiering,
+        tiering,
+        stop.clone(),
+        crate::lifecycle::scheduler::tiering_pass,
+    ));
     // Only processes with an index compete for the roles that need it.
     if state.search.is_some() {
         let reconcile = Schedule {

@@ -53,6 +53,12 @@ pub struct RawConfig {
     pub cluster: RawCluster,
     /// `[catalog]`.
     pub catalog: crate::catalog::settings::RawCatalog,
+    /// `[access]`.
+    pub access: crate::lifecycle::settings::RawAccess,
+    /// `[tiering]`.
+    pub tiering: crate::lifecycle::settings::RawTiering,
+    /// `[prices]`.
+    pub prices: crate::lifecycle::settings::Prices,
     /// `[[variants]]`.
     pub variants: Vec<RawVariant>,
 }
@@ -272,6 +278,8 @@ pub struct RawEdge {
     pub cdn_purge_url: String,
     /// Bearer token for `cdn_purge_url`.
     pub cdn_purge_token: String,
+    /// Seconds between the access-statistics pushes of the edge `flexphoto up` runs.
+    pub access_push_secs: u64,
 }
 
 impl Default for RawEdge {
@@ -285,6 +293,7 @@ impl Default for RawEdge {
             purge_urls: Vec::new(),
             cdn_purge_url: String::new(),
             cdn_purge_token: String::new(),
+            access_push_secs: 60,
         }
     }
 }
@@ -756,6 +765,16 @@ pub struct Config {
     pub advertise_url: Option<String>,
     /// Catalog governance: rights scheduler, withheld list, re-validation, model reasons.
     pub catalog: crate::catalog::settings::CatalogConfig,
+    /// Days of daily traffic kept.
+    pub access_retention_days: u32,
+    /// Most items in one pushed batch.
+    pub access_max_batch_items: usize,
+    /// Tiering policy and the cold location.
+    pub tiering: crate::lifecycle::settings::TieringConfig,
+    /// How often the edge under `flexphoto up` pushes access statistics.
+    pub edge_access_push: Duration,
+    /// The price table.
+    pub prices: crate::lifecycle::settings::Prices,
 }
 
 impl RawConfig {
@@ -1063,8 +1082,32 @@ impl RawConfig {
             )?)
         };
         let catalog = self.catalog.validate()?;
+        let variant_names: Vec<String> = variants.iter().map(|v| v.name.clone()).collect();
+        let tiering = self.tiering.validate(
+            matches!(storage, StorageConfig::S3(_)),
+            &data_dir,
+            &variant_names,
+        )?;
+        self.prices.validate()?;
+        if !(31..=3650).contains(&self.access.retention_days) {
+            return Err(invalid(
+                "access.retention_days",
+                "must be between 31 and 3650",
+            ));
+        }
+        if !(1..=100_000).contains(&self.access.max_batch_items) {
+            return Err(invalid(
+                "access.max_batch_items",
+                "must be between 1 and 100000",
+            ));
+        }
         Ok(Config {
             catalog,
+            edge_access_push: Duration::from_secs(self.edge.access_push_secs.max(1)),
+            access_retention_days: self.access.retention_days,
+            access_max_batch_items: self.access.max_batch_items as usize,
+            tiering,
+            prices: self.prices,
             cluster_lease: Duration::from_secs(self.cluster.lease_secs),
             advertise_url,
             search,

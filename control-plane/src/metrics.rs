@@ -42,6 +42,16 @@ pub struct Metrics {
     pub review_oldest_seconds: IntGaugeVec,
     /// Object keys in the withheld list this process last published.
     pub withheld_keys: IntGauge,
+    /// Objects moved between tiers, by direction (`to_cold`, `to_hot`).
+    pub tier_moves: IntCounterVec,
+    /// Archive restores by outcome (`requested`, `restored`).
+    pub restores: IntCounterVec,
+    /// Access batches pushed by edges, by outcome (`recorded`, `duplicate`, `refused`).
+    pub access_batches: IntCounterVec,
+    /// Stored bytes by tier and kind, read at scrape time.
+    pub storage_bytes: IntGaugeVec,
+    /// Stored objects by tier and kind, read at scrape time.
+    pub storage_objects: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -137,6 +147,35 @@ impl Metrics {
                 "flexphoto_withheld_keys",
                 "Object keys in the last published withheld list",
             )?,
+            tier_moves: IntCounterVec::new(
+                Opts::new(
+                    "flexphoto_tier_moves_total",
+                    "Objects moved between storage tiers",
+                ),
+                &["direction"],
+            )?,
+            restores: IntCounterVec::new(
+                Opts::new("flexphoto_restores_total", "Archive restores"),
+                &["outcome"],
+            )?,
+            access_batches: IntCounterVec::new(
+                Opts::new(
+                    "flexphoto_access_batches_total",
+                    "Access statistics batches pushed by edges",
+                ),
+                &["outcome"],
+            )?,
+            storage_bytes: IntGaugeVec::new(
+                Opts::new("flexphoto_storage_bytes", "Stored bytes by tier and kind"),
+                &["tier", "kind"],
+            )?,
+            storage_objects: IntGaugeVec::new(
+                Opts::new(
+                    "flexphoto_storage_objects",
+                    "Stored objects by tier and kind",
+                ),
+                &["tier", "kind"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -155,6 +194,11 @@ impl Metrics {
         m.registry
             .register(Box::new(m.review_oldest_seconds.clone()))?;
         m.registry.register(Box::new(m.withheld_keys.clone()))?;
+        m.registry.register(Box::new(m.tier_moves.clone()))?;
+        m.registry.register(Box::new(m.restores.clone()))?;
+        m.registry.register(Box::new(m.access_batches.clone()))?;
+        m.registry.register(Box::new(m.storage_bytes.clone()))?;
+        m.registry.register(Box::new(m.storage_objects.clone()))?;
         for g in extra {
             m.registry.register(Box::new(g.clone()))?;
         }
@@ -196,6 +240,17 @@ impl Metrics {
             self.review_oldest_seconds
                 .with_label_values(&[reason])
                 .set(*age);
+        }
+    }
+
+    /// Sets the storage gauges from the catalog's counts.
+    pub fn set_storage(&self, usage: &[crate::store::lifecycle::StorageUsage]) {
+        self.storage_bytes.reset();
+        self.storage_objects.reset();
+        for u in usage {
+            let l = [u.tier.as_str(), u.kind.as_str()];
+            self.storage_bytes.with_label_values(&l).set(u.bytes);
+            self.storage_objects.with_label_values(&l).set(u.objects);
         }
     }
 

@@ -41,6 +41,8 @@ pub struct AppState {
     pub instance: Instance,
     /// Ownership of the embedded vector index, when this process has one.
     pub index_owner: Option<Arc<IndexOwnership>>,
+    /// The time lifecycle decisions are made at.
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -73,6 +75,14 @@ impl AppState {
     /// Connects to the database (applying migrations), builds the object store, loads the
     /// search model and index, and starts the image threads.
     pub async fn build(cfg: Config) -> Result<Arc<Self>, StateError> {
+        Self::build_with_clock(cfg, Arc::new(crate::clock::SystemClock)).await
+    }
+
+    /// [`AppState::build`] with lifecycle decisions made at `clock`'s time (tests move it).
+    pub async fn build_with_clock(
+        cfg: Config,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> Result<Arc<Self>, StateError> {
         let db = Db::connect(&cfg.database, cfg.max_connections).await?;
         let secret = match &cfg.signing_secret {
             Some(s) => s.clone(),
@@ -82,7 +92,13 @@ impl AppState {
                     .await?
             }
         };
-        let blobs = Blobs::new(&cfg.storage, secret.as_bytes(), &cfg.public_url).await?;
+        let mut blobs = Blobs::new(&cfg.storage, secret.as_bytes(), &cfg.public_url).await?;
+        if let crate::lifecycle::settings::ColdTarget::Store(cold) = &cfg.tiering.cold {
+            let store = flexphoto_storage::open(cold)
+                .await
+                .map_err(|e| StateError::Config(format!("tiering.cold: {e}")))?;
+            blobs = blobs.with_cold(store);
+        }
         // Workers and query-image search both decode with libvips.
         flexphoto_media::vips::init(1)
             .map_err(|e| StateError::Config(format!("libvips failed to start: {e}")))?;
@@ -134,6 +150,7 @@ impl AppState {
             rate_limits: crate::rate_limit::RateLimits::new(rate_per_key),
             instance,
             index_owner,
+            clock,
         }))
     }
 }

@@ -95,9 +95,9 @@ pub fn s3_env() -> Option<HashMap<String, String>> {
     Some(m)
 }
 
-/// Creates the test bucket if the S3 server does not have it yet.
-pub async fn ensure_bucket() {
-    let Some(m) = s3_env() else { return };
+/// A client of the test S3 server, when one is configured.
+pub fn s3_client() -> Option<aws_sdk_s3::Client> {
+    let m = s3_env()?;
     let creds = aws_sdk_s3::config::Credentials::new(
         &m["FLEXPHOTO__STORAGE__S3__ACCESS_KEY"],
         &m["FLEXPHOTO__STORAGE__S3__SECRET_KEY"],
@@ -110,16 +110,35 @@ pub async fn ensure_bucket() {
         .endpoint_url(&m["FLEXPHOTO__STORAGE__S3__ENDPOINT"])
         .credentials_provider(creds)
         .force_path_style(true)
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .build();
-    let client = aws_sdk_s3::Client::from_conf(conf);
-    let bucket = &m["FLEXPHOTO__STORAGE__S3__BUCKET"];
+    Some(aws_sdk_s3::Client::from_conf(conf))
+}
+
+/// Creates `bucket` on the test S3 server if it is not there yet.
+pub async fn ensure_named_bucket(bucket: &str) {
+    let Some(client) = s3_client() else { return };
     if client.head_bucket().bucket(bucket).send().await.is_err() {
         client
             .create_bucket()
             .bucket(bucket)
             .send()
             .await
-            .expect("create the test bucket");
+            .expect("create a test bucket");
+    }
+}
+
+/// Creates the test bucket if the S3 server does not have it yet.
+pub async fn ensure_bucket() {
+    let Some(m) = s3_env() else { return };
+    ensure_named_bucket(&m["FLEXPHOTO__STORAGE__S3__BUCKET"]).await;
+}
+
+/// Whether `key` exists in `bucket` on the test S3 server.
+pub async fn s3_has(bucket: &str, key: &str) -> bool {
+    match s3_client() {
+        Some(c) => c.head_object().bucket(bucket).key(key).send().await.is_ok(),
+        None => false,
     }
 }
 
@@ -352,6 +371,21 @@ impl App {
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit on its own (e.g. at a failpoint); true when it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(_))) | None => {
+                    self.child = None;
+                    return true;
+                }
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        false
     }
 
     /// SIGKILL: no shutdown code runs.

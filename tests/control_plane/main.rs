@@ -6,6 +6,7 @@ mod catalog;
 mod faults;
 mod hardening;
 mod helpers;
+mod lifecycle;
 mod qdrant;
 mod scale;
 mod search;

@@ -78,6 +78,8 @@ pub enum Role {
     Rights,
     /// Re-validates images after a schema change (`catalog::scheduler`).
     Revalidate,
+    /// Applies the tiering policy, follows restores, prunes old traffic.
+    Tiering,
 }
 
 impl Role {
@@ -100,6 +102,7 @@ impl Role {
             Role::Reembed => "reembed",
             Role::Rights => "rights",
             Role::Revalidate => "revalidate",
+            Role::Tiering => "tiering",
         }
     }
 }

@@ -70,6 +70,8 @@ pub struct ClusterView {
     pub this: crate::cluster::Instance,
     /// Every role taken so far, by name.
     pub roles: Vec<RoleHolder>,
+    /// The edges known from their access-statistics pushes, most recent first.
+    pub edges: Vec<crate::store::lifecycle::EdgeRow>,
 }
 
 /// `GET /v1/cluster` (admin): which process holds each deployment-wide role (the embedded
@@ -104,6 +106,7 @@ pub async fn cluster(
     Ok(Json(ClusterView {
         this: state.instance.clone(),
         roles,
+        edges: state.db.edges().await?,
     }))
 }
 
@@ -121,6 +124,7 @@ pub async fn metrics(
     let s = state.db.queue_stats().await?;
     state.metrics.set_queue(&s);
     super::review::refresh_metrics(&state).await?;
+    state.metrics.set_storage(&state.db.storage_usage().await?);
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

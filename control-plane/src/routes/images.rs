@@ -54,7 +54,24 @@ pub async fn get_image(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ImageDoc>> {
     let img = load_for(&state, &caller, &id, Role::Viewer).await?;
-    Ok(Json(super::catalog::document(&state, &img).await?))
+    let mut doc = super::catalog::document(&state, &img).await?;
+    let today = state.clock.now().date_naive();
+    doc.image.lifecycle.access = Some(state.db.access_summary(img.id, today).await?);
+    doc.image.lifecycle.objects = Some(
+        state
+            .db
+            .objects_of(img.id)
+            .await?
+            .into_iter()
+            .map(|o| super::views::ObjectView {
+                kind: o.kind,
+                key: o.key,
+                bytes: o.bytes,
+                tier: o.tier,
+            })
+            .collect(),
+    );
+    Ok(Json(doc))
 }
 
 /// Filters and paging of `GET /v1/images`; the filter names are the ones `POST /v1/search`
@@ -97,6 +114,12 @@ pub struct ListQuery {
     fields: Option<String>,
     /// Only images in review for this reason.
     reason: Option<String>,
+    /// Not requested by any edge since this time (RFC 3339); never requested counts.
+    not_accessed_since: Option<String>,
+    /// Fewer than this many requests in the last 30 days.
+    max_hits_30d: Option<i64>,
+    /// `standard` (hot) or `cold`.
+    storage_tier: Option<String>,
     /// `newest` (default), `oldest`, or `field:NAME[:asc|:desc]` (a schema field; images
     /// without a value last).
     sort: Option<String>,
@@ -224,6 +247,19 @@ pub async fn list_images(
             .map(str::parse::<ReviewState>)
             .transpose()?,
         catalog,
+        lifecycle: crate::filter::LifecycleFilter {
+            not_accessed_since: q
+                .not_accessed_since
+                .as_deref()
+                .map(|v| parse_time("not_accessed_since", v))
+                .transpose()?,
+            max_hits: q.max_hits_30d,
+            hits_since: Some(crate::lifecycle::policy::window_start(
+                state.clock.now(),
+                crate::lifecycle::report::MONTH_DAYS,
+            )),
+            storage_tier: q.storage_tier.filter(|t| !t.is_empty()),
+        },
     };
     filter.check()?;
     if let Some(sort) = &field_sort {

@@ -15,6 +15,7 @@ pub mod collections;
 pub mod extract;
 pub mod images;
 pub mod keys;
+pub mod lifecycle;
 pub mod openapi;
 pub mod review;
 pub mod search;
@@ -50,6 +51,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     } else {
         post(search::search)
     };
+    // Edges push up to access.max_batch_items items per batch.
+    let access_routes = Router::new()
+        .route("/v1/access/batches", post(lifecycle::push_access))
+        .layer(DefaultBodyLimit::max(16 << 20));
     let image_routes = Router::new()
         .route("/v1/images", post(uploads::create))
         .route("/v1/uploads/{id}", put(uploads::local_put))
@@ -108,11 +113,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/keys/{id}", delete(keys::revoke_key))
         .route("/v1/jobs/stats", get(admin::job_stats))
         .route("/v1/cluster", get(admin::cluster))
+        .route("/v1/cost", get(lifecycle::cost_report))
+        .route("/v1/cost/projection", post(lifecycle::cost_projection))
+        .route("/v1/tiering/plan", get(lifecycle::tiering_plan))
+        .route("/v1/images/{id}/restore", post(lifecycle::restore_image))
         .route("/healthz", get(admin::healthz))
         .route("/openapi.json", get(admin::openapi))
         .route("/metrics", get(admin::metrics))
         .layer(json_limit)
         .merge(image_routes)
+        .merge(access_routes)
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not take that method".into())

@@ -237,6 +237,7 @@ async fn to_query(
             .map(str::parse::<ReviewState>)
             .transpose()?,
         catalog,
+        lifecycle: Default::default(),
     };
     Ok(SearchQuery {
         similar,
