@@ -128,23 +128,13 @@ struct RawOrigin {
 
 /// `[origin.cold]`: where objects moved to cold storage live, read when the origin does not
 /// have them (hot objects cost one request, as without it).
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawColdOrigin {
     /// Empty (none), `local` or `s3`.
     kind: String,
     dir: String,
     s3: RawS3,
-}
-
-impl Default for RawColdOrigin {
-    fn default() -> Self {
-        Self {
-            kind: String::new(),
-            dir: String::new(),
-            s3: RawS3::default(),
-        }
-    }
 }
 
 impl Default for RawOrigin {

@@ -881,7 +881,7 @@ async fn history_restore_and_lineage(app: &App) {
     assert_eq!(s, 200);
     // Filters see the correction at once.
     let (_, l) = app.get_json("/v1/images?owner=hist&tags=dusk", ADMIN).await;
-    assert_eq!(ids(&l), [id.clone()], "{l}");
+    assert_eq!(ids(&l), std::slice::from_ref(&id), "{l}");
     let (_, h) = app
         .get_json(&format!("/v1/images/{id}/history"), ADMIN)
         .await;
@@ -945,7 +945,7 @@ async fn history_restore_and_lineage(app: &App) {
     let id2 = v["id"].as_str().unwrap().to_owned();
     app.wait_done(&id2, Duration::from_secs(60)).await;
     let (_, l) = app.get_json("/v1/images?owner=hist", ADMIN).await;
-    assert_eq!(ids(&l), [id2.clone()], "{l}");
+    assert_eq!(ids(&l), std::slice::from_ref(&id2), "{l}");
     let (_, l) = app
         .get_json("/v1/images?owner=hist&versions=all", ADMIN)
         .await;

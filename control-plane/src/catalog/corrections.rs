@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::history::{self, Step};
 use super::lineage::Relation;
@@ -373,7 +372,7 @@ pub async fn link(
         .link_lineage(
             img.id,
             expected,
-            Uuid::from(p.id.0),
+            p.id.0,
             relation,
             &caller.actor,
             reason,

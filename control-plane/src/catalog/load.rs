@@ -20,8 +20,11 @@ use crate::store::Db;
 /// Compiled schemas kept in memory.
 const CACHE_ENTRIES: usize = 512;
 
-fn cache() -> &'static Mutex<HashMap<(Uuid, i32), Arc<Schema>>> {
-    static CACHE: OnceLock<Mutex<HashMap<(Uuid, i32), Arc<Schema>>>> = OnceLock::new();
+/// Compiled schemas by (collection, version).
+type SchemaCache = Mutex<HashMap<(Uuid, i32), Arc<Schema>>>;
+
+fn cache() -> &'static SchemaCache {
+    static CACHE: OnceLock<SchemaCache> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 

@@ -1559,6 +1559,7 @@ impl Db {
 
     /// Links an existing image into another's lineage (as a version or derivative), if its
     /// version is still `expected`. A version joins the chain and becomes current.
+    #[allow(clippy::too_many_arguments)]
     pub async fn link_lineage(
         &self,
         id: ImageId,
@@ -1949,10 +1950,9 @@ impl Db {
         cutoff: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<(ImageId, Vec<String>)>> {
-        let rows: Vec<(ImageId, String, Json<BTreeMap<String, String>>)> = on_db!(
-            self,
-            |p, _pg| {
-                sqlx::query_as(
+        type Row = (ImageId, String, Json<BTreeMap<String, String>>);
+        let rows: Vec<Row> = on_db!(self, |p, _pg| {
+            sqlx::query_as(
                 "SELECT i.id, i.original_key, i.variant_keys FROM image_catalog c JOIN images i ON i.id = c.image_id \
                  WHERE c.rights_applied = 'withheld' AND c.rights_purged = FALSE AND c.rights_applied_at <= $1 \
                  AND i.deleted_at IS NULL LIMIT $2",
@@ -1961,8 +1961,7 @@ impl Db {
             .bind(i64::from(limit))
             .fetch_all(p)
             .await?
-            }
-        );
+        });
         Ok(rows
             .into_iter()
             .map(|(id, o, v)| {
