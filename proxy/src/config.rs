@@ -14,7 +14,7 @@ use flexphoto_media::{FormatSet, ImageFormat};
 use flexphoto_settings::{invalid, Loader};
 use flexphoto_storage::{RawS3, StorageConfig};
 use flexphoto_url::options::parse_pairs;
-use flexphoto_url::{Meta, QualityDefaults, RequestOptions};
+use flexphoto_url::{ImageKey, Meta, QualityDefaults, RequestOptions};
 use serde::{Deserialize, Serialize};
 
 pub use flexphoto_settings::ConfigError;
@@ -35,8 +35,26 @@ struct RawConfig {
     transform: RawTransform,
     cache: RawCache,
     signing: RawSigning,
+    withheld: RawWithheld,
     access: RawAccess,
     presets: HashMap<String, String>,
+}
+
+/// `[withheld]`: the list of keys withheld by their rights (`crate::withheld`).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWithheld {
+    list_key: String,
+    poll_secs: u64,
+}
+
+impl Default for RawWithheld {
+    fn default() -> Self {
+        Self {
+            list_key: "_flexphoto/withheld.json".into(),
+            poll_secs: 5,
+        }
+    }
 }
 
 impl Default for RawConfig {
@@ -53,6 +71,7 @@ impl Default for RawConfig {
             transform: RawTransform::default(),
             cache: RawCache::default(),
             signing: RawSigning::default(),
+            withheld: RawWithheld::default(),
             access: RawAccess::default(),
             presets: presets
                 .iter()
@@ -111,23 +130,13 @@ struct RawOrigin {
 
 /// `[origin.cold]`: where objects moved to cold storage live, read when the origin does not
 /// have them (hot objects cost one request, as without it).
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawColdOrigin {
     /// Empty (none), `local` or `s3`.
     kind: String,
     dir: String,
     s3: RawS3,
-}
-
-impl Default for RawColdOrigin {
-    fn default() -> Self {
-        Self {
-            kind: String::new(),
-            dir: String::new(),
-            s3: RawS3::default(),
-        }
-    }
 }
 
 impl Default for RawOrigin {
@@ -354,6 +363,10 @@ pub struct EdgeConfig {
     pub stale_if_error: Duration,
     /// Key prefixes never served (staged uploads).
     pub hidden_prefixes: Vec<String>,
+    /// Object key of the withheld list (`None`: off).
+    pub withheld_list_key: Option<String>,
+    /// How often the withheld list is read (`None`: off).
+    pub withheld_poll: Option<Duration>,
     /// Largest source accepted, bytes.
     pub max_source_bytes: u64,
     /// Largest source accepted, pixels (checked from the header).
@@ -645,6 +658,12 @@ impl EdgeConfig {
         positive("cache.memory_mb", memory_bytes)?;
         positive("cache.source_mb", source_bytes)?;
         positive("cache.disk_mb", raw.cache.disk_mb)?;
+        if raw.withheld.poll_secs > 0 && ImageKey::parse(&raw.withheld.list_key).is_err() {
+            return Err(invalid(
+                "withheld.list_key",
+                "must be an object key such as _flexphoto/withheld.json",
+            ));
+        }
         let mut signing_keys = Vec::new();
         for (i, k) in raw.signing.keys.iter().enumerate() {
             let bytes = hex::decode(k.trim())
@@ -707,6 +726,9 @@ impl EdgeConfig {
             revalidate_after: Duration::from_secs(raw.origin.revalidate_secs),
             stale_if_error: Duration::from_secs(raw.origin.stale_if_error_secs),
             hidden_prefixes: raw.origin.hidden_prefixes,
+            withheld_list_key: (raw.withheld.poll_secs > 0).then(|| raw.withheld.list_key.clone()),
+            withheld_poll: (raw.withheld.poll_secs > 0)
+                .then(|| Duration::from_secs(raw.withheld.poll_secs)),
             max_source_bytes: raw.limits.max_source_bytes,
             max_source_pixels: raw.limits.max_source_pixels,
             max_dimension: raw.limits.max_dimension,

@@ -99,6 +99,7 @@ pub struct Edge {
     limits: Limits,
     enc: EncodeSettings,
     presets: HashMap<String, RequestOptions>,
+    withheld: crate::withheld::Withheld,
 }
 
 /// A transform pool and the admission slots in front of it. A slot is taken before the source
@@ -174,6 +175,12 @@ impl Edge {
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
         flexphoto_media::vips::init(cfg.vips_concurrency)?;
+        // Keys withheld by their rights read as missing from the origin.
+        let withheld =
+            crate::withheld::Withheld::new(cfg.withheld_list_key.clone(), cfg.withheld_poll)
+                .and_then(|w| w.register(metrics.registry()).map(|()| w))
+                .map_err(|e| format!("withheld-list metrics: {e}"))?;
+        let store = withheld.wrap(store);
         let memory = MemoryTier::new(
             cfg.memory_bytes,
             metrics.evictions.with_label_values(&["memory"]),
@@ -261,6 +268,7 @@ impl Edge {
                 png_compression: cfg.png_compression,
             },
             presets: cfg.presets.clone(),
+            withheld,
             metrics,
             cfg: Arc::new(cfg),
         })
@@ -274,6 +282,11 @@ impl Edge {
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The keys withheld by their rights.
+    pub fn withheld(&self) -> &crate::withheld::Withheld {
+        &self.withheld
     }
 
     /// The access counters, when access statistics are pushed.

@@ -17,6 +17,7 @@
 //! - [`error`]: one error type and its mapping to HTTP statuses.
 //! - [`config`]: raw config → validated [`config::EdgeConfig`] naming the bad key.
 //! - [`machine`]: the machine's memory, which the default cache sizes are shares of.
+//! - [`withheld`]: keys withheld by their rights, read from a list in the bucket.
 //! - [`metrics`], [`samples`].
 #![deny(missing_docs)]
 
@@ -33,3 +34,4 @@ pub mod ready;
 pub mod samples;
 pub mod server;
 pub mod service;
+pub mod withheld;

@@ -229,6 +229,11 @@ impl Metrics {
             .inc();
     }
 
+    /// The registry, for modules that register metrics of their own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

@@ -51,6 +51,7 @@ pub fn run_edge(edge: Arc<Edge>) -> Result<(), String> {
         graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_secs()),
         ..ServerConf::default()
     };
+    crate::withheld::spawn(Arc::clone(&edge));
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let app = EdgeApp::new(Arc::clone(&edge));

@@ -2,6 +2,7 @@
 //! Postgres when `FLEXPHOTO_TEST_PG_URL` is set, and S3 (s3s-fs) when
 //! `FLEXPHOTO_TEST_S3_ENDPOINT` is set. Each test prints a SKIP line for what it cannot run.
 
+mod catalog;
 mod faults;
 mod hardening;
 mod helpers;

@@ -73,17 +73,24 @@ pub enum Role {
     Reconcile,
     /// Queues re-embedding after a model change.
     Reembed,
+    /// Applies rights windows, publishes the withheld list, purges withheld images
+    /// (`catalog::scheduler`).
+    Rights,
+    /// Re-validates images after a schema change (`catalog::scheduler`).
+    Revalidate,
     /// Applies the tiering policy, follows restores, prunes old traffic.
     Tiering,
 }
 
 impl Role {
     /// Every role, for listings and metrics.
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 6] = [
         Role::IndexOwner,
         Role::Sweeper,
         Role::Reconcile,
         Role::Reembed,
+        Role::Rights,
+        Role::Revalidate,
     ];
 
     /// The lease name and metric label.
@@ -93,6 +100,8 @@ impl Role {
             Role::Sweeper => "sweeper",
             Role::Reconcile => "reconcile",
             Role::Reembed => "reembed",
+            Role::Rights => "rights",
+            Role::Revalidate => "revalidate",
             Role::Tiering => "tiering",
         }
     }
