@@ -84,13 +84,14 @@ pub enum Role {
 
 impl Role {
     /// Every role, for listings and metrics.
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::IndexOwner,
         Role::Sweeper,
         Role::Reconcile,
         Role::Reembed,
         Role::Rights,
         Role::Revalidate,
+        Role::Tiering,
     ];
 
     /// The lease name and metric label.
