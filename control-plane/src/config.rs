@@ -51,6 +51,8 @@ pub struct RawConfig {
     pub duplicates: RawDuplicates,
     /// `[cluster]`.
     pub cluster: RawCluster,
+    /// `[catalog]`.
+    pub catalog: crate::catalog::settings::RawCatalog,
     /// `[access]`.
     pub access: crate::lifecycle::settings::RawAccess,
     /// `[tiering]`.
@@ -763,6 +765,8 @@ pub struct Config {
     pub cluster_lease: Duration,
     /// URL other processes reach this one at; `None`: from the bound address.
     pub advertise_url: Option<String>,
+    /// Catalog governance: rights scheduler, withheld list, re-validation, model reasons.
+    pub catalog: crate::catalog::settings::CatalogConfig,
     /// Days of daily traffic kept.
     pub access_retention_days: u32,
     /// Most items in one pushed batch.
@@ -1081,6 +1085,7 @@ impl RawConfig {
                 &self.cluster.advertise_url,
             )?)
         };
+        let catalog = self.catalog.validate()?;
         let variant_names: Vec<String> = variants.iter().map(|v| v.name.clone()).collect();
         let tiering = self.tiering.validate(
             matches!(storage, StorageConfig::S3(_)),
@@ -1102,6 +1107,7 @@ impl RawConfig {
             ));
         }
         Ok(Config {
+            catalog,
             edge_access_push: Duration::from_secs(self.edge.access_push_secs.max(1)),
             access_retention_days: self.access.retention_days,
             access_max_batch_items: self.access.max_batch_items as usize,

@@ -28,6 +28,9 @@ pub struct ImageFilter {
     pub status: Option<ImageStatus>,
     /// Only this review state.
     pub review_state: Option<ReviewState>,
+    /// Catalog conditions: collection, terms, workflow, rights, versions, schema fields
+    /// (`catalog::query`). The default leaves out withheld images and superseded versions.
+    pub catalog: crate::catalog::query::CatalogFilter,
     /// Traffic and tier filters (listings only).
     pub lifecycle: LifecycleFilter,
 }
@@ -199,6 +202,7 @@ impl ImageFilter {
         if let Some(r) = self.review_state {
             d.push(format!("review_state = {r}"));
         }
+        d.extend(self.catalog.describe());
         d.extend(self.lifecycle.describe());
         d
     }
@@ -219,7 +223,13 @@ mod tests {
         assert!(f.check().is_ok());
         assert_eq!(
             f.describe(),
-            ["owner = alice", "tag beach", "status = ready"]
+            [
+                "owner = alice",
+                "tag beach",
+                "status = ready",
+                "rights: inside the rights window",
+                "current versions"
+            ]
         );
         f.tags = vec![String::new()];
         assert!(f.check().is_err());

@@ -14,6 +14,8 @@
 //! - [`blob`]: object layout and presigned uploads over the shared object stores.
 //! - [`uploads`]: spooling, completion, the S3 webhook and the sweeper.
 //! - [`ingest`]: what a worker does to an original (EXIF, variants, fingerprints).
+//! - [`catalog`]: governance: collections, schemas and validation at ingest, vocabularies,
+//!   rights windows, the review workflow and queue, correction history, lineage.
 //! - [`jobs`]: the job runner (claim, lease renewal, retry with backoff, dead jobs, shutdown)
 //!   and one handler per job kind.
 //! - [`search`]: embedders, vector index backends, indexing, the query plan, reconcile, eval.
@@ -36,6 +38,7 @@ pub mod admin_ui;
 pub mod app;
 pub mod auth;
 pub mod blob;
+pub mod catalog;
 pub mod clock;
 pub mod cluster;
 pub mod config;

@@ -146,6 +146,14 @@ enum Cmd {
         /// Uploads in flight.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// Collection (id or name) the photos go to; its schema decides whether invalid
+        /// photos are refused or routed to review. Default: the owner's default collection.
+        #[arg(long)]
+        collection: Option<String>,
+        /// A CSV manifest: a `file` column (path under DIR, or file name) and one column per
+        /// field. XMP sidecars beside the photos (`a.xmp`, `a.jpg.xmp`) are sent without it.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
     },
 }
 
@@ -315,17 +323,34 @@ fn main() -> Result<()> {
             api,
             key,
             concurrency,
+            collection,
+            manifest,
         } => {
             let key = key
                 .or_else(|| std::env::var("FLEXPHOTO_API_KEY").ok())
                 .or_else(|| std::env::var("FLEXPHOTO_ADMIN_KEY").ok())
                 .context("an API key is needed: --key, FLEXPHOTO_API_KEY or FLEXPHOTO_ADMIN_KEY")?;
+            let manifest = match manifest {
+                None => None,
+                Some(p) => {
+                    let text = std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?;
+                    let m = flexphoto_control_plane::catalog::csv::Manifest::parse(&text)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                    Some(m)
+                }
+            };
+            let opts = flexphoto_control_plane::import::ImportOptions {
+                collection,
+                manifest,
+            };
             let report = rt.block_on(flexphoto_control_plane::import::import(
                 &dir,
                 &owner,
                 api.trim_end_matches('/'),
                 &key,
                 concurrency.max(1),
+                &opts,
             ))?;
             for e in &report.failures {
                 eprintln!("failed: {e}");
@@ -336,6 +361,10 @@ fn main() -> Result<()> {
                 report.duplicates,
                 report.failures.len(),
                 report.total
+            );
+            println!(
+                "routed to review {}, refused by validation {}; with a sidecar {}, with manifest values {}",
+                report.in_review, report.refused, report.with_sidecar, report.with_manifest
             );
             if !report.failures.is_empty() {
                 bail!("{} uploads failed", report.failures.len());
@@ -589,6 +618,10 @@ mod up {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         e.origin = cfg.storage.clone();
+        if e.withheld_list_key.is_some() {
+            // The list the rights scheduler publishes.
+            e.withheld_list_key = Some(cfg.catalog.withheld_list_key.clone());
+        }
         // Cold objects in a store of their own are read from there when the origin lacks them.
         if let flexphoto_control_plane::lifecycle::settings::ColdTarget::Store(cold) =
             &cfg.tiering.cold

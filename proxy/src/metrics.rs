@@ -46,6 +46,10 @@ pub struct Metrics {
     pub source_bytes: IntGauge,
     /// Bytes held by working copies.
     pub working_bytes: IntGauge,
+    /// Cache hits answered from ready responses (also counted as memory hits).
+    pub ready_hits: IntCounter,
+    /// Bytes held by ready responses (bodies shared with the memory tier counted again).
+    pub ready_bytes: IntGauge,
     /// Access-statistics pushes by outcome (`sent`, `retry`, `refused`).
     pub access_pushes: IntCounterVec,
     /// Requests counted for access statistics but never delivered.
@@ -142,6 +146,16 @@ impl Metrics {
             "flexphoto_working_copy_bytes",
             "Bytes held by working copies",
         )?;
+        let ready_hits = IntCounter::new(
+            "flexphoto_ready_hits_total",
+            "Cache hits answered from ready responses (also counted as memory hits)",
+        )?;
+        let ready_bytes = IntGauge::new(
+            "flexphoto_ready_response_bytes",
+            "Bytes held by ready responses",
+        )?;
+        registry.register(Box::new(ready_hits.clone()))?;
+        registry.register(Box::new(ready_bytes.clone()))?;
         registry.register(Box::new(source_bytes.clone()))?;
         registry.register(Box::new(working_bytes.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -200,6 +214,8 @@ impl Metrics {
             memory_bytes,
             source_bytes,
             working_bytes,
+            ready_hits,
+            ready_bytes,
             access_pushes,
             access_dropped,
             access_buffered,
@@ -211,6 +227,11 @@ impl Metrics {
         self.cache_lookups
             .with_label_values(&[tier, if hit { "hit" } else { "miss" }])
             .inc();
+    }
+
+    /// The registry, for modules that register metrics of their own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The text exposition of every metric.

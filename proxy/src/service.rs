@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq;
 
 use crate::edge::{Edge, ImageRequest, ImageResponse};
 use crate::error::EdgeError;
+use crate::ready::{serialise_head, Ready, ReadyResponses};
 use flexphoto_url::ImageKey;
 
 /// The HTTP application Pingora runs.
@@ -152,6 +153,44 @@ fn image_reply(edge: &Edge, r: &ImageResponse) -> Reply {
     }
 }
 
+/// Keeps a memory-tier hit as a ready response for [`crate::app`]'s fast path, with the
+/// headers [`image_reply`] gives its `200` and `304` forms.
+fn keep_ready(edge: &Edge, session: &ServerSession, r: &ImageResponse) {
+    let (Some(ready), Some(img), Some(valid_until)) = (edge.ready(), &r.image, r.trusted_until)
+    else {
+        return;
+    };
+    let req = session.req_header();
+    if r.tier != crate::cache::Tier::Memory
+        || r.coalesced
+        || r.expires.is_some()
+        || session.is_http2()
+        || req.version != http::Version::HTTP_11
+    {
+        return;
+    }
+    let accept = req.headers.get("accept").map(|v| v.as_bytes());
+    let key = ReadyResponses::key(req.raw_path(), accept);
+    if ready.get(&key).is_some() {
+        return;
+    }
+    let not_modified = ImageResponse {
+        image: None,
+        ..r.clone()
+    };
+    ready.insert(
+        key,
+        Ready {
+            ok_head: serialise_head(&image_reply(edge, r).header),
+            not_modified_head: serialise_head(&image_reply(edge, &not_modified).header),
+            etag: r.etag.as_str().into(),
+            body: img.body.clone(),
+            valid_until,
+            source_key: Arc::clone(&img.source_key),
+        },
+    );
+}
+
 fn bearer(session: &ServerSession) -> Option<&str> {
     session
         .req_header()
@@ -208,6 +247,7 @@ impl EdgeHttp {
             };
             return match edge.serve(req).await {
                 Ok(r) => {
+                    keep_ready(edge, session, &r);
                     if let Some(counter) = edge.access() {
                         let bytes = match (&r.image, is_head) {
                             (Some(img), false) => img.body.len() as u64,

@@ -3,6 +3,7 @@
 //! `FLEXPHOTO_TEST_S3_ENDPOINT` is set. Each test prints a SKIP line for what it cannot run.
 
 mod admin_ui;
+mod catalog;
 mod faults;
 mod hardening;
 mod helpers;

@@ -1,5 +1,6 @@
-//! The `sync_payload` job: copies a ready image's current filter fields (tags, review state)
-//! to its point in the vector index after an edit.
+//! The `sync_payload` job: copies a ready image's current filter fields (tags, review state,
+//! and the catalog's: collection, terms, workflow, rights window, superseded versions) to its
+//! point in the vector index after an edit.
 
 use super::{JobError, Outcome};
 use crate::domain::ImageStatus;
@@ -23,9 +24,11 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
             .pop()
             .map(|(_, m, _)| m)
             .unwrap_or_else(|| search.model_id.clone());
+        let mut payload = indexing::payload_for(&img, &model);
+        payload.catalog = indexing::catalog_payload(state, img.id).await?;
         search
             .index
-            .set_payload(img.id.0, &indexing::payload_for(&img, &model))
+            .set_payload(img.id.0, &payload)
             .await
             .map_err(IndexingError::from)?;
     }

@@ -463,12 +463,16 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let mut r = RawTiering::default();
-        r.objects = vec!["poster".into()];
+        let r = RawTiering {
+            objects: vec!["poster".into()],
+            ..RawTiering::default()
+        };
         let e = r.validate(false, Path::new("/d"), &variants()).unwrap_err();
         assert_eq!(e.key(), Some("tiering.objects"));
-        let mut r = RawTiering::default();
-        r.rewarm_hits = 1;
+        let r = RawTiering {
+            rewarm_hits: 1,
+            ..RawTiering::default()
+        };
         let e = r.validate(false, Path::new("/d"), &variants()).unwrap_err();
         assert_eq!(e.key(), Some("tiering.rewarm_hits"));
         let mut r = RawTiering::default();

@@ -3,11 +3,15 @@
 //! `/metrics` needs an admin key. Every response is counted by route in the metrics.
 //!
 //! One file per resource: [`uploads`], [`images`], [`search`] (search and review), [`keys`],
-//! [`admin`] (operations); [`views`] renders domain rows as the API's documents,
+//! [`admin`] (operations), [`collections`] (collections and schemas), [`catalog`] (an
+//! image's catalog: metadata, rights, workflow, lineage, restore), [`review`] (the review
+//! queue); [`views`] renders domain rows as the API's documents,
 //! [`extract`] turns malformed requests into JSON errors, [`openapi`] generates the
 //! document from the handlers.
 
 pub mod admin;
+pub mod catalog;
+pub mod collections;
 pub mod extract;
 pub mod images;
 pub mod jobs;
@@ -15,6 +19,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod openapi;
 pub mod owners;
+pub mod review;
 pub mod search;
 pub mod uploads;
 pub mod views;
@@ -25,7 +30,7 @@ use std::time::Instant;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 
 use crate::error::ApiError;
@@ -70,6 +75,41 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/images/{id}/duplicates", get(search::duplicates_of))
         .route("/v1/images/{id}/history", get(search::history))
         .route("/v1/duplicates", get(search::list_duplicates))
+        .route("/v1/images/{id}/metadata", patch(catalog::patch_metadata))
+        .route("/v1/images/{id}/rights", put(catalog::put_rights))
+        .route("/v1/images/{id}/workflow", post(catalog::post_workflow))
+        .route(
+            "/v1/images/{id}/lineage",
+            get(catalog::get_lineage).put(catalog::put_lineage),
+        )
+        .route(
+            "/v1/images/{id}/history/{entry}/restore",
+            post(catalog::restore),
+        )
+        .route(
+            "/v1/collections",
+            post(collections::create).get(collections::list),
+        )
+        .route(
+            "/v1/collections/{id}",
+            get(collections::get).patch(collections::patch),
+        )
+        .route(
+            "/v1/collections/{id}/schema",
+            get(collections::get_schema).put(collections::put_schema),
+        )
+        .route(
+            "/v1/collections/{id}/schema/versions",
+            get(collections::schema_versions),
+        )
+        .route(
+            "/v1/collections/{id}/vocabulary",
+            put(collections::put_vocabulary),
+        )
+        .route("/v1/review/queue", get(review::queue))
+        .route("/v1/review/decisions", post(review::decisions))
+        .route("/v1/review/metrics", get(review::metrics))
+        .route("/v1/rights/expiring", get(review::expiring))
         .route("/v1/webhooks/s3", post(uploads::s3_webhook))
         .route("/v1/keys", post(keys::create_key).get(keys::list_keys))
         .route("/v1/keys/{id}", delete(keys::revoke_key))

@@ -19,6 +19,9 @@ use super::extract::{ApiPath, ApiQuery};
 use super::views::ErrorBody;
 use crate::auth::{Caller, Role};
 use crate::blob::{self, PresignedUpload};
+use crate::catalog::ingest::{self as catalog_ingest, Incoming, IngestOutcome};
+use crate::catalog::lineage::Relation;
+use crate::catalog::sources::Source;
 use crate::domain::{ImageId, ImageStatus, Owner};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -43,6 +46,18 @@ pub struct CreateUpload {
     sha256: Option<String>,
     /// Caption (at most 2000 characters).
     caption: Option<String>,
+    /// The collection (id, or name of the owner's; default: the owner's default collection).
+    collection: Option<String>,
+    /// Descriptive values by field name (title, keywords, credit, creator, rights fields, the
+    /// schema's own), validated against the collection's schema. Metadata embedded in the file
+    /// is merged in when it is processed.
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The image this one derives from (same owner).
+    #[schema(value_type = Option<String>, format = Uuid)]
+    derived_from: Option<ImageId>,
+    /// `version` (default: it becomes the chain's current version) or `derivative`.
+    relation: Option<String>,
 }
 
 /// A presigned upload was created: PUT the bytes to `upload.url` with `upload.headers`, then
@@ -58,6 +73,8 @@ pub struct UploadCreated {
     pub upload: PresignedUpload,
     /// `POST` here once the bytes are sent.
     pub complete_url: String,
+    /// Validation at ingest: collection, failures (routed to review), value sources.
+    pub catalog: IngestOutcome,
 }
 
 /// A one-shot upload was stored and queued for processing.
@@ -72,6 +89,8 @@ pub struct OneShotCreated {
     pub bytes: u64,
     /// Their SHA-256.
     pub sha256: String,
+    /// Validation at ingest: collection, failures (routed to review), value sources.
+    pub catalog: IngestOutcome,
 }
 
 /// How a completion ended.
@@ -88,6 +107,14 @@ pub struct Completed {
 
 /// `POST /v1/images`: `application/json` ([`CreateUpload`]) starts a presigned upload;
 /// `multipart/form-data` with `owner`, `file` and optionally `caption` uploads at once.
+/// Catalog fields in the form: `collection`, `metadata` (a JSON object of values),
+/// `metadata_source` (`upload`, or `csv` for values from a manifest), a `sidecar` XMP file,
+/// `derived_from` and `relation`, and any descriptive field by name (`title`, `keywords`,
+/// `credit`, `creator`, `rights_holder`, `licence`, `usage_restrictions`,
+/// `rights_valid_from`, `rights_valid_until`) or as `fields.NAME`. Values (and IPTC/XMP
+/// embedded in the file) are validated against the collection's schema: a collection that
+/// refuses invalid uploads answers 422 listing every failing field and rule; one that
+/// reviews them accepts the upload and routes it to review.
 #[utoipa::path(post, path = "/v1/images", tag = "uploads",
     request_body(content(
         (CreateUpload = "application/json"),
@@ -96,7 +123,8 @@ pub struct Completed {
     responses(
         (status = 201, description = "Presigned upload created (JSON) or stored and queued (multipart)", body = UploadCreated),
         (status = 400, body = ErrorBody), (status = 409, description = "Exact duplicate", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, description = "The collection refuses uploads failing its rules; every failure is listed", body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -199,6 +227,30 @@ async fn two_step(state: &AppState, caller: &Caller, req: CreateUpload) -> ApiRe
             return Err(ApiError::Duplicate(existing));
         }
     }
+    let mut declared: std::collections::BTreeMap<String, serde_json::Value> =
+        req.metadata.unwrap_or_default().into_iter().collect();
+    if let Some(c) = &req.caption {
+        declared.insert("caption".into(), serde_json::Value::String(c.clone()));
+    }
+    let prepared = catalog_ingest::prepare(
+        state,
+        &owner,
+        &caller.actor,
+        Incoming {
+            collection: req.collection,
+            declared,
+            declared_source: Some(Source::Upload),
+            derived_from: req.derived_from,
+            relation: req
+                .relation
+                .as_deref()
+                .map(Relation::parse)
+                .transpose()
+                .map_err(ApiError::Invalid)?,
+            ..Default::default()
+        },
+    )
+    .await?;
     let id = ImageId::new();
     let t = now();
     // The presigned URL names a staging key; processing copies what it read to the
@@ -214,12 +266,13 @@ async fn two_step(state: &AppState, caller: &Caller, req: CreateUpload) -> ApiRe
         mime: ct,
         bytes: Some(req.size as i64),
         sha256: sha.clone(),
-        caption: req.caption,
+        caption: prepared.caption.clone(),
         original_key: blob::original_key(id, t, Some(format)),
         uploaded_at: t,
         upload_expires_at: Some(upload.expires_at),
         uploaded_by: Some(caller.key_id),
         upload_key: Some(staging),
+        catalog: Some(prepared.insert),
     };
     match state.db.insert_uploading(&img).await {
         Ok(()) => {}
@@ -233,6 +286,7 @@ async fn two_step(state: &AppState, caller: &Caller, req: CreateUpload) -> ApiRe
         status: ImageStatus::Uploading.as_str().to_owned(),
         upload,
         complete_url: format!("{}/v1/images/{id}/complete", state.cfg.public_url),
+        catalog: prepared.outcome,
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -252,6 +306,8 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
     let mut owner: Option<Owner> = None;
     let mut caption: Option<String> = None;
     let mut file: Option<(TempFile, Spooled, Option<String>)> = None;
+    let mut inc = Incoming::default();
+    let mut metadata_source = Source::Upload;
     let bad = |e: axum::extract::multipart::MultipartError| {
         ApiError::Invalid(format!("bad multipart body: {}", e.body_text()))
     };
@@ -277,10 +333,61 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
                 let spooled = sp.finish().await?;
                 file = Some((tmp, spooled, declared));
             }
+            "collection" => inc.collection = Some(field.text().await.map_err(bad)?),
+            "metadata" => {
+                let text = field.text().await.map_err(bad)?;
+                let m: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+                    .map_err(|e| {
+                        ApiError::Invalid(format!("metadata must be a JSON object: {e}"))
+                    })?;
+                inc.declared.extend(m);
+            }
+            "metadata_source" => {
+                metadata_source = match field.text().await.map_err(bad)?.trim() {
+                    "upload" => Source::Upload,
+                    "csv" => Source::Csv,
+                    other => {
+                        return Err(ApiError::Invalid(format!(
+                            "metadata_source must be upload or csv, not {other:?}"
+                        )))
+                    }
+                }
+            }
+            "sidecar" => {
+                let mut buf = Vec::new();
+                while let Some(chunk) = idle_limit(state, field.chunk()).await?.map_err(bad)? {
+                    if buf.len() + chunk.len() > catalog_ingest::MAX_SIDECAR {
+                        return Err(ApiError::TooLarge(format!(
+                            "the sidecar is over {} bytes",
+                            catalog_ingest::MAX_SIDECAR
+                        )));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                inc.sidecar = Some(buf);
+            }
+            "derived_from" => {
+                let text = field.text().await.map_err(bad)?;
+                inc.derived_from = Some(text.trim().parse::<ImageId>()?);
+            }
+            "relation" => {
+                let text = field.text().await.map_err(bad)?;
+                inc.relation = Some(Relation::parse(text.trim()).map_err(ApiError::Invalid)?);
+            }
             other => {
-                return Err(ApiError::Invalid(format!(
-                    "unknown field {other:?}; send owner, file and optionally caption"
-                )))
+                let other = other.to_owned();
+                let name = other.strip_prefix("fields.").unwrap_or(&other).to_owned();
+                let known = other.starts_with("fields.")
+                    || crate::catalog::fields::builtin(&name).is_some();
+                if !known || crate::catalog::fields::check_name(&name).is_err() {
+                    return Err(ApiError::Invalid(format!(
+                        "unknown field {other:?}; send owner, file and optionally caption, \
+                         collection, metadata, metadata_source, sidecar, derived_from, relation, \
+                         descriptive fields by name or fields.NAME"
+                    )));
+                }
+                let text = field.text().await.map_err(bad)?;
+                inc.declared.insert(name, serde_json::Value::String(text));
             }
         }
     }
@@ -311,6 +418,15 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
     if let Some(existing) = state.db.find_duplicate(&owner, &spooled.sha256).await? {
         return Err(ApiError::Duplicate(existing));
     }
+    // Validation at ingest, before anything is stored: declared values, a sidecar, and what
+    // the file embeds.
+    if let Some(c) = &caption {
+        inc.declared
+            .insert("caption".into(), serde_json::Value::String(c.clone()));
+    }
+    inc.declared_source = Some(metadata_source);
+    inc.head = Some(read_head(tmp.path()).await?);
+    let prepared = catalog_ingest::prepare(state, &owner, &caller.actor, inc).await?;
     let id = ImageId::new();
     let t = now();
     let key_s = blob::original_key(id, t, Some(format));
@@ -323,12 +439,13 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
         mime: mime.to_owned(),
         bytes: Some(spooled.size as i64),
         sha256: Some(spooled.sha256.clone()),
-        caption,
+        caption: prepared.caption.clone(),
         original_key: key_s,
         uploaded_at: t,
         upload_expires_at: None,
         uploaded_by: Some(caller.key_id),
         upload_key: None,
+        catalog: Some(prepared.insert),
     };
     if let Err(e) = state
         .db
@@ -347,8 +464,23 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
         status: ImageStatus::Processing.as_str().to_owned(),
         bytes: spooled.size,
         sha256: spooled.sha256,
+        catalog: prepared.outcome,
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// The first MiB of a spooled upload, where embedded XMP and IPTC are.
+async fn read_head(path: &std::path::Path) -> ApiResult<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading the upload: {e}")))?;
+    let mut buf = Vec::new();
+    f.take(1 << 20)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading the upload: {e}")))?;
+    Ok(buf)
 }
 
 /// `POST /v1/images/{id}/complete`: checks the uploaded object and queues processing;

@@ -23,6 +23,12 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = Uuid)]
     pub existing_id: Option<uuid::Uuid>,
+    /// For `validation_failed`: every failing field and rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failures: Option<Vec<crate::catalog::validate::Failure>>,
+    /// For `stale_version`: the image's version now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<i64>,
 }
 
 /// The code and message of an error.
@@ -299,6 +305,9 @@ pub struct SearchResult {
     /// The image.
     #[serde(flatten)]
     pub image: ImageView,
+    /// The catalog's view of it (descriptive, workflow, technical, rights, lineage).
+    #[serde(flatten)]
+    pub catalog: super::catalog::CatalogParts,
     /// Cosine similarity (similarity searches only).
     pub score: Option<f32>,
     /// Why it is here.
@@ -314,15 +323,20 @@ pub struct SearchResults {
     pub next_cursor: Option<String>,
     /// `text`, `like_image`, `image` or `filter`.
     pub mode: String,
-    /// `relevance`, `newest` or `oldest`.
+    /// `relevance`, `newest`, `oldest` or `field`.
     pub sort: String,
     /// The model that made the vectors (similarity searches).
     pub model: Option<String>,
 }
 
 /// Renders a search page.
-pub fn search_results(state: &AppState, page: SearchPage) -> SearchResults {
-    SearchResults {
+pub async fn search_results(
+    state: &AppState,
+    page: SearchPage,
+) -> crate::error::ApiResult<SearchResults> {
+    let ids: Vec<crate::domain::ImageId> = page.hits.iter().map(|h| h.image.id).collect();
+    let facts = crate::catalog::explain::PageFacts::load(&state.db, &ids).await?;
+    Ok(SearchResults {
         items: page
             .hits
             .into_iter()
@@ -334,7 +348,14 @@ pub fn search_results(state: &AppState, page: SearchPage) -> SearchResults {
                  }| {
                     let mut image = image(state, &row);
                     image.exif = None;
+                    super::catalog::apply_rights_to_urls(
+                        state,
+                        &mut image,
+                        &row,
+                        facts.catalogs.get(&row.id),
+                    );
                     SearchResult {
+                        catalog: super::catalog::parts(&row, &facts),
                         image,
                         score,
                         explanation,
@@ -346,5 +367,5 @@ pub fn search_results(state: &AppState, page: SearchPage) -> SearchResults {
         mode: page.mode.to_owned(),
         sort: page.sort.to_owned(),
         model: page.model,
-    }
+    })
 }

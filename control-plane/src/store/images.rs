@@ -147,6 +147,9 @@ pub struct NewImage {
     pub uploaded_by: Option<uuid::Uuid>,
     /// The staging key of a presigned upload.
     pub upload_key: Option<String>,
+    /// Its catalog record (collection, checked metadata, lineage), written in the same
+    /// transaction.
+    pub catalog: Option<super::catalog::CatalogInsert>,
 }
 
 /// What processing found, written when an image becomes ready.
@@ -218,6 +221,7 @@ impl Db {
     pub async fn insert_uploading(&self, img: &NewImage) -> Result<()> {
         let t = now();
         on_db!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
             sqlx::query(
                 "INSERT INTO images (id, owner, uploaded_at, sha256, original_key, declared_bytes, \
                  declared_mime, upload_expires_at, caption, status, created_at, updated_at, \
@@ -236,10 +240,13 @@ impl Db {
             .bind(t)
             .bind(img.uploaded_by)
             .bind(&img.upload_key)
-            .execute(p)
+            .execute(&mut *tx)
             .await
-            .map_err(StoreError::classify)?
-            .rows_affected()
+            .map_err(StoreError::classify)?;
+            if let Some(c) = &img.catalog {
+                super::catalog::insert_catalog!(tx, img.id, &img.owner, c, t);
+            }
+            tx.commit().await?;
         });
         Ok(())
     }
@@ -269,6 +276,9 @@ impl Db {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::classify)?;
+            if let Some(c) = &img.catalog {
+                super::catalog::insert_catalog!(tx, img.id, &img.owner, c, t);
+            }
             enqueue_job!(tx, img.id, JobKind::Process, max_attempts as i32, t);
             tx.commit().await?;
         });
@@ -402,6 +412,11 @@ impl Db {
         if filter.review_state.is_some() {
             sql += &format!(" AND review_state = ${}", next());
         }
+        // Catalog conditions (collection, terms, rights, versions, fields), bound after the
+        // filters above.
+        let catalog = crate::catalog::query::conditions(&filter.catalog, &mut next)
+            .map_err(StoreError::Conflict)?;
+        sql += &catalog.text;
         sql += &filter.lifecycle.sql(&mut next);
         let (cmp, dir) = match order {
             ListOrder::OldestFirst => (">", "ASC"),
@@ -442,6 +457,7 @@ impl Db {
             if let Some(r) = filter.review_state {
                 q = q.bind(r);
             }
+            q = crate::bind_catalog!(q, &catalog.binds);
             for b in filter.lifecycle.binds() {
                 q = match b {
                     LifecycleBind::Time(t) => q.bind(t),

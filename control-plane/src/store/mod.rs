@@ -10,6 +10,7 @@
 //! microsecond precision, so text order is time order); JSON is `JSONB` on Postgres and text
 //! on SQLite.
 
+pub mod catalog;
 pub mod dead_jobs;
 pub mod images;
 pub mod jobs;
@@ -131,6 +132,11 @@ impl BeginWrite for Pool<sqlx::Sqlite> {
 /// The current time at the precision both backends keep.
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
+}
+
+/// A time at the precision both backends keep.
+pub fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
 }
 
 impl Db {

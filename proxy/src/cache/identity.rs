@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flexphoto_url::ImageKey;
 use moka::future::Cache;
@@ -22,6 +22,8 @@ pub struct SourceFacts {
     pub identity: String,
     /// Size in bytes.
     pub size: u64,
+    /// When the origin last confirmed it (or when it was read back from disk).
+    pub checked_at: Instant,
 }
 
 /// Fresh and last-known identities by key.
@@ -119,6 +121,7 @@ impl Identities {
         let facts = Arc::new(SourceFacts {
             identity: stored.identity,
             size: stored.size,
+            checked_at: Instant::now(),
         });
         self.last_known
             .insert(key.clone(), Arc::clone(&facts))

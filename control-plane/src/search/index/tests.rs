@@ -68,6 +68,7 @@ fn make_point(rng: &mut Rng, i: usize, space: VectorSpace) -> IndexPoint {
             }
             .into(),
             model: format!("m{}", i % 2),
+            catalog: Default::default(),
         },
     }
 }

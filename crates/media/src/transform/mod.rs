@@ -8,9 +8,11 @@
 //! 2. plan: the resize, cut and pad from the fit and the source size, and the output checked
 //!    against the caps (size, pixels across frames, filter cost) before any pixel work;
 //! 3. choose the output format (negotiated class + alpha + animation);
-//! 4. resize: shrink-on-load `thumbnail` (or load, orient, crop, then resize for an editor's
-//!    crop), with fail-on-truncated so damaged files are refused, never served half grey;
-//!    or SIMD resampling from a working copy;
+//! 4. resize: for RGB and greyscale JPEGs, a decode scaled by libjpeg (keeping twice the
+//!    output size) and one SIMD Lanczos-3 pass ([`shrink`]); for other sources shrink-on-load `thumbnail`
+//!    (or load, orient, crop, then resize for an editor's crop), with fail-on-truncated so
+//!    damaged files are refused, never served half grey; or SIMD resampling from a working
+//!    copy;
 //! 5. the finishing [`STEPS`], one after another with the budget checked between them: cut
 //!    by gravity, colour to sRGB, pad, rotate, flip, blur, sharpen, flatten, metadata;
 //! 6. encode, stoppable mid-way by the budget's [`Cancel`].
@@ -23,6 +25,7 @@ pub mod error;
 pub mod geometry;
 pub mod metadata;
 pub mod resample;
+mod shrink;
 pub mod working;
 
 use std::time::Instant;
@@ -388,6 +391,12 @@ pub fn run_with(
         }
     }
 
+    if !keep_frames {
+        if let Some(out) = from_scaled_jpeg(source, &header, spec, &p, format, enc, budget)? {
+            return Ok((out, None));
+        }
+    }
+
     budget.check()?;
     let size = if p.force {
         Size::Force
@@ -440,6 +449,49 @@ pub fn run_with(
         copyright: None,
     };
     finish(ctx, enc, budget).map(|o| (o, None))
+}
+
+/// Makes the output from a JPEG decoded at a reduced size by libjpeg's DCT scaling and
+/// resampled once with SIMD ([`shrink`]). `None` when that path does not apply:
+/// other formats and colour spaces, enlargements, smart crops, editor's crops and `meta=keep`
+/// go through libvips' `thumbnail`.
+fn from_scaled_jpeg(
+    source: &Bytes,
+    header: &vips::Header,
+    spec: &TransformSpec,
+    p: &Plan,
+    format: OutputFormat,
+    enc: &EncodeSettings,
+    budget: &Budget,
+) -> Result<Option<Output>> {
+    let (sw, sh) = header.oriented_size();
+    let centre_cut = match p.vips_crop {
+        None => false,
+        Some(Gravity::Center) if p.resized.0 >= p.box_w && p.resized.1 >= p.box_h => true,
+        Some(_) => return Ok(None),
+    };
+    if !WorkingCopy::eligible(spec) || p.resized.0 > sw || p.resized.1 > sh {
+        return Ok(None);
+    }
+    budget.check()?;
+    let Some(decoded) = shrink::decode_jpeg_resized(source, header, p.resized, budget)? else {
+        return Ok(None);
+    };
+    let img = if centre_cut {
+        let (x, y) = gravity_offset(Gravity::Center, p.resized.0, p.resized.1, p.box_w, p.box_h);
+        decoded.image.extract(x, y, p.box_w, p.box_h)?
+    } else {
+        decoded.image
+    };
+    let ctx = Finishing {
+        img,
+        spec,
+        plan: p,
+        format,
+        keep_frames: false,
+        copyright: Some(&decoded.copyright),
+    };
+    finish(ctx, enc, budget).map(Some)
 }
 
 /// Renders `spec` from `copy` whenever the copy or one of its levels holds at least the
