@@ -346,6 +346,44 @@ async fn cost_report_and_projection() {
     );
     let (s, p) = app.get_json("/v1/tiering/plan", ADMIN).await;
     assert_eq!(s, 200, "{p}");
+    // `flexphoto tier` under the same what-if policy: the full listing (streamed), the
+    // totals alone, and the listing again with a pending move queued by a real run.
+    let id = v["id"].as_str().unwrap();
+    let tier = |args: &[&str]| -> Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flexphoto"))
+            .arg("tier")
+            .args(args)
+            .args(["--json", "--data-dir", app.data_dir.to_str().unwrap()])
+            .envs(&app.env)
+            .env("FLEXPHOTO__TIERING__COLD_AFTER_DAYS", "0")
+            .env("FLEXPHOTO__TIERING__COLD_MAX_HITS", "1000")
+            .env("FLEXPHOTO__TIERING__REWARM_HITS", "2000")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    };
+    let full = tier(&["--dry-run"]);
+    let moves = full["plan"]["moves"].as_array().unwrap();
+    assert_eq!(moves.len(), 1, "{full}");
+    assert_eq!(moves[0]["id"], id, "{full}");
+    assert_eq!(moves[0]["direction"], "to_cold", "{full}");
+    assert!(moves[0]["bytes"].as_i64().unwrap() > 0, "{full}");
+    assert_eq!(full["plan"]["to_cold_bytes"], moves[0]["bytes"], "{full}");
+    assert_eq!(full["what_if"]["images_to_cold"], 1, "{full}");
+    let summary = tier(&["--dry-run", "--summary"]);
+    assert_eq!(summary["plan"]["moves"], json!([]), "{summary}");
+    assert_eq!(summary["totals"], full["totals"], "{summary}");
+    assert_eq!(summary["what_if"], full["what_if"], "{summary}");
+    assert_eq!(
+        tier(&["--dry-run", "--limit", "0"])["plan"]["truncated"],
+        true
+    );
     // 7.5 TB a month served from object storage: $675 of egress in the projection too.
     let (s, p) = app
         .post_json(

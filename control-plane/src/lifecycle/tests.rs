@@ -228,6 +228,22 @@ async fn age_and_traffic_decide_what_goes_cold() {
             .await
             .unwrap();
         assert_eq!(p.moves.len(), 2);
+        // The totals alone, the streamed listing and the plan agree.
+        let now = w.clock.now_for_tests();
+        let totals = super::policy::totals(&w.state.db, cfg, now).await.unwrap();
+        assert_eq!(
+            (
+                totals.images_to_cold,
+                totals.bytes_to_cold,
+                totals.objects_to_cold
+            ),
+            (2, p.to_cold_bytes, 4)
+        );
+        let mut streamed = Vec::new();
+        super::policy::each_move(&w.state.db, cfg, now, |m| streamed.push(m))
+            .await
+            .unwrap();
+        assert_eq!(streamed, p.moves);
         // The limit truncates and says so.
         let p = plan(&w.state.db, cfg, w.clock.now_for_tests(), Some(1))
             .await
