@@ -26,7 +26,7 @@
 
 Results go to loadtest/results/tiering-<mode>-<time>.json.
 """
-import argparse, json, os, shutil, subprocess, sys, tempfile, threading, time, uuid
+import argparse, hashlib, json, os, shutil, subprocess, sys, tempfile, threading, time, uuid
 from datetime import datetime
 from procstat import api_request, cpu_seconds, free_port, wait_for_port
 
@@ -47,6 +47,18 @@ def save(mode, result):
 
 def psql(url, sql):
     subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True, capture_output=True)
+
+
+def drop_database(url, db):
+    """Drops a benchmark database. An autovacuum worker may still be in it after the fill
+    (FORCE cannot end it without superuser rights), so this retries for a while."""
+    for _ in range(60):
+        r = subprocess.run(["psql", url, "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"],
+                           capture_output=True, text=True)
+        if r.returncode == 0:
+            return
+        time.sleep(2)
+    print(f"could not drop {db}: {r.stderr.strip()}", file=sys.stderr)
 
 
 def policy(args):
@@ -100,7 +112,7 @@ def policy(args):
                         "bytes_to_cold": summary["what_if"]["bytes_to_cold"],
                         "monthly_saving_usd": round(summary["what_if"]["monthly_saving"], 2)})
     finally:
-        psql(args.pg, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        drop_database(args.pg, db)
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -137,7 +149,9 @@ def moves(args):
     hot, cold = "tierbench-hot-" + uuid.uuid4().hex[:6], "tierbench-cold-" + uuid.uuid4().hex[:6]
     for b in (hot, cold):
         # CreateBucket, signed with SigV4 by curl.
+        # The empty body's SHA-256 (servers such as s3s require the header).
         subprocess.run(["curl", "-sf", "-X", "PUT", "--aws-sigv4", "aws:amz:us-east-1:s3",
+                        "-H", "x-amz-content-sha256: " + hashlib.sha256(b"").hexdigest(),
                         "--user", f"{ak}:{sk}", f"{ep}/{b}"], check=True)
     data = tempfile.mkdtemp(prefix="flexphoto-tiermoves-")
     env = dict(os.environ, FLEXPHOTO_ADMIN_KEY=ADMIN, FLEXPHOTO_LOG="warn", FLEXPHOTO__SEARCH__MODEL="none",
