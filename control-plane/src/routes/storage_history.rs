@@ -22,6 +22,7 @@ use crate::store::lifecycle::StorageUsage;
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Today and the days before it, 1–3650 (default 90).
+    #[param(minimum = 1, maximum = 3650)]
     days: Option<u32>,
 }
 
