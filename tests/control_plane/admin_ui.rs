@@ -13,7 +13,7 @@ use http::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::{jpeg, json_of, models, send, App, Backend, Options, ADMIN};
-use crate::webdriver::{axe_source, Browser};
+use crate::webdriver::{axe_source, Browser, Until};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -228,12 +228,10 @@ async fn browser_sign_in(b: &Browser, base: &str, key: &str) {
     {
         b.click("#signout").await;
     }
-    b.find("input[name=key]", WAIT).await;
-    b.type_into("input[name=key]", key).await;
-    b.click("form button[type=submit]").await;
-    b.wait_for(
-        "signed in",
-        "return !document.getElementById('top').hidden",
+    b.fill_and_submit(
+        &[("input[name=key]", key)],
+        "form button[type=submit]",
+        Until::Script("signed in", "return !document.getElementById('top').hidden"),
         WAIT,
     )
     .await;
@@ -263,13 +261,21 @@ async fn admin_ui_end_to_end() {
     b.find("input[name=key]", WAIT).await;
     b.screenshot("01-sign-in").await;
     axe(&b, &axe_js, "sign-in", &mut violations).await;
-    b.type_into("input[name=key]", "wrong-key").await;
-    b.click("form button[type=submit]").await;
-    b.wait_text("not valid", WAIT).await;
-    b.clear("input[name=key]").await;
-    b.type_into("input[name=key]", ADMIN).await;
-    b.click("form button[type=submit]").await;
-    b.wait_text("No images yet", WAIT).await;
+    let sign_in = "form button[type=submit]";
+    b.fill_and_submit(
+        &[("input[name=key]", "wrong-key")],
+        sign_in,
+        Until::Text("not valid"),
+        WAIT,
+    )
+    .await;
+    b.fill_and_submit(
+        &[("input[name=key]", ADMIN)],
+        sign_in,
+        Until::Text("No images yet"),
+        WAIT,
+    )
+    .await;
     // The cookie is HttpOnly: the page's script cannot read it.
     assert_eq!(b.js("return document.cookie", vec![]).await, json!(""));
 
@@ -283,8 +289,12 @@ async fn admin_ui_end_to_end() {
             p.display().to_string()
         })
         .collect();
-    b.click("nav a[href='/admin/upload']").await;
-    b.find("input[name=owner]", WAIT).await;
+    b.click_until(
+        "nav a[href='/admin/upload']",
+        Until::Element("input[name=owner]"),
+        WAIT,
+    )
+    .await;
     // A file that is not a picture fails, with the reason shown on its row.
     let junk = dir.join("broken.gif");
     std::fs::write(
@@ -292,19 +302,27 @@ async fn admin_ui_end_to_end() {
         b"GIF89a but then nothing that decodes at all, just words",
     )
     .unwrap();
-    b.type_into("input[name=owner]", "bob").await;
-    b.type_into("input[type=file]", &junk.display().to_string())
-        .await;
+    let junk = junk.display().to_string();
+    b.fill(
+        &[("input[name=owner]", "bob"), ("input[type=file]", &junk)],
+        WAIT,
+    )
+    .await;
     b.wait_for(
         "the broken upload failed with a reason",
         "const li = document.querySelector('li.upload[data-state=failed]'); return !!li && li.innerText.includes('failed: ') && li.innerText.length > 40",
         Duration::from_secs(120),
     )
     .await;
-    b.clear("input[name=owner]").await;
-    b.type_into("input[name=owner]", "alice").await;
-    b.type_into("input[name=caption]", "harbour at dawn").await;
-    b.type_into("input[type=file]", &files.join("\n")).await;
+    b.fill(
+        &[
+            ("input[name=owner]", "alice"),
+            ("input[name=caption]", "harbour at dawn"),
+            ("input[type=file]", &files.join("\n")),
+        ],
+        WAIT,
+    )
+    .await;
     b.wait_for(
         "three uploads ready",
         "return document.querySelectorAll('li.upload[data-state=ready]').length === 3",
@@ -315,10 +333,12 @@ async fn admin_ui_end_to_end() {
     axe(&b, &axe_js, "upload", &mut violations).await;
 
     // The library shows them with edge thumbnails (srcset, lazy).
-    b.click("nav a[href='/admin/library']").await;
-    b.wait_for(
-        "three tiles",
-        "return document.querySelectorAll('.grid li.tile').length === 3",
+    b.click_until(
+        "nav a[href='/admin/library']",
+        Until::Script(
+            "three tiles",
+            "return document.querySelectorAll('.grid li.tile').length === 3",
+        ),
         WAIT,
     )
     .await;
@@ -357,9 +377,13 @@ async fn admin_ui_end_to_end() {
     axe(&b, &axe_js, "search", &mut violations).await;
     // Search by image (the drop zone's file input).
     b.goto(&format!("{base}/admin/search")).await;
-    b.type_into("#search-file", &files[1]).await;
-    b.click("form[role=search] button[type=submit]").await;
-    b.wait_text("mode image", WAIT).await;
+    b.fill_and_submit(
+        &[("#search-file", &files[1])],
+        "form[role=search] button[type=submit]",
+        Until::Text("mode image"),
+        WAIT,
+    )
+    .await;
     b.wait_for(
         "image results",
         "return document.querySelectorAll('.results li.result .score').length >= 1",
@@ -373,14 +397,16 @@ async fn admin_ui_end_to_end() {
     b.goto(&format!("{base}/admin/images/{id}")).await;
     b.find("textarea[name=caption]", WAIT).await;
     b.find("#history [data-loaded]", WAIT).await;
-    b.clear("textarea[name=caption]").await;
-    b.type_into("textarea[name=caption]", "harbour at dusk")
-        .await;
-    b.type_into("input[name=reason]", "wrong time of day").await;
-    b.click("form.edit button[type=submit]").await;
-    b.wait_for(
-        "the correction in the history",
-        "return [...document.querySelectorAll('table.history td.diff')].some(td => td.innerText.includes('harbour at dawn') && td.innerText.includes('harbour at dusk'))",
+    b.fill_and_submit(
+        &[
+            ("textarea[name=caption]", "harbour at dusk"),
+            ("input[name=reason]", "wrong time of day"),
+        ],
+        "form.edit button[type=submit]",
+        Until::Script(
+            "the correction in the history",
+            "return [...document.querySelectorAll('table.history td.diff')].some(td => td.innerText.includes('harbour at dawn') && td.innerText.includes('harbour at dusk'))",
+        ),
         WAIT,
     )
     .await;
@@ -388,20 +414,28 @@ async fn admin_ui_end_to_end() {
     assert_eq!(doc["caption"], "harbour at dusk");
     b.screenshot("06-image-corrected").await;
     axe(&b, &axe_js, "image", &mut violations).await;
-    b.click("table.history tbody tr:first-child button").await;
-    b.wait_for(
-        "the restored caption",
-        "return document.querySelector('textarea[name=caption]') && document.querySelector('textarea[name=caption]').value === 'harbour at dawn'",
+    b.click_until(
+        "table.history tbody tr:first-child button",
+        Until::Script(
+            "the restored caption",
+            "return document.querySelector('textarea[name=caption]') && document.querySelector('textarea[name=caption]').value === 'harbour at dawn'",
+        ),
         WAIT,
     )
     .await;
     let (_, doc) = app.get_json(&format!("/v1/images/{id}"), ADMIN).await;
     assert_eq!(doc["caption"], "harbour at dawn");
     // The signed URL builder gives an edge URL the browser can load.
-    b.clear("input[name=w]").await;
-    b.type_into("input[name=w]", "200").await;
-    b.click("form.grid-form button[type=submit]").await;
-    b.wait_for("the sized preview", "const i = document.querySelector('img.preview'); return !!i && i.complete && i.naturalWidth === 200", WAIT).await;
+    b.fill_and_submit(
+        &[("input[name=w]", "200")],
+        "form.grid-form button[type=submit]",
+        Until::Script(
+            "the sized preview",
+            "const i = document.querySelector('img.preview'); return !!i && i.complete && i.naturalWidth === 200",
+        ),
+        WAIT,
+    )
+    .await;
     b.screenshot("07-image-restored").await;
 
     review_queue(&app, &b, &base, &ids, &axe_js, &mut violations).await;
@@ -411,13 +445,18 @@ async fn admin_ui_end_to_end() {
     b.wait_text("Actual monthly bill", WAIT).await;
     b.wait_text("Jobs by kind and state", WAIT).await;
     // The broken upload's job is dead: retry it from the page.
-    b.click("button[aria-label^='Retry job']").await;
-    b.wait_text("queued again", WAIT).await;
-    b.click("#cost form.grid-form:last-of-type button[type=submit]")
-        .await;
-    b.wait_for(
-        "the projection chart",
-        "return document.body.innerText.includes('Total over 24 months')",
+    b.click_until(
+        "button[aria-label^='Retry job']",
+        Until::Text("queued again"),
+        WAIT,
+    )
+    .await;
+    b.click_until(
+        "#cost form.grid-form:last-of-type button[type=submit]",
+        Until::Script(
+            "the projection chart",
+            "return document.body.innerText.includes('Total over 24 months')",
+        ),
         WAIT,
     )
     .await;
@@ -612,9 +651,13 @@ async fn admin_ui_library_first_screen() {
 
     let b = Browser::start(1280, 900).await;
     b.goto(&format!("{}/admin", app.base)).await;
-    b.type_into("input[name=key]", ADMIN).await;
-    b.click("form button[type=submit]").await;
-    b.find(".grid li.tile", WAIT).await;
+    b.fill_and_submit(
+        &[("input[name=key]", ADMIN)],
+        "form button[type=submit]",
+        Until::Element(".grid li.tile"),
+        WAIT,
+    )
+    .await;
     // Each load is a full navigation; the scripts come from the browser cache (immutable),
     // as for anyone who opened the page before (signing in loaded them).
     let mut runs = Vec::new();
