@@ -249,7 +249,10 @@ async fn admin_ui_end_to_end() {
     let axe_js = axe_source();
     let models =
         models().expect("the admin UI test searches by text and image: run scripts/fetch-models");
-    let mut opts = Options::new(Backend::Sqlite).with_search(&models);
+    // The tiering pass every second: it records the storage snapshot the operations chart shows.
+    let mut opts = Options::new(Backend::Sqlite)
+        .with_search(&models)
+        .env("FLEXPHOTO__TIERING__INTERVAL_SECS", "1");
     opts.up = true;
     let app = App::spawn(opts).await;
     let base = app.base.clone();
@@ -440,8 +443,10 @@ async fn admin_ui_end_to_end() {
 
     review_queue(&app, &b, &base, &ids, &axe_js, &mut violations).await;
 
-    // Operations: queue, edges, storage and the cost model with charts.
+    // Operations: queue, edges, storage over time and the cost model with charts.
+    let days = storage_history_days(&app).await;
     b.goto(&format!("{base}/admin/operations")).await;
+    storage_chart(&b, &days).await;
     b.wait_text("Actual monthly bill", WAIT).await;
     b.wait_text("Jobs by kind and state", WAIT).await;
     // The broken upload's job is dead: retry it from the page.
@@ -461,6 +466,12 @@ async fn admin_ui_end_to_end() {
     )
     .await;
     b.screenshot("09-operations").await;
+    b.js(
+        "document.getElementById('storage-history').scrollIntoView()",
+        vec![],
+    )
+    .await;
+    b.screenshot("09b-storage-history").await;
     axe(&b, &axe_js, "operations", &mut violations).await;
 
     // Phone-sized screen: the library still works and passes the same checks.
@@ -512,6 +523,128 @@ async fn admin_ui_end_to_end() {
         "axe found serious or critical problems:\n{}",
         violations.join("\n")
     );
+}
+
+/// Storage history for the chart: three earlier days written into the SQLite file (this
+/// deployment is new), and today's snapshot taken again by the tiering pass now that the
+/// photos are stored (the one taken at start was empty). Returns the days, oldest first.
+async fn storage_history_days(app: &App) -> Vec<String> {
+    use sqlx::Connection;
+    let (s, h) = app.get_json("/v1/storage/history", ADMIN).await;
+    assert_eq!(s, 200, "{h}");
+    let today: chrono::NaiveDate = h["items"][0]["day"].as_str().unwrap().parse().unwrap();
+    let url = format!("sqlite:{}", app.data_dir.join("flexphoto.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("PRAGMA busy_timeout = 10000")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("DELETE FROM storage_history_days WHERE day = $1")
+        .bind(today)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let earlier: [(i64, &[(&str, i64)]); 3] = [
+        (6, &[("standard", 1_200_000)]),
+        (4, &[("standard", 2_000_000), ("cold", 500_000)]),
+        (1, &[("standard", 1_500_000), ("cold", 1_500_000)]),
+    ];
+    let mut days = Vec::new();
+    for (back, tiers) in earlier {
+        let day = today - chrono::Duration::days(back);
+        days.push(day.to_string());
+        sqlx::query("INSERT INTO storage_history_days (day, recorded_at) VALUES ($1, $2)")
+            .bind(day)
+            .bind(day.and_hms_opt(0, 5, 0).unwrap().and_utc())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        for (tier, bytes) in tiers {
+            sqlx::query(
+                "INSERT INTO storage_history (day, tier, kind, objects, bytes, unmeasured) \
+                 VALUES ($1, $2, 'original', 3, $3, 0)",
+            )
+            .bind(day)
+            .bind(*tier)
+            .bind(*bytes)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+    conn.close().await.unwrap();
+    days.push(today.to_string());
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, h) = app.get_json("/v1/storage/history", ADMIN).await;
+        let items = h["items"].as_array().unwrap();
+        if items.len() == 4 && items[3]["tiers"][0]["bytes"].as_i64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "today's snapshot was not taken again: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    days
+}
+
+/// The operations page's storage chart: a stacked area per tier with a title and a
+/// description naming the days, a legend, and the same figures as a table.
+async fn storage_chart(b: &Browser, days: &[String]) {
+    b.wait_until(
+        Until::Element("#storage-history figure.chart svg polygon.area"),
+        WAIT,
+    )
+    .await;
+    let chart = b
+        .js(
+            "const box = document.getElementById('storage-history');
+             const svg = box.querySelector('figure.chart svg');
+             const named = (svg.getAttribute('aria-labelledby') || '').split(' ').map(id => document.getElementById(id));
+             return {
+               role: svg.getAttribute('role'),
+               names: named.map(e => e ? e.tagName + ': ' + e.textContent : null),
+               areas: [...svg.querySelectorAll('polygon.area')].map(p => [p.textContent, p.getAttribute('points').split(' ').length]),
+               legend: [...box.querySelectorAll('.legend li')].map(li => li.textContent),
+               rows: [...box.querySelectorAll('details table tbody tr')].map(tr => tr.querySelector('th').textContent),
+             };",
+            vec![],
+        )
+        .await;
+    assert_eq!(chart["role"], "img", "{chart}");
+    let names = chart["names"].as_array().unwrap();
+    assert_eq!(names.len(), 2, "title and desc: {chart}");
+    assert!(
+        names[0]
+            .as_str()
+            .unwrap()
+            .starts_with("title: Bytes stored by tier"),
+        "{chart}"
+    );
+    let desc = names[1].as_str().unwrap();
+    assert!(
+        desc.starts_with(&format!(
+            "desc: 4 daily snapshots from {} to {}",
+            days[0], days[3]
+        )),
+        "{chart}"
+    );
+    assert!(
+        desc.contains("cold: 0 B → 0 B") && desc.contains("standard: 1.2 MB →"),
+        "{chart}"
+    );
+    // Hot at the bottom, cold on top; each band has a point per day along both edges.
+    assert_eq!(
+        chart["areas"],
+        json!([["standard", 8], ["cold", 8]]),
+        "{chart}"
+    );
+    assert_eq!(chart["legend"], json!(["standard", "cold"]), "{chart}");
+    assert_eq!(chart["rows"], json!(days), "{chart}");
 }
 
 /// The review queue: approve one with the keyboard; a stale one (changed by someone else
