@@ -61,6 +61,8 @@ pub struct RawConfig {
     pub prices: crate::lifecycle::settings::Prices,
     /// `[admin_ui]`.
     pub admin_ui: crate::admin_ui::AdminUiSettings,
+    /// `[storage_history]`.
+    pub storage_history: crate::lifecycle::history::StorageHistorySettings,
     /// `[[variants]]`.
     pub variants: Vec<RawVariant>,
 }
@@ -779,6 +781,8 @@ pub struct Config {
     pub prices: crate::lifecycle::settings::Prices,
     /// The admin web UI.
     pub admin_ui: crate::admin_ui::AdminUiSettings,
+    /// How long daily storage snapshots are kept.
+    pub storage_history: crate::lifecycle::history::StorageHistorySettings,
 }
 
 impl RawConfig {
@@ -1094,6 +1098,7 @@ impl RawConfig {
         )?;
         self.prices.validate()?;
         self.admin_ui.validate()?;
+        self.storage_history.validate()?;
         if !(31..=3650).contains(&self.access.retention_days) {
             return Err(invalid(
                 "access.retention_days",
@@ -1114,6 +1119,7 @@ impl RawConfig {
             tiering,
             prices: self.prices,
             admin_ui: self.admin_ui.clone(),
+            storage_history: self.storage_history.clone(),
             cluster_lease: Duration::from_secs(self.cluster.lease_secs),
             advertise_url,
             search,

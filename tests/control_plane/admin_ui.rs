@@ -13,7 +13,7 @@ use http::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::{jpeg, json_of, models, send, App, Backend, Options, ADMIN};
-use crate::webdriver::{axe_source, Browser};
+use crate::webdriver::{axe_source, Browser, Until};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -228,12 +228,10 @@ async fn browser_sign_in(b: &Browser, base: &str, key: &str) {
     {
         b.click("#signout").await;
     }
-    b.find("input[name=key]", WAIT).await;
-    b.type_into("input[name=key]", key).await;
-    b.click("form button[type=submit]").await;
-    b.wait_for(
-        "signed in",
-        "return !document.getElementById('top').hidden",
+    b.fill_and_submit(
+        &[("input[name=key]", key)],
+        "form button[type=submit]",
+        Until::Script("signed in", "return !document.getElementById('top').hidden"),
         WAIT,
     )
     .await;
@@ -251,7 +249,10 @@ async fn admin_ui_end_to_end() {
     let axe_js = axe_source();
     let models =
         models().expect("the admin UI test searches by text and image: run scripts/fetch-models");
-    let mut opts = Options::new(Backend::Sqlite).with_search(&models);
+    // The tiering pass every second: it records the storage snapshot the operations chart shows.
+    let mut opts = Options::new(Backend::Sqlite)
+        .with_search(&models)
+        .env("FLEXPHOTO__TIERING__INTERVAL_SECS", "1");
     opts.up = true;
     let app = App::spawn(opts).await;
     let base = app.base.clone();
@@ -263,13 +264,21 @@ async fn admin_ui_end_to_end() {
     b.find("input[name=key]", WAIT).await;
     b.screenshot("01-sign-in").await;
     axe(&b, &axe_js, "sign-in", &mut violations).await;
-    b.type_into("input[name=key]", "wrong-key").await;
-    b.click("form button[type=submit]").await;
-    b.wait_text("not valid", WAIT).await;
-    b.clear("input[name=key]").await;
-    b.type_into("input[name=key]", ADMIN).await;
-    b.click("form button[type=submit]").await;
-    b.wait_text("No images yet", WAIT).await;
+    let sign_in = "form button[type=submit]";
+    b.fill_and_submit(
+        &[("input[name=key]", "wrong-key")],
+        sign_in,
+        Until::Text("not valid"),
+        WAIT,
+    )
+    .await;
+    b.fill_and_submit(
+        &[("input[name=key]", ADMIN)],
+        sign_in,
+        Until::Text("No images yet"),
+        WAIT,
+    )
+    .await;
     // The cookie is HttpOnly: the page's script cannot read it.
     assert_eq!(b.js("return document.cookie", vec![]).await, json!(""));
 
@@ -283,8 +292,12 @@ async fn admin_ui_end_to_end() {
             p.display().to_string()
         })
         .collect();
-    b.click("nav a[href='/admin/upload']").await;
-    b.find("input[name=owner]", WAIT).await;
+    b.click_until(
+        "nav a[href='/admin/upload']",
+        Until::Element("input[name=owner]"),
+        WAIT,
+    )
+    .await;
     // A file that is not a picture fails, with the reason shown on its row.
     let junk = dir.join("broken.gif");
     std::fs::write(
@@ -292,19 +305,27 @@ async fn admin_ui_end_to_end() {
         b"GIF89a but then nothing that decodes at all, just words",
     )
     .unwrap();
-    b.type_into("input[name=owner]", "bob").await;
-    b.type_into("input[type=file]", &junk.display().to_string())
-        .await;
+    let junk = junk.display().to_string();
+    b.fill(
+        &[("input[name=owner]", "bob"), ("input[type=file]", &junk)],
+        WAIT,
+    )
+    .await;
     b.wait_for(
         "the broken upload failed with a reason",
         "const li = document.querySelector('li.upload[data-state=failed]'); return !!li && li.innerText.includes('failed: ') && li.innerText.length > 40",
         Duration::from_secs(120),
     )
     .await;
-    b.clear("input[name=owner]").await;
-    b.type_into("input[name=owner]", "alice").await;
-    b.type_into("input[name=caption]", "harbour at dawn").await;
-    b.type_into("input[type=file]", &files.join("\n")).await;
+    b.fill(
+        &[
+            ("input[name=owner]", "alice"),
+            ("input[name=caption]", "harbour at dawn"),
+            ("input[type=file]", &files.join("\n")),
+        ],
+        WAIT,
+    )
+    .await;
     b.wait_for(
         "three uploads ready",
         "return document.querySelectorAll('li.upload[data-state=ready]').length === 3",
@@ -315,10 +336,12 @@ async fn admin_ui_end_to_end() {
     axe(&b, &axe_js, "upload", &mut violations).await;
 
     // The library shows them with edge thumbnails (srcset, lazy).
-    b.click("nav a[href='/admin/library']").await;
-    b.wait_for(
-        "three tiles",
-        "return document.querySelectorAll('.grid li.tile').length === 3",
+    b.click_until(
+        "nav a[href='/admin/library']",
+        Until::Script(
+            "three tiles",
+            "return document.querySelectorAll('.grid li.tile').length === 3",
+        ),
         WAIT,
     )
     .await;
@@ -357,9 +380,13 @@ async fn admin_ui_end_to_end() {
     axe(&b, &axe_js, "search", &mut violations).await;
     // Search by image (the drop zone's file input).
     b.goto(&format!("{base}/admin/search")).await;
-    b.type_into("#search-file", &files[1]).await;
-    b.click("form[role=search] button[type=submit]").await;
-    b.wait_text("mode image", WAIT).await;
+    b.fill_and_submit(
+        &[("#search-file", &files[1])],
+        "form[role=search] button[type=submit]",
+        Until::Text("mode image"),
+        WAIT,
+    )
+    .await;
     b.wait_for(
         "image results",
         "return document.querySelectorAll('.results li.result .score').length >= 1",
@@ -373,14 +400,16 @@ async fn admin_ui_end_to_end() {
     b.goto(&format!("{base}/admin/images/{id}")).await;
     b.find("textarea[name=caption]", WAIT).await;
     b.find("#history [data-loaded]", WAIT).await;
-    b.clear("textarea[name=caption]").await;
-    b.type_into("textarea[name=caption]", "harbour at dusk")
-        .await;
-    b.type_into("input[name=reason]", "wrong time of day").await;
-    b.click("form.edit button[type=submit]").await;
-    b.wait_for(
-        "the correction in the history",
-        "return [...document.querySelectorAll('table.history td.diff')].some(td => td.innerText.includes('harbour at dawn') && td.innerText.includes('harbour at dusk'))",
+    b.fill_and_submit(
+        &[
+            ("textarea[name=caption]", "harbour at dusk"),
+            ("input[name=reason]", "wrong time of day"),
+        ],
+        "form.edit button[type=submit]",
+        Until::Script(
+            "the correction in the history",
+            "return [...document.querySelectorAll('table.history td.diff')].some(td => td.innerText.includes('harbour at dawn') && td.innerText.includes('harbour at dusk'))",
+        ),
         WAIT,
     )
     .await;
@@ -388,40 +417,61 @@ async fn admin_ui_end_to_end() {
     assert_eq!(doc["caption"], "harbour at dusk");
     b.screenshot("06-image-corrected").await;
     axe(&b, &axe_js, "image", &mut violations).await;
-    b.click("table.history tbody tr:first-child button").await;
-    b.wait_for(
-        "the restored caption",
-        "return document.querySelector('textarea[name=caption]') && document.querySelector('textarea[name=caption]').value === 'harbour at dawn'",
+    b.click_until(
+        "table.history tbody tr:first-child button",
+        Until::Script(
+            "the restored caption",
+            "return document.querySelector('textarea[name=caption]') && document.querySelector('textarea[name=caption]').value === 'harbour at dawn'",
+        ),
         WAIT,
     )
     .await;
     let (_, doc) = app.get_json(&format!("/v1/images/{id}"), ADMIN).await;
     assert_eq!(doc["caption"], "harbour at dawn");
     // The signed URL builder gives an edge URL the browser can load.
-    b.clear("input[name=w]").await;
-    b.type_into("input[name=w]", "200").await;
-    b.click("form.grid-form button[type=submit]").await;
-    b.wait_for("the sized preview", "const i = document.querySelector('img.preview'); return !!i && i.complete && i.naturalWidth === 200", WAIT).await;
+    b.fill_and_submit(
+        &[("input[name=w]", "200")],
+        "form.grid-form button[type=submit]",
+        Until::Script(
+            "the sized preview",
+            "const i = document.querySelector('img.preview'); return !!i && i.complete && i.naturalWidth === 200",
+        ),
+        WAIT,
+    )
+    .await;
     b.screenshot("07-image-restored").await;
 
     review_queue(&app, &b, &base, &ids, &axe_js, &mut violations).await;
 
-    // Operations: queue, edges, storage and the cost model with charts.
+    // Operations: queue, edges, storage over time and the cost model with charts.
+    let days = storage_history_days(&app).await;
     b.goto(&format!("{base}/admin/operations")).await;
+    storage_chart(&b, &days).await;
     b.wait_text("Actual monthly bill", WAIT).await;
     b.wait_text("Jobs by kind and state", WAIT).await;
     // The broken upload's job is dead: retry it from the page.
-    b.click("button[aria-label^='Retry job']").await;
-    b.wait_text("queued again", WAIT).await;
-    b.click("#cost form.grid-form:last-of-type button[type=submit]")
-        .await;
-    b.wait_for(
-        "the projection chart",
-        "return document.body.innerText.includes('Total over 24 months')",
+    b.click_until(
+        "button[aria-label^='Retry job']",
+        Until::Text("queued again"),
+        WAIT,
+    )
+    .await;
+    b.click_until(
+        "#cost form.grid-form:last-of-type button[type=submit]",
+        Until::Script(
+            "the projection chart",
+            "return document.body.innerText.includes('Total over 24 months')",
+        ),
         WAIT,
     )
     .await;
     b.screenshot("09-operations").await;
+    b.js(
+        "document.getElementById('storage-history').scrollIntoView()",
+        vec![],
+    )
+    .await;
+    b.screenshot("09b-storage-history").await;
     axe(&b, &axe_js, "operations", &mut violations).await;
 
     // Phone-sized screen: the library still works and passes the same checks.
@@ -473,6 +523,128 @@ async fn admin_ui_end_to_end() {
         "axe found serious or critical problems:\n{}",
         violations.join("\n")
     );
+}
+
+/// Storage history for the chart: three earlier days written into the SQLite file (this
+/// deployment is new), and today's snapshot taken again by the tiering pass now that the
+/// photos are stored (the one taken at start was empty). Returns the days, oldest first.
+async fn storage_history_days(app: &App) -> Vec<String> {
+    use sqlx::Connection;
+    let (s, h) = app.get_json("/v1/storage/history", ADMIN).await;
+    assert_eq!(s, 200, "{h}");
+    let today: chrono::NaiveDate = h["items"][0]["day"].as_str().unwrap().parse().unwrap();
+    let url = format!("sqlite:{}", app.data_dir.join("flexphoto.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("PRAGMA busy_timeout = 10000")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("DELETE FROM storage_history_days WHERE day = $1")
+        .bind(today)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let earlier: [(i64, &[(&str, i64)]); 3] = [
+        (6, &[("standard", 1_200_000)]),
+        (4, &[("standard", 2_000_000), ("cold", 500_000)]),
+        (1, &[("standard", 1_500_000), ("cold", 1_500_000)]),
+    ];
+    let mut days = Vec::new();
+    for (back, tiers) in earlier {
+        let day = today - chrono::Duration::days(back);
+        days.push(day.to_string());
+        sqlx::query("INSERT INTO storage_history_days (day, recorded_at) VALUES ($1, $2)")
+            .bind(day)
+            .bind(day.and_hms_opt(0, 5, 0).unwrap().and_utc())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        for (tier, bytes) in tiers {
+            sqlx::query(
+                "INSERT INTO storage_history (day, tier, kind, objects, bytes, unmeasured) \
+                 VALUES ($1, $2, 'original', 3, $3, 0)",
+            )
+            .bind(day)
+            .bind(*tier)
+            .bind(*bytes)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+    conn.close().await.unwrap();
+    days.push(today.to_string());
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, h) = app.get_json("/v1/storage/history", ADMIN).await;
+        let items = h["items"].as_array().unwrap();
+        if items.len() == 4 && items[3]["tiers"][0]["bytes"].as_i64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "today's snapshot was not taken again: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    days
+}
+
+/// The operations page's storage chart: a stacked area per tier with a title and a
+/// description naming the days, a legend, and the same figures as a table.
+async fn storage_chart(b: &Browser, days: &[String]) {
+    b.wait_until(
+        Until::Element("#storage-history figure.chart svg polygon.area"),
+        WAIT,
+    )
+    .await;
+    let chart = b
+        .js(
+            "const box = document.getElementById('storage-history');
+             const svg = box.querySelector('figure.chart svg');
+             const named = (svg.getAttribute('aria-labelledby') || '').split(' ').map(id => document.getElementById(id));
+             return {
+               role: svg.getAttribute('role'),
+               names: named.map(e => e ? e.tagName + ': ' + e.textContent : null),
+               areas: [...svg.querySelectorAll('polygon.area')].map(p => [p.textContent, p.getAttribute('points').split(' ').length]),
+               legend: [...box.querySelectorAll('.legend li')].map(li => li.textContent),
+               rows: [...box.querySelectorAll('details table tbody tr')].map(tr => tr.querySelector('th').textContent),
+             };",
+            vec![],
+        )
+        .await;
+    assert_eq!(chart["role"], "img", "{chart}");
+    let names = chart["names"].as_array().unwrap();
+    assert_eq!(names.len(), 2, "title and desc: {chart}");
+    assert!(
+        names[0]
+            .as_str()
+            .unwrap()
+            .starts_with("title: Bytes stored by tier"),
+        "{chart}"
+    );
+    let desc = names[1].as_str().unwrap();
+    assert!(
+        desc.starts_with(&format!(
+            "desc: 4 daily snapshots from {} to {}",
+            days[0], days[3]
+        )),
+        "{chart}"
+    );
+    assert!(
+        desc.contains("cold: 0 B → 0 B") && desc.contains("standard: 1.2 MB →"),
+        "{chart}"
+    );
+    // Hot at the bottom, cold on top; each band has a point per day along both edges.
+    assert_eq!(
+        chart["areas"],
+        json!([["standard", 8], ["cold", 8]]),
+        "{chart}"
+    );
+    assert_eq!(chart["legend"], json!(["standard", "cold"]), "{chart}");
+    assert_eq!(chart["rows"], json!(days), "{chart}");
 }
 
 /// The review queue: approve one with the keyboard; a stale one (changed by someone else
@@ -612,9 +784,13 @@ async fn admin_ui_library_first_screen() {
 
     let b = Browser::start(1280, 900).await;
     b.goto(&format!("{}/admin", app.base)).await;
-    b.type_into("input[name=key]", ADMIN).await;
-    b.click("form button[type=submit]").await;
-    b.find(".grid li.tile", WAIT).await;
+    b.fill_and_submit(
+        &[("input[name=key]", ADMIN)],
+        "form button[type=submit]",
+        Until::Element(".grid li.tile"),
+        WAIT,
+    )
+    .await;
     // Each load is a full navigation; the scripts come from the browser cache (immutable),
     // as for anyone who opened the page before (signing in loaded them).
     let mut runs = Vec::new();

@@ -11,6 +11,7 @@ mod lifecycle;
 mod qdrant;
 mod scale;
 mod search;
+mod storage_history;
 mod webdriver;
 
 use std::time::Duration;

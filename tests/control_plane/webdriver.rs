@@ -43,6 +43,17 @@ pub fn axe_source() -> String {
     })
 }
 
+/// What to wait for after an action.
+#[derive(Debug, Clone, Copy)]
+pub enum Until<'a> {
+    /// The page text contains this.
+    Text(&'a str),
+    /// A script returns true: (what it waits for, the script).
+    Script(&'a str, &'a str),
+    /// An element matches this CSS selector.
+    Element(&'a str),
+}
+
 /// A running chromedriver with one headless Chromium session.
 pub struct Browser {
     driver: Child,
@@ -194,27 +205,64 @@ impl Browser {
         .await;
     }
 
-    /// Types `text` into the first element matching `css` (for file inputs: paths joined
-    /// by newlines).
-    pub async fn type_into(&self, css: &str, text: &str) {
-        let id = self.find(css, Duration::from_secs(10)).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            Some(json!({ "text": text })),
-        )
-        .await;
+    /// Sets each field, given as (CSS selector, text), waiting up to `timeout` for it: a file
+    /// input gets the paths (newline-separated) as they are, any other field is cleared
+    /// first, then typed into.
+    pub async fn fill(&self, fields: &[(&str, &str)], timeout: Duration) {
+        for (css, text) in fields {
+            let id = self.find(css, timeout).await;
+            let kind = self
+                .cmd(
+                    reqwest::Method::GET,
+                    &format!("/element/{id}/property/type"),
+                    None,
+                )
+                .await;
+            if kind != "file" {
+                self.cmd(
+                    reqwest::Method::POST,
+                    &format!("/element/{id}/clear"),
+                    Some(json!({})),
+                )
+                .await;
+            }
+            self.cmd(
+                reqwest::Method::POST,
+                &format!("/element/{id}/value"),
+                Some(json!({ "text": text })),
+            )
+            .await;
+        }
     }
 
-    /// Clears the first element matching `css`.
-    pub async fn clear(&self, css: &str) {
-        let id = self.find(css, Duration::from_secs(10)).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/clear"),
-            Some(json!({})),
-        )
-        .await;
+    /// Waits up to `timeout` for `until`; panics with what it waited for and the page text.
+    pub async fn wait_until(&self, until: Until<'_>, timeout: Duration) {
+        match until {
+            Until::Text(t) => self.wait_text(t, timeout).await,
+            Until::Script(what, script) => self.wait_for(what, script, timeout).await,
+            Until::Element(css) => {
+                self.find(css, timeout).await;
+            }
+        }
+    }
+
+    /// Clicks the first element matching `css`, then waits for `until`.
+    pub async fn click_until(&self, css: &str, until: Until<'_>, timeout: Duration) {
+        self.click(css).await;
+        self.wait_until(until, timeout).await;
+    }
+
+    /// The usual form step: [`fill`](Self::fill) the fields, click `submit`, wait for
+    /// `until` (each within `timeout`).
+    pub async fn fill_and_submit(
+        &self,
+        fields: &[(&str, &str)],
+        submit: &str,
+        until: Until<'_>,
+        timeout: Duration,
+    ) {
+        self.fill(fields, timeout).await;
+        self.click_until(submit, until, timeout).await;
     }
 
     /// The page's visible text.

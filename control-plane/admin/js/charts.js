@@ -1,4 +1,5 @@
-// Small inline SVG charts (no library): bars and lines with titles for screen readers.
+// Small inline SVG charts (no library): bars, lines and stacked areas with titles (and
+// descriptions) for screen readers.
 
 import { h } from "./dom.js";
 
@@ -40,6 +41,41 @@ export function lineChart(title, xLabels, series, fmt = String) {
   return fig;
 }
 
+/**
+ * A stacked area chart: series [{name, values}] over ascending x positions `xs` (e.g. day
+ * numbers; gaps keep their width), ticks labelled by `xLabel(x)`. `desc` says in words what
+ * the picture shows (the svg's <desc>); `fmt` formats values.
+ */
+export function stackedChart(title, desc, xs, xLabel, series, fmt = String) {
+  const totals = xs.map((_, i) => series.reduce((a, s) => a + s.values[i], 0));
+  const max = Math.max(0, ...totals);
+  const y = scale(max);
+  const span = xs[xs.length - 1] - xs[0];
+  // One point: a flat band across the width.
+  const at = span ? xs.map((x) => PAD.l + ((W - PAD.l - PAD.r) * (x - xs[0])) / span) : [PAD.l, W - PAD.r];
+  const val = (v, i) => (span ? v[i] : v[0]);
+  let lower = at.map(() => 0);
+  const areas = series.map((s, si) => {
+    const upper = lower.map((l, i) => l + val(s.values, i));
+    const edge = (ys) => at.map((x, i) => `${x.toFixed(1)},${y(ys[i]).toFixed(1)}`);
+    const points = [...edge(upper), ...edge(lower).reverse()].join(" ");
+    lower = upper;
+    return h("svg:polygon", { class: `area s${si}`, points }, h("svg:title", {}, s.name));
+  });
+  // Up to six evenly spaced labels, the first and the last included.
+  const n = span ? Math.min(xs.length, 6) : 1;
+  const picks = [...new Set(Array.from({ length: n }, (_, j) => (n > 1 ? Math.round((j * (xs.length - 1)) / (n - 1)) : 0)))];
+  const ticks = picks.map((i) => {
+    const x = span ? at[i] : (PAD.l + W - PAD.r) / 2;
+    const anchor = !span ? "middle" : i === 0 ? "start" : i === xs.length - 1 ? "end" : "middle";
+    return h("svg:text", { x, y: H - PAD.b + 16, "text-anchor": anchor, class: "tick" }, xLabel(xs[i]));
+  });
+  const legend = h("ul", { class: "legend" }, series.map((s, si) => h("li", { class: `s${si}` }, s.name)));
+  const fig = chart(title, [axis(max, fmt), areas, ticks], null, desc);
+  fig.append(legend);
+  return fig;
+}
+
 function axis(max, fmt) {
   const y = scale(max);
   return [0, 0.5, 1].map((f) => [
@@ -48,9 +84,13 @@ function axis(max, fmt) {
   ]);
 }
 
-function chart(title, parts, summary) {
+// The figure: an svg named by its <title> (with the summary) or by <title> and <desc>.
+function chart(title, parts, summary, desc) {
   const id = `c-${Math.random().toString(36).slice(2, 8)}`;
+  const named = desc
+    ? [h("svg:title", { id }, title), h("svg:desc", { id: `${id}-d` }, desc)]
+    : [h("svg:title", { id }, `${title}. ${summary.join("; ")}`)];
   return h("figure", { class: "chart" },
-    h("svg:svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": id }, h("svg:title", { id }, `${title}. ${summary.join("; ")}`), parts),
+    h("svg:svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": desc ? `${id} ${id}-d` : id }, named, parts),
     h("figcaption", {}, title));
 }

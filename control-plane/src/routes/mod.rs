@@ -5,9 +5,9 @@
 //! One file per resource: [`uploads`], [`images`], [`search`] (search and review), [`keys`],
 //! [`admin`] (operations), [`collections`] (collections and schemas), [`catalog`] (an
 //! image's catalog: metadata, rights, workflow, lineage, restore), [`review`] (the review
-//! queue); [`views`] renders domain rows as the API's documents,
-//! [`extract`] turns malformed requests into JSON errors, [`openapi`] generates the
-//! document from the handlers.
+//! queue), [`storage_history`] (storage by tier over time); [`views`] renders domain rows as
+//! the API's documents, [`extract`] turns malformed requests into JSON errors, [`openapi`]
+//! generates the document from the handlers.
 
 pub mod admin;
 pub mod catalog;
@@ -21,6 +21,7 @@ pub mod openapi;
 pub mod owners;
 pub mod review;
 pub mod search;
+pub mod storage_history;
 pub mod uploads;
 pub mod views;
 
@@ -121,6 +122,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/cost", get(lifecycle::cost_report))
         .route("/v1/cost/projection", post(lifecycle::cost_projection))
         .route("/v1/tiering/plan", get(lifecycle::tiering_plan))
+        .route("/v1/storage/history", get(storage_history::storage_history))
         .route("/v1/images/{id}/restore", post(lifecycle::restore_image))
         .route("/healthz", get(admin::healthz))
         .route("/openapi.json", get(admin::openapi))

@@ -60,6 +60,7 @@ use utoipa::{Modify, OpenApi};
         super::lifecycle::cost_projection,
         super::lifecycle::tiering_plan,
         super::lifecycle::restore_image,
+        super::storage_history::storage_history,
         super::admin::healthz,
         super::admin::metrics,
         super::admin::openapi,

@@ -19,6 +19,7 @@ pub mod leases;
 pub mod lifecycle;
 pub mod owners;
 pub mod search;
+pub mod storage_history;
 
 use std::str::FromStr;
 use std::time::Duration;

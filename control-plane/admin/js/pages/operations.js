@@ -1,19 +1,21 @@
 // Operations: the job queue by kind and state with retry of dead jobs, ingest statistics
-// (from /metrics), the edges' traffic, storage by tier, and the cost model: the actual bill,
-// a what-if tiering policy, and a projection month by month, with charts.
+// (from /metrics), the edges' traffic, storage by tier now and over time (a snapshot a day),
+// and the cost model: the actual bill, a what-if tiering policy, and a projection month by
+// month, with charts.
 
 import { get, post, qs, api } from "../api.js";
 import { h, fill, errorBox, field, fmtBytes, fmtDate, fmtMoney, toast } from "../dom.js";
-import { barChart, lineChart } from "../charts.js";
+import { barChart, lineChart, stackedChart } from "../charts.js";
 
 export async function render(main) {
   const jobs = h("section", { class: "card", "aria-labelledby": "ops-jobs" }, h("h2", { id: "ops-jobs" }, "Job queue"));
   const dead = h("section", { class: "card", "aria-labelledby": "ops-dead" }, h("h2", { id: "ops-dead" }, "Dead jobs"));
   const ingest = h("section", { class: "card", "aria-labelledby": "ops-ingest" }, h("h2", { id: "ops-ingest" }, "Ingest"));
   const edges = h("section", { class: "card", "aria-labelledby": "ops-edges" }, h("h2", { id: "ops-edges" }, "Edges"));
+  const history = h("section", { class: "card wide", "aria-labelledby": "ops-history", id: "storage-history" }, h("h2", { id: "ops-history" }, "Storage by tier over time"));
   const cost = h("section", { class: "card wide", "aria-labelledby": "ops-cost", id: "cost" }, h("h2", { id: "ops-cost" }, "Storage and cost"));
-  fill(main, h("h1", {}, "Operations"), h("div", { class: "ops" }, jobs, dead, ingest, edges), cost);
-  await Promise.all([queue(jobs), deadJobs(dead), ingestStats(ingest), edgeStats(edges), costModel(cost)]);
+  fill(main, h("h1", {}, "Operations"), h("div", { class: "ops" }, jobs, dead, ingest, edges), history, cost);
+  await Promise.all([queue(jobs), deadJobs(dead), ingestStats(ingest), edgeStats(edges), storageHistory(history), costModel(cost)]);
 }
 
 function table(caption, head, rows) {
@@ -95,6 +97,47 @@ async function edgeStats(box) {
         : h("p", { class: "muted" }, "No edge has pushed traffic yet."),
       table("Deployment roles", ["Role", "Held by", "Live"], (c.roles || []).map((r) => [r.role, r.holder ? (r.holder.id || r.holder.url || JSON.stringify(r.holder)) : "–", r.live ? "yes" : "no"])));
   } catch (e) { box.append(errorBox(e)); }
+}
+
+// Standard (hot) at the bottom of the stack, cold above it, any other tier after them.
+const TIER_ORDER = ["standard", "cold"];
+function tierRank(t) { const i = TIER_ORDER.indexOf(t); return i < 0 ? TIER_ORDER.length : i; }
+
+async function storageHistory(box) {
+  const period = h("select", { name: "history-days" }, [[30, "Last 30 days"], [90, "Last 90 days"], [365, "Last year"], [3650, "Everything kept"]]
+    .map(([v, l]) => h("option", { value: v, selected: v === 90 }, l)));
+  const out = h("div", { "aria-live": "polite" });
+  async function load() {
+    try { fill(out, historyView(await get(`/v1/storage/history${qs({ days: period.value })}`))); } catch (e) { fill(out, errorBox(e)); }
+  }
+  period.addEventListener("change", load);
+  box.append(field("Period", period), out);
+  await load();
+}
+
+/** The chart and its table from GET /v1/storage/history. */
+function historyView(r) {
+  const days = r.items;
+  if (!days.length) return h("p", { class: "muted" }, `No snapshot yet: the tiering pass records one a day (kept ${r.retention_days} days).`);
+  const tiers = [...new Set(days.flatMap((d) => d.tiers.map((t) => t.tier)))].sort((a, b) => tierRank(a) - tierRank(b) || a.localeCompare(b));
+  const of = (d, tier) => d.tiers.find((t) => t.tier === tier) || { bytes: 0, objects: 0 };
+  const total = (d) => d.tiers.reduce((a, t) => a + t.bytes, 0);
+  const dayNumber = (day) => Date.parse(`${day}T00:00:00Z`) / 86400000;
+  const dayLabel = (n) => new Date(n * 86400000).toLocaleDateString(undefined, { month: "short", day: "numeric", timeZone: "UTC" });
+  const first = days[0];
+  const last = days[days.length - 1];
+  const desc = `${days.length} daily snapshots from ${first.day} to ${last.day}. `
+    + tiers.map((t) => `${t}: ${fmtBytes(of(first, t).bytes)} → ${fmtBytes(of(last, t).bytes)}`).join("; ")
+    + `; all tiers: ${fmtBytes(total(first))} → ${fmtBytes(total(last))}.`;
+  return [
+    h("p", {}, `${days.length} days recorded from ${first.day} to ${last.day} (UTC); snapshots are kept ${r.retention_days} days. A day the tiering pass did not run has no snapshot; the chart joins its neighbours.`),
+    tiers.length
+      ? stackedChart("Bytes stored by tier, per day", desc, days.map((d) => dayNumber(d.day)), dayLabel, tiers.map((t) => ({ name: t, values: days.map((d) => of(d, t).bytes) })), fmtBytes)
+      : h("p", { class: "muted" }, "Nothing was stored on these days."),
+    h("details", { class: "history-table" }, h("summary", {}, "The same figures as a table"),
+      table("Bytes (objects) stored by tier, per day", ["Day (UTC)", ...tiers, "All tiers"],
+        days.map((d) => [d.day, ...tiers.map((t) => `${fmtBytes(of(d, t).bytes)} (${of(d, t).objects})`), fmtBytes(total(d))]))),
+  ];
 }
 
 function billTable(caption, bill, cur) {
