@@ -8,6 +8,11 @@
 //! the bytes it read are put back in front of the stream and Pingora's HTTP/1.1 session reads
 //! that one request as if nothing had happened; a kept-alive connection then comes back here.
 //! (Pingora refuses pipelining, so requests pipelined behind a slow one end the connection.)
+//!
+//! Every plain TCP connection's request heads are read here, fast path or not, so slow
+//! clients are bounded in one place: a head must arrive whole within
+//! `server.header_timeout_secs` of its first byte and within [`MAX_HEAD`] bytes, and at most
+//! `server.max_connections` connections are open at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,15 +27,25 @@ use pingora_core::protocols::{Stream, IO};
 use pingora_core::server::ShutdownWatch;
 use prometheus::IntCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::edge::{etag_matches, Edge};
 use crate::ready::ReadyResponses;
 use crate::service::EdgeHttp;
 
-/// Longest request head the fast path reads before handing the request to Pingora.
-const MAX_HEAD: usize = 8192;
+/// Longest request head read; a longer one is answered 431 and the connection closed.
+const MAX_HEAD: usize = 64 * 1024;
 /// How long a kept-alive connection may sit idle (what the HTTP server sets too).
 const IDLE: Duration = Duration::from_secs(60);
+/// How an HTTP/2 connection with prior knowledge begins.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+/// The answer when every connection slot is taken.
+const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+    Content-Length: 0\r\nConnection: close\r\n\r\n";
+/// The answer to a request head longer than [`MAX_HEAD`].
+const HEAD_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\n\
+    Content-Length: 0\r\nConnection: close\r\n\r\n";
 
 /// Counters the fast path bumps, resolved once.
 struct Counters {
@@ -39,6 +54,9 @@ struct Counters {
     memory_hits: IntCounter,
     ready_hits: IntCounter,
     bytes_out: IntCounter,
+    slow_head: IntCounter,
+    head_too_large: IntCounter,
+    too_many: IntCounter,
 }
 
 /// The application Pingora runs for each connection.
@@ -47,6 +65,9 @@ pub struct EdgeApp {
     http: Arc<EdgeHttp>,
     ready: Option<ReadyResponses>,
     counters: Counters,
+    /// One permit per open connection.
+    connections: Arc<Semaphore>,
+    header_timeout: Duration,
 }
 
 impl EdgeApp {
@@ -63,7 +84,14 @@ impl EdgeApp {
                 memory_hits: metrics.cache_lookups.with_label_values(&["memory", "hit"]),
                 ready_hits: metrics.ready_hits.clone(),
                 bytes_out: metrics.bytes_out.clone(),
+                slow_head: metrics.connections_closed.with_label_values(&["slow_head"]),
+                head_too_large: metrics
+                    .connections_closed
+                    .with_label_values(&["head_too_large"]),
+                too_many: metrics.connections_closed.with_label_values(&["too_many"]),
             },
+            connections: Arc::new(Semaphore::new(edge.config().max_connections)),
+            header_timeout: edge.config().header_timeout,
             edge,
         }
     }
@@ -164,8 +192,38 @@ impl EdgeApp {
         let mut session = ServerSession::new_http1(stream);
         // What Pingora's own loop sets: no reuse once shutting down, else 60 s.
         session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        // Its head is already here; a body gets header_timeout per read.
+        session.set_read_timeout(Some(self.header_timeout));
         let reused = self.http.process_new_http(session, shutdown).await?;
         Some(reused.consume().0)
+    }
+}
+
+/// Whether `buf` holds a whole request head (or at least its end: the blank line).
+fn head_complete(buf: &[u8]) -> bool {
+    buf.windows(4).any(|w| w == b"\r\n\r\n")
+}
+
+/// Sends `answer` and closes the connection gracefully: the write side first, then what the
+/// client still sends is read and dropped for a moment, so the answer is not lost to a reset
+/// (closing a socket with unread input makes the kernel send RST).
+async fn refuse(stream: &mut L4Stream, answer: &[u8]) {
+    if stream.write_all(answer).await.is_err() || stream.flush().await.is_err() {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 8192];
+    let linger = tokio::time::sleep(Duration::from_secs(1));
+    tokio::pin!(linger);
+    let mut drained = 0usize;
+    while drained < 1024 * 1024 {
+        tokio::select! {
+            _ = &mut linger => return,
+            r = stream.read(&mut sink) => match r {
+                Ok(n) if n > 0 => drained += n,
+                _ => return,
+            },
+        }
     }
 }
 
@@ -204,9 +262,15 @@ impl ServerApp for EdgeApp {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let Some(ready) = self.ready.as_ref() else {
-            return ServerApp::process_new(&self.http, stream, shutdown).await;
+        // Held for as long as this call serves the connection; a kept-alive connection that
+        // Pingora hands back comes in again and takes one again.
+        let Ok(_open) = Arc::clone(&self.connections).try_acquire_owned() else {
+            self.counters.too_many.inc();
+            let mut stream = stream;
+            let _ = stream.write_all(TOO_MANY).await;
+            return None;
         };
+        let ready = self.ready.as_ref();
         // Only a plain TCP stream can take back what was read from it.
         let inner: &dyn IO = &*stream;
         if !inner.as_any().is::<L4Stream>() {
@@ -220,27 +284,54 @@ impl ServerApp for EdgeApp {
             if *shutdown.borrow() {
                 return self.hand_over(stream, &buf, shutdown).await;
             }
+            // A kept-alive connection may idle; once a request has begun, its head has
+            // header_timeout to arrive whole.
+            let mut deadline = (!buf.is_empty()).then(|| Instant::now() + self.header_timeout);
             let parsed = loop {
                 match parse(&buf) {
                     Head::Partial if buf.len() < MAX_HEAD => {}
-                    Head::Partial => break None,
+                    Head::Partial => {
+                        self.counters.head_too_large.inc();
+                        refuse(&mut stream, HEAD_TOO_LARGE).await;
+                        return None;
+                    }
+                    // Pingora gets only whole heads, so it never waits on a slow client.
+                    Head::Other if !head_complete(&buf) && buf.len() < MAX_HEAD => {}
+                    Head::Other if !head_complete(&buf) => {
+                        self.counters.head_too_large.inc();
+                        refuse(&mut stream, HEAD_TOO_LARGE).await;
+                        return None;
+                    }
                     Head::Other => break None,
                     Head::Fast(r) => break Some(r),
                 }
-                match tokio::time::timeout(IDLE, stream.read_buf(&mut buf)).await {
-                    Ok(Ok(n)) if n > 0 => {}
+                let until = deadline.unwrap_or_else(|| Instant::now() + IDLE);
+                match tokio::time::timeout_at(until, stream.read_buf(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => {
+                        deadline.get_or_insert_with(|| Instant::now() + self.header_timeout);
+                    }
+                    Err(_) if deadline.is_some() => {
+                        self.counters.slow_head.inc();
+                        return None;
+                    }
                     // Closed, failed or idle too long: nothing to answer.
                     _ => return None,
                 }
             };
             let Some(req) = parsed else {
+                if buf.starts_with(H2_PREFACE) {
+                    // HTTP/2 with prior knowledge: Pingora's own h2c handling reads it.
+                    stream.rewind(&buf);
+                    let stream: Stream = stream;
+                    return ServerApp::process_new(&self.http, stream, shutdown).await;
+                }
                 return self.hand_over(stream, &buf, shutdown).await;
             };
             key.clear();
             key.extend_from_slice(req.target);
             key.push(0);
             key.extend_from_slice(req.accept.unwrap_or_default());
-            let Some(answer) = ready.get(&key) else {
+            let Some(answer) = ready.and_then(|r| r.get(&key)) else {
                 return self.hand_over(stream, &buf, shutdown).await;
             };
             let not_modified = req

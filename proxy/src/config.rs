@@ -94,6 +94,9 @@ struct RawServer {
     cache_control_max_age_secs: u64,
     log_format: String,
     client_ip_header: String,
+    client_ip_hops: usize,
+    header_timeout_secs: u64,
+    max_connections: usize,
     fast_path: bool,
 }
 
@@ -110,6 +113,9 @@ impl Default for RawServer {
             cache_control_max_age_secs: 86_400,
             log_format: "text".into(),
             client_ip_header: String::new(),
+            client_ip_hops: 1,
+            header_timeout_secs: 10,
+            max_connections: 10_000,
             fast_path: true,
         }
     }
@@ -162,6 +168,7 @@ struct RawLimits {
     max_dimension: u32,
     max_output_pixels: u64,
     max_filter_cost: u64,
+    max_avif_pixels: u64,
     formats: Vec<String>,
     request_timeout_ms: u64,
     inflight_source_mb: u64,
@@ -176,6 +183,7 @@ impl Default for RawLimits {
             max_dimension: 8192,
             max_output_pixels: 50_000_000,
             max_filter_cost: 2_000_000_000,
+            max_avif_pixels: 16_000_000,
             formats: FormatSet::default()
                 .iter()
                 .map(|f| f.name().to_owned())
@@ -345,6 +353,14 @@ pub struct EdgeConfig {
     /// Header holding the client's address when a trusted proxy sets it (e.g.
     /// `cf-connecting-ip`); `None` uses the peer address.
     pub client_ip_header: Option<String>,
+    /// Which address of that header is the client's, counted from the right (the number of
+    /// trusted proxies that append to it).
+    pub client_ip_hops: usize,
+    /// Longest time from a request's first byte to the end of its head; a client that takes
+    /// longer is disconnected.
+    pub header_timeout: Duration,
+    /// Most connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
     /// Ready-response capacity for the hit fast path, bytes (0: the fast path is off).
     pub ready_bytes: u64,
     /// The machine's memory the automatic cache sizes were taken from, bytes.
@@ -377,6 +393,8 @@ pub struct EdgeConfig {
     pub max_output_pixels: u64,
     /// Largest blur/sharpen cost, output pixels × sigma.
     pub max_filter_cost: u64,
+    /// Largest AVIF output, pixels (its encoder cannot be stopped at the deadline).
+    pub max_avif_pixels: u64,
     /// Formats whose decoders may run on sources.
     pub formats: FormatSet,
     /// Transforms one client may have in flight; 0 for no limit.
@@ -565,9 +583,13 @@ impl EdgeConfig {
         positive("limits.max_source_bytes", raw.limits.max_source_bytes)?;
         positive("limits.max_source_pixels", raw.limits.max_source_pixels)?;
         positive("limits.request_timeout_ms", raw.limits.request_timeout_ms)?;
+        positive("server.header_timeout_secs", raw.server.header_timeout_secs)?;
+        positive("server.client_ip_hops", raw.server.client_ip_hops as u64)?;
+        positive("server.max_connections", raw.server.max_connections as u64)?;
         positive("limits.inflight_source_mb", raw.limits.inflight_source_mb)?;
         positive("limits.max_output_pixels", raw.limits.max_output_pixels)?;
         positive("limits.max_filter_cost", raw.limits.max_filter_cost)?;
+        positive("limits.max_avif_pixels", raw.limits.max_avif_pixels)?;
         let mut formats = FormatSet::NONE;
         for (i, name) in raw.limits.formats.iter().enumerate() {
             let f = ImageFormat::from_name(name).ok_or_else(|| {
@@ -713,6 +735,9 @@ impl EdgeConfig {
             log_json,
             client_ip_header: (!raw.server.client_ip_header.is_empty())
                 .then(|| raw.server.client_ip_header.to_ascii_lowercase()),
+            client_ip_hops: raw.server.client_ip_hops,
+            header_timeout: Duration::from_secs(raw.server.header_timeout_secs),
+            max_connections: raw.server.max_connections,
             ready_bytes: if raw.server.fast_path {
                 memory_bytes / 4
             } else {
@@ -734,6 +759,7 @@ impl EdgeConfig {
             max_dimension: raw.limits.max_dimension,
             max_output_pixels: raw.limits.max_output_pixels,
             max_filter_cost: raw.limits.max_filter_cost,
+            max_avif_pixels: raw.limits.max_avif_pixels,
             formats,
             per_client_transforms: raw.limits.per_client_transforms,
             request_timeout: Duration::from_millis(raw.limits.request_timeout_ms),

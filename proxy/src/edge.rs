@@ -259,6 +259,7 @@ impl Edge {
                 max_dimension: cfg.max_dimension,
                 max_output_pixels: cfg.max_output_pixels,
                 max_filter_cost: cfg.max_filter_cost as f64,
+                max_avif_pixels: cfg.max_avif_pixels,
                 formats: cfg.formats,
             },
             enc: EncodeSettings {
@@ -592,6 +593,12 @@ impl Edge {
         if let Some(id) = self.identities.fresh().get(key).await {
             return Ok((id, false));
         }
+        if self.identities.is_missing(key).await {
+            return Err(EdgeError::NotFound(format!(
+                "no image with key {:?}",
+                key.as_str()
+            )));
+        }
         let head = async {
             self.metrics.origin_heads.inc();
             let _t = self.metrics.origin_seconds.start_timer();
@@ -630,6 +637,7 @@ impl Edge {
                     if self.identities.last_known(key).await.is_some() {
                         self.purge(key).await;
                     }
+                    self.identities.mark_missing(key).await;
                     Err((*e).clone())
                 }
                 _ => Err((*e).clone()),

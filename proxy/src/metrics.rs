@@ -56,6 +56,9 @@ pub struct Metrics {
     pub access_dropped: IntCounter,
     /// Access-statistics batches waiting to be pushed.
     pub access_buffered: IntGauge,
+    /// Connections the edge closed on its own, by reason (`slow_head`, `head_too_large`,
+    /// `too_many`).
+    pub connections_closed: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -154,6 +157,14 @@ impl Metrics {
             "flexphoto_ready_response_bytes",
             "Bytes held by ready responses",
         )?;
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                "flexphoto_connections_closed_total",
+                "Connections the edge closed on its own, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(connections_closed.clone()))?;
         registry.register(Box::new(ready_hits.clone()))?;
         registry.register(Box::new(ready_bytes.clone()))?;
         registry.register(Box::new(source_bytes.clone()))?;
@@ -219,6 +230,7 @@ impl Metrics {
             access_pushes,
             access_dropped,
             access_buffered,
+            connections_closed,
         })
     }
 

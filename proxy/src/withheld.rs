@@ -133,19 +133,25 @@ impl Withheld {
                 .contains(key)
     }
 
-    /// Reads the list again when it changed; returns the keys newly withheld.
-    pub async fn refresh(&self) -> Result<Vec<String>, String> {
+    /// Reads the list again when it changed; returns the keys newly withheld and released.
+    pub async fn refresh(&self) -> Result<Changes, String> {
         let (Some(list_key), Some(origin)) = (&self.list_key, self.origin.get()) else {
-            return Ok(Vec::new());
+            return Ok(Changes::default());
         };
         let key = ImageKey::parse(list_key).map_err(|e| format!("withheld.list_key: {e}"))?;
         let meta = match origin.head(&key).await {
             Ok(m) => m,
             // No list: nothing is withheld.
             Err(StorageError::NotFound(_)) => {
-                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(HashSet::new());
+                let old = std::mem::replace(
+                    &mut *self.keys.write().unwrap_or_else(|e| e.into_inner()),
+                    Arc::new(HashSet::new()),
+                );
                 *self.last_identity.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                return Ok(Vec::new());
+                return Ok(Changes {
+                    added: Vec::new(),
+                    released: old.iter().cloned().collect(),
+                });
             }
             Err(e) => return Err(format!("reading the withheld list: {e}")),
         };
@@ -156,7 +162,7 @@ impl Withheld {
             .as_deref()
             == Some(meta.identity.as_str())
         {
-            return Ok(Vec::new());
+            return Ok(Changes::default());
         }
         let obj = origin
             .get(&key, MAX_LIST_BYTES)
@@ -165,14 +171,24 @@ impl Withheld {
         let doc: ListDoc = serde_json::from_slice(&obj.bytes)
             .map_err(|e| format!("the withheld list is not valid: {e}"))?;
         let new: HashSet<String> = doc.keys.into_iter().collect();
-        let added: Vec<String> = {
-            let old = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
-            new.difference(&old).cloned().collect()
+        let old = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let changes = Changes {
+            added: new.difference(&old).cloned().collect(),
+            released: old.difference(&new).cloned().collect(),
         };
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
         *self.last_identity.lock().unwrap_or_else(|e| e.into_inner()) = Some(obj.meta.identity);
-        Ok(added)
+        Ok(changes)
     }
+}
+
+/// How one read of the list changed it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Keys newly withheld.
+    pub added: Vec<String>,
+    /// Keys no longer withheld.
+    pub released: Vec<String>,
 }
 
 /// The origin with withheld keys missing.
@@ -274,8 +290,10 @@ pub fn spawn(edge: Arc<Edge>) {
 /// One read of the list; drops what this edge cached of newly withheld keys.
 async fn poll_once(edge: &Edge, w: &Withheld) {
     match w.refresh().await {
-        Ok(added) => {
-            for k in &added {
+        Ok(Changes { added, released }) => {
+            // Newly withheld keys lose what was cached of them; released ones lose the
+            // "missing" the origin wrapper made the edge remember, so they serve at once.
+            for k in added.iter().chain(&released) {
                 if let Ok(key) = ImageKey::parse(k) {
                     edge.purge(&key).await;
                 }
@@ -324,7 +342,7 @@ mod tests {
         .unwrap();
         let store = w.wrap(Arc::clone(&origin));
         // No list: everything serves, the list key never does.
-        assert!(w.refresh().await.unwrap().is_empty());
+        assert!(w.refresh().await.unwrap().added.is_empty());
         assert!(store.head(&k("a/1.jpg")).await.is_ok());
         let list = |keys: &[&str]| {
             Bytes::from(serde_json::json!({"version": 1, "keys": keys}).to_string())
@@ -337,7 +355,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(w.refresh().await.unwrap(), ["a/1.jpg"]);
+        assert_eq!(w.refresh().await.unwrap().added, ["a/1.jpg"]);
         assert!(matches!(
             store.head(&k("a/1.jpg")).await,
             Err(StorageError::NotFound(_))
@@ -352,7 +370,7 @@ mod tests {
         ));
         assert!(store.get(&k("a/2.jpg"), 100).await.is_ok());
         // Unchanged: nothing new. A bad list keeps the last one.
-        assert!(w.refresh().await.unwrap().is_empty());
+        assert!(w.refresh().await.unwrap().added.is_empty());
         tokio::time::sleep(Duration::from_millis(20)).await;
         origin
             .put(
@@ -374,7 +392,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert!(w.refresh().await.unwrap().is_empty());
+        assert!(w.refresh().await.unwrap().added.is_empty());
         assert!(store.head(&k("a/1.jpg")).await.is_ok());
         // Off: no wrapper.
         let off = Withheld::new(Some("x.json".into()), None).unwrap();
