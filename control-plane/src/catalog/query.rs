@@ -391,6 +391,10 @@ pub struct Plan {
     pub driver: Option<DriverKey>,
     /// Read the withheld and superseded images as one set up front.
     pub excluded_as_set: bool,
+    /// Keep every check a subquery run per image (`OFFSET 0`): Postgres otherwise turns them
+    /// into joins, misjudges how many images a field value matches (it assumes field and
+    /// value independent) and reads every match to sort it instead of walking in order.
+    pub per_image: bool,
 }
 
 /// The driver candidates of `f`: positive field conditions with an index-friendly comparison,
@@ -528,6 +532,7 @@ pub fn plan(f: &CatalogFilter, counts: &[i64]) -> Result<Plan, String> {
     Ok(Plan {
         driver,
         excluded_as_set,
+        per_image: false,
     })
 }
 
@@ -581,64 +586,43 @@ pub fn planned(
         sql.text.push_str(" AND images.id = drv.image_id");
     }
     let now = f.now();
-    // Field conditions: equalities and ranges, then negations and substrings.
-    let mut fields: Vec<(usize, &FieldCondition)> = f.fields.iter().enumerate().collect();
-    fields.sort_by_key(|(_, c)| matches!(c.op, Op::Ne | Op::Contains));
-    for (i, c) in fields {
-        if plan.driver == Some(DriverKey::Field(i)) {
+    let close = if plan.per_image { " OFFSET 0)" } else { ")" };
+    // Equalities and ranges on fields (index probes), then terms and the review reason,
+    // then negations and substrings (which read the values), then the catalog row.
+    for (i, c) in f.fields.iter().enumerate() {
+        if plan.driver == Some(DriverKey::Field(i)) || matches!(c.op, Op::Ne | Op::Contains) {
             continue;
         }
-        let kind = c
-            .kind
-            .ok_or_else(|| format!("field {} is not in any schema in scope", c.field))?;
-        let (neg, op) = match c.op {
-            Op::Ne => (true, Op::Eq),
-            other => (false, other),
-        };
-        let exists = if neg { "NOT EXISTS" } else { "EXISTS" };
-        let head = format!(
-            " AND {exists} (SELECT 1 FROM image_fields f WHERE f.image_id = images.id AND f.field = ?"
-        );
-        if op == Op::Contains {
-            sql.push(
-                &format!("{head} AND LOWER(f.text_value) LIKE ? ESCAPE '\\')"),
-                vec![
-                    Bind::Text(c.field.clone()),
-                    Bind::Text(format!("%{}%", like_escape(&c.value.to_lowercase()))),
-                ],
-                next,
-            );
-        } else if kind.is_numeric() {
-            sql.push(
-                &format!("{head} AND f.num_value {} ?)", op.sql()),
-                vec![Bind::Text(c.field.clone()), Bind::Num(c.number()?)],
-                next,
-            );
-        } else {
-            sql.push(
-                &format!("{head} AND f.text_value {} ?)", op.sql()),
-                vec![Bind::Text(c.field.clone()), Bind::Text(c.value.clone())],
-                next,
-            );
-        }
+        field_check(&mut sql, c, close, next)?;
     }
     for (i, t) in f.terms.iter().enumerate() {
         if plan.driver == Some(DriverKey::Term(i)) {
             continue;
         }
         sql.push(
-            " AND EXISTS (SELECT 1 FROM image_terms t WHERE t.image_id = images.id AND t.term = ?)",
+            &format!(
+                " AND EXISTS (SELECT 1 FROM image_terms t WHERE t.image_id = images.id AND t.term = ?{close}"
+            ),
             vec![Bind::Text(super::vocab::normalise(t))],
             next,
         );
     }
     if let (Some(r), false) = (f.reason, plan.driver == Some(DriverKey::Reason)) {
         sql.push(
-            " AND EXISTS (SELECT 1 FROM review_reasons r WHERE r.image_id = images.id \
-             AND r.resolved_at IS NULL AND r.kind = ?)",
+            &format!(
+                " AND EXISTS (SELECT 1 FROM review_reasons r WHERE r.image_id = images.id \
+                 AND r.resolved_at IS NULL AND r.kind = ?{close}"
+            ),
             vec![Bind::Text(r.as_str().to_owned())],
             next,
         );
+    }
+    for c in f
+        .fields
+        .iter()
+        .filter(|c| matches!(c.op, Op::Ne | Op::Contains))
+    {
+        field_check(&mut sql, c, close, next)?;
     }
     // The catalog row: collection, workflow, rights window and versions in one check.
     let mut row: Vec<(String, Vec<Bind>)> = Vec::new();
@@ -699,7 +683,7 @@ pub fn planned(
                     sql.push(
                         &format!(
                             " AND NOT EXISTS (SELECT 1 FROM image_catalog c WHERE c.image_id = images.id \
-                             AND ({}))",
+                             AND ({}){close}",
                             w.join(" OR ")
                         ),
                         binds,
@@ -718,7 +702,7 @@ pub fn planned(
             text += &t;
             binds.extend(b);
         }
-        text.push(')');
+        text += close;
         sql.push(&text, binds, next);
     }
     Ok(CatalogSql {
@@ -726,6 +710,49 @@ pub fn planned(
         text: sql.text,
         binds: from.binds.into_iter().chain(sql.binds).collect(),
     })
+}
+
+/// Appends the check of one field condition on `images` to `sql`.
+fn field_check(
+    sql: &mut Sql,
+    c: &FieldCondition,
+    close: &str,
+    next: &mut dyn FnMut() -> usize,
+) -> Result<(), String> {
+    let kind = c
+        .kind
+        .ok_or_else(|| format!("field {} is not in any schema in scope", c.field))?;
+    let (neg, op) = match c.op {
+        Op::Ne => (true, Op::Eq),
+        other => (false, other),
+    };
+    let exists = if neg { "NOT EXISTS" } else { "EXISTS" };
+    let head = format!(
+        " AND {exists} (SELECT 1 FROM image_fields f WHERE f.image_id = images.id AND f.field = ?"
+    );
+    if op == Op::Contains {
+        sql.push(
+            &format!("{head} AND LOWER(f.text_value) LIKE ? ESCAPE '\\'{close}"),
+            vec![
+                Bind::Text(c.field.clone()),
+                Bind::Text(format!("%{}%", like_escape(&c.value.to_lowercase()))),
+            ],
+            next,
+        );
+    } else if kind.is_numeric() {
+        sql.push(
+            &format!("{head} AND f.num_value {} ?{close}", op.sql()),
+            vec![Bind::Text(c.field.clone()), Bind::Num(c.number()?)],
+            next,
+        );
+    } else {
+        sql.push(
+            &format!("{head} AND f.text_value {} ?{close}", op.sql()),
+            vec![Bind::Text(c.field.clone()), Bind::Text(c.value.clone())],
+            next,
+        );
+    }
+    Ok(())
 }
 
 /// Binds `binds` in order to a `query_as`.
@@ -876,7 +903,71 @@ mod tests {
         assert_eq!(sql.binds.len(), 5);
         assert!(sql.text.contains("$3") && sql.text.contains("$7") && !sql.text.contains('?'));
         assert!(sql.text.contains("NOT EXISTS (SELECT 1 FROM image_fields"));
-        assert_eq!(sql.binds[2], Bind::Text("animals".into()));
+        // Terms (normalised) are checked before negations.
+        assert_eq!(sql.binds[0], Bind::Text("animals".into()));
+    }
+
+    #[test]
+    fn plans_start_from_the_fewest_matches_and_keep_checks_per_image() {
+        let f = CatalogFilter {
+            collection: Some(Uuid::nil()),
+            terms: vec!["animals".into()],
+            fields: vec![
+                FieldCondition {
+                    field: "usage".into(),
+                    op: Op::Eq,
+                    value: "editorial".into(),
+                    kind: Some(FieldType::Enum),
+                },
+                FieldCondition {
+                    field: "title".into(),
+                    op: Op::Contains,
+                    value: "dune".into(),
+                    kind: Some(FieldType::Text),
+                },
+            ],
+            ..Default::default()
+        };
+        // Candidates: usage= and the term (a substring has no index); then the excluded set.
+        assert_eq!(candidates(&f).unwrap().len(), 2);
+        let est = estimate_sql(&f).unwrap();
+        assert_eq!(est.text.matches("COUNT(*)").count(), 3);
+        assert_eq!(est.binds.len(), 2 + 1 + 2);
+        let p = plan(&f, &[40_000, 900, 12]).unwrap();
+        assert_eq!(p.driver, Some(DriverKey::Term(0)));
+        assert!(p.excluded_as_set);
+        let p = plan(&f, &[DRIVE_MAX + 1, DRIVE_MAX + 1, EXCLUDED_SET_MAX + 1]).unwrap();
+        assert_eq!(p, Plan::default());
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        let plan = Plan {
+            driver: Some(DriverKey::Field(0)),
+            excluded_as_set: true,
+            per_image: true,
+        };
+        let sql = planned(&f, &plan, &mut next).unwrap();
+        assert!(sql
+            .from
+            .starts_with("(SELECT DISTINCT image_id FROM (SELECT image_id FROM image_fields"));
+        assert!(sql.text.starts_with(" AND images.id = drv.image_id"));
+        // The driver's condition is not checked again; the others are, each kept per image:
+        // the term, then the substring, then the catalog row.
+        assert_eq!(sql.text.matches("EXISTS (").count(), 3);
+        assert_eq!(sql.text.matches(" OFFSET 0)").count(), 3);
+        let (term, like, row) = (
+            sql.text.find("image_terms").unwrap(),
+            sql.text.find("LIKE").unwrap(),
+            sql.text.find("c.collection_id").unwrap(),
+        );
+        assert!(term < like && like < row, "{}", sql.text);
+        assert!(sql.text.contains(
+            "images.id NOT IN (SELECT image_id FROM image_catalog WHERE is_current = FALSE"
+        ));
+        let placeholders = (sql.from.clone() + &sql.text).matches('$').count();
+        assert_eq!(placeholders, sql.binds.len());
     }
 
     #[test]

@@ -1749,7 +1749,10 @@ impl Db {
     pub async fn catalog_plan(&self, f: &CatalogFilter) -> Result<Plan> {
         let sql = crate::catalog::query::estimate_sql(f).map_err(StoreError::Conflict)?;
         if sql.text.is_empty() {
-            return Ok(Plan::default());
+            return Ok(Plan {
+                per_image: matches!(self, Db::Pg(_)),
+                ..Plan::default()
+            });
         }
         let counts: Vec<i64> = on_db!(self, |p, _pg| {
             let q = sqlx::query(AssertSqlSafe(sql.text));
@@ -1758,7 +1761,9 @@ impl Db {
                 .map(|i| sqlx::Row::try_get::<i64, _>(&row, i))
                 .collect::<std::result::Result<_, _>>()?
         });
-        crate::catalog::query::plan(f, &counts).map_err(StoreError::Conflict)
+        let mut plan = crate::catalog::query::plan(f, &counts).map_err(StoreError::Conflict)?;
+        plan.per_image = matches!(self, Db::Pg(_));
+        Ok(plan)
     }
 
     /// Images matching `filter` (its catalog part included) sorted by a descriptive field:
@@ -2263,7 +2268,7 @@ mod plan_tests {
                     ("shots".into(), 0, i.to_string(), Some(i as f64)),
                 ],
                 expanded_terms: terms,
-                rights_until: (i % 7 == 3).then(|| t0),
+                rights_until: (i % 7 == 3).then_some(t0),
                 ..Default::default()
             };
             let reasons = if i % 10 == 5 {
@@ -2386,7 +2391,7 @@ mod plan_tests {
             for c in query::candidates(&f.catalog).unwrap() {
                 plans.push(Plan {
                     driver: Some(c.key),
-                    excluded_as_set: false,
+                    ..Plan::default()
                 });
             }
             let with_set: Vec<Plan> = plans
@@ -2397,6 +2402,7 @@ mod plan_tests {
                 })
                 .collect();
             plans.extend(with_set);
+            // (`per_image` is for Postgres: SQLite keeps its checks per image anyway.)
             let auto = db.catalog_plan(&f.catalog).await.unwrap();
             assert!(
                 query::candidates(&f.catalog).unwrap().is_empty() || auto.driver.is_some(),
