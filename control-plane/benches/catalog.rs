@@ -11,6 +11,10 @@
 //! p50/p99 of `BENCH_QUERIES` (default 300) runs of each query a listing or the review queue
 //! makes, with the catalog read-back a page of results needs (records, open reasons, terms).
 //! Writes `loadtest/results/catalog-<time>.json`.
+//!
+//! `BENCH_SQLITE_DB=<file>` keeps the SQLite database and, when it already holds the bench's
+//! images, queries it as it is (no writing: the ingest figures read 0); `BENCH_PG_DB=<name>`
+//! does the same for a Postgres database; `BENCH_ONLY=sqlite|postgres` runs one backend.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -261,13 +265,62 @@ async fn read_back(db: &Db, ids: &[ImageId]) {
 
 async fn run(label: &str, db: Db, n: u64, queries: usize) -> Value {
     let owner = Owner::parse("bench").unwrap();
-    let coll = db
-        .create_collection(&owner, "bench", None, "review", true, false)
-        .await
-        .unwrap();
     let doc = SchemaDoc::parse(SCHEMA, false).unwrap();
     let compiled = doc
         .compile(1, doc.terms.clone().unwrap_or_default())
+        .unwrap();
+    let schema: Arc<Schema> = Arc::new(compiled.clone());
+    assert_eq!(doc.fields.len(), 20, "20 schema fields");
+    // A database kept from an earlier run (BENCH_SQLITE_DB) is queried as it is.
+    let (coll, written) = match db.find_collection(&owner, "bench").await.unwrap() {
+        Some(coll) => (coll, None),
+        None => {
+            let w = populate(label, &db, &owner, &doc, compiled, n).await;
+            (
+                db.find_collection(&owner, "bench").await.unwrap().unwrap(),
+                Some(w),
+            )
+        }
+    };
+    // Statistics, and on Postgres the visibility map its index-only scans need (autovacuum's
+    // work in a running deployment).
+    exec(
+        &db,
+        if matches!(db, Db::Pg(_)) {
+            "VACUUM ANALYZE"
+        } else {
+            "ANALYZE"
+        },
+    )
+    .await;
+    let (validate_per_s, ingest_per_s) = written.unwrap_or((0.0, 0.0));
+    query(
+        label,
+        &db,
+        &owner,
+        coll.id,
+        &schema,
+        n,
+        queries,
+        validate_per_s,
+        ingest_per_s,
+    )
+    .await
+}
+
+/// Creates the collection and its schema, then writes `n` images through the ingest path.
+/// Returns validation throughput (records/s) and validation + write throughput (images/s).
+async fn populate(
+    label: &str,
+    db: &Db,
+    owner: &Owner,
+    doc: &SchemaDoc,
+    compiled: Schema,
+    n: u64,
+) -> (f64, f64) {
+    let coll = db
+        .create_collection(owner, "bench", None, "review", true, false)
+        .await
         .unwrap();
     let kinds: Vec<(String, &'static str)> = compiled
         .fields
@@ -285,7 +338,6 @@ async fn run(label: &str, db: Db, n: u64, queries: usize) -> Value {
     .await
     .unwrap();
     let schema: Arc<Schema> = Arc::new(compiled);
-    assert_eq!(doc.fields.len(), 20, "20 schema fields");
 
     // Validation alone (CPU).
     let sample = 20_000.min(n);
@@ -369,13 +421,28 @@ async fn run(label: &str, db: Db, n: u64, queries: usize) -> Value {
     let ingest_per_s = n as f64 / ingest_secs;
     // Processed: ready, and no jobs left behind.
     exec(
-        &db,
+        db,
         "UPDATE images SET status = 'ready' WHERE owner = 'bench'",
     )
     .await;
-    exec(&db, "DELETE FROM jobs").await;
-    exec(&db, "ANALYZE").await;
+    exec(db, "DELETE FROM jobs").await;
+    println!("  validation + ingest transaction (4 writers): {ingest_per_s:.0} images/s ({ingest_secs:.0} s)");
+    (validate_per_s, ingest_per_s)
+}
 
+/// Runs each query `queries` times and reports p50/p99.
+#[allow(clippy::too_many_arguments)]
+async fn query(
+    label: &str,
+    db: &Db,
+    owner: &Owner,
+    coll_id: Uuid,
+    schema: &Schema,
+    n: u64,
+    queries: usize,
+    validate_per_s: f64,
+    ingest_per_s: f64,
+) -> Value {
     let field = |text: &str| {
         let mut c = FieldCondition::parse(text).unwrap();
         c.kind = schema.field(&c.field).map(|f| f.kind);
@@ -394,7 +461,7 @@ async fn run(label: &str, db: Db, n: u64, queries: usize) -> Value {
         let min = 1 + r.below(900);
         // 1. Collection + two field conditions, newest first.
         let f = filter(CatalogFilter {
-            collection: Some(coll.id),
+            collection: Some(coll_id),
             fields: vec![
                 field(&format!("usage={usage}")),
                 field(&format!("shot_count>={min}")),
@@ -407,10 +474,15 @@ async fn run(label: &str, db: Db, n: u64, queries: usize) -> Value {
             .await
             .unwrap();
         let ids: Vec<ImageId> = rows.iter().map(|r| r.id).collect();
-        read_back(&db, &ids).await;
+        let alone = t.elapsed();
+        read_back(db, &ids).await;
         tm.add(
             "list: collection + usage= + shot_count>=, newest first",
             t.elapsed(),
+        );
+        tm.add(
+            "list: collection + usage= + shot_count>=, newest first [query alone]",
+            alone,
         );
         assert!(!rows.is_empty());
 
@@ -430,10 +502,15 @@ async fn run(label: &str, db: Db, n: u64, queries: usize) -> Value {
             .await
             .unwrap();
         let ids: Vec<ImageId> = rows.iter().map(|r| r.id).collect();
-        read_back(&db, &ids).await;
+        let alone = t.elapsed();
+        read_back(db, &ids).await;
         tm.add(
             "list: term (with narrower) + workflow + region=",
             t.elapsed(),
+        );
+        tm.add(
+            "list: term (with narrower) + workflow + region= [query alone]",
+            alone,
         );
         assert!(!rows.is_empty());
 
@@ -450,8 +527,13 @@ async fn run(label: &str, db: Db, n: u64, queries: usize) -> Value {
         let t = Instant::now();
         let rows = db.list_by_field(&f, &sort, None, limit).await.unwrap();
         let ids: Vec<ImageId> = rows.iter().map(|r| r.0.id).collect();
-        read_back(&db, &ids).await;
+        let alone = t.elapsed();
+        read_back(db, &ids).await;
         tm.add("list: rating>= sorted by shot_on, page 1", t.elapsed());
+        tm.add(
+            "list: rating>= sorted by shot_on, page 1 [query alone]",
+            alone,
+        );
         let last = rows.last().unwrap();
         let pos = SortPosition {
             value: last.1.clone(),
@@ -463,17 +545,44 @@ async fn run(label: &str, db: Db, n: u64, queries: usize) -> Value {
             .await
             .unwrap();
         let ids: Vec<ImageId> = rows2.iter().map(|r| r.0.id).collect();
-        read_back(&db, &ids).await;
+        let alone = t.elapsed();
+        read_back(db, &ids).await;
         tm.add(
             "list: rating>= sorted by shot_on, page 2 (keyset)",
             t.elapsed(),
         );
+        tm.add(
+            "list: rating>= sorted by shot_on, page 2 (keyset) [query alone]",
+            alone,
+        );
         assert!(rows2.iter().all(|r| !ids.is_empty() && r.0.id != last.0.id));
+
+        // 5. A selective field (about one image in 10,000 has a given photographer id).
+        let f = filter(CatalogFilter {
+            fields: vec![field(&format!("photographer_id=P{:04}", r.below(10_000)))],
+            ..CatalogFilter::default()
+        });
+        let t = Instant::now();
+        let rows = db
+            .list_images(&f, ListOrder::NewestFirst, None, limit)
+            .await
+            .unwrap();
+        let alone = t.elapsed();
+        let ids: Vec<ImageId> = rows.iter().map(|r| r.id).collect();
+        read_back(db, &ids).await;
+        tm.add(
+            "list: photographer_id= (selective), newest first",
+            t.elapsed(),
+        );
+        tm.add(
+            "list: photographer_id= (selective), newest first [query alone]",
+            alone,
+        );
 
         // 4. The review queue: oldest first, by priority, by reason, and a next page.
         let t = Instant::now();
         let page = db
-            .review_queue(Some(&owner), None, None, QueueOrder::Oldest, None, limit)
+            .review_queue(Some(owner), None, None, QueueOrder::Oldest, None, limit)
             .await
             .unwrap();
         let ids: Vec<ImageId> = page.iter().map(|r| r.image.id).collect();
@@ -485,7 +594,7 @@ async fn run(label: &str, db: Db, n: u64, queries: usize) -> Value {
         let t = Instant::now();
         let page2 = db
             .review_queue(
-                Some(&owner),
+                Some(owner),
                 None,
                 None,
                 QueueOrder::Oldest,
@@ -500,8 +609,8 @@ async fn run(label: &str, db: Db, n: u64, queries: usize) -> Value {
         let t = Instant::now();
         let page = db
             .review_queue(
-                Some(&owner),
-                Some(coll.id),
+                Some(owner),
+                Some(coll_id),
                 Some(ReasonKind::Validation),
                 QueueOrder::Priority,
                 None,
@@ -514,22 +623,22 @@ async fn run(label: &str, db: Db, n: u64, queries: usize) -> Value {
         tm.add("queue: validation reason, by priority", t.elapsed());
         if q % 10 == 0 {
             let t = Instant::now();
-            let stats = db.queue_stats_by_reason(Some(&owner)).await.unwrap();
+            let stats = db.queue_stats_by_reason(Some(owner)).await.unwrap();
             tm.add("queue metrics: waiting and age by reason", t.elapsed());
             assert!(stats.iter().any(|s| s.waiting as u64 == n / 10));
         }
     }
     println!("\n{label}: {n} images, 20 schema fields, {queries} runs per query");
-    println!("  validation alone: {validate_per_s:.0} records/s (one core)");
-    println!("  validation + ingest transaction (4 writers): {ingest_per_s:.0} images/s ({ingest_secs:.0} s)");
+    println!("  validation alone: {validate_per_s:.0} records/s (one core; 0: database reused)");
+    println!("  validation + ingest transaction (4 writers): {ingest_per_s:.0} images/s (0: database reused)");
     println!(
-        "  {:<58} {:>8} {:>8}",
+        "  {:<72} {:>8} {:>8}",
         "query (incl. read-back of a 50-row page)", "p50 ms", "p99 ms"
     );
     let mut out = serde_json::Map::new();
     for (name, v) in tm.0.iter_mut() {
         let (p50, p99) = (pct(v, 0.5), pct(v, 0.99));
-        println!("  {name:<58} {p50:>8.2} {p99:>8.2}");
+        println!("  {name:<72} {p50:>8.2} {p99:>8.2}");
         out.insert(
             name.clone(),
             json!({"p50_ms": p50, "p99_ms": p99, "runs": v.len()}),
@@ -562,21 +671,47 @@ fn main() {
         .build()
         .unwrap();
     let mut results = Vec::new();
+    let only = std::env::var("BENCH_ONLY").ok();
     rt.block_on(async {
-        let dir =
-            std::env::temp_dir().join(format!("flexphoto-bench-catalog-{}", std::process::id()));
-        let db = Db::connect(&DatabaseUrl::Sqlite(dir.join("bench.db")), 8)
-            .await
-            .unwrap();
-        results.push(run("sqlite", db, n, queries).await);
-        let _ = std::fs::remove_dir_all(&dir);
+        if only.as_deref() != Some("postgres") {
+            // BENCH_SQLITE_DB: keep the database there, and reuse it when it exists.
+            let kept = std::env::var("BENCH_SQLITE_DB")
+                .ok()
+                .map(std::path::PathBuf::from);
+            let dir = std::env::temp_dir()
+                .join(format!("flexphoto-bench-catalog-{}", std::process::id()));
+            let path = kept.clone().unwrap_or_else(|| dir.join("bench.db"));
+            let db = Db::connect(&DatabaseUrl::Sqlite(path), 8).await.unwrap();
+            results.push(run("sqlite", db.clone(), n, queries).await);
+            if let Db::Sqlite(p) = db {
+                p.close().await;
+            }
+            if kept.is_none() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+        if only.as_deref() == Some("sqlite") {
+            return;
+        }
         if let Ok(base) = std::env::var("FLEXPHOTO_TEST_PG_URL") {
-            let name = format!("fp_bench_{}", Uuid::new_v4().simple());
+            // BENCH_PG_DB: keep the database of that name, and reuse it when it exists.
+            let kept = std::env::var("BENCH_PG_DB").ok();
+            let name = kept
+                .clone()
+                .unwrap_or_else(|| format!("fp_bench_{}", Uuid::new_v4().simple()));
             let admin = sqlx::PgPool::connect(&base).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&admin)
-                .await
-                .unwrap();
+            let exists: Option<(i32,)> =
+                sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+                    .bind(&name)
+                    .fetch_optional(&admin)
+                    .await
+                    .unwrap();
+            if exists.is_none() {
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+            }
             let (prefix, _) = base.rsplit_once('/').unwrap();
             let db = Db::connect(&DatabaseUrl::Postgres(format!("{prefix}/{name}")), 8)
                 .await
@@ -585,11 +720,13 @@ fn main() {
             if let Db::Pg(p) = db {
                 p.close().await;
             }
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&admin)
-            .await;
+            if kept.is_none() {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&admin)
+                .await;
+            }
         } else {
             eprintln!("SKIP postgres: set FLEXPHOTO_TEST_PG_URL to measure it too");
         }

@@ -374,7 +374,21 @@ impl Db {
         after: Option<(DateTime<Utc>, uuid::Uuid)>,
         limit: u32,
     ) -> Result<Vec<ImageRow>> {
-        let mut sql = String::from("SELECT * FROM images WHERE deleted_at IS NULL");
+        let plan = self.catalog_plan(&filter.catalog).await?;
+        self.list_images_planned(filter, &plan, order, after, limit)
+            .await
+    }
+
+    /// [`Db::list_images`] with its catalog conditions run as `plan` says.
+    pub(crate) async fn list_images_planned(
+        &self,
+        filter: &ImageFilter,
+        plan: &crate::catalog::query::Plan,
+        order: ListOrder,
+        after: Option<(DateTime<Utc>, uuid::Uuid)>,
+        limit: u32,
+    ) -> Result<Vec<ImageRow>> {
+        let mut sql = String::new();
         let mut n = 0;
         let mut next = || {
             n += 1;
@@ -414,8 +428,12 @@ impl Db {
         }
         // Catalog conditions (collection, terms, rights, versions, fields), bound after the
         // filters above.
-        let catalog = crate::catalog::query::conditions(&filter.catalog, &mut next)
+        let catalog = crate::catalog::query::planned(&filter.catalog, plan, &mut next)
             .map_err(StoreError::Conflict)?;
+        sql = format!(
+            "SELECT images.* FROM {}images WHERE deleted_at IS NULL{sql}",
+            catalog.from
+        );
         sql += &catalog.text;
         sql += &filter.lifecycle.sql(&mut next);
         let (cmp, dir) = match order {
@@ -424,8 +442,7 @@ impl Db {
         };
         if after.is_some() {
             let (a, b) = (next(), next());
-            sql +=
-                &format!(" AND (uploaded_at {cmp} ${a} OR (uploaded_at = ${a} AND id {cmp} ${b}))");
+            sql += &format!(" AND (uploaded_at, id) {cmp} (${a}, ${b})");
         }
         sql += &format!(
             " ORDER BY uploaded_at {dir}, id {dir} LIMIT {}",
