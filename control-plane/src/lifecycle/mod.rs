@@ -26,4 +26,6 @@ pub mod scheduler;
 pub mod settings;
 
 #[cfg(test)]
+mod test_world;
+#[cfg(test)]
 mod tests;

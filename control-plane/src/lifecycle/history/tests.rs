@@ -6,46 +6,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 
 use super::{by_tier, record, StorageHistorySettings, TierTotal};
-use crate::clock::{Clock, ManualClock};
+use crate::clock::Clock;
 use crate::config::RawConfig;
 use crate::domain::ImageId;
 use crate::lifecycle::scheduler::tiering_pass;
 use crate::on_db;
-use crate::state::AppState;
 use crate::store::lifecycle::StorageUsage;
 
-struct World {
-    state: Arc<AppState>,
-    clock: Arc<ManualClock>,
-    dir: std::path::PathBuf,
-    pg_db: Option<String>,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        if let (Some(name), Ok(base)) = (self.pg_db.take(), std::env::var("FLEXPHOTO_TEST_PG_URL"))
-        {
-            // Drop runs inside the test's runtime: the async cleanup gets a thread of its own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(async {
-                    if let Ok(pool) = sqlx::PgPool::connect(&base).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&pool)
-                        .await;
-                    }
-                });
-                Ok::<(), std::io::Error>(())
-            })
-            .join();
-        }
-    }
-}
+use crate::lifecycle::test_world::World;
 
 /// Noon UTC on 2026-03-01.
 fn t0() -> DateTime<Utc> {
@@ -56,46 +24,9 @@ fn day(d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 3, d).unwrap()
 }
 
-/// The same world on SQLite, and on a fresh Postgres database when FLEXPHOTO_TEST_PG_URL is set.
+/// The history world on SQLite (and Postgres), its clock at [`t0`].
 async fn worlds(extra_toml: &str) -> Vec<World> {
-    let mut v = vec![world_on(extra_toml, None).await];
-    match std::env::var("FLEXPHOTO_TEST_PG_URL") {
-        Ok(base) => {
-            let name = format!("fp_hist_{}", uuid::Uuid::new_v4().simple());
-            let pool = sqlx::PgPool::connect(&base).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&pool)
-                .await
-                .unwrap();
-            let (prefix, _) = base.rsplit_once('/').unwrap();
-            v.push(world_on(extra_toml, Some((format!("{prefix}/{name}"), name))).await);
-        }
-        Err(_) => eprintln!("SKIP postgres: FLEXPHOTO_TEST_PG_URL is not set"),
-    }
-    v
-}
-
-async fn world_on(extra_toml: &str, pg: Option<(String, String)>) -> World {
-    let dir = std::env::temp_dir().join(format!("fp-history-{}", uuid::Uuid::new_v4().simple()));
-    let db = pg.as_ref().map(|(u, _)| u.clone()).unwrap_or_default();
-    let toml = format!(
-        "[server]\ndata_dir = \"{}\"\n[database]\nurl = \"{db}\"\n[search]\nmodel = \"none\"\n[queue]\nworkers = 0\n{extra_toml}",
-        dir.display()
-    );
-    let cfg = RawConfig::from_toml_and_env(&toml, Vec::<(String, String)>::new())
-        .unwrap()
-        .validate()
-        .unwrap();
-    let clock = Arc::new(ManualClock::new(t0()));
-    let state = AppState::build_with_clock(cfg, clock.clone())
-        .await
-        .unwrap();
-    World {
-        state,
-        clock,
-        dir,
-        pg_db: pg.map(|(_, n)| n),
-    }
+    crate::lifecycle::test_world::worlds(extra_toml, t0()).await
 }
 
 /// A ready image with an original (3000 bytes), a `full` (2000) and a `thumb` (100), all hot.
