@@ -191,6 +191,103 @@ async fn review_decisions_need_a_reviewer_who_did_not_upload() {
     app.cleanup().await;
 }
 
+/// A second key is no second person: a reviewer that uploaded an image and minted another
+/// reviewer key cannot approve the image with it (nor with a sibling key it minted, nor can
+/// the key that created the uploader's decide), on the image PATCH and on bulk decisions. A
+/// reviewer an admin handed out still can.
+#[tokio::test]
+async fn minted_keys_cannot_approve_their_lineages_uploads() {
+    for backend in backends() {
+        let app = App::spawn(Options::new(backend)).await;
+        let rita = app.key("reviewer", None).await;
+        let other = app.key("reviewer", None).await;
+        let (s, v) = app.upload(&rita, "rita", "r.jpg", &jpeg(64, 48, 43)).await;
+        assert_eq!(s, 201, "{v}");
+        let id = v["id"].as_str().unwrap().to_owned();
+        app.wait_done(&id, Duration::from_secs(60)).await;
+        let mint = |name: &'static str, by: String| {
+            let app = &app;
+            async move {
+                let (s, v) = app
+                    .post_json("/v1/keys", &by, &json!({"name": name, "role": "reviewer"}))
+                    .await;
+                assert_eq!(s, 201, "{v}");
+                assert!(v["created_by"].is_string(), "{v}");
+                v["key"].as_str().unwrap().to_owned()
+            }
+        };
+        let rita2 = mint("rita's second key", rita.clone()).await;
+        let rita3 = mint("rita's third key", rita.clone()).await;
+        let rita4 = mint("minted from the second", rita2.clone()).await;
+        let approve = json!({"review_state": "approved", "reason": "looks fine"}).to_string();
+        for key in [&rita2, &rita3, &rita4, &ADMIN.to_owned()] {
+            let r = app
+                .req(
+                    Method::PATCH,
+                    &format!("/v1/images/{id}"),
+                    Some(key),
+                    Some("application/json"),
+                    Bytes::from(approve.clone()),
+                )
+                .await;
+            let body = String::from_utf8_lossy(&r.body);
+            assert_eq!(r.status, 403, "{backend:?}: {body}");
+            assert!(body.contains("uploader's lineage"), "{body}");
+        }
+        // Bulk decisions: submitted for review, then the same keys are refused item by item.
+        let (s, v) = app
+            .post_json(
+                &format!("/v1/images/{id}/workflow"),
+                &rita,
+                &json!({"to": "in_review"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let decide = |key: String, version: i64| {
+            let app = &app;
+            let id = id.clone();
+            async move {
+                app.post_json(
+                    "/v1/review/decisions",
+                    &key,
+                    &json!({"action": "approve", "reason": "ok",
+                            "items": [{"id": id, "version": version}]}),
+                )
+                .await
+            }
+        };
+        let version = v["version"].as_i64().unwrap();
+        for key in [&rita2, &rita3, &rita4] {
+            let (s, r) = decide(key.clone(), version).await;
+            assert_eq!(s, 207, "{backend:?}: {r}");
+            assert_eq!(r["results"][0]["status"], 403, "{r}");
+            let msg = r["results"][0]["message"].as_str().unwrap();
+            assert!(msg.contains("uploader's lineage"), "{msg}");
+        }
+        // The other way round: what the minted key uploads, its creator cannot approve.
+        let (s, v) = app
+            .upload(&rita2, "rita", "r2.jpg", &jpeg(64, 48, 44))
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let id2 = v["id"].as_str().unwrap().to_owned();
+        app.wait_done(&id2, Duration::from_secs(60)).await;
+        let r = app
+            .req(
+                Method::PATCH,
+                &format!("/v1/images/{id2}"),
+                Some(&rita),
+                Some("application/json"),
+                Bytes::from(approve.clone()),
+            )
+            .await;
+        assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+        // A reviewer the admin handed out decides.
+        let (s, r) = decide(other.clone(), version).await;
+        assert_eq!(s, 200, "{backend:?}: {r}");
+        app.cleanup().await;
+    }
+}
+
 /// A flooding key gets 429 with `Retry-After`; small routes refuse large bodies; a client
 /// that dribbles its headers is cut off.
 #[tokio::test]

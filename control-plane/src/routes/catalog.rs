@@ -700,7 +700,7 @@ pub async fn legacy_patch(
     if current == target || workflow::review_state_of(current) == r {
         return Ok(());
     }
-    let actor = corrections::actor_of(caller, img);
+    let actor = corrections::actor_of(state, caller, img).await?;
     let mut path = Vec::new();
     if workflow::check(current, target, actor, true).is_err() {
         // Through review: submit (or reopen) first.
