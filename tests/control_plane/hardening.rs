@@ -348,6 +348,118 @@ async fn floods_large_bodies_and_slow_clients_are_bounded() {
     app.cleanup().await;
 }
 
+/// Sends `head` and the first `start` bytes of `body` at once, then the rest a byte a second,
+/// until the server answers; returns how long that took and the answer's first line.
+fn dribble(addr: &str, head: &str, body: &[u8], start: usize) -> (Duration, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let req = format!("{head}Content-Length: {}\r\n\r\n", body.len());
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(&body[..start]).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let rest = body[start..].to_vec();
+    std::thread::spawn(move || {
+        for b in rest {
+            std::thread::sleep(Duration::from_secs(1));
+            if w.write_all(&[b]).is_err() {
+                return;
+            }
+        }
+    });
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]);
+    (
+        started.elapsed(),
+        text.lines().next().unwrap_or("").to_owned(),
+    )
+}
+
+/// Bodies that carry an image are bounded too: a search form, a JSON search and an upload's
+/// caption dribbled a byte a second are cut off at the request deadline (their size at the
+/// slowest allowed rate on top), and a text field is refused as soon as it is too large.
+#[tokio::test]
+async fn slow_image_bodies_and_large_form_fields_are_bounded() {
+    let app = App::spawn(
+        Options::new(Backend::Sqlite)
+            .env("FLEXPHOTO__SERVER__UPLOAD_IDLE_TIMEOUT_SECS", "2")
+            .env("FLEXPHOTO__SERVER__REQUEST_TIMEOUT_SECS", "3"),
+    )
+    .await;
+    let uploader = app.key("uploader", None).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let b = "XslowX";
+    let form = |field: &str| {
+        format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n{}\r\n--{b}--\r\n",
+            "x".repeat(200)
+        )
+        .into_bytes()
+    };
+    let multipart = format!("Content-Type: multipart/form-data; boundary={b}\r\n");
+    let head = |path: &str, ct: &str| {
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {uploader}\r\n{ct}")
+    };
+    let json_body = format!("{{\"text\": \"{}\"}}", "x".repeat(200)).into_bytes();
+    let cases = [
+        (
+            "multipart search",
+            head("/v1/search", &multipart),
+            form("text"),
+            60,
+        ),
+        (
+            "JSON search",
+            head("/v1/search", "Content-Type: application/json\r\n"),
+            json_body,
+            5,
+        ),
+        (
+            "upload caption",
+            head("/v1/images", &multipart),
+            form("caption"),
+            60,
+        ),
+    ];
+    let runs: Vec<_> = cases
+        .into_iter()
+        .map(|(what, head, body, start)| {
+            let addr = addr.clone();
+            std::thread::spawn(move || (what, dribble(&addr, &head, &body, start)))
+        })
+        .collect();
+    for r in runs {
+        let (what, (took, status)) = r.join().unwrap();
+        assert!(
+            took < Duration::from_secs(6),
+            "{what}: a dribbling client held the request for {took:?} ({status})"
+        );
+        assert!(status.contains(" 503"), "{what}: {status}");
+    }
+    // A 2 MiB caption is refused while it is read, naming the field.
+    let mut body = format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"owner\"\r\n\r\nrita\r\n\
+         --{b}\r\nContent-Disposition: form-data; name=\"caption\"\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend(std::iter::repeat_n(b'c', 2 << 20));
+    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    let r = app
+        .req(
+            Method::POST,
+            "/v1/images",
+            Some(&uploader),
+            Some(&format!("multipart/form-data; boundary={b}")),
+            Bytes::from(body),
+        )
+        .await;
+    let text = String::from_utf8_lossy(&r.body);
+    assert_eq!(r.status, 413, "{text}");
+    assert!(text.contains("caption"), "{text}");
+    app.cleanup().await;
+}
+
 /// Reusing a presigned PUT cannot change what was processed: the bytes are checked against
 /// what was there at completion, and once processed the original lives where no URL writes.
 #[tokio::test]

@@ -15,6 +15,7 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::body::{self as read, idle_limit};
 use super::extract::{ApiPath, ApiQuery};
 use super::views::ErrorBody;
 use crate::auth::{Caller, Role};
@@ -144,9 +145,13 @@ pub async fn create(
             .map_err(|e| ApiError::Invalid(format!("bad multipart body: {}", e.body_text())))?;
         one_shot(&state, &caller, mp).await
     } else if ct.starts_with("application/json") {
-        let body = axum::body::to_bytes(req.into_body(), state.cfg.max_json_bytes)
-            .await
-            .map_err(|_| ApiError::TooLarge("the JSON body is too large".into()))?;
+        let body = read::bytes(
+            &state,
+            req.into_body(),
+            state.cfg.max_json_bytes,
+            "JSON body",
+        )
+        .await?;
         let create: CreateUpload = serde_json::from_slice(&body)
             .map_err(|e| ApiError::Invalid(format!("bad JSON body: {e}")))?;
         two_step(&state, &caller, create).await
@@ -156,22 +161,6 @@ pub async fn create(
                 .into(),
         ))
     }
-}
-
-/// Waits for the next piece of an upload body, refusing a client that goes quiet for
-/// `server.upload_idle_timeout_secs` (a slow-body attack).
-async fn idle_limit<T>(
-    state: &AppState,
-    next: impl std::future::Future<Output = T>,
-) -> ApiResult<T> {
-    tokio::time::timeout(state.cfg.upload_idle_timeout, next)
-        .await
-        .map_err(|_| {
-            ApiError::Invalid(format!(
-                "the upload sent nothing for {} s and was stopped",
-                state.cfg.upload_idle_timeout.as_secs()
-            ))
-        })
 }
 
 fn check_caption(c: &Option<String>) -> ApiResult<()> {
@@ -308,18 +297,15 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
     let mut file: Option<(TempFile, Spooled, Option<String>)> = None;
     let mut inc = Incoming::default();
     let mut metadata_source = Source::Upload;
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        ApiError::Invalid(format!("bad multipart body: {}", e.body_text()))
-    };
-    while let Some(mut field) = mp.next_field().await.map_err(bad)? {
+    while let Some(mut field) = read::next_field(state, &mut mp).await? {
         match field.name().unwrap_or("") {
             "owner" => {
-                let o = Owner::parse(field.text().await.map_err(bad)?.trim())?;
+                let o = Owner::parse(read::text(state, &mut field).await?.trim())?;
                 // Refuse early when the key may not upload for this owner.
                 caller.require_owner(Role::Uploader, &o)?;
                 owner = Some(o);
             }
-            "caption" => caption = Some(field.text().await.map_err(bad)?),
+            "caption" => caption = Some(read::text(state, &mut field).await?),
             "file" => {
                 if file.is_some() {
                     return Err(ApiError::Invalid("send one file per request".into()));
@@ -327,15 +313,15 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
                 let declared = field.content_type().map(|c| c.to_ascii_lowercase());
                 let tmp = TempFile::new_in(&state.cfg.data_dir)?;
                 let mut sp = Spooler::create(tmp.path(), state.cfg.max_upload_bytes).await?;
-                while let Some(chunk) = idle_limit(state, field.chunk()).await?.map_err(bad)? {
+                while let Some(chunk) = read::chunk(state, &mut field).await? {
                     sp.write(&chunk).await?;
                 }
                 let spooled = sp.finish().await?;
                 file = Some((tmp, spooled, declared));
             }
-            "collection" => inc.collection = Some(field.text().await.map_err(bad)?),
+            "collection" => inc.collection = Some(read::text(state, &mut field).await?),
             "metadata" => {
-                let text = field.text().await.map_err(bad)?;
+                let text = read::text(state, &mut field).await?;
                 let m: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
                     .map_err(|e| {
                         ApiError::Invalid(format!("metadata must be a JSON object: {e}"))
@@ -343,7 +329,7 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
                 inc.declared.extend(m);
             }
             "metadata_source" => {
-                metadata_source = match field.text().await.map_err(bad)?.trim() {
+                metadata_source = match read::text(state, &mut field).await?.trim() {
                     "upload" => Source::Upload,
                     "csv" => Source::Csv,
                     other => {
@@ -355,7 +341,7 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
             }
             "sidecar" => {
                 let mut buf = Vec::new();
-                while let Some(chunk) = idle_limit(state, field.chunk()).await?.map_err(bad)? {
+                while let Some(chunk) = read::chunk(state, &mut field).await? {
                     if buf.len() + chunk.len() > catalog_ingest::MAX_SIDECAR {
                         return Err(ApiError::TooLarge(format!(
                             "the sidecar is over {} bytes",
@@ -367,11 +353,11 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
                 inc.sidecar = Some(buf);
             }
             "derived_from" => {
-                let text = field.text().await.map_err(bad)?;
+                let text = read::text(state, &mut field).await?;
                 inc.derived_from = Some(text.trim().parse::<ImageId>()?);
             }
             "relation" => {
-                let text = field.text().await.map_err(bad)?;
+                let text = read::text(state, &mut field).await?;
                 inc.relation = Some(Relation::parse(text.trim()).map_err(ApiError::Invalid)?);
             }
             other => {
@@ -386,7 +372,7 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
                          descriptive fields by name or fields.NAME"
                     )));
                 }
-                let text = field.text().await.map_err(bad)?;
+                let text = read::text(state, &mut field).await?;
                 inc.declared.insert(name, serde_json::Value::String(text));
             }
         }
