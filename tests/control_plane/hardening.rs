@@ -548,7 +548,10 @@ fn hex_sha(data: &[u8]) -> Value {
 /// failed with a reason (presigned); nothing becomes ready as an unknown type.
 #[tokio::test]
 async fn only_allowed_images_are_accepted() {
-    let app = App::spawn(Options::new(Backend::Sqlite)).await;
+    let app = App::spawn(
+        Options::new(Backend::Sqlite).env("FLEXPHOTO__PROCESSING__MAX_PIXELS", "1000000"),
+    )
+    .await;
     for (name, bytes) in [
         (
             "x.jpg",
@@ -556,11 +559,30 @@ async fn only_allowed_images_are_accepted() {
         ),
         ("y.jpg", b"%PDF-1.4 not an image".to_vec()),
         ("z.png", vec![0u8; 64]),
+        // A GIF signature is not a GIF: the loader's header read decides, not the magic.
+        (
+            "w.gif",
+            b"GIF89a but then nothing that decodes at all, just words".to_vec(),
+        ),
     ] {
         let (s, v) = app.upload(ADMIN, "ivy", name, &bytes).await;
         assert_eq!(s, 415, "{name}: {v}");
         assert!(v["error"]["message"].as_str().unwrap().len() > 10);
     }
+    // Too many pixels for processing.max_pixels: refused before it is stored.
+    let (s, v) = app
+        .upload(ADMIN, "ivy", "big.jpg", &jpeg(1200, 1000, 45))
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("megapixels"),
+        "{v}"
+    );
+    let (_, list) = app.get_json("/v1/images?owner=ivy", ADMIN).await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list}");
     let junk = b"GIF89a but then nothing that decodes at all, just words".to_vec();
     let (s, v) = app
         .post_json(

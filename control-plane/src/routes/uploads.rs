@@ -381,25 +381,11 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
     check_caption(&caption)?;
     let (tmp, spooled, declared) =
         file.ok_or_else(|| ApiError::Invalid("the file field is required".into()))?;
-    // What the bytes are decides, never the declared type: bytes that are not an allowed
-    // image are refused here, before they are stored.
+    // What the bytes are decides, never the declared type: the loader libvips picks for
+    // them must be on the allow-list and their header must read within the pixel limit,
+    // or nothing is stored.
     let _ = declared;
-    let format = match ImageFormat::sniff(&spooled.head) {
-        Some(f) if state.cfg.allowed_formats.contains(&f) => f,
-        Some(f) => {
-            return Err(ApiError::UnsupportedType(format!(
-                "{} is not accepted; accepted: {}",
-                f.mime(),
-                allowed(state)
-            )))
-        }
-        None => {
-            return Err(ApiError::UnsupportedType(format!(
-                "the file is not an image in an accepted format ({})",
-                allowed(state)
-            )))
-        }
-    };
+    let format = probe_upload(state, tmp.path()).await?;
     let mime = format.mime();
     if let Some(existing) = state.db.find_duplicate(&owner, &spooled.sha256).await? {
         return Err(ApiError::Duplicate(existing));
@@ -453,6 +439,53 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
         catalog: prepared.outcome,
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Checks a spooled one-shot upload as a worker will read it, before it is stored: the
+/// loader libvips picks must be allowed (`upload.allowed_types`; 415 otherwise, also for
+/// bytes no loader reads) and the header must declare no more than the source pixel limit
+/// (422). Runs on the bounded image pool, which also bounds the memory of reading the file.
+async fn probe_upload(state: &AppState, path: &std::path::Path) -> ApiResult<ImageFormat> {
+    use flexphoto_media::pool::PoolError;
+    use flexphoto_media::transform::{self, TransformError};
+    let limits = *state.ingest.limits();
+    let path = path.to_owned();
+    let deadline = std::time::Instant::now() + state.ingest.timeout();
+    let probed = state
+        .pool
+        .submit(Some(deadline), move |_budget| {
+            let bytes = bytes::Bytes::from(std::fs::read(&path).map_err(|e| {
+                TransformError::Internal(format!("reading the spooled upload: {e}"))
+            })?);
+            let header = transform::probe_allowed(&bytes, limits.formats)?;
+            let pixels = u64::from(header.width) * u64::from(header.page_height);
+            if pixels > limits.max_source_pixels {
+                return Err(TransformError::TooManyPixels {
+                    width: header.width,
+                    height: header.page_height,
+                    limit: limits.max_source_pixels,
+                });
+            }
+            ImageFormat::from_loader(&header.loader, &bytes).ok_or(TransformError::NotAnImage)
+        })
+        .map_err(|_| ApiError::Busy("the image threads are busy; retry shortly".into()))?
+        .await;
+    let refused =
+        |why: String| ApiError::UnsupportedType(format!("{why}; accepted: {}", allowed(state)));
+    match probed {
+        Ok(Ok(f)) => Ok(f),
+        Ok(Err(e @ TransformError::TooManyPixels { .. })) => {
+            Err(ApiError::Unprocessable(e.to_string()))
+        }
+        Ok(Err(TransformError::Internal(m))) => Err(ApiError::Internal(m)),
+        Ok(Err(TransformError::DeadlineExceeded)) | Err(PoolError::Expired | PoolError::Full) => {
+            Err(ApiError::Busy(
+                "the image threads are busy; retry shortly".into(),
+            ))
+        }
+        Ok(Err(e)) => Err(refused(e.to_string())),
+        Err(PoolError::Panicked) => Err(refused("the file could not be read as an image".into())),
+    }
 }
 
 /// The first MiB of a spooled upload, where embedded XMP and IPTC are.
