@@ -184,7 +184,7 @@ mod tests {
         ));
         assert!(matches!(
             check(InReview, Approved, actor(Role::Reviewer, true), true),
-            Err(Refusal::Forbidden(m)) if m.contains("another key")
+            Err(Refusal::Forbidden(m)) if m.contains("outside the uploader's lineage")
         ));
         assert!(matches!(
             check(InReview, Approved, actor(Role::Admin, true), true),
