@@ -88,6 +88,9 @@ pub struct RawServer {
     pub request_timeout_secs: u64,
     /// Seconds an upload may go without sending a byte.
     pub upload_idle_timeout_secs: u64,
+    /// The slowest upload rate allowed for a whole request body, bytes a second: a request
+    /// that carries an image has `request_timeout_secs` plus its size at this rate.
+    pub upload_min_bytes_per_sec: u64,
 }
 
 impl Default for RawServer {
@@ -101,6 +104,7 @@ impl Default for RawServer {
             header_timeout_secs: 15,
             request_timeout_secs: 60,
             upload_idle_timeout_secs: 30,
+            upload_min_bytes_per_sec: 64 << 10,
         }
     }
 }
@@ -701,6 +705,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Longest silence within an upload body.
     pub upload_idle_timeout: Duration,
+    /// The slowest whole-body rate of a request that carries an image, bytes a second.
+    pub upload_min_bytes_per_sec: u64,
     /// Secret of the S3 webhook; `None` turns it off.
     pub webhook_secret: Option<String>,
     /// CDN purge endpoint template and its token.
@@ -876,6 +882,10 @@ impl RawConfig {
             (
                 "server.upload_idle_timeout_secs",
                 self.server.upload_idle_timeout_secs,
+            ),
+            (
+                "server.upload_min_bytes_per_sec",
+                self.server.upload_min_bytes_per_sec,
             ),
         ] {
             if v == 0 {
@@ -1133,6 +1143,7 @@ impl RawConfig {
             header_timeout: Duration::from_secs(self.server.header_timeout_secs),
             request_timeout: Duration::from_secs(self.server.request_timeout_secs),
             upload_idle_timeout: Duration::from_secs(self.server.upload_idle_timeout_secs),
+            upload_min_bytes_per_sec: self.server.upload_min_bytes_per_sec,
             webhook_secret: (!self.upload.webhook_secret.is_empty())
                 .then(|| self.upload.webhook_secret.clone()),
             cdn_purge: (!self.edge.cdn_purge_url.is_empty()).then(|| {

@@ -51,6 +51,7 @@ pub mod http_client;
 pub mod import;
 pub mod ingest;
 pub mod jobs;
+pub mod key_lineage;
 pub mod lifecycle;
 pub mod metrics;
 pub mod purge;

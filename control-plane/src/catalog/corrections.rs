@@ -172,12 +172,36 @@ pub async fn correct(state: &AppState, img: &ImageRow, c: Correction) -> Result<
     stale_given(written(r), c.expected)
 }
 
-/// The workflow rules' view of a caller acting on `img`.
-pub fn actor_of(caller: &Caller, img: &ImageRow) -> Actor {
-    Actor {
+/// The workflow rules' view of a caller acting on `img`: the caller counts as the uploader
+/// when its key is in the uploading key's lineage ([`crate::key_lineage`]).
+pub async fn actor_of(
+    state: &AppState,
+    caller: &Caller,
+    img: &ImageRow,
+) -> Result<Actor, CatalogError> {
+    Ok(Actor {
         role: caller.role,
-        is_uploader: img.uploaded_by == Some(caller.key_id),
+        is_uploader: is_uploader(state, caller, img).await?,
+    })
+}
+
+/// Whether `caller` counts as the key that uploaded `img`: that key, a key in its creation
+/// chain, or a key minted below its lineage. Images from before uploads were recorded have
+/// no uploader.
+pub async fn is_uploader(
+    state: &AppState,
+    caller: &Caller,
+    img: &ImageRow,
+) -> Result<bool, crate::store::StoreError> {
+    let Some(uploader) = img.uploaded_by else {
+        return Ok(false);
+    };
+    if uploader == caller.key_id {
+        return Ok(true);
     }
+    let up = state.db.key_chain(uploader).await?;
+    let me = state.db.key_chain(caller.key_id).await?;
+    Ok(crate::key_lineage::same_actor(&up, &me))
 }
 
 /// Moves an image's workflow to `to`; returns its version after.
@@ -199,7 +223,7 @@ pub async fn transition(
         .get_collection(cat.collection_id)
         .await?
         .ok_or(CatalogError::NotFound("collection"))?;
-    let actor = actor_of(caller, img);
+    let actor = actor_of(state, caller, img).await?;
     let pra = coll.publish_requires_approval;
     let r = state
         .db
@@ -225,9 +249,9 @@ pub async fn acknowledge(
     expected: Option<i32>,
     reason: Option<&str>,
 ) -> Result<i32, CatalogError> {
-    if actor_of(caller, img).is_uploader && caller.role < crate::domain::Role::Admin {
+    if caller.role < crate::domain::Role::Admin && is_uploader(state, caller, img).await? {
         return Err(CatalogError::Forbidden(
-            "review reasons on an image are resolved by another key than the one that uploaded it"
+            "review reasons on an image are resolved by a key outside the uploader's lineage (not the key that uploaded it, a key that created it, or a key minted from them)"
                 .into(),
         ));
     }

@@ -1,7 +1,8 @@
 //! The review workflow: draft → in review → approved → published, plus rejected, changes
 //! requested and withdrawn. Only the transitions below are allowed, each by a minimum role;
-//! nobody decides on an image their own key uploaded, and a collection may require approval
-//! before publishing. Every transition is recorded (actor, time, reason) by the caller.
+//! nobody decides on an image their own key (or a key in its lineage) uploaded, and a
+//! collection may require approval before publishing. Every transition is recorded (actor,
+//! time, reason) by the caller.
 
 use crate::domain::{ReviewState, Role, WorkflowState};
 
@@ -12,7 +13,8 @@ use WorkflowState::*;
 pub struct Actor {
     /// The key's role.
     pub role: Role,
-    /// Whether this key uploaded the image.
+    /// Whether this key counts as the uploader: the uploading key or one in its lineage
+    /// ([`crate::key_lineage`]).
     pub is_uploader: bool,
 }
 
@@ -106,12 +108,15 @@ pub fn check(
         )));
     }
     if actor.is_uploader && is_decision(to) {
-        return Err(Refusal::Forbidden(
-            "review decisions on an image need another key than the one that uploaded it".into(),
-        ));
+        return Err(Refusal::Forbidden(UPLOADER_DECIDES.into()));
     }
     Ok(())
 }
+
+/// Why the uploader's lineage cannot decide on its image.
+pub const UPLOADER_DECIDES: &str =
+    "review decisions on an image need a key outside the uploader's lineage: \
+     not the key that uploaded it, a key that created that key, or a key minted from them";
 
 /// Whether moving to `to` is a reviewer's decision, which the key that uploaded the image
 /// cannot make, whatever its role.
@@ -179,7 +184,7 @@ mod tests {
         ));
         assert!(matches!(
             check(InReview, Approved, actor(Role::Reviewer, true), true),
-            Err(Refusal::Forbidden(m)) if m.contains("another key")
+            Err(Refusal::Forbidden(m)) if m.contains("outside the uploader's lineage")
         ));
         assert!(matches!(
             check(InReview, Approved, actor(Role::Admin, true), true),

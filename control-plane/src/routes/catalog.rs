@@ -700,7 +700,7 @@ pub async fn legacy_patch(
     if current == target || workflow::review_state_of(current) == r {
         return Ok(());
     }
-    let actor = corrections::actor_of(caller, img);
+    let actor = corrections::actor_of(state, caller, img).await?;
     let mut path = Vec::new();
     if workflow::check(current, target, actor, true).is_err() {
         // Through review: submit (or reopen) first.
@@ -884,7 +884,7 @@ pub struct WorkflowChange {
 
 /// `POST /v1/images/{id}/workflow`: moves an image through the review workflow. Only the
 /// allowed transitions pass (409 names the allowed ones); decisions need the reviewer role
-/// and another key than the uploader's; publishing may need approval first.
+/// and a key outside the uploader's lineage; publishing may need approval first.
 #[utoipa::path(post, path = "/v1/images/{id}/workflow", tag = "catalog",
     params(("id" = String, Path, description = "Image id")), request_body = WorkflowChange,
     responses((status = 200, body = ImageDoc), (status = 403, body = ErrorBody),

@@ -385,7 +385,7 @@ pub async fn patch_image(
         .map(str::parse::<ReviewState>)
         .transpose()?;
     if let Some(r) = review_state {
-        check_review_decision(&caller, &img, r)?;
+        check_review_decision(&state, &caller, &img, r).await?;
     }
     // Through the catalog: corrections are validated and recorded with their source, and a
     // review state is reached by the workflow's transitions.
@@ -403,15 +403,20 @@ pub async fn patch_image(
 }
 
 /// Approving or rejecting is a review decision: it needs the reviewer role, and nobody
-/// decides on an image their own key uploaded.
-fn check_review_decision(caller: &Caller, img: &ImageRow, to: ReviewState) -> ApiResult<()> {
+/// decides on an image their own key, or a key in its lineage, uploaded.
+async fn check_review_decision(
+    state: &AppState,
+    caller: &Caller,
+    img: &ImageRow,
+    to: ReviewState,
+) -> ApiResult<()> {
     if !matches!(to, ReviewState::Approved | ReviewState::Rejected) {
         return Ok(());
     }
     caller.require(Role::Reviewer)?;
-    if img.uploaded_by == Some(caller.key_id) {
+    if crate::catalog::corrections::is_uploader(state, caller, img).await? {
         return Err(ApiError::Forbidden(
-            "review decisions on an image need another key than the one that uploaded it".into(),
+            crate::catalog::workflow::UPLOADER_DECIDES.into(),
         ));
     }
     Ok(())

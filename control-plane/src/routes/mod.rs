@@ -10,6 +10,7 @@
 //! generates the document from the handlers.
 
 pub mod admin;
+pub mod body;
 pub mod catalog;
 pub mod collections;
 pub mod extract;
@@ -26,7 +27,7 @@ pub mod uploads;
 pub mod views;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
@@ -154,8 +155,10 @@ async fn forward_search(
     crate::cluster::forward::forward(&state, req, limit).await
 }
 
-/// Ends requests that take longer than `server.request_timeout_secs` with 503, except the
-/// ones that carry an image, whose bodies are bounded by an idle timeout instead.
+/// Ends requests that take longer than `server.request_timeout_secs` with 503. A request
+/// that carries an image gets, on top, its body's size at `server.upload_min_bytes_per_sec`
+/// (the declared Content-Length, else the largest body the route takes): a client that
+/// dribbles its body is cut off however steadily it dribbles.
 async fn time_limit(
     State(state): State<Arc<AppState>>,
     route: Option<MatchedPath>,
@@ -166,15 +169,34 @@ async fn time_limit(
         (req.method().as_str(), route.as_ref().map(|r| r.as_str())),
         ("POST", Some("/v1/images" | "/v1/search")) | ("PUT", Some("/v1/uploads/{id}"))
     );
-    if carries_image {
-        return next.run(req).await;
-    }
-    match tokio::time::timeout(state.cfg.request_timeout, next.run(req)).await {
+    let limit = if carries_image {
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let largest = state.cfg.max_upload_bytes.saturating_add(1 << 20);
+        request_deadline(
+            state.cfg.request_timeout,
+            declared.unwrap_or(largest).min(largest),
+            state.cfg.upload_min_bytes_per_sec,
+        )
+    } else {
+        state.cfg.request_timeout
+    };
+    match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
-        Err(_) => axum::response::IntoResponse::into_response(ApiError::Busy(
-            "the request took too long and was stopped".into(),
-        )),
+        Err(_) => axum::response::IntoResponse::into_response(ApiError::Busy(format!(
+            "the request took longer than {} s and was stopped",
+            limit.as_secs()
+        ))),
     }
+}
+
+/// How long a request carrying `body_bytes` may take: the request timeout plus the body at
+/// the slowest allowed rate.
+fn request_deadline(request_timeout: Duration, body_bytes: u64, min_rate: u64) -> Duration {
+    request_timeout + Duration::from_secs(body_bytes / min_rate.max(1))
 }
 
 /// Counts every routed response and its latency by route template (never by raw path, which
@@ -197,4 +219,20 @@ async fn count_request(
         .with_label_values(&[route.as_str()])
         .observe(started.elapsed().as_secs_f64());
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_requests_get_their_body_at_the_slowest_rate_on_top() {
+        let t = Duration::from_secs(60);
+        assert_eq!(request_deadline(t, 0, 65536), t);
+        assert_eq!(
+            request_deadline(t, 64 << 20, 65536),
+            t + Duration::from_secs(1024)
+        );
+        assert_eq!(request_deadline(t, 1000, 0), t + Duration::from_secs(1000));
+    }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
+use super::body as read;
 use super::extract::{ApiPath, ApiQuery};
 use super::images::{load_for, parse_order, requested_owner};
 use super::views::{self, ErrorBody, Page, SearchResults};
@@ -23,9 +24,6 @@ use crate::filter::ImageFilter;
 use crate::search::plan::{self, SearchQuery, Similar};
 use crate::state::AppState;
 use crate::store::images::ListOrder;
-
-/// Largest query image accepted by `POST /v1/search`.
-const MAX_QUERY_IMAGE: usize = 32 << 20;
 
 /// A search: JSON body of `POST /v1/search`, or the text fields of its multipart form. The
 /// filters have the names `GET /v1/images` takes.
@@ -106,11 +104,15 @@ pub async fn search(
         let mp = Multipart::from_request(req, &state)
             .await
             .map_err(|e| ApiError::Invalid(format!("bad multipart body: {}", e.body_text())))?;
-        read_form(mp).await?
+        read_form(&state, mp).await?
     } else if ct.starts_with("application/json") || ct.is_empty() {
-        let bytes = axum::body::to_bytes(req.into_body(), state.cfg.max_json_bytes)
-            .await
-            .map_err(|_| ApiError::TooLarge("the JSON body is too large".into()))?;
+        let bytes = read::bytes(
+            &state,
+            req.into_body(),
+            state.cfg.max_json_bytes,
+            "JSON body",
+        )
+        .await?;
         let v: SearchRequest = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::Invalid(format!("bad JSON body: {e}")))?;
         (v, None)
@@ -250,15 +252,16 @@ async fn to_query(
     })
 }
 
-async fn read_form(mut mp: Multipart) -> ApiResult<(SearchRequest, Option<Bytes>)> {
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        ApiError::Invalid(format!("bad multipart body: {}", e.body_text()))
-    };
+async fn read_form(
+    state: &AppState,
+    mut mp: Multipart,
+) -> ApiResult<(SearchRequest, Option<Bytes>)> {
+    let max_image = usize::try_from(state.cfg.max_upload_bytes).unwrap_or(usize::MAX);
     let mut fields = Map::new();
     let mut tags: Vec<Value> = Vec::new();
     let mut lists: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
     let mut image: Option<Bytes> = None;
-    while let Some(mut field) = mp.next_field().await.map_err(bad)? {
+    while let Some(mut field) = read::next_field(state, &mut mp).await? {
         let name = field.name().unwrap_or("").to_owned();
         match name.as_str() {
             "image" | "file" => {
@@ -266,10 +269,10 @@ async fn read_form(mut mp: Multipart) -> ApiResult<(SearchRequest, Option<Bytes>
                     return Err(ApiError::Invalid("send one query image".into()));
                 }
                 let mut buf = BytesMut::new();
-                while let Some(chunk) = field.chunk().await.map_err(bad)? {
-                    if buf.len() + chunk.len() > MAX_QUERY_IMAGE {
+                while let Some(chunk) = read::chunk(state, &mut field).await? {
+                    if buf.len() + chunk.len() > max_image {
                         return Err(ApiError::TooLarge(format!(
-                            "the query image is over {MAX_QUERY_IMAGE} bytes"
+                            "the query image is over {max_image} bytes (upload.max_bytes)"
                         )));
                     }
                     buf.extend_from_slice(&chunk);
@@ -280,7 +283,7 @@ async fn read_form(mut mp: Multipart) -> ApiResult<(SearchRequest, Option<Bytes>
                 image = Some(buf.freeze());
             }
             "terms" | "fields" => {
-                let text = field.text().await.map_err(bad)?;
+                let text = read::text(state, &mut field).await?;
                 let sep = if name == "terms" { ',' } else { ';' };
                 let list = lists.entry(name.clone()).or_default();
                 list.extend(
@@ -291,7 +294,7 @@ async fn read_form(mut mp: Multipart) -> ApiResult<(SearchRequest, Option<Bytes>
                 );
             }
             "tags" => {
-                let text = field.text().await.map_err(bad)?;
+                let text = read::text(state, &mut field).await?;
                 tags.extend(
                     text.split(',')
                         .map(str::trim)
@@ -300,7 +303,7 @@ async fn read_form(mut mp: Multipart) -> ApiResult<(SearchRequest, Option<Bytes>
                 );
             }
             "limit" => {
-                let text = field.text().await.map_err(bad)?;
+                let text = read::text(state, &mut field).await?;
                 let n: u32 = text
                     .trim()
                     .parse()
@@ -308,7 +311,7 @@ async fn read_form(mut mp: Multipart) -> ApiResult<(SearchRequest, Option<Bytes>
                 fields.insert(name, json!(n));
             }
             "min_score" => {
-                let text = field.text().await.map_err(bad)?;
+                let text = read::text(state, &mut field).await?;
                 let n: f32 = text
                     .trim()
                     .parse()
@@ -316,7 +319,7 @@ async fn read_form(mut mp: Multipart) -> ApiResult<(SearchRequest, Option<Bytes>
                 fields.insert(name, json!(n));
             }
             _ => {
-                let text = field.text().await.map_err(bad)?;
+                let text = read::text(state, &mut field).await?;
                 fields.insert(name, Value::String(text.trim().to_owned()));
             }
         }

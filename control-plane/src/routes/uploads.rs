@@ -15,6 +15,7 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::body::{self as read, idle_limit};
 use super::extract::{ApiPath, ApiQuery};
 use super::views::ErrorBody;
 use crate::auth::{Caller, Role};
@@ -144,9 +145,13 @@ pub async fn create(
             .map_err(|e| ApiError::Invalid(format!("bad multipart body: {}", e.body_text())))?;
         one_shot(&state, &caller, mp).await
     } else if ct.starts_with("application/json") {
-        let body = axum::body::to_bytes(req.into_body(), state.cfg.max_json_bytes)
-            .await
-            .map_err(|_| ApiError::TooLarge("the JSON body is too large".into()))?;
+        let body = read::bytes(
+            &state,
+            req.into_body(),
+            state.cfg.max_json_bytes,
+            "JSON body",
+        )
+        .await?;
         let create: CreateUpload = serde_json::from_slice(&body)
             .map_err(|e| ApiError::Invalid(format!("bad JSON body: {e}")))?;
         two_step(&state, &caller, create).await
@@ -156,22 +161,6 @@ pub async fn create(
                 .into(),
         ))
     }
-}
-
-/// Waits for the next piece of an upload body, refusing a client that goes quiet for
-/// `server.upload_idle_timeout_secs` (a slow-body attack).
-async fn idle_limit<T>(
-    state: &AppState,
-    next: impl std::future::Future<Output = T>,
-) -> ApiResult<T> {
-    tokio::time::timeout(state.cfg.upload_idle_timeout, next)
-        .await
-        .map_err(|_| {
-            ApiError::Invalid(format!(
-                "the upload sent nothing for {} s and was stopped",
-                state.cfg.upload_idle_timeout.as_secs()
-            ))
-        })
 }
 
 fn check_caption(c: &Option<String>) -> ApiResult<()> {
@@ -308,18 +297,15 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
     let mut file: Option<(TempFile, Spooled, Option<String>)> = None;
     let mut inc = Incoming::default();
     let mut metadata_source = Source::Upload;
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        ApiError::Invalid(format!("bad multipart body: {}", e.body_text()))
-    };
-    while let Some(mut field) = mp.next_field().await.map_err(bad)? {
+    while let Some(mut field) = read::next_field(state, &mut mp).await? {
         match field.name().unwrap_or("") {
             "owner" => {
-                let o = Owner::parse(field.text().await.map_err(bad)?.trim())?;
+                let o = Owner::parse(read::text(state, &mut field).await?.trim())?;
                 // Refuse early when the key may not upload for this owner.
                 caller.require_owner(Role::Uploader, &o)?;
                 owner = Some(o);
             }
-            "caption" => caption = Some(field.text().await.map_err(bad)?),
+            "caption" => caption = Some(read::text(state, &mut field).await?),
             "file" => {
                 if file.is_some() {
                     return Err(ApiError::Invalid("send one file per request".into()));
@@ -327,15 +313,15 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
                 let declared = field.content_type().map(|c| c.to_ascii_lowercase());
                 let tmp = TempFile::new_in(&state.cfg.data_dir)?;
                 let mut sp = Spooler::create(tmp.path(), state.cfg.max_upload_bytes).await?;
-                while let Some(chunk) = idle_limit(state, field.chunk()).await?.map_err(bad)? {
+                while let Some(chunk) = read::chunk(state, &mut field).await? {
                     sp.write(&chunk).await?;
                 }
                 let spooled = sp.finish().await?;
                 file = Some((tmp, spooled, declared));
             }
-            "collection" => inc.collection = Some(field.text().await.map_err(bad)?),
+            "collection" => inc.collection = Some(read::text(state, &mut field).await?),
             "metadata" => {
-                let text = field.text().await.map_err(bad)?;
+                let text = read::text(state, &mut field).await?;
                 let m: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
                     .map_err(|e| {
                         ApiError::Invalid(format!("metadata must be a JSON object: {e}"))
@@ -343,7 +329,7 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
                 inc.declared.extend(m);
             }
             "metadata_source" => {
-                metadata_source = match field.text().await.map_err(bad)?.trim() {
+                metadata_source = match read::text(state, &mut field).await?.trim() {
                     "upload" => Source::Upload,
                     "csv" => Source::Csv,
                     other => {
@@ -355,7 +341,7 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
             }
             "sidecar" => {
                 let mut buf = Vec::new();
-                while let Some(chunk) = idle_limit(state, field.chunk()).await?.map_err(bad)? {
+                while let Some(chunk) = read::chunk(state, &mut field).await? {
                     if buf.len() + chunk.len() > catalog_ingest::MAX_SIDECAR {
                         return Err(ApiError::TooLarge(format!(
                             "the sidecar is over {} bytes",
@@ -367,11 +353,11 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
                 inc.sidecar = Some(buf);
             }
             "derived_from" => {
-                let text = field.text().await.map_err(bad)?;
+                let text = read::text(state, &mut field).await?;
                 inc.derived_from = Some(text.trim().parse::<ImageId>()?);
             }
             "relation" => {
-                let text = field.text().await.map_err(bad)?;
+                let text = read::text(state, &mut field).await?;
                 inc.relation = Some(Relation::parse(text.trim()).map_err(ApiError::Invalid)?);
             }
             other => {
@@ -386,7 +372,7 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
                          descriptive fields by name or fields.NAME"
                     )));
                 }
-                let text = field.text().await.map_err(bad)?;
+                let text = read::text(state, &mut field).await?;
                 inc.declared.insert(name, serde_json::Value::String(text));
             }
         }
@@ -395,25 +381,11 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
     check_caption(&caption)?;
     let (tmp, spooled, declared) =
         file.ok_or_else(|| ApiError::Invalid("the file field is required".into()))?;
-    // What the bytes are decides, never the declared type: bytes that are not an allowed
-    // image are refused here, before they are stored.
+    // What the bytes are decides, never the declared type: the loader libvips picks for
+    // them must be on the allow-list and their header must read within the pixel limit,
+    // or nothing is stored.
     let _ = declared;
-    let format = match ImageFormat::sniff(&spooled.head) {
-        Some(f) if state.cfg.allowed_formats.contains(&f) => f,
-        Some(f) => {
-            return Err(ApiError::UnsupportedType(format!(
-                "{} is not accepted; accepted: {}",
-                f.mime(),
-                allowed(state)
-            )))
-        }
-        None => {
-            return Err(ApiError::UnsupportedType(format!(
-                "the file is not an image in an accepted format ({})",
-                allowed(state)
-            )))
-        }
-    };
+    let format = probe_upload(state, tmp.path()).await?;
     let mime = format.mime();
     if let Some(existing) = state.db.find_duplicate(&owner, &spooled.sha256).await? {
         return Err(ApiError::Duplicate(existing));
@@ -467,6 +439,53 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
         catalog: prepared.outcome,
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Checks a spooled one-shot upload as a worker will read it, before it is stored: the
+/// loader libvips picks must be allowed (`upload.allowed_types`; 415 otherwise, also for
+/// bytes no loader reads) and the header must declare no more than the source pixel limit
+/// (422). Runs on the bounded image pool, which also bounds the memory of reading the file.
+async fn probe_upload(state: &AppState, path: &std::path::Path) -> ApiResult<ImageFormat> {
+    use flexphoto_media::pool::PoolError;
+    use flexphoto_media::transform::{self, TransformError};
+    let limits = *state.ingest.limits();
+    let path = path.to_owned();
+    let deadline = std::time::Instant::now() + state.ingest.timeout();
+    let probed = state
+        .pool
+        .submit(Some(deadline), move |_budget| {
+            let bytes = bytes::Bytes::from(std::fs::read(&path).map_err(|e| {
+                TransformError::Internal(format!("reading the spooled upload: {e}"))
+            })?);
+            let header = transform::probe_allowed(&bytes, limits.formats)?;
+            let pixels = u64::from(header.width) * u64::from(header.page_height);
+            if pixels > limits.max_source_pixels {
+                return Err(TransformError::TooManyPixels {
+                    width: header.width,
+                    height: header.page_height,
+                    limit: limits.max_source_pixels,
+                });
+            }
+            ImageFormat::from_loader(&header.loader, &bytes).ok_or(TransformError::NotAnImage)
+        })
+        .map_err(|_| ApiError::Busy("the image threads are busy; retry shortly".into()))?
+        .await;
+    let refused =
+        |why: String| ApiError::UnsupportedType(format!("{why}; accepted: {}", allowed(state)));
+    match probed {
+        Ok(Ok(f)) => Ok(f),
+        Ok(Err(e @ TransformError::TooManyPixels { .. })) => {
+            Err(ApiError::Unprocessable(e.to_string()))
+        }
+        Ok(Err(TransformError::Internal(m))) => Err(ApiError::Internal(m)),
+        Ok(Err(TransformError::DeadlineExceeded)) | Err(PoolError::Expired | PoolError::Full) => {
+            Err(ApiError::Busy(
+                "the image threads are busy; retry shortly".into(),
+            ))
+        }
+        Ok(Err(e)) => Err(refused(e.to_string())),
+        Err(PoolError::Panicked) => Err(refused("the file could not be read as an image".into())),
+    }
 }
 
 /// The first MiB of a spooled upload, where embedded XMP and IPTC are.

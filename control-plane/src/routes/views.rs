@@ -187,22 +187,28 @@ pub struct ObjectView {
 
 /// An edge URL for `key` with `query` options, signed when the edges have keys.
 pub fn edge_url(state: &AppState, key: &str, query: &str) -> String {
-    let path = match ImageKey::parse(key) {
-        Ok(k) => img_path(&k, query),
-        Err(_) => return String::new(),
+    let Ok(k) = ImageKey::parse(key) else {
+        return String::new();
     };
-    let path = if state.edge_signer.enabled() {
-        match state.edge_signer.sign_path(&path, state.cfg.max_dimension) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not sign an edge URL");
-                path
-            }
+    if !state.edge_signer.enabled() {
+        return unsigned_edge_url(&state.cfg.edge_public_url, &k, query);
+    }
+    let path = img_path(&k, query);
+    let path = match state.edge_signer.sign_path(&path, state.cfg.max_dimension) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not sign an edge URL");
+            path
         }
-    } else {
-        path
     };
     format!("{}{path}", state.cfg.edge_public_url)
+}
+
+/// `key`'s edge URL under `edge_public_url` with `query` options, unsigned: the one place
+/// keys are written into edge URLs, shared by the API's links and cache purges (a CDN
+/// matches what it cached byte for byte).
+pub fn unsigned_edge_url(edge_public_url: &str, key: &ImageKey, query: &str) -> String {
+    format!("{edge_public_url}{}", img_path(key, query))
 }
 
 /// Widths offered in `sized_urls`.

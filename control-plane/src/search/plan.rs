@@ -427,7 +427,7 @@ async fn similarity_page(
                 })
                 .map_err(|_| SearchError::Busy)?
                 .await
-                .map_err(|e| SearchError::Internal(format!("query image: {e}")))??;
+                .map_err(query_image_pool_error)??;
             let ctx = QueryContext {
                 mode: "image",
                 text_vector: None,
@@ -632,5 +632,33 @@ async fn ranked_page(
         }
         // Most hits were filtered out: look further ahead each time.
         batch = (batch * 4).min(2_000);
+    }
+}
+
+/// A query image's job that never ran to an answer: the pool was too slow to start it
+/// before its deadline (busy: 503, retry later) or it crashed on the bytes (422; the worker
+/// survived, and the same bytes would crash it again).
+fn query_image_pool_error(e: flexphoto_media::pool::PoolError) -> SearchError {
+    use flexphoto_media::pool::PoolError;
+    match e {
+        PoolError::Expired | PoolError::Full => SearchError::Busy,
+        PoolError::Panicked => {
+            SearchError::Unprocessable("the query image could not be decoded".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod query_image_tests {
+    use super::*;
+    use crate::error::ApiError;
+    use flexphoto_media::pool::PoolError;
+
+    #[test]
+    fn query_images_that_never_ran_are_busy_or_unprocessable_never_internal() {
+        let busy = ApiError::from(query_image_pool_error(PoolError::Expired));
+        assert_eq!(busy.status_and_code().0.as_u16(), 503);
+        let crashed = ApiError::from(query_image_pool_error(PoolError::Panicked));
+        assert_eq!(crashed.status_and_code().0.as_u16(), 422);
     }
 }
