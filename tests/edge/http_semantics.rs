@@ -213,7 +213,13 @@ fn ready_answers_are_the_normal_paths_answers() {
 #[test]
 fn ready_answers_keep_alive_and_pipelining_order() {
     let origin = standard_origin("ready-pipe");
-    let e = Edge::start(&origin, &[], &[]);
+    // Ready answers live as long as the source's identity is trusted: long enough here that a
+    // slow miss on a loaded machine cannot expire the first one mid-test.
+    let e = Edge::start(
+        &origin,
+        &[("FLEXPHOTO_EDGE__ORIGIN__REVALIDATE_SECS", "3600")],
+        &[],
+    );
     let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
     let head = |path: &str| format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n");
     let img = "/img/land.jpg?w=90";
