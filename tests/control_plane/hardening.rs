@@ -126,52 +126,26 @@ async fn review_decisions_need_a_reviewer_who_did_not_upload() {
     let app = App::spawn(Options::new(Backend::Sqlite)).await;
     let uploader = app.key("uploader", Some("rita")).await;
     let reviewer = app.key("reviewer", None).await;
-    let (s, v) = app
-        .upload(&uploader, "rita", "r.jpg", &jpeg(64, 48, 41))
+    let id = app
+        .upload_ready(&uploader, "rita", "r.jpg", &jpeg(64, 48, 41))
         .await;
-    assert_eq!(s, 201, "{v}");
-    let id = v["id"].as_str().unwrap().to_owned();
-    app.wait_done(&id, Duration::from_secs(60)).await;
     let approve = json!({"review_state": "approved", "reason": "looks fine"});
-    let patch = |key: String| {
-        let app = &app;
-        let path = format!("/v1/images/{id}");
-        let body = approve.to_string();
-        async move {
-            app.req(
-                Method::PATCH,
-                &path,
-                Some(&key),
-                Some("application/json"),
-                Bytes::from(body),
-            )
-            .await
-        }
-    };
+    let path = format!("/v1/images/{id}");
     assert_eq!(
-        patch(uploader.clone()).await.status,
+        app.patch_json(&path, &uploader, &approve).await.status,
         403,
         "an uploader approved"
     );
     // A reviewer who uploaded the image may not approve it either.
-    let (s, v) = app
-        .upload(&reviewer, "rita", "own.jpg", &jpeg(64, 48, 42))
+    let own = app
+        .upload_ready(&reviewer, "rita", "own.jpg", &jpeg(64, 48, 42))
         .await;
-    assert_eq!(s, 201, "{v}");
-    let own = v["id"].as_str().unwrap().to_owned();
-    app.wait_done(&own, Duration::from_secs(60)).await;
     let r = app
-        .req(
-            Method::PATCH,
-            &format!("/v1/images/{own}"),
-            Some(&reviewer),
-            Some("application/json"),
-            Bytes::from(approve.to_string()),
-        )
+        .patch_json(&format!("/v1/images/{own}"), &reviewer, &approve)
         .await;
     assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
     // Another reviewer may; the decision is in the history.
-    let r = patch(reviewer.clone()).await;
+    let r = app.patch_json(&path, &reviewer, &approve).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let (_, h) = app
         .get_json(&format!("/v1/images/{id}/history"), ADMIN)
@@ -179,13 +153,7 @@ async fn review_decisions_need_a_reviewer_who_did_not_upload() {
     assert_eq!(h["review_state"], "approved", "{h}");
     // Captions and tags stay the uploader's to change.
     let r = app
-        .req(
-            Method::PATCH,
-            &format!("/v1/images/{id}"),
-            Some(&uploader),
-            Some("application/json"),
-            Bytes::from(json!({"caption": "mine"}).to_string()),
-        )
+        .patch_json(&path, &uploader, &json!({"caption": "mine"}))
         .await;
     assert_eq!(r.status, 200);
     app.cleanup().await;
@@ -201,10 +169,9 @@ async fn minted_keys_cannot_approve_their_lineages_uploads() {
         let app = App::spawn(Options::new(backend)).await;
         let rita = app.key("reviewer", None).await;
         let other = app.key("reviewer", None).await;
-        let (s, v) = app.upload(&rita, "rita", "r.jpg", &jpeg(64, 48, 43)).await;
-        assert_eq!(s, 201, "{v}");
-        let id = v["id"].as_str().unwrap().to_owned();
-        app.wait_done(&id, Duration::from_secs(60)).await;
+        let id = app
+            .upload_ready(&rita, "rita", "r.jpg", &jpeg(64, 48, 43))
+            .await;
         let mint = |name: &'static str, by: String| {
             let app = &app;
             async move {
@@ -219,16 +186,10 @@ async fn minted_keys_cannot_approve_their_lineages_uploads() {
         let rita2 = mint("rita's second key", rita.clone()).await;
         let rita3 = mint("rita's third key", rita.clone()).await;
         let rita4 = mint("minted from the second", rita2.clone()).await;
-        let approve = json!({"review_state": "approved", "reason": "looks fine"}).to_string();
+        let approve = json!({"review_state": "approved", "reason": "looks fine"});
         for key in [&rita2, &rita3, &rita4, &ADMIN.to_owned()] {
             let r = app
-                .req(
-                    Method::PATCH,
-                    &format!("/v1/images/{id}"),
-                    Some(key),
-                    Some("application/json"),
-                    Bytes::from(approve.clone()),
-                )
+                .patch_json(&format!("/v1/images/{id}"), key, &approve)
                 .await;
             let body = String::from_utf8_lossy(&r.body);
             assert_eq!(r.status, 403, "{backend:?}: {body}");
@@ -265,20 +226,11 @@ async fn minted_keys_cannot_approve_their_lineages_uploads() {
             assert!(msg.contains("uploader's lineage"), "{msg}");
         }
         // The other way round: what the minted key uploads, its creator cannot approve.
-        let (s, v) = app
-            .upload(&rita2, "rita", "r2.jpg", &jpeg(64, 48, 44))
+        let id2 = app
+            .upload_ready(&rita2, "rita", "r2.jpg", &jpeg(64, 48, 44))
             .await;
-        assert_eq!(s, 201, "{v}");
-        let id2 = v["id"].as_str().unwrap().to_owned();
-        app.wait_done(&id2, Duration::from_secs(60)).await;
         let r = app
-            .req(
-                Method::PATCH,
-                &format!("/v1/images/{id2}"),
-                Some(&rita),
-                Some("application/json"),
-                Bytes::from(approve.clone()),
-            )
+            .patch_json(&format!("/v1/images/{id2}"), &rita, &approve)
             .await;
         assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
         // A reviewer the admin handed out decides.
