@@ -324,8 +324,24 @@ impl Edge {
     }
 
     fn check_signature(&self, key: &ImageKey, opts: &RequestOptions) -> Result<(), EdgeError> {
+        // A private image is served to signed requests only, and never by an edge that cannot
+        // check signatures.
+        let private = self.withheld.requires_signature(key.as_str());
         if !self.signer.enabled() {
+            if private {
+                return Err(EdgeError::Forbidden(
+                    "the image is private and this edge has no signing keys to check a \
+                     signature with"
+                        .into(),
+                ));
+            }
             return Ok(());
+        }
+        if private && opts.signature.is_none() {
+            return Err(EdgeError::Forbidden(
+                "the image is private: its URLs must be signed (ask the control plane for one)"
+                    .into(),
+            ));
         }
         if opts.signature.is_none() && opts.is_preset_only() {
             if let Some(p) = &opts.preset {
