@@ -91,6 +91,7 @@ struct RawServer {
     grace_period_secs: u64,
     shutdown_timeout_secs: u64,
     admin_token: String,
+    metrics_token: String,
     cache_control_max_age_secs: u64,
     log_format: String,
     client_ip_header: String,
@@ -110,6 +111,7 @@ impl Default for RawServer {
             grace_period_secs: 1,
             shutdown_timeout_secs: 5,
             admin_token: String::new(),
+            metrics_token: String::new(),
             cache_control_max_age_secs: 86_400,
             log_format: "text".into(),
             client_ip_header: String::new(),
@@ -346,6 +348,8 @@ pub struct EdgeConfig {
     pub shutdown_timeout: Duration,
     /// Bearer token for the admin endpoints; `None` disables them.
     pub admin_token: Option<String>,
+    /// Bearer token that lets non-loopback clients read `/metrics`; `None`: loopback only.
+    pub metrics_token: Option<String>,
     /// `max-age` sent in `Cache-Control`.
     pub max_age: Duration,
     /// `text` or `json` log lines.
@@ -731,6 +735,8 @@ impl EdgeConfig {
             grace_period: Duration::from_secs(raw.server.grace_period_secs),
             shutdown_timeout: Duration::from_secs(raw.server.shutdown_timeout_secs),
             admin_token: (!raw.server.admin_token.is_empty()).then_some(raw.server.admin_token),
+            metrics_token: (!raw.server.metrics_token.is_empty())
+                .then_some(raw.server.metrics_token),
             max_age: Duration::from_secs(raw.server.cache_control_max_age_secs),
             log_json,
             client_ip_header: (!raw.server.client_ip_header.is_empty())
