@@ -175,6 +175,65 @@ fn cheap_requests_and_hits_pass_a_full_lane() {
     );
 }
 
+/// Costly encodes of small sources (AVIF at a size that is cheap in JPEG) and possibly
+/// animated sources are not "light": they queue on the main lane, so a flood of them leaves
+/// the light lane to cheap misses, which stay quick.
+#[test]
+fn costly_encodes_do_not_take_the_light_lane() {
+    let origin = abuse_origin("abuse-light");
+    // Under the light lane's source bound (2 MiB), but 2.9 MP of AVIF per request.
+    std::fs::write(origin.join("mid.jpg"), make_image(1960, 1470, false, ".jpg")).unwrap();
+    let e = Arc::new(Edge::start(
+        &origin,
+        &[
+            ("FLEXPHOTO_EDGE__TRANSFORM__WORKERS", "1"),
+            ("FLEXPHOTO_EDGE__TRANSFORM__QUEUE", "4"),
+            ("FLEXPHOTO_EDGE__TRANSFORM__LIGHT_WORKERS", "1"),
+            ("FLEXPHOTO_EDGE__LIMITS__PER_CLIENT_TRANSFORMS", "0"),
+        ],
+        &[],
+    ));
+    assert!(std::fs::metadata(origin.join("mid.jpg")).unwrap().len() < 2 << 20);
+    let stop = Arc::new(AtomicUsize::new(0));
+    let mut costly = Vec::new();
+    for i in 0..3 {
+        let (e, stop) = (Arc::clone(&e), Arc::clone(&stop));
+        costly.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while stop.load(Ordering::Relaxed) == 0 && n < 8 {
+                let w = 1900 + i * 20 + n;
+                let _ = e.get(&format!("/img/mid.jpg?w={w}&fmt=avif&q=90"));
+                let _ = e.get(&format!("/img/anim300.gif?w={}&fmt=webp", 300 + w % 16));
+                n += 1;
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut worst = Duration::ZERO;
+    for w in 60..70 {
+        let started = Instant::now();
+        let r = e.get(&format!("/img/small.jpg?w={w}&fmt=jpeg"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        worst = worst.max(started.elapsed());
+    }
+    stop.store(1, Ordering::Relaxed);
+    for h in costly {
+        h.join().unwrap();
+    }
+    // Only the cheap misses ran on the light lane.
+    assert_eq!(
+        e.metric(
+            "flexphoto_transforms_by_lane_total",
+            "lane=\"transform-light\""
+        ),
+        10.0
+    );
+    assert!(
+        worst < Duration::from_secs(3),
+        "a cheap miss took {worst:?} behind costly encodes"
+    );
+}
+
 /// One client cannot have more transforms in flight than its share: the rest get 429 with
 /// `Retry-After`, never a hang.
 #[test]
