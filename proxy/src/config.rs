@@ -171,6 +171,8 @@ struct RawLimits {
     max_output_pixels: u64,
     max_filter_cost: u64,
     max_avif_pixels: u64,
+    max_webp_pixels: u64,
+    max_gif_pixels: u64,
     formats: Vec<String>,
     request_timeout_ms: u64,
     inflight_source_mb: u64,
@@ -186,6 +188,8 @@ impl Default for RawLimits {
             max_output_pixels: 50_000_000,
             max_filter_cost: 2_000_000_000,
             max_avif_pixels: 16_000_000,
+            max_webp_pixels: 16_000_000,
+            max_gif_pixels: 16_000_000,
             formats: FormatSet::default()
                 .iter()
                 .map(|f| f.name().to_owned())
@@ -399,6 +403,10 @@ pub struct EdgeConfig {
     pub max_filter_cost: u64,
     /// Largest AVIF output, pixels (its encoder cannot be stopped at the deadline).
     pub max_avif_pixels: u64,
+    /// Largest WebP output, pixels, all frames together (the same).
+    pub max_webp_pixels: u64,
+    /// Largest GIF output, pixels, all frames together (the same).
+    pub max_gif_pixels: u64,
     /// Formats whose decoders may run on sources.
     pub formats: FormatSet,
     /// Transforms one client may have in flight; 0 for no limit.
@@ -594,6 +602,8 @@ impl EdgeConfig {
         positive("limits.max_output_pixels", raw.limits.max_output_pixels)?;
         positive("limits.max_filter_cost", raw.limits.max_filter_cost)?;
         positive("limits.max_avif_pixels", raw.limits.max_avif_pixels)?;
+        positive("limits.max_webp_pixels", raw.limits.max_webp_pixels)?;
+        positive("limits.max_gif_pixels", raw.limits.max_gif_pixels)?;
         let mut formats = FormatSet::NONE;
         for (i, name) in raw.limits.formats.iter().enumerate() {
             let f = ImageFormat::from_name(name).ok_or_else(|| {
@@ -766,6 +776,8 @@ impl EdgeConfig {
             max_output_pixels: raw.limits.max_output_pixels,
             max_filter_cost: raw.limits.max_filter_cost,
             max_avif_pixels: raw.limits.max_avif_pixels,
+            max_webp_pixels: raw.limits.max_webp_pixels,
+            max_gif_pixels: raw.limits.max_gif_pixels,
             formats,
             per_client_transforms: raw.limits.per_client_transforms,
             request_timeout: Duration::from_millis(raw.limits.request_timeout_ms),

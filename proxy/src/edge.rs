@@ -260,6 +260,8 @@ impl Edge {
                 max_output_pixels: cfg.max_output_pixels,
                 max_filter_cost: cfg.max_filter_cost as f64,
                 max_avif_pixels: cfg.max_avif_pixels,
+                max_webp_pixels: cfg.max_webp_pixels,
+                max_gif_pixels: cfg.max_gif_pixels,
                 formats: cfg.formats,
             },
             enc: EncodeSettings {
