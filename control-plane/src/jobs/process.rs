@@ -22,6 +22,8 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
     if img.status != ImageStatus::Processing {
         return Ok(Outcome::Nothing);
     }
+    // Tests stand in for a file that crashes the process here (a decoder bug, an OOM kill).
+    crate::failpoint::hit("process.start");
     let key = blob::key(img.source_key()).map_err(|e| JobError::Rejected(e.to_string()))?;
     let obj = state
         .blobs
