@@ -333,6 +333,70 @@ async fn webhook_completes_idempotently() {
 
 /// Every /v1 route and /metrics refuse a missing or unknown key; roles and owner scopes are
 /// enforced.
+/// Requests the framework itself turns away (unknown route, wrong method, bad JSON, a query
+/// of the wrong type, a body of the wrong type) answer the API's JSON error document with the
+/// right status and code, like every other error.
+#[tokio::test]
+async fn framework_rejections_are_json_errors() {
+    let app = App::spawn(Options::new(Backend::Sqlite)).await;
+    let json = Some("application/json");
+    for (method, path, ctype, body, status, code) in [
+        (Method::GET, "/v1/nowhere", None, "", 404, "not_found"),
+        (
+            Method::PUT,
+            "/v1/keys",
+            json,
+            "{}",
+            405,
+            "method_not_allowed",
+        ),
+        (
+            Method::POST,
+            "/v1/keys",
+            json,
+            "{\"role\":",
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/v1/keys",
+            json,
+            "{\"role\": 7}",
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/v1/images?limit=abc",
+            None,
+            "",
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::POST,
+            "/v1/images",
+            Some("text/plain"),
+            "hi",
+            415,
+            "unsupported_media_type",
+        ),
+    ] {
+        let r = app
+            .req(method.clone(), path, Some(ADMIN), ctype, Bytes::from(body))
+            .await;
+        let v = helpers::json_of(&r);
+        assert_eq!(r.status, status, "{method} {path}: {v}");
+        assert_eq!(v["error"]["code"], code, "{method} {path}: {v}");
+        assert!(
+            !v["error"]["message"].as_str().unwrap_or("").is_empty(),
+            "{method} {path}: {v}"
+        );
+    }
+    app.cleanup().await;
+}
+
 #[tokio::test]
 async fn auth_on_every_route() {
     let app = App::spawn(Options::new(Backend::Sqlite)).await;
