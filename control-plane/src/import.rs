@@ -76,15 +76,12 @@ pub fn sidecar_of(photo: &Path) -> Option<PathBuf> {
 }
 
 /// Extensions taken as photos.
-const PHOTO_EXTENSIONS: &[&str] = &[
-    "jpg", "jpeg", "png", "webp", "gif", "heic", "heif", "hif", "avif", "tif", "tiff", "jxl",
-];
-
+/// Whether a file's extension names an image format the service knows (the one format
+/// table, in `flexphoto_media::format`).
 fn is_photo(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase())
-        .is_some_and(|e| PHOTO_EXTENSIONS.contains(&e.as_str()))
+        .is_some_and(|e| flexphoto_media::format::ImageFormat::from_name(e).is_some())
 }
 
 /// Every photo under `dir`, sorted.

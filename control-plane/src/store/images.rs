@@ -612,14 +612,8 @@ impl Db {
         on_db!(self, |p, _pg| {
             let mut tx = p.begin_write().await?;
             // The fence: only the lease holder removes the row (which removes the job row too).
-            let held: Option<(i64,)> = sqlx::query_as(
-                "SELECT id FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running'",
-            )
-            .bind(job.id)
-            .bind(job.lease_token)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if held.is_none() {
+            let held = super::jobs::fenced!(&mut *tx, job, "updated_at = $3", now());
+            if held == 0 {
                 tx.rollback().await?;
                 return Ok(false);
             }
