@@ -7,13 +7,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flexphoto_media::exif::{read_exif, ExifFacts};
-use flexphoto_media::fingerprint::{dhash, dhash_of_pixels, sha256_hex};
-use flexphoto_media::pixels::{rgb_for_embedding, rgb_from_pixels, RgbImage};
-use flexphoto_media::transform::geometry::{plan, Plan};
-use flexphoto_media::transform::resample;
-use flexphoto_media::transform::{
-    self, Budget, EncodeSettings, Limits, Output, TransformError, WorkingCopy,
-};
+use flexphoto_media::fingerprint::sha256_hex;
+use flexphoto_media::pixels::{rgb_for_embedding, RgbImage};
+use flexphoto_media::transform::variants::{self, Step};
+use flexphoto_media::transform::{self, Budget, EncodeSettings, Limits, Output, TransformError};
 use flexphoto_media::xmp::read_xmp;
 use flexphoto_media::ImageFormat;
 use flexphoto_url::{QualityDefaults, TransformSpec};
@@ -228,86 +225,34 @@ pub fn analyse(
         }
     }
     timings.metadata = lap();
-    // A still image is decoded once, at the largest size any variant needs; every variant,
-    // the fingerprint and the embedder's input are made from that copy or from the pixels of
-    // a larger variant, so orientation and colour conversion also happen once. Animations go
-    // variant by variant from the original so that outputs that can animate keep their frames.
-    let plans: Vec<Plan> = settings
+    let specs: Vec<TransformSpec> = settings.variants.iter().map(|(_, s)| s.clone()).collect();
+    let rendered = variants::render_all(
+        source,
+        &header,
+        &specs,
+        &settings.limits,
+        &settings.enc,
+        budget,
+        |step| match step {
+            Step::Decoded => timings.decode = lap(),
+            Step::Variant(i) => timings
+                .variants
+                .push((settings.variants[i].0.name.clone(), lap())),
+            Step::Fingerprinted => timings.fingerprint = lap(),
+        },
+    )?;
+    let dhash = rendered.dhash;
+    let smallest_uncropped = rendered.smallest_uncropped;
+    let variants: Vec<RenderedVariant> = settings
         .variants
         .iter()
-        .map(|(_, spec)| {
-            plan(
-                spec.fit,
-                spec.gravity,
-                spec.width,
-                spec.height,
-                width,
-                height,
-                settings.limits.caps(),
-            )
-        })
-        .collect();
-    let mut copy = if header.pages <= 1 {
-        let (cw, ch) = copy_size(&plans, width, height);
-        Some(WorkingCopy::decode(
-            source,
-            &header,
-            &settings.limits,
-            cw,
-            ch,
-            budget,
-        )?)
-    } else {
-        None
-    };
-    timings.decode = lap();
-    let mut order: Vec<usize> = (0..settings.variants.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(area(plans[i].resized)));
-    let mut rendered: Vec<Option<RenderedVariant>> = vec![None; settings.variants.len()];
-    // Uncropped outputs of an animation, for the fingerprint.
-    let mut made: Vec<(Bytes, u32, u32)> = Vec::new();
-    for i in order {
-        let (v, spec) = &settings.variants[i];
-        let from_copy = match &copy {
-            Some(c) => transform::run_from_copy(c, spec, &settings.limits, &settings.enc, budget)?,
-            None => None,
-        };
-        let output = match from_copy {
-            Some((output, level)) => {
-                if let (Some(c), Some(level)) = (copy.as_mut(), level) {
-                    c.push_level(level);
-                }
-                output
-            }
-            None => {
-                let output = transform::run(source, spec, &settings.limits, &settings.enc, budget)?;
-                if !spec.fit.crops() {
-                    made.push((output.bytes.clone(), output.width, output.height));
-                }
-                output
-            }
-        };
-        timings.variants.push((v.name.clone(), lap()));
-        rendered[i] = Some(RenderedVariant {
+        .zip(rendered.outputs)
+        .map(|((v, _), output)| RenderedVariant {
             name: v.name.clone(),
             ext: v.extension().to_owned(),
             output,
-        });
-    }
-    let variants: Vec<RenderedVariant> = rendered.into_iter().flatten().collect();
-    // The fingerprint looks at the whole picture: a 64-px sketch from the smallest uncropped
-    // pixels (or output) that will do.
-    let dhash = match &copy {
-        Some(c) => {
-            let (tw, th) = fit_inside(width, height, 64);
-            let (px, lw, lh) = smallest_level(c, tw, th);
-            let small = resample::resize(&px, (lw, lh), c.bands, (tw, th), c.has_alpha())?;
-            let rgb = rgb_from_pixels(Bytes::from(small), tw, th, c.bands)?;
-            dhash_of_pixels(Bytes::from(rgb.pixels), rgb.width, rgb.height, 3)?
-        }
-        None => dhash(&smallest_output(&made).unwrap_or_else(|| source.clone()))?,
-    };
-    timings.fingerprint = lap();
+        })
+        .collect();
     // The embedder reads the stored variant a re-embed would read, so that rebuilding the
     // index (or a model change) gives the vectors ingest gave.
     let embed_input = match settings.embed_side {
@@ -316,7 +261,7 @@ pub fn analyse(
                 .embed_variant()
                 .and_then(|name| variants.iter().find(|v| v.name == name))
                 .map(|v| v.output.bytes.clone())
-                .or_else(|| smallest_output(&made))
+                .or(smallest_uncropped)
                 .unwrap_or_else(|| source.clone());
             Some(rgb_for_embedding(&from, side, &settings.limits, budget)?)
         }
@@ -348,53 +293,6 @@ impl IngestSettings {
             .or_else(|| uncropped().max_by_key(|(v, _)| u64::from(v.width) * u64::from(v.height)))
             .map(|(v, _)| v.name.as_str())
     }
-}
-
-/// The smallest of the encoded uncropped outputs, if any.
-fn smallest_output(made: &[(Bytes, u32, u32)]) -> Option<Bytes> {
-    made.iter()
-        .min_by_key(|(_, w, h)| u64::from(*w) * u64::from(*h))
-        .map(|(b, _, _)| b.clone())
-}
-
-fn area((w, h): (u32, u32)) -> u64 {
-    u64::from(w) * u64::from(h)
-}
-
-/// `w`×`h` fitted into a `side`² box, never enlarged.
-fn fit_inside(w: u32, h: u32, side: u32) -> (u32, u32) {
-    let s = (side as f64 / w.max(h).max(1) as f64).min(1.0);
-    (
-        ((w as f64 * s).round() as u32).max(1),
-        ((h as f64 * s).round() as u32).max(1),
-    )
-}
-
-/// Size of the one decoded copy of a `w`×`h` (upright) source: the original's aspect ratio,
-/// large enough for every variant's planned resize, never larger than the original.
-fn copy_size(plans: &[Plan], w: u32, h: u32) -> (u32, u32) {
-    let (w, h) = (w.max(1), h.max(1));
-    let scale = plans
-        .iter()
-        .map(|p| (p.resized.0 as f64 / w as f64).max(p.resized.1 as f64 / h as f64))
-        .fold(0.0f64, f64::max)
-        .min(1.0);
-    let need_w = plans.iter().map(|p| p.resized.0.min(w)).max().unwrap_or(1);
-    let need_h = plans.iter().map(|p| p.resized.1.min(h)).max().unwrap_or(1);
-    (
-        ((w as f64 * scale).round() as u32).max(need_w).clamp(1, w),
-        ((h as f64 * scale).round() as u32).max(need_h).clamp(1, h),
-    )
-}
-
-/// The smallest of a copy's levels (the top included) at least `w`×`h`, as pixels and size.
-fn smallest_level(c: &WorkingCopy, w: u32, h: u32) -> (Bytes, u32, u32) {
-    c.smaller
-        .iter()
-        .rev()
-        .find(|l| l.width >= w && l.height >= h)
-        .map(|l| (l.pixels.clone(), l.width, l.height))
-        .unwrap_or_else(|| (c.pixels.clone(), c.width, c.height))
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod geometry;
 pub mod metadata;
 pub mod resample;
 mod shrink;
+pub mod variants;
 pub mod working;
 
 use std::time::Instant;

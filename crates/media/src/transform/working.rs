@@ -15,35 +15,35 @@ use crate::vips::{self, Image, Interesting, Size};
 #[derive(Debug, Clone)]
 pub struct WorkingCopy {
     /// Packed pixels.
-    pub pixels: Bytes,
+    pub(crate) pixels: Bytes,
     /// Width of the working copy.
-    pub width: u32,
+    pub(crate) width: u32,
     /// Height of the working copy.
-    pub height: u32,
+    pub(crate) height: u32,
     /// Bands (3, or 4 with alpha).
-    pub bands: u32,
+    pub(crate) bands: u32,
     /// Upright width of the original.
-    pub source_width: u32,
+    pub(crate) source_width: u32,
     /// Upright height of the original.
-    pub source_height: u32,
+    pub(crate) source_height: u32,
     /// The original's own web format, if any.
-    pub native: Option<OutputFormat>,
+    pub(crate) native: Option<OutputFormat>,
     /// The original's Artist and Copyright notices (the pixels carry no EXIF).
-    pub copyright: CopyrightNotice,
+    pub(crate) copyright: CopyrightNotice,
     /// Smaller versions of the copy, each 1/√2 of the one before, largest first: a request
     /// resizes the smallest one that is still at least twice its output.
-    pub smaller: Vec<Level>,
+    pub(crate) smaller: Vec<Level>,
 }
 
 /// One smaller version of a working copy (same bands).
 #[derive(Debug, Clone)]
 pub struct Level {
     /// Packed pixels.
-    pub pixels: Bytes,
+    pub(crate) pixels: Bytes,
     /// Width.
-    pub width: u32,
+    pub(crate) width: u32,
     /// Height.
-    pub height: u32,
+    pub(crate) height: u32,
 }
 
 /// Smallest side a working-copy level is made down to.
@@ -108,7 +108,7 @@ impl WorkingCopy {
     /// aspect ratio): upright, sRGB, 8-bit, without smaller levels. The base for making
     /// several outputs of one source, such as ingest's variants. `header` is the source's
     /// [`probe`]; pixel bombs are refused before decoding.
-    pub fn decode(
+    pub(crate) fn decode(
         source: &Bytes,
         header: &vips::Header,
         limits: &Limits,
@@ -165,7 +165,7 @@ impl WorkingCopy {
     }
 
     /// Adds a smaller copy, keeping the levels largest first.
-    pub fn push_level(&mut self, level: Level) {
+    pub(crate) fn push_level(&mut self, level: Level) {
         let area = |l: &Level| l.width as u64 * l.height as u64;
         let at = self
             .smaller
