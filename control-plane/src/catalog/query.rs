@@ -825,37 +825,6 @@ pub enum SortValue {
     Text(String),
 }
 
-impl SortPosition {
-    /// The cursor text.
-    pub fn encode(&self) -> String {
-        match &self.value {
-            None => format!("vm_{}", self.id.simple()),
-            Some(SortValue::Num(n)) => format!("vn{:016x}_{}", n.to_bits(), self.id.simple()),
-            Some(SortValue::Text(t)) => format!("vt{}_{}", hex::encode(t), self.id.simple()),
-        }
-    }
-
-    /// Parses a cursor made by [`SortPosition::encode`].
-    pub fn decode(s: &str) -> Option<SortPosition> {
-        let rest = s.strip_prefix('v')?;
-        let (head, id) = rest.rsplit_once('_')?;
-        let id = Uuid::parse_str(id).ok()?;
-        let value = if head == "m" {
-            None
-        } else if let Some(h) = head.strip_prefix('n') {
-            let n = f64::from_bits(u64::from_str_radix(h, 16).ok()?);
-            n.is_finite().then_some(SortValue::Num(n))?.into()
-        } else if let Some(h) = head.strip_prefix('t') {
-            Some(SortValue::Text(
-                String::from_utf8(hex::decode(h).ok()?).ok()?,
-            ))
-        } else {
-            return None;
-        };
-        Some(SortPosition { value, id })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -972,17 +941,6 @@ mod tests {
 
     #[test]
     fn sort_positions_round_trip() {
-        for value in [
-            None,
-            Some(SortValue::Num(-2.5)),
-            Some(SortValue::Text("é_x".into())),
-        ] {
-            let p = SortPosition {
-                value,
-                id: Uuid::new_v4(),
-            };
-            assert_eq!(SortPosition::decode(&p.encode()), Some(p));
-        }
         assert_eq!(
             FieldSort::parse("field:shots:desc").unwrap(),
             Some(("shots".into(), true))

@@ -22,6 +22,7 @@ use crate::auth::{Caller, Role};
 use crate::catalog::load;
 use crate::catalog::schema::{FieldDef, SchemaDoc};
 use crate::catalog::vocab::TermDef;
+use crate::cursor::Cursor;
 use crate::domain::Owner;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -341,14 +342,7 @@ pub async fn list(
     let after = q
         .cursor
         .as_deref()
-        .map(|c| {
-            let raw = hex::decode(c).ok().and_then(|b| String::from_utf8(b).ok());
-            raw.and_then(|r| {
-                r.split_once('\n')
-                    .map(|(a, b)| (a.to_owned(), b.to_owned()))
-            })
-            .ok_or_else(|| ApiError::Invalid("cursor is not one this API returned".into()))
-        })
+        .map(|c| Cursor::decode_name(c).map_err(|e| ApiError::Invalid(e.to_string())))
         .transpose()?;
     let mut rows = state
         .db
@@ -356,8 +350,13 @@ pub async fn list(
         .await?;
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
-        rows.last()
-            .map(|c| hex::encode(format!("{}\n{}", c.owner.as_str(), c.name)))
+        rows.last().map(|c| {
+            Cursor::Name {
+                owner: c.owner.as_str().to_owned(),
+                name: c.name.clone(),
+            }
+            .encode()
+        })
     } else {
         None
     };

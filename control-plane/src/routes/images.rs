@@ -266,10 +266,7 @@ pub async fn list_images(
         let after = q
             .cursor
             .as_deref()
-            .map(|c| {
-                crate::catalog::query::SortPosition::decode(c)
-                    .ok_or_else(|| ApiError::Invalid("cursor is not one this API returned".into()))
-            })
+            .map(|c| Cursor::decode_field(c).map_err(|e| ApiError::Invalid(e.to_string())))
             .transpose()?;
         let mut rows = state
             .db
@@ -278,10 +275,10 @@ pub async fn list_images(
         let next_cursor = if rows.len() > limit as usize {
             rows.truncate(limit as usize);
             rows.last().map(|(r, v)| {
-                crate::catalog::query::SortPosition {
+                Cursor::Field(crate::catalog::query::SortPosition {
                     value: v.clone(),
                     id: r.id.0,
-                }
+                })
                 .encode()
             })
         } else {

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiPath, ApiQuery};
-use super::views::ErrorBody;
+use super::views::{ErrorBody, Page};
 use crate::auth::{Caller, Role};
+use crate::cursor::Cursor;
 use crate::domain::JobKind;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -31,25 +32,16 @@ pub struct JobsQuery {
     cursor: Option<String>,
 }
 
-/// A page of jobs.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct JobPage {
-    /// Most recently queued first.
-    pub items: Vec<JobRow>,
-    /// The next page's cursor; `null` on the last page.
-    pub next_cursor: Option<String>,
-}
-
 /// `GET /v1/jobs?state=dead&kind=…` (admin): jobs in one state, newest first, with their
 /// last error.
 #[utoipa::path(get, path = "/v1/jobs", tag = "operations", params(JobsQuery),
-    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = Page<JobRow>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn list_jobs(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     ApiQuery(q): ApiQuery<JobsQuery>,
-) -> ApiResult<Json<JobPage>> {
+) -> ApiResult<Json<Page<JobRow>>> {
     caller.require(Role::Admin)?;
     let st = q.state.as_deref().unwrap_or("dead");
     if !matches!(st, "queued" | "running" | "done" | "dead") {
@@ -65,10 +57,7 @@ pub async fn list_jobs(
         return Err(ApiError::Invalid("limit must be between 1 and 200".into()));
     }
     let before = match &q.cursor {
-        Some(c) => Some(
-            c.parse::<i64>()
-                .map_err(|_| ApiError::Invalid("cursor is not one this API gave".into()))?,
-        ),
+        Some(c) => Some(Cursor::decode_job(c).map_err(|e| ApiError::Invalid(e.to_string()))?),
         None => None,
     };
     let items = state
@@ -76,9 +65,9 @@ pub async fn list_jobs(
         .list_jobs(st, q.kind.as_deref(), before, limit)
         .await?;
     let next_cursor = (items.len() == limit as usize)
-        .then(|| items.last().map(|j| j.id.to_string()))
+        .then(|| items.last().map(|j| Cursor::Job(j.id).encode()))
         .flatten();
-    Ok(Json(JobPage { items, next_cursor }))
+    Ok(Json(Page { items, next_cursor }))
 }
 
 /// The job after a retry.

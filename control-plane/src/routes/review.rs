@@ -21,6 +21,7 @@ use super::views::{edge_url, ErrorBody, Page};
 use crate::auth::{Caller, Role};
 use crate::catalog::corrections;
 use crate::catalog::review::ReasonView;
+use crate::cursor::Cursor;
 use crate::domain::{ImageId, ReasonKind, WorkflowState};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -74,39 +75,6 @@ pub struct QueueItem {
     pub thumb: Option<String>,
 }
 
-fn queue_cursor(order: QueueOrder, prio: i32, t: DateTime<Utc>, id: Uuid) -> String {
-    match order {
-        QueueOrder::Oldest => format!("qo{}_{}", t.timestamp_micros(), id.simple()),
-        QueueOrder::Priority => format!("qp{prio}_{}_{}", t.timestamp_micros(), id.simple()),
-    }
-}
-
-fn decode_queue_cursor(order: QueueOrder, c: &str) -> Option<(i32, DateTime<Utc>, Uuid)> {
-    let bad = || None;
-    match order {
-        QueueOrder::Oldest => {
-            let (t, id) = c.strip_prefix("qo")?.split_once('_')?;
-            Some((
-                0,
-                DateTime::from_timestamp_micros(t.parse().ok()?)?,
-                Uuid::parse_str(id).ok()?,
-            ))
-        }
-        QueueOrder::Priority => {
-            let mut p = c.strip_prefix("qp")?.splitn(3, '_');
-            let (pr, t, id) = (p.next()?, p.next()?, p.next()?);
-            if pr.is_empty() {
-                return bad();
-            }
-            Some((
-                pr.parse().ok()?,
-                DateTime::from_timestamp_micros(t.parse().ok()?)?,
-                Uuid::parse_str(id).ok()?,
-            ))
-        }
-    }
-}
-
 /// `GET /v1/review/queue`: images waiting for review, each with every reason (validation
 /// failures, near-duplicate of X with distance, low classifier confidence, rights ending,
 /// model-suggested tags, submitted), oldest first or by priority; keyset-paged.
@@ -153,8 +121,8 @@ pub async fn queue(
         .cursor
         .as_deref()
         .map(|c| {
-            decode_queue_cursor(order, c)
-                .ok_or_else(|| ApiError::Invalid("cursor is not one this API returned".into()))
+            Cursor::decode_queue(c, order == QueueOrder::Priority)
+                .map_err(|e| ApiError::Invalid(e.to_string()))
         })
         .transpose()?;
     let mut rows = state
@@ -163,8 +131,14 @@ pub async fn queue(
         .await?;
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
-        rows.last()
-            .map(|r| queue_cursor(order, r.review_priority, r.queued_at, r.image.id.0))
+        rows.last().map(|r| {
+            Cursor::Queue {
+                priority: (order == QueueOrder::Priority).then_some(r.review_priority),
+                at: r.queued_at,
+                id: r.image.id.0,
+            }
+            .encode()
+        })
     } else {
         None
     };
@@ -502,7 +476,7 @@ pub async fn expiring(
     let after = q
         .cursor
         .as_deref()
-        .map(crate::cursor::Cursor::decode_after)
+        .map(Cursor::decode_after)
         .transpose()
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
     let now = crate::store::now();
@@ -513,8 +487,7 @@ pub async fn expiring(
         .await?;
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
-        rows.last()
-            .map(|(id, t)| crate::cursor::Cursor::After(*t, id.0).encode())
+        rows.last().map(|(id, t)| Cursor::After(*t, id.0).encode())
     } else {
         None
     };

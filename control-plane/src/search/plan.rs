@@ -180,10 +180,7 @@ async fn filter_page(state: &AppState, q: &SearchQuery) -> Result<SearchPage, Se
             let after = q
                 .cursor
                 .as_deref()
-                .map(|c| {
-                    SortPosition::decode(c)
-                        .ok_or_else(|| invalid("cursor is not one this API returned".into()))
-                })
+                .map(|c| Cursor::decode_field(c).map_err(|e| invalid(e.to_string())))
                 .transpose()?;
             let mut rows = state
                 .db
@@ -192,10 +189,10 @@ async fn filter_page(state: &AppState, q: &SearchQuery) -> Result<SearchPage, Se
             let next = if rows.len() > q.limit as usize {
                 rows.truncate(q.limit as usize);
                 rows.last().map(|(r, v)| {
-                    SortPosition {
+                    Cursor::Field(SortPosition {
                         value: v.clone(),
                         id: r.id.0,
-                    }
+                    })
                     .encode()
                 })
             } else {
