@@ -1013,12 +1013,18 @@ pub(crate) async fn edge_status(app: &App, url: &str) -> u16 {
 
 /// The object keys in the withheld list the rights scheduler publishes.
 fn withheld_list(app: &App) -> Vec<String> {
+    published_keys(app, "keys")
+}
+
+/// One key list (`keys`: withheld, `signed_only`: private) of the object the rights
+/// scheduler publishes for the edges.
+pub(crate) fn published_keys(app: &App, list: &str) -> Vec<String> {
     let path = app.data_dir.join("objects/_flexphoto/withheld.json");
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
     };
     let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    v["keys"]
+    v[list]
         .as_array()
         .map(|a| {
             a.iter()

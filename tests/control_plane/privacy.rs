@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::catalog::{edge_status, eventually, upload_with};
+use crate::catalog::{edge_status, eventually, published_keys, upload_with};
 use crate::helpers::{backends, jpeg, App, Options, ADMIN};
 
 /// The unsigned `preset=thumb` URL of an image's original on the edge.
@@ -15,23 +15,6 @@ fn unsigned_preset(doc: &Value) -> String {
     let signed = doc["original_url"].as_str().unwrap();
     let base = signed.split('?').next().unwrap();
     format!("{base}?preset=thumb")
-}
-
-/// The object keys of private images in the list the control plane publishes for the edges.
-fn signed_only_list(app: &App) -> Vec<String> {
-    let path = app.data_dir.join("objects/_flexphoto/withheld.json");
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    v["signed_only"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|k| k.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 async fn private_images(app: &App) {
@@ -99,7 +82,7 @@ async fn private_images(app: &App) {
         },
     )
     .await;
-    assert!(signed_only_list(app).contains(&original));
+    assert!(published_keys(app, "signed_only").contains(&original));
     // A search result carries the same expiring URLs.
     let (s, l) = app.get_json("/v1/images?owner=priv", ADMIN).await;
     assert_eq!(s, 200, "{l}");

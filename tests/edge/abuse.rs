@@ -131,13 +131,10 @@ fn a_deadline_stops_the_work_itself() {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
-/// With the main lane full of expensive transforms, a cheap request is made on the light
-/// lane and a cache hit is answered, both quickly.
-#[test]
-fn cheap_requests_and_hits_pass_a_full_lane() {
-    let origin = abuse_origin("abuse-fair");
-    let e = Arc::new(Edge::start(
-        &origin,
+/// An edge with one main worker (queue 4), one light worker and no per-client share.
+fn two_lane_edge(origin: &std::path::Path) -> Arc<Edge> {
+    Arc::new(Edge::start(
+        origin,
         &[
             ("FLEXPHOTO_EDGE__TRANSFORM__WORKERS", "1"),
             ("FLEXPHOTO_EDGE__TRANSFORM__QUEUE", "4"),
@@ -145,40 +142,72 @@ fn cheap_requests_and_hits_pass_a_full_lane() {
             ("FLEXPHOTO_EDGE__LIMITS__PER_CLIENT_TRANSFORMS", "0"),
         ],
         &[],
-    ));
-    assert_eq!(e.get("/img/small.jpg?w=50").status, 200);
+    ))
+}
+
+/// Runs `attack(edge, thread, round)` on `threads` threads, `rounds` times each at most, and
+/// meanwhile `probe(edge, n)` for n in 60..70 (it asserts what it must); returns the slowest
+/// probe.
+fn slowest_probe_under_attack(
+    e: &Arc<Edge>,
+    threads: usize,
+    rounds: usize,
+    attack: fn(&Edge, usize, usize),
+    probe: impl Fn(&Edge, u32),
+) -> Duration {
     let stop = Arc::new(AtomicUsize::new(0));
-    let mut heavy = Vec::new();
-    for i in 0..4 {
-        let (e, stop) = (Arc::clone(&e), Arc::clone(&stop));
-        heavy.push(std::thread::spawn(move || {
+    let mut running = Vec::new();
+    for i in 0..threads {
+        let (e, stop) = (Arc::clone(e), Arc::clone(&stop));
+        running.push(std::thread::spawn(move || {
             let mut n = 0;
-            while stop.load(Ordering::Relaxed) == 0 && n < 20 {
-                // Distinct sizes: every one is a miss on the big source.
-                let w = 3000 + i * 100 + n;
-                let _ = e.get(&format!("/img/big.jpg?w={w}&sharpen=5&fmt=png"));
+            while stop.load(Ordering::Relaxed) == 0 && n < rounds {
+                attack(&e, i, n);
                 n += 1;
             }
         }));
     }
     std::thread::sleep(Duration::from_millis(500));
     let mut worst = Duration::ZERO;
-    for w in 60..70 {
+    for n in 60..70 {
         let started = Instant::now();
-        let r = e.get(&format!("/img/small.jpg?w={w}"));
-        assert_eq!(r.status, 200, "{}", r.text());
+        probe(e, n);
         worst = worst.max(started.elapsed());
-        let started = Instant::now();
-        assert_eq!(e.get("/img/small.jpg?w=50").status, 200);
-        assert!(
-            started.elapsed() < Duration::from_millis(500),
-            "a hit waited"
-        );
     }
     stop.store(1, Ordering::Relaxed);
-    for h in heavy {
-        h.join().unwrap();
+    for t in running {
+        t.join().unwrap();
     }
+    worst
+}
+
+/// With the main lane full of expensive transforms, a cheap request is made on the light
+/// lane and a cache hit is answered, both quickly.
+#[test]
+fn cheap_requests_and_hits_pass_a_full_lane() {
+    let origin = abuse_origin("abuse-fair");
+    let e = two_lane_edge(&origin);
+    assert_eq!(e.get("/img/small.jpg?w=50").status, 200);
+    let worst = slowest_probe_under_attack(
+        &e,
+        4,
+        20,
+        |e, i, n| {
+            // Distinct sizes: every one is a miss on the big source.
+            let w = 3000 + i * 100 + n;
+            let _ = e.get(&format!("/img/big.jpg?w={w}&sharpen=5&fmt=png"));
+        },
+        |e, w| {
+            let r = e.get(&format!("/img/small.jpg?w={w}"));
+            assert_eq!(r.status, 200, "{}", r.text());
+            let started = Instant::now();
+            assert_eq!(e.get("/img/small.jpg?w=50").status, 200);
+            assert!(
+                started.elapsed() < Duration::from_millis(500),
+                "a hit waited"
+            );
+        },
+    );
     assert!(
         worst < Duration::from_secs(3),
         "a cheap miss took {worst:?} behind expensive ones"
@@ -203,43 +232,22 @@ fn costly_encodes_do_not_take_the_light_lane() {
         make_image(1960, 1470, false, ".jpg"),
     )
     .unwrap();
-    let e = Arc::new(Edge::start(
-        &origin,
-        &[
-            ("FLEXPHOTO_EDGE__TRANSFORM__WORKERS", "1"),
-            ("FLEXPHOTO_EDGE__TRANSFORM__QUEUE", "4"),
-            ("FLEXPHOTO_EDGE__TRANSFORM__LIGHT_WORKERS", "1"),
-            ("FLEXPHOTO_EDGE__LIMITS__PER_CLIENT_TRANSFORMS", "0"),
-        ],
-        &[],
-    ));
     assert!(std::fs::metadata(origin.join("mid.jpg")).unwrap().len() < 2 << 20);
-    let stop = Arc::new(AtomicUsize::new(0));
-    let mut costly = Vec::new();
-    for i in 0..3 {
-        let (e, stop) = (Arc::clone(&e), Arc::clone(&stop));
-        costly.push(std::thread::spawn(move || {
-            let mut n = 0;
-            while stop.load(Ordering::Relaxed) == 0 && n < 4 {
-                let w = 1900 + i * 20 + n;
-                let _ = e.get(&format!("/img/mid.jpg?w={w}&fmt=avif&q=90"));
-                let _ = e.get(&format!("/img/anim300.gif?w={}&fmt=webp", 300 + w % 16));
-                n += 1;
-            }
-        }));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let mut worst = Duration::ZERO;
-    for w in 60..70 {
-        let started = Instant::now();
-        let r = e.get(&format!("/img/small.jpg?w={w}&fmt=jpeg"));
-        assert_eq!(r.status, 200, "{}", r.text());
-        worst = worst.max(started.elapsed());
-    }
-    stop.store(1, Ordering::Relaxed);
-    for h in costly {
-        h.join().unwrap();
-    }
+    let e = two_lane_edge(&origin);
+    let worst = slowest_probe_under_attack(
+        &e,
+        3,
+        4,
+        |e, i, n| {
+            let w = 1900 + i * 20 + n;
+            let _ = e.get(&format!("/img/mid.jpg?w={w}&fmt=avif&q=90"));
+            let _ = e.get(&format!("/img/anim300.gif?w={}&fmt=webp", 300 + w % 16));
+        },
+        |e, w| {
+            let r = e.get(&format!("/img/small.jpg?w={w}&fmt=jpeg"));
+            assert_eq!(r.status, 200, "{}", r.text());
+        },
+    );
     // Only the cheap misses ran on the light lane.
     assert_eq!(
         e.metric(
