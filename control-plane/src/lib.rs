@@ -45,6 +45,7 @@ pub mod config;
 pub mod cursor;
 pub mod domain;
 pub mod error;
+pub mod failed_auth;
 pub mod failpoint;
 pub mod filter;
 pub mod http_client;

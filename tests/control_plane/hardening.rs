@@ -300,6 +300,91 @@ async fn floods_large_bodies_and_slow_clients_are_bounded() {
     app.cleanup().await;
 }
 
+/// Guessing credentials is braked per client address before the database is asked: bad
+/// bearers, bad session cookies and failed sign-ins all count, and a key that authenticated
+/// before keeps working.
+#[tokio::test]
+async fn failed_authentications_are_limited_per_client_address() {
+    let app = App::spawn(
+        Options::new(Backend::Sqlite).env("FLEXPHOTO__SERVER__FAILED_AUTH_PER_MINUTE", "10"),
+    )
+    .await;
+    // The admin key authenticates once before the guessing starts; the viewer key is made
+    // but never used.
+    let viewer = app.key("viewer", None).await;
+    let (mut unauthorized, mut limited, mut retry_after) = (0, 0, None);
+    for _ in 0..40 {
+        let guess = format!("fpk_{}", uuid::Uuid::new_v4().simple());
+        let r = app
+            .req(
+                Method::GET,
+                "/v1/jobs/stats",
+                Some(&guess),
+                None,
+                Bytes::new(),
+            )
+            .await;
+        match r.status {
+            401 => unauthorized += 1,
+            429 => {
+                limited += 1;
+                retry_after = r.headers.get("retry-after").cloned();
+                assert_eq!(crate::helpers::json_of(&r)["error"]["code"], "rate_limited");
+            }
+            s => panic!("a guessed key got {s}"),
+        }
+    }
+    // 10 a minute: a token comes back every 6 s, so at most a couple more than 10 get through.
+    assert!(
+        (10..=12).contains(&unauthorized),
+        "{unauthorized} guesses were looked up, {limited} refused"
+    );
+    let wait: u64 = retry_after
+        .expect("a 429 with Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=6).contains(&wait), "Retry-After: {wait}");
+    // A guessed session cookie and a failed sign-in are refused the same way.
+    let url = format!("{}/v1/jobs/stats", app.base);
+    let r = crate::helpers::send(
+        Method::GET,
+        &url,
+        &[("cookie", "fp_admin=0123456789abcdef")],
+        Bytes::new(),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 429);
+    let (s, _) = app
+        .post_json("/admin/api/session", "", &json!({ "key": "fpk_guess" }))
+        .await;
+    assert_eq!(s, 429, "a sign-in with a wrong key");
+    // The key that authenticated before still works from the same address; a key that never
+    // authenticated cannot be told from a guess without the database, so it waits too.
+    assert_eq!(app.get_json("/v1/jobs/stats", ADMIN).await.0, 200);
+    assert_eq!(app.get_json("/v1/jobs/stats", &viewer).await.0, 429);
+    // The refusals are counted.
+    let r = app
+        .req(Method::GET, "/metrics", Some(ADMIN), None, Bytes::new())
+        .await;
+    let text = String::from_utf8_lossy(&r.body);
+    let refused: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("flexphoto_failed_auth_refused_total "))
+        .expect("the refusal counter")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        refused >= limited + 3,
+        "{refused} refusals counted, {limited}+3 seen"
+    );
+    app.cleanup().await;
+}
+
 /// Sends `head` and the first `start` bytes of `body` at once, then the rest a byte a second,
 /// until the server answers; returns how long that took and the answer's first line.
 fn dribble(addr: &str, head: &str, body: &[u8], start: usize) -> (Duration, String) {
