@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{backends, jpeg, App, Backend, Options, ADMIN};
+use crate::helpers::{backends, jpeg, sample, App, Backend, Options, ADMIN};
 
 async fn put_bytes(created: &Value, data: Vec<u8>) -> u16 {
     let url = created["upload"]["url"].as_str().unwrap();
@@ -697,6 +697,162 @@ async fn deletes_leave_nothing_behind() {
         }
         app.cleanup().await;
     }
+}
+
+/// A process job that outlives its lease while its image is deleted: the delete job runs
+/// first (removing what existed then), the stalled job then stores its variants and pinned
+/// original, finds its lease lost and the image gone, and removes them itself.
+#[tokio::test]
+async fn a_stalled_process_job_removes_what_it_stored_for_a_deleted_image() {
+    let app = App::spawn(
+        Options::new(Backend::Sqlite)
+            .env("FLEXPHOTO__QUEUE__WORKERS", "2")
+            .env("FLEXPHOTO_FAILPOINT_PAUSE", "process.before_store=8000"),
+    )
+    .await;
+    let data = jpeg(400, 300, 71);
+    let (s, v) = app
+        .post_json(
+            "/v1/images",
+            ADMIN,
+            &json!({"owner": "lea", "content_type": "image/jpeg", "size": data.len()}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert!(put_bytes(&v, data).await < 300);
+    let (s, c) = app
+        .post_json(&format!("/v1/images/{id}/complete"), ADMIN, &json!({}))
+        .await;
+    assert_eq!(s, 202, "{c}");
+    // The job has analysed the image and stalls before storing anything.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !app
+        .log()
+        .contains("failpoint process.before_store: pausing")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the job never paused:\n{}",
+            app.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = app
+        .req(
+            Method::DELETE,
+            &format!("/v1/images/{id}"),
+            Some(ADMIN),
+            None,
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    // Its lease runs out meanwhile (a frozen worker): expired, and another token on it.
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite:{}",
+        app.data_dir.join("flexphoto.db").display()
+    ))
+    .await
+    .unwrap();
+    let image_id = uuid::Uuid::parse_str(&id).unwrap();
+    let n = sqlx::query(
+        "UPDATE jobs SET lease_token = randomblob(16), lease_until = '2000-01-01T00:00:00+00:00' \
+         WHERE image_id = $1 AND kind = 'process' AND state = 'running'",
+    )
+    .bind(image_id)
+    .execute(&db)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(n, 1, "the stalled job's lease");
+    // The delete job no longer waits for it: the row goes before the stalled job resumes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM images WHERE id = $1")
+            .bind(image_id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the delete job never ran:\n{}",
+            app.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    db.close().await;
+    let lost = r#"flexphoto_jobs_finished_total{kind="process",outcome="lost"}"#;
+    assert_eq!(
+        sample(&app.metrics().await, lost),
+        0.0,
+        "the stalled job ended before the delete (raise the pause)"
+    );
+    // The stalled job resumes, stores its output, loses its lease, and removes what it stored.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sample(&app.metrics().await, lost) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled job never ended:\n{}",
+            app.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let objects = app.data_dir.join("objects");
+    let left: Vec<String> = walk(&objects)
+        .into_iter()
+        .filter(|p| p.contains(&id))
+        .collect();
+    assert!(left.is_empty(), "left behind for a deleted image: {left:?}");
+    // It really stored them after the delete job had run: its variants and pinned original.
+    let log = plain(&app.log());
+    let removed: usize = log
+        .lines()
+        .find(|l| l.contains("its output was removed"))
+        .and_then(|l| l.split("removed=").nth(1))
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no removal logged:\n{log}"));
+    assert!(removed >= 2, "only {removed} objects were removed:\n{log}");
+    app.cleanup().await;
+}
+
+/// `text` without terminal colour codes.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Every file under `dir`, as paths.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .flat_map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p)
+            } else {
+                vec![p.display().to_string()]
+            }
+        })
+        .collect()
 }
 
 fn count_files(dir: &std::path::Path) -> usize {

@@ -560,6 +560,25 @@ impl App {
     }
 }
 
+impl App {
+    /// The process's `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .req(Method::GET, "/metrics", Some(ADMIN), None, Bytes::new())
+            .await;
+        assert_eq!(r.status, 200);
+        String::from_utf8_lossy(&r.body).into_owned()
+    }
+}
+
+/// The value of one sample (`name{labels}` as written) in a Prometheus text page; 0 when
+/// absent.
+pub fn sample(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 impl Drop for App {
     fn drop(&mut self) {
         self.kill9();
