@@ -61,4 +61,7 @@ pub mod routes;
 pub mod search;
 pub mod state;
 pub mod store;
+#[cfg(test)]
+#[path = "../../tests/support/skip.rs"]
+mod test_skip;
 pub mod uploads;

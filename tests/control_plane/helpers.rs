@@ -65,7 +65,7 @@ pub fn backends() -> Vec<Backend> {
     if std::env::var("FLEXPHOTO_TEST_PG_URL").is_ok_and(|u| !u.is_empty()) {
         v.push(Backend::Postgres);
     } else {
-        eprintln!("SKIP postgres: set FLEXPHOTO_TEST_PG_URL=postgres://USER:PASS@127.0.0.1/DB (a role with CREATEDB) to run against Postgres");
+        crate::skip::skip("postgres", "set FLEXPHOTO_TEST_PG_URL=postgres://USER:PASS@127.0.0.1/DB (a role with CREATEDB) to run against Postgres");
     }
     v
 }
@@ -148,7 +148,7 @@ pub fn fixtures() -> Option<PathBuf> {
     if dir.join("manifest.json").is_file() {
         Some(dir)
     } else {
-        eprintln!("SKIP: {} is missing", dir.display());
+        crate::skip::skip("fixtures", &format!("{} is missing", dir.display()));
         None
     }
 }
@@ -243,9 +243,9 @@ pub fn models() -> Option<PathBuf> {
     if dir.join("imagenet_classes.txt").is_file() {
         Some(dir)
     } else {
-        eprintln!(
-            "SKIP search: no models in {} (run scripts/fetch-models)",
-            dir.display()
+        crate::skip::skip(
+            "models",
+            &format!("no models in {} (run scripts/fetch-models)", dir.display()),
         );
         None
     }

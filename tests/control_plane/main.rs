@@ -1,6 +1,8 @@
 //! Integration tests: the real `flexphoto` binary on a random port, against SQLite always,
 //! Postgres when `FLEXPHOTO_TEST_PG_URL` is set, and S3 (s3s-fs) when
-//! `FLEXPHOTO_TEST_S3_ENDPOINT` is set. Each test prints a SKIP line for what it cannot run.
+//! `FLEXPHOTO_TEST_S3_ENDPOINT` is set. Each test prints a SKIPPED line for what it cannot
+//! run, or fails instead when `FLEXPHOTO_REQUIRE_SERVICES` says the service is there
+//! (`scripts/test` does).
 
 mod admin_ui;
 mod catalog;
@@ -11,6 +13,8 @@ mod lifecycle;
 mod qdrant;
 mod scale;
 mod search;
+#[path = "../support/skip.rs"]
+mod skip;
 mod storage_history;
 mod webdriver;
 
@@ -233,7 +237,7 @@ async fn presigned_flow_local_store() {
 #[tokio::test]
 async fn presigned_flow_s3() {
     if helpers::s3_env().is_none() {
-        eprintln!("SKIP s3: set FLEXPHOTO_TEST_S3_ENDPOINT (+ _ACCESS_KEY, _SECRET_KEY, _BUCKET) to an s3s-fs server");
+        skip::skip("s3", "set FLEXPHOTO_TEST_S3_ENDPOINT (+ _ACCESS_KEY, _SECRET_KEY, _BUCKET) to an s3s-fs server to run the S3 flow");
         return;
     }
     helpers::ensure_bucket().await;

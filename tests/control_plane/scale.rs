@@ -74,11 +74,17 @@ async fn search_through(app: &App) -> Vec<(String, String)> {
 async fn three_processes_share_one_database_and_store() {
     let Some(models) = models() else { return };
     if std::env::var("FLEXPHOTO_TEST_PG_URL").is_err() {
-        eprintln!("SKIP: FLEXPHOTO_TEST_PG_URL is not set; the multi-process test needs Postgres");
+        crate::skip::skip(
+            "postgres",
+            "FLEXPHOTO_TEST_PG_URL is not set; the multi-process test needs Postgres",
+        );
         return;
     }
     if s3_env().is_none() {
-        eprintln!("SKIP: FLEXPHOTO_TEST_S3_* is not set; the multi-process test needs S3");
+        crate::skip::skip(
+            "s3",
+            "FLEXPHOTO_TEST_S3_* is not set; the multi-process test needs S3",
+        );
         return;
     }
     ensure_bucket().await;
