@@ -577,6 +577,139 @@ async fn presigned_uploads_cannot_be_swapped() {
     }
 }
 
+/// The same on an S3 store, which (unlike the local store) accepts a second PUT through the
+/// presigned URL: a swap before processing fails the job, naming the change, and a re-PUT
+/// after the image is ready changes neither the pinned original, nor its variants, nor what
+/// the edge renders from it.
+#[tokio::test]
+async fn presigned_uploads_cannot_be_swapped_on_s3() {
+    if crate::helpers::s3_env().is_none() {
+        crate::skip::skip(
+            "s3",
+            "FLEXPHOTO_TEST_S3_* is not set; the S3 swap test did not run",
+        );
+        return;
+    }
+    crate::helpers::ensure_bucket().await;
+    let s3 = crate::helpers::s3_client().unwrap();
+    let bucket = crate::helpers::s3_env().unwrap()["FLEXPHOTO__STORAGE__S3__BUCKET"].clone();
+    let object = |key: String| {
+        let (s3, bucket) = (s3.clone(), bucket.clone());
+        async move {
+            let o = s3.get_object().bucket(bucket).key(&key).send().await;
+            let o = o.unwrap_or_else(|e| panic!("{key}: {e:?}"));
+            o.body.collect().await.unwrap().into_bytes().to_vec()
+        }
+    };
+    let mut opts = Options::new(Backend::Sqlite).env("FLEXPHOTO__QUEUE__WORKERS", "0");
+    opts.s3 = true;
+    opts.up = true;
+    let mut app = App::spawn(opts).await;
+    async fn presign(app: &App, len: usize, owner: &str) -> Value {
+        let body = json!({"owner": owner, "content_type": "image/jpeg", "size": len});
+        let (s, v) = app.post_json("/v1/images", ADMIN, &body).await;
+        assert_eq!(s, 201, "{v}");
+        v
+    }
+    let a = jpeg(200, 150, 81);
+    let v = presign(&app, a.len(), "sam").await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert!(put_bytes(&v, a.clone()).await < 300);
+    let (s, c) = app
+        .post_json(&format!("/v1/images/{id}/complete"), ADMIN, &json!({}))
+        .await;
+    assert_eq!(s, 202, "{c}");
+    // Same length, other bytes, through the same URL: S3 takes it.
+    let mut swapped = a.clone();
+    let mid = swapped.len() / 2;
+    for b in &mut swapped[mid..mid + 32] {
+        *b ^= 0x5A;
+    }
+    assert!(
+        put_bytes(&v, swapped).await < 300,
+        "S3 accepts a second PUT"
+    );
+    app.stop();
+    app.env
+        .insert("FLEXPHOTO__QUEUE__WORKERS".into(), "1".into());
+    app.start();
+    let img = app.wait_done(&id, Duration::from_secs(60)).await;
+    assert_eq!(img["status"], "failed", "{img}");
+    assert!(
+        img["error"].as_str().unwrap_or("").contains("changed"),
+        "the error must say the bytes changed: {img}"
+    );
+
+    // A processed image, then its URL used again.
+    let c2 = jpeg(320, 240, 82);
+    let v = presign(&app, c2.len(), "sam").await;
+    let id2 = v["id"].as_str().unwrap().to_owned();
+    assert!(put_bytes(&v, c2.clone()).await < 300);
+    let (s, _) = app
+        .post_json(&format!("/v1/images/{id2}/complete"), ADMIN, &json!({}))
+        .await;
+    assert_eq!(s, 202);
+    let ready = app.wait_done(&id2, Duration::from_secs(60)).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["sha256"], hex_sha(&c2));
+    let original = ready["keys"]["original"].as_str().unwrap().to_owned();
+    assert!(!original.starts_with("uploads/"), "{ready}");
+    let variants: Vec<String> = ready["keys"]["variants"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    let mut before = Vec::new();
+    for k in &variants {
+        before.push(object(k.clone()).await);
+    }
+    let mut other = c2.clone();
+    let mid = other.len() / 2;
+    for b in &mut other[mid..mid + 64] {
+        *b ^= 0x5A;
+    }
+    assert!(put_bytes(&v, other).await < 300, "S3 accepts the re-PUT");
+    // The pinned original and every variant are the processed bytes still.
+    assert_eq!(hex_sha(&object(original.clone()).await), ready["sha256"]);
+    for (k, b) in variants.iter().zip(&before) {
+        assert!(object(k.clone()).await == *b, "variant {k} changed");
+    }
+    // What the edge renders now from the original is what it renders from the same bytes
+    // uploaded afresh (another owner, so not a duplicate).
+    let v = presign(&app, c2.len(), "ref").await;
+    let id3 = v["id"].as_str().unwrap().to_owned();
+    assert!(put_bytes(&v, c2.clone()).await < 300);
+    let (s, _) = app
+        .post_json(&format!("/v1/images/{id3}/complete"), ADMIN, &json!({}))
+        .await;
+    assert_eq!(s, 202);
+    assert_eq!(
+        app.wait_done(&id3, Duration::from_secs(60)).await["status"],
+        "ready"
+    );
+    let mut rendered = Vec::new();
+    for id in [&id2, &id3] {
+        let (s, u) = app
+            .get_json(&format!("/v1/images/{id}/url?w=77&fmt=png"), ADMIN)
+            .await;
+        assert_eq!(s, 200, "{u}");
+        let r = app
+            .req(
+                Method::GET,
+                u["url"].as_str().unwrap(),
+                None,
+                None,
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        rendered.push(hex_sha(&r.body));
+    }
+    assert_eq!(rendered[0], rendered[1], "the edge renders other bytes");
+    app.cleanup().await;
+}
+
 fn hex_sha(data: &[u8]) -> Value {
     Value::String(flexphoto_media::fingerprint::sha256_hex(data))
 }
