@@ -7,6 +7,7 @@
 mod admin_ui;
 mod catalog;
 mod faults;
+mod fleet;
 mod hardening;
 mod helpers;
 mod lifecycle;
