@@ -303,6 +303,35 @@ async fn webhook_completes(app: &App) {
         .post_json("/v1/webhooks/s3", WEBHOOK_SECRET, &json!({ "nope": 1 }))
         .await;
     assert_eq!(s, 400, "{e}");
+    // Bounded: at most 100 records, at most 1 MiB, both refused with 413 before any work.
+    let record = event["Records"][0].clone();
+    let many = json!({ "Records": vec![record.clone(); 101] });
+    let (s, e) = app
+        .post_json("/v1/webhooks/s3", WEBHOOK_SECRET, &many)
+        .await;
+    assert_eq!(s, 413, "101 records: {e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap_or("").contains("100"),
+        "{e}"
+    );
+    let (s, r) = app
+        .post_json(
+            "/v1/webhooks/s3",
+            WEBHOOK_SECRET,
+            &json!({ "Records": vec![record.clone(); 100] }),
+        )
+        .await;
+    assert_eq!(s, 200, "100 records are allowed: {r}");
+    let mut big = record;
+    big["padding"] = Value::String("x".repeat((1 << 20) + 1));
+    let (s, e) = app
+        .post_json(
+            "/v1/webhooks/s3",
+            WEBHOOK_SECRET,
+            &json!({ "Records": [big] }),
+        )
+        .await;
+    assert_eq!(s, 413, "a body over 1 MiB: {e}");
     let (s, _) = app
         .req(
             Method::POST,
