@@ -10,13 +10,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::failed_auth::PeerAddr;
 use crate::state::AppState;
 
 /// Why the service stopped with an error.
@@ -181,7 +182,7 @@ async fn accept_loop(
             a = listener.accept() => a,
             _ = async { let _ = shutdown.wait_for(|v| *v).await; } => break,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of descriptors and the like: back off instead of spinning.
@@ -191,7 +192,13 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let svc = TowerToHyperService::new(app.clone());
+        // Every request carries its TCP peer, for the failed-authentication brake.
+        let peer = PeerAddr(peer.ip());
+        let router = app.clone();
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(peer);
+            tower_service::Service::call(&mut router.clone(), req)
+        });
         let mut stop = shutdown.clone();
         conns.spawn(async move {
             let conn = http1::Builder::new()

@@ -12,6 +12,7 @@ use flexphoto_media::fingerprint::sha256_hex;
 use crate::domain::Owner;
 pub use crate::domain::Role;
 use crate::error::ApiError;
+use crate::failed_auth::PeerAddr;
 use crate::state::AppState;
 use crate::store::Db;
 use crate::store::StoreError;
@@ -72,9 +73,9 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        let row = state
-            .db
-            .find_api_key(&sha256_hex(key.as_bytes()))
+        let hash = sha256_hex(key.as_bytes());
+        let peer = Peer::of(parts).0;
+        let row = look_up_credential(state, peer, &hash, state.db.find_api_key(&hash))
             .await?
             .ok_or(ApiError::Unauthorized)?;
         state.rate_limits.check(row.id)?;
@@ -85,6 +86,47 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             key_id: row.id,
         })
     }
+}
+
+/// The client address of a request, when the server put one on it (see
+/// [`crate::failed_auth`]); never rejects.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub Option<PeerAddr>);
+
+impl Peer {
+    /// The address on `parts`.
+    pub fn of(parts: &Parts) -> Self {
+        Peer(parts.extensions.get::<PeerAddr>().copied())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer::of(parts))
+    }
+}
+
+/// Looks a credential up (an API key or a session, by the SHA-256 `hash` of its secret)
+/// under the failed-authentication brake: a client network past its failures gets 429
+/// before `lookup` runs, a miss counts as a failure, a hit as a known credential.
+pub async fn look_up_credential<T>(
+    state: &AppState,
+    peer: Option<PeerAddr>,
+    hash: &str,
+    lookup: impl std::future::Future<Output = Result<Option<T>, StoreError>>,
+) -> Result<Option<T>, ApiError> {
+    if let Err(wait) = state.failed_auth.admit(peer, hash) {
+        state.metrics.failed_auth_refused.inc();
+        return Err(ApiError::AuthThrottled(wait.as_secs().max(1)));
+    }
+    let found = lookup.await?;
+    match &found {
+        Some(_) => state.failed_auth.verified(hash),
+        None => state.failed_auth.failed(peer, Some(hash)),
+    }
+    Ok(found)
 }
 
 /// A new random key secret (256 bits, hex, prefixed `fpk_`).

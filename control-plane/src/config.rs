@@ -83,6 +83,9 @@ pub struct RawServer {
     pub max_json_bytes: u64,
     /// Requests a second one API key may make (bursts of twice that); 0: no limit.
     pub rate_per_key: u32,
+    /// Failed authentications a minute one client network (an IPv4 address, an IPv6 /64)
+    /// may make before its credentials are refused unread (429); 0: no limit.
+    pub failed_auth_per_minute: u32,
     /// Seconds a client has to send a request's headers, and the longest a kept-alive
     /// connection may sit idle.
     pub header_timeout_secs: u64,
@@ -103,6 +106,7 @@ impl Default for RawServer {
             data_dir: "./flexphoto-data".into(),
             max_json_bytes: 1 << 20,
             rate_per_key: 100,
+            failed_auth_per_minute: 30,
             header_timeout_secs: 15,
             request_timeout_secs: 60,
             upload_idle_timeout_secs: 30,
@@ -701,6 +705,8 @@ pub struct Config {
     pub max_json_bytes: usize,
     /// Requests a second per API key (0: no limit).
     pub rate_per_key: u32,
+    /// Failed authentications a minute per client network (0: no limit).
+    pub failed_auth_per_minute: u32,
     /// Header read (and keep-alive idle) timeout.
     pub header_timeout: Duration,
     /// Whole-request timeout outside uploads.
@@ -1146,6 +1152,7 @@ impl RawConfig {
             max_json_bytes: usize::try_from(self.server.max_json_bytes)
                 .map_err(|_| invalid("server.max_json_bytes", "too large"))?,
             rate_per_key: self.server.rate_per_key,
+            failed_auth_per_minute: self.server.failed_auth_per_minute,
             header_timeout: Duration::from_secs(self.server.header_timeout_secs),
             request_timeout: Duration::from_secs(self.server.request_timeout_secs),
             upload_idle_timeout: Duration::from_secs(self.server.upload_idle_timeout_secs),

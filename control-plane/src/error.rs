@@ -62,6 +62,10 @@ pub enum ApiError {
     /// Too many requests from this key (429 with `Retry-After`).
     #[error("{0}")]
     RateLimited(String),
+    /// Too many failed authentications from this client's network (429 with `Retry-After`
+    /// of this many seconds).
+    #[error("too many failed authentications from this address; retry in {0} s")]
+    AuthThrottled(u64),
     /// Storage is out of space (507); retrying later may work.
     #[error("{0}")]
     InsufficientStorage(String),
@@ -107,7 +111,9 @@ impl ApiError {
             }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
-            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::RateLimited(_) | ApiError::AuthThrottled(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             ApiError::Stale { .. } => (StatusCode::CONFLICT, "stale_version"),
@@ -143,7 +149,10 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (status, Json(body)).into_response();
-        if matches!(
+        if let ApiError::AuthThrottled(secs) = self {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        } else if matches!(
             self,
             ApiError::Busy(_)
                 | ApiError::RateLimited(_)

@@ -45,6 +45,7 @@ pub mod config;
 pub mod cursor;
 pub mod domain;
 pub mod error;
+pub mod failed_auth;
 pub mod failpoint;
 pub mod filter;
 pub mod http_client;
@@ -61,4 +62,7 @@ pub mod routes;
 pub mod search;
 pub mod state;
 pub mod store;
+#[cfg(test)]
+#[path = "../../tests/support/skip.rs"]
+mod test_skip;
 pub mod uploads;

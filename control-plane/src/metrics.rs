@@ -3,8 +3,8 @@
 //! stage by stage, and the queue's depth read from the database at scrape time.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::ingest::StageTimings;
@@ -52,6 +52,8 @@ pub struct Metrics {
     pub storage_bytes: IntGaugeVec,
     /// Stored objects by tier and kind, read at scrape time.
     pub storage_objects: IntGaugeVec,
+    /// Requests refused unread because their network made too many failed authentications.
+    pub failed_auth_refused: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -79,6 +81,10 @@ impl Metrics {
             requests: IntCounterVec::new(
                 Opts::new("flexphoto_api_requests_total", "API responses"),
                 &["route", "method", "status"],
+            )?,
+            failed_auth_refused: IntCounter::new(
+                "flexphoto_failed_auth_refused_total",
+                "Requests refused (429) because their network failed to authenticate too often",
             )?,
             request_seconds: hist(
                 "flexphoto_api_request_seconds",
@@ -180,6 +186,8 @@ impl Metrics {
         };
         m.registry.register(Box::new(m.requests.clone()))?;
         m.registry.register(Box::new(m.request_seconds.clone()))?;
+        m.registry
+            .register(Box::new(m.failed_auth_refused.clone()))?;
         m.registry.register(Box::new(m.jobs.clone()))?;
         m.registry.register(Box::new(m.job_seconds.clone()))?;
         m.registry.register(Box::new(m.stage_seconds.clone()))?;

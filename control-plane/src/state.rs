@@ -37,6 +37,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Per-key request budgets.
     pub rate_limits: crate::rate_limit::RateLimits,
+    /// Failed authentications by client network (`server.failed_auth_per_minute`).
+    pub failed_auth: crate::failed_auth::FailedAuthLimiter,
     /// This process, as the others see it.
     pub instance: Instance,
     /// Ownership of the embedded vector index, when this process has one.
@@ -137,6 +139,7 @@ impl AppState {
         let http = crate::http_client::client()
             .map_err(|e| StateError::Config(format!("HTTP client: {e}")))?;
         let rate_per_key = cfg.rate_per_key;
+        let failed_auth_per_minute = cfg.failed_auth_per_minute;
         Ok(Arc::new(Self {
             edge_signer: Signer::new(cfg.edge_signing_keys.clone()),
             cfg,
@@ -148,6 +151,7 @@ impl AppState {
             metrics,
             http,
             rate_limits: crate::rate_limit::RateLimits::new(rate_per_key),
+            failed_auth: crate::failed_auth::FailedAuthLimiter::new(failed_auth_per_minute),
             instance,
             index_owner,
             clock,

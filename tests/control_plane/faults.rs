@@ -1,6 +1,7 @@
 //! Fault injection against real components: the database restarting while jobs run, and the
 //! object store's disk filling up. Each test needs privileges it may not have (running its
-//! own PostgreSQL cluster, mounting a tmpfs) and prints SKIPPED when it cannot run.
+//! own PostgreSQL cluster, mounting a tmpfs) and prints SKIPPED when it cannot run (or
+//! fails, when `FLEXPHOTO_REQUIRE_SERVICES` lists the service).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -44,8 +45,9 @@ fn postgres_bindir() -> Option<PathBuf> {
 impl PrivatePostgres {
     fn start() -> Option<Self> {
         let Some(bin) = postgres_bindir() else {
-            eprintln!(
-                "SKIPPED: no PostgreSQL server binaries (initdb); the restart test did not run"
+            crate::skip::skip(
+                "postgres",
+                "no PostgreSQL server binaries (initdb); the restart test did not run",
             );
             return None;
         };
@@ -59,7 +61,10 @@ impl PrivatePostgres {
                 .status()
                 .is_ok_and(|s| s.success());
             if !ok {
-                eprintln!("SKIPPED: cannot hand {} to {user}", data.display());
+                crate::skip::skip(
+                    "postgres",
+                    &format!("cannot hand {} to {user}", data.display()),
+                );
                 return None;
             }
         }
@@ -79,11 +84,11 @@ impl PrivatePostgres {
             "initdb",
             &["-D", &d, "-A", "trust", "-U", "postgres", "--no-sync"],
         ) {
-            eprintln!("SKIPPED: initdb failed; the restart test did not run");
+            crate::skip::skip("postgres", "initdb failed; the restart test did not run");
             return None;
         }
         if !pg.up() {
-            eprintln!("SKIPPED: the private PostgreSQL did not start");
+            crate::skip::skip("postgres", "the private PostgreSQL did not start");
             return None;
         }
         Some(pg)
@@ -219,7 +224,10 @@ impl TinyDisk {
                 .is_ok_and(|s| s.success());
         if !ok {
             let _ = std::fs::remove_dir(&dir);
-            eprintln!("SKIPPED: cannot mount a tmpfs (needs root); the disk-full test did not run");
+            crate::skip::skip(
+                "tmpfs",
+                "cannot mount a tmpfs (needs root); the disk-full test did not run",
+            );
             return None;
         }
         Some(TinyDisk(dir))

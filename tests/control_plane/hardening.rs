@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{backends, jpeg, App, Backend, Options, ADMIN};
+use crate::helpers::{backends, jpeg, sample, App, Backend, Options, ADMIN};
 
 async fn put_bytes(created: &Value, data: Vec<u8>) -> u16 {
     let url = created["upload"]["url"].as_str().unwrap();
@@ -300,6 +300,91 @@ async fn floods_large_bodies_and_slow_clients_are_bounded() {
     app.cleanup().await;
 }
 
+/// Guessing credentials is braked per client address before the database is asked: bad
+/// bearers, bad session cookies and failed sign-ins all count, and a key that authenticated
+/// before keeps working.
+#[tokio::test]
+async fn failed_authentications_are_limited_per_client_address() {
+    let app = App::spawn(
+        Options::new(Backend::Sqlite).env("FLEXPHOTO__SERVER__FAILED_AUTH_PER_MINUTE", "10"),
+    )
+    .await;
+    // The admin key authenticates once before the guessing starts; the viewer key is made
+    // but never used.
+    let viewer = app.key("viewer", None).await;
+    let (mut unauthorized, mut limited, mut retry_after) = (0, 0, None);
+    for _ in 0..40 {
+        let guess = format!("fpk_{}", uuid::Uuid::new_v4().simple());
+        let r = app
+            .req(
+                Method::GET,
+                "/v1/jobs/stats",
+                Some(&guess),
+                None,
+                Bytes::new(),
+            )
+            .await;
+        match r.status {
+            401 => unauthorized += 1,
+            429 => {
+                limited += 1;
+                retry_after = r.headers.get("retry-after").cloned();
+                assert_eq!(crate::helpers::json_of(&r)["error"]["code"], "rate_limited");
+            }
+            s => panic!("a guessed key got {s}"),
+        }
+    }
+    // 10 a minute: a token comes back every 6 s, so at most a couple more than 10 get through.
+    assert!(
+        (10..=12).contains(&unauthorized),
+        "{unauthorized} guesses were looked up, {limited} refused"
+    );
+    let wait: u64 = retry_after
+        .expect("a 429 with Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=6).contains(&wait), "Retry-After: {wait}");
+    // A guessed session cookie and a failed sign-in are refused the same way.
+    let url = format!("{}/v1/jobs/stats", app.base);
+    let r = crate::helpers::send(
+        Method::GET,
+        &url,
+        &[("cookie", "fp_admin=0123456789abcdef")],
+        Bytes::new(),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 429);
+    let (s, _) = app
+        .post_json("/admin/api/session", "", &json!({ "key": "fpk_guess" }))
+        .await;
+    assert_eq!(s, 429, "a sign-in with a wrong key");
+    // The key that authenticated before still works from the same address; a key that never
+    // authenticated cannot be told from a guess without the database, so it waits too.
+    assert_eq!(app.get_json("/v1/jobs/stats", ADMIN).await.0, 200);
+    assert_eq!(app.get_json("/v1/jobs/stats", &viewer).await.0, 429);
+    // The refusals are counted.
+    let r = app
+        .req(Method::GET, "/metrics", Some(ADMIN), None, Bytes::new())
+        .await;
+    let text = String::from_utf8_lossy(&r.body);
+    let refused: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("flexphoto_failed_auth_refused_total "))
+        .expect("the refusal counter")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        refused >= limited + 3,
+        "{refused} refusals counted, {limited}+3 seen"
+    );
+    app.cleanup().await;
+}
+
 /// Sends `head` and the first `start` bytes of `body` at once, then the rest a byte a second,
 /// until the server answers; returns how long that took and the answer's first line.
 fn dribble(addr: &str, head: &str, body: &[u8], start: usize) -> (Duration, String) {
@@ -492,6 +577,139 @@ async fn presigned_uploads_cannot_be_swapped() {
     }
 }
 
+/// The same on an S3 store, which (unlike the local store) accepts a second PUT through the
+/// presigned URL: a swap before processing fails the job, naming the change, and a re-PUT
+/// after the image is ready changes neither the pinned original, nor its variants, nor what
+/// the edge renders from it.
+#[tokio::test]
+async fn presigned_uploads_cannot_be_swapped_on_s3() {
+    if crate::helpers::s3_env().is_none() {
+        crate::skip::skip(
+            "s3",
+            "FLEXPHOTO_TEST_S3_* is not set; the S3 swap test did not run",
+        );
+        return;
+    }
+    crate::helpers::ensure_bucket().await;
+    let s3 = crate::helpers::s3_client().unwrap();
+    let bucket = crate::helpers::s3_env().unwrap()["FLEXPHOTO__STORAGE__S3__BUCKET"].clone();
+    let object = |key: String| {
+        let (s3, bucket) = (s3.clone(), bucket.clone());
+        async move {
+            let o = s3.get_object().bucket(bucket).key(&key).send().await;
+            let o = o.unwrap_or_else(|e| panic!("{key}: {e:?}"));
+            o.body.collect().await.unwrap().into_bytes().to_vec()
+        }
+    };
+    let mut opts = Options::new(Backend::Sqlite).env("FLEXPHOTO__QUEUE__WORKERS", "0");
+    opts.s3 = true;
+    opts.up = true;
+    let mut app = App::spawn(opts).await;
+    async fn presign(app: &App, len: usize, owner: &str) -> Value {
+        let body = json!({"owner": owner, "content_type": "image/jpeg", "size": len});
+        let (s, v) = app.post_json("/v1/images", ADMIN, &body).await;
+        assert_eq!(s, 201, "{v}");
+        v
+    }
+    let a = jpeg(200, 150, 81);
+    let v = presign(&app, a.len(), "sam").await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert!(put_bytes(&v, a.clone()).await < 300);
+    let (s, c) = app
+        .post_json(&format!("/v1/images/{id}/complete"), ADMIN, &json!({}))
+        .await;
+    assert_eq!(s, 202, "{c}");
+    // Same length, other bytes, through the same URL: S3 takes it.
+    let mut swapped = a.clone();
+    let mid = swapped.len() / 2;
+    for b in &mut swapped[mid..mid + 32] {
+        *b ^= 0x5A;
+    }
+    assert!(
+        put_bytes(&v, swapped).await < 300,
+        "S3 accepts a second PUT"
+    );
+    app.stop();
+    app.env
+        .insert("FLEXPHOTO__QUEUE__WORKERS".into(), "1".into());
+    app.start();
+    let img = app.wait_done(&id, Duration::from_secs(60)).await;
+    assert_eq!(img["status"], "failed", "{img}");
+    assert!(
+        img["error"].as_str().unwrap_or("").contains("changed"),
+        "the error must say the bytes changed: {img}"
+    );
+
+    // A processed image, then its URL used again.
+    let c2 = jpeg(320, 240, 82);
+    let v = presign(&app, c2.len(), "sam").await;
+    let id2 = v["id"].as_str().unwrap().to_owned();
+    assert!(put_bytes(&v, c2.clone()).await < 300);
+    let (s, _) = app
+        .post_json(&format!("/v1/images/{id2}/complete"), ADMIN, &json!({}))
+        .await;
+    assert_eq!(s, 202);
+    let ready = app.wait_done(&id2, Duration::from_secs(60)).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["sha256"], hex_sha(&c2));
+    let original = ready["keys"]["original"].as_str().unwrap().to_owned();
+    assert!(!original.starts_with("uploads/"), "{ready}");
+    let variants: Vec<String> = ready["keys"]["variants"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    let mut before = Vec::new();
+    for k in &variants {
+        before.push(object(k.clone()).await);
+    }
+    let mut other = c2.clone();
+    let mid = other.len() / 2;
+    for b in &mut other[mid..mid + 64] {
+        *b ^= 0x5A;
+    }
+    assert!(put_bytes(&v, other).await < 300, "S3 accepts the re-PUT");
+    // The pinned original and every variant are the processed bytes still.
+    assert_eq!(hex_sha(&object(original.clone()).await), ready["sha256"]);
+    for (k, b) in variants.iter().zip(&before) {
+        assert!(object(k.clone()).await == *b, "variant {k} changed");
+    }
+    // What the edge renders now from the original is what it renders from the same bytes
+    // uploaded afresh (another owner, so not a duplicate).
+    let v = presign(&app, c2.len(), "ref").await;
+    let id3 = v["id"].as_str().unwrap().to_owned();
+    assert!(put_bytes(&v, c2.clone()).await < 300);
+    let (s, _) = app
+        .post_json(&format!("/v1/images/{id3}/complete"), ADMIN, &json!({}))
+        .await;
+    assert_eq!(s, 202);
+    assert_eq!(
+        app.wait_done(&id3, Duration::from_secs(60)).await["status"],
+        "ready"
+    );
+    let mut rendered = Vec::new();
+    for id in [&id2, &id3] {
+        let (s, u) = app
+            .get_json(&format!("/v1/images/{id}/url?w=77&fmt=png"), ADMIN)
+            .await;
+        assert_eq!(s, 200, "{u}");
+        let r = app
+            .req(
+                Method::GET,
+                u["url"].as_str().unwrap(),
+                None,
+                None,
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        rendered.push(hex_sha(&r.body));
+    }
+    assert_eq!(rendered[0], rendered[1], "the edge renders other bytes");
+    app.cleanup().await;
+}
+
 fn hex_sha(data: &[u8]) -> Value {
     Value::String(flexphoto_media::fingerprint::sha256_hex(data))
 }
@@ -612,6 +830,162 @@ async fn deletes_leave_nothing_behind() {
         }
         app.cleanup().await;
     }
+}
+
+/// A process job that outlives its lease while its image is deleted: the delete job runs
+/// first (removing what existed then), the stalled job then stores its variants and pinned
+/// original, finds its lease lost and the image gone, and removes them itself.
+#[tokio::test]
+async fn a_stalled_process_job_removes_what_it_stored_for_a_deleted_image() {
+    let app = App::spawn(
+        Options::new(Backend::Sqlite)
+            .env("FLEXPHOTO__QUEUE__WORKERS", "2")
+            .env("FLEXPHOTO_FAILPOINT_PAUSE", "process.before_store=8000"),
+    )
+    .await;
+    let data = jpeg(400, 300, 71);
+    let (s, v) = app
+        .post_json(
+            "/v1/images",
+            ADMIN,
+            &json!({"owner": "lea", "content_type": "image/jpeg", "size": data.len()}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert!(put_bytes(&v, data).await < 300);
+    let (s, c) = app
+        .post_json(&format!("/v1/images/{id}/complete"), ADMIN, &json!({}))
+        .await;
+    assert_eq!(s, 202, "{c}");
+    // The job has analysed the image and stalls before storing anything.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !app
+        .log()
+        .contains("failpoint process.before_store: pausing")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the job never paused:\n{}",
+            app.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = app
+        .req(
+            Method::DELETE,
+            &format!("/v1/images/{id}"),
+            Some(ADMIN),
+            None,
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    // Its lease runs out meanwhile (a frozen worker): expired, and another token on it.
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite:{}",
+        app.data_dir.join("flexphoto.db").display()
+    ))
+    .await
+    .unwrap();
+    let image_id = uuid::Uuid::parse_str(&id).unwrap();
+    let n = sqlx::query(
+        "UPDATE jobs SET lease_token = randomblob(16), lease_until = '2000-01-01T00:00:00+00:00' \
+         WHERE image_id = $1 AND kind = 'process' AND state = 'running'",
+    )
+    .bind(image_id)
+    .execute(&db)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(n, 1, "the stalled job's lease");
+    // The delete job no longer waits for it: the row goes before the stalled job resumes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM images WHERE id = $1")
+            .bind(image_id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the delete job never ran:\n{}",
+            app.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    db.close().await;
+    let lost = r#"flexphoto_jobs_finished_total{kind="process",outcome="lost"}"#;
+    assert_eq!(
+        sample(&app.metrics().await, lost),
+        0.0,
+        "the stalled job ended before the delete (raise the pause)"
+    );
+    // The stalled job resumes, stores its output, loses its lease, and removes what it stored.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sample(&app.metrics().await, lost) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled job never ended:\n{}",
+            app.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let objects = app.data_dir.join("objects");
+    let left: Vec<String> = walk(&objects)
+        .into_iter()
+        .filter(|p| p.contains(&id))
+        .collect();
+    assert!(left.is_empty(), "left behind for a deleted image: {left:?}");
+    // It really stored them after the delete job had run: its variants and pinned original.
+    let log = plain(&app.log());
+    let removed: usize = log
+        .lines()
+        .find(|l| l.contains("its output was removed"))
+        .and_then(|l| l.split("removed=").nth(1))
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no removal logged:\n{log}"));
+    assert!(removed >= 2, "only {removed} objects were removed:\n{log}");
+    app.cleanup().await;
+}
+
+/// `text` without terminal colour codes.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Every file under `dir`, as paths.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .flat_map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p)
+            } else {
+                vec![p.display().to_string()]
+            }
+        })
+        .collect()
 }
 
 fn count_files(dir: &std::path::Path) -> usize {

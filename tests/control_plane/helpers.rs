@@ -65,7 +65,7 @@ pub fn backends() -> Vec<Backend> {
     if std::env::var("FLEXPHOTO_TEST_PG_URL").is_ok_and(|u| !u.is_empty()) {
         v.push(Backend::Postgres);
     } else {
-        eprintln!("SKIP postgres: set FLEXPHOTO_TEST_PG_URL=postgres://USER:PASS@127.0.0.1/DB (a role with CREATEDB) to run against Postgres");
+        crate::skip::skip("postgres", "set FLEXPHOTO_TEST_PG_URL=postgres://USER:PASS@127.0.0.1/DB (a role with CREATEDB) to run against Postgres");
     }
     v
 }
@@ -148,7 +148,7 @@ pub fn fixtures() -> Option<PathBuf> {
     if dir.join("manifest.json").is_file() {
         Some(dir)
     } else {
-        eprintln!("SKIP: {} is missing", dir.display());
+        crate::skip::skip("fixtures", &format!("{} is missing", dir.display()));
         None
     }
 }
@@ -243,9 +243,9 @@ pub fn models() -> Option<PathBuf> {
     if dir.join("imagenet_classes.txt").is_file() {
         Some(dir)
     } else {
-        eprintln!(
-            "SKIP search: no models in {} (run scripts/fetch-models)",
-            dir.display()
+        crate::skip::skip(
+            "models",
+            &format!("no models in {} (run scripts/fetch-models)", dir.display()),
         );
         None
     }
@@ -558,6 +558,25 @@ impl App {
         assert_eq!(s, 201, "{v}");
         v["key"].as_str().unwrap().to_owned()
     }
+}
+
+impl App {
+    /// The process's `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .req(Method::GET, "/metrics", Some(ADMIN), None, Bytes::new())
+            .await;
+        assert_eq!(r.status, 200);
+        String::from_utf8_lossy(&r.body).into_owned()
+    }
+}
+
+/// The value of one sample (`name{labels}` as written) in a Prometheus text page; 0 when
+/// absent.
+pub fn sample(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 impl Drop for App {

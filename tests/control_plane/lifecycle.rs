@@ -164,7 +164,10 @@ async fn the_edge_reports_traffic_that_filters_and_documents_show() {
 #[tokio::test]
 async fn tiering_between_two_buckets_survives_aborts_at_every_step() {
     let Some(s3) = s3_env() else {
-        eprintln!("SKIP: FLEXPHOTO_TEST_S3_* is not set; the tiering test needs S3");
+        crate::skip::skip(
+            "s3",
+            "FLEXPHOTO_TEST_S3_* is not set; the tiering test needs S3",
+        );
         return;
     };
     ensure_bucket().await;

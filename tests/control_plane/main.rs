@@ -1,10 +1,13 @@
 //! Integration tests: the real `flexphoto` binary on a random port, against SQLite always,
 //! Postgres when `FLEXPHOTO_TEST_PG_URL` is set, and S3 (s3s-fs) when
-//! `FLEXPHOTO_TEST_S3_ENDPOINT` is set. Each test prints a SKIP line for what it cannot run.
+//! `FLEXPHOTO_TEST_S3_ENDPOINT` is set. Each test prints a SKIPPED line for what it cannot
+//! run, or fails instead when `FLEXPHOTO_REQUIRE_SERVICES` says the service is there
+//! (`scripts/test` does).
 
 mod admin_ui;
 mod catalog;
 mod faults;
+mod fleet;
 mod hardening;
 mod helpers;
 mod lifecycle;
@@ -13,6 +16,8 @@ mod privacy;
 mod qdrant;
 mod scale;
 mod search;
+#[path = "../support/skip.rs"]
+mod skip;
 mod storage_history;
 mod webdriver;
 
@@ -235,7 +240,7 @@ async fn presigned_flow_local_store() {
 #[tokio::test]
 async fn presigned_flow_s3() {
     if helpers::s3_env().is_none() {
-        eprintln!("SKIP s3: set FLEXPHOTO_TEST_S3_ENDPOINT (+ _ACCESS_KEY, _SECRET_KEY, _BUCKET) to an s3s-fs server");
+        skip::skip("s3", "set FLEXPHOTO_TEST_S3_ENDPOINT (+ _ACCESS_KEY, _SECRET_KEY, _BUCKET) to an s3s-fs server to run the S3 flow");
         return;
     }
     helpers::ensure_bucket().await;
@@ -300,6 +305,35 @@ async fn webhook_completes(app: &App) {
         .post_json("/v1/webhooks/s3", WEBHOOK_SECRET, &json!({ "nope": 1 }))
         .await;
     assert_eq!(s, 400, "{e}");
+    // Bounded: at most 100 records, at most 1 MiB, both refused with 413 before any work.
+    let record = event["Records"][0].clone();
+    let many = json!({ "Records": vec![record.clone(); 101] });
+    let (s, e) = app
+        .post_json("/v1/webhooks/s3", WEBHOOK_SECRET, &many)
+        .await;
+    assert_eq!(s, 413, "101 records: {e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap_or("").contains("100"),
+        "{e}"
+    );
+    let (s, r) = app
+        .post_json(
+            "/v1/webhooks/s3",
+            WEBHOOK_SECRET,
+            &json!({ "Records": vec![record.clone(); 100] }),
+        )
+        .await;
+    assert_eq!(s, 200, "100 records are allowed: {r}");
+    let mut big = record;
+    big["padding"] = Value::String("x".repeat((1 << 20) + 1));
+    let (s, e) = app
+        .post_json(
+            "/v1/webhooks/s3",
+            WEBHOOK_SECRET,
+            &json!({ "Records": [big] }),
+        )
+        .await;
+    assert_eq!(s, 413, "a body over 1 MiB: {e}");
     let (s, _) = app
         .req(
             Method::POST,

@@ -33,9 +33,12 @@ impl Qdrant {
     fn start() -> Option<Self> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/qdrant/start");
         if !script.is_file() {
-            eprintln!(
-                "SKIPPED: {} is missing; the Qdrant server test did not run",
-                script.display()
+            crate::skip::skip(
+                "qdrant",
+                &format!(
+                    "{} is missing; the Qdrant server test did not run",
+                    script.display()
+                ),
             );
             return None;
         }
@@ -60,7 +63,7 @@ impl Qdrant {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!("SKIPPED: the Qdrant server did not start");
+            crate::skip::skip("qdrant", "the Qdrant server did not start");
         }
         ok
     }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    drop_pg_db, ensure_bucket, fresh_pg_db, jpeg, models, s3_env, App, Backend, Options, ADMIN,
+    drop_pg_db, ensure_bucket, fresh_pg_db, jpeg, models, s3_env, sample, App, Backend, Options,
+    ADMIN,
 };
 
 /// The process (index into `apps`) holding `role`, per `GET /v1/cluster` asked of `via`.
@@ -74,11 +75,17 @@ async fn search_through(app: &App) -> Vec<(String, String)> {
 async fn three_processes_share_one_database_and_store() {
     let Some(models) = models() else { return };
     if std::env::var("FLEXPHOTO_TEST_PG_URL").is_err() {
-        eprintln!("SKIP: FLEXPHOTO_TEST_PG_URL is not set; the multi-process test needs Postgres");
+        crate::skip::skip(
+            "postgres",
+            "FLEXPHOTO_TEST_PG_URL is not set; the multi-process test needs Postgres",
+        );
         return;
     }
     if s3_env().is_none() {
-        eprintln!("SKIP: FLEXPHOTO_TEST_S3_* is not set; the multi-process test needs S3");
+        crate::skip::skip(
+            "s3",
+            "FLEXPHOTO_TEST_S3_* is not set; the multi-process test needs S3",
+        );
         return;
     }
     ensure_bucket().await;
@@ -158,6 +165,38 @@ async fn three_processes_share_one_database_and_store() {
                 .collect()
         };
         assert_eq!(holders(&c), holders(&c0));
+    }
+    // Each role is live and held by one of the running processes (not the killed instance),
+    // and the role metric says the same: 1 in that process, 0 in the others.
+    let mut ids_now = Vec::new();
+    let mut pages = Vec::new();
+    for app in &apps {
+        ids_now.push(app.get_json("/v1/cluster", ADMIN).await.1["this"]["id"].clone());
+        pages.push(app.metrics().await);
+    }
+    let roles = c0["roles"].as_array().unwrap();
+    assert!(
+        roles.iter().any(|r| r["role"] == "sweeper"),
+        "no sweeper role: {c0}"
+    );
+    for r in roles {
+        let role = r["role"].as_str().unwrap();
+        assert_eq!(r["live"], true, "{role} lapsed: {c0}");
+        let h = ids_now
+            .iter()
+            .position(|id| *id == r["holder"]["id"])
+            .unwrap_or_else(|| panic!("{role} is held by no running process: {c0}"));
+        for (i, page) in pages.iter().enumerate() {
+            let held = sample(
+                page,
+                &format!("flexphoto_cluster_role_held{{role=\"{role}\"}}"),
+            );
+            assert_eq!(
+                held,
+                if i == h { 1.0 } else { 0.0 },
+                "flexphoto_cluster_role_held for {role} in process {i}; /v1/cluster names process {h}"
+            );
+        }
     }
     // Search through any process returns the same results, with every image in them.
     let first = search_through(&apps[0]).await;

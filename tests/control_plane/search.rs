@@ -424,7 +424,10 @@ async fn search_end_to_end() {
 #[tokio::test]
 async fn search_on_a_qdrant_server() {
     let Ok(url) = std::env::var("QDRANT_URL") else {
-        eprintln!("SKIP search_on_a_qdrant_server: set QDRANT_URL=http://HOST:6334 to run it");
+        crate::skip::skip(
+            "qdrant",
+            "set QDRANT_URL=http://HOST:6334 to run search_on_a_qdrant_server",
+        );
         return;
     };
     let (Some(dir), Some(models)) = (fixtures(), models()) else {

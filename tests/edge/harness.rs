@@ -378,7 +378,10 @@ pub fn fixtures() -> Option<PathBuf> {
     if p.join("manifest.json").exists() {
         Some(p)
     } else {
-        eprintln!("SKIPPED: ../shared/fixtures is absent; fixture-based checks did not run");
+        crate::skip::skip(
+            "fixtures",
+            "../shared/fixtures is absent; fixture-based checks did not run",
+        );
         None
     }
 }

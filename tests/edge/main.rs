@@ -12,4 +12,6 @@ mod operations;
 mod options;
 mod s3;
 mod security;
+#[path = "../support/skip.rs"]
+mod skip;
 mod withheld;

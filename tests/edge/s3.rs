@@ -38,7 +38,10 @@ fn from_env() -> Option<S3Env> {
             bucket,
         }),
         _ => {
-            eprintln!("SKIPPED: FLEXPHOTO_TEST_S3_* is not set; the S3 origin test did not run (.ci/run sets it)");
+            crate::skip::skip(
+                "s3",
+                "FLEXPHOTO_TEST_S3_* is not set; the S3 origin test did not run (scripts/test sets it)",
+            );
             None
         }
     }
@@ -175,7 +178,10 @@ fn own_s3(port: u16, bucket: &str) -> S3Env {
 #[test]
 fn stale_if_error_when_the_origin_dies() {
     let Some(bin) = s3s_fs_binary() else {
-        eprintln!("SKIPPED: s3s-fs is not installed; the stale-if-error test did not run");
+        crate::skip::skip(
+            "s3",
+            "s3s-fs is not installed; the stale-if-error test did not run",
+        );
         return;
     };
     let root = temp_dir("s3s");
@@ -227,7 +233,10 @@ fn origin_outage_under_load_survives_an_edge_restart_and_recovers() {
     use std::sync::{Arc, Mutex};
 
     let Some(bin) = s3s_fs_binary() else {
-        eprintln!("SKIPPED: s3s-fs is not installed; the origin outage test did not run");
+        crate::skip::skip(
+            "s3",
+            "s3s-fs is not installed; the origin outage test did not run",
+        );
         return;
     };
     let root = temp_dir("s3s-outage");

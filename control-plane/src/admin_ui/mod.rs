@@ -248,6 +248,7 @@ fn cookie(value: &str, max_age_secs: i64, secure: bool) -> String {
 /// `POST /admin/api/session`: signs in with an API key; sets the session cookie.
 async fn sign_in(
     State(state): State<Arc<AppState>>,
+    peer: crate::auth::Peer,
     headers: HeaderMap,
     ApiJson(body): ApiJson<SignIn>,
 ) -> ApiResult<Response> {
@@ -256,9 +257,8 @@ async fn sign_in(
     if key.is_empty() || key.len() > 200 {
         return Err(ApiError::Unauthorized);
     }
-    let row = state
-        .db
-        .find_api_key(&sha256_hex(key.as_bytes()))
+    let hash = sha256_hex(key.as_bytes());
+    let row = crate::auth::look_up_credential(&state, peer.0, &hash, state.db.find_api_key(&hash))
         .await?
         .ok_or(ApiError::Unauthorized)?;
     state.rate_limits.check(row.id)?;
@@ -290,12 +290,11 @@ async fn sign_in(
 /// `GET /admin/api/session`: the signed-in key and the CSRF token; 401 without a session.
 async fn current_session(
     State(state): State<Arc<AppState>>,
+    peer: crate::auth::Peer,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let secret = session::cookie_secret(&headers).ok_or(ApiError::Unauthorized)?;
-    let s = state
-        .db
-        .find_admin_session(&secret)
+    let s = session::find_session(&state, peer, &secret)
         .await?
         .ok_or(ApiError::Unauthorized)?;
     let mut resp = Json(view(&s, &state)).into_response();
@@ -305,9 +304,13 @@ async fn current_session(
 }
 
 /// `DELETE /admin/api/session`: signs out (needs the CSRF token); clears the cookie.
-async fn sign_out(State(state): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Response> {
+async fn sign_out(
+    State(state): State<Arc<AppState>>,
+    peer: crate::auth::Peer,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let secret = session::cookie_secret(&headers).ok_or(ApiError::Unauthorized)?;
-    if let Some(s) = state.db.find_admin_session(&secret).await? {
+    if let Some(s) = session::find_session(&state, peer, &secret).await? {
         session::check_origin(&headers)?;
         session::check_csrf(&headers, &s)?;
         state.db.delete_admin_session(&secret).await?;

@@ -177,13 +177,22 @@ pub fn check_csrf(headers: &HeaderMap, session: &SessionRow) -> Result<(), ApiEr
     }
 }
 
+/// The live session with this cookie secret, looked up under the failed-authentication
+/// brake (an unknown or expired cookie counts as a failure).
+pub async fn find_session(
+    state: &AppState,
+    peer: crate::auth::Peer,
+    secret: &str,
+) -> Result<Option<SessionRow>, ApiError> {
+    let hash = sha256_hex(secret.as_bytes());
+    crate::auth::look_up_credential(state, peer.0, &hash, state.db.find_admin_session(secret)).await
+}
+
 /// The caller of a request without `Authorization`: its session cookie's key, after the
 /// origin and CSRF checks for changes. No cookie, or an unknown or expired one: 401.
 pub async fn caller_from_cookie(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     let secret = cookie_secret(&parts.headers).ok_or(ApiError::Unauthorized)?;
-    let session = state
-        .db
-        .find_admin_session(&secret)
+    let session = find_session(state, crate::auth::Peer::of(parts), &secret)
         .await?
         .ok_or(ApiError::Unauthorized)?;
     if is_state_changing(&parts.method) {

@@ -34,7 +34,7 @@ use crate::ingest::IngestError;
 use crate::search::indexing::IndexingError;
 use crate::state::AppState;
 use crate::store::images::Processed;
-use crate::store::jobs::ClaimedJob;
+use crate::store::jobs::{ClaimedJob, ReadyCommit};
 use crate::store::search::IndexRecord;
 use crate::store::StoreError;
 
@@ -204,11 +204,11 @@ async fn handle(state: &Arc<AppState>, job: ClaimedJob, shutdown: &mut watch::Re
         return;
     };
     let outcome = match result {
-        Ok(Outcome::Ready(processed, staging)) => {
+        Ok(Outcome::Ready(processed, written)) => {
             match state.db.finish_ready(&job, &processed).await {
-                Ok(true) => {
+                Ok(ReadyCommit::Ready) => {
                     info!(image = %job.image_id, "image ready");
-                    if let Some(k) = staging {
+                    if let Some(k) = written.staging {
                         // The original is pinned under its own key now; the staging copy goes.
                         if let Ok(key) = crate::blob::key(&k) {
                             if let Err(e) = state.blobs.store().delete(&key).await {
@@ -218,8 +218,22 @@ async fn handle(state: &Arc<AppState>, job: ClaimedJob, shutdown: &mut watch::Re
                     }
                     "done"
                 }
-                Ok(false) => {
-                    warn!("lease lost before finishing; another worker owns the job");
+                Ok(ReadyCommit::ImageDeleted) => {
+                    discard_result(state, &job, &processed, &written).await;
+                    "done"
+                }
+                Ok(ReadyCommit::LeaseLost) => {
+                    // Another worker may own the job and write the same keys: keep them
+                    // unless the image is gone (then nobody else cleans up after this one).
+                    match state.db.get_image_any(job.image_id).await {
+                        Ok(Some(img)) if img.deleted_at.is_none() => {
+                            warn!("lease lost before finishing; another worker owns the job");
+                        }
+                        Ok(_) => discard_result(state, &job, &processed, &written).await,
+                        Err(e) => {
+                            warn!(error = %e, "lease lost, and whether the image still exists is unknown")
+                        }
+                    }
                     "lost"
                 }
                 Err(StoreError::Conflict(_)) => {
@@ -369,7 +383,7 @@ pub(crate) fn lower_thread_priority() {
 /// What one attempt produced.
 pub(crate) enum Outcome {
     /// A new image was processed: record it and make it ready.
-    Ready(Box<Processed>, Option<String>),
+    Ready(Box<Processed>, Written),
     /// Vectors or near-duplicates of a ready image to record.
     Recorded {
         /// Its owner.
@@ -383,6 +397,51 @@ pub(crate) enum Outcome {
     Later(Duration),
     /// The image's row was removed (the job's row with it).
     Removed,
+}
+
+/// Objects a process attempt dealt with besides its variants.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Written {
+    /// The staged upload it read, removed once the image is ready.
+    pub staging: Option<String>,
+    /// The copy of the original it pinned (presigned uploads), removed with the variants
+    /// when the result is discarded.
+    pub original_copy: Option<String>,
+}
+
+/// Removes what a process attempt stored for an image that was deleted meanwhile (its
+/// variants, its pinned original, its vectors): the delete job may have run before these
+/// were written, so nothing else would. Failures are logged; each removal is idempotent.
+async fn discard_result(
+    state: &AppState,
+    job: &ClaimedJob,
+    processed: &Processed,
+    written: &Written,
+) {
+    let keys = processed
+        .variant_keys
+        .values()
+        .chain(written.original_copy.iter());
+    let mut removed = 0usize;
+    for k in keys {
+        match crate::blob::key(k) {
+            Ok(key) => match state.blobs.store().delete(&key).await {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    warn!(key = %k, error = %e, "removing the output of a deleted image failed")
+                }
+            },
+            Err(e) => warn!(key = %k, error = %e, "an output key does not parse"),
+        }
+    }
+    if processed.index.is_some() {
+        if let Some(search) = &state.search {
+            if let Err(e) = search.index.delete(&[job.image_id.0]).await {
+                warn!(error = %e, "removing the vectors of a deleted image failed; reconcile will");
+            }
+        }
+    }
+    info!(image = %job.image_id, removed, "the image was deleted while it was processed; its output was removed");
 }
 
 /// One attempt of a job, by kind.

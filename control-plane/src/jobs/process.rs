@@ -76,8 +76,13 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
             tracing::warn!(image = %img.id, error = %e, "reading embedded metadata failed");
         }
     }
+    crate::failpoint::pause("process.before_store").await;
     // Pin what was processed: a presigned upload's bytes are copied (the very bytes analysed)
     // to the original's key, which no presigned URL names; the edge serves that copy.
+    let mut written = super::Written {
+        staging: img.upload_key.clone(),
+        original_copy: None,
+    };
     if img.upload_key.is_some() {
         let original =
             blob::key(&img.original_key).map_err(|e| JobError::Transient(e.to_string()))?;
@@ -86,6 +91,7 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
             .store()
             .put(&original, source_copy, analysis.format.mime())
             .await?;
+        written.original_copy = Some(img.original_key.clone());
         if stored.size != obj.meta.size {
             return Err(JobError::Transient(format!(
                 "the original's copy is {} bytes, not {}",
@@ -140,7 +146,6 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
             .add_reasons(img.id, &reasons, "model", state.cfg.max_attempts)
             .await?;
     }
-    let staging = img.upload_key.clone();
     Ok(Outcome::Ready(
         Box::new(Processed {
             index: Some(index),
@@ -154,6 +159,6 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
             phash,
             exif: e,
         }),
-        staging,
+        written,
     ))
 }

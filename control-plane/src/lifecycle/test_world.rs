@@ -61,7 +61,7 @@ pub(crate) async fn worlds(extra_toml: &str, start: DateTime<Utc>) -> Vec<World>
             let pg = Some((format!("{prefix}/{name}"), name));
             v.push(world_on(extra_toml, start, pg).await);
         }
-        Err(_) => eprintln!("SKIP postgres: FLEXPHOTO_TEST_PG_URL is not set"),
+        Err(_) => crate::test_skip::skip("postgres", "FLEXPHOTO_TEST_PG_URL is not set"),
     }
     v
 }

@@ -101,6 +101,18 @@ macro_rules! fenced {
 }
 pub(crate) use fenced;
 
+/// What recording a processed image came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyCommit {
+    /// The image is ready with the result.
+    Ready,
+    /// The image was deleted while it was processed; the job is done, the result unused.
+    ImageDeleted,
+    /// The job's lease was lost (it expired and the job was claimed again, or its row is
+    /// gone); nothing was written.
+    LeaseLost,
+}
+
 /// Queue counts by state, plus the oldest due job's age.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct QueueStats {
@@ -146,8 +158,9 @@ impl Db {
     }
 
     /// Finishes a job and marks its image ready with what processing found, in one
-    /// transaction. False when the lease was lost; then nothing is written.
-    pub async fn finish_ready(&self, job: &ClaimedJob, r: &Processed) -> Result<bool> {
+    /// transaction; when the lease was lost or the image deleted meanwhile, nothing about the
+    /// image is written and the caller owns what it stored.
+    pub async fn finish_ready(&self, job: &ClaimedJob, r: &Processed) -> Result<ReadyCommit> {
         let t = now();
         on_db!(self, |p, _pg| {
             let mut tx = p.begin_write().await?;
@@ -159,7 +172,7 @@ impl Db {
             );
             if n == 0 {
                 tx.rollback().await?;
-                return Ok(false);
+                return Ok(ReadyCommit::LeaseLost);
             }
             let e = &r.exif;
             let updated = sqlx::query(
@@ -198,10 +211,10 @@ impl Db {
             .map_err(StoreError::classify)?
             .rows_affected();
             if updated == 0 {
-                // Deleted while it was processed: the job is done, the delete job cleans up
-                // what this one wrote.
+                // Deleted while it was processed: the job is done, and what it stored is
+                // the caller's to remove (the delete job may have run already).
                 tx.commit().await?;
-                return Ok(true);
+                return Ok(ReadyCommit::ImageDeleted);
             }
             // Every stored object, with its size, for tiering and the bill.
             let original: (String,) =
@@ -247,7 +260,7 @@ impl Db {
             enqueue_job!(tx, job.image_id, JobKind::Duplicates, job.max_attempts, t);
             tx.commit().await?;
         });
-        Ok(true)
+        Ok(ReadyCommit::Ready)
     }
 
     /// Ends a job for good and marks its image failed with `reason`, in one transaction.
@@ -521,7 +534,10 @@ mod tests {
             exif: Default::default(),
             index: None,
         };
-        assert!(!db.finish_ready(&a, &processed).await.unwrap());
+        assert_eq!(
+            db.finish_ready(&a, &processed).await.unwrap(),
+            ReadyCommit::LeaseLost
+        );
         assert!(db.finish_dead(&b, "bad image").await.unwrap());
         let img = db.get_image(b.image_id).await.unwrap().unwrap();
         assert_eq!(img.status, crate::domain::ImageStatus::Failed);

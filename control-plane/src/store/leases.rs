@@ -170,7 +170,7 @@ mod tests {
                 .unwrap();
             v.push((db, Scratch::Pg(name)));
         } else {
-            eprintln!("SKIP postgres: FLEXPHOTO_TEST_PG_URL is not set");
+            crate::test_skip::skip("postgres", "FLEXPHOTO_TEST_PG_URL is not set");
         }
         v
     }

@@ -25,9 +25,12 @@ pub fn model_dir() -> Option<PathBuf> {
         "minilm/config.json",
     ];
     if let Some(missing) = needed.iter().find(|f| !dir.join(f).is_file()) {
-        println!(
-            "SKIP: model file {} missing (set FLEXPHOTO_MODEL_DIR or run scripts/fetch-models)",
-            dir.join(missing).display()
+        crate::test_skip::skip(
+            "models",
+            &format!(
+                "model file {} missing (set FLEXPHOTO_MODEL_DIR or run scripts/fetch-models)",
+                dir.join(missing).display()
+            ),
         );
         return None;
     }
@@ -46,7 +49,10 @@ pub fn fixtures_dir() -> Option<PathBuf> {
         .flatten()
         .find(|d| d.join("manifest.json").is_file());
     if found.is_none() {
-        println!("SKIP: fixtures folder not found (set FLEXPHOTO_FIXTURES)");
+        crate::test_skip::skip(
+            "fixtures",
+            "fixtures folder not found (set FLEXPHOTO_FIXTURES)",
+        );
     }
     found
 }

@@ -543,7 +543,10 @@ async fn embedded_upsert_survives_abort() {
 
 async fn server(space: VectorSpace, collection: &str) -> Option<Opened> {
     let Ok(url) = std::env::var("QDRANT_URL") else {
-        println!("SKIP: QDRANT_URL is not set, the Qdrant server backend is not tested");
+        crate::test_skip::skip(
+            "qdrant",
+            "QDRANT_URL is not set, the Qdrant server backend is not tested",
+        );
         return None;
     };
     let key = std::env::var("QDRANT_API_KEY").ok();
