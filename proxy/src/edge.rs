@@ -591,9 +591,11 @@ impl Edge {
         if let Some(disk) = &self.disk {
             let disk = Arc::clone(disk);
             let img = Arc::clone(&img);
+            let failures = self.metrics.disk_write_failures.clone();
             tokio::spawn(async move {
                 if let Err(e) = disk.put(ckey, &img).await {
                     disk.report_write_failure(&e);
+                    failures.inc();
                 }
             });
         }

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub evictions: IntCounterVec,
     /// Bytes held by the disk tier.
     pub disk_bytes: IntGauge,
+    /// Disk tier writes that failed (a full or failing disk; the edge serves on without it).
+    pub disk_write_failures: IntCounter,
     /// Bytes held by the memory tier.
     pub memory_bytes: IntGauge,
     /// Bytes held by the source cache.
@@ -137,6 +139,10 @@ impl Metrics {
         )?;
         let disk_bytes =
             IntGauge::new("flexphoto_disk_cache_bytes", "Bytes held by the disk tier")?;
+        let disk_write_failures = IntCounter::new(
+            "flexphoto_disk_cache_write_failures_total",
+            "Disk tier writes that failed (full or failing disk); responses are still served",
+        )?;
         let memory_bytes = IntGauge::new(
             "flexphoto_memory_cache_bytes",
             "Bytes held by the memory tier",
@@ -203,6 +209,7 @@ impl Metrics {
         registry.register(Box::new(stale_served.clone()))?;
         registry.register(Box::new(evictions.clone()))?;
         registry.register(Box::new(disk_bytes.clone()))?;
+        registry.register(Box::new(disk_write_failures.clone()))?;
         registry.register(Box::new(memory_bytes.clone()))?;
         Ok(Self {
             registry,
@@ -222,6 +229,7 @@ impl Metrics {
             stale_served,
             evictions,
             disk_bytes,
+            disk_write_failures,
             memory_bytes,
             source_bytes,
             working_bytes,

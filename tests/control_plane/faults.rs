@@ -3,11 +3,12 @@
 //! own PostgreSQL cluster, mounting a tmpfs) and prints SKIPPED when it cannot run (or
 //! fails, when `FLEXPHOTO_REQUIRE_SERVICES` lists the service).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::helpers::{jpeg, App, Backend, Options, ADMIN};
+use crate::tiny_disk::{is_root, TinyDisk};
 
 /// A PostgreSQL cluster of this test's own, so it can be stopped without disturbing the
 /// shared one other tests use.
@@ -17,13 +18,6 @@ struct PrivatePostgres {
     port: u16,
     /// `Some("postgres")` when running as root (PostgreSQL refuses to run as root).
     run_as: Option<String>,
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 fn postgres_bindir() -> Option<PathBuf> {
@@ -207,50 +201,12 @@ async fn a_database_restart_mid_job_loses_nothing() {
     drop(pg);
 }
 
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct TinyDisk(PathBuf);
-
-impl TinyDisk {
-    fn mount(mb: u32) -> Option<Self> {
-        let dir =
-            std::env::temp_dir().join(format!("flexphoto-full-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).ok()?;
-        let ok = is_root()
-            && Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
-                .arg(&dir)
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = std::fs::remove_dir(&dir);
-            crate::skip::skip(
-                "tmpfs",
-                "cannot mount a tmpfs (needs root); the disk-full test did not run",
-            );
-            return None;
-        }
-        Some(TinyDisk(dir))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TinyDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 /// The object store's disk fills up: uploads are refused with 507 and a message that says
 /// so, nothing half-written becomes an image, what was accepted before stays intact, and
 /// uploads work again once there is room.
 #[tokio::test]
 async fn a_full_object_store_refuses_uploads_cleanly() {
-    let Some(disk) = TinyDisk::mount(4) else {
+    let Some(disk) = TinyDisk::mount(4, "the disk-full test") else {
         return;
     };
     let objects = disk.path().join("objects");

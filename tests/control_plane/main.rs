@@ -19,6 +19,8 @@ mod search;
 #[path = "../support/skip.rs"]
 mod skip;
 mod storage_history;
+#[path = "../support/tiny_disk.rs"]
+mod tiny_disk;
 mod webdriver;
 
 use std::time::Duration;

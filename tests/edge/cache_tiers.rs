@@ -98,6 +98,42 @@ fn a_source_gone_from_the_origin_is_not_served_from_disk() {
     assert_eq!(e.get("/img/alpha.png?w=40").status, 404);
 }
 
+/// A full cache disk: misses are still answered (from the origin) and hits from memory, the
+/// failures are counted and logged once, and writes resume when there is room again.
+#[test]
+fn a_full_cache_disk_is_served_around() {
+    let Some(disk) = crate::tiny_disk::TinyDisk::mount(2, "the full edge disk test") else {
+        return;
+    };
+    let origin = standard_origin("full-disk");
+    let cache = disk.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    // Fill the disk with something that is not the cache's.
+    let filler = disk.path().join("filler");
+    let _ = std::fs::write(&filler, vec![7u8; 2 << 20]);
+    let e = Edge::start(&origin, &[], &["--cache-dir", cache.to_str().unwrap()]);
+    for w in 100..110 {
+        let r = e.get(&format!("/img/land.jpg?w={w}&fmt=png"));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let hit = e.get("/img/land.jpg?w=100&fmt=png");
+    assert_eq!(hit.header("x-cache"), Some("memory"));
+    let start = std::time::Instant::now();
+    while e.metric("flexphoto_disk_cache_write_failures_total", "") < 1.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no write failure counted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(walk(&cache).is_empty(), "{:?}", walk(&cache));
+    // Room again: new entries reach the disk.
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(e.get("/img/land.jpg?w=120&fmt=png").status, 200);
+    wait_for_files(&cache, 1);
+    assert!(!walk(&cache).is_empty(), "writes did not resume");
+}
+
 #[test]
 fn kill_during_cache_writes_never_serves_truncated_bytes() {
     let origin = standard_origin("crash");

@@ -14,4 +14,6 @@ mod s3;
 mod security;
 #[path = "../support/skip.rs"]
 mod skip;
+#[path = "../support/tiny_disk.rs"]
+mod tiny_disk;
 mod withheld;
