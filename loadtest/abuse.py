@@ -7,14 +7,16 @@ misses) while normal clients fetch cached thumbnails (hits) and new small sizes 
 It runs the normal traffic twice, without and with the abusers, on an edge on its default
 settings (`--config /dev/null`), and reports for the normal traffic p50/p99 latency and the
 error rate (5xx other than 503 with Retry-After, and 429), and for the abusers (from their own
-address, 127.0.0.2) what they got back. Targets (issue 10): under abuse, normal
+address, 127.0.0.2) what they got back. Cached-request latency is also measured by a prober in
+a process of its own (`hit_probe`), one request every ~2 ms: the load threads share one
+Python interpreter lock, whose waits would otherwise be counted as the edge's. Targets (issue 10): under abuse, normal
 cached requests keep p99 under 10 ms, and normal misses keep succeeding (no 5xx other than
 503 with Retry-After). Results go to loadtest/results/abuse-<time>.json.
 
     cargo build --release -p flexphoto-edge
     python3 loadtest/abuse.py --duration 20 --abusers 4
 """
-import argparse, http.client, json, os, random, subprocess, sys, tempfile, threading, time
+import argparse, http.client, json, multiprocessing, os, random, subprocess, sys, tempfile, threading, time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from procstat import free_port, wait_for_port, RssSampler, cpu_seconds  # noqa: E402
@@ -118,6 +120,20 @@ def abusive_client(port, stats, stop, rng):
         stats.add("abuse", status, 0)
 
 
+def hit_prober(port, duration, cached, out):
+    """In a process of its own (no GIL shared with the load threads, whose 5-ms switch
+    interval would otherwise be measured): one cached thumbnail every ~2 ms over one kept-alive
+    connection, as a browser or CDN would ask; puts the latencies of its 200s on `out`."""
+    conn, rng, lat = [None], random.Random(7), []
+    end = time.perf_counter() + duration
+    while time.perf_counter() < end:
+        status, ms, _ = get(conn, port, rng.choice(cached))
+        if status == 200:
+            lat.append(ms)
+        time.sleep(0.002)
+    out.put(lat)
+
+
 def pct(v, p):
     if not v:
         return None
@@ -134,10 +150,15 @@ def phase(port, pid, abusers, normals, duration, cached, seed):
                 for _ in range(abusers)]
     rss = RssSampler(pid); rss.start()
     cpu0 = cpu_seconds(pid)
+    probe_out = multiprocessing.Queue()
+    probe = multiprocessing.Process(target=hit_prober, args=(port, duration, cached, probe_out))
+    probe.start()  # before the threads: fork a process with one thread
     for t in threads:
         t.start()
     time.sleep(duration)
     stop.set()
+    probe_lat = probe_out.get(timeout=60)
+    probe.join()
     for t in threads:
         t.join()
     rss.stop = True
@@ -152,6 +173,8 @@ def phase(port, pid, abusers, normals, duration, cached, seed):
                      "p50_ms": pct(stats.lat[kind], 50), "p99_ms": pct(stats.lat[kind], 99),
                      "statuses": {str(k): v for k, v in sorted(stats.status[kind].items())},
                      "error_rate": round(bad / total, 4) if total else None}
+    out["hit_probe"] = {"requests": len(probe_lat), "p50_ms": pct(probe_lat, 50),
+                        "p99_ms": pct(probe_lat, 99), "max_ms": pct(probe_lat, 100)}
     out["abuse"] = {"statuses": {str(k): v for k, v in sorted(stats.status["abuse"].items())}}
     return out
 
@@ -181,7 +204,9 @@ def main():
                    "under_abuse": phase(port, edge.pid, args.abusers, args.normals, args.duration, cached, 2)}
         u = results["under_abuse"]
         results["targets"] = {
-            "hit_p99_under_10ms": (u["hit"]["p99_ms"] or 1e9) < 10,
+            # Measured by the prober in its own process; the load threads' own "hit" figures
+            # include waiting for Python's GIL among eight threads.
+            "hit_p99_under_10ms": (u["hit_probe"]["p99_ms"] or 1e9) < 10,
             "misses_keep_succeeding": (u["miss"]["statuses"].get("200", 0) > 0
                                        and (u["miss"]["error_rate"] or 0) == 0),
         }

@@ -210,6 +210,7 @@ struct RawTransform {
     light_max_output_pixels: u64,
     queue: usize,
     vips_concurrency: usize,
+    worker_nice: i32,
     jpeg_quality: u8,
     webp_quality: u8,
     avif_quality: u8,
@@ -230,6 +231,7 @@ impl Default for RawTransform {
             light_max_output_pixels: 4_000_000,
             queue: 64,
             vips_concurrency: 1,
+            worker_nice: 10,
             jpeg_quality: 80,
             webp_quality: 75,
             avif_quality: 50,
@@ -427,6 +429,8 @@ pub struct EdgeConfig {
     pub queue: usize,
     /// libvips threads per operation.
     pub vips_concurrency: usize,
+    /// How many nice steps below the request threads the transform workers run (0..=19).
+    pub worker_nice: i32,
     /// Default qualities.
     pub quality: QualityDefaults,
     /// WebP encoder effort 0..=6.
@@ -592,6 +596,12 @@ impl EdgeConfig {
                 .map_err(|e| invalid(&format!("origin.cold.{}", e.key), e.reason))?,
             ),
         };
+        if !(0..=19).contains(&raw.transform.worker_nice) {
+            return Err(invalid(
+                "transform.worker_nice",
+                "must be between 0 and 19",
+            ));
+        }
         positive("limits.max_source_bytes", raw.limits.max_source_bytes)?;
         positive("limits.max_source_pixels", raw.limits.max_source_pixels)?;
         positive("limits.request_timeout_ms", raw.limits.request_timeout_ms)?;
@@ -788,6 +798,7 @@ impl EdgeConfig {
             light_max_output_pixels: t.light_max_output_pixels,
             queue: t.queue,
             vips_concurrency: t.vips_concurrency.max(1),
+            worker_nice: t.worker_nice,
             quality: QualityDefaults {
                 jpeg: t.jpeg_quality,
                 webp: t.webp_quality,

@@ -116,8 +116,9 @@ impl Lane {
         workers: usize,
         queue: usize,
         gauges: PoolGauges,
+        nice: i32,
     ) -> Result<Self, String> {
-        let pool = ImagePool::named(name, workers, queue + workers, gauges)
+        let pool = ImagePool::named_nice(name, workers, queue + workers, gauges, nice)
             .map_err(|e| format!("cannot start transform workers: {e}"))?;
         Ok(Self {
             name,
@@ -202,12 +203,24 @@ impl Edge {
             queued: metrics.queue_depth.clone(),
             running: metrics.transforms_in_flight.clone(),
         };
-        let heavy = Lane::new("transform", cfg.workers, cfg.queue, gauges.clone())?;
+        let heavy = Lane::new(
+            "transform",
+            cfg.workers,
+            cfg.queue,
+            gauges.clone(),
+            cfg.worker_nice,
+        )?;
         // Cheap work has a lane of its own, so a queue full of expensive transforms does not
         // hold up small ones.
         let light = match cfg.light_workers {
             0 => None,
-            n => Some(Lane::new("transform-light", n, cfg.queue, gauges)?),
+            n => Some(Lane::new(
+                "transform-light",
+                n,
+                cfg.queue,
+                gauges,
+                cfg.worker_nice,
+            )?),
         };
         if cfg.signing_keys.is_empty() {
             tracing::warn!(

@@ -124,6 +124,18 @@ impl ImagePool {
         queue: usize,
         gauges: PoolGauges,
     ) -> std::io::Result<Self> {
+        Self::named_nice(name, workers, queue, gauges, 0)
+    }
+
+    /// [`ImagePool::named`] with worker threads `nice` steps below normal priority (0..=19),
+    /// so that the threads answering requests win the CPU over image work when both want it.
+    pub fn named_nice(
+        name: &str,
+        workers: usize,
+        queue: usize,
+        gauges: PoolGauges,
+        nice: i32,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel::<Queued>(queue);
         let rx = Arc::new(Mutex::new(rx));
         let watch = Arc::new(Watch::default());
@@ -139,7 +151,12 @@ impl ImagePool {
             let watch = Arc::clone(&watch);
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
-                .spawn(move || worker(rx, g, watch))?;
+                .spawn(move || {
+                    if nice > 0 {
+                        lower_priority(nice);
+                    }
+                    worker(rx, g, watch)
+                })?;
         }
         Ok(Self { tx, gauges })
     }
@@ -176,6 +193,22 @@ impl ImagePool {
             }
         }
         Ok(async move { rx.await.unwrap_or(Err(PoolError::Panicked)) })
+    }
+}
+
+/// Lowers the calling thread's priority by `nice` (on Linux the nice value is per thread, and
+/// libvips evaluates in the calling thread at concurrency 1); a failure is logged.
+fn lower_priority(nice: i32) {
+    // SAFETY: two system calls about the calling thread, with no pointers.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice.clamp(0, 19))
+    };
+    if rc != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "could not lower the image threads' priority"
+        );
     }
 }
 
