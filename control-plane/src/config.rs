@@ -342,6 +342,11 @@ pub struct RawDuplicates {
     /// Smallest cosine similarity of visual embeddings that counts as a near-duplicate
     /// (0: off).
     pub min_similarity: f32,
+    /// Smallest cosine similarity of a candidate that is then checked by its grey layout
+    /// (crops, small turns); 0: no layout check.
+    pub layout_candidate_similarity: f32,
+    /// Smallest layout similarity (-1..1) that makes a candidate a near-duplicate.
+    pub min_layout_similarity: f32,
     /// Most near-duplicates recorded per image.
     pub max_pairs: u32,
 }
@@ -351,6 +356,8 @@ impl Default for RawDuplicates {
         Self {
             phash_max_distance: 10,
             min_similarity: 0.92,
+            layout_candidate_similarity: 0.6,
+            min_layout_similarity: 0.9,
             max_pairs: 20,
         }
     }
@@ -409,6 +416,10 @@ pub struct SearchConfig {
     pub phash_max_distance: Option<u32>,
     /// Embedding similarity threshold (`None`: off).
     pub min_similarity: Option<f32>,
+    /// Candidates from this cosine up are checked by layout (`None`: no layout check).
+    pub layout_candidate_similarity: Option<f32>,
+    /// Layout similarity that confirms a candidate.
+    pub min_layout_similarity: f32,
     /// Most pairs per image.
     pub max_pairs: u32,
 }
@@ -510,6 +521,18 @@ impl RawSearch {
                 "must be between 0 (off) and 1",
             ));
         }
+        if !(0.0..=1.0).contains(&dup.layout_candidate_similarity) {
+            return Err(invalid(
+                "duplicates.layout_candidate_similarity",
+                "must be between 0 (off) and 1",
+            ));
+        }
+        if !(-1.0..=1.0).contains(&dup.min_layout_similarity) {
+            return Err(invalid(
+                "duplicates.min_layout_similarity",
+                "must be between -1 and 1",
+            ));
+        }
         if dup.max_pairs == 0 {
             return Err(invalid("duplicates.max_pairs", "must be at least 1"));
         }
@@ -521,6 +544,9 @@ impl RawSearch {
             conse_top_k: (self.conse_top_k > 0).then_some(self.conse_top_k as usize),
             phash_max_distance: u32::try_from(dup.phash_max_distance).ok(),
             min_similarity: (dup.min_similarity > 0.0).then_some(dup.min_similarity),
+            layout_candidate_similarity: (dup.layout_candidate_similarity > 0.0)
+                .then_some(dup.layout_candidate_similarity),
+            min_layout_similarity: dup.min_layout_similarity,
             max_pairs: dup.max_pairs,
         })
     }

@@ -28,6 +28,10 @@ pub struct ImageFilter {
     pub status: Option<ImageStatus>,
     /// Only this review state.
     pub review_state: Option<ReviewState>,
+    /// At least this many frontal faces found by the embedder (1: a person is in the picture).
+    pub faces_min: Option<u32>,
+    /// At most this many frontal faces (0: no face).
+    pub faces_max: Option<u32>,
 }
 
 /// Why a filter was refused.
@@ -54,6 +58,11 @@ impl ImageFilter {
             return Err(FilterError(format!(
                 "tags must be at most {MAX_FILTER_TAGS} strings of 1 to 100 characters"
             )));
+        }
+        if let (Some(lo), Some(hi)) = (self.faces_min, self.faces_max) {
+            if lo > hi {
+                return Err(FilterError("faces_min must not be above faces_max".into()));
+            }
         }
         for (name, v) in [
             ("camera_make", &self.camera_make),
@@ -94,6 +103,12 @@ impl ImageFilter {
         }
         if let Some(r) = self.review_state {
             d.push(format!("review_state = {r}"));
+        }
+        if let Some(n) = self.faces_min {
+            d.push(format!("faces >= {n}"));
+        }
+        if let Some(n) = self.faces_max {
+            d.push(format!("faces <= {n}"));
         }
         d
     }

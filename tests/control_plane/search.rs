@@ -230,6 +230,62 @@ async fn search_flow(app: &App, dir: &Path) {
         .collect();
     assert_eq!(got, want, "only the tagged images, whatever the text: {v}");
 
+    // Faces are counted at ingest and filter inside the vector search and in SQL listings:
+    // the portrait has a face, the cat and the fruit have none.
+    let portrait = id_of(&set, "img-10.jpg");
+    let faceless = [id_of(&set, "img-01.png"), id_of(&set, "img-04.jpg")];
+    let v = search(
+        app,
+        json!({ "text": "a person", "owner": "target", "faces_min": 1, "limit": 13 }),
+    )
+    .await;
+    let got = ids(&v);
+    assert!(got.contains(&portrait.to_owned()), "{v}");
+    assert!(
+        faceless.iter().all(|f| !got.contains(&f.to_string())),
+        "{v}"
+    );
+    let first = &v["items"][0];
+    assert_eq!(
+        first["id"], portrait,
+        "the portrait ranks first for a person: {v}"
+    );
+    let matched = first["explanation"]["concepts"].to_string();
+    assert!(
+        ["person", "portrait", "woman"]
+            .iter()
+            .any(|c| matched.contains(c)),
+        "the explanation names a face concept: {first}"
+    );
+    assert!(
+        first["explanation"]["filters"]
+            .to_string()
+            .contains("faces >= 1"),
+        "{first}"
+    );
+    let listed = search(
+        app,
+        json!({ "owner": "target", "faces_min": 1, "limit": 20 }),
+    )
+    .await;
+    let got = ids(&listed);
+    assert!(got.contains(&portrait.to_owned()), "{listed}");
+    assert!(
+        faceless.iter().all(|f| !got.contains(&f.to_string())),
+        "{listed}"
+    );
+    let none = search(
+        app,
+        json!({ "owner": "target", "faces_max": 0, "limit": 20 }),
+    )
+    .await;
+    let got = ids(&none);
+    assert!(!got.contains(&portrait.to_owned()), "{none}");
+    assert!(
+        faceless.iter().all(|f| got.contains(&f.to_string())),
+        "{none}"
+    );
+
     // More like this: never the image itself; a half-size copy is the best match and is
     // recorded as a near-duplicate, which routes it to review with a reason.
     let dog_bytes = std::fs::read(dir.join("labelled/img-02.jpg")).unwrap();
@@ -332,6 +388,10 @@ async fn search_flow(app: &App, dir: &Path) {
         (json!({ "text": "x", "status": "nope" }), "bad status"),
         (json!({ "text": "x", "cursor": "zzz" }), "bad cursor"),
         (json!({ "txt": "x" }), "unknown field"),
+        (
+            json!({ "text": "x", "faces_min": 2, "faces_max": 1 }),
+            "faces range upside down",
+        ),
     ] {
         let (s, v) = app.post_json("/v1/search", ADMIN, &body).await;
         assert_eq!(s, 400, "{what}: {v}");

@@ -46,7 +46,7 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
         state,
         search,
         img.id,
-        indexing::payload_for(&img, &search.model_id),
+        indexing::payload_for(&img, &search.model_id, None),
         rgb,
     )
     .await?;

@@ -108,6 +108,7 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
                 camera_model: e.model.clone(),
                 review_state: img.review_state.as_str().to_owned(),
                 model: search.model_id.clone(),
+                faces: None,
             };
             indexing::index_image(state, search, img.id, payload, rgb).await?
         }

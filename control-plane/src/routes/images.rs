@@ -173,6 +173,7 @@ pub async fn list_images(
             .as_deref()
             .map(str::parse::<ReviewState>)
             .transpose()?,
+        ..ImageFilter::default()
     };
     filter.check()?;
     let order = parse_order(q.sort.as_deref())?;

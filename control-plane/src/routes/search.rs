@@ -53,6 +53,11 @@ pub struct SearchRequest {
     pub status: Option<String>,
     /// Review state.
     pub review_state: Option<String>,
+    /// At least this many frontal faces (1: a person is in the picture). Counted by the
+    /// default model's face detector; images without a count never match.
+    pub faces_min: Option<u32>,
+    /// At most this many frontal faces (0: nobody facing the camera).
+    pub faces_max: Option<u32>,
     /// Page size (default 20).
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
@@ -190,6 +195,8 @@ fn to_query(
             .as_deref()
             .map(str::parse::<ReviewState>)
             .transpose()?,
+        faces_min: req.faces_min,
+        faces_max: req.faces_max,
     };
     Ok(SearchQuery {
         similar,
@@ -238,12 +245,12 @@ async fn read_form(mut mp: Multipart) -> ApiResult<(SearchRequest, Option<Bytes>
                         .map(|t| Value::String(t.to_owned())),
                 );
             }
-            "limit" => {
+            "limit" | "faces_min" | "faces_max" => {
                 let text = field.text().await.map_err(bad)?;
                 let n: u32 = text
                     .trim()
                     .parse()
-                    .map_err(|_| ApiError::Invalid("limit must be a whole number".into()))?;
+                    .map_err(|_| ApiError::Invalid(format!("{name} must be a whole number")))?;
                 fields.insert(name, json!(n));
             }
             "min_score" => {

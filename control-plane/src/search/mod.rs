@@ -15,6 +15,8 @@ pub mod eval;
 pub mod index;
 pub mod indexing;
 pub mod plan;
+#[cfg(test)]
+mod probe;
 pub mod reconcile;
 
 use std::sync::Arc;

@@ -224,6 +224,8 @@ fn index_filter(f: &ImageFilter) -> SearchFilter {
         tags: f.tags.clone(),
         status: f.status.map(|s| s.as_str().to_owned()),
         review_state: f.review_state.map(|r| r.as_str().to_owned()),
+        faces_min: f.faces_min.map(i64::from),
+        faces_max: f.faces_max.map(i64::from),
         exclude: Vec::new(),
     }
 }
@@ -279,7 +281,7 @@ async fn similarity_page(
                 .embeddings_of(&[id])
                 .await?
                 .pop()
-                .map(|(_, _, c)| c)
+                .map(|e| e.concepts)
                 .unwrap_or_default();
             filter.exclude.push(id.0);
             let ctx = QueryContext {
@@ -351,7 +353,7 @@ async fn similarity_page(
         .embeddings_of(&ids)
         .await?
         .into_iter()
-        .map(|(id, _, c)| (id, c))
+        .map(|e| (e.image_id, e.concepts))
         .collect();
     let described = q.filter.describe();
     let wanted: Option<ImageStatus> = q.filter.status;

@@ -392,6 +392,16 @@ impl Db {
         if filter.review_state.is_some() {
             sql += &format!(" AND review_state = ${}", next());
         }
+        // Face counts live with the embedding (migration 0090).
+        for (bound, op) in [(filter.faces_min, ">="), (filter.faces_max, "<=")] {
+            if bound.is_some() {
+                sql += &format!(
+                    " AND EXISTS (SELECT 1 FROM image_embeddings e WHERE e.image_id = images.id \
+                     AND e.faces {op} ${})",
+                    next()
+                );
+            }
+        }
         let (cmp, dir) = match order {
             ListOrder::OldestFirst => (">", "ASC"),
             ListOrder::NewestFirst => ("<", "DESC"),
@@ -430,6 +440,9 @@ impl Db {
             }
             if let Some(r) = filter.review_state {
                 q = q.bind(r);
+            }
+            for n in [filter.faces_min, filter.faces_max].into_iter().flatten() {
+                q = q.bind(n as i32);
             }
             if let Some((t, id)) = after {
                 q = q.bind(t).bind(id);

@@ -87,6 +87,7 @@ pub fn load(settings: &EmbedSettings) -> Result<Arc<dyn Embedder>, EmbedError> {
         ModelKind::Conse => {
             let dir = &settings.model_dir;
             let minilm = |f: &str| format!("{}/{f}", files::MINILM);
+            let faces = |f: &str| format!("{}/{f}", super::faces::files::DIR);
             require(
                 dir,
                 &[
@@ -96,6 +97,16 @@ pub fn load(settings: &EmbedSettings) -> Result<Arc<dyn Embedder>, EmbedError> {
                     &minilm("tokenizer.json"),
                     &minilm("model.safetensors"),
                 ],
+                &format!(
+                    "run scripts/fetch-models {} to install the model files",
+                    dir.display()
+                ),
+            )?;
+            let face_files: Vec<String> =
+                super::faces::files::ALL.iter().map(|f| faces(f)).collect();
+            require(
+                dir,
+                &face_files.iter().map(String::as_str).collect::<Vec<_>>(),
                 &format!(
                     "run scripts/fetch-models {} to install the model files",
                     dir.display()

@@ -102,6 +102,9 @@ const KEYWORD_FIELDS: [&str; 7] = [
     "model",
 ];
 
+/// Integer payload fields that get a range index, in both backends.
+const INTEGER_FIELDS: [&str; 2] = ["uploaded_at", "faces"];
+
 /// The fields stored with each point for filtering.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PointPayload {
@@ -121,6 +124,9 @@ pub struct PointPayload {
     pub review_state: String,
     /// `ModelInfo::id()` of the model that made the vectors.
     pub model: String,
+    /// Frontal faces the embedder found (range filters; absent when not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faces: Option<i64>,
 }
 
 /// One point to write.
@@ -155,6 +161,10 @@ pub struct SearchFilter {
     pub status: Option<String>,
     /// Exact review state.
     pub review_state: Option<String>,
+    /// At least this many faces (points without a count do not match).
+    pub faces_min: Option<i64>,
+    /// At most this many faces (points without a count do not match).
+    pub faces_max: Option<i64>,
     /// Points that must not be returned (e.g. the query image itself).
     pub exclude: Vec<Uuid>,
 }

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{
     Hit, IndexError, IndexPoint, Opened, PointPayload, Result, SearchFilter, StoredVectors,
-    VectorIndex, VectorName, VectorQuery, VectorSpace, KEYWORD_FIELDS,
+    VectorIndex, VectorName, VectorQuery, VectorSpace, INTEGER_FIELDS, KEYWORD_FIELDS,
 };
 
 /// The Qdrant server backend.
@@ -139,7 +139,9 @@ impl ServerIndex {
         for field in KEYWORD_FIELDS {
             self.create_index(field, FieldType::Keyword).await?;
         }
-        self.create_index("uploaded_at", FieldType::Integer).await?;
+        for field in INTEGER_FIELDS {
+            self.create_index(field, FieldType::Integer).await?;
+        }
         Ok(recreated)
     }
 
@@ -230,16 +232,27 @@ fn to_filter(filter: &SearchFilter) -> Option<Filter> {
     for tag in &filter.tags {
         must.push(Condition::matches("tags", tag.clone()));
     }
-    if filter.uploaded_from.is_some() || filter.uploaded_to.is_some() {
-        must.push(Condition::range(
+    let ranges = [
+        (
             "uploaded_at",
-            Range {
-                gte: filter.uploaded_from.map(|v| v as f64),
-                lt: filter.uploaded_to.map(|v| v as f64),
-                gt: None,
-                lte: None,
-            },
-        ));
+            filter.uploaded_from,
+            None,
+            filter.uploaded_to,
+        ),
+        ("faces", filter.faces_min, filter.faces_max, None),
+    ];
+    for (field, gte, lte, lt) in ranges {
+        if gte.is_some() || lte.is_some() || lt.is_some() {
+            must.push(Condition::range(
+                field,
+                Range {
+                    gte: gte.map(|v| v as f64),
+                    lte: lte.map(|v| v as f64),
+                    lt: lt.map(|v| v as f64),
+                    gt: None,
+                },
+            ));
+        }
     }
     if must.is_empty() && filter.exclude.is_empty() {
         return None;
