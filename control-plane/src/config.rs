@@ -312,6 +312,12 @@ pub struct RawSearch {
     /// ConSE: ImageNet classes mixed into each image's semantic vector (0: the model's
     /// default). Changing it changes the model version, so images are re-embedded.
     pub conse_top_k: u32,
+    /// ConSE: add face concepts (person, portrait, group, smiling) and count faces.
+    /// Changing it changes the model version.
+    pub conse_faces: bool,
+    /// ConSE: add concepts measured from colours and textures. Changing it changes the model
+    /// version.
+    pub conse_appearance: bool,
 }
 
 impl Default for RawSearch {
@@ -328,6 +334,8 @@ impl Default for RawSearch {
             max_limit: 100,
             reembed_batch: 500,
             conse_top_k: 0,
+            conse_faces: true,
+            conse_appearance: true,
         }
     }
 }
@@ -412,6 +420,10 @@ pub struct SearchConfig {
     pub reembed_batch: u32,
     /// ConSE concept count (`None`: default).
     pub conse_top_k: Option<usize>,
+    /// ConSE face concepts on.
+    pub conse_faces: bool,
+    /// ConSE appearance concepts on.
+    pub conse_appearance: bool,
     /// dHash distance threshold (`None`: off).
     pub phash_max_distance: Option<u32>,
     /// Embedding similarity threshold (`None`: off).
@@ -542,6 +554,8 @@ impl RawSearch {
             max_limit: self.max_limit,
             reembed_batch: self.reembed_batch,
             conse_top_k: (self.conse_top_k > 0).then_some(self.conse_top_k as usize),
+            conse_faces: self.conse_faces,
+            conse_appearance: self.conse_appearance,
             phash_max_distance: u32::try_from(dup.phash_max_distance).ok(),
             min_similarity: (dup.min_similarity > 0.0).then_some(dup.min_similarity),
             layout_candidate_similarity: (dup.layout_candidate_similarity > 0.0)

@@ -52,6 +52,8 @@ pub async fn open(cfg: &SearchConfig) -> Result<Option<(Search, bool)>, String> 
         ModelChoice::None => return Ok(None),
         ModelChoice::Conse { model_dir } => EmbedSettings {
             conse_top_k: cfg.conse_top_k,
+            conse_faces: cfg.conse_faces,
+            conse_appearance: cfg.conse_appearance,
             ..EmbedSettings::conse(model_dir.clone())
         },
         ModelChoice::Clip { dir } => EmbedSettings::clip(dir.clone()),

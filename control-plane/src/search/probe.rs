@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::embed::conse::ConseEmbedder;
+use super::embed::conse::{ConseEmbedder, Extras};
 use super::embed::testutil;
 use super::embed::{Embedder, ImageEmbedding, RgbImage};
 use super::eval::{edits, EDITS};
@@ -110,7 +110,16 @@ fn rank_quality() {
         return;
     };
     flexphoto_media::vips::init(1).unwrap();
-    let e = ConseEmbedder::load(&model).unwrap();
+    let variant = std::env::var("PROBE_VARIANT").unwrap_or_default();
+    let extras = Extras {
+        faces: !variant.contains("nofaces"),
+        appearance: !variant.contains("noappearance"),
+    };
+    let mut e = ConseEmbedder::load_with(&model, extras).unwrap();
+    if variant.contains("plaintext") {
+        e = e.with_plain_class_text();
+    }
+    println!("variant {variant:?}: {}", e.info().id());
     let mut sets: Vec<PathBuf> = ["tune", "holdout"]
         .iter()
         .map(|s| sets_dir().join(s))

@@ -288,11 +288,14 @@ pub fn measure(img: &RgbImage) -> Vec<Measured> {
             * (1.0 - ramp(bright / n, 0.15, 0.3)),
     );
     push(Look::Texture, texture);
-    push(Look::Lines, texture * ramp(coherence, 0.25, 0.5));
+    // Brick courses hold more edge than the joints between bricks: a weak second direction
+    // already makes a grid.
+    let crossing = ramp(balance, 0.12, 0.3);
     push(
-        Look::Grid,
-        texture * ramp(peaks, 0.6, 0.8) * ramp(balance, 0.4, 0.7),
+        Look::Lines,
+        texture * ramp(coherence, 0.3, 0.6) * (1.0 - crossing),
     );
+    push(Look::Grid, texture * ramp(peaks, 0.55, 0.65) * crossing);
     push(
         Look::Grainy,
         texture * (1.0 - ramp(peaks, 0.55, 0.7)) * (1.0 - ramp(coherence, 0.15, 0.3)),

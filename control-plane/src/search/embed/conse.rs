@@ -55,6 +55,24 @@ pub mod files {
     pub const MINILM: &str = "minilm";
 }
 
+/// Which concepts beyond ImageNet's classes the embedder adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extras {
+    /// Face concepts and face counts.
+    pub faces: bool,
+    /// Concepts measured from colours and textures.
+    pub appearance: bool,
+}
+
+impl Default for Extras {
+    fn default() -> Self {
+        Self {
+            faces: true,
+            appearance: true,
+        }
+    }
+}
+
 /// One ImageNet class: its readable label and the text that is embedded for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClassName {
@@ -110,8 +128,10 @@ pub struct ConseEmbedder {
     by_label: HashMap<String, Vec<usize>>,
     /// One L2-normalised MiniLM vector per class.
     class_vectors: Vec<Vec<f32>>,
-    /// Face detector and classifiers.
-    faces: FaceModels,
+    /// Face detector and smile classifier (when face concepts are on).
+    faces: Option<FaceModels>,
+    /// Appearance concepts on.
+    appearance: bool,
     /// Extra concepts (`concepts::vocabulary()` order): label and MiniLM vector.
     extras: Vec<(&'static str, Vec<f32>)>,
     /// Classes mixed into a semantic vector.
@@ -127,6 +147,12 @@ impl ConseEmbedder {
     /// `scripts/fetch-models`), and the class-name embeddings from their cache, computing and
     /// caching them first when absent (seconds; logged).
     pub fn load(model_dir: &Path) -> Result<Self, EmbedError> {
+        Self::load_with(model_dir, Extras::default())
+    }
+
+    /// Like [`ConseEmbedder::load`] with a choice of extra concepts; turning one off is
+    /// another model version (`2-nofaces`, `2-noappearance`).
+    pub fn load_with(model_dir: &Path, extras: Extras) -> Result<Self, EmbedError> {
         let net = EfficientNetLite::load(&model_dir.join(files::EFFICIENTNET))?;
         let classes = read_classes(&model_dir.join(files::CLASSES))?;
         if classes.len() != net.num_classes() {
@@ -138,12 +164,16 @@ impl ConseEmbedder {
             )));
         }
         let text = MiniLm::load(&model_dir.join(files::MINILM))?;
-        let faces = FaceModels::load(&model_dir.join(faces::files::DIR))?;
+        let faces = if extras.faces {
+            Some(FaceModels::load(&model_dir.join(faces::files::DIR))?)
+        } else {
+            None
+        };
         let vocabulary = concepts::vocabulary();
         let mut texts: Vec<String> = classes.iter().map(|c| c.text.clone()).collect();
         texts.extend(vocabulary.iter().map(|(_, t)| (*t).to_owned()));
         let mut class_vectors = class_vectors(model_dir, &text, &texts)?;
-        let extras = vocabulary
+        let extra_vectors = vocabulary
             .iter()
             .map(|(l, _)| *l)
             .zip(class_vectors.split_off(classes.len()))
@@ -152,9 +182,16 @@ impl ConseEmbedder {
         for (i, c) in classes.iter().enumerate() {
             by_label.entry(c.label.clone()).or_default().push(i);
         }
+        let mut version = VERSION.to_owned();
+        if !extras.faces {
+            version += "-nofaces";
+        }
+        if !extras.appearance {
+            version += "-noappearance";
+        }
         let info = ModelInfo {
             name: NAME.into(),
-            version: VERSION.into(),
+            version,
             semantic_dims: text.dims(),
             visual_dims: net.feature_dims(),
         };
@@ -166,19 +203,33 @@ impl ConseEmbedder {
             by_label,
             class_vectors,
             faces,
-            extras,
+            appearance: extras.appearance,
+            extras: extra_vectors,
             top_k: TOP_K,
         })
     }
 
     /// Mixes `k` classes (1..=50) into each semantic vector instead of [`TOP_K`]. Another `k`
-    /// makes other vectors, so it is part of the model version (`1-k3`).
+    /// makes other vectors, so it is part of the model version (`2-k3`).
     pub fn with_top_k(mut self, k: usize) -> Self {
         let k = k.clamp(1, 50);
         if k != TOP_K {
-            self.info.version = format!("{VERSION}-k{k}");
+            self.info.version = format!("{}-k{k}", self.info.version);
         }
         self.top_k = k;
+        self
+    }
+
+    /// The same embedder with every class embedded as "a photo of a {label}", without the
+    /// descriptions of [`class_text`] (to measure what they add).
+    #[cfg(test)]
+    pub(crate) fn with_plain_class_text(mut self) -> Self {
+        let texts: Vec<String> = self
+            .classes
+            .iter()
+            .map(|c| format!("a photo of a {}", c.label))
+            .collect();
+        self.class_vectors = self.text.embed_many(&texts).expect("class texts");
         self
     }
 
@@ -208,8 +259,15 @@ impl Embedder for ConseEmbedder {
 
     fn embed_image(&self, image: &RgbImage) -> Result<ImageEmbedding, EmbedError> {
         let (probs, features) = self.classify(image)?;
-        let found = self.faces.detect(image)?;
-        let looks = appearance::measure(image);
+        let found = match &self.faces {
+            Some(f) => f.detect(image)?,
+            None => Vec::new(),
+        };
+        let looks = if self.appearance {
+            appearance::measure(image)
+        } else {
+            Vec::new()
+        };
         let top = top_k(&probs, self.top_k);
         let mut semantic = vec![0f32; self.info.semantic_dims];
         let mut concepts: Vec<Concept> = Vec::with_capacity(top.len() + 8);
@@ -237,7 +295,7 @@ impl Embedder for ConseEmbedder {
             semantic: l2_normalised(semantic),
             visual: l2_normalised(features),
             concepts,
-            faces: Some(found.len() as u32),
+            faces: self.faces.as_ref().map(|_| found.len() as u32),
         })
     }
 
@@ -787,8 +845,9 @@ mod bench {
             let wall_classify = t.elapsed().as_secs_f64() * 1e3 / n as f64;
             let (t, cpu) = (Instant::now(), cpu_seconds());
             let mut found = 0;
+            let face_models = e.faces.as_ref().unwrap();
             for _ in 0..n {
-                found = e.faces.detect(&img).unwrap().len();
+                found = face_models.detect(&img).unwrap().len();
             }
             let faces = (cpu_seconds() - cpu) * 1e3 / n as f64;
             let wall_faces = t.elapsed().as_secs_f64() * 1e3 / n as f64;

@@ -6,9 +6,9 @@
 //!
 //! The package's gender classifier is not used: on the development photos its answer flipped
 //! with the crop around the same face (a woman read as a man at two of four margins).
-//! Detection runs on the whole picture letterboxed into 128×128, so it finds faces larger
-//! than about a tenth of the picture's longer side: portraits and people in the foreground,
-//! not crowds far away.
+//! Detection runs on the whole picture and on four overlapping quarters, each letterboxed into
+//! 128×128, so it finds faces down to about a twentieth of the picture's longer side: portraits
+//! and people in the foreground, not crowds far away.
 
 use std::path::Path;
 
@@ -40,6 +40,10 @@ const FACE_SIZE: usize = 64;
 const MIN_SCORE: f32 = 0.75;
 /// Detections overlapping a better one by more than this (IoU) are dropped.
 const NMS_IOU: f32 = 0.3;
+/// Share of each side a quarter covers (they overlap by a fifth).
+const TILE: f32 = 0.6;
+/// Pictures whose shorter side is below this (pixels) are not searched in quarters.
+const TILE_MIN_SIDE: f32 = 192.0;
 /// Index of "happy" among FER-2013's angry, disgust, fear, happy, sad, surprise, neutral.
 const HAPPY: usize = 3;
 
@@ -78,35 +82,18 @@ impl FaceModels {
         if w < 1.0 || h < 1.0 {
             return Ok(Vec::new());
         }
-        // Letterbox: the longer side fills the input, the picture sits top-left.
-        let side = w.max(h);
-        let input = sample(image, [0.0, 0.0, side, side], DETECT_SIZE, |p| {
-            p / 127.5 - 1.0
-        });
-        let outputs = self
-            .detector
-            .run(Tensor::new(vec![1, DETECT_SIZE, DETECT_SIZE, 3], input)?)?;
-        let (scores, boxes) = self.split_outputs(outputs)?;
+        // The whole picture, then (for faces too small for 128×128) four overlapping
+        // quarters, each letterboxed into the detector's input.
+        let mut regions = vec![[0.0, 0.0, w, h]];
+        if w.min(h) >= TILE_MIN_SIDE {
+            let (tw, th) = (w * TILE, h * TILE);
+            for (x, y) in [(0.0, 0.0), (w - tw, 0.0), (0.0, h - th), (w - tw, h - th)] {
+                regions.push([x, y, tw, th]);
+            }
+        }
         let mut found: Vec<Face> = Vec::new();
-        for (i, (&(ax, ay), raw)) in self.anchors.iter().zip(&scores).enumerate() {
-            let score = 1.0 / (1.0 + (-raw.clamp(-100.0, 100.0)).exp());
-            if score < MIN_SCORE {
-                continue;
-            }
-            let b = &boxes[i * 16..i * 16 + 4];
-            let s = DETECT_SIZE as f32;
-            let (cx, cy, bw, bh) = (b[0] / s + ax, b[1] / s + ay, b[2] / s, b[3] / s);
-            // Back to picture fractions.
-            let (fx, fy) = (side / w, side / h);
-            let rect = [(cx - bw / 2.0) * fx, (cy - bh / 2.0) * fy, bw * fx, bh * fy];
-            if rect[2] <= 0.0 || rect[3] <= 0.0 {
-                continue;
-            }
-            found.push(Face {
-                score,
-                rect,
-                smiling: 0.0,
-            });
+        for region in regions {
+            self.detect_in(image, region, &mut found)?;
         }
         found.sort_by(|a, b| b.score.total_cmp(&a.score));
         let mut kept: Vec<Face> = Vec::new();
@@ -132,6 +119,60 @@ impl FaceModels {
                 .unwrap_or(0.0);
         }
         Ok(kept)
+    }
+
+    /// Runs the detector on `region` (pixels: x, y, width, height) letterboxed into its
+    /// input; adds what it finds, in picture fractions, to `found`.
+    fn detect_in(
+        &self,
+        image: &RgbImage,
+        region: [f32; 4],
+        found: &mut Vec<Face>,
+    ) -> Result<(), EmbedError> {
+        let (w, h) = (image.width as f32, image.height as f32);
+        // The longer side fills the input, the region sits top-left.
+        let side = region[2].max(region[3]);
+        let input = sample(
+            image,
+            [region[0], region[1], side, side],
+            DETECT_SIZE,
+            |p| p / 127.5 - 1.0,
+        );
+        let outputs = self
+            .detector
+            .run(Tensor::new(vec![1, DETECT_SIZE, DETECT_SIZE, 3], input)?)?;
+        let (scores, boxes) = self.split_outputs(outputs)?;
+        for (i, (&(ax, ay), raw)) in self.anchors.iter().zip(&scores).enumerate() {
+            let score = 1.0 / (1.0 + (-raw.clamp(-100.0, 100.0)).exp());
+            if score < MIN_SCORE {
+                continue;
+            }
+            let b = &boxes[i * 16..i * 16 + 4];
+            let s = DETECT_SIZE as f32;
+            let (cx, cy, bw, bh) = (b[0] / s + ax, b[1] / s + ay, b[2] / s, b[3] / s);
+            // Input fractions → picture pixels → picture fractions.
+            let rect = [
+                (region[0] + (cx - bw / 2.0) * side) / w,
+                (region[1] + (cy - bh / 2.0) * side) / h,
+                bw * side / w,
+                bh * side / h,
+            ];
+            // Boxes cut by the region's edge (a face half in view) are left to another region.
+            let slack = 0.05 * side;
+            let inside = rect[0] * w >= region[0] - slack
+                && rect[1] * h >= region[1] - slack
+                && (rect[0] + rect[2]) * w <= region[0] + region[2] + slack
+                && (rect[1] + rect[3]) * h <= region[1] + region[3] + slack;
+            if rect[2] <= 0.0 || rect[3] <= 0.0 || !inside {
+                continue;
+            }
+            found.push(Face {
+                score,
+                rect,
+                smiling: 0.0,
+            });
+        }
+        Ok(())
     }
 
     /// The detector's scores (one per anchor) and boxes (16 values per anchor), in anchor

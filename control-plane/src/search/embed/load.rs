@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::clip::ClipEmbedder;
-use super::conse::{files, ConseEmbedder};
+use super::conse::{files, ConseEmbedder, Extras};
 use super::{EmbedError, Embedder};
 
 /// Which embedder to run.
@@ -30,6 +30,10 @@ pub struct EmbedSettings {
     pub clip_dir: Option<PathBuf>,
     /// ConSE: classes mixed into each semantic vector; `None` for the default.
     pub conse_top_k: Option<usize>,
+    /// ConSE: face concepts and face counts (needs the `faces/` model files).
+    pub conse_faces: bool,
+    /// ConSE: concepts measured from colours and textures.
+    pub conse_appearance: bool,
 }
 
 impl EmbedSettings {
@@ -40,6 +44,8 @@ impl EmbedSettings {
             model_dir: model_dir.into(),
             clip_dir: None,
             conse_top_k: None,
+            conse_faces: true,
+            conse_appearance: true,
         }
     }
 
@@ -60,6 +66,8 @@ impl Default for EmbedSettings {
             model_dir: PathBuf::from("models"),
             clip_dir: None,
             conse_top_k: None,
+            conse_faces: true,
+            conse_appearance: true,
         }
     }
 }
@@ -102,17 +110,26 @@ pub fn load(settings: &EmbedSettings) -> Result<Arc<dyn Embedder>, EmbedError> {
                     dir.display()
                 ),
             )?;
-            let face_files: Vec<String> =
-                super::faces::files::ALL.iter().map(|f| faces(f)).collect();
-            require(
+            if settings.conse_faces {
+                let face_files: Vec<String> =
+                    super::faces::files::ALL.iter().map(|f| faces(f)).collect();
+                require(
+                    dir,
+                    &face_files.iter().map(String::as_str).collect::<Vec<_>>(),
+                    &format!(
+                        "run scripts/fetch-models {} to install the model files, or set \
+                         search.conse_faces = false",
+                        dir.display()
+                    ),
+                )?;
+            }
+            let mut e = ConseEmbedder::load_with(
                 dir,
-                &face_files.iter().map(String::as_str).collect::<Vec<_>>(),
-                &format!(
-                    "run scripts/fetch-models {} to install the model files",
-                    dir.display()
-                ),
+                Extras {
+                    faces: settings.conse_faces,
+                    appearance: settings.conse_appearance,
+                },
             )?;
-            let mut e = ConseEmbedder::load(dir)?;
             if let Some(k) = settings.conse_top_k {
                 e = e.with_top_k(k);
             }
