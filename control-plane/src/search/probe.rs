@@ -150,14 +150,17 @@ fn rank_quality() {
     }
 }
 
-/// Every photo of the fixtures and the sets, for the duplicate probe.
+/// The photos of the sets `PROBE_DUP_SETS` names (comma-separated `tune`, `holdout`,
+/// `fixtures`; default all), for the duplicate probe.
 fn duplicate_photos() -> Vec<PathBuf> {
+    let wanted = std::env::var("PROBE_DUP_SETS").unwrap_or_else(|_| "tune,holdout,fixtures".into());
     let mut out = Vec::new();
     let mut dirs: Vec<PathBuf> = ["tune", "holdout"]
         .iter()
+        .filter(|s| wanted.contains(*s))
         .map(|s| sets_dir().join(s).join("labelled"))
         .collect();
-    if let Some(fx) = testutil::fixtures_dir() {
+    if let Some(fx) = testutil::fixtures_dir().filter(|_| wanted.contains("fixtures")) {
         dirs.push(fx.join("photos"));
         dirs.push(fx.join("labelled"));
     }
