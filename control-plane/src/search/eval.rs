@@ -155,7 +155,8 @@ pub struct DuplicateQuality {
 /// A threshold chosen on one half of the duplicate photos and reported on the other.
 #[derive(Debug, Clone, Serialize)]
 pub struct ThresholdChoice {
-    /// `visual_cosine` (at least) or `dhash_bits` (at most).
+    /// `visual_cosine` (at least), `dhash_bits` (at most) or `layout_similarity` (at least,
+    /// for pairs from the configured candidate cosine up; closer pairs always count).
     pub signal: String,
     /// The loosest threshold with precision ≥ 0.99 on the choosing half.
     pub threshold: f64,
@@ -687,7 +688,9 @@ async fn eval_duplicates(
 /// One scored pair: photo groups of both images and the score.
 type ScoredPair = (usize, usize, f64);
 
-/// Scores every pair of `ids` by visual cosine and by dHash distance, then chooses each
+/// Scores every pair of `ids` by visual cosine, by dHash distance and by the layout rule the
+/// pipeline applies (layout similarity of pairs whose cosine is at least the configured
+/// candidate floor; pairs at `min_similarity` and up always count), then chooses each
 /// threshold on the photos of even rank and reports it on the odd ones (and the reverse).
 async fn choose_thresholds(
     state: &AppState,
@@ -697,7 +700,21 @@ async fn choose_thresholds(
     let Some(search) = &state.search else {
         return Ok(Vec::new());
     };
-    let mut items: Vec<(usize, Vec<f32>, Option<i64>)> = Vec::new();
+    let image_ids: Vec<crate::domain::ImageId> = ids
+        .iter()
+        .filter_map(|id| id.parse::<uuid::Uuid>().ok())
+        .map(crate::domain::ImageId)
+        .collect();
+    let layouts: HashMap<uuid::Uuid, Vec<u8>> = state
+        .db
+        .layouts_of(&image_ids)
+        .await
+        .map_err(|e| EvalError::Api(e.to_string()))?
+        .into_iter()
+        .map(|(id, l)| (id.0, l))
+        .collect();
+    let cfg = &state.cfg.search;
+    let mut items: Vec<(usize, Vec<f32>, Option<i64>, Option<&Vec<u8>>)> = Vec::new();
     for id in ids {
         let Ok(uuid) = id.parse::<uuid::Uuid>() else {
             continue;
@@ -718,14 +735,25 @@ async fn choose_thresholds(
             .await
             .map_err(|e| EvalError::Api(e.to_string()))?
             .and_then(|r| r.phash);
-        items.push((g, v.visual, phash));
+        items.push((g, v.visual, phash, layouts.get(&uuid)));
     }
-    let (mut cosines, mut bits): (Vec<ScoredPair>, Vec<ScoredPair>) = (Vec::new(), Vec::new());
+    let (mut cosines, mut bits, mut layout): (Vec<ScoredPair>, Vec<ScoredPair>, Vec<ScoredPair>) =
+        (Vec::new(), Vec::new(), Vec::new());
     for i in 0..items.len() {
         for j in i + 1..items.len() {
             let (a, b) = (&items[i], &items[j]);
             let cos: f32 = a.1.iter().zip(&b.1).map(|(x, y)| x * y).sum();
             cosines.push((a.0, b.0, f64::from(cos)));
+            if let (Some(floor), Some(x), Some(y)) = (cfg.layout_candidate_similarity, a.3, b.3) {
+                let score = if cfg.min_similarity.is_some_and(|m| cos >= m) {
+                    f64::INFINITY
+                } else if cos >= floor {
+                    f64::from(flexphoto_media::fingerprint::layout_similarity(x, y))
+                } else {
+                    f64::NEG_INFINITY
+                };
+                layout.push((a.0, b.0, score));
+            }
             if let (Some(x), Some(y)) = (a.2, b.2) {
                 // Negated so that larger is closer for both signals.
                 bits.push((a.0, b.0, -f64::from((x ^ y).count_ones())));
@@ -747,6 +775,7 @@ async fn choose_thresholds(
     for (signal, pairs, sign) in [
         ("visual_cosine", &cosines, 1.0),
         ("dhash_bits", &bits, -1.0),
+        ("layout_similarity", &layout, 1.0),
     ] {
         for (choose, report) in [(half(0), half(1)), (half(1), half(0))] {
             let within = |set: &HashSet<usize>| -> Vec<ScoredPair> {
