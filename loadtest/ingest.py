@@ -83,7 +83,7 @@ def run_backend(name, binary, corpus, args, pg_url=None):
     port = socket.socket(); port.bind(("127.0.0.1", 0)); p = port.getsockname()[1]; port.close()
     base = f"http://127.0.0.1:{p}"
     data_dir = tempfile.mkdtemp(prefix="flexphoto-bench-")
-    env = dict(os.environ, FLEXPHOTO_ADMIN_KEY=ADMIN, FLEXPHOTO_QUEUE_POLL_MS="50",
+    env = dict(os.environ, FLEXPHOTO_ADMIN_KEY=ADMIN, FLEXPHOTO__QUEUE__POLL_MS="50",
                FLEXPHOTO_LOG="warn")
     if args.workers is not None:
         env["FLEXPHOTO__QUEUE__WORKERS"] = str(args.workers)

@@ -96,7 +96,7 @@ def main():
     data = corpus(args.fixtures, args.copies, tmp)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, FLEXPHOTO_ADMIN_KEY=ADMIN, FLEXPHOTO_QUEUE_POLL_MS="50",
+    env = dict(os.environ, FLEXPHOTO_ADMIN_KEY=ADMIN, FLEXPHOTO__QUEUE__POLL_MS="50",
                FLEXPHOTO_LOG="warn", FLEXPHOTO__SEARCH__MODEL_DIR=os.path.join(ROOT, "models"))
     proc = subprocess.Popen([binary, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir",
                              os.path.join(tmp, "data")], env=env, stdout=subprocess.PIPE,

@@ -57,16 +57,12 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let (tx, rx) = watch::channel(false);
+    let mut background = JoinSet::new();
+    if let Some(owner) = &state.index_owner {
+        background.spawn(Arc::clone(owner).keep(Arc::clone(&state), rx.clone()));
+    }
     let workers = tokio::spawn(crate::jobs::run_workers(Arc::clone(&state), rx.clone()));
-    let sweeper = tokio::spawn(crate::uploads::sweeper::run_sweeper(
-        Arc::clone(&state),
-        rx.clone(),
-    ));
-    let reembedder = tokio::spawn(crate::search::reconcile::run_reembedder(
-        Arc::clone(&state),
-        rx.clone(),
-        std::time::Duration::from_secs(30),
-    ));
+    spawn_singletons(&state, &rx, &mut background);
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, database = state.db.backend(), store = ?state.blobs, workers = state.cfg.workers, "flexphoto control plane listening");
     let app = crate::routes::router(Arc::clone(&state));
@@ -81,12 +77,66 @@ pub async fn serve(
     let _ = tx.send(true);
     let served = server.await;
     let _ = workers.await;
-    let _ = sweeper.await;
-    let _ = reembedder.await;
+    while background.join_next().await.is_some() {}
     state.db.close().await;
     match served {
         Ok(r) => r.map_err(RunError::Io),
         Err(e) => Err(RunError::Io(std::io::Error::other(e.to_string()))),
+    }
+}
+
+/// Starts the deployment-wide schedulers; each runs in whichever process holds its role.
+fn spawn_singletons(state: &Arc<AppState>, stop: &watch::Receiver<bool>, set: &mut JoinSet<()>) {
+    use crate::cluster::singleton::{run, Schedule};
+    use crate::cluster::Role;
+    if let Some(every) = state.cfg.sweep_interval {
+        let schedule = Schedule {
+            every: Some(every),
+            at_takeover: false,
+        };
+        set.spawn(run(
+            Arc::clone(state),
+            Role::Sweeper,
+            schedule,
+            stop.clone(),
+            crate::uploads::sweeper::sweep_pass,
+        ));
+    }
+    let tiering = Schedule {
+        every: Some(state.cfg.tiering.interval),
+        at_takeover: true,
+    };
+    set.spawn(run(
+        Arc::clone(state),
+        Role::Tiering,
+        tiering,
+        stop.clone(),
+        crate::lifecycle::scheduler::tiering_pass,
+    ));
+    // Only processes with an index compete for the roles that need it.
+    if state.search.is_some() {
+        let reconcile = Schedule {
+            every: state.cfg.search.reconcile_interval,
+            at_takeover: true,
+        };
+        set.spawn(run(
+            Arc::clone(state),
+            Role::Reconcile,
+            reconcile,
+            stop.clone(),
+            crate::search::reconcile::reconcile_pass,
+        ));
+        let reembed = Schedule {
+            every: Some(Duration::from_secs(30)),
+            at_takeover: true,
+        };
+        set.spawn(run(
+            Arc::clone(state),
+            Role::Reembed,
+            reembed,
+            stop.clone(),
+            crate::search::reconcile::reembed_pass,
+        ));
     }
 }
 

@@ -95,6 +95,18 @@ pub fn generate_key() -> String {
     )
 }
 
+/// Makes sure a key with this secret exists with `role` (a service key the process made
+/// for itself, e.g. the in-process edge's); an existing key is left as it is.
+pub async fn ensure_key(db: &Db, secret: &str, role: Role, name: &str) -> Result<(), StoreError> {
+    match db
+        .insert_api_key(name, &sha256_hex(secret.as_bytes()), role, None, None)
+        .await
+    {
+        Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Seeds the admin key: `FLEXPHOTO_ADMIN_KEY` when given (idempotent), otherwise a fresh key
 /// when no admin key exists yet. Returns a freshly generated key so the caller can print it
 /// once; `None` when nothing new was generated.

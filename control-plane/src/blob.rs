@@ -67,7 +67,11 @@ enum Presigner {
 
 /// The object store and how uploads to it are presigned.
 pub struct Blobs {
+    /// What everything reads and writes through: the hot store, with the cold store behind
+    /// it when cold objects live in a store of their own.
     store: Arc<dyn ObjectStore>,
+    hot: Arc<dyn ObjectStore>,
+    cold: Option<Arc<dyn ObjectStore>>,
     presigner: Presigner,
 }
 
@@ -155,7 +159,9 @@ impl Blobs {
                     .await
                     .map_err(|e| BlobError::Setup(e.to_string()))?;
                 Ok(Self {
+                    hot: Arc::clone(&store),
                     store,
+                    cold: None,
                     presigner: Presigner::Local {
                         secret: signing_secret.to_vec(),
                         api_base: api_base.trim_end_matches('/').to_owned(),
@@ -165,8 +171,11 @@ impl Blobs {
             StorageConfig::S3(s3) => {
                 let store = S3Store::new(s3).await?;
                 let client = store.client().clone();
+                let store: Arc<dyn ObjectStore> = Arc::new(store);
                 Ok(Self {
-                    store: Arc::new(store),
+                    hot: Arc::clone(&store),
+                    store,
+                    cold: None,
                     presigner: Presigner::S3 {
                         client,
                         bucket: s3.bucket.clone(),
@@ -176,9 +185,43 @@ impl Blobs {
         }
     }
 
-    /// The store.
+    /// A local-store `Blobs` over any store (tests put fakes behind it).
+    #[cfg(test)]
+    pub(crate) fn over(store: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            hot: Arc::clone(&store),
+            store,
+            cold: None,
+            presigner: Presigner::Local {
+                secret: b"test-secret-0123456789".to_vec(),
+                api_base: "http://127.0.0.1:1".into(),
+            },
+        }
+    }
+
+    /// The store: reads find an object wherever its tier keeps it; writes go hot.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    /// The hot store alone.
+    pub fn hot(&self) -> &Arc<dyn ObjectStore> {
+        &self.hot
+    }
+
+    /// The cold store, when cold objects live in a store of their own.
+    pub fn cold(&self) -> Option<&Arc<dyn ObjectStore>> {
+        self.cold.as_ref()
+    }
+
+    /// Puts `cold` behind the hot store: reads fall back to it, deletes reach it.
+    pub fn with_cold(mut self, cold: Arc<dyn ObjectStore>) -> Self {
+        self.store = Arc::new(flexphoto_storage::tiered::TieredStore::new(
+            Arc::clone(&self.hot),
+            Arc::clone(&cold),
+        ));
+        self.cold = Some(cold);
+        self
     }
 
     /// Whether uploads go to the control plane's own upload route (local store).

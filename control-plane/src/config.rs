@@ -49,6 +49,14 @@ pub struct RawConfig {
     pub search: RawSearch,
     /// `[duplicates]`.
     pub duplicates: RawDuplicates,
+    /// `[cluster]`.
+    pub cluster: RawCluster,
+    /// `[access]`.
+    pub access: crate::lifecycle::settings::RawAccess,
+    /// `[tiering]`.
+    pub tiering: crate::lifecycle::settings::RawTiering,
+    /// `[prices]`.
+    pub prices: crate::lifecycle::settings::Prices,
     /// `[[variants]]`.
     pub variants: Vec<RawVariant>,
 }
@@ -268,6 +276,8 @@ pub struct RawEdge {
     pub cdn_purge_url: String,
     /// Bearer token for `cdn_purge_url`.
     pub cdn_purge_token: String,
+    /// Seconds between the access-statistics pushes of the edge `flexphoto up` runs.
+    pub access_push_secs: u64,
 }
 
 impl Default for RawEdge {
@@ -281,6 +291,28 @@ impl Default for RawEdge {
             purge_urls: Vec::new(),
             cdn_purge_url: String::new(),
             cdn_purge_token: String::new(),
+            access_push_secs: 60,
+        }
+    }
+}
+
+/// `[cluster]` as read: how several control-plane processes on one database coordinate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCluster {
+    /// Seconds a role (the embedded index's owner, a scheduler) stays with a process that
+    /// stopped renewing it; a dead holder is replaced after at most this long.
+    pub lease_secs: u64,
+    /// URL the other control-plane processes reach this one at (for searches forwarded to
+    /// the embedded index's owner); empty: `http://{the address it listens on}`.
+    pub advertise_url: String,
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        Self {
+            lease_secs: 15,
+            advertise_url: String::new(),
         }
     }
 }
@@ -295,7 +327,8 @@ pub struct RawSearch {
     pub model_dir: String,
     /// CLIP directory (config.json, model.safetensors, tokenizer.json) for `model = "clip"`.
     pub clip_dir: String,
-    /// `embedded` (qdrant-edge in this process) or `server` (a Qdrant server).
+    /// `embedded` (qdrant-edge in this process), `server` (a Qdrant server) or `forward`
+    /// (no index here: searches go to the process that owns the embedded index).
     pub index: String,
     /// Embedded index directory; empty means `{data_dir}/index`.
     pub index_dir: String,
@@ -318,6 +351,9 @@ pub struct RawSearch {
     /// ConSE: add concepts measured from colours and textures. Changing it changes the model
     /// version.
     pub conse_appearance: bool,
+    /// How often SQL and the vector index are compared and drift repaired, seconds (0: only
+    /// when a process takes the role).
+    pub reconcile_interval_secs: u64,
 }
 
 impl Default for RawSearch {
@@ -336,6 +372,7 @@ impl Default for RawSearch {
             conse_top_k: 0,
             conse_faces: true,
             conse_appearance: true,
+            reconcile_interval_secs: 3600,
         }
     }
 }
@@ -405,6 +442,9 @@ pub enum IndexChoice {
         /// Collection.
         collection: String,
     },
+    /// No index in this process: searches are forwarded to the process that owns the
+    /// embedded index on this database, and this process runs no jobs (they need the index).
+    Forward,
 }
 
 /// Validated `[search]` and `[duplicates]`.
@@ -434,6 +474,8 @@ pub struct SearchConfig {
     pub min_layout_similarity: f32,
     /// Most pairs per image.
     pub max_pairs: u32,
+    /// Reconcile interval; `None`: only when a process takes the role.
+    pub reconcile_interval: Option<Duration>,
 }
 
 impl RawSearch {
@@ -499,10 +541,19 @@ impl RawSearch {
                     collection: self.qdrant_collection.clone(),
                 }
             }
+            "forward" => {
+                if matches!(model, ModelChoice::None) {
+                    return Err(invalid(
+                        "search.index",
+                        "\"forward\" needs a search model (search.model is \"none\")",
+                    ));
+                }
+                IndexChoice::Forward
+            }
             other => {
                 return Err(invalid(
                     "search.index",
-                    format!("must be \"embedded\" or \"server\", not {other:?}"),
+                    format!("must be \"embedded\", \"server\" or \"forward\", not {other:?}"),
                 ))
             }
         };
@@ -562,6 +613,8 @@ impl RawSearch {
                 .then_some(dup.layout_candidate_similarity),
             min_layout_similarity: dup.min_layout_similarity,
             max_pairs: dup.max_pairs,
+            reconcile_interval: (self.reconcile_interval_secs > 0)
+                .then(|| Duration::from_secs(self.reconcile_interval_secs)),
         })
     }
 }
@@ -744,6 +797,20 @@ pub struct Config {
     pub variants: Vec<VariantConfig>,
     /// Search model, index and near-duplicate thresholds.
     pub search: SearchConfig,
+    /// How long a role stays with a process that stopped renewing it.
+    pub cluster_lease: Duration,
+    /// URL other processes reach this one at; `None`: from the bound address.
+    pub advertise_url: Option<String>,
+    /// Days of daily traffic kept.
+    pub access_retention_days: u32,
+    /// Most items in one pushed batch.
+    pub access_max_batch_items: usize,
+    /// Tiering policy and the cold location.
+    pub tiering: crate::lifecycle::settings::TieringConfig,
+    /// How often the edge under `flexphoto up` pushes access statistics.
+    pub edge_access_push: Duration,
+    /// The price table.
+    pub prices: crate::lifecycle::settings::Prices,
 }
 
 impl RawConfig {
@@ -1033,7 +1100,50 @@ impl RawConfig {
             });
         }
         let search = self.search.validate(&self.duplicates, &data_dir)?;
+        if !(3..=3600).contains(&self.cluster.lease_secs) {
+            return Err(invalid("cluster.lease_secs", "must be between 3 and 3600"));
+        }
+        // A forwarding process has no index, and every job needs it: API only.
+        let workers = if search.index == IndexChoice::Forward {
+            0
+        } else {
+            q.workers
+        };
+        let advertise_url = if self.cluster.advertise_url.is_empty() {
+            None
+        } else {
+            Some(check_url(
+                "cluster.advertise_url",
+                &self.cluster.advertise_url,
+            )?)
+        };
+        let variant_names: Vec<String> = variants.iter().map(|v| v.name.clone()).collect();
+        let tiering = self.tiering.validate(
+            matches!(storage, StorageConfig::S3(_)),
+            &data_dir,
+            &variant_names,
+        )?;
+        self.prices.validate()?;
+        if !(31..=3650).contains(&self.access.retention_days) {
+            return Err(invalid(
+                "access.retention_days",
+                "must be between 31 and 3650",
+            ));
+        }
+        if !(1..=100_000).contains(&self.access.max_batch_items) {
+            return Err(invalid(
+                "access.max_batch_items",
+                "must be between 1 and 100000",
+            ));
+        }
         Ok(Config {
+            edge_access_push: Duration::from_secs(self.edge.access_push_secs.max(1)),
+            access_retention_days: self.access.retention_days,
+            access_max_batch_items: self.access.max_batch_items as usize,
+            tiering,
+            prices: self.prices,
+            cluster_lease: Duration::from_secs(self.cluster.lease_secs),
+            advertise_url,
             search,
             listen,
             public_url_from_listen: self.server.public_url.is_empty(),
@@ -1064,7 +1174,7 @@ impl RawConfig {
                 .then(|| self.upload.signing_secret.clone()),
             sweep_interval: (self.upload.sweep_interval_secs > 0)
                 .then(|| Duration::from_secs(self.upload.sweep_interval_secs)),
-            workers: q.workers,
+            workers,
             processing_threads,
             lease: Duration::from_secs(q.lease_secs),
             max_attempts: q.max_attempts,

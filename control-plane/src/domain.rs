@@ -163,12 +163,18 @@ text_enum! {
         SyncPayload = "sync_payload",
         /// Remove a deleted image's vectors, objects and edge caches, then its row.
         Delete = "delete",
+        /// Move an image's large objects to cold storage (copy, verify, switch, delete).
+        TierCold = "tier_cold",
+        /// Move an image's cold objects back to hot storage.
+        TierHot = "tier_hot",
     }
 }
 
 text_enum! {
-    /// What an API key may do; each role includes the ones before it.
+    /// What an API key may do; each role from `viewer` on includes the ones before it.
     Role, "role" {
+        /// An edge's service key: pushes access statistics and nothing else (not even reads).
+        Edge = "edge",
         /// Read images.
         Viewer = "viewer",
         /// Read, upload, edit and delete images.

@@ -32,6 +32,110 @@ pub struct ImageFilter {
     pub faces_min: Option<u32>,
     /// At most this many frontal faces (0: no face).
     pub faces_max: Option<u32>,
+    /// Traffic and tier filters (listings only).
+    pub lifecycle: LifecycleFilter,
+}
+
+/// Filters on traffic and storage tier. They apply to listings and filter-only searches
+/// (SQL), not inside a similarity search.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LifecycleFilter {
+    /// Not requested since this time (never requested counts).
+    pub not_accessed_since: Option<DateTime<Utc>>,
+    /// Fewer than this many requests in the window starting at `hits_since`.
+    pub max_hits: Option<i64>,
+    /// The first day of the hits window (30 days up to today).
+    pub hits_since: Option<chrono::NaiveDate>,
+    /// Only this tier (`standard` or `cold`).
+    pub storage_tier: Option<String>,
+}
+
+impl LifecycleFilter {
+    /// Whether any filter is set.
+    pub fn is_set(&self) -> bool {
+        self.not_accessed_since.is_some() || self.max_hits.is_some() || self.storage_tier.is_some()
+    }
+
+    /// SQL conditions over `images` (each starting with ` AND`), numbering binds with
+    /// `next`; bind the values with [`LifecycleFilter::binds`] in the same order.
+    pub fn sql(&self, next: &mut dyn FnMut() -> usize) -> String {
+        let mut sql = String::new();
+        if self.not_accessed_since.is_some() {
+            sql += &format!(
+                " AND (last_accessed_at IS NULL OR last_accessed_at < ${})",
+                next()
+            );
+        }
+        if self.max_hits.is_some() {
+            let (day, n) = (next(), next());
+            sql += &format!(
+                " AND COALESCE((SELECT SUM(d.requests) FROM access_daily d                  WHERE d.image_id = images.id AND d.day >= ${day}), 0) < ${n}"
+            );
+        }
+        if self.storage_tier.is_some() {
+            sql += &format!(" AND storage_tier = ${}", next());
+        }
+        sql
+    }
+
+    /// The values [`LifecycleFilter::sql`] numbered, in order.
+    pub fn binds(&self) -> Vec<LifecycleBind> {
+        let mut v = Vec::new();
+        if let Some(t) = self.not_accessed_since {
+            v.push(LifecycleBind::Time(t));
+        }
+        if let Some(n) = self.max_hits {
+            v.push(LifecycleBind::Day(self.hits_since.unwrap_or_default()));
+            v.push(LifecycleBind::Int(n));
+        }
+        if let Some(t) = &self.storage_tier {
+            v.push(LifecycleBind::Text(t.clone()));
+        }
+        v
+    }
+
+    /// Checks values.
+    pub fn check(&self) -> Result<(), FilterError> {
+        if self
+            .storage_tier
+            .as_deref()
+            .is_some_and(|t| t != "standard" && t != "cold")
+        {
+            return Err(FilterError("storage_tier must be standard or cold".into()));
+        }
+        if self.max_hits.is_some_and(|n| n < 1) {
+            return Err(FilterError("max_hits_30d must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The filters in words.
+    pub fn describe(&self) -> Vec<String> {
+        let mut d = Vec::new();
+        if let Some(t) = self.not_accessed_since {
+            d.push(format!("not accessed since {}", t.to_rfc3339()));
+        }
+        if let Some(n) = self.max_hits {
+            d.push(format!("fewer than {n} requests in 30 days"));
+        }
+        if let Some(t) = &self.storage_tier {
+            d.push(format!("storage_tier = {t}"));
+        }
+        d
+    }
+}
+
+/// A value bound by [`LifecycleFilter::sql`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum LifecycleBind {
+    /// A time.
+    Time(DateTime<Utc>),
+    /// A day.
+    Day(chrono::NaiveDate),
+    /// A count.
+    Int(i64),
+    /// Text.
+    Text(String),
 }
 
 /// Why a filter was refused.
@@ -74,7 +178,7 @@ impl ImageFilter {
                 )));
             }
         }
-        Ok(())
+        self.lifecycle.check()
     }
 
     /// The filters in words, for explanations ("owner = alice", "tag beach").
@@ -110,6 +214,7 @@ impl ImageFilter {
         if let Some(n) = self.faces_max {
             d.push(format!("faces <= {n}"));
         }
+        d.extend(self.lifecycle.describe());
         d
     }
 }

@@ -23,21 +23,30 @@
 //!   [`error`]: errors → HTTP in one place.
 //! - [`app`]: serving with graceful shutdown; [`state`]: what handlers and workers share.
 //! - [`purge`], [`http_client`], [`import`]: calls out (edge purges, `flexphoto import`).
+//! - [`cluster`]: several processes on one database (roles under leases, the embedded index's
+//!   single owner, search forwarding).
+//! - [`lifecycle`]: access statistics from the edges, hot/cold tiering, restores, the cost
+//!   model; [`clock`]: the time its decisions are made at; [`failpoint`]: crash points for
+//!   fault-injection tests.
 //! - [`metrics`]: Prometheus metrics.
 #![deny(missing_docs)]
 
 pub mod app;
 pub mod auth;
 pub mod blob;
+pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod cursor;
 pub mod domain;
 pub mod error;
+pub mod failpoint;
 pub mod filter;
 pub mod http_client;
 pub mod import;
 pub mod ingest;
 pub mod jobs;
+pub mod lifecycle;
 pub mod metrics;
 pub mod purge;
 pub mod rate_limit;

@@ -77,6 +77,59 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Applies the tiering policy now: lists what would move between hot and cold storage and
+    /// why, with the monthly saving; without --dry-run also queues the moves (the service's
+    /// workers carry them out).
+    Tier {
+        #[command(flatten)]
+        common: Common,
+        /// Only list; queue nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Most moves per direction (default: all that qualify).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The storage and delivery bill: actual (catalog and the edges' traffic), with the
+    /// tiering policy applied (or another one), or projected month by month.
+    Cost {
+        #[command(flatten)]
+        common: Common,
+        /// What-if: images older than this many days go cold.
+        #[arg(long)]
+        cold_after_days: Option<u32>,
+        /// What-if: with fewer than this many requests in the window.
+        #[arg(long)]
+        cold_max_hits: Option<u64>,
+        /// Project instead: a JSON file of inputs (see POST /v1/cost/projection), or
+        /// `default` for the defaults adjusted by the flags below.
+        #[arg(long)]
+        project: Option<String>,
+        /// Projection: images uploaded per day.
+        #[arg(long)]
+        daily_uploads: Option<f64>,
+        /// Projection: average original size, MB.
+        #[arg(long)]
+        avg_original_mb: Option<f64>,
+        /// Projection: views per upload.
+        #[arg(long)]
+        views_per_upload: Option<f64>,
+        /// Projection: storage class of originals (STANDARD, STANDARD_IA, GLACIER_IR …).
+        #[arg(long)]
+        originals_class: Option<String>,
+        /// Projection: a CDN in front of the edges.
+        #[arg(long)]
+        cdn: bool,
+        /// Projection: months.
+        #[arg(long)]
+        months: Option<u32>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Uploads every photo in a directory (recursively) through the API.
     Import {
         /// Directory to import.
@@ -137,15 +190,12 @@ fn main() -> Result<()> {
             edge_listen,
             no_edge,
         } => {
-            let mut cfg = load_config(&common, edge_listen.as_deref())?;
-            if !no_edge {
-                up::start_edge(&mut cfg)?;
-            }
-            rt.block_on(run_service(cfg))
+            let cfg = load_config(&common, edge_listen.as_deref())?;
+            rt.block_on(run_service(cfg, !no_edge))
         }
         Cmd::Serve { common } => {
             let cfg = load_config(&common, None)?;
-            rt.block_on(run_service(cfg))
+            rt.block_on(run_service(cfg, false))
         }
         Cmd::Migrate { common } => {
             let cfg = load_config(&common, None)?;
@@ -163,11 +213,74 @@ fn main() -> Result<()> {
                     .await
                     .context("starting the control plane")?;
                 let report =
-                    flexphoto_control_plane::search::reconcile::reconcile(&state, !dry_run).await?;
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                    flexphoto_control_plane::search::reconcile::reconcile(&state, !dry_run).await;
+                if let Some(owner) = &state.index_owner {
+                    owner.release().await;
+                }
+                println!("{}", serde_json::to_string_pretty(&report?)?);
                 state.db.close().await;
                 Ok(())
             })
+        }
+        Cmd::Tier {
+            common,
+            dry_run,
+            limit,
+            json,
+        } => {
+            let cfg = load_config(&common, None)?;
+            rt.block_on(lifecycle_cli::tier(cfg, dry_run, limit, json))
+        }
+        Cmd::Cost {
+            common,
+            cold_after_days,
+            cold_max_hits,
+            project,
+            daily_uploads,
+            avg_original_mb,
+            views_per_upload,
+            originals_class,
+            cdn,
+            months,
+            json,
+        } => {
+            let cfg = load_config(&common, None)?;
+            match project {
+                Some(source) => {
+                    let mut input: flexphoto_control_plane::lifecycle::cost::ProjectionInput =
+                        if source == "default" {
+                            Default::default()
+                        } else {
+                            let text = std::fs::read_to_string(&source)
+                                .with_context(|| format!("reading {source}"))?;
+                            serde_json::from_str(&text)
+                                .with_context(|| format!("parsing {source}"))?
+                        };
+                    if let Some(v) = daily_uploads {
+                        input.daily_uploads = v;
+                    }
+                    if let Some(v) = avg_original_mb {
+                        input.avg_original_mb = v;
+                    }
+                    if let Some(v) = views_per_upload {
+                        input.views_per_upload = v;
+                    }
+                    if let Some(v) = originals_class {
+                        input.originals_class = v.to_ascii_uppercase();
+                    }
+                    if let Some(v) = months {
+                        input.months = v;
+                    }
+                    input.cdn |= cdn;
+                    lifecycle_cli::projection(&cfg, &input, json)
+                }
+                None => rt.block_on(lifecycle_cli::cost(
+                    cfg,
+                    cold_after_days,
+                    cold_max_hits,
+                    json,
+                )),
+            }
         }
         Cmd::EvalSearch {
             config,
@@ -232,7 +345,7 @@ fn main() -> Result<()> {
     }
 }
 
-async fn run_service(mut cfg: Config) -> Result<()> {
+async fn run_service(mut cfg: Config, with_edge: bool) -> Result<()> {
     let listen = cfg.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -240,9 +353,26 @@ async fn run_service(mut cfg: Config) -> Result<()> {
     if cfg.public_url_from_listen {
         cfg.public_url = format!("http://{}", listener.local_addr()?);
     }
+    if cfg.advertise_url.is_none() {
+        let addr = listener.local_addr()?;
+        if addr.ip().is_unspecified() {
+            tracing::warn!(%addr, "listening on every interface without cluster.advertise_url: other control-plane processes cannot forward searches here");
+        }
+        cfg.advertise_url = Some(format!("http://{addr}"));
+    }
+    // Under `flexphoto up`, the edge in this process (it needs the API's address to push
+    // access statistics to, so it starts once the listener is bound).
+    let edge_key = if with_edge {
+        up::start_edge(&mut cfg)?
+    } else {
+        None
+    };
     let state = AppState::build(cfg)
         .await
         .context("starting the control plane")?;
+    if let Some(secret) = edge_key {
+        auth::ensure_key(&state.db, &secret, auth::Role::Edge, "edge of flexphoto up").await?;
+    }
     let seeded = auth::seed_admin_key(
         &state.db,
         std::env::var("FLEXPHOTO_ADMIN_KEY").ok().as_deref(),
@@ -257,6 +387,189 @@ async fn run_service(mut cfg: Config) -> Result<()> {
     Ok(())
 }
 
+/// `flexphoto tier` and `flexphoto cost`: the lifecycle from the command line, on the
+/// database directly (no running service needed).
+mod lifecycle_cli {
+    use anyhow::Result;
+    use flexphoto_control_plane::config::Config;
+    use flexphoto_control_plane::domain::JobKind;
+    use flexphoto_control_plane::lifecycle::cost::{self, Bill, ProjectionInput};
+    use flexphoto_control_plane::lifecycle::policy::{self, Direction};
+    use flexphoto_control_plane::lifecycle::report;
+    use flexphoto_control_plane::store::Db;
+
+    fn gb(bytes: f64) -> String {
+        format!("{:.3} GB", bytes / cost::GB)
+    }
+
+    fn print_bill(title: &str, b: &Bill) {
+        println!("{title}");
+        for i in &b.items {
+            println!(
+                "  {:<28} {:>14.3} {:<16} x {:>9.5} = {:>12.2}",
+                i.item, i.quantity, i.unit, i.unit_price, i.monthly
+            );
+        }
+        println!("  {:<28} {:>68.2}", "total per month (USD)", b.total);
+    }
+
+    /// `flexphoto tier`.
+    pub async fn tier(cfg: Config, dry_run: bool, limit: Option<usize>, json: bool) -> Result<()> {
+        let db = Db::connect(&cfg.database, 2).await?;
+        let mut tiering = cfg.tiering.clone();
+        tiering.default_policy.enabled = true;
+        let now = flexphoto_control_plane::store::now();
+        let plan = policy::plan(&db, &tiering, now, limit).await?;
+        let (usage, _, _) = report::usage(&db, &tiering, now).await?;
+        let delivery = cost::Delivery {
+            cdn: cfg.prices.cdn,
+            cdn_hit_ratio: cfg.prices.cdn_hit_ratio,
+        };
+        let actual = cost::monthly_bill(&usage, &cfg.prices, delivery);
+        let what_if = report::what_if(&usage, &plan, &cfg.prices, delivery, &actual);
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"plan": plan, "what_if": what_if})
+                )?
+            );
+        } else {
+            for m in &plan.moves {
+                let dir = match m.direction {
+                    Direction::ToCold => "to cold",
+                    Direction::ToHot => "to hot ",
+                };
+                println!(
+                    "{} {dir} {:>10}  {}  {}",
+                    m.id.0,
+                    gb(m.bytes as f64),
+                    m.owner,
+                    m.reason
+                );
+            }
+            println!(
+                "\n{} to cold ({}), {} to hot ({}){}; saving {:.2} USD per month, one-time {:.2} USD",
+                what_if.images_to_cold,
+                gb(what_if.bytes_to_cold as f64),
+                what_if.images_to_hot,
+                gb(what_if.bytes_to_hot as f64),
+                if plan.truncated { " (limited; more qualify)" } else { "" },
+                what_if.monthly_saving,
+                what_if.one_time_cost
+            );
+        }
+        if !dry_run {
+            let ids = |d: Direction| -> Vec<_> {
+                plan.moves
+                    .iter()
+                    .filter(|m| m.direction == d)
+                    .map(|m| m.id)
+                    .collect()
+            };
+            let c = db
+                .enqueue_jobs(&ids(Direction::ToCold), JobKind::TierCold, cfg.max_attempts)
+                .await?;
+            let h = db
+                .enqueue_jobs(&ids(Direction::ToHot), JobKind::TierHot, cfg.max_attempts)
+                .await?;
+            eprintln!(
+                "queued {c} moves to cold and {h} to hot; the service's workers carry them out"
+            );
+        }
+        db.close().await;
+        Ok(())
+    }
+
+    /// `flexphoto cost`.
+    pub async fn cost(
+        cfg: Config,
+        cold_after_days: Option<u32>,
+        cold_max_hits: Option<u64>,
+        json: bool,
+    ) -> Result<()> {
+        let db = Db::connect(&cfg.database, 2).await?;
+        let mut tiering = cfg.tiering.clone();
+        tiering.default_policy.enabled = true;
+        if let Some(v) = cold_after_days {
+            tiering.default_policy.cold_after_days = v;
+        }
+        if let Some(v) = cold_max_hits {
+            tiering.default_policy.cold_max_hits = v;
+        }
+        let r = report::report(
+            &db,
+            &tiering,
+            &cfg.prices,
+            flexphoto_control_plane::store::now(),
+        )
+        .await?;
+        db.close().await;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            return Ok(());
+        }
+        println!("stored:");
+        for s in &r.storage {
+            println!(
+                "  {:<9} {:<10} {:>9} objects {:>14}{}",
+                s.tier,
+                s.kind,
+                s.objects,
+                gb(s.bytes as f64),
+                if s.unmeasured > 0 {
+                    format!(" ({} not measured yet)", s.unmeasured)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        println!(
+            "served in 30 days: {} requests, {}, edge hit ratio {}",
+            r.traffic_30d.requests,
+            gb(r.traffic_30d.bytes as f64),
+            r.edge_hit_ratio
+                .map_or("-".into(), |h| format!("{:.1} %", h * 100.0))
+        );
+        print_bill("\nactual, per month:", &r.actual);
+        print_bill(
+            &format!(
+                "\nwith the tiering policy ({} images to cold, {} to hot):",
+                r.what_if.images_to_cold, r.what_if.images_to_hot
+            ),
+            &r.what_if.bill,
+        );
+        println!(
+            "\nsaving {:.2} USD per month; the moves cost {:.2} USD once",
+            r.what_if.monthly_saving, r.what_if.one_time_cost
+        );
+        Ok(())
+    }
+
+    /// `flexphoto cost --project`.
+    pub fn projection(cfg: &Config, input: &ProjectionInput, json: bool) -> Result<()> {
+        let months = cost::project(input, &cfg.prices).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&months)?);
+            return Ok(());
+        }
+        println!(
+            "{:>5} {:>12} {:>12} {:>12}  bill (USD)",
+            "month", "stored GB", "views", "served GB"
+        );
+        for m in &months {
+            println!(
+                "{:>5} {:>12.1} {:>12.0} {:>12.1}  {:>10.2}",
+                m.month, m.stored_gb, m.views, m.served_gb, m.bill.total
+            );
+        }
+        if let Some(last) = months.last() {
+            print_bill(&format!("\nmonth {} by line item:", last.month), &last.bill);
+        }
+        Ok(())
+    }
+}
+
 /// `flexphoto up`: the edge in this process, on the control plane's object store.
 #[cfg(feature = "edge")]
 mod up {
@@ -265,8 +578,10 @@ mod up {
     use flexphoto_edge::config::{EdgeConfig, LOADER};
 
     /// Starts the edge on its own thread, reading the control plane's store; the two agree
-    /// on signing keys and the purge token (either side's, when only one sets them).
-    pub fn start_edge(cfg: &mut Config) -> Result<()> {
+    /// on signing keys and the purge token (either side's, when only one sets them), and the
+    /// edge pushes its access statistics to this process with a key of role `edge` kept in
+    /// the data directory: returns that key, for the caller to register.
+    pub fn start_edge(cfg: &mut Config) -> Result<Option<String>> {
         let path = cfg.edge_config.clone().or_else(|| LOADER.locate(None));
         let mut e = EdgeConfig::load(path.as_deref()).context("loading the edge configuration")?;
         e.listen = cfg.edge_listen.to_string();
@@ -274,6 +589,12 @@ mod up {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         e.origin = cfg.storage.clone();
+        // Cold objects in a store of their own are read from there when the origin lacks them.
+        if let flexphoto_control_plane::lifecycle::settings::ColdTarget::Store(cold) =
+            &cfg.tiering.cold
+        {
+            e.origin_cold = Some(cold.clone());
+        }
         if cfg.edge_signing_keys.is_empty() && e.signing_keys.is_empty() {
             // Signed by default: one key for this data directory, made on the first start.
             cfg.edge_signing_keys = vec![super::generated_signing_key(&cfg.data_dir)?];
@@ -288,6 +609,20 @@ mod up {
         } else if e.admin_token.is_none() {
             e.admin_token = cfg.edge_admin_token.clone();
         }
+        let mut access_key = None;
+        if e.access.is_none() {
+            let key = super::data_dir_secret(&cfg.data_dir, "edge-access.key")?;
+            e.access = Some(flexphoto_edge::access::PushConfig {
+                url: cfg.public_url.clone(),
+                key: key.clone(),
+                edge: "flexphoto-up".into(),
+                edge_url: Some(cfg.edge_public_url.clone()),
+                interval: cfg.edge_access_push,
+                max_items: 10_000,
+                buffer_batches: 60,
+            });
+            access_key = Some(key);
+        }
         std::thread::Builder::new()
             .name("edge".into())
             .spawn(move || {
@@ -295,7 +630,7 @@ mod up {
                     tracing::error!(error = %e, "the edge stopped with an error");
                 }
             })?;
-        Ok(())
+        Ok(access_key)
     }
 }
 
@@ -303,13 +638,20 @@ mod up {
 /// made on first use.
 #[cfg(feature = "edge")]
 fn generated_signing_key(data_dir: &std::path::Path) -> Result<Vec<u8>> {
+    let key = data_dir_secret(data_dir, "edge-signing.key")?;
+    hex::decode(&key).context("a generated key is hex")
+}
+
+/// A random hex secret kept in `{data_dir}/{name}` (readable by the owner only), made on
+/// first use.
+#[cfg(feature = "edge")]
+fn data_dir_secret(data_dir: &std::path::Path, name: &str) -> Result<String> {
     use std::io::Write;
-    let path = data_dir.join("edge-signing.key");
+    let path = data_dir.join(name);
     if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Ok(k) = hex::decode(text.trim()) {
-            if k.len() >= 16 {
-                return Ok(k);
-            }
+        let t = text.trim();
+        if t.len() >= 32 && hex::decode(t).is_ok() {
+            return Ok(t.to_owned());
         }
     }
     std::fs::create_dir_all(data_dir)
@@ -327,7 +669,7 @@ fn generated_signing_key(data_dir: &std::path::Path) -> Result<Vec<u8>> {
         .open(&path)
         .with_context(|| format!("writing {}", path.display()))?;
     writeln!(f, "{key}")?;
-    hex::decode(&key).context("a generated key is hex")
+    Ok(key)
 }
 
 /// Without the edge compiled in, `up` runs the control plane alone.
@@ -337,7 +679,7 @@ mod up {
     use flexphoto_control_plane::config::Config;
 
     /// Says that this build has no edge.
-    pub fn start_edge(_cfg: &mut Config) -> Result<()> {
+    pub fn start_edge(_cfg: &mut Config) -> Result<Option<String>> {
         anyhow::bail!("this flexphoto was built without the edge (feature `edge`); use --no-edge or run flexphoto-edge")
     }
 }

@@ -31,6 +31,21 @@ pub struct Metrics {
     pub expired_leases: IntGauge,
     /// Seconds the oldest due queued job has waited, read at scrape time.
     pub oldest_queued_seconds: IntGauge,
+    /// 1 for each deployment-wide role this process holds now (`sweeper`, `reconcile`,
+    /// `reembed`, `index-owner` …), else 0.
+    pub role_held: IntGaugeVec,
+    /// Times this process took a role over (at start or from a holder that died).
+    pub role_takeovers: IntCounterVec,
+    /// Objects moved between tiers, by direction (`to_cold`, `to_hot`).
+    pub tier_moves: IntCounterVec,
+    /// Archive restores by outcome (`requested`, `restored`).
+    pub restores: IntCounterVec,
+    /// Access batches pushed by edges, by outcome (`recorded`, `duplicate`, `refused`).
+    pub access_batches: IntCounterVec,
+    /// Stored bytes by tier and kind, read at scrape time.
+    pub storage_bytes: IntGaugeVec,
+    /// Stored objects by tier and kind, read at scrape time.
+    pub storage_objects: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -94,6 +109,49 @@ impl Metrics {
                 "flexphoto_queue_oldest_queued_seconds",
                 "Seconds the oldest due queued job has waited",
             )?,
+            role_held: IntGaugeVec::new(
+                Opts::new(
+                    "flexphoto_cluster_role_held",
+                    "1 for each deployment-wide role this process holds",
+                ),
+                &["role"],
+            )?,
+            role_takeovers: IntCounterVec::new(
+                Opts::new(
+                    "flexphoto_cluster_role_acquired_total",
+                    "Times this process took a role",
+                ),
+                &["role"],
+            )?,
+            tier_moves: IntCounterVec::new(
+                Opts::new(
+                    "flexphoto_tier_moves_total",
+                    "Objects moved between storage tiers",
+                ),
+                &["direction"],
+            )?,
+            restores: IntCounterVec::new(
+                Opts::new("flexphoto_restores_total", "Archive restores"),
+                &["outcome"],
+            )?,
+            access_batches: IntCounterVec::new(
+                Opts::new(
+                    "flexphoto_access_batches_total",
+                    "Access statistics batches pushed by edges",
+                ),
+                &["outcome"],
+            )?,
+            storage_bytes: IntGaugeVec::new(
+                Opts::new("flexphoto_storage_bytes", "Stored bytes by tier and kind"),
+                &["tier", "kind"],
+            )?,
+            storage_objects: IntGaugeVec::new(
+                Opts::new(
+                    "flexphoto_storage_objects",
+                    "Stored objects by tier and kind",
+                ),
+                &["tier", "kind"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -106,6 +164,13 @@ impl Metrics {
         m.registry.register(Box::new(m.expired_leases.clone()))?;
         m.registry
             .register(Box::new(m.oldest_queued_seconds.clone()))?;
+        m.registry.register(Box::new(m.role_held.clone()))?;
+        m.registry.register(Box::new(m.role_takeovers.clone()))?;
+        m.registry.register(Box::new(m.tier_moves.clone()))?;
+        m.registry.register(Box::new(m.restores.clone()))?;
+        m.registry.register(Box::new(m.access_batches.clone()))?;
+        m.registry.register(Box::new(m.storage_bytes.clone()))?;
+        m.registry.register(Box::new(m.storage_objects.clone()))?;
         for g in extra {
             m.registry.register(Box::new(g.clone()))?;
         }
@@ -136,6 +201,17 @@ impl Metrics {
         self.expired_leases.set(s.expired_leases);
         self.oldest_queued_seconds
             .set(s.oldest_queued_secs.unwrap_or(0.0).round() as i64);
+    }
+
+    /// Sets the storage gauges from the catalog's counts.
+    pub fn set_storage(&self, usage: &[crate::store::lifecycle::StorageUsage]) {
+        self.storage_bytes.reset();
+        self.storage_objects.reset();
+        for u in usage {
+            let l = [u.tier.as_str(), u.kind.as_str()];
+            self.storage_bytes.with_label_values(&l).set(u.bytes);
+            self.storage_objects.with_label_values(&l).set(u.objects);
+        }
     }
 
     /// The Prometheus text exposition of every metric.

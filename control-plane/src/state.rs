@@ -7,6 +7,8 @@ use flexphoto_url::Signer;
 use uuid::Uuid;
 
 use crate::blob::Blobs;
+use crate::cluster::index_owner::{self, IndexOwnership};
+use crate::cluster::Instance;
 use crate::config::Config;
 use crate::ingest::IngestSettings;
 use crate::metrics::Metrics;
@@ -35,6 +37,12 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Per-key request budgets.
     pub rate_limits: crate::rate_limit::RateLimits,
+    /// This process, as the others see it.
+    pub instance: Instance,
+    /// Ownership of the embedded vector index, when this process has one.
+    pub index_owner: Option<Arc<IndexOwnership>>,
+    /// The time lifecycle decisions are made at.
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -58,12 +66,23 @@ pub enum StateError {
     /// Variant settings, models or the index.
     #[error("{0}")]
     Config(String),
+    /// Another process owns the embedded index.
+    #[error(transparent)]
+    Ownership(#[from] index_owner::OwnershipError),
 }
 
 impl AppState {
     /// Connects to the database (applying migrations), builds the object store, loads the
     /// search model and index, and starts the image threads.
     pub async fn build(cfg: Config) -> Result<Arc<Self>, StateError> {
+        Self::build_with_clock(cfg, Arc::new(crate::clock::SystemClock)).await
+    }
+
+    /// [`AppState::build`] with lifecycle decisions made at `clock`'s time (tests move it).
+    pub async fn build_with_clock(
+        cfg: Config,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> Result<Arc<Self>, StateError> {
         let db = Db::connect(&cfg.database, cfg.max_connections).await?;
         let secret = match &cfg.signing_secret {
             Some(s) => s.clone(),
@@ -73,11 +92,26 @@ impl AppState {
                     .await?
             }
         };
-        let blobs = Blobs::new(&cfg.storage, secret.as_bytes(), &cfg.public_url).await?;
+        let mut blobs = Blobs::new(&cfg.storage, secret.as_bytes(), &cfg.public_url).await?;
+        if let crate::lifecycle::settings::ColdTarget::Store(cold) = &cfg.tiering.cold {
+            let store = flexphoto_storage::open(cold)
+                .await
+                .map_err(|e| StateError::Config(format!("tiering.cold: {e}")))?;
+            blobs = blobs.with_cold(store);
+        }
         // Workers and query-image search both decode with libvips.
         flexphoto_media::vips::init(1)
             .map_err(|e| StateError::Config(format!("libvips failed to start: {e}")))?;
         let mut ingest = IngestSettings::new(&cfg);
+        let instance = Instance::current(cfg.advertise_url.as_deref().unwrap_or(&cfg.public_url));
+        // The embedded index is claimed before it is opened: one owner per database.
+        let index_owner = match (&cfg.search.model, &cfg.search.index) {
+            (crate::config::ModelChoice::None, _) => None,
+            (_, crate::config::IndexChoice::Embedded { dir }) => Some(Arc::new(
+                index_owner::claim(&db, dir, &instance, cfg.cluster_lease).await?,
+            )),
+            _ => None,
+        };
         let search = crate::search::open(&cfg.search)
             .await
             .map_err(StateError::Config)?
@@ -114,6 +148,9 @@ impl AppState {
             metrics,
             http,
             rate_limits: crate::rate_limit::RateLimits::new(rate_per_key),
+            instance,
+            index_owner,
+            clock,
         }))
     }
 }

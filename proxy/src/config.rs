@@ -35,6 +35,7 @@ struct RawConfig {
     transform: RawTransform,
     cache: RawCache,
     signing: RawSigning,
+    access: RawAccess,
     presets: HashMap<String, String>,
 }
 
@@ -52,6 +53,7 @@ impl Default for RawConfig {
             transform: RawTransform::default(),
             cache: RawCache::default(),
             signing: RawSigning::default(),
+            access: RawAccess::default(),
             presets: presets
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -102,6 +104,18 @@ struct RawOrigin {
     stale_if_error_secs: u64,
     hidden_prefixes: Vec<String>,
     s3: RawS3,
+    cold: RawColdOrigin,
+}
+
+/// `[origin.cold]`: where objects moved to cold storage live, read when the origin does not
+/// have them (hot objects cost one request, as without it).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawColdOrigin {
+    /// Empty (none), `local` or `s3`.
+    kind: String,
+    dir: String,
+    s3: RawS3,
 }
 
 impl Default for RawOrigin {
@@ -114,6 +128,7 @@ impl Default for RawOrigin {
             stale_if_error_secs: 86_400,
             hidden_prefixes: vec!["uploads/".into()],
             s3: RawS3::default(),
+            cold: RawColdOrigin::default(),
         }
     }
 }
@@ -215,6 +230,33 @@ impl Default for RawCache {
     }
 }
 
+/// `[access]`: pushing access statistics to the control plane.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAccess {
+    push_url: String,
+    key: String,
+    edge_name: String,
+    edge_url: String,
+    interval_secs: u64,
+    max_items: usize,
+    buffer_batches: usize,
+}
+
+impl Default for RawAccess {
+    fn default() -> Self {
+        Self {
+            push_url: String::new(),
+            key: String::new(),
+            edge_name: String::new(),
+            edge_url: String::new(),
+            interval_secs: 60,
+            max_items: 10_000,
+            buffer_batches: 60,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawSigning {
@@ -255,8 +297,12 @@ pub struct EdgeConfig {
     /// Header holding the client's address when a trusted proxy sets it (e.g.
     /// `cf-connecting-ip`); `None` uses the peer address.
     pub client_ip_header: Option<String>,
+    /// Where access statistics are pushed; `None`: they are not counted.
+    pub access: Option<crate::access::PushConfig>,
     /// Where originals come from.
     pub origin: StorageConfig,
+    /// Where objects moved to cold storage live, if anywhere else.
+    pub origin_cold: Option<StorageConfig>,
     /// Origin request timeout.
     pub origin_timeout: Duration,
     /// How long a source's identity is trusted before it is checked again.
@@ -404,6 +450,57 @@ impl EdgeConfig {
             }
         };
         positive("origin.timeout_ms", raw.origin.timeout_ms)?;
+        let access = if raw.access.push_url.is_empty() {
+            None
+        } else {
+            let url = raw.access.push_url.trim_end_matches('/').to_owned();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "access.push_url",
+                    "must be the control plane's http:// or https:// base URL",
+                ));
+            }
+            if raw.access.key.is_empty() {
+                return Err(invalid(
+                    "access.key",
+                    "an API key of role edge is needed when access.push_url is set",
+                ));
+            }
+            positive("access.interval_secs", raw.access.interval_secs)?;
+            positive("access.max_items", raw.access.max_items as u64)?;
+            positive("access.buffer_batches", raw.access.buffer_batches as u64)?;
+            let edge = if raw.access.edge_name.is_empty() {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_else(|_| "edge".into());
+                format!(
+                    "{host}:{}",
+                    raw.server.listen.rsplit(':').next().unwrap_or("")
+                )
+            } else {
+                raw.access.edge_name.clone()
+            };
+            Some(crate::access::PushConfig {
+                url,
+                key: raw.access.key.clone(),
+                edge,
+                edge_url: (!raw.access.edge_url.is_empty()).then(|| raw.access.edge_url.clone()),
+                interval: Duration::from_secs(raw.access.interval_secs),
+                max_items: raw.access.max_items,
+                buffer_batches: raw.access.buffer_batches,
+            })
+        };
+        let origin_cold = match raw.origin.cold.kind.as_str() {
+            "" => None,
+            kind => Some(
+                StorageConfig::from_parts(
+                    kind,
+                    Path::new(&raw.origin.cold.dir),
+                    &raw.origin.cold.s3,
+                )
+                .map_err(|e| invalid(&format!("origin.cold.{}", e.key), e.reason))?,
+            ),
+        };
         positive("limits.max_source_bytes", raw.limits.max_source_bytes)?;
         positive("limits.max_source_pixels", raw.limits.max_source_pixels)?;
         positive("limits.request_timeout_ms", raw.limits.request_timeout_ms)?;
@@ -529,7 +626,9 @@ impl EdgeConfig {
             log_json,
             client_ip_header: (!raw.server.client_ip_header.is_empty())
                 .then(|| raw.server.client_ip_header.to_ascii_lowercase()),
+            access,
             origin,
+            origin_cold,
             origin_timeout: Duration::from_millis(raw.origin.timeout_ms),
             revalidate_after: Duration::from_secs(raw.origin.revalidate_secs),
             stale_if_error: Duration::from_secs(raw.origin.stale_if_error_secs),

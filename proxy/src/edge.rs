@@ -50,6 +50,8 @@ pub struct ImageRequest<'a> {
 pub struct ImageResponse {
     /// `None` means 304 Not Modified.
     pub image: Option<Arc<CachedImage>>,
+    /// The source object's key (what access statistics count under).
+    pub key: Arc<str>,
     /// Strong ETag, quoted.
     pub etag: String,
     /// Whether `Vary: Accept` applies.
@@ -87,6 +89,8 @@ pub struct Edge {
     clients: Arc<ClientLimiter>,
     signer: Signer,
     metrics: Arc<Metrics>,
+    /// Requests and bytes per source key, when they are pushed to the control plane.
+    access: Option<Arc<crate::access::AccessCounter>>,
     limits: Limits,
     enc: EncodeSettings,
     presets: HashMap<String, RequestOptions>,
@@ -146,9 +150,15 @@ impl Edge {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start a runtime to open the origin: {e}"))?;
-        let store = rt
+        let mut store = rt
             .block_on(flexphoto_storage::open(&cfg.origin))
             .map_err(|e| format!("origin: {e}"))?;
+        if let Some(cold) = &cfg.origin_cold {
+            let cold = rt
+                .block_on(flexphoto_storage::open(cold))
+                .map_err(|e| format!("origin.cold: {e}"))?;
+            store = Arc::new(flexphoto_storage::tiered::TieredStore::new(store, cold));
+        }
         Self::with_store(cfg, store, metrics)
     }
 
@@ -193,7 +203,28 @@ impl Edge {
                  still bounded by limits.max_output_pixels and limits.max_filter_cost"
             );
         }
+        let access = match &cfg.access {
+            Some(push) => {
+                let counter = Arc::new(crate::access::AccessCounter::default());
+                let pusher = crate::access::Pusher::new(
+                    push.clone(),
+                    Arc::clone(&counter),
+                    crate::access::PushMetrics {
+                        pushes: metrics.access_pushes.clone(),
+                        dropped: metrics.access_dropped.clone(),
+                        buffered: metrics.access_buffered.clone(),
+                    },
+                );
+                pusher
+                    .spawn()
+                    .map_err(|e| format!("starting the access statistics pusher: {e}"))?;
+                tracing::info!(to = %push.url, edge = %push.edge, every = ?push.interval, "pushing access statistics");
+                Some(counter)
+            }
+            None => None,
+        };
         Ok(Self {
+            access,
             store,
             memory,
             disk,
@@ -237,6 +268,11 @@ impl Edge {
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The access counters, when access statistics are pushed.
+    pub fn access(&self) -> Option<&crate::access::AccessCounter> {
+        self.access.as_deref()
     }
 
     /// The origin, for logs.
@@ -307,8 +343,10 @@ impl Edge {
         let etag = format!("\"{}\"", hex::encode(&ckey[..16]));
         let vary_accept = spec.varies_on_accept();
         let expires = parsed.options.expires;
+        let source: Arc<str> = Arc::from(parsed.key.as_str());
         let respond = |image, tier, coalesced| ImageResponse {
             image,
+            key: Arc::clone(&source),
             etag: etag.clone(),
             vary_accept,
             tier,

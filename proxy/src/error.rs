@@ -45,10 +45,23 @@ pub enum EdgeError {
         /// What to send in `Retry-After`.
         retry_after: Duration,
     },
+    /// The source sits in an archive storage class until it is restored.
+    #[error(
+        "this image is in archive storage and cannot be read until it is restored (the \
+         control plane's POST /v1/images/{{id}}/restore); retry later"
+    )]
+    Archived {
+        /// What to send in `Retry-After`.
+        retry_after: Duration,
+    },
     /// A bug or an environment failure; details go to the log only.
     #[error("internal error")]
     Internal(String),
 }
+
+/// How long a client should wait before asking again for an archived source: restores take
+/// minutes (expedited) to hours.
+pub const ARCHIVED_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 impl EdgeError {
     /// The HTTP status for this error.
@@ -61,7 +74,7 @@ impl EdgeError {
             EdgeError::SourceTooLarge(_) => 413,
             EdgeError::Unprocessable(_) => 422,
             EdgeError::OriginFailed(_) => 502,
-            EdgeError::Overloaded { .. } => 503,
+            EdgeError::Overloaded { .. } | EdgeError::Archived { .. } => 503,
             EdgeError::TooManyRequests { .. } => 429,
             EdgeError::Timeout(_) => 504,
             EdgeError::Internal(_) => 500,
@@ -79,6 +92,7 @@ impl EdgeError {
             EdgeError::Unprocessable(_) => "unprocessable_image",
             EdgeError::OriginFailed(_) => "origin_failed",
             EdgeError::Overloaded { .. } => "overloaded",
+            EdgeError::Archived { .. } => "archived",
             EdgeError::TooManyRequests { .. } => "too_many_requests",
             EdgeError::Timeout(_) => "timeout",
             EdgeError::Internal(_) => "internal",
@@ -123,7 +137,12 @@ impl From<StorageError> for EdgeError {
             )),
             StorageError::Timeout => EdgeError::Timeout("the origin did not answer in time".into()),
             StorageError::Failed(d) => EdgeError::OriginFailed(d),
-            StorageError::Full => EdgeError::OriginFailed(StorageError::Full.to_string()),
+            StorageError::Archived(_) => EdgeError::Archived {
+                retry_after: ARCHIVED_RETRY_AFTER,
+            },
+            e @ (StorageError::Full | StorageError::Unsupported(_)) => {
+                EdgeError::OriginFailed(e.to_string())
+            }
         }
     }
 }

@@ -10,12 +10,14 @@
 //! - [`cache`]: memory tier (`moka`), disk tier, source cache, working copies, source
 //!   identities.
 //! - [`clients`]: per-client limits on transforms in flight.
+//! - [`access`]: requests and bytes per source key, pushed to the control plane.
 //! - [`service`]: the Pingora glue (HTTP in, HTTP out); [`server`] starts it.
 //! - [`error`]: one error type and its mapping to HTTP statuses.
 //! - [`config`]: raw config → validated [`config::EdgeConfig`] naming the bad key.
 //! - [`metrics`], [`samples`].
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod cache;
 pub mod clients;
 pub mod config;

@@ -46,6 +46,12 @@ pub struct Metrics {
     pub source_bytes: IntGauge,
     /// Bytes held by working copies.
     pub working_bytes: IntGauge,
+    /// Access-statistics pushes by outcome (`sent`, `retry`, `refused`).
+    pub access_pushes: IntCounterVec,
+    /// Requests counted for access statistics but never delivered.
+    pub access_dropped: IntCounter,
+    /// Access-statistics batches waiting to be pushed.
+    pub access_buffered: IntGauge,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -147,6 +153,24 @@ impl Metrics {
         registry.register(Box::new(bytes_out.clone()))?;
         registry.register(Box::new(transforms_in_flight.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
+        let access_pushes = IntCounterVec::new(
+            Opts::new(
+                "flexphoto_access_pushes_total",
+                "Access statistics pushes to the control plane, by outcome",
+            ),
+            &["outcome"],
+        )?;
+        let access_dropped = IntCounter::new(
+            "flexphoto_access_dropped_requests_total",
+            "Requests counted for access statistics but never delivered",
+        )?;
+        let access_buffered = IntGauge::new(
+            "flexphoto_access_buffered_batches",
+            "Access statistics batches waiting to be pushed",
+        )?;
+        registry.register(Box::new(access_pushes.clone()))?;
+        registry.register(Box::new(access_dropped.clone()))?;
+        registry.register(Box::new(access_buffered.clone()))?;
         registry.register(Box::new(queue_rejections.clone()))?;
         registry.register(Box::new(client_rejections.clone()))?;
         registry.register(Box::new(transforms_by_lane.clone()))?;
@@ -176,6 +200,9 @@ impl Metrics {
             memory_bytes,
             source_bytes,
             working_bytes,
+            access_pushes,
+            access_dropped,
+            access_buffered,
         })
     }
 

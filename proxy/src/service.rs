@@ -69,7 +69,9 @@ fn text_reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply 
 fn error_reply(e: &EdgeError) -> Reply {
     let mut r = text_reply(e.status(), "application/json", e.body());
     match e {
-        EdgeError::Overloaded { retry_after } | EdgeError::TooManyRequests { retry_after } => {
+        EdgeError::Overloaded { retry_after }
+        | EdgeError::TooManyRequests { retry_after }
+        | EdgeError::Archived { retry_after } => {
             set(&mut r.header, "retry-after", retry_after.as_secs().max(1))
         }
         EdgeError::MethodNotAllowed => set(&mut r.header, "allow", "GET, HEAD"),
@@ -190,6 +192,7 @@ impl EdgeHttp {
         let uri = session.req_header().uri.clone();
         let path = uri.path();
         let is_read = method == http::Method::GET || method == http::Method::HEAD;
+        let is_head = method == http::Method::HEAD;
         let edge = &self.edge;
         if path.starts_with(flexphoto_url::IMG_PREFIX) || path.starts_with(flexphoto_url::CF_PREFIX)
         {
@@ -204,7 +207,16 @@ impl EdgeHttp {
                 client: client_ip(session, edge.config().client_ip_header.as_deref()),
             };
             return match edge.serve(req).await {
-                Ok(r) => image_reply(edge, &r),
+                Ok(r) => {
+                    if let Some(counter) = edge.access() {
+                        let bytes = match (&r.image, is_head) {
+                            (Some(img), false) => img.body.len() as u64,
+                            _ => 0,
+                        };
+                        counter.record(&r.key, bytes, r.tier != crate::cache::Tier::Origin);
+                    }
+                    image_reply(edge, &r)
+                }
                 Err(e) => {
                     if e.status() >= 500 && e.status() != 503 {
                         tracing::error!(path, status = e.status(), error = %e.log_detail(), "request failed");

@@ -95,9 +95,9 @@ pub fn s3_env() -> Option<HashMap<String, String>> {
     Some(m)
 }
 
-/// Creates the test bucket if the S3 server does not have it yet.
-pub async fn ensure_bucket() {
-    let Some(m) = s3_env() else { return };
+/// A client of the test S3 server, when one is configured.
+pub fn s3_client() -> Option<aws_sdk_s3::Client> {
+    let m = s3_env()?;
     let creds = aws_sdk_s3::config::Credentials::new(
         &m["FLEXPHOTO__STORAGE__S3__ACCESS_KEY"],
         &m["FLEXPHOTO__STORAGE__S3__SECRET_KEY"],
@@ -110,16 +110,35 @@ pub async fn ensure_bucket() {
         .endpoint_url(&m["FLEXPHOTO__STORAGE__S3__ENDPOINT"])
         .credentials_provider(creds)
         .force_path_style(true)
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .build();
-    let client = aws_sdk_s3::Client::from_conf(conf);
-    let bucket = &m["FLEXPHOTO__STORAGE__S3__BUCKET"];
+    Some(aws_sdk_s3::Client::from_conf(conf))
+}
+
+/// Creates `bucket` on the test S3 server if it is not there yet.
+pub async fn ensure_named_bucket(bucket: &str) {
+    let Some(client) = s3_client() else { return };
     if client.head_bucket().bucket(bucket).send().await.is_err() {
         client
             .create_bucket()
             .bucket(bucket)
             .send()
             .await
-            .expect("create the test bucket");
+            .expect("create a test bucket");
+    }
+}
+
+/// Creates the test bucket if the S3 server does not have it yet.
+pub async fn ensure_bucket() {
+    let Some(m) = s3_env() else { return };
+    ensure_named_bucket(&m["FLEXPHOTO__STORAGE__S3__BUCKET"]).await;
+}
+
+/// Whether `key` exists in `bucket` on the test S3 server.
+pub async fn s3_has(bucket: &str, key: &str) -> bool {
+    match s3_client() {
+        Some(c) => c.head_object().bucket(bucket).key(key).send().await.is_ok(),
+        None => false,
     }
 }
 
@@ -134,8 +153,8 @@ pub fn fixtures() -> Option<PathBuf> {
     }
 }
 
-/// A fresh Postgres database; dropped by [`App::cleanup`].
-async fn fresh_pg_db() -> (String, String) {
+/// A fresh Postgres database: its URL and its name (for [`drop_pg_db`]).
+pub async fn fresh_pg_db() -> (String, String) {
     let base = std::env::var("FLEXPHOTO_TEST_PG_URL").expect("FLEXPHOTO_TEST_PG_URL");
     let name = format!("fp_test_{}", uuid::Uuid::new_v4().simple());
     let pool = sqlx::PgPool::connect(&base)
@@ -152,6 +171,19 @@ async fn fresh_pg_db() -> (String, String) {
         .map(|(_, q)| format!("?{q}"))
         .unwrap_or_default();
     (format!("{prefix}/{name}{query}"), name)
+}
+
+/// Drops a database made by [`fresh_pg_db`].
+pub async fn drop_pg_db(name: &str) {
+    if let Ok(base) = std::env::var("FLEXPHOTO_TEST_PG_URL") {
+        if let Ok(pool) = sqlx::PgPool::connect(&base).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&pool)
+            .await;
+        }
+    }
 }
 
 /// A running `flexphoto` process and what it needs.
@@ -173,6 +205,8 @@ pub struct Options {
     pub s3: bool,
     /// Run `flexphoto up` (with the edge) instead of `flexphoto serve`.
     pub up: bool,
+    /// A database another process also uses (not dropped by this app's cleanup).
+    pub shared_database: Option<String>,
 }
 
 impl Options {
@@ -182,7 +216,13 @@ impl Options {
             env: Vec::new(),
             s3: false,
             up: false,
+            shared_database: None,
         }
+    }
+    /// Runs on `url`, a database other processes share.
+    pub fn shared_database(mut self, url: &str) -> Self {
+        self.shared_database = Some(url.to_owned());
+        self
     }
     pub fn env(mut self, k: &'static str, v: impl Into<String>) -> Self {
         self.env.push((k, v.into()));
@@ -214,6 +254,13 @@ pub fn models() -> Option<PathBuf> {
 impl App {
     /// Starts `flexphoto serve` on a random port with a fresh data dir and database.
     pub async fn spawn(opts: Options) -> App {
+        let mut app = Self::prepare(opts).await;
+        app.start();
+        app
+    }
+
+    /// Everything [`App::spawn`] does but starting the process.
+    pub async fn prepare(opts: Options) -> App {
         let data_dir =
             std::env::temp_dir().join(format!("flexphoto-it-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&data_dir).unwrap();
@@ -230,7 +277,9 @@ impl App {
         // Search tests turn the model on (see `with_search`); the others do not need it.
         env.insert("FLEXPHOTO__SEARCH__MODEL".into(), "none".into());
         let mut pg_db = None;
-        if opts.backend == Backend::Postgres {
+        if let Some(url) = &opts.shared_database {
+            env.insert("FLEXPHOTO__DATABASE__URL".into(), url.clone());
+        } else if opts.backend == Backend::Postgres {
             let (url, name) = fresh_pg_db().await;
             env.insert("FLEXPHOTO__DATABASE__URL".into(), url);
             pg_db = Some(name);
@@ -260,7 +309,7 @@ impl App {
             args.push(format!("127.0.0.1:{port}"));
             edge = Some(format!("http://127.0.0.1:{port}"));
         }
-        let mut app = App {
+        App {
             base: String::new(),
             edge,
             args,
@@ -268,13 +317,19 @@ impl App {
             env,
             child: None,
             pg_db,
-        };
-        app.start();
-        app
+        }
     }
 
     /// Starts (or restarts) the process and waits for its listening line.
     pub fn start(&mut self) {
+        if let Err(log) = self.try_start() {
+            panic!("flexphoto did not start; log:\n{log}");
+        }
+    }
+
+    /// Starts (or restarts) the process; when it exits or stays silent instead of listening,
+    /// returns its log.
+    pub fn try_start(&mut self) -> Result<(), String> {
         let mut args = self.args.clone();
         if !self.base.is_empty() {
             // Restart on the same port.
@@ -305,15 +360,32 @@ impl App {
             Ok(addr) => self.base = addr,
             Err(_) => {
                 let _ = child.kill();
-                panic!("flexphoto did not start; log:\n{}", self.log());
+                let _ = child.wait();
+                return Err(self.log());
             }
         }
         self.child = Some(child);
+        Ok(())
     }
 
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit on its own (e.g. at a failpoint); true when it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(_))) | None => {
+                    self.child = None;
+                    return true;
+                }
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        false
     }
 
     /// SIGKILL: no shutdown code runs.

@@ -19,6 +19,7 @@ mod duplicates;
 mod embed;
 mod process;
 mod sync_payload;
+mod tier;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -394,6 +395,10 @@ async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, JobError> {
         JobKind::Duplicates => duplicates::run(state, job).await,
         JobKind::SyncPayload => sync_payload::run(state, job).await,
         JobKind::Delete => delete::run(state, job).await,
+        JobKind::TierCold => {
+            tier::run(state, job, crate::lifecycle::policy::Direction::ToCold).await
+        }
+        JobKind::TierHot => tier::run(state, job, crate::lifecycle::policy::Direction::ToHot).await,
     }
 }
 

@@ -85,6 +85,7 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
         }
     }
     let mut variant_keys = std::collections::BTreeMap::new();
+    let mut variant_bytes = std::collections::BTreeMap::new();
     for v in &analysis.variants {
         let k = blob::variant_key(img.id, img.uploaded_at, &v.name, &v.ext);
         let key = blob::key(&k).map_err(|e| JobError::Transient(e.to_string()))?;
@@ -94,6 +95,7 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
             .put(&key, v.output.bytes.clone(), v.output.format.mime())
             .await?;
         variant_keys.insert(v.name.clone(), k);
+        variant_bytes.insert(v.name.clone(), v.output.bytes.len() as i64);
     }
     let e = analysis.exif;
     let phash = Some(analysis.dhash as i64);
@@ -124,6 +126,7 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
             width: analysis.width as i32,
             height: analysis.height as i32,
             variant_keys,
+            variant_bytes,
             phash,
             exif: e,
         }),

@@ -44,6 +44,72 @@ pub async fn job_stats(
     }))
 }
 
+/// A deployment-wide role and the process holding it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoleHolder {
+    /// `index-owner`, `sweeper`, `reconcile`, `reembed` …
+    pub role: String,
+    /// The holding process (`null` when its description is unreadable).
+    pub holder: Option<crate::cluster::Instance>,
+    /// Whether the lease is in force (a lapsed one is taken by the next process to ask).
+    pub live: bool,
+    /// Whether this process (the one answering) holds it.
+    pub held_here: bool,
+    /// When the holder took it.
+    pub acquired_at: chrono::DateTime<chrono::Utc>,
+    /// Seconds since the holder last renewed it.
+    pub renewed_secs_ago: f64,
+    /// Seconds until it lapses unless renewed (negative: lapsed).
+    pub expires_in_secs: f64,
+}
+
+/// The processes of a deployment as this one sees them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterView {
+    /// The process answering.
+    pub this: crate::cluster::Instance,
+    /// Every role taken so far, by name.
+    pub roles: Vec<RoleHolder>,
+    /// The edges known from their access-statistics pushes, most recent first.
+    pub edges: Vec<crate::store::lifecycle::EdgeRow>,
+}
+
+/// `GET /v1/cluster` (admin): which process holds each deployment-wide role (the embedded
+/// index's owner and the schedulers), and since when.
+#[utoipa::path(get, path = "/v1/cluster", tag = "operations",
+    responses((status = 200, body = ClusterView), (status = 403, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn cluster(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> ApiResult<Json<ClusterView>> {
+    caller.require(Role::Admin)?;
+    let roles = state
+        .db
+        .all_leases()
+        .await?
+        .into_iter()
+        .map(|l| {
+            let holder = crate::cluster::Instance::from_json(&l.holder_info);
+            RoleHolder {
+                held_here: holder.as_ref().is_some_and(|h| h.id == state.instance.id),
+                holder,
+                live: l.live(),
+                role: l.name.clone(),
+                acquired_at: chrono::DateTime::from_timestamp_millis(l.acquired_at)
+                    .unwrap_or_default(),
+                renewed_secs_ago: (l.now - l.renewed_at) as f64 / 1000.0,
+                expires_in_secs: (l.expires_at - l.now) as f64 / 1000.0,
+            }
+        })
+        .collect();
+    Ok(Json(ClusterView {
+        this: state.instance.clone(),
+        roles,
+        edges: state.db.edges().await?,
+    }))
+}
+
 /// `GET /metrics` (admin key; scrape with a bearer credential): Prometheus text format. Queue
 /// and image counts are read from the database at each scrape.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
@@ -57,6 +123,7 @@ pub async fn metrics(
     caller.require(Role::Admin)?;
     let s = state.db.queue_stats().await?;
     state.metrics.set_queue(&s);
+    state.metrics.set_storage(&state.db.storage_usage().await?);
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

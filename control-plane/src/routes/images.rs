@@ -52,7 +52,24 @@ pub async fn get_image(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ImageView>> {
     let img = load_for(&state, &caller, &id, Role::Viewer).await?;
-    Ok(Json(views::image(&state, &img)))
+    let mut view = views::image(&state, &img);
+    let today = state.clock.now().date_naive();
+    view.lifecycle.access = Some(state.db.access_summary(img.id, today).await?);
+    view.lifecycle.objects = Some(
+        state
+            .db
+            .objects_of(img.id)
+            .await?
+            .into_iter()
+            .map(|o| views::ObjectView {
+                kind: o.kind,
+                key: o.key,
+                bytes: o.bytes,
+                tier: o.tier,
+            })
+            .collect(),
+    );
+    Ok(Json(view))
 }
 
 /// Filters and paging of `GET /v1/images`; the filter names are the ones `POST /v1/search`
@@ -79,6 +96,12 @@ pub struct ListQuery {
     camera_model: Option<String>,
     /// Comma-separated tags; every one must be present.
     tags: Option<String>,
+    /// Not requested by any edge since this time (RFC 3339); never requested counts.
+    not_accessed_since: Option<String>,
+    /// Fewer than this many requests in the last 30 days.
+    max_hits_30d: Option<i64>,
+    /// `standard` (hot) or `cold`.
+    storage_tier: Option<String>,
     /// `newest` (default) or `oldest`.
     sort: Option<String>,
     /// Page size, 1–200 (default 50).
@@ -173,6 +196,19 @@ pub async fn list_images(
             .as_deref()
             .map(str::parse::<ReviewState>)
             .transpose()?,
+        lifecycle: crate::filter::LifecycleFilter {
+            not_accessed_since: q
+                .not_accessed_since
+                .as_deref()
+                .map(|v| parse_time("not_accessed_since", v))
+                .transpose()?,
+            max_hits: q.max_hits_30d,
+            hits_since: Some(crate::lifecycle::policy::window_start(
+                state.clock.now(),
+                crate::lifecycle::report::MONTH_DAYS,
+            )),
+            storage_tier: q.storage_tier.filter(|t| !t.is_empty()),
+        },
         ..ImageFilter::default()
     };
     filter.check()?;

@@ -29,7 +29,8 @@ use crate::store::keys::ApiKeyRow;
 pub struct CreateKey {
     /// A name for people (1–200 characters); recorded as the actor of its changes.
     name: String,
-    /// `admin`, `reviewer`, `uploader` or `viewer`: at most the calling key's role.
+    /// `admin`, `reviewer`, `uploader` or `viewer`: at most the calling key's role; or
+    /// `edge` (an edge's key for pushing access statistics; unscoped admins only).
     role: String,
     /// Limit the key to this owner's images; a scoped caller's keys are always in its scope.
     owner: Option<String>,
@@ -104,6 +105,12 @@ pub async fn create_key(
 ) -> ApiResult<impl IntoResponse> {
     caller.require(Role::Uploader)?;
     let role: Role = req.role.parse()?;
+    // Edge keys report traffic for every owner: only an unscoped admin hands them out.
+    if role == Role::Edge && (caller.role != Role::Admin || caller.owner_scope.is_some()) {
+        return Err(ApiError::Forbidden(
+            "only an admin key without an owner scope can create an edge key".into(),
+        ));
+    }
     if role > caller.role {
         return Err(ApiError::Forbidden(format!(
             "a {} key cannot create a {role} key",

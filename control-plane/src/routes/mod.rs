@@ -11,6 +11,7 @@ pub mod admin;
 pub mod extract;
 pub mod images;
 pub mod keys;
+pub mod lifecycle;
 pub mod openapi;
 pub mod search;
 pub mod uploads;
@@ -39,10 +40,20 @@ pub fn router(state: Arc<AppState>) -> Router {
             .saturating_add(1 << 20),
     );
     let json_limit = DefaultBodyLimit::max(state.cfg.max_json_bytes);
+    // Without an index here, searches are answered by the index owner.
+    let search_route = if state.cfg.search.index == crate::config::IndexChoice::Forward {
+        post(forward_search)
+    } else {
+        post(search::search)
+    };
+    // Edges push up to access.max_batch_items items per batch.
+    let access_routes = Router::new()
+        .route("/v1/access/batches", post(lifecycle::push_access))
+        .layer(DefaultBodyLimit::max(16 << 20));
     let image_routes = Router::new()
         .route("/v1/images", post(uploads::create))
         .route("/v1/uploads/{id}", put(uploads::local_put))
-        .route("/v1/search", post(search::search))
+        .route("/v1/search", search_route)
         .layer(upload_limit);
     Router::new()
         .route("/v1/images", get(images::list_images))
@@ -61,11 +72,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/keys", post(keys::create_key).get(keys::list_keys))
         .route("/v1/keys/{id}", delete(keys::revoke_key))
         .route("/v1/jobs/stats", get(admin::job_stats))
+        .route("/v1/cluster", get(admin::cluster))
+        .route("/v1/cost", get(lifecycle::cost_report))
+        .route("/v1/cost/projection", post(lifecycle::cost_projection))
+        .route("/v1/tiering/plan", get(lifecycle::tiering_plan))
+        .route("/v1/images/{id}/restore", post(lifecycle::restore_image))
         .route("/healthz", get(admin::healthz))
         .route("/openapi.json", get(admin::openapi))
         .route("/metrics", get(admin::metrics))
         .layer(json_limit)
         .merge(image_routes)
+        .merge(access_routes)
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not take that method".into())
@@ -73,6 +90,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .route_layer(middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state)
+}
+
+/// `POST /v1/search` on a process with `search.index = "forward"`: the caller's key is
+/// checked here (so a bad key never travels), then the index owner answers.
+async fn forward_search(
+    State(state): State<Arc<AppState>>,
+    caller: crate::auth::Caller,
+    req: Request,
+) -> Result<Response, ApiError> {
+    caller.require(crate::auth::Role::Viewer)?;
+    let limit = usize::try_from(state.cfg.max_upload_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1 << 20);
+    crate::cluster::forward::forward(&state, req, limit).await
 }
 
 /// Ends requests that take longer than `server.request_timeout_secs` with 503, except the

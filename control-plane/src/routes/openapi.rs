@@ -33,6 +33,12 @@ use utoipa::{Modify, OpenApi};
         super::keys::list_keys,
         super::keys::revoke_key,
         super::admin::job_stats,
+        super::admin::cluster,
+        super::lifecycle::push_access,
+        super::lifecycle::cost_report,
+        super::lifecycle::cost_projection,
+        super::lifecycle::tiering_plan,
+        super::lifecycle::restore_image,
         super::admin::healthz,
         super::admin::metrics,
         super::admin::openapi,
@@ -46,6 +52,7 @@ use utoipa::{Modify, OpenApi};
         (name = "review", description = "Near-duplicates and correction history"),
         (name = "keys", description = "API keys"),
         (name = "operations", description = "Health, metrics, queue statistics"),
+        (name = "lifecycle", description = "Access statistics, tiering, restores and the cost model"),
     )
 )]
 pub struct ApiDoc;

@@ -197,6 +197,7 @@ fn to_query(
             .transpose()?,
         faces_min: req.faces_min,
         faces_max: req.faces_max,
+        lifecycle: Default::default(),
     };
     Ok(SearchQuery {
         similar,

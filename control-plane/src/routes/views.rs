@@ -143,6 +143,40 @@ pub struct ImageView {
     pub sized_urls: Option<BTreeMap<String, String>>,
     /// A template for any size: replace `{width}` and `{height}` (unsigned edges only).
     pub url_template: Option<String>,
+    /// Where its bytes are stored and how often they are requested.
+    pub lifecycle: LifecycleView,
+}
+
+/// Storage tier and traffic of an image.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LifecycleView {
+    /// `standard` (hot) or `cold` (some objects moved to cold storage).
+    pub tier: String,
+    /// When the tier last changed.
+    pub tier_changed_at: Option<DateTime<Utc>>,
+    /// When an edge last served it (any size or variant).
+    pub last_accessed_at: Option<DateTime<Utc>>,
+    /// `restoring` or `restored` during an archive restore.
+    pub restore_state: Option<String>,
+    /// Requests in the last 7 and 30 days (single-image reads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<crate::store::lifecycle::AccessSummary>,
+    /// Each stored object with its size and tier (single-image reads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objects: Option<Vec<ObjectView>>,
+}
+
+/// One stored object of an image.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ObjectView {
+    /// `original` or the variant's name.
+    pub kind: String,
+    /// Object key.
+    pub key: String,
+    /// Size, once known.
+    pub bytes: Option<i64>,
+    /// `standard` or `cold`.
+    pub tier: String,
 }
 
 /// An edge URL for `key` with `query` options, signed when the edges have keys.
@@ -248,6 +282,14 @@ pub fn image(state: &AppState, img: &ImageRow) -> ImageView {
         variants,
         sized_urls,
         url_template,
+        lifecycle: LifecycleView {
+            tier: img.storage_tier.clone(),
+            tier_changed_at: img.tier_changed_at,
+            last_accessed_at: img.last_accessed_at,
+            restore_state: img.restore_state.clone(),
+            access: None,
+            objects: None,
+        },
     }
 }
 

@@ -685,6 +685,9 @@ async fn eval_duplicates(
     }))
 }
 
+/// One image of the duplicate set: photo group, visual vector, dHash and grey layout.
+type DuplicateItem<'a> = (usize, Vec<f32>, Option<i64>, Option<&'a Vec<u8>>);
+
 /// One scored pair: photo groups of both images and the score.
 type ScoredPair = (usize, usize, f64);
 
@@ -714,7 +717,7 @@ async fn choose_thresholds(
         .map(|(id, l)| (id.0, l))
         .collect();
     let cfg = &state.cfg.search;
-    let mut items: Vec<(usize, Vec<f32>, Option<i64>, Option<&Vec<u8>>)> = Vec::new();
+    let mut items: Vec<DuplicateItem> = Vec::new();
     for id in ids {
         let Ok(uuid) = id.parse::<uuid::Uuid>() else {
             continue;

@@ -45,9 +45,13 @@ impl std::fmt::Debug for Search {
     }
 }
 
-/// Loads the configured embedder and opens the vector index; `None` when search is off.
-/// The flag says the index was recreated (its vector sizes changed) and must be refilled.
+/// Loads the configured embedder and opens the vector index; `None` when search is off or
+/// answered by another process (`search.index = "forward"`). The flag says the index was
+/// recreated (its vector sizes changed) and must be refilled.
 pub async fn open(cfg: &SearchConfig) -> Result<Option<(Search, bool)>, String> {
+    if cfg.index == IndexChoice::Forward {
+        return Ok(None);
+    }
     let settings = match &cfg.model {
         ModelChoice::None => return Ok(None),
         ModelChoice::Conse { model_dir } => EmbedSettings {
@@ -78,6 +82,7 @@ pub async fn open(cfg: &SearchConfig) -> Result<Option<(Search, bool)>, String> 
         } => index::connect_server(url, api_key.as_deref(), collection, space)
             .await
             .map_err(|e| format!("search.qdrant_url {url}: {e}"))?,
+        IndexChoice::Forward => return Ok(None),
     };
     if opened.recreated {
         tracing::warn!(model = %info.id(), "the vector index had other vector sizes and was recreated; every image will be re-embedded");

@@ -193,7 +193,8 @@ fn duplicate_scores() {
     flexphoto_media::vips::init(1).unwrap();
     let e = ConseEmbedder::load(&model).unwrap();
     // (photo index, edit name, visual vector, dhash, layout)
-    let mut items: Vec<(usize, &str, Vec<f32>, u64, Vec<u8>)> = Vec::new();
+    type Item<'a> = (usize, &'a str, Vec<f32>, u64, Vec<u8>);
+    let mut items: Vec<Item> = Vec::new();
     for (g, path) in duplicate_photos().iter().enumerate() {
         let data = Bytes::from(std::fs::read(path).unwrap());
         let Ok(made) = edits(&data) else {

@@ -2,14 +2,12 @@
 //!
 //! SQL is the truth. [`reconcile`] walks both: a point whose image is gone or not ready is
 //! deleted; a ready image without a point, or with vectors from another model, gets an
-//! `embed` job. [`run_reembedder`] runs in the service and queues `embed` jobs for images
+//! `embed` job. [`reconcile_pass`] and [`reembed_pass`] are the service's scheduled passes
+//! (one process per deployment runs each): drift repair, and `embed` jobs for images
 //! embedded by another model than the configured one (after a model change), a batch at a time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::domain::{ImageId, ImageStatus, JobKind};
@@ -111,21 +109,11 @@ pub async fn reconcile(state: &AppState, fix: bool) -> Result<ReconcileReport, R
     Ok(report)
 }
 
-/// Reconciles once, then queues re-embedding for images made by another model, a batch per
-/// pass, until `shutdown`; passes run at start and every `every`.
-pub async fn run_reembedder(
-    state: Arc<AppState>,
-    mut shutdown: watch::Receiver<bool>,
-    every: Duration,
-) {
-    let Some(search) = state.search.clone() else {
-        return;
-    };
-    if state.cfg.workers == 0 {
+/// One reconciliation pass, logged; the `reconcile` role runs it (see `cluster::singleton`).
+pub async fn reconcile_pass(state: Arc<AppState>) {
+    if state.search.is_none() {
         return;
     }
-    // Once at start: repair drift left by a crash, a lost index directory or a recreated
-    // collection.
     match reconcile(&state, true).await {
         Ok(r) if r.orphan_points + r.missing_points + r.stale_model > 0 => {
             tracing::info!(report = ?r, "reconciled the vector index with the database")
@@ -133,30 +121,32 @@ pub async fn run_reembedder(
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "reconciling the vector index failed"),
     }
-    loop {
-        match state
-            .db
-            .needing_embedding(&search.model_id, state.cfg.search.reembed_batch)
-            .await
-        {
-            Ok(ids) if !ids.is_empty() => {
-                match state
-                    .db
-                    .enqueue_jobs(&ids, JobKind::Embed, state.cfg.max_attempts)
-                    .await
-                {
-                    Ok(n) => {
-                        tracing::info!(queued = n, model = %search.model_id, "queued images for re-embedding")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "queueing re-embedding failed"),
+}
+
+/// Queues one batch of re-embedding for images made by another model than the configured
+/// one; the `reembed` role runs it every few seconds.
+pub async fn reembed_pass(state: Arc<AppState>) {
+    let Some(search) = state.search.clone() else {
+        return;
+    };
+    match state
+        .db
+        .needing_embedding(&search.model_id, state.cfg.search.reembed_batch)
+        .await
+    {
+        Ok(ids) if !ids.is_empty() => {
+            match state
+                .db
+                .enqueue_jobs(&ids, JobKind::Embed, state.cfg.max_attempts)
+                .await
+            {
+                Ok(n) => {
+                    tracing::info!(queued = n, model = %search.model_id, "queued images for re-embedding")
                 }
+                Err(e) => tracing::warn!(error = %e, "queueing re-embedding failed"),
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "looking for images to re-embed failed"),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.wait_for(|v| *v) => return,
-        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "looking for images to re-embed failed"),
     }
 }

@@ -12,7 +12,7 @@ use sqlx::{AssertSqlSafe, FromRow};
 use super::jobs::enqueue_job;
 use super::{now, BeginWrite, Db, Result, StoreError};
 use crate::domain::{ImageId, ImageStatus, JobKind, Owner, ReviewState};
-use crate::filter::ImageFilter;
+use crate::filter::{ImageFilter, LifecycleBind};
 use crate::on_db;
 
 /// One image row.
@@ -104,6 +104,14 @@ pub struct ImageRow {
     pub upload_key: Option<String>,
     /// The staged object's identity when the upload was completed.
     pub upload_identity: Option<String>,
+    /// When an edge last served it (any size or variant).
+    pub last_accessed_at: Option<DateTime<Utc>>,
+    /// When its storage tier last changed.
+    pub tier_changed_at: Option<DateTime<Utc>>,
+    /// `restoring` or `restored` while an archive restore is under way.
+    pub restore_state: Option<String>,
+    /// When the restore was asked for.
+    pub restore_requested_at: Option<DateTime<Utc>>,
 }
 
 impl ImageRow {
@@ -156,6 +164,8 @@ pub struct Processed {
     pub height: i32,
     /// Variant keys.
     pub variant_keys: BTreeMap<String, String>,
+    /// Variant sizes, bytes.
+    pub variant_bytes: BTreeMap<String, i64>,
     /// dHash.
     pub phash: Option<i64>,
     /// EXIF (typed fields and everything as JSON).
@@ -402,6 +412,7 @@ impl Db {
                 );
             }
         }
+        sql += &filter.lifecycle.sql(&mut next);
         let (cmp, dir) = match order {
             ListOrder::OldestFirst => (">", "ASC"),
             ListOrder::NewestFirst => ("<", "DESC"),
@@ -443,6 +454,14 @@ impl Db {
             }
             for n in [filter.faces_min, filter.faces_max].into_iter().flatten() {
                 q = q.bind(n as i32);
+            }
+            for b in filter.lifecycle.binds() {
+                q = match b {
+                    LifecycleBind::Time(t) => q.bind(t),
+                    LifecycleBind::Day(d) => q.bind(d),
+                    LifecycleBind::Int(n) => q.bind(n),
+                    LifecycleBind::Text(t) => q.bind(t),
+                };
             }
             if let Some((t, id)) = after {
                 q = q.bind(t).bind(id);

@@ -203,6 +203,33 @@ impl Db {
                 tx.commit().await?;
                 return Ok(true);
             }
+            // Every stored object, with its size, for tiering and the bill.
+            let original: (String,) =
+                sqlx::query_as("SELECT original_key FROM images WHERE id = $1")
+                    .bind(job.image_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let objects = std::iter::once(("original", original.0.as_str(), Some(r.bytes))).chain(
+                r.variant_keys.iter().map(|(name, key)| {
+                    (
+                        name.as_str(),
+                        key.as_str(),
+                        r.variant_bytes.get(name).copied(),
+                    )
+                }),
+            );
+            for (kind, key, bytes) in objects {
+                sqlx::query(
+                    "INSERT INTO image_objects (image_id, kind, key, bytes, tier) VALUES ($1, $2, $3, $4, 'standard') \
+                     ON CONFLICT (image_id, kind) DO UPDATE SET key = excluded.key, bytes = excluded.bytes, tier = 'standard'",
+                )
+                .bind(job.image_id)
+                .bind(kind)
+                .bind(key)
+                .bind(bytes)
+                .execute(&mut *tx)
+                .await?;
+            }
             if let Some(rec) = &r.index {
                 let owner: (String,) = sqlx::query_as("SELECT owner FROM images WHERE id = $1")
                     .bind(job.image_id)
@@ -487,6 +514,7 @@ mod tests {
             width: 1,
             height: 1,
             variant_keys: Default::default(),
+            variant_bytes: Default::default(),
             phash: None,
             exif: Default::default(),
             index: None,

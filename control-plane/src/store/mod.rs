@@ -13,6 +13,8 @@
 pub mod images;
 pub mod jobs;
 pub mod keys;
+pub mod leases;
+pub mod lifecycle;
 pub mod search;
 
 use std::str::FromStr;

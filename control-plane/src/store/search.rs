@@ -229,14 +229,14 @@ impl Db {
             "SELECT image_id, model, concepts, faces FROM image_embeddings WHERE image_id IN ({})",
             marks.join(", ")
         );
-        let rows: Vec<(ImageId, String, Json<Vec<Concept>>, Option<i32>)> =
-            on_db!(self, |p, _pg| {
-                let mut q = sqlx::query_as(AssertSqlSafe(sql));
-                for id in ids {
-                    q = q.bind(*id);
-                }
-                q.fetch_all(p).await?
-            });
+        type Row = (ImageId, String, Json<Vec<Concept>>, Option<i32>);
+        let rows: Vec<Row> = on_db!(self, |p, _pg| {
+            let mut q = sqlx::query_as(AssertSqlSafe(sql));
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.fetch_all(p).await?
+        });
         Ok(rows
             .into_iter()
             .map(|(image_id, model, concepts, faces)| EmbeddingRow {

@@ -33,21 +33,9 @@ pub async fn sweep_once(state: &AppState) -> Result<usize, StoreError> {
     Ok(n)
 }
 
-/// Runs [`sweep_once`] every `sweep_interval` until shutdown.
-pub async fn run_sweeper(state: Arc<AppState>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let Some(interval) = state.cfg.sweep_interval else {
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
-            return;
-        }
-        if let Err(e) = sweep_once(&state).await {
-            tracing::warn!(error = %e, "sweep failed");
-        }
+/// One sweep, logged; the `sweeper` role runs it every `upload.sweep_interval_secs`.
+pub async fn sweep_pass(state: Arc<AppState>) {
+    if let Err(e) = sweep_once(&state).await {
+        tracing::warn!(error = %e, "sweep failed");
     }
 }

@@ -244,6 +244,8 @@ fn drift(out: &mut Vec<String>, prefix: &str, file: &toml::Table, code: &toml::T
     for (k, v) in code {
         let key = format!("{prefix}{k}");
         match (file.get(k), v) {
+            // An empty list of tables (`[[section.items]]`) is written as commented examples.
+            (None, toml::Value::Array(a)) if a.is_empty() => {}
             (None, _) => out.push(format!("{key}: missing from the file")),
             (Some(toml::Value::Table(f)), toml::Value::Table(c)) => {
                 drift(out, &format!("{key}."), f, c)

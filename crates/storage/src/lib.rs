@@ -9,6 +9,7 @@
 
 pub mod local;
 pub mod s3;
+pub mod tiered;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -157,6 +158,22 @@ pub struct ObjectMeta {
     pub content_type: Option<String>,
 }
 
+/// Whether an object can be read now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveState {
+    /// Readable (any non-archive class).
+    Online,
+    /// In an archive class; a restore must be asked for.
+    Archived,
+    /// A restore was asked for and is under way.
+    Restoring,
+    /// A restored copy is readable until the given time (as the store wrote it).
+    Restored {
+        /// When the temporary copy goes away.
+        until: Option<String>,
+    },
+}
+
 /// An object's bytes with its metadata.
 #[derive(Debug, Clone)]
 pub struct Object {
@@ -186,6 +203,12 @@ pub enum StorageError {
     /// The store has no room for the object (a full disk or an exhausted quota).
     #[error("the object store is out of space")]
     Full,
+    /// The object is in an archive storage class and must be restored before it is read.
+    #[error("object {0} is archived; it must be restored before it can be read")]
+    Archived(String),
+    /// The store cannot do this (e.g. storage classes on a local directory).
+    #[error("{0}")]
+    Unsupported(String),
     /// The store failed (network, permissions, I/O); the text is for logs, not clients.
     #[error("object store failure: {0}")]
     Failed(String),
@@ -218,6 +241,36 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Removes an object; removing a missing object is not an error.
     async fn delete(&self, key: &ImageKey) -> Result<(), StorageError>;
+
+    /// Moves an object to another storage class of the same store, in place (S3's
+    /// `STANDARD_IA`, `GLACIER_IR`, `GLACIER`, `DEEP_ARCHIVE` …); stores without classes
+    /// refuse.
+    async fn set_storage_class(
+        &self,
+        key: &ImageKey,
+        class: &str,
+    ) -> Result<ObjectMeta, StorageError> {
+        let _ = class;
+        Err(StorageError::Unsupported(format!(
+            "{}: this store has no storage classes ({key})",
+            self.describe()
+        )))
+    }
+
+    /// Whether an object can be read now or sits in an archive class.
+    async fn archive_state(&self, key: &ImageKey) -> Result<ArchiveState, StorageError> {
+        self.head(key).await.map(|_| ArchiveState::Online)
+    }
+
+    /// Asks for a temporary readable copy of an archived object for `days`; stores without
+    /// archive classes refuse.
+    async fn restore(&self, key: &ImageKey, days: u32) -> Result<ArchiveState, StorageError> {
+        let _ = days;
+        Err(StorageError::Unsupported(format!(
+            "{}: this store has no archive classes ({key})",
+            self.describe()
+        )))
+    }
 
     /// A short description for logs (`dir:/srv/photos`, `s3:bucket@endpoint`).
     fn describe(&self) -> String;

@@ -12,8 +12,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
+use crate::{ArchiveState, Object, ObjectMeta, ObjectStore, StorageError};
 use crate::{ImageKey, S3Config};
-use crate::{Object, ObjectMeta, ObjectStore, StorageError};
 
 /// Objects in one bucket.
 #[derive(Debug, Clone)]
@@ -39,6 +39,9 @@ where
         return StorageError::NotFound(key.to_string());
     }
     if let SdkError::ServiceError(se) = &e {
+        if se.err().code() == Some("InvalidObjectState") {
+            return StorageError::Archived(key.to_string());
+        }
         if matches!(
             se.err().code(),
             Some("QuotaExceeded" | "XMinioStorageFull" | "StorageFull" | "InsufficientStorage")
@@ -245,7 +248,117 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn set_storage_class(
+        &self,
+        key: &ImageKey,
+        class: &str,
+    ) -> Result<ObjectMeta, StorageError> {
+        let source = format!(
+            "{}/{}",
+            self.bucket,
+            percent_encoding::utf8_percent_encode(key.as_str(), COPY_SOURCE)
+        );
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .copy_source(source)
+            .storage_class(aws_sdk_s3::types::StorageClass::from(class))
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Copy)
+            .send()
+            .await
+            .map_err(|e| sdk_err(key, e))?;
+        self.head(key).await
+    }
+
+    async fn archive_state(&self, key: &ImageKey) -> Result<ArchiveState, StorageError> {
+        let r = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+            .map_err(|e| sdk_err(key, e))?;
+        let archived = matches!(
+            r.storage_class().map(|c| c.as_str()),
+            Some("GLACIER" | "DEEP_ARCHIVE")
+        );
+        Ok(archive_state(archived, r.restore()))
+    }
+
+    async fn restore(&self, key: &ImageKey, days: u32) -> Result<ArchiveState, StorageError> {
+        let request = aws_sdk_s3::types::RestoreRequest::builder()
+            .days(i32::try_from(days).unwrap_or(i32::MAX))
+            .build();
+        match self
+            .client
+            .restore_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .restore_request(request)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            // Already under way: S3 says RestoreAlreadyInProgress.
+            Err(SdkError::ServiceError(se))
+                if se.err().meta().code() == Some("RestoreAlreadyInProgress") => {}
+            Err(e) => return Err(sdk_err(key, e)),
+        }
+        self.archive_state(key).await
+    }
+
     fn describe(&self) -> String {
         self.label.clone()
+    }
+}
+
+/// Characters escaped in a `CopySource` key (everything but the unreserved set and `/`).
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// An archived object's state from its storage class and `x-amz-restore` header
+/// (`ongoing-request="true"`, or `ongoing-request="false", expiry-date="…"`).
+fn archive_state(archived: bool, restore: Option<&str>) -> ArchiveState {
+    match restore {
+        Some(r) if r.contains("ongoing-request=\"true\"") => ArchiveState::Restoring,
+        Some(r) if r.contains("ongoing-request=\"false\"") => ArchiveState::Restored {
+            until: r
+                .split("expiry-date=\"")
+                .nth(1)
+                .and_then(|t| t.split('"').next())
+                .map(str::to_owned),
+        },
+        _ if archived => ArchiveState::Archived,
+        _ => ArchiveState::Online,
+    }
+}
+
+#[cfg(test)]
+mod archive_tests {
+    use super::*;
+
+    #[test]
+    fn restore_header_is_read() {
+        assert_eq!(archive_state(false, None), ArchiveState::Online);
+        assert_eq!(archive_state(true, None), ArchiveState::Archived);
+        assert_eq!(
+            archive_state(true, Some("ongoing-request=\"true\"")),
+            ArchiveState::Restoring
+        );
+        assert_eq!(
+            archive_state(
+                true,
+                Some("ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2012 00:00:00 GMT\"")
+            ),
+            ArchiveState::Restored {
+                until: Some("Fri, 21 Dec 2012 00:00:00 GMT".into())
+            }
+        );
     }
 }

@@ -171,7 +171,7 @@ pub fn measure(img: &RgbImage) -> Vec<Measured> {
             if s > 0.25 && v > 0.2 && (70.0..170.0).contains(&hue) {
                 green += 1.0;
             }
-            if s > 0.3 && v > 0.35 && (hue < 45.0 || hue > 300.0) {
+            if s > 0.3 && v > 0.35 && !(45.0..=300.0).contains(&hue) {
                 warm += 1.0;
             }
             if y < h / 3 {

@@ -274,8 +274,8 @@ fn pixel(img: &RgbImage, x: f32, y: f32) -> [f32; 3] {
             continue;
         }
         let o = ((py * w + px) * 3) as usize;
-        for c in 0..3 {
-            acc[c] += wt * f32::from(img.pixels[o + c]);
+        for (a, p) in acc.iter_mut().zip(&img.pixels[o..o + 3]) {
+            *a += wt * f32::from(*p);
         }
     }
     acc
