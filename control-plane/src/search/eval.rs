@@ -212,23 +212,54 @@ struct Client {
 }
 
 impl Client {
+    /// Sends the request `build` makes, waiting and sending it again while the service answers
+    /// 429 (polling a hundred images can exceed the per-key rate limit).
+    async fn send(
+        &self,
+        what: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, EvalError> {
+        const TRIES: usize = 30;
+        for _ in 0..TRIES {
+            let r = build()
+                .send()
+                .await
+                .map_err(|e| EvalError::Api(format!("{what}: {e}")))?;
+            if r.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                return Ok(r);
+            }
+            let wait = r
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(wait.clamp(1, 5))).await;
+        }
+        Err(EvalError::Api(format!(
+            "{what}: still rate limited after {TRIES} tries"
+        )))
+    }
+
     async fn json(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Value,
     ) -> Result<Value, EvalError> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key);
-        if !body.is_null() {
-            req = req.json(&body);
-        }
-        let r = req
-            .send()
-            .await
-            .map_err(|e| EvalError::Api(format!("{path}: {e}")))?;
+        let r = self
+            .send(path, || {
+                let req = self
+                    .http
+                    .request(method.clone(), format!("{}{path}", self.base))
+                    .bearer_auth(&self.key);
+                if body.is_null() {
+                    req
+                } else {
+                    req.json(&body)
+                }
+            })
+            .await?;
         let status = r.status();
         let v: Value = r.json().await.unwrap_or(Value::Null);
         if status.as_u16() >= 400 {
@@ -239,21 +270,21 @@ impl Client {
 
     /// Uploads one file; returns its id (also for a 409 duplicate).
     async fn upload(&self, owner: &str, name: &str, data: &[u8]) -> Result<String, EvalError> {
-        let part = reqwest::multipart::Part::bytes(data.to_vec())
-            .file_name(name.to_owned())
-            .mime_str("application/octet-stream")
-            .map_err(|e| EvalError::Api(e.to_string()))?;
-        let form = reqwest::multipart::Form::new()
-            .text("owner", owner.to_owned())
-            .part("file", part);
         let r = self
-            .http
-            .post(format!("{}/v1/images", self.base))
-            .bearer_auth(&self.key)
-            .multipart(form)
-            .send()
-            .await
-            .map_err(|e| EvalError::Api(format!("upload of {name}: {e}")))?;
+            .send(&format!("upload of {name}"), || {
+                let part = reqwest::multipart::Part::bytes(data.to_vec())
+                    .file_name(name.to_owned())
+                    .mime_str("application/octet-stream")
+                    .unwrap_or_else(|_| reqwest::multipart::Part::bytes(data.to_vec()));
+                let form = reqwest::multipart::Form::new()
+                    .text("owner", owner.to_owned())
+                    .part("file", part);
+                self.http
+                    .post(format!("{}/v1/images", self.base))
+                    .bearer_auth(&self.key)
+                    .multipart(form)
+            })
+            .await?;
         let status = r.status().as_u16();
         let v: Value = r.json().await.unwrap_or(Value::Null);
         match status {
