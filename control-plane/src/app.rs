@@ -102,6 +102,33 @@ fn spawn_singletons(state: &Arc<AppState>, stop: &watch::Receiver<bool>, set: &m
             crate::uploads::sweeper::sweep_pass,
         ));
     }
+    // Catalog governance: rights windows and re-validation after schema changes.
+    if let Some(every) = state.cfg.catalog.rights_check {
+        let schedule = Schedule {
+            every: Some(every),
+            at_takeover: true,
+        };
+        set.spawn(run(
+            Arc::clone(state),
+            Role::Rights,
+            schedule,
+            stop.clone(),
+            crate::catalog::scheduler::rights_pass,
+        ));
+    }
+    if let Some(every) = state.cfg.catalog.revalidate_every {
+        let schedule = Schedule {
+            every: Some(every),
+            at_takeover: true,
+        };
+        set.spawn(run(
+            Arc::clone(state),
+            Role::Revalidate,
+            schedule,
+            stop.clone(),
+            crate::catalog::scheduler::revalidate_pass,
+        ));
+    }
     let tiering = Schedule {
         every: Some(state.cfg.tiering.interval),
         at_takeover: true,

@@ -1,4 +1,5 @@
-//! API keys: `Authorization: Bearer KEY`. Keys are stored as the SHA-256 of the secret, each
+//! API keys: `Authorization: Bearer KEY` (or the admin UI's session cookie, which acts as
+//! the key it was signed in with). Keys are stored as the SHA-256 of the secret, each
 //! with a role (admin ⊃ uploader ⊃ viewer) and an optional owner scope.
 
 use std::sync::Arc;
@@ -60,11 +61,11 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::Unauthorized)?;
+        let Some(header) = parts.headers.get(http::header::AUTHORIZATION) else {
+            // A browser signed in to the admin UI (CSRF-checked for changes).
+            return crate::admin_ui::session::caller_from_cookie(parts, state).await;
+        };
+        let header = header.to_str().map_err(|_| ApiError::Unauthorized)?;
         let key = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))

@@ -51,12 +51,18 @@ pub struct RawConfig {
     pub duplicates: RawDuplicates,
     /// `[cluster]`.
     pub cluster: RawCluster,
+    /// `[catalog]`.
+    pub catalog: crate::catalog::settings::RawCatalog,
     /// `[access]`.
     pub access: crate::lifecycle::settings::RawAccess,
     /// `[tiering]`.
     pub tiering: crate::lifecycle::settings::RawTiering,
     /// `[prices]`.
     pub prices: crate::lifecycle::settings::Prices,
+    /// `[admin_ui]`.
+    pub admin_ui: crate::admin_ui::AdminUiSettings,
+    /// `[storage_history]`.
+    pub storage_history: crate::lifecycle::history::StorageHistorySettings,
     /// `[[variants]]`.
     pub variants: Vec<RawVariant>,
 }
@@ -82,6 +88,9 @@ pub struct RawServer {
     pub request_timeout_secs: u64,
     /// Seconds an upload may go without sending a byte.
     pub upload_idle_timeout_secs: u64,
+    /// The slowest upload rate allowed for a whole request body, bytes a second: a request
+    /// that carries an image has `request_timeout_secs` plus its size at this rate.
+    pub upload_min_bytes_per_sec: u64,
 }
 
 impl Default for RawServer {
@@ -95,6 +104,7 @@ impl Default for RawServer {
             header_timeout_secs: 15,
             request_timeout_secs: 60,
             upload_idle_timeout_secs: 30,
+            upload_min_bytes_per_sec: 64 << 10,
         }
     }
 }
@@ -735,6 +745,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Longest silence within an upload body.
     pub upload_idle_timeout: Duration,
+    /// The slowest whole-body rate of a request that carries an image, bytes a second.
+    pub upload_min_bytes_per_sec: u64,
     /// Secret of the S3 webhook; `None` turns it off.
     pub webhook_secret: Option<String>,
     /// CDN purge endpoint template and its token.
@@ -801,6 +813,8 @@ pub struct Config {
     pub cluster_lease: Duration,
     /// URL other processes reach this one at; `None`: from the bound address.
     pub advertise_url: Option<String>,
+    /// Catalog governance: rights scheduler, withheld list, re-validation, model reasons.
+    pub catalog: crate::catalog::settings::CatalogConfig,
     /// Days of daily traffic kept.
     pub access_retention_days: u32,
     /// Most items in one pushed batch.
@@ -811,6 +825,10 @@ pub struct Config {
     pub edge_access_push: Duration,
     /// The price table.
     pub prices: crate::lifecycle::settings::Prices,
+    /// The admin web UI.
+    pub admin_ui: crate::admin_ui::AdminUiSettings,
+    /// How long daily storage snapshots are kept.
+    pub storage_history: crate::lifecycle::history::StorageHistorySettings,
 }
 
 impl RawConfig {
@@ -904,6 +922,10 @@ impl RawConfig {
             (
                 "server.upload_idle_timeout_secs",
                 self.server.upload_idle_timeout_secs,
+            ),
+            (
+                "server.upload_min_bytes_per_sec",
+                self.server.upload_min_bytes_per_sec,
             ),
         ] {
             if v == 0 {
@@ -1117,6 +1139,7 @@ impl RawConfig {
                 &self.cluster.advertise_url,
             )?)
         };
+        let catalog = self.catalog.validate()?;
         let variant_names: Vec<String> = variants.iter().map(|v| v.name.clone()).collect();
         let tiering = self.tiering.validate(
             matches!(storage, StorageConfig::S3(_)),
@@ -1124,6 +1147,8 @@ impl RawConfig {
             &variant_names,
         )?;
         self.prices.validate()?;
+        self.admin_ui.validate()?;
+        self.storage_history.validate()?;
         if !(31..=3650).contains(&self.access.retention_days) {
             return Err(invalid(
                 "access.retention_days",
@@ -1137,11 +1162,14 @@ impl RawConfig {
             ));
         }
         Ok(Config {
+            catalog,
             edge_access_push: Duration::from_secs(self.edge.access_push_secs.max(1)),
             access_retention_days: self.access.retention_days,
             access_max_batch_items: self.access.max_batch_items as usize,
             tiering,
             prices: self.prices,
+            admin_ui: self.admin_ui.clone(),
+            storage_history: self.storage_history.clone(),
             cluster_lease: Duration::from_secs(self.cluster.lease_secs),
             advertise_url,
             search,
@@ -1155,6 +1183,7 @@ impl RawConfig {
             header_timeout: Duration::from_secs(self.server.header_timeout_secs),
             request_timeout: Duration::from_secs(self.server.request_timeout_secs),
             upload_idle_timeout: Duration::from_secs(self.server.upload_idle_timeout_secs),
+            upload_min_bytes_per_sec: self.server.upload_min_bytes_per_sec,
             webhook_secret: (!self.upload.webhook_secret.is_empty())
                 .then(|| self.upload.webhook_secret.clone()),
             cdn_purge: (!self.edge.cdn_purge_url.is_empty()).then(|| {

@@ -151,6 +151,47 @@ text_enum! {
 }
 
 text_enum! {
+    /// Where an image is in the catalog's review workflow (`catalog::workflow` says which
+    /// transitions are allowed and who may make them).
+    WorkflowState, "workflow_state" {
+        /// New; nobody submitted it for review.
+        Draft = "draft",
+        /// Waiting for a reviewer's decision.
+        InReview = "in_review",
+        /// A reviewer accepted it.
+        Approved = "approved",
+        /// Released for use.
+        Published = "published",
+        /// A reviewer turned it down.
+        Rejected = "rejected",
+        /// A reviewer asked for corrections before deciding.
+        ChangesRequested = "changes_requested",
+        /// Taken out of use by its owner or a reviewer.
+        Withdrawn = "withdrawn",
+    }
+}
+
+text_enum! {
+    /// Why an image is in the review queue.
+    ReasonKind, "reason" {
+        /// Its metadata failed the collection's rules.
+        Validation = "validation",
+        /// It looks like another image of the owner.
+        NearDuplicate = "near_duplicate",
+        /// The classifier was unsure what it shows.
+        LowConfidence = "low_confidence",
+        /// Its rights window ends soon.
+        RightsEnding = "rights_ending",
+        /// The model suggested tags awaiting confirmation.
+        SuggestedTags = "suggested_tags",
+        /// Someone submitted it for review.
+        Submitted = "submitted",
+        /// Routed to review before the catalog kept reasons.
+        Legacy = "legacy",
+    }
+}
+
+text_enum! {
     /// The kinds of work on the durable queue; each has one handler in `jobs/`.
     JobKind, "job kind" {
         /// Process a new original: metadata, variants, fingerprints, vectors.

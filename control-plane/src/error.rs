@@ -71,6 +71,17 @@ pub enum ApiError {
     /// A bug; the text is logged only.
     #[error("internal error")]
     Internal(String),
+    /// Values failed the collection's rules (422, every failing field and rule listed).
+    #[error("{} field(s) failed the collection's rules", .0.len())]
+    Validation(Vec<crate::catalog::validate::Failure>),
+    /// The version the client had is not the current one (409 with the current version).
+    #[error("the image changed since version {given}; it is at version {current} now: reload it and try again")]
+    Stale {
+        /// The version sent.
+        given: i64,
+        /// The current version.
+        current: i64,
+    },
 }
 
 impl ApiError {
@@ -98,6 +109,8 @@ impl ApiError {
             ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            ApiError::Stale { .. } => (StatusCode::CONFLICT, "stale_version"),
         }
     }
 }
@@ -118,6 +131,14 @@ impl IntoResponse for ApiError {
             },
             existing_id: match &self {
                 ApiError::Duplicate(id) => Some(id.0),
+                _ => None,
+            },
+            failures: match &self {
+                ApiError::Validation(f) => Some(f.clone()),
+                _ => None,
+            },
+            current_version: match &self {
+                ApiError::Stale { current, .. } => Some(*current),
                 _ => None,
             },
         };
@@ -205,6 +226,21 @@ impl From<SpoolError> for ApiError {
                     .into(),
             ),
             SpoolError::Io(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<crate::catalog::CatalogError> for ApiError {
+    fn from(e: crate::catalog::CatalogError) -> Self {
+        use crate::catalog::CatalogError as C;
+        match e {
+            C::Invalid(m) => ApiError::Invalid(m),
+            C::Validation(f) => ApiError::Validation(f),
+            C::Conflict(m) => ApiError::Conflict(m),
+            C::Stale { given, current } => ApiError::Stale { given, current },
+            C::Forbidden(m) => ApiError::Forbidden(m),
+            C::NotFound(what) => ApiError::NotFound(what),
+            C::Store(e) => e.into(),
         }
     }
 }

@@ -32,6 +32,9 @@ pub struct ImageFilter {
     pub faces_min: Option<u32>,
     /// At most this many frontal faces (0: no face).
     pub faces_max: Option<u32>,
+    /// Catalog conditions: collection, terms, workflow, rights, versions, schema fields
+    /// (`catalog::query`). The default leaves out withheld images and superseded versions.
+    pub catalog: crate::catalog::query::CatalogFilter,
     /// Traffic and tier filters (listings only).
     pub lifecycle: LifecycleFilter,
 }
@@ -214,6 +217,7 @@ impl ImageFilter {
         if let Some(n) = self.faces_max {
             d.push(format!("faces <= {n}"));
         }
+        d.extend(self.catalog.describe());
         d.extend(self.lifecycle.describe());
         d
     }
@@ -234,7 +238,13 @@ mod tests {
         assert!(f.check().is_ok());
         assert_eq!(
             f.describe(),
-            ["owner = alice", "tag beach", "status = ready"]
+            [
+                "owner = alice",
+                "tag beach",
+                "status = ready",
+                "rights: inside the rights window",
+                "current versions"
+            ]
         );
         f.tags = vec![String::new()];
         assert!(f.check().is_err());

@@ -14,6 +14,8 @@
 //! - [`blob`]: object layout and presigned uploads over the shared object stores.
 //! - [`uploads`]: spooling, completion, the S3 webhook and the sweeper.
 //! - [`ingest`]: what a worker does to an original (EXIF, variants, fingerprints).
+//! - [`catalog`]: governance: collections, schemas and validation at ingest, vocabularies,
+//!   rights windows, the review workflow and queue, correction history, lineage.
 //! - [`jobs`]: the job runner (claim, lease renewal, retry with backoff, dead jobs, shutdown)
 //!   and one handler per job kind.
 //! - [`search`]: embedders, vector index backends, indexing, the query plan, reconcile, eval.
@@ -29,11 +31,14 @@
 //!   model; [`clock`]: the time its decisions are made at; [`failpoint`]: crash points for
 //!   fault-injection tests.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`admin_ui`]: the admin web UI at `/admin` (embedded pages, browser sessions).
 #![deny(missing_docs)]
 
+pub mod admin_ui;
 pub mod app;
 pub mod auth;
 pub mod blob;
+pub mod catalog;
 pub mod clock;
 pub mod cluster;
 pub mod config;
@@ -46,6 +51,7 @@ pub mod http_client;
 pub mod import;
 pub mod ingest;
 pub mod jobs;
+pub mod key_lineage;
 pub mod lifecycle;
 pub mod metrics;
 pub mod purge;

@@ -87,9 +87,12 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
         /// Most moves per direction (default: all that qualify).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "summary")]
         limit: Option<usize>,
-        /// Print JSON instead of a table.
+        /// Print only the totals and the saving, not each move.
+        #[arg(long, requires = "dry_run")]
+        summary: bool,
+        /// Print JSON instead of a table (each move on its own line).
         #[arg(long)]
         json: bool,
     },
@@ -146,6 +149,14 @@ enum Cmd {
         /// Uploads in flight.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// Collection (id or name) the photos go to; its schema decides whether invalid
+        /// photos are refused or routed to review. Default: the owner's default collection.
+        #[arg(long)]
+        collection: Option<String>,
+        /// A CSV manifest: a `file` column (path under DIR, or file name) and one column per
+        /// field. XMP sidecars beside the photos (`a.xmp`, `a.jpg.xmp`) are sent without it.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
     },
 }
 
@@ -226,10 +237,17 @@ fn main() -> Result<()> {
             common,
             dry_run,
             limit,
+            summary,
             json,
         } => {
             let cfg = load_config(&common, None)?;
-            rt.block_on(lifecycle_cli::tier(cfg, dry_run, limit, json))
+            let args = lifecycle_cli::TierArgs {
+                dry_run,
+                summary,
+                limit,
+                json,
+            };
+            rt.block_on(lifecycle_cli::tier(cfg, args))
         }
         Cmd::Cost {
             common,
@@ -315,17 +333,34 @@ fn main() -> Result<()> {
             api,
             key,
             concurrency,
+            collection,
+            manifest,
         } => {
             let key = key
                 .or_else(|| std::env::var("FLEXPHOTO_API_KEY").ok())
                 .or_else(|| std::env::var("FLEXPHOTO_ADMIN_KEY").ok())
                 .context("an API key is needed: --key, FLEXPHOTO_API_KEY or FLEXPHOTO_ADMIN_KEY")?;
+            let manifest = match manifest {
+                None => None,
+                Some(p) => {
+                    let text = std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?;
+                    let m = flexphoto_control_plane::catalog::csv::Manifest::parse(&text)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                    Some(m)
+                }
+            };
+            let opts = flexphoto_control_plane::import::ImportOptions {
+                collection,
+                manifest,
+            };
             let report = rt.block_on(flexphoto_control_plane::import::import(
                 &dir,
                 &owner,
                 api.trim_end_matches('/'),
                 &key,
                 concurrency.max(1),
+                &opts,
             ))?;
             for e in &report.failures {
                 eprintln!("failed: {e}");
@@ -336,6 +371,10 @@ fn main() -> Result<()> {
                 report.duplicates,
                 report.failures.len(),
                 report.total
+            );
+            println!(
+                "routed to review {}, refused by validation {}; with a sidecar {}, with manifest values {}",
+                report.in_review, report.refused, report.with_sidecar, report.with_manifest
             );
             if !report.failures.is_empty() {
                 bail!("{} uploads failed", report.failures.len());
@@ -394,7 +433,10 @@ mod lifecycle_cli {
     use flexphoto_control_plane::config::Config;
     use flexphoto_control_plane::domain::JobKind;
     use flexphoto_control_plane::lifecycle::cost::{self, Bill, ProjectionInput};
-    use flexphoto_control_plane::lifecycle::policy::{self, Direction};
+    use std::io::Write;
+
+    use flexphoto_control_plane::domain::ImageId;
+    use flexphoto_control_plane::lifecycle::policy::{self, Direction, PlanTotals, PlannedMove};
     use flexphoto_control_plane::lifecycle::report;
     use flexphoto_control_plane::store::Db;
 
@@ -414,64 +456,81 @@ mod lifecycle_cli {
     }
 
     /// `flexphoto tier`.
-    pub async fn tier(cfg: Config, dry_run: bool, limit: Option<usize>, json: bool) -> Result<()> {
+    pub async fn tier(cfg: Config, args: TierArgs) -> Result<()> {
         let db = Db::connect(&cfg.database, 2).await?;
         let mut tiering = cfg.tiering.clone();
         tiering.default_policy.enabled = true;
         let now = flexphoto_control_plane::store::now();
-        let plan = policy::plan(&db, &tiering, now, limit).await?;
         let (usage, _, _) = report::usage(&db, &tiering, now).await?;
         let delivery = cost::Delivery {
             cdn: cfg.prices.cdn,
             cdn_hit_ratio: cfg.prices.cdn_hit_ratio,
         };
         let actual = cost::monthly_bill(&usage, &cfg.prices, delivery);
-        let what_if = report::what_if(&usage, &plan, &cfg.prices, delivery, &actual);
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(
-                    &serde_json::json!({"plan": plan, "what_if": what_if})
-                )?
-            );
-        } else {
-            for m in &plan.moves {
-                let dir = match m.direction {
-                    Direction::ToCold => "to cold",
-                    Direction::ToHot => "to hot ",
-                };
-                println!(
-                    "{} {dir} {:>10}  {}  {}",
-                    m.id.0,
-                    gb(m.bytes as f64),
-                    m.owner,
-                    m.reason
-                );
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let mut listing = Listing {
+            json: args.json,
+            queue: !args.dry_run,
+            ..Listing::default()
+        };
+        if args.json {
+            write!(out, "{{\"plan\":{{\"moves\":[")?;
+        }
+        let mut failed = None;
+        let mut emit = |m: PlannedMove| {
+            if failed.is_none() {
+                failed = listing.push(&mut out, m).err();
             }
-            println!(
+        };
+        let (totals, truncated) = match args.limit {
+            // A first batch, as the scheduler takes it.
+            Some(limit) => {
+                let plan = policy::plan(&db, &tiering, now, Some(limit)).await?;
+                let truncated = plan.truncated;
+                plan.moves.into_iter().for_each(&mut emit);
+                (listing.totals, truncated)
+            }
+            // Every move, streamed, unless only the totals are asked for.
+            None if args.summary => (policy::totals(&db, &tiering, now).await?, false),
+            None => {
+                policy::each_move(&db, &tiering, now, &mut emit).await?;
+                (listing.totals, false)
+            }
+        };
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        let what_if = report::what_if(&usage, &totals, &cfg.prices, delivery, &actual);
+        if args.json {
+            writeln!(
+                out,
+                "\n],\"to_cold_bytes\":{},\"to_hot_bytes\":{},\"truncated\":{truncated}}},\
+                 \"totals\":{},\"what_if\":{}}}",
+                totals.bytes_to_cold,
+                totals.bytes_to_hot,
+                serde_json::to_string(&totals)?,
+                serde_json::to_string(&what_if)?
+            )?;
+        } else {
+            writeln!(
+                out,
                 "\n{} to cold ({}), {} to hot ({}){}; saving {:.2} USD per month, one-time {:.2} USD",
                 what_if.images_to_cold,
                 gb(what_if.bytes_to_cold as f64),
                 what_if.images_to_hot,
                 gb(what_if.bytes_to_hot as f64),
-                if plan.truncated { " (limited; more qualify)" } else { "" },
+                if truncated { " (limited; more qualify)" } else { "" },
                 what_if.monthly_saving,
                 what_if.one_time_cost
-            );
+            )?;
         }
-        if !dry_run {
-            let ids = |d: Direction| -> Vec<_> {
-                plan.moves
-                    .iter()
-                    .filter(|m| m.direction == d)
-                    .map(|m| m.id)
-                    .collect()
-            };
+        out.flush()?;
+        if !args.dry_run {
             let c = db
-                .enqueue_jobs(&ids(Direction::ToCold), JobKind::TierCold, cfg.max_attempts)
+                .enqueue_jobs(&listing.to_cold, JobKind::TierCold, cfg.max_attempts)
                 .await?;
             let h = db
-                .enqueue_jobs(&ids(Direction::ToHot), JobKind::TierHot, cfg.max_attempts)
+                .enqueue_jobs(&listing.to_hot, JobKind::TierHot, cfg.max_attempts)
                 .await?;
             eprintln!(
                 "queued {c} moves to cold and {h} to hot; the service's workers carry them out"
@@ -479,6 +538,60 @@ mod lifecycle_cli {
         }
         db.close().await;
         Ok(())
+    }
+
+    /// What `flexphoto tier` was asked for.
+    pub struct TierArgs {
+        /// Only list; queue nothing.
+        pub dry_run: bool,
+        /// Only the totals, not every move.
+        pub summary: bool,
+        /// Most moves per direction.
+        pub limit: Option<usize>,
+        /// JSON instead of lines.
+        pub json: bool,
+    }
+
+    /// The moves as they are printed: counted, and kept by id when they will be queued.
+    #[derive(Default)]
+    struct Listing {
+        json: bool,
+        queue: bool,
+        printed: usize,
+        totals: PlanTotals,
+        to_cold: Vec<ImageId>,
+        to_hot: Vec<ImageId>,
+    }
+
+    impl Listing {
+        fn push(&mut self, out: &mut impl Write, m: PlannedMove) -> std::io::Result<()> {
+            self.totals.add(m.direction, 1, m.bytes, m.objects);
+            if self.queue {
+                match m.direction {
+                    Direction::ToCold => self.to_cold.push(m.id),
+                    Direction::ToHot => self.to_hot.push(m.id),
+                }
+            }
+            if self.json {
+                out.write_all(if self.printed == 0 { b"\n" } else { b",\n" })?;
+                serde_json::to_writer(&mut *out, &m)?;
+            } else {
+                let dir = match m.direction {
+                    Direction::ToCold => "to cold",
+                    Direction::ToHot => "to hot ",
+                };
+                writeln!(
+                    out,
+                    "{} {dir} {:>10}  {}  {}",
+                    m.id.0,
+                    gb(m.bytes as f64),
+                    m.owner,
+                    m.reason
+                )?;
+            }
+            self.printed += 1;
+            Ok(())
+        }
     }
 
     /// `flexphoto cost`.
@@ -589,6 +702,10 @@ mod up {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         e.origin = cfg.storage.clone();
+        if e.withheld_list_key.is_some() {
+            // The list the rights scheduler publishes.
+            e.withheld_list_key = Some(cfg.catalog.withheld_list_key.clone());
+        }
         // Cold objects in a store of their own are read from there when the origin lacks them.
         if let flexphoto_control_plane::lifecycle::settings::ColdTarget::Store(cold) =
             &cfg.tiering.cold

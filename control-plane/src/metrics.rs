@@ -36,6 +36,12 @@ pub struct Metrics {
     pub role_held: IntGaugeVec,
     /// Times this process took a role over (at start or from a holder that died).
     pub role_takeovers: IntCounterVec,
+    /// Images waiting in the review queue by reason, read at scrape time.
+    pub review_waiting: IntGaugeVec,
+    /// Seconds the oldest image waiting for each reason has waited, read at scrape time.
+    pub review_oldest_seconds: IntGaugeVec,
+    /// Object keys in the withheld list this process last published.
+    pub withheld_keys: IntGauge,
     /// Objects moved between tiers, by direction (`to_cold`, `to_hot`).
     pub tier_moves: IntCounterVec,
     /// Archive restores by outcome (`requested`, `restored`).
@@ -123,6 +129,24 @@ impl Metrics {
                 ),
                 &["role"],
             )?,
+            review_waiting: IntGaugeVec::new(
+                Opts::new(
+                    "flexphoto_review_waiting",
+                    "Images in the review queue by reason",
+                ),
+                &["reason"],
+            )?,
+            review_oldest_seconds: IntGaugeVec::new(
+                Opts::new(
+                    "flexphoto_review_oldest_seconds",
+                    "Seconds the oldest image in the review queue has waited, by reason",
+                ),
+                &["reason"],
+            )?,
+            withheld_keys: IntGauge::new(
+                "flexphoto_withheld_keys",
+                "Object keys in the last published withheld list",
+            )?,
             tier_moves: IntCounterVec::new(
                 Opts::new(
                     "flexphoto_tier_moves_total",
@@ -166,6 +190,10 @@ impl Metrics {
             .register(Box::new(m.oldest_queued_seconds.clone()))?;
         m.registry.register(Box::new(m.role_held.clone()))?;
         m.registry.register(Box::new(m.role_takeovers.clone()))?;
+        m.registry.register(Box::new(m.review_waiting.clone()))?;
+        m.registry
+            .register(Box::new(m.review_oldest_seconds.clone()))?;
+        m.registry.register(Box::new(m.withheld_keys.clone()))?;
         m.registry.register(Box::new(m.tier_moves.clone()))?;
         m.registry.register(Box::new(m.restores.clone()))?;
         m.registry.register(Box::new(m.access_batches.clone()))?;
@@ -201,6 +229,18 @@ impl Metrics {
         self.expired_leases.set(s.expired_leases);
         self.oldest_queued_seconds
             .set(s.oldest_queued_secs.unwrap_or(0.0).round() as i64);
+    }
+
+    /// Sets the review queue gauges: `(reason, waiting, oldest age in seconds)`.
+    pub fn set_review(&self, by_reason: &[(String, i64, i64)]) {
+        self.review_waiting.reset();
+        self.review_oldest_seconds.reset();
+        for (reason, n, age) in by_reason {
+            self.review_waiting.with_label_values(&[reason]).set(*n);
+            self.review_oldest_seconds
+                .with_label_values(&[reason])
+                .set(*age);
+        }
     }
 
     /// Sets the storage gauges from the catalog's counts.

@@ -14,7 +14,7 @@ use flexphoto_media::{FormatSet, ImageFormat};
 use flexphoto_settings::{invalid, Loader};
 use flexphoto_storage::{RawS3, StorageConfig};
 use flexphoto_url::options::parse_pairs;
-use flexphoto_url::{Meta, QualityDefaults, RequestOptions};
+use flexphoto_url::{ImageKey, Meta, QualityDefaults, RequestOptions};
 use serde::{Deserialize, Serialize};
 
 pub use flexphoto_settings::ConfigError;
@@ -35,8 +35,26 @@ struct RawConfig {
     transform: RawTransform,
     cache: RawCache,
     signing: RawSigning,
+    withheld: RawWithheld,
     access: RawAccess,
     presets: HashMap<String, String>,
+}
+
+/// `[withheld]`: the list of keys withheld by their rights (`crate::withheld`).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWithheld {
+    list_key: String,
+    poll_secs: u64,
+}
+
+impl Default for RawWithheld {
+    fn default() -> Self {
+        Self {
+            list_key: "_flexphoto/withheld.json".into(),
+            poll_secs: 5,
+        }
+    }
 }
 
 impl Default for RawConfig {
@@ -53,6 +71,7 @@ impl Default for RawConfig {
             transform: RawTransform::default(),
             cache: RawCache::default(),
             signing: RawSigning::default(),
+            withheld: RawWithheld::default(),
             access: RawAccess::default(),
             presets: presets
                 .iter()
@@ -75,6 +94,10 @@ struct RawServer {
     cache_control_max_age_secs: u64,
     log_format: String,
     client_ip_header: String,
+    client_ip_hops: usize,
+    header_timeout_secs: u64,
+    max_connections: usize,
+    fast_path: bool,
 }
 
 impl Default for RawServer {
@@ -90,6 +113,10 @@ impl Default for RawServer {
             cache_control_max_age_secs: 86_400,
             log_format: "text".into(),
             client_ip_header: String::new(),
+            client_ip_hops: 1,
+            header_timeout_secs: 10,
+            max_connections: 10_000,
+            fast_path: true,
         }
     }
 }
@@ -141,6 +168,7 @@ struct RawLimits {
     max_dimension: u32,
     max_output_pixels: u64,
     max_filter_cost: u64,
+    max_avif_pixels: u64,
     formats: Vec<String>,
     request_timeout_ms: u64,
     inflight_source_mb: u64,
@@ -155,6 +183,7 @@ impl Default for RawLimits {
             max_dimension: 8192,
             max_output_pixels: 50_000_000,
             max_filter_cost: 2_000_000_000,
+            max_avif_pixels: 16_000_000,
             formats: FormatSet::default()
                 .iter()
                 .map(|f| f.name().to_owned())
@@ -208,28 +237,55 @@ impl Default for RawTransform {
     }
 }
 
+/// A cache size as written: MiB, or `"auto"` for its part of `cache.memory_share_percent`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+enum RawSize {
+    Mib(u64),
+    Word(String),
+}
+
+impl RawSize {
+    fn auto() -> Self {
+        RawSize::Word("auto".into())
+    }
+
+    /// Bytes: fixed, or `auto_bytes` for `"auto"`.
+    fn bytes(&self, key: &str, auto_bytes: u64) -> Result<u64, ConfigError> {
+        match self {
+            RawSize::Mib(m) => Ok(m * 1024 * 1024),
+            RawSize::Word(w) if w == "auto" => Ok(auto_bytes),
+            RawSize::Word(w) => Err(invalid(key, format!("must be MiB or \"auto\", got {w:?}"))),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawCache {
-    memory_mb: u64,
-    source_mb: u64,
+    memory_share_percent: u64,
+    memory_mb: RawSize,
+    source_mb: RawSize,
+    working_mb: RawSize,
     disk_dir: String,
     disk_mb: u64,
-    working_mb: u64,
 }
 
 impl Default for RawCache {
     fn default() -> Self {
         Self {
-            memory_mb: 256,
-            source_mb: 128,
+            memory_share_percent: 20,
+            memory_mb: RawSize::auto(),
+            source_mb: RawSize::auto(),
+            working_mb: RawSize::auto(),
             disk_dir: String::new(),
             disk_mb: 2048,
-            working_mb: 256,
         }
     }
 }
 
+/// How an automatic cache share is split: results, source bytes, working copies (percent).
+const AUTO_SPLIT: [u64; 3] = [50, 20, 30];
 /// `[access]`: pushing access statistics to the control plane.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -297,6 +353,18 @@ pub struct EdgeConfig {
     /// Header holding the client's address when a trusted proxy sets it (e.g.
     /// `cf-connecting-ip`); `None` uses the peer address.
     pub client_ip_header: Option<String>,
+    /// Which address of that header is the client's, counted from the right (the number of
+    /// trusted proxies that append to it).
+    pub client_ip_hops: usize,
+    /// Longest time from a request's first byte to the end of its head; a client that takes
+    /// longer is disconnected.
+    pub header_timeout: Duration,
+    /// Most connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Ready-response capacity for the hit fast path, bytes (0: the fast path is off).
+    pub ready_bytes: u64,
+    /// The machine's memory the automatic cache sizes were taken from, bytes.
+    pub machine_memory: u64,
     /// Where access statistics are pushed; `None`: they are not counted.
     pub access: Option<crate::access::PushConfig>,
     /// Where originals come from.
@@ -311,6 +379,10 @@ pub struct EdgeConfig {
     pub stale_if_error: Duration,
     /// Key prefixes never served (staged uploads).
     pub hidden_prefixes: Vec<String>,
+    /// Object key of the withheld list (`None`: off).
+    pub withheld_list_key: Option<String>,
+    /// How often the withheld list is read (`None`: off).
+    pub withheld_poll: Option<Duration>,
     /// Largest source accepted, bytes.
     pub max_source_bytes: u64,
     /// Largest source accepted, pixels (checked from the header).
@@ -321,6 +393,8 @@ pub struct EdgeConfig {
     pub max_output_pixels: u64,
     /// Largest blur/sharpen cost, output pixels × sigma.
     pub max_filter_cost: u64,
+    /// Largest AVIF output, pixels (its encoder cannot be stopped at the deadline).
+    pub max_avif_pixels: u64,
     /// Formats whose decoders may run on sources.
     pub formats: FormatSet,
     /// Transforms one client may have in flight; 0 for no limit.
@@ -374,6 +448,11 @@ pub struct EdgeConfig {
 }
 
 impl EdgeConfig {
+    /// Bytes of the in-memory caches together: results, sources and working copies.
+    pub fn cache_total_bytes(&self) -> u64 {
+        self.memory_bytes + self.source_bytes + self.working_bytes
+    }
+
     /// Loads `path` (or built-in defaults when `None`), applies the environment and validates.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let text = match path {
@@ -413,10 +492,10 @@ impl EdgeConfig {
             env.push(("FLEXPHOTO_EDGE__SIGNING__KEYS".into(), value));
         }
         let raw: RawConfig = LOADER.from_text(name, text, env)?;
-        Self::validate(raw)
+        Self::validate(raw, crate::machine::memory_bytes())
     }
 
-    fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
+    fn validate(raw: RawConfig, machine_memory: u64) -> Result<Self, ConfigError> {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
@@ -504,9 +583,13 @@ impl EdgeConfig {
         positive("limits.max_source_bytes", raw.limits.max_source_bytes)?;
         positive("limits.max_source_pixels", raw.limits.max_source_pixels)?;
         positive("limits.request_timeout_ms", raw.limits.request_timeout_ms)?;
+        positive("server.header_timeout_secs", raw.server.header_timeout_secs)?;
+        positive("server.client_ip_hops", raw.server.client_ip_hops as u64)?;
+        positive("server.max_connections", raw.server.max_connections as u64)?;
         positive("limits.inflight_source_mb", raw.limits.inflight_source_mb)?;
         positive("limits.max_output_pixels", raw.limits.max_output_pixels)?;
         positive("limits.max_filter_cost", raw.limits.max_filter_cost)?;
+        positive("limits.max_avif_pixels", raw.limits.max_avif_pixels)?;
         let mut formats = FormatSet::NONE;
         for (i, name) in raw.limits.formats.iter().enumerate() {
             let f = ImageFormat::from_name(name).ok_or_else(|| {
@@ -574,9 +657,35 @@ impl EdgeConfig {
         if t.queue == 0 {
             return Err(invalid("transform.queue", "must be at least 1"));
         }
-        positive("cache.memory_mb", raw.cache.memory_mb)?;
-        positive("cache.source_mb", raw.cache.source_mb)?;
+        let share = raw.cache.memory_share_percent;
+        if !(1..=90).contains(&share) {
+            return Err(invalid(
+                "cache.memory_share_percent",
+                "must be between 1 and 90",
+            ));
+        }
+        let auto = |part: u64| machine_memory / 100 * share / 100 * part;
+        let memory_bytes = raw
+            .cache
+            .memory_mb
+            .bytes("cache.memory_mb", auto(AUTO_SPLIT[0]))?;
+        let source_bytes = raw
+            .cache
+            .source_mb
+            .bytes("cache.source_mb", auto(AUTO_SPLIT[1]))?;
+        let working_bytes = raw
+            .cache
+            .working_mb
+            .bytes("cache.working_mb", auto(AUTO_SPLIT[2]))?;
+        positive("cache.memory_mb", memory_bytes)?;
+        positive("cache.source_mb", source_bytes)?;
         positive("cache.disk_mb", raw.cache.disk_mb)?;
+        if raw.withheld.poll_secs > 0 && ImageKey::parse(&raw.withheld.list_key).is_err() {
+            return Err(invalid(
+                "withheld.list_key",
+                "must be an object key such as _flexphoto/withheld.json",
+            ));
+        }
         let mut signing_keys = Vec::new();
         for (i, k) in raw.signing.keys.iter().enumerate() {
             let bytes = hex::decode(k.trim())
@@ -626,6 +735,15 @@ impl EdgeConfig {
             log_json,
             client_ip_header: (!raw.server.client_ip_header.is_empty())
                 .then(|| raw.server.client_ip_header.to_ascii_lowercase()),
+            client_ip_hops: raw.server.client_ip_hops,
+            header_timeout: Duration::from_secs(raw.server.header_timeout_secs),
+            max_connections: raw.server.max_connections,
+            ready_bytes: if raw.server.fast_path {
+                memory_bytes / 4
+            } else {
+                0
+            },
+            machine_memory,
             access,
             origin,
             origin_cold,
@@ -633,11 +751,15 @@ impl EdgeConfig {
             revalidate_after: Duration::from_secs(raw.origin.revalidate_secs),
             stale_if_error: Duration::from_secs(raw.origin.stale_if_error_secs),
             hidden_prefixes: raw.origin.hidden_prefixes,
+            withheld_list_key: (raw.withheld.poll_secs > 0).then(|| raw.withheld.list_key.clone()),
+            withheld_poll: (raw.withheld.poll_secs > 0)
+                .then(|| Duration::from_secs(raw.withheld.poll_secs)),
             max_source_bytes: raw.limits.max_source_bytes,
             max_source_pixels: raw.limits.max_source_pixels,
             max_dimension: raw.limits.max_dimension,
             max_output_pixels: raw.limits.max_output_pixels,
             max_filter_cost: raw.limits.max_filter_cost,
+            max_avif_pixels: raw.limits.max_avif_pixels,
             formats,
             per_client_transforms: raw.limits.per_client_transforms,
             request_timeout: Duration::from_millis(raw.limits.request_timeout_ms),
@@ -656,11 +778,11 @@ impl EdgeConfig {
             webp_effort: t.webp_effort,
             avif_effort: t.avif_effort,
             png_compression: t.png_compression,
-            memory_bytes: raw.cache.memory_mb * 1024 * 1024,
-            source_bytes: raw.cache.source_mb * 1024 * 1024,
+            memory_bytes,
+            source_bytes,
             disk_dir: (!raw.cache.disk_dir.is_empty()).then(|| PathBuf::from(&raw.cache.disk_dir)),
             disk_bytes: raw.cache.disk_mb * 1024 * 1024,
-            working_bytes: raw.cache.working_mb * 1024 * 1024,
+            working_bytes,
             working_side: t.working_side,
             default_meta,
             allow_meta_keep: t.allow_meta_keep,
@@ -680,6 +802,34 @@ mod tests {
             text,
             env.iter().map(|(a, b)| (a.to_string(), b.to_string())),
         )
+    }
+
+    #[test]
+    fn cache_sizes_are_shares_of_the_machine_unless_set() {
+        let raw = |text: &str| -> RawConfig { LOADER.from_text("t", text, Vec::new()).unwrap() };
+        let gib = 1u64 << 30;
+        let c = EdgeConfig::validate(raw(""), 10 * gib).unwrap();
+        // 20% of 10 GiB: half for results, a fifth for sources, the rest for working copies.
+        let near = |a: u64, b: u64| a.abs_diff(b) < 1 << 20;
+        assert!(near(c.memory_bytes, gib), "{}", c.memory_bytes);
+        assert!(near(c.source_bytes, 2 * gib / 5), "{}", c.source_bytes);
+        assert!(near(c.working_bytes, 3 * gib / 5), "{}", c.working_bytes);
+        assert!(near(c.cache_total_bytes(), 2 * gib));
+        assert_eq!(c.ready_bytes, c.memory_bytes / 4);
+        let c = EdgeConfig::validate(
+            raw("[cache]\nmemory_share_percent = 5\nmemory_mb = 64\nworking_mb = 0"),
+            10 * gib,
+        )
+        .unwrap();
+        assert_eq!(c.memory_bytes, 64 << 20);
+        assert_eq!(c.working_bytes, 0);
+        assert!(near(c.source_bytes, gib / 10));
+        let c = EdgeConfig::validate(raw("[server]\nfast_path = false"), gib).unwrap();
+        assert_eq!(c.ready_bytes, 0);
+        let err = EdgeConfig::validate(raw("[cache]\nsource_mb = \"lots\""), gib)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cache.source_mb"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::clients::ClientLimiter;
 use crate::config::EdgeConfig;
 use crate::error::EdgeError;
 use crate::metrics::Metrics;
+use crate::ready::ReadyResponses;
 use flexphoto_media::pool::{ImagePool, PoolError, PoolGauges};
 use flexphoto_media::transform::{self, EncodeSettings, Limits, WorkingCopy};
 use flexphoto_storage::ObjectStore;
@@ -64,6 +65,9 @@ pub struct ImageResponse {
     pub stale: bool,
     /// When a signed URL stops working (Unix seconds): no cache may keep the answer longer.
     pub expires: Option<u64>,
+    /// Until when the source identity behind the answer is trusted without asking the
+    /// origin; `None` for stale answers.
+    pub trusted_until: Option<Instant>,
 }
 
 /// What a purge removed.
@@ -81,6 +85,7 @@ pub struct Edge {
     disk: Option<Arc<DiskTier>>,
     sources: SourceCache,
     working: Option<WorkingCopies>,
+    ready: Option<ReadyResponses>,
     identities: Identities,
     inflight: Arc<Semaphore>,
     inflight_kib: u32,
@@ -94,6 +99,7 @@ pub struct Edge {
     limits: Limits,
     enc: EncodeSettings,
     presets: HashMap<String, RequestOptions>,
+    withheld: crate::withheld::Withheld,
 }
 
 /// A transform pool and the admission slots in front of it. A slot is taken before the source
@@ -169,6 +175,12 @@ impl Edge {
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
         flexphoto_media::vips::init(cfg.vips_concurrency)?;
+        // Keys withheld by their rights read as missing from the origin.
+        let withheld =
+            crate::withheld::Withheld::new(cfg.withheld_list_key.clone(), cfg.withheld_poll)
+                .and_then(|w| w.register(metrics.registry()).map(|()| w))
+                .map_err(|e| format!("withheld-list metrics: {e}"))?;
+        let store = withheld.wrap(store);
         let memory = MemoryTier::new(
             cfg.memory_bytes,
             metrics.evictions.with_label_values(&["memory"]),
@@ -230,6 +242,7 @@ impl Edge {
             disk,
             sources: SourceCache::new(cfg.source_bytes),
             working: WorkingCopies::new(cfg.working_bytes),
+            ready: ReadyResponses::new(cfg.ready_bytes),
             identities: Identities::new(
                 cfg.revalidate_after,
                 cfg.stale_if_error,
@@ -246,6 +259,7 @@ impl Edge {
                 max_dimension: cfg.max_dimension,
                 max_output_pixels: cfg.max_output_pixels,
                 max_filter_cost: cfg.max_filter_cost as f64,
+                max_avif_pixels: cfg.max_avif_pixels,
                 formats: cfg.formats,
             },
             enc: EncodeSettings {
@@ -255,6 +269,7 @@ impl Edge {
                 png_compression: cfg.png_compression,
             },
             presets: cfg.presets.clone(),
+            withheld,
             metrics,
             cfg: Arc::new(cfg),
         })
@@ -270,6 +285,11 @@ impl Edge {
         &self.metrics
     }
 
+    /// The keys withheld by their rights.
+    pub fn withheld(&self) -> &crate::withheld::Withheld {
+        &self.withheld
+    }
+
     /// The access counters, when access statistics are pushed.
     pub fn access(&self) -> Option<&crate::access::AccessCounter> {
         self.access.as_deref()
@@ -280,8 +300,16 @@ impl Edge {
         &self.store
     }
 
+    /// Ready responses for repeated hits; `None` when the fast path is off.
+    pub fn ready(&self) -> Option<&ReadyResponses> {
+        self.ready.as_ref()
+    }
+
     /// Brings the cache-size gauges up to date (called before metrics are rendered).
     pub fn refresh_cache_gauges(&self) {
+        if let Some(r) = &self.ready {
+            self.metrics.ready_bytes.set(r.weighted_size() as i64);
+        }
         self.metrics
             .source_bytes
             .set(self.sources.cache().weighted_size() as i64);
@@ -343,6 +371,7 @@ impl Edge {
         let etag = format!("\"{}\"", hex::encode(&ckey[..16]));
         let vary_accept = spec.varies_on_accept();
         let expires = parsed.options.expires;
+        let trusted_until = (!stale).then(|| facts.checked_at + self.cfg.revalidate_after);
         let source: Arc<str> = Arc::from(parsed.key.as_str());
         let respond = |image, tier, coalesced| ImageResponse {
             image,
@@ -353,6 +382,7 @@ impl Edge {
             coalesced,
             stale,
             expires,
+            trusted_until,
         };
         if req.if_none_match.is_some_and(|h| etag_matches(h, &etag)) {
             return Ok(respond(None, Tier::Memory, false));
@@ -563,6 +593,12 @@ impl Edge {
         if let Some(id) = self.identities.fresh().get(key).await {
             return Ok((id, false));
         }
+        if self.identities.is_missing(key).await {
+            return Err(EdgeError::NotFound(format!(
+                "no image with key {:?}",
+                key.as_str()
+            )));
+        }
         let head = async {
             self.metrics.origin_heads.inc();
             let _t = self.metrics.origin_seconds.start_timer();
@@ -572,6 +608,7 @@ impl Edge {
             Ok::<Arc<SourceFacts>, EdgeError>(Arc::new(SourceFacts {
                 identity: meta.identity,
                 size: meta.size,
+                checked_at: Instant::now(),
             }))
         };
         match self
@@ -600,6 +637,7 @@ impl Edge {
                     if self.identities.last_known(key).await.is_some() {
                         self.purge(key).await;
                     }
+                    self.identities.mark_missing(key).await;
                     Err((*e).clone())
                 }
                 _ => Err((*e).clone()),
@@ -627,6 +665,9 @@ impl Edge {
             if *obj.meta.identity != *identity {
                 // Changed since the HEAD: look again next time.
                 self.identities.expire(key).await;
+                if let Some(r) = &self.ready {
+                    r.purge_source(key.as_str());
+                }
             }
             Ok::<Bytes, EdgeError>(obj.bytes)
         };
@@ -643,6 +684,9 @@ impl Edge {
         self.sources.purge_source(key.as_str());
         if let Some(w) = &self.working {
             w.purge_source(key.as_str());
+        }
+        if let Some(r) = &self.ready {
+            r.purge_source(key.as_str());
         }
         self.memory.purge_source(key.as_str());
         let disk_entries = self

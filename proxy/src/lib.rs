@@ -11,19 +11,27 @@
 //!   identities.
 //! - [`clients`]: per-client limits on transforms in flight.
 //! - [`access`]: requests and bytes per source key, pushed to the control plane.
-//! - [`service`]: the Pingora glue (HTTP in, HTTP out); [`server`] starts it.
+//! - [`app`]: each connection: repeated hits answered from [`ready`] responses straight off
+//!   the socket, everything else handed to [`service`], the Pingora glue (HTTP in, HTTP
+//!   out); [`server`] starts it.
 //! - [`error`]: one error type and its mapping to HTTP statuses.
 //! - [`config`]: raw config → validated [`config::EdgeConfig`] naming the bad key.
+//! - [`machine`]: the machine's memory, which the default cache sizes are shares of.
+//! - [`withheld`]: keys withheld by their rights, read from a list in the bucket.
 //! - [`metrics`], [`samples`].
 #![deny(missing_docs)]
 
 pub mod access;
+pub mod app;
 pub mod cache;
 pub mod clients;
 pub mod config;
 pub mod edge;
 pub mod error;
+pub mod machine;
 pub mod metrics;
+pub mod ready;
 pub mod samples;
 pub mod server;
 pub mod service;
+pub mod withheld;

@@ -104,7 +104,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         println!("  listen          {}", cfg.listen);
         println!("  origin          {:?}", cfg.origin);
         println!("  workers/queue   {}/{}", cfg.workers, cfg.queue);
-        println!("  memory cache    {} MiB", cfg.memory_bytes >> 20);
+        println!(
+            "  memory caches   {}",
+            flexphoto_edge::server::cache_sizes(&cfg)
+        );
         println!(
             "  disk cache      {:?} ({} MiB)",
             cfg.disk_dir,

@@ -46,12 +46,19 @@ pub struct Metrics {
     pub source_bytes: IntGauge,
     /// Bytes held by working copies.
     pub working_bytes: IntGauge,
+    /// Cache hits answered from ready responses (also counted as memory hits).
+    pub ready_hits: IntCounter,
+    /// Bytes held by ready responses (bodies shared with the memory tier counted again).
+    pub ready_bytes: IntGauge,
     /// Access-statistics pushes by outcome (`sent`, `retry`, `refused`).
     pub access_pushes: IntCounterVec,
     /// Requests counted for access statistics but never delivered.
     pub access_dropped: IntCounter,
     /// Access-statistics batches waiting to be pushed.
     pub access_buffered: IntGauge,
+    /// Connections the edge closed on its own, by reason (`slow_head`, `head_too_large`,
+    /// `too_many`).
+    pub connections_closed: IntCounterVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -142,6 +149,24 @@ impl Metrics {
             "flexphoto_working_copy_bytes",
             "Bytes held by working copies",
         )?;
+        let ready_hits = IntCounter::new(
+            "flexphoto_ready_hits_total",
+            "Cache hits answered from ready responses (also counted as memory hits)",
+        )?;
+        let ready_bytes = IntGauge::new(
+            "flexphoto_ready_response_bytes",
+            "Bytes held by ready responses",
+        )?;
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                "flexphoto_connections_closed_total",
+                "Connections the edge closed on its own, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(connections_closed.clone()))?;
+        registry.register(Box::new(ready_hits.clone()))?;
+        registry.register(Box::new(ready_bytes.clone()))?;
         registry.register(Box::new(source_bytes.clone()))?;
         registry.register(Box::new(working_bytes.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -200,9 +225,12 @@ impl Metrics {
             memory_bytes,
             source_bytes,
             working_bytes,
+            ready_hits,
+            ready_bytes,
             access_pushes,
             access_dropped,
             access_buffered,
+            connections_closed,
         })
     }
 
@@ -211,6 +239,11 @@ impl Metrics {
         self.cache_lookups
             .with_label_values(&[tier, if hit { "hit" } else { "miss" }])
             .inc();
+    }
+
+    /// The registry, for modules that register metrics of their own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The text exposition of every metric.

@@ -8,10 +8,10 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
 
+use crate::app::EdgeApp;
 use crate::config::EdgeConfig;
 use crate::edge::Edge;
 use crate::metrics::Metrics;
-use crate::service::EdgeHttp;
 
 /// Builds the edge from `cfg` and serves until SIGTERM (graceful) or SIGINT. Blocks the
 /// calling thread; Pingora makes its own runtimes.
@@ -19,6 +19,26 @@ pub fn run(cfg: EdgeConfig) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
     let edge = Arc::new(Edge::new(cfg, metrics)?);
     run_edge(edge)
+}
+
+/// The in-memory cache sizes in force and what they add up to, in MiB.
+pub fn cache_sizes(cfg: &EdgeConfig) -> String {
+    let mib = |b: u64| b >> 20;
+    format!(
+        "results {} MiB + sources {} MiB + working copies {} MiB = {} MiB ({:.0}% of {} MiB \
+         machine memory); ready responses up to {} MiB more",
+        mib(cfg.memory_bytes),
+        mib(cfg.source_bytes),
+        mib(cfg.working_bytes),
+        mib(cfg.cache_total_bytes()),
+        cfg.cache_total_bytes() as f64 * 100.0 / cfg.machine_memory.max(1) as f64,
+        mib(cfg.machine_memory),
+        mib(cfg.ready_bytes),
+    )
+}
+
+fn log_cache_sizes(cfg: &EdgeConfig) {
+    tracing::info!(sizes = %cache_sizes(cfg), "cache sizes");
 }
 
 /// Serves an already built edge until shutdown.
@@ -31,17 +51,17 @@ pub fn run_edge(edge: Arc<Edge>) -> Result<(), String> {
         graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_secs()),
         ..ServerConf::default()
     };
+    crate::withheld::spawn(Arc::clone(&edge));
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = Service::new(
-        "flexphoto-edge".to_owned(),
-        EdgeHttp::new(Arc::clone(&edge)),
-    );
+    let app = EdgeApp::new(Arc::clone(&edge));
+    let mut service = Service::new("flexphoto-edge".to_owned(), app);
     // A write buffer that holds a typical image response lets the header and body leave in
     // one write (Pingora's default of 1460 bytes sends them separately).
     let buffers = L4BufferSettings::default().write(cfg.write_buffer_bytes);
     service.add_listener(ListenerConfig::tcp(cfg.listen.clone()).l4_buffer(buffers));
     server.add_service(service);
+    log_cache_sizes(&cfg);
     tracing::info!(listen = %cfg.listen, origin = %edge.store().describe(), workers = cfg.workers, "flexphoto-edge listening");
     server.run(RunArgs::default());
     tracing::info!("flexphoto-edge stopped");

@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq;
 
 use crate::edge::{Edge, ImageRequest, ImageResponse};
 use crate::error::EdgeError;
+use crate::ready::{serialise_head, Ready, ReadyResponses};
 use flexphoto_url::ImageKey;
 
 /// The HTTP application Pingora runs.
@@ -152,6 +153,44 @@ fn image_reply(edge: &Edge, r: &ImageResponse) -> Reply {
     }
 }
 
+/// Keeps a memory-tier hit as a ready response for [`crate::app`]'s fast path, with the
+/// headers [`image_reply`] gives its `200` and `304` forms.
+fn keep_ready(edge: &Edge, session: &ServerSession, r: &ImageResponse) {
+    let (Some(ready), Some(img), Some(valid_until)) = (edge.ready(), &r.image, r.trusted_until)
+    else {
+        return;
+    };
+    let req = session.req_header();
+    if r.tier != crate::cache::Tier::Memory
+        || r.coalesced
+        || r.expires.is_some()
+        || session.is_http2()
+        || req.version != http::Version::HTTP_11
+    {
+        return;
+    }
+    let accept = req.headers.get("accept").map(|v| v.as_bytes());
+    let key = ReadyResponses::key(req.raw_path(), accept);
+    if ready.get(&key).is_some() {
+        return;
+    }
+    let not_modified = ImageResponse {
+        image: None,
+        ..r.clone()
+    };
+    ready.insert(
+        key,
+        Ready {
+            ok_head: serialise_head(&image_reply(edge, r).header),
+            not_modified_head: serialise_head(&image_reply(edge, &not_modified).header),
+            etag: r.etag.as_str().into(),
+            body: img.body.clone(),
+            valid_until,
+            source_key: Arc::clone(&img.source_key),
+        },
+    );
+}
+
 fn bearer(session: &ServerSession) -> Option<&str> {
     session
         .req_header()
@@ -163,11 +202,13 @@ fn bearer(session: &ServerSession) -> Option<&str> {
 
 /// The client's address: from `trusted_header` (set by the CDN or load balancer in front)
 /// when configured, else the peer's.
-fn client_ip(session: &ServerSession, trusted_header: Option<&str>) -> Option<std::net::IpAddr> {
+fn client_ip(
+    session: &ServerSession,
+    trusted_header: Option<&str>,
+    hops: usize,
+) -> Option<std::net::IpAddr> {
     if let Some(name) = trusted_header {
-        let from_header = header_str(session, name)
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok());
+        let from_header = header_str(session, name).and_then(|v| forwarded_client(v, hops));
         if from_header.is_some() {
             return from_header;
         }
@@ -176,6 +217,16 @@ fn client_ip(session: &ServerSession, trusted_header: Option<&str>) -> Option<st
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
+}
+
+/// The client in a forwarding header's address list: the `hops`-th address from the right.
+/// Each trusted proxy appends the address it received the request from, so everything to the
+/// left of what they appended was written by the client and proves nothing.
+fn forwarded_client(value: &str, hops: usize) -> Option<std::net::IpAddr> {
+    value
+        .rsplit(',')
+        .nth(hops.max(1) - 1)
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn header_str<'a>(session: &'a ServerSession, name: &str) -> Option<&'a str> {
@@ -204,10 +255,15 @@ impl EdgeHttp {
                 query: uri.query(),
                 accept: header_str(session, "accept"),
                 if_none_match: header_str(session, "if-none-match"),
-                client: client_ip(session, edge.config().client_ip_header.as_deref()),
+                client: client_ip(
+                    session,
+                    edge.config().client_ip_header.as_deref(),
+                    edge.config().client_ip_hops,
+                ),
             };
             return match edge.serve(req).await {
                 Ok(r) => {
+                    keep_ready(edge, session, &r);
                     if let Some(counter) = edge.access() {
                         let bytes = match (&r.image, is_head) {
                             (Some(img), false) => img.body.len() as u64,
@@ -337,5 +393,19 @@ mod tests {
         assert_eq!(max_age_for(86_400, Some(1600), 1000), 600);
         assert_eq!(max_age_for(300, Some(100_000), 1000), 300);
         assert_eq!(max_age_for(300, Some(900), 1000), 0);
+    }
+
+    #[test]
+    fn the_client_is_what_the_trusted_proxies_appended() {
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        // The client wrote 6.6.6.6; the load balancer appended the address it saw.
+        assert_eq!(forwarded_client("6.6.6.6, 10.0.0.9", 1), ip("10.0.0.9"));
+        assert_eq!(
+            forwarded_client("6.6.6.6, 1.2.3.4, 10.0.0.9", 2),
+            ip("1.2.3.4")
+        );
+        assert_eq!(forwarded_client("2001:db8::7", 1), ip("2001:db8::7"));
+        assert_eq!(forwarded_client("10.0.0.9", 2), None);
+        assert_eq!(forwarded_client("not an address", 1), None);
     }
 }

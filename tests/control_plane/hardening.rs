@@ -126,52 +126,26 @@ async fn review_decisions_need_a_reviewer_who_did_not_upload() {
     let app = App::spawn(Options::new(Backend::Sqlite)).await;
     let uploader = app.key("uploader", Some("rita")).await;
     let reviewer = app.key("reviewer", None).await;
-    let (s, v) = app
-        .upload(&uploader, "rita", "r.jpg", &jpeg(64, 48, 41))
+    let id = app
+        .upload_ready(&uploader, "rita", "r.jpg", &jpeg(64, 48, 41))
         .await;
-    assert_eq!(s, 201, "{v}");
-    let id = v["id"].as_str().unwrap().to_owned();
-    app.wait_done(&id, Duration::from_secs(60)).await;
     let approve = json!({"review_state": "approved", "reason": "looks fine"});
-    let patch = |key: String| {
-        let app = &app;
-        let path = format!("/v1/images/{id}");
-        let body = approve.to_string();
-        async move {
-            app.req(
-                Method::PATCH,
-                &path,
-                Some(&key),
-                Some("application/json"),
-                Bytes::from(body),
-            )
-            .await
-        }
-    };
+    let path = format!("/v1/images/{id}");
     assert_eq!(
-        patch(uploader.clone()).await.status,
+        app.patch_json(&path, &uploader, &approve).await.status,
         403,
         "an uploader approved"
     );
     // A reviewer who uploaded the image may not approve it either.
-    let (s, v) = app
-        .upload(&reviewer, "rita", "own.jpg", &jpeg(64, 48, 42))
+    let own = app
+        .upload_ready(&reviewer, "rita", "own.jpg", &jpeg(64, 48, 42))
         .await;
-    assert_eq!(s, 201, "{v}");
-    let own = v["id"].as_str().unwrap().to_owned();
-    app.wait_done(&own, Duration::from_secs(60)).await;
     let r = app
-        .req(
-            Method::PATCH,
-            &format!("/v1/images/{own}"),
-            Some(&reviewer),
-            Some("application/json"),
-            Bytes::from(approve.to_string()),
-        )
+        .patch_json(&format!("/v1/images/{own}"), &reviewer, &approve)
         .await;
     assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
     // Another reviewer may; the decision is in the history.
-    let r = patch(reviewer.clone()).await;
+    let r = app.patch_json(&path, &reviewer, &approve).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let (_, h) = app
         .get_json(&format!("/v1/images/{id}/history"), ADMIN)
@@ -179,16 +153,91 @@ async fn review_decisions_need_a_reviewer_who_did_not_upload() {
     assert_eq!(h["review_state"], "approved", "{h}");
     // Captions and tags stay the uploader's to change.
     let r = app
-        .req(
-            Method::PATCH,
-            &format!("/v1/images/{id}"),
-            Some(&uploader),
-            Some("application/json"),
-            Bytes::from(json!({"caption": "mine"}).to_string()),
-        )
+        .patch_json(&path, &uploader, &json!({"caption": "mine"}))
         .await;
     assert_eq!(r.status, 200);
     app.cleanup().await;
+}
+
+/// A second key is no second person: a reviewer that uploaded an image and minted another
+/// reviewer key cannot approve the image with it (nor with a sibling key it minted, nor can
+/// the key that created the uploader's decide), on the image PATCH and on bulk decisions. A
+/// reviewer an admin handed out still can.
+#[tokio::test]
+async fn minted_keys_cannot_approve_their_lineages_uploads() {
+    for backend in backends() {
+        let app = App::spawn(Options::new(backend)).await;
+        let rita = app.key("reviewer", None).await;
+        let other = app.key("reviewer", None).await;
+        let id = app
+            .upload_ready(&rita, "rita", "r.jpg", &jpeg(64, 48, 43))
+            .await;
+        let mint = |name: &'static str, by: String| {
+            let app = &app;
+            async move {
+                let (s, v) = app
+                    .post_json("/v1/keys", &by, &json!({"name": name, "role": "reviewer"}))
+                    .await;
+                assert_eq!(s, 201, "{v}");
+                assert!(v["created_by"].is_string(), "{v}");
+                v["key"].as_str().unwrap().to_owned()
+            }
+        };
+        let rita2 = mint("rita's second key", rita.clone()).await;
+        let rita3 = mint("rita's third key", rita.clone()).await;
+        let rita4 = mint("minted from the second", rita2.clone()).await;
+        let approve = json!({"review_state": "approved", "reason": "looks fine"});
+        for key in [&rita2, &rita3, &rita4, &ADMIN.to_owned()] {
+            let r = app
+                .patch_json(&format!("/v1/images/{id}"), key, &approve)
+                .await;
+            let body = String::from_utf8_lossy(&r.body);
+            assert_eq!(r.status, 403, "{backend:?}: {body}");
+            assert!(body.contains("uploader's lineage"), "{body}");
+        }
+        // Bulk decisions: submitted for review, then the same keys are refused item by item.
+        let (s, v) = app
+            .post_json(
+                &format!("/v1/images/{id}/workflow"),
+                &rita,
+                &json!({"to": "in_review"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let decide = |key: String, version: i64| {
+            let app = &app;
+            let id = id.clone();
+            async move {
+                app.post_json(
+                    "/v1/review/decisions",
+                    &key,
+                    &json!({"action": "approve", "reason": "ok",
+                            "items": [{"id": id, "version": version}]}),
+                )
+                .await
+            }
+        };
+        let version = v["version"].as_i64().unwrap();
+        for key in [&rita2, &rita3, &rita4] {
+            let (s, r) = decide(key.clone(), version).await;
+            assert_eq!(s, 207, "{backend:?}: {r}");
+            assert_eq!(r["results"][0]["status"], 403, "{r}");
+            let msg = r["results"][0]["message"].as_str().unwrap();
+            assert!(msg.contains("uploader's lineage"), "{msg}");
+        }
+        // The other way round: what the minted key uploads, its creator cannot approve.
+        let id2 = app
+            .upload_ready(&rita2, "rita", "r2.jpg", &jpeg(64, 48, 44))
+            .await;
+        let r = app
+            .patch_json(&format!("/v1/images/{id2}"), &rita, &approve)
+            .await;
+        assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+        // A reviewer the admin handed out decides.
+        let (s, r) = decide(other.clone(), version).await;
+        assert_eq!(s, 200, "{backend:?}: {r}");
+        app.cleanup().await;
+    }
 }
 
 /// A flooding key gets 429 with `Retry-After`; small routes refuse large bodies; a client
@@ -248,6 +297,118 @@ async fn floods_large_bodies_and_slow_clients_are_bounded() {
         "a slow client held the connection for {:?} (read {n} bytes)",
         started.elapsed()
     );
+    app.cleanup().await;
+}
+
+/// Sends `head` and the first `start` bytes of `body` at once, then the rest a byte a second,
+/// until the server answers; returns how long that took and the answer's first line.
+fn dribble(addr: &str, head: &str, body: &[u8], start: usize) -> (Duration, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let req = format!("{head}Content-Length: {}\r\n\r\n", body.len());
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(&body[..start]).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let rest = body[start..].to_vec();
+    std::thread::spawn(move || {
+        for b in rest {
+            std::thread::sleep(Duration::from_secs(1));
+            if w.write_all(&[b]).is_err() {
+                return;
+            }
+        }
+    });
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]);
+    (
+        started.elapsed(),
+        text.lines().next().unwrap_or("").to_owned(),
+    )
+}
+
+/// Bodies that carry an image are bounded too: a search form, a JSON search and an upload's
+/// caption dribbled a byte a second are cut off at the request deadline (their size at the
+/// slowest allowed rate on top), and a text field is refused as soon as it is too large.
+#[tokio::test]
+async fn slow_image_bodies_and_large_form_fields_are_bounded() {
+    let app = App::spawn(
+        Options::new(Backend::Sqlite)
+            .env("FLEXPHOTO__SERVER__UPLOAD_IDLE_TIMEOUT_SECS", "2")
+            .env("FLEXPHOTO__SERVER__REQUEST_TIMEOUT_SECS", "3"),
+    )
+    .await;
+    let uploader = app.key("uploader", None).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let b = "XslowX";
+    let form = |field: &str| {
+        format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n{}\r\n--{b}--\r\n",
+            "x".repeat(200)
+        )
+        .into_bytes()
+    };
+    let multipart = format!("Content-Type: multipart/form-data; boundary={b}\r\n");
+    let head = |path: &str, ct: &str| {
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {uploader}\r\n{ct}")
+    };
+    let json_body = format!("{{\"text\": \"{}\"}}", "x".repeat(200)).into_bytes();
+    let cases = [
+        (
+            "multipart search",
+            head("/v1/search", &multipart),
+            form("text"),
+            60,
+        ),
+        (
+            "JSON search",
+            head("/v1/search", "Content-Type: application/json\r\n"),
+            json_body,
+            5,
+        ),
+        (
+            "upload caption",
+            head("/v1/images", &multipart),
+            form("caption"),
+            60,
+        ),
+    ];
+    let runs: Vec<_> = cases
+        .into_iter()
+        .map(|(what, head, body, start)| {
+            let addr = addr.clone();
+            std::thread::spawn(move || (what, dribble(&addr, &head, &body, start)))
+        })
+        .collect();
+    for r in runs {
+        let (what, (took, status)) = r.join().unwrap();
+        assert!(
+            took < Duration::from_secs(6),
+            "{what}: a dribbling client held the request for {took:?} ({status})"
+        );
+        assert!(status.contains(" 503"), "{what}: {status}");
+    }
+    // A 2 MiB caption is refused while it is read, naming the field.
+    let mut body = format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"owner\"\r\n\r\nrita\r\n\
+         --{b}\r\nContent-Disposition: form-data; name=\"caption\"\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend(std::iter::repeat_n(b'c', 2 << 20));
+    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    let r = app
+        .req(
+            Method::POST,
+            "/v1/images",
+            Some(&uploader),
+            Some(&format!("multipart/form-data; boundary={b}")),
+            Bytes::from(body),
+        )
+        .await;
+    let text = String::from_utf8_lossy(&r.body);
+    assert_eq!(r.status, 413, "{text}");
+    assert!(text.contains("caption"), "{text}");
     app.cleanup().await;
 }
 
@@ -339,7 +500,10 @@ fn hex_sha(data: &[u8]) -> Value {
 /// failed with a reason (presigned); nothing becomes ready as an unknown type.
 #[tokio::test]
 async fn only_allowed_images_are_accepted() {
-    let app = App::spawn(Options::new(Backend::Sqlite)).await;
+    let app = App::spawn(
+        Options::new(Backend::Sqlite).env("FLEXPHOTO__PROCESSING__MAX_PIXELS", "1000000"),
+    )
+    .await;
     for (name, bytes) in [
         (
             "x.jpg",
@@ -347,11 +511,30 @@ async fn only_allowed_images_are_accepted() {
         ),
         ("y.jpg", b"%PDF-1.4 not an image".to_vec()),
         ("z.png", vec![0u8; 64]),
+        // A GIF signature is not a GIF: the loader's header read decides, not the magic.
+        (
+            "w.gif",
+            b"GIF89a but then nothing that decodes at all, just words".to_vec(),
+        ),
     ] {
         let (s, v) = app.upload(ADMIN, "ivy", name, &bytes).await;
         assert_eq!(s, 415, "{name}: {v}");
         assert!(v["error"]["message"].as_str().unwrap().len() > 10);
     }
+    // Too many pixels for processing.max_pixels: refused before it is stored.
+    let (s, v) = app
+        .upload(ADMIN, "ivy", "big.jpg", &jpeg(1200, 1000, 45))
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("megapixels"),
+        "{v}"
+    );
+    let (_, list) = app.get_json("/v1/images?owner=ivy", ADMIN).await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list}");
     let junk = b"GIF89a but then nothing that decodes at all, just words".to_vec();
     let (s, v) = app
         .post_json(
@@ -415,7 +598,9 @@ async fn deletes_leave_nothing_behind() {
             let (_, st) = app.get_json("/v1/jobs/stats", ADMIN).await;
             let open = st["queue"]["jobs"]["queued"].as_i64().unwrap_or(0)
                 + st["queue"]["jobs"]["running"].as_i64().unwrap_or(0);
-            let objects = count_files(&app.data_dir.join("objects"));
+            // `_flexphoto/` holds the deployment's own objects (the withheld list), not images.
+            let objects = count_files(&app.data_dir.join("objects"))
+                - count_files(&app.data_dir.join("objects").join("_flexphoto"));
             if open == 0 && objects == 0 {
                 break;
             }

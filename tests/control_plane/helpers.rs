@@ -478,6 +478,27 @@ impl App {
         (r.status, json_of(&r))
     }
 
+    /// PATCH with a JSON body; the whole reply (some callers read the error text).
+    pub async fn patch_json(&self, path: &str, key: &str, body: &Value) -> Reply {
+        self.req(
+            Method::PATCH,
+            path,
+            Some(key),
+            Some("application/json"),
+            Bytes::from(body.to_string()),
+        )
+        .await
+    }
+
+    /// Uploads a photo as `key` and waits until it is processed; its id.
+    pub async fn upload_ready(&self, key: &str, owner: &str, name: &str, data: &[u8]) -> String {
+        let (s, v) = self.upload(key, owner, name, data).await;
+        assert_eq!(s, 201, "{v}");
+        let id = v["id"].as_str().unwrap().to_owned();
+        self.wait_done(&id, Duration::from_secs(60)).await;
+        id
+    }
+
     /// One-shot multipart upload.
     pub async fn upload(&self, key: &str, owner: &str, name: &str, data: &[u8]) -> (u16, Value) {
         let boundary = "XtestBoundaryX";

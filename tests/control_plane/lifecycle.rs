@@ -58,16 +58,35 @@ async fn the_edge_reports_traffic_that_filters_and_documents_show() {
     let unseen = v["id"].as_str().unwrap().to_owned();
     let doc = app.wait_done(&seen, Duration::from_secs(120)).await;
     app.wait_done(&unseen, Duration::from_secs(120)).await;
-    // Two sizes of the original and the thumbnail: three requests for one image.
+    // Two sizes of the original and the thumbnail, one of them three times (a miss, a memory
+    // hit, then a hit answered by the edge's fast path): five requests for one image.
     let sized = doc["sized_urls"].as_object().unwrap();
     assert_eq!(edge_get(sized["320"].as_str().unwrap()).await, 200);
-    assert_eq!(edge_get(sized["640"].as_str().unwrap()).await, 200);
+    let url_640 = sized["640"].as_str().unwrap();
+    for _ in 0..3 {
+        assert_eq!(edge_get(url_640).await, 200);
+    }
     assert_eq!(
         edge_get(doc["variants"]["thumb"].as_str().unwrap()).await,
         200
     );
+    let edge_base = &url_640[..url_640.find("/img/").unwrap()];
+    let metrics = send(
+        Method::GET,
+        &format!("{edge_base}/metrics"),
+        &[],
+        Bytes::new(),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        metrics.contains("flexphoto_ready_hits_total 1\n"),
+        "the third request should take the fast path: {metrics}"
+    );
     let v = wait_image(&app, &seen, "the edge's push", |v| {
-        v["lifecycle"]["access"]["requests_7d"].as_i64() == Some(3)
+        v["lifecycle"]["access"]["requests_7d"].as_i64() == Some(5)
     })
     .await;
     assert!(v["lifecycle"]["last_accessed_at"].is_string(), "{v}");
@@ -104,7 +123,7 @@ async fn the_edge_reports_traffic_that_filters_and_documents_show() {
         .iter()
         .find(|e| e["name"] == "flexphoto-up")
         .unwrap_or_else(|| panic!("{c}"));
-    assert!(edge["requests"].as_i64().unwrap() >= 3, "{c}");
+    assert!(edge["requests"].as_i64().unwrap() >= 5, "{c}");
     // An edge key pushes statistics and can do nothing else; only admins mint one.
     let (s, k) = app
         .post_json(
@@ -136,7 +155,7 @@ async fn the_edge_reports_traffic_that_filters_and_documents_show() {
     let (s, _) = app.post_json("/v1/access/batches", &uploader, &batch).await;
     assert_eq!(s, 403);
     let v = image(&app, &seen).await;
-    assert_eq!(v["lifecycle"]["access"]["requests_7d"], 5, "{v}");
+    assert_eq!(v["lifecycle"]["access"]["requests_7d"], 7, "{v}");
     app.cleanup().await;
 }
 
@@ -327,6 +346,44 @@ async fn cost_report_and_projection() {
     );
     let (s, p) = app.get_json("/v1/tiering/plan", ADMIN).await;
     assert_eq!(s, 200, "{p}");
+    // `flexphoto tier` under the same what-if policy: the full listing (streamed), the
+    // totals alone, and the listing again with a pending move queued by a real run.
+    let id = v["id"].as_str().unwrap();
+    let tier = |args: &[&str]| -> Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flexphoto"))
+            .arg("tier")
+            .args(args)
+            .args(["--json", "--data-dir", app.data_dir.to_str().unwrap()])
+            .envs(&app.env)
+            .env("FLEXPHOTO__TIERING__COLD_AFTER_DAYS", "0")
+            .env("FLEXPHOTO__TIERING__COLD_MAX_HITS", "1000")
+            .env("FLEXPHOTO__TIERING__REWARM_HITS", "2000")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    };
+    let full = tier(&["--dry-run"]);
+    let moves = full["plan"]["moves"].as_array().unwrap();
+    assert_eq!(moves.len(), 1, "{full}");
+    assert_eq!(moves[0]["id"], id, "{full}");
+    assert_eq!(moves[0]["direction"], "to_cold", "{full}");
+    assert!(moves[0]["bytes"].as_i64().unwrap() > 0, "{full}");
+    assert_eq!(full["plan"]["to_cold_bytes"], moves[0]["bytes"], "{full}");
+    assert_eq!(full["what_if"]["images_to_cold"], 1, "{full}");
+    let summary = tier(&["--dry-run", "--summary"]);
+    assert_eq!(summary["plan"]["moves"], json!([]), "{summary}");
+    assert_eq!(summary["totals"], full["totals"], "{summary}");
+    assert_eq!(summary["what_if"], full["what_if"], "{summary}");
+    assert_eq!(
+        tier(&["--dry-run", "--limit", "0"])["plan"]["truncated"],
+        true
+    );
     // 7.5 TB a month served from object storage: $675 of egress in the projection too.
     let (s, p) = app
         .post_json(

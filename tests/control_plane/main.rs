@@ -2,6 +2,8 @@
 //! Postgres when `FLEXPHOTO_TEST_PG_URL` is set, and S3 (s3s-fs) when
 //! `FLEXPHOTO_TEST_S3_ENDPOINT` is set. Each test prints a SKIP line for what it cannot run.
 
+mod admin_ui;
+mod catalog;
 mod faults;
 mod hardening;
 mod helpers;
@@ -9,6 +11,8 @@ mod lifecycle;
 mod qdrant;
 mod scale;
 mod search;
+mod storage_history;
+mod webdriver;
 
 use std::time::Duration;
 
@@ -521,8 +525,9 @@ async fn fixtures_reach_expected_state() {
                 &data,
             )
             .await;
-        if s == 415 {
-            // Not an accepted image by its bytes: refused before it is stored.
+        if s == 415 || s == 422 {
+            // Not an accepted image by its bytes (415), or more pixels than processing
+            // allows (422): refused before it is stored.
             assert_ne!(e["expect"], "decodes", "{path}: {v}");
             let msg = v["error"]["message"].as_str().unwrap_or("");
             assert!(msg.len() >= 10, "{path}: refused without a reason: {v}");

@@ -12,3 +12,4 @@ mod operations;
 mod options;
 mod s3;
 mod security;
+mod withheld;

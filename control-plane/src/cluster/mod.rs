@@ -73,17 +73,25 @@ pub enum Role {
     Reconcile,
     /// Queues re-embedding after a model change.
     Reembed,
+    /// Applies rights windows, publishes the withheld list, purges withheld images
+    /// (`catalog::scheduler`).
+    Rights,
+    /// Re-validates images after a schema change (`catalog::scheduler`).
+    Revalidate,
     /// Applies the tiering policy, follows restores, prunes old traffic.
     Tiering,
 }
 
 impl Role {
     /// Every role, for listings and metrics.
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 7] = [
         Role::IndexOwner,
         Role::Sweeper,
         Role::Reconcile,
         Role::Reembed,
+        Role::Rights,
+        Role::Revalidate,
+        Role::Tiering,
     ];
 
     /// The lease name and metric label.
@@ -93,6 +101,8 @@ impl Role {
             Role::Sweeper => "sweeper",
             Role::Reconcile => "reconcile",
             Role::Reembed => "reembed",
+            Role::Rights => "rights",
+            Role::Revalidate => "revalidate",
             Role::Tiering => "tiering",
         }
     }

@@ -42,14 +42,9 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
         .map_err(|e| JobError::Transient(format!("worker threads busy: {e}")))?
         .await
         .map_err(|e| JobError::Transient(format!("embedding input failed: {e}")))??;
-    let record = indexing::index_image(
-        state,
-        search,
-        img.id,
-        indexing::payload_for(&img, &search.model_id, None),
-        rgb,
-    )
-    .await?;
+    let mut payload = indexing::payload_for(&img, &search.model_id, None);
+    payload.catalog = indexing::catalog_payload(state, img.id).await?;
+    let record = indexing::index_image(state, search, img.id, payload, rgb).await?;
     Ok(Outcome::Recorded {
         owner: img.owner,
         record,

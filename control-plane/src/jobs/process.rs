@@ -67,6 +67,13 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
             )));
         }
     }
+    // A presigned upload had no bytes when it was validated: what the file embeds (IPTC,
+    // XMP) is merged into its catalog record now. Metadata fails softly.
+    if img.upload_key.is_some() {
+        if let Err(e) = crate::catalog::ingest::apply_embedded(state, &img, &source_copy).await {
+            tracing::warn!(image = %img.id, error = %e, "reading embedded metadata failed");
+        }
+    }
     // Pin what was processed: a presigned upload's bytes are copied (the very bytes analysed)
     // to the original's key, which no presigned URL names; the edge serves that copy.
     if img.upload_key.is_some() {
@@ -111,11 +118,27 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
                 review_state: img.review_state.as_str().to_owned(),
                 model: search.model_id.clone(),
                 faces: None,
+                catalog: indexing::catalog_payload(state, img.id).await?,
             };
             indexing::index_image(state, search, img.id, payload, rgb).await?
         }
         _ => IndexRecord::default(),
     };
+    // What the classifier saw can put the image in review (low confidence, suggested tags).
+    let c = &state.cfg.catalog;
+    let reasons = crate::catalog::ingest::model_reasons(
+        &index.concepts,
+        &img.tags.0,
+        c.low_confidence_below,
+        c.suggest_tags,
+        c.suggest_min_weight,
+    );
+    if !reasons.is_empty() {
+        state
+            .db
+            .add_reasons(img.id, &reasons, "model", state.cfg.max_attempts)
+            .await?;
+    }
     let staging = img.upload_key.clone();
     Ok(Outcome::Ready(
         Box::new(Processed {

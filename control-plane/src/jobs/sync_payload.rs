@@ -1,5 +1,6 @@
-//! The `sync_payload` job: copies a ready image's current filter fields (tags, review state)
-//! to its point in the vector index after an edit.
+//! The `sync_payload` job: copies a ready image's current filter fields (tags, review state,
+//! and the catalog's: collection, terms, workflow, rights window, superseded versions) to its
+//! point in the vector index after an edit.
 
 use super::{JobError, Outcome};
 use crate::domain::ImageStatus;
@@ -21,9 +22,11 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
             .as_ref()
             .map_or_else(|| search.model_id.clone(), |e| e.model.clone());
         let faces = recorded.and_then(|e| e.faces);
+        let mut payload = indexing::payload_for(&img, &model, faces);
+        payload.catalog = indexing::catalog_payload(state, img.id).await?;
         search
             .index
-            .set_payload(img.id.0, &indexing::payload_for(&img, &model, faces))
+            .set_payload(img.id.0, &payload)
             .await
             .map_err(IndexingError::from)?;
     }

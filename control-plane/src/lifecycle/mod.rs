@@ -13,9 +13,11 @@
 //! - [`cost`]: the bill's arithmetic: actual, with a policy applied, and projected.
 //! - [`report`]: the cost report from the catalog and the traffic.
 //! - [`scheduler`]: the `tiering` role's pass (one process per deployment).
+//! - [`history`]: storage by tier over time, a snapshot a day taken by that pass.
 
 pub mod access;
 pub mod cost;
+pub mod history;
 pub mod mover;
 pub mod policy;
 pub mod report;
@@ -23,5 +25,7 @@ pub mod restore;
 pub mod scheduler;
 pub mod settings;
 
+#[cfg(test)]
+mod test_world;
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::settings::{Policy, TieringConfig};
 use crate::domain::{ImageId, Owner};
-use crate::store::lifecycle::{Candidate, Owners};
+use crate::store::lifecycle::{Candidate, Owners, Selection};
 use crate::store::{Db, StoreError};
 
 /// Which way an image moves.
@@ -64,84 +64,100 @@ pub fn window_start(now: DateTime<Utc>, days: u32) -> NaiveDate {
     now.date_naive() - chrono::Duration::days(i64::from(days.max(1)) - 1)
 }
 
-fn owners_of<'a>(policy_owner: Option<&'a Owner>, overridden: &'a [Owner]) -> Owners<'a> {
-    match policy_owner {
-        Some(o) => Owners::Only(o),
-        None => Owners::Except(overridden),
+/// What a full pass would move, in total (the what-if of the cost report).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct PlanTotals {
+    /// Images that would go cold.
+    pub images_to_cold: i64,
+    /// Images that would come back hot.
+    pub images_to_hot: i64,
+    /// Bytes that would go cold.
+    pub bytes_to_cold: i64,
+    /// Bytes that would come back hot.
+    pub bytes_to_hot: i64,
+    /// Objects that would go cold.
+    pub objects_to_cold: i64,
+    /// Objects that would come back hot.
+    pub objects_to_hot: i64,
+}
+
+impl PlanTotals {
+    /// Counts one move.
+    pub fn add(&mut self, direction: Direction, images: i64, bytes: i64, objects: i64) {
+        let (i, b, o) = match direction {
+            Direction::ToCold => (
+                &mut self.images_to_cold,
+                &mut self.bytes_to_cold,
+                &mut self.objects_to_cold,
+            ),
+            Direction::ToHot => (
+                &mut self.images_to_hot,
+                &mut self.bytes_to_hot,
+                &mut self.objects_to_hot,
+            ),
+        };
+        *i += images;
+        *b += bytes;
+        *o += objects;
     }
 }
 
-/// Every candidate of one direction for one policy, paged by id; at most `limit` when given.
-async fn collect(
-    db: &Db,
-    cfg: &TieringConfig,
-    policy: &Policy,
-    owners: Owners<'_>,
-    direction: Direction,
+/// Every (direction, policy, selection) a pass evaluates, cold-bound first, the default
+/// policy before each owner's override.
+fn selections<'a>(
+    cfg: &'a TieringConfig,
+    overridden: &'a [Owner],
     now: DateTime<Utc>,
-    limit: Option<usize>,
-) -> Result<(Vec<PlannedMove>, bool), StoreError> {
-    const PAGE: u32 = 5000;
+) -> Vec<(Direction, &'a Policy, Selection<'a>)> {
+    let mut policies: Vec<(Owners<'a>, &'a Policy)> =
+        vec![(Owners::Except(overridden), &cfg.default_policy)];
+    policies.extend(cfg.owners.iter().map(|(o, p)| (Owners::Only(o), p)));
     let mut out = Vec::new();
-    let mut after = None;
-    loop {
-        let want = limit.map_or(PAGE, |l| PAGE.min((l - out.len()) as u32 + 1));
-        let page: Vec<Candidate> = match direction {
-            Direction::ToCold => {
-                db.cold_candidates(
-                    owners.clone(),
-                    now - chrono::Duration::days(i64::from(policy.cold_after_days)),
-                    window_start(now, policy.cold_window_days),
-                    policy.cold_max_hits,
-                    &cfg.objects,
-                    after,
-                    want,
-                )
-                .await?
-            }
-            Direction::ToHot => {
-                db.rewarm_candidates(
-                    owners.clone(),
-                    window_start(now, policy.rewarm_window_days),
-                    policy.rewarm_hits,
-                    after,
-                    want,
-                )
-                .await?
-            }
-        };
-        let full = page.len() as u32 == want;
-        after = page.last().map(|c| c.id);
-        for c in page {
-            if limit.is_some_and(|l| out.len() >= l) {
-                return Ok((out, true));
-            }
-            let age_days = (now - c.uploaded_at).num_days();
-            let reason = match direction {
-                Direction::ToCold => format!(
-                    "uploaded {age_days} days ago with {} requests in the last {} days \
-                     (goes cold after {} days with fewer than {})",
-                    c.hits, policy.cold_window_days, policy.cold_after_days, policy.cold_max_hits
-                ),
-                Direction::ToHot => format!(
-                    "{} requests in the last {} days (comes back hot at {})",
-                    c.hits, policy.rewarm_window_days, policy.rewarm_hits
-                ),
+    for direction in [Direction::ToCold, Direction::ToHot] {
+        for (owners, policy) in policies.iter().filter(|(_, p)| p.enabled) {
+            let selection = match direction {
+                Direction::ToCold => Selection::ToCold {
+                    owners: owners.clone(),
+                    cutoff: now - chrono::Duration::days(i64::from(policy.cold_after_days)),
+                    window_start: window_start(now, policy.cold_window_days),
+                    max_hits: policy.cold_max_hits,
+                    kinds: &cfg.objects,
+                },
+                Direction::ToHot => Selection::ToHot {
+                    owners: owners.clone(),
+                    window_start: window_start(now, policy.rewarm_window_days),
+                    min_hits: policy.rewarm_hits,
+                },
             };
-            out.push(PlannedMove {
-                id: c.id,
-                owner: c.owner,
-                direction,
-                age_days,
-                hits: c.hits,
-                bytes: c.bytes,
-                objects: c.objects,
-                reason,
-            });
+            out.push((direction, *policy, selection));
         }
-        if !full {
-            return Ok((out, false));
-        }
+    }
+    out
+}
+
+/// A candidate as a planned move, with the rule that picked it in words.
+fn planned(c: Candidate, direction: Direction, policy: &Policy, now: DateTime<Utc>) -> PlannedMove {
+    let age_days = (now - c.uploaded_at).num_days();
+    let reason = match direction {
+        Direction::ToCold => format!(
+            "uploaded {age_days} days ago with {} requests in the last {} days \
+             (goes cold after {} days with fewer than {})",
+            c.hits, policy.cold_window_days, policy.cold_after_days, policy.cold_max_hits
+        ),
+        Direction::ToHot => format!(
+            "{} requests in the last {} days (comes back hot at {})",
+            c.hits, policy.rewarm_window_days, policy.rewarm_hits
+        ),
+    };
+    PlannedMove {
+        id: c.id,
+        owner: c.owner,
+        direction,
+        age_days,
+        hits: c.hits,
+        bytes: c.bytes,
+        objects: c.objects,
+        reason,
     }
 }
 
@@ -153,40 +169,67 @@ pub async fn plan(
     limit: Option<usize>,
 ) -> Result<Plan, StoreError> {
     let overridden: Vec<Owner> = cfg.owners.keys().cloned().collect();
-    let mut policies: Vec<(Option<&Owner>, &Policy)> = vec![(None, &cfg.default_policy)];
-    policies.extend(cfg.owners.iter().map(|(o, p)| (Some(o), p)));
     let mut plan = Plan::default();
-    for direction in [Direction::ToCold, Direction::ToHot] {
-        let mut moves = Vec::new();
-        for (owner, policy) in &policies {
-            if !policy.enabled {
-                continue;
-            }
-            let left = limit.map(|l| l.saturating_sub(moves.len()));
-            if left == Some(0) {
-                plan.truncated = true;
-                break;
-            }
-            let (found, cut) = collect(
-                db,
-                cfg,
-                policy,
-                owners_of(*owner, &overridden),
-                direction,
-                now,
-                left,
-            )
-            .await?;
-            plan.truncated |= cut;
-            moves.extend(found);
+    let mut taken = (0usize, Direction::ToCold);
+    for (direction, policy, selection) in selections(cfg, &overridden, now) {
+        if taken.1 != direction {
+            taken = (0, direction);
         }
-        for m in &moves {
+        let left = limit.map(|l| l.saturating_sub(taken.0));
+        if left == Some(0) {
+            plan.truncated = true;
+            continue;
+        }
+        // One more than asked for tells whether the plan was cut short.
+        let want = left.map(|l| u32::try_from(l).unwrap_or(u32::MAX - 1) + 1);
+        let mut found = Vec::new();
+        db.candidates(&selection, want, |c| found.push(c)).await?;
+        if let Some(l) = left.filter(|l| found.len() > *l) {
+            found.truncate(l);
+            plan.truncated = true;
+        }
+        taken.0 += found.len();
+        for c in found {
+            let m = planned(c, direction, policy, now);
             match direction {
                 Direction::ToCold => plan.to_cold_bytes += m.bytes,
                 Direction::ToHot => plan.to_hot_bytes += m.bytes,
             }
+            plan.moves.push(m);
         }
-        plan.moves.extend(moves);
     }
     Ok(plan)
+}
+
+/// Every move the policy asks for at `now`, handed to `each` in plan order as the database
+/// returns them (a full listing at a million images never sits in memory).
+pub async fn each_move(
+    db: &Db,
+    cfg: &TieringConfig,
+    now: DateTime<Utc>,
+    mut each: impl FnMut(PlannedMove),
+) -> Result<(), StoreError> {
+    let overridden: Vec<Owner> = cfg.owners.keys().cloned().collect();
+    for (direction, policy, selection) in selections(cfg, &overridden, now) {
+        db.candidates(&selection, None, |c| {
+            each(planned(c, direction, policy, now))
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// What a full pass at `now` would move, in total, without listing the moves.
+pub async fn totals(
+    db: &Db,
+    cfg: &TieringConfig,
+    now: DateTime<Utc>,
+) -> Result<PlanTotals, StoreError> {
+    let overridden: Vec<Owner> = cfg.owners.keys().cloned().collect();
+    let mut totals = PlanTotals::default();
+    for (direction, _, selection) in selections(cfg, &overridden, now) {
+        let t = db.candidate_totals(&selection).await?;
+        totals.add(direction, t.images, t.bytes, t.objects);
+    }
+    Ok(totals)
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::cost::{monthly_bill, transition_cost, Bill, Delivery, Usage};
-use super::policy::{self, Direction, Plan};
+use super::policy::{self, PlanTotals};
 use super::settings::{Prices, TieringConfig};
 use crate::store::lifecycle::{StorageUsage, Traffic};
 use crate::store::{Db, StoreError};
@@ -108,32 +108,30 @@ pub async fn usage(
     Ok((u, storage, traffic))
 }
 
-/// The bill of `actual` after `plan`'s moves, and the moves' one-time cost.
+/// The bill of `actual` after the moves `totals` adds up, and the moves' one-time cost.
 pub fn what_if(
     actual: &Usage,
-    plan: &Plan,
+    totals: &PlanTotals,
     prices: &Prices,
     delivery: Delivery,
     now_bill: &Bill,
 ) -> WhatIf {
-    let to_cold = plan.to_cold_bytes as f64;
-    let to_hot = plan.to_hot_bytes as f64;
+    let to_cold = totals.bytes_to_cold as f64;
+    let to_hot = totals.bytes_to_hot as f64;
     let after = Usage {
         hot_bytes: (actual.hot_bytes - to_cold + to_hot).max(0.0),
         cold_bytes: (actual.cold_bytes + to_cold - to_hot).max(0.0),
         ..actual.clone()
     };
     let bill = monthly_bill(&after, prices, delivery);
-    let count = |d: Direction| plan.moves.iter().filter(move |m| m.direction == d);
-    let objects = |d: Direction| count(d).map(|m| m.objects as f64).sum::<f64>();
     WhatIf {
-        images_to_cold: count(Direction::ToCold).count(),
-        images_to_hot: count(Direction::ToHot).count(),
-        bytes_to_cold: plan.to_cold_bytes,
-        bytes_to_hot: plan.to_hot_bytes,
+        images_to_cold: totals.images_to_cold.max(0) as usize,
+        images_to_hot: totals.images_to_hot.max(0) as usize,
+        bytes_to_cold: totals.bytes_to_cold,
+        bytes_to_hot: totals.bytes_to_hot,
         monthly_saving: now_bill.total - bill.total,
-        one_time_cost: transition_cost(objects(Direction::ToCold), to_cold, true, prices)
-            + transition_cost(objects(Direction::ToHot), to_hot, false, prices),
+        one_time_cost: transition_cost(totals.objects_to_cold as f64, to_cold, true, prices)
+            + transition_cost(totals.objects_to_hot as f64, to_hot, false, prices),
         bill,
     }
 }
@@ -151,8 +149,8 @@ pub async fn report(
         cdn_hit_ratio: prices.cdn_hit_ratio,
     };
     let actual = monthly_bill(&usage, prices, delivery);
-    let plan = policy::plan(db, tiering, now, None).await?;
-    let what_if = what_if(&usage, &plan, prices, delivery, &actual);
+    let totals = policy::totals(db, tiering, now).await?;
+    let what_if = what_if(&usage, &totals, prices, delivery, &actual);
     Ok(CostReport {
         generated_at: now,
         currency: "USD".into(),

@@ -1,7 +1,7 @@
 //! The `tiering` role's pass (one process per deployment runs it, every
 //! `tiering.interval_secs`): measure objects whose size is unknown, follow archive restores,
 //! queue the moves the policy asks for (a batch per pass, each a job on the durable queue),
-//! and drop traffic older than `access.retention_days`.
+//! and drop traffic older than `access.retention_days`; then take the day's storage snapshot.
 
 use std::sync::Arc;
 
@@ -19,6 +19,7 @@ pub async fn tiering_pass(state: Arc<AppState>) {
     if let Err(e) = run(&state).await {
         tracing::warn!(error = %e, "tiering pass failed");
     }
+    super::history::record_daily(&state).await;
 }
 
 async fn run(state: &AppState) -> Result<(), String> {

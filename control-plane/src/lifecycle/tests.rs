@@ -17,89 +17,18 @@ use super::policy::{plan, Direction};
 use super::settings::ColdTarget;
 use crate::blob::Blobs;
 use crate::clock::ManualClock;
-use crate::config::RawConfig;
 use crate::domain::{ImageId, JobKind};
 use crate::on_db;
-use crate::state::AppState;
 
-struct World {
-    state: Arc<AppState>,
-    clock: Arc<ManualClock>,
-    dir: std::path::PathBuf,
-    /// The Postgres database made for this world, dropped with it.
-    pg_db: Option<String>,
-}
+use super::test_world::World;
 
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        if let (Some(name), Ok(base)) = (self.pg_db.take(), std::env::var("FLEXPHOTO_TEST_PG_URL"))
-        {
-            // Drop runs inside the test's runtime: do the async cleanup on a thread of its own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(async {
-                    if let Ok(pool) = sqlx::PgPool::connect(&base).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&pool)
-                        .await;
-                    }
-                });
-                Ok::<(), std::io::Error>(())
-            })
-            .join();
-        }
-    }
-}
-
-/// The same world on SQLite, and on a fresh Postgres database when FLEXPHOTO_TEST_PG_URL is set.
+/// The lifecycle world on SQLite (and Postgres), its clock at [`t0`].
 async fn worlds(extra_toml: &str) -> Vec<World> {
-    let mut v = vec![world_on(extra_toml, None).await];
-    match std::env::var("FLEXPHOTO_TEST_PG_URL") {
-        Ok(base) => {
-            let name = format!("fp_life_{}", uuid::Uuid::new_v4().simple());
-            let pool = sqlx::PgPool::connect(&base).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&pool)
-                .await
-                .unwrap();
-            let (prefix, _) = base.rsplit_once('/').unwrap();
-            v.push(world_on(extra_toml, Some((format!("{prefix}/{name}"), name))).await);
-        }
-        Err(_) => eprintln!("SKIP postgres: FLEXPHOTO_TEST_PG_URL is not set"),
-    }
-    v
+    super::test_world::worlds(extra_toml, t0()).await
 }
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 10, 12, 0, 0).unwrap()
-}
-
-async fn world_on(extra_toml: &str, pg: Option<(String, String)>) -> World {
-    let dir = std::env::temp_dir().join(format!("fp-lifecycle-{}", uuid::Uuid::new_v4().simple()));
-    let db = pg.as_ref().map(|(u, _)| u.clone()).unwrap_or_default();
-    let toml = format!(
-        "[server]\ndata_dir = \"{}\"\n[database]\nurl = \"{db}\"\n[search]\nmodel = \"none\"\n[queue]\nworkers = 0\n{extra_toml}",
-        dir.display()
-    );
-    let cfg = RawConfig::from_toml_and_env(&toml, Vec::<(String, String)>::new())
-        .unwrap()
-        .validate()
-        .unwrap();
-    let clock = Arc::new(ManualClock::new(t0()));
-    let state = AppState::build_with_clock(cfg, clock.clone())
-        .await
-        .unwrap();
-    World {
-        state,
-        clock,
-        dir,
-        pg_db: pg.map(|(_, n)| n),
-    }
 }
 
 /// A ready image uploaded at `at` with an original and a `thumb` and a `full` variant, each
@@ -228,6 +157,22 @@ async fn age_and_traffic_decide_what_goes_cold() {
             .await
             .unwrap();
         assert_eq!(p.moves.len(), 2);
+        // The totals alone, the streamed listing and the plan agree.
+        let now = w.clock.now_for_tests();
+        let totals = super::policy::totals(&w.state.db, cfg, now).await.unwrap();
+        assert_eq!(
+            (
+                totals.images_to_cold,
+                totals.bytes_to_cold,
+                totals.objects_to_cold
+            ),
+            (2, p.to_cold_bytes, 4)
+        );
+        let mut streamed = Vec::new();
+        super::policy::each_move(&w.state.db, cfg, now, |m| streamed.push(m))
+            .await
+            .unwrap();
+        assert_eq!(streamed, p.moves);
         // The limit truncates and says so.
         let p = plan(&w.state.db, cfg, w.clock.now_for_tests(), Some(1))
             .await
@@ -489,7 +434,7 @@ impl ObjectStore for FakeArchive {
 
 #[tokio::test]
 async fn archived_images_come_back_through_a_restore() {
-    let mut w = world_on("", None).await;
+    let mut w = super::test_world::world_on("", t0(), None).await;
     let archive = Arc::new(FakeArchive {
         inner: LocalDirStore::new(w.dir.join("archive")).unwrap(),
         state: Mutex::new(HashMap::new()),

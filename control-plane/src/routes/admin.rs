@@ -123,6 +123,7 @@ pub async fn metrics(
     caller.require(Role::Admin)?;
     let s = state.db.queue_stats().await?;
     state.metrics.set_queue(&s);
+    super::review::refresh_metrics(&state).await?;
     state.metrics.set_storage(&state.db.storage_usage().await?);
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -10,15 +10,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::catalog::{ImageDoc, RawCatalogFilter};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
-use super::views::{self, edge_url, ErrorBody, ImageView, Page};
+use super::views::{edge_url, ErrorBody, Page};
 use crate::auth::{Caller, Role};
 use crate::cursor::Cursor;
 use crate::domain::{ImageId, ImageStatus, Owner, ReviewState};
 use crate::error::{ApiError, ApiResult};
 use crate::filter::ImageFilter;
 use crate::state::AppState;
-use crate::store::images::{ImagePatch, ImageRow, ListOrder};
+use crate::store::images::{ImageRow, ListOrder};
 
 /// Loads an image and checks the caller may act on it with `role`.
 pub async fn load_for(
@@ -41,27 +42,28 @@ pub async fn load_for(
     Ok(img)
 }
 
-/// `GET /v1/images/{id}`: one image.
+/// `GET /v1/images/{id}`: one image, with descriptive metadata, workflow state and technical
+/// metadata shown apart (and its rights, lineage and review).
 #[utoipa::path(get, path = "/v1/images/{id}", tag = "images",
     params(("id" = String, Path, description = "Image id")),
-    responses((status = 200, body = ImageView), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = ImageDoc), (status = 404, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn get_image(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<ImageView>> {
+) -> ApiResult<Json<ImageDoc>> {
     let img = load_for(&state, &caller, &id, Role::Viewer).await?;
-    let mut view = views::image(&state, &img);
+    let mut doc = super::catalog::document(&state, &img).await?;
     let today = state.clock.now().date_naive();
-    view.lifecycle.access = Some(state.db.access_summary(img.id, today).await?);
-    view.lifecycle.objects = Some(
+    doc.image.lifecycle.access = Some(state.db.access_summary(img.id, today).await?);
+    doc.image.lifecycle.objects = Some(
         state
             .db
             .objects_of(img.id)
             .await?
             .into_iter()
-            .map(|o| views::ObjectView {
+            .map(|o| super::views::ObjectView {
                 kind: o.kind,
                 key: o.key,
                 bytes: o.bytes,
@@ -69,7 +71,7 @@ pub async fn get_image(
             })
             .collect(),
     );
-    Ok(Json(view))
+    Ok(Json(doc))
 }
 
 /// Filters and paging of `GET /v1/images`; the filter names are the ones `POST /v1/search`
@@ -96,13 +98,30 @@ pub struct ListQuery {
     camera_model: Option<String>,
     /// Comma-separated tags; every one must be present.
     tags: Option<String>,
+    /// A collection (id, or name of the owner's).
+    collection: Option<String>,
+    /// Comma-separated vocabulary terms; each must be carried, itself or a narrower term.
+    terms: Option<String>,
+    /// `draft`, `in_review`, `approved`, `published`, `rejected`, `changes_requested` or
+    /// `withdrawn`.
+    workflow_state: Option<String>,
+    /// `usable` (default: inside the rights window), `withheld` or `any` (admins).
+    rights: Option<String>,
+    /// `current` (default: current versions only) or `all`.
+    versions: Option<String>,
+    /// Conditions on schema fields, `;`-separated: `usage=editorial;shots>=5;title~dune`
+    /// (`=`, `!=`, `<`, `<=`, `>`, `>=`, `~` contains).
+    fields: Option<String>,
+    /// Only images in review for this reason.
+    reason: Option<String>,
     /// Not requested by any edge since this time (RFC 3339); never requested counts.
     not_accessed_since: Option<String>,
     /// Fewer than this many requests in the last 30 days.
     max_hits_30d: Option<i64>,
     /// `standard` (hot) or `cold`.
     storage_tier: Option<String>,
-    /// `newest` (default) or `oldest`.
+    /// `newest` (default), `oldest`, or `field:NAME[:asc|:desc]` (a schema field; images
+    /// without a value last).
     sort: Option<String>,
     /// Page size, 1–200 (default 50).
     limit: Option<u32>,
@@ -146,17 +165,48 @@ pub fn parse_order(sort: Option<&str>) -> ApiResult<ListOrder> {
     }
 }
 
-/// `GET /v1/images`: images matching the filters, newest (or oldest) first, keyset-paged.
+/// `GET /v1/images`: images matching the filters (catalog ones too), newest (or oldest)
+/// first or by a schema field, keyset-paged. Withheld images and superseded versions are
+/// left out unless asked for.
 #[utoipa::path(get, path = "/v1/images", tag = "images", params(ListQuery),
-    responses((status = 200, body = Page<ImageView>), (status = 400, body = ErrorBody)),
+    responses((status = 200, body = Page<ImageDoc>), (status = 400, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn list_images(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<Json<Page<ImageView>>> {
+) -> ApiResult<Json<Page<ImageDoc>>> {
     let owner = requested_owner(&caller, q.owner.as_deref())?
         .ok_or_else(|| ApiError::Invalid("owner is required".into()))?;
+    let split = |s: &Option<String>| -> Vec<String> {
+        s.as_deref()
+            .map(|t| {
+                t.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let catalog = super::catalog::catalog_filter(
+        &state,
+        &caller,
+        Some(&owner),
+        RawCatalogFilter {
+            collection: q.collection.clone(),
+            terms: split(&q.terms),
+            workflow_state: q.workflow_state.clone(),
+            rights: q.rights.clone(),
+            versions: q.versions.clone(),
+            fields: q.fields.iter().cloned().collect(),
+            reason: q.reason.clone(),
+        },
+    )
+    .await?;
+    let field_sort =
+        super::catalog::field_sort(&state, q.sort.as_deref(), catalog.collection, Some(&owner))
+            .await?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(ApiError::Invalid("limit must be between 1 and 200".into()));
@@ -196,6 +246,7 @@ pub async fn list_images(
             .as_deref()
             .map(str::parse::<ReviewState>)
             .transpose()?,
+        catalog,
         lifecycle: crate::filter::LifecycleFilter {
             not_accessed_since: q
                 .not_accessed_since
@@ -212,6 +263,37 @@ pub async fn list_images(
         ..ImageFilter::default()
     };
     filter.check()?;
+    if let Some(sort) = &field_sort {
+        let after = q
+            .cursor
+            .as_deref()
+            .map(|c| {
+                crate::catalog::query::SortPosition::decode(c)
+                    .ok_or_else(|| ApiError::Invalid("cursor is not one this API returned".into()))
+            })
+            .transpose()?;
+        let mut rows = state
+            .db
+            .list_by_field(&filter, sort, after.as_ref(), limit + 1)
+            .await?;
+        let next_cursor = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(|(r, v)| {
+                crate::catalog::query::SortPosition {
+                    value: v.clone(),
+                    id: r.id.0,
+                }
+                .encode()
+            })
+        } else {
+            None
+        };
+        let rows: Vec<ImageRow> = rows.into_iter().map(|(r, _)| r).collect();
+        return Ok(Json(Page {
+            items: super::catalog::documents(&state, &rows).await?,
+            next_cursor,
+        }));
+    }
     let order = parse_order(q.sort.as_deref())?;
     let after = q
         .cursor
@@ -231,7 +313,7 @@ pub async fn list_images(
         None
     };
     Ok(Json(Page {
-        items: rows.iter().map(|r| views::image(&state, r)).collect(),
+        items: super::catalog::documents(&state, &rows).await?,
         next_cursor,
     }))
 }
@@ -277,7 +359,7 @@ fn check_text(name: &str, v: &Option<String>, max: usize) -> ApiResult<()> {
 /// kept in the image's history (`GET /v1/images/{id}/history`).
 #[utoipa::path(patch, path = "/v1/images/{id}", tag = "images",
     params(("id" = String, Path, description = "Image id")), request_body = PatchImage,
-    responses((status = 200, body = ImageView), (status = 400, body = ErrorBody),
+    responses((status = 200, body = ImageDoc), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn patch_image(
@@ -285,7 +367,7 @@ pub async fn patch_image(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PatchImage>,
-) -> ApiResult<Json<ImageView>> {
+) -> ApiResult<Json<ImageDoc>> {
     let img = load_for(&state, &caller, &id, Role::Uploader).await?;
     if let Some(c) = &body.caption {
         check_text("caption", c, 2000)?;
@@ -304,34 +386,38 @@ pub async fn patch_image(
         .map(str::parse::<ReviewState>)
         .transpose()?;
     if let Some(r) = review_state {
-        check_review_decision(&caller, &img, r)?;
+        check_review_decision(&state, &caller, &img, r).await?;
     }
-    let patch = ImagePatch {
-        caption: body.caption,
-        tags: body.tags,
+    // Through the catalog: corrections are validated and recorded with their source, and a
+    // review state is reached by the workflow's transitions.
+    super::catalog::legacy_patch(
+        &state,
+        &caller,
+        &img,
+        body.caption,
+        body.tags,
         review_state,
-        reason: body.reason,
-        max_attempts: state.cfg.max_attempts,
-    };
-    state.db.patch_image(img.id, &patch, &caller.actor).await?;
-    let img = state
-        .db
-        .get_image(img.id)
-        .await?
-        .ok_or(ApiError::NotFound("image"))?;
-    Ok(Json(views::image(&state, &img)))
+        body.reason,
+    )
+    .await?;
+    super::catalog::reload(&state, img.id).await
 }
 
 /// Approving or rejecting is a review decision: it needs the reviewer role, and nobody
-/// decides on an image their own key uploaded.
-fn check_review_decision(caller: &Caller, img: &ImageRow, to: ReviewState) -> ApiResult<()> {
+/// decides on an image their own key, or a key in its lineage, uploaded.
+async fn check_review_decision(
+    state: &AppState,
+    caller: &Caller,
+    img: &ImageRow,
+    to: ReviewState,
+) -> ApiResult<()> {
     if !matches!(to, ReviewState::Approved | ReviewState::Rejected) {
         return Ok(());
     }
     caller.require(Role::Reviewer)?;
-    if img.uploaded_by == Some(caller.key_id) {
+    if crate::catalog::corrections::is_uploader(state, caller, img).await? {
         return Err(ApiError::Forbidden(
-            "review decisions on an image need another key than the one that uploaded it".into(),
+            crate::catalog::workflow::UPLOADER_DECIDES.into(),
         ));
     }
     Ok(())
@@ -373,6 +459,9 @@ pub async fn sized_url(
             "sig and exp are set by the server".into(),
         ));
     }
+    // Rights: no URL for a withheld image; others expire with their rights window.
+    let exp = super::catalog::url_expiry_for(&state, &img).await?;
+    let query = crate::catalog::rights::with_expiry(&query, exp);
     Ok(Json(SizedUrl {
         url: edge_url(&state, &img.original_key, &query),
     }))

@@ -3,27 +3,36 @@
 //! `/metrics` needs an admin key. Every response is counted by route in the metrics.
 //!
 //! One file per resource: [`uploads`], [`images`], [`search`] (search and review), [`keys`],
-//! [`admin`] (operations); [`views`] renders domain rows as the API's documents,
-//! [`extract`] turns malformed requests into JSON errors, [`openapi`] generates the
-//! document from the handlers.
+//! [`admin`] (operations), [`collections`] (collections and schemas), [`catalog`] (an
+//! image's catalog: metadata, rights, workflow, lineage, restore), [`review`] (the review
+//! queue), [`storage_history`] (storage by tier over time); [`views`] renders domain rows as
+//! the API's documents, [`extract`] turns malformed requests into JSON errors, [`openapi`]
+//! generates the document from the handlers.
 
 pub mod admin;
+pub mod body;
+pub mod catalog;
+pub mod collections;
 pub mod extract;
 pub mod images;
+pub mod jobs;
 pub mod keys;
 pub mod lifecycle;
 pub mod openapi;
+pub mod owners;
+pub mod review;
 pub mod search;
+pub mod storage_history;
 pub mod uploads;
 pub mod views;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 
 use crate::error::ApiError;
@@ -68,14 +77,53 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/images/{id}/duplicates", get(search::duplicates_of))
         .route("/v1/images/{id}/history", get(search::history))
         .route("/v1/duplicates", get(search::list_duplicates))
+        .route("/v1/images/{id}/metadata", patch(catalog::patch_metadata))
+        .route("/v1/images/{id}/rights", put(catalog::put_rights))
+        .route("/v1/images/{id}/workflow", post(catalog::post_workflow))
+        .route(
+            "/v1/images/{id}/lineage",
+            get(catalog::get_lineage).put(catalog::put_lineage),
+        )
+        .route(
+            "/v1/images/{id}/history/{entry}/restore",
+            post(catalog::restore),
+        )
+        .route(
+            "/v1/collections",
+            post(collections::create).get(collections::list),
+        )
+        .route(
+            "/v1/collections/{id}",
+            get(collections::get).patch(collections::patch),
+        )
+        .route(
+            "/v1/collections/{id}/schema",
+            get(collections::get_schema).put(collections::put_schema),
+        )
+        .route(
+            "/v1/collections/{id}/schema/versions",
+            get(collections::schema_versions),
+        )
+        .route(
+            "/v1/collections/{id}/vocabulary",
+            put(collections::put_vocabulary),
+        )
+        .route("/v1/review/queue", get(review::queue))
+        .route("/v1/review/decisions", post(review::decisions))
+        .route("/v1/review/metrics", get(review::metrics))
+        .route("/v1/rights/expiring", get(review::expiring))
         .route("/v1/webhooks/s3", post(uploads::s3_webhook))
         .route("/v1/keys", post(keys::create_key).get(keys::list_keys))
         .route("/v1/keys/{id}", delete(keys::revoke_key))
         .route("/v1/jobs/stats", get(admin::job_stats))
+        .route("/v1/jobs", get(jobs::list_jobs))
+        .route("/v1/owners", get(owners::list_owners))
+        .route("/v1/jobs/{id}/retry", post(jobs::retry_job))
         .route("/v1/cluster", get(admin::cluster))
         .route("/v1/cost", get(lifecycle::cost_report))
         .route("/v1/cost/projection", post(lifecycle::cost_projection))
         .route("/v1/tiering/plan", get(lifecycle::tiering_plan))
+        .route("/v1/storage/history", get(storage_history::storage_history))
         .route("/v1/images/{id}/restore", post(lifecycle::restore_image))
         .route("/healthz", get(admin::healthz))
         .route("/openapi.json", get(admin::openapi))
@@ -83,6 +131,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(json_limit)
         .merge(image_routes)
         .merge(access_routes)
+        .merge(crate::admin_ui::router(&state))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not take that method".into())
@@ -106,8 +155,10 @@ async fn forward_search(
     crate::cluster::forward::forward(&state, req, limit).await
 }
 
-/// Ends requests that take longer than `server.request_timeout_secs` with 503, except the
-/// ones that carry an image, whose bodies are bounded by an idle timeout instead.
+/// Ends requests that take longer than `server.request_timeout_secs` with 503. A request
+/// that carries an image gets, on top, its body's size at `server.upload_min_bytes_per_sec`
+/// (the declared Content-Length, else the largest body the route takes): a client that
+/// dribbles its body is cut off however steadily it dribbles.
 async fn time_limit(
     State(state): State<Arc<AppState>>,
     route: Option<MatchedPath>,
@@ -118,15 +169,34 @@ async fn time_limit(
         (req.method().as_str(), route.as_ref().map(|r| r.as_str())),
         ("POST", Some("/v1/images" | "/v1/search")) | ("PUT", Some("/v1/uploads/{id}"))
     );
-    if carries_image {
-        return next.run(req).await;
-    }
-    match tokio::time::timeout(state.cfg.request_timeout, next.run(req)).await {
+    let limit = if carries_image {
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let largest = state.cfg.max_upload_bytes.saturating_add(1 << 20);
+        request_deadline(
+            state.cfg.request_timeout,
+            declared.unwrap_or(largest).min(largest),
+            state.cfg.upload_min_bytes_per_sec,
+        )
+    } else {
+        state.cfg.request_timeout
+    };
+    match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
-        Err(_) => axum::response::IntoResponse::into_response(ApiError::Busy(
-            "the request took too long and was stopped".into(),
-        )),
+        Err(_) => axum::response::IntoResponse::into_response(ApiError::Busy(format!(
+            "the request took longer than {} s and was stopped",
+            limit.as_secs()
+        ))),
     }
+}
+
+/// How long a request carrying `body_bytes` may take: the request timeout plus the body at
+/// the slowest allowed rate.
+fn request_deadline(request_timeout: Duration, body_bytes: u64, min_rate: u64) -> Duration {
+    request_timeout + Duration::from_secs(body_bytes / min_rate.max(1))
 }
 
 /// Counts every routed response and its latency by route template (never by raw path, which
@@ -149,4 +219,20 @@ async fn count_request(
         .with_label_values(&[route.as_str()])
         .observe(started.elapsed().as_secs_f64());
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_requests_get_their_body_at_the_slowest_rate_on_top() {
+        let t = Duration::from_secs(60);
+        assert_eq!(request_deadline(t, 0, 65536), t);
+        assert_eq!(
+            request_deadline(t, 64 << 20, 65536),
+            t + Duration::from_secs(1024)
+        );
+        assert_eq!(request_deadline(t, 1000, 0), t + Duration::from_secs(1000));
+    }
 }

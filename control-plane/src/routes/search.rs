@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
+use super::body as read;
 use super::extract::{ApiPath, ApiQuery};
 use super::images::{load_for, parse_order, requested_owner};
 use super::views::{self, ErrorBody, Page, SearchResults};
@@ -23,9 +24,6 @@ use crate::filter::ImageFilter;
 use crate::search::plan::{self, SearchQuery, Similar};
 use crate::state::AppState;
 use crate::store::images::ListOrder;
-
-/// Largest query image accepted by `POST /v1/search`.
-const MAX_QUERY_IMAGE: usize = 32 << 20;
 
 /// A search: JSON body of `POST /v1/search`, or the text fields of its multipart form. The
 /// filters have the names `GET /v1/images` takes.
@@ -58,11 +56,26 @@ pub struct SearchRequest {
     pub faces_min: Option<u32>,
     /// At most this many frontal faces (0: nobody facing the camera).
     pub faces_max: Option<u32>,
+    /// A collection (id, or name of the owner's).
+    pub collection: Option<String>,
+    /// Vocabulary terms; each must be carried, itself or a narrower term.
+    pub terms: Option<Vec<String>>,
+    /// Workflow state.
+    pub workflow_state: Option<String>,
+    /// `usable` (default), `withheld` or `any` (admins).
+    pub rights: Option<String>,
+    /// `current` (default) or `all`.
+    pub versions: Option<String>,
+    /// Conditions on schema fields (`usage=editorial`, `shots>=5`, `title~dune`).
+    pub fields: Option<Vec<String>>,
+    /// Only images in review for this reason.
+    pub reason: Option<String>,
     /// Page size (default 20).
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// `relevance` (similarity queries), `newest` or `oldest` (filter-only queries).
+    /// `relevance` (similarity queries), `newest`, `oldest` or `field:NAME[:asc|:desc]`
+    /// (filter-only queries).
     pub sort: Option<String>,
     /// Drop hits scoring below this cosine similarity.
     pub min_score: Option<f32>,
@@ -96,11 +109,15 @@ pub async fn search(
         let mp = Multipart::from_request(req, &state)
             .await
             .map_err(|e| ApiError::Invalid(format!("bad multipart body: {}", e.body_text())))?;
-        read_form(mp).await?
+        read_form(&state, mp).await?
     } else if ct.starts_with("application/json") || ct.is_empty() {
-        let bytes = axum::body::to_bytes(req.into_body(), state.cfg.max_json_bytes)
-            .await
-            .map_err(|_| ApiError::TooLarge("the JSON body is too large".into()))?;
+        let bytes = read::bytes(
+            &state,
+            req.into_body(),
+            state.cfg.max_json_bytes,
+            "JSON body",
+        )
+        .await?;
         let v: SearchRequest = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::Invalid(format!("bad JSON body: {e}")))?;
         (v, None)
@@ -109,13 +126,13 @@ pub async fn search(
             "send application/json, or multipart/form-data with an image part".into(),
         ));
     };
-    let query = to_query(&state, &caller, body, image)?;
+    let query = to_query(&state, &caller, body, image).await?;
     let page = plan::run(&state, query, caller.owner_scope.as_ref()).await?;
-    Ok(Json(views::search_results(&state, page)))
+    Ok(Json(views::search_results(&state, page).await?))
 }
 
 /// Checks a request and turns it into a query.
-fn to_query(
+async fn to_query(
     state: &AppState,
     caller: &Caller,
     req: SearchRequest,
@@ -154,7 +171,38 @@ fn to_query(
         (_, _, Some(img)) => Some(Similar::Image(img)),
         _ => None,
     };
-    let order = match (req.sort.as_deref(), &similar) {
+    let catalog = super::catalog::catalog_filter(
+        state,
+        caller,
+        owner.as_ref(),
+        super::catalog::RawCatalogFilter {
+            collection: req.collection.clone(),
+            terms: req.terms.clone().unwrap_or_default(),
+            workflow_state: req.workflow_state.clone(),
+            rights: req.rights.clone(),
+            versions: req.versions.clone(),
+            fields: req.fields.clone().unwrap_or_default(),
+            reason: req.reason.clone(),
+        },
+    )
+    .await?;
+    let field_sort = match (&similar, req.sort.as_deref()) {
+        (Some(_), Some(s)) if s.starts_with("field:") => {
+            return Err(ApiError::Invalid(
+                "similarity results are sorted by relevance; sort=field:NAME is for searches by filters only".into(),
+            ))
+        }
+        (None, sort) => {
+            super::catalog::field_sort(state, sort, catalog.collection, owner.as_ref()).await?
+        }
+        _ => None,
+    };
+    let sort_for_order = if field_sort.is_some() {
+        None
+    } else {
+        req.sort.as_deref()
+    };
+    let order = match (sort_for_order, &similar) {
         (None | Some("relevance"), Some(_)) => ListOrder::NewestFirst,
         (Some("relevance"), None) => {
             return Err(ApiError::Invalid(
@@ -197,6 +245,7 @@ fn to_query(
             .transpose()?,
         faces_min: req.faces_min,
         faces_max: req.faces_max,
+        catalog,
         lifecycle: Default::default(),
     };
     Ok(SearchQuery {
@@ -206,17 +255,20 @@ fn to_query(
         limit,
         cursor: req.cursor,
         min_score: req.min_score,
+        sort_field: field_sort,
     })
 }
 
-async fn read_form(mut mp: Multipart) -> ApiResult<(SearchRequest, Option<Bytes>)> {
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        ApiError::Invalid(format!("bad multipart body: {}", e.body_text()))
-    };
+async fn read_form(
+    state: &AppState,
+    mut mp: Multipart,
+) -> ApiResult<(SearchRequest, Option<Bytes>)> {
+    let max_image = usize::try_from(state.cfg.max_upload_bytes).unwrap_or(usize::MAX);
     let mut fields = Map::new();
     let mut tags: Vec<Value> = Vec::new();
+    let mut lists: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
     let mut image: Option<Bytes> = None;
-    while let Some(mut field) = mp.next_field().await.map_err(bad)? {
+    while let Some(mut field) = read::next_field(state, &mut mp).await? {
         let name = field.name().unwrap_or("").to_owned();
         match name.as_str() {
             "image" | "file" => {
@@ -224,10 +276,10 @@ async fn read_form(mut mp: Multipart) -> ApiResult<(SearchRequest, Option<Bytes>
                     return Err(ApiError::Invalid("send one query image".into()));
                 }
                 let mut buf = BytesMut::new();
-                while let Some(chunk) = field.chunk().await.map_err(bad)? {
-                    if buf.len() + chunk.len() > MAX_QUERY_IMAGE {
+                while let Some(chunk) = read::chunk(state, &mut field).await? {
+                    if buf.len() + chunk.len() > max_image {
                         return Err(ApiError::TooLarge(format!(
-                            "the query image is over {MAX_QUERY_IMAGE} bytes"
+                            "the query image is over {max_image} bytes (upload.max_bytes)"
                         )));
                     }
                     buf.extend_from_slice(&chunk);
@@ -237,8 +289,19 @@ async fn read_form(mut mp: Multipart) -> ApiResult<(SearchRequest, Option<Bytes>
                 }
                 image = Some(buf.freeze());
             }
+            "terms" | "fields" => {
+                let text = read::text(state, &mut field).await?;
+                let sep = if name == "terms" { ',' } else { ';' };
+                let list = lists.entry(name.clone()).or_default();
+                list.extend(
+                    text.split(sep)
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .map(|t| Value::String(t.to_owned())),
+                );
+            }
             "tags" => {
-                let text = field.text().await.map_err(bad)?;
+                let text = read::text(state, &mut field).await?;
                 tags.extend(
                     text.split(',')
                         .map(str::trim)
@@ -247,7 +310,7 @@ async fn read_form(mut mp: Multipart) -> ApiResult<(SearchRequest, Option<Bytes>
                 );
             }
             "limit" | "faces_min" | "faces_max" => {
-                let text = field.text().await.map_err(bad)?;
+                let text = read::text(state, &mut field).await?;
                 let n: u32 = text
                     .trim()
                     .parse()
@@ -255,7 +318,7 @@ async fn read_form(mut mp: Multipart) -> ApiResult<(SearchRequest, Option<Bytes>
                 fields.insert(name, json!(n));
             }
             "min_score" => {
-                let text = field.text().await.map_err(bad)?;
+                let text = read::text(state, &mut field).await?;
                 let n: f32 = text
                     .trim()
                     .parse()
@@ -263,13 +326,16 @@ async fn read_form(mut mp: Multipart) -> ApiResult<(SearchRequest, Option<Bytes>
                 fields.insert(name, json!(n));
             }
             _ => {
-                let text = field.text().await.map_err(bad)?;
+                let text = read::text(state, &mut field).await?;
                 fields.insert(name, Value::String(text.trim().to_owned()));
             }
         }
     }
     if !tags.is_empty() {
         fields.insert("tags".into(), Value::Array(tags));
+    }
+    for (k, v) in lists {
+        fields.insert(k, Value::Array(v));
     }
     let req: SearchRequest = serde_json::from_value(Value::Object(fields))
         .map_err(|e| ApiError::Invalid(format!("bad form field: {e}")))?;
@@ -437,6 +503,14 @@ pub struct HistoryEntry {
     pub reason: Option<String>,
     /// When.
     pub at: DateTime<Utc>,
+    /// Where the new value came from (`upload`, `csv`, `sidecar`, `embedded`, `person`,
+    /// `model`, `restore`, `system`); absent for changes recorded before sources were kept.
+    pub source: Option<String>,
+    /// The change this entry belongs to (the image's version after it); entries of one
+    /// change share it. Restore any entry with `POST …/history/{id}/restore`.
+    pub change: Option<String>,
+    /// The change as a readable diff.
+    pub diff: crate::catalog::history::Diff,
 }
 
 /// An image's change history.
@@ -453,10 +527,17 @@ pub struct History {
     pub items: Vec<HistoryEntry>,
     /// Always `null`: the whole history is on this page.
     pub next_cursor: Option<String>,
+    /// Its workflow state now.
+    pub workflow_state: String,
+    /// Its version now.
+    pub version: i64,
+    /// Its chain of versions and derivatives, and its near-duplicates.
+    pub lineage: super::catalog::Lineage,
 }
 
-/// `GET /v1/images/{id}/history`: every recorded change (who, when, why), oldest first, and
-/// the current review state with the reason it was routed there.
+/// `GET /v1/images/{id}/history`: every recorded change to descriptive metadata, rights and
+/// workflow (who, when, why, before, after, source, and a readable diff), oldest first; the
+/// current review and workflow state; and the image's lineage.
 #[utoipa::path(get, path = "/v1/images/{id}/history", tag = "review",
     params(("id" = String, Path, description = "Image id")),
     responses((status = 200, body = History), (status = 404, body = ErrorBody)),
@@ -467,23 +548,39 @@ pub async fn history(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<History>> {
     let img = load_for(&state, &caller, &id, Role::Viewer).await?;
-    let rows = state.db.history_of(img.id).await?;
+    let rows = state.db.changes_of(img.id).await?;
+    let cat = state.db.catalog_of(img.id).await?;
+    let lineage = super::catalog::lineage_of(&state, &img).await?;
     Ok(Json(History {
         id: img.id,
         review_state: img.review_state.as_str().to_owned(),
         review_reason: img.review_reason,
         items: rows
             .into_iter()
-            .map(|r| HistoryEntry {
-                id: r.id,
-                field: r.field,
-                old_value: r.old_value.map(|v| v.0),
-                new_value: r.new_value.map(|v| v.0),
-                actor: r.actor,
-                reason: r.reason,
-                at: r.at,
+            .map(|r| {
+                let old = r.old_value.map(|v| v.0);
+                let new = r.new_value.map(|v| v.0);
+                let name = crate::catalog::history::field_name(&r.field).to_owned();
+                HistoryEntry {
+                    id: r.id,
+                    diff: crate::catalog::history::diff(&name, old.as_ref(), new.as_ref()),
+                    field: r.field,
+                    old_value: old,
+                    new_value: new,
+                    actor: r.actor,
+                    reason: r.reason,
+                    at: r.at,
+                    source: r.source,
+                    change: r.change_id,
+                }
             })
             .collect(),
         next_cursor: None,
+        workflow_state: cat
+            .as_ref()
+            .map_or("draft", |c| c.workflow_state.as_str())
+            .to_owned(),
+        version: cat.map_or(0, |c| i64::from(c.version)),
+        lineage,
     }))
 }

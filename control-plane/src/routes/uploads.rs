@@ -15,10 +15,14 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::body::{self as read, idle_limit};
 use super::extract::{ApiPath, ApiQuery};
 use super::views::ErrorBody;
 use crate::auth::{Caller, Role};
 use crate::blob::{self, PresignedUpload};
+use crate::catalog::ingest::{self as catalog_ingest, Incoming, IngestOutcome};
+use crate::catalog::lineage::Relation;
+use crate::catalog::sources::Source;
 use crate::domain::{ImageId, ImageStatus, Owner};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -43,6 +47,18 @@ pub struct CreateUpload {
     sha256: Option<String>,
     /// Caption (at most 2000 characters).
     caption: Option<String>,
+    /// The collection (id, or name of the owner's; default: the owner's default collection).
+    collection: Option<String>,
+    /// Descriptive values by field name (title, keywords, credit, creator, rights fields, the
+    /// schema's own), validated against the collection's schema. Metadata embedded in the file
+    /// is merged in when it is processed.
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The image this one derives from (same owner).
+    #[schema(value_type = Option<String>, format = Uuid)]
+    derived_from: Option<ImageId>,
+    /// `version` (default: it becomes the chain's current version) or `derivative`.
+    relation: Option<String>,
 }
 
 /// A presigned upload was created: PUT the bytes to `upload.url` with `upload.headers`, then
@@ -58,6 +74,8 @@ pub struct UploadCreated {
     pub upload: PresignedUpload,
     /// `POST` here once the bytes are sent.
     pub complete_url: String,
+    /// Validation at ingest: collection, failures (routed to review), value sources.
+    pub catalog: IngestOutcome,
 }
 
 /// A one-shot upload was stored and queued for processing.
@@ -72,6 +90,8 @@ pub struct OneShotCreated {
     pub bytes: u64,
     /// Their SHA-256.
     pub sha256: String,
+    /// Validation at ingest: collection, failures (routed to review), value sources.
+    pub catalog: IngestOutcome,
 }
 
 /// How a completion ended.
@@ -88,6 +108,14 @@ pub struct Completed {
 
 /// `POST /v1/images`: `application/json` ([`CreateUpload`]) starts a presigned upload;
 /// `multipart/form-data` with `owner`, `file` and optionally `caption` uploads at once.
+/// Catalog fields in the form: `collection`, `metadata` (a JSON object of values),
+/// `metadata_source` (`upload`, or `csv` for values from a manifest), a `sidecar` XMP file,
+/// `derived_from` and `relation`, and any descriptive field by name (`title`, `keywords`,
+/// `credit`, `creator`, `rights_holder`, `licence`, `usage_restrictions`,
+/// `rights_valid_from`, `rights_valid_until`) or as `fields.NAME`. Values (and IPTC/XMP
+/// embedded in the file) are validated against the collection's schema: a collection that
+/// refuses invalid uploads answers 422 listing every failing field and rule; one that
+/// reviews them accepts the upload and routes it to review.
 #[utoipa::path(post, path = "/v1/images", tag = "uploads",
     request_body(content(
         (CreateUpload = "application/json"),
@@ -96,7 +124,8 @@ pub struct Completed {
     responses(
         (status = 201, description = "Presigned upload created (JSON) or stored and queued (multipart)", body = UploadCreated),
         (status = 400, body = ErrorBody), (status = 409, description = "Exact duplicate", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, description = "The collection refuses uploads failing its rules; every failure is listed", body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -116,9 +145,13 @@ pub async fn create(
             .map_err(|e| ApiError::Invalid(format!("bad multipart body: {}", e.body_text())))?;
         one_shot(&state, &caller, mp).await
     } else if ct.starts_with("application/json") {
-        let body = axum::body::to_bytes(req.into_body(), state.cfg.max_json_bytes)
-            .await
-            .map_err(|_| ApiError::TooLarge("the JSON body is too large".into()))?;
+        let body = read::bytes(
+            &state,
+            req.into_body(),
+            state.cfg.max_json_bytes,
+            "JSON body",
+        )
+        .await?;
         let create: CreateUpload = serde_json::from_slice(&body)
             .map_err(|e| ApiError::Invalid(format!("bad JSON body: {e}")))?;
         two_step(&state, &caller, create).await
@@ -128,22 +161,6 @@ pub async fn create(
                 .into(),
         ))
     }
-}
-
-/// Waits for the next piece of an upload body, refusing a client that goes quiet for
-/// `server.upload_idle_timeout_secs` (a slow-body attack).
-async fn idle_limit<T>(
-    state: &AppState,
-    next: impl std::future::Future<Output = T>,
-) -> ApiResult<T> {
-    tokio::time::timeout(state.cfg.upload_idle_timeout, next)
-        .await
-        .map_err(|_| {
-            ApiError::Invalid(format!(
-                "the upload sent nothing for {} s and was stopped",
-                state.cfg.upload_idle_timeout.as_secs()
-            ))
-        })
 }
 
 fn check_caption(c: &Option<String>) -> ApiResult<()> {
@@ -199,6 +216,30 @@ async fn two_step(state: &AppState, caller: &Caller, req: CreateUpload) -> ApiRe
             return Err(ApiError::Duplicate(existing));
         }
     }
+    let mut declared: std::collections::BTreeMap<String, serde_json::Value> =
+        req.metadata.unwrap_or_default().into_iter().collect();
+    if let Some(c) = &req.caption {
+        declared.insert("caption".into(), serde_json::Value::String(c.clone()));
+    }
+    let prepared = catalog_ingest::prepare(
+        state,
+        &owner,
+        &caller.actor,
+        Incoming {
+            collection: req.collection,
+            declared,
+            declared_source: Some(Source::Upload),
+            derived_from: req.derived_from,
+            relation: req
+                .relation
+                .as_deref()
+                .map(Relation::parse)
+                .transpose()
+                .map_err(ApiError::Invalid)?,
+            ..Default::default()
+        },
+    )
+    .await?;
     let id = ImageId::new();
     let t = now();
     // The presigned URL names a staging key; processing copies what it read to the
@@ -214,12 +255,13 @@ async fn two_step(state: &AppState, caller: &Caller, req: CreateUpload) -> ApiRe
         mime: ct,
         bytes: Some(req.size as i64),
         sha256: sha.clone(),
-        caption: req.caption,
+        caption: prepared.caption.clone(),
         original_key: blob::original_key(id, t, Some(format)),
         uploaded_at: t,
         upload_expires_at: Some(upload.expires_at),
         uploaded_by: Some(caller.key_id),
         upload_key: Some(staging),
+        catalog: Some(prepared.insert),
     };
     match state.db.insert_uploading(&img).await {
         Ok(()) => {}
@@ -233,6 +275,7 @@ async fn two_step(state: &AppState, caller: &Caller, req: CreateUpload) -> ApiRe
         status: ImageStatus::Uploading.as_str().to_owned(),
         upload,
         complete_url: format!("{}/v1/images/{id}/complete", state.cfg.public_url),
+        catalog: prepared.outcome,
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -252,18 +295,17 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
     let mut owner: Option<Owner> = None;
     let mut caption: Option<String> = None;
     let mut file: Option<(TempFile, Spooled, Option<String>)> = None;
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        ApiError::Invalid(format!("bad multipart body: {}", e.body_text()))
-    };
-    while let Some(mut field) = mp.next_field().await.map_err(bad)? {
+    let mut inc = Incoming::default();
+    let mut metadata_source = Source::Upload;
+    while let Some(mut field) = read::next_field(state, &mut mp).await? {
         match field.name().unwrap_or("") {
             "owner" => {
-                let o = Owner::parse(field.text().await.map_err(bad)?.trim())?;
+                let o = Owner::parse(read::text(state, &mut field).await?.trim())?;
                 // Refuse early when the key may not upload for this owner.
                 caller.require_owner(Role::Uploader, &o)?;
                 owner = Some(o);
             }
-            "caption" => caption = Some(field.text().await.map_err(bad)?),
+            "caption" => caption = Some(read::text(state, &mut field).await?),
             "file" => {
                 if file.is_some() {
                     return Err(ApiError::Invalid("send one file per request".into()));
@@ -271,16 +313,67 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
                 let declared = field.content_type().map(|c| c.to_ascii_lowercase());
                 let tmp = TempFile::new_in(&state.cfg.data_dir)?;
                 let mut sp = Spooler::create(tmp.path(), state.cfg.max_upload_bytes).await?;
-                while let Some(chunk) = idle_limit(state, field.chunk()).await?.map_err(bad)? {
+                while let Some(chunk) = read::chunk(state, &mut field).await? {
                     sp.write(&chunk).await?;
                 }
                 let spooled = sp.finish().await?;
                 file = Some((tmp, spooled, declared));
             }
+            "collection" => inc.collection = Some(read::text(state, &mut field).await?),
+            "metadata" => {
+                let text = read::text(state, &mut field).await?;
+                let m: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+                    .map_err(|e| {
+                        ApiError::Invalid(format!("metadata must be a JSON object: {e}"))
+                    })?;
+                inc.declared.extend(m);
+            }
+            "metadata_source" => {
+                metadata_source = match read::text(state, &mut field).await?.trim() {
+                    "upload" => Source::Upload,
+                    "csv" => Source::Csv,
+                    other => {
+                        return Err(ApiError::Invalid(format!(
+                            "metadata_source must be upload or csv, not {other:?}"
+                        )))
+                    }
+                }
+            }
+            "sidecar" => {
+                let mut buf = Vec::new();
+                while let Some(chunk) = read::chunk(state, &mut field).await? {
+                    if buf.len() + chunk.len() > catalog_ingest::MAX_SIDECAR {
+                        return Err(ApiError::TooLarge(format!(
+                            "the sidecar is over {} bytes",
+                            catalog_ingest::MAX_SIDECAR
+                        )));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                inc.sidecar = Some(buf);
+            }
+            "derived_from" => {
+                let text = read::text(state, &mut field).await?;
+                inc.derived_from = Some(text.trim().parse::<ImageId>()?);
+            }
+            "relation" => {
+                let text = read::text(state, &mut field).await?;
+                inc.relation = Some(Relation::parse(text.trim()).map_err(ApiError::Invalid)?);
+            }
             other => {
-                return Err(ApiError::Invalid(format!(
-                    "unknown field {other:?}; send owner, file and optionally caption"
-                )))
+                let other = other.to_owned();
+                let name = other.strip_prefix("fields.").unwrap_or(&other).to_owned();
+                let known = other.starts_with("fields.")
+                    || crate::catalog::fields::builtin(&name).is_some();
+                if !known || crate::catalog::fields::check_name(&name).is_err() {
+                    return Err(ApiError::Invalid(format!(
+                        "unknown field {other:?}; send owner, file and optionally caption, \
+                         collection, metadata, metadata_source, sidecar, derived_from, relation, \
+                         descriptive fields by name or fields.NAME"
+                    )));
+                }
+                let text = read::text(state, &mut field).await?;
+                inc.declared.insert(name, serde_json::Value::String(text));
             }
         }
     }
@@ -288,29 +381,24 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
     check_caption(&caption)?;
     let (tmp, spooled, declared) =
         file.ok_or_else(|| ApiError::Invalid("the file field is required".into()))?;
-    // What the bytes are decides, never the declared type: bytes that are not an allowed
-    // image are refused here, before they are stored.
+    // What the bytes are decides, never the declared type: the loader libvips picks for
+    // them must be on the allow-list and their header must read within the pixel limit,
+    // or nothing is stored.
     let _ = declared;
-    let format = match ImageFormat::sniff(&spooled.head) {
-        Some(f) if state.cfg.allowed_formats.contains(&f) => f,
-        Some(f) => {
-            return Err(ApiError::UnsupportedType(format!(
-                "{} is not accepted; accepted: {}",
-                f.mime(),
-                allowed(state)
-            )))
-        }
-        None => {
-            return Err(ApiError::UnsupportedType(format!(
-                "the file is not an image in an accepted format ({})",
-                allowed(state)
-            )))
-        }
-    };
+    let format = probe_upload(state, tmp.path()).await?;
     let mime = format.mime();
     if let Some(existing) = state.db.find_duplicate(&owner, &spooled.sha256).await? {
         return Err(ApiError::Duplicate(existing));
     }
+    // Validation at ingest, before anything is stored: declared values, a sidecar, and what
+    // the file embeds.
+    if let Some(c) = &caption {
+        inc.declared
+            .insert("caption".into(), serde_json::Value::String(c.clone()));
+    }
+    inc.declared_source = Some(metadata_source);
+    inc.head = Some(read_head(tmp.path()).await?);
+    let prepared = catalog_ingest::prepare(state, &owner, &caller.actor, inc).await?;
     let id = ImageId::new();
     let t = now();
     let key_s = blob::original_key(id, t, Some(format));
@@ -323,12 +411,13 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
         mime: mime.to_owned(),
         bytes: Some(spooled.size as i64),
         sha256: Some(spooled.sha256.clone()),
-        caption,
+        caption: prepared.caption.clone(),
         original_key: key_s,
         uploaded_at: t,
         upload_expires_at: None,
         uploaded_by: Some(caller.key_id),
         upload_key: None,
+        catalog: Some(prepared.insert),
     };
     if let Err(e) = state
         .db
@@ -347,8 +436,70 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
         status: ImageStatus::Processing.as_str().to_owned(),
         bytes: spooled.size,
         sha256: spooled.sha256,
+        catalog: prepared.outcome,
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Checks a spooled one-shot upload as a worker will read it, before it is stored: the
+/// loader libvips picks must be allowed (`upload.allowed_types`; 415 otherwise, also for
+/// bytes no loader reads) and the header must declare no more than the source pixel limit
+/// (422). Runs on the bounded image pool, which also bounds the memory of reading the file.
+async fn probe_upload(state: &AppState, path: &std::path::Path) -> ApiResult<ImageFormat> {
+    use flexphoto_media::pool::PoolError;
+    use flexphoto_media::transform::{self, TransformError};
+    let limits = *state.ingest.limits();
+    let path = path.to_owned();
+    let deadline = std::time::Instant::now() + state.ingest.timeout();
+    let probed = state
+        .pool
+        .submit(Some(deadline), move |_budget| {
+            let bytes = bytes::Bytes::from(std::fs::read(&path).map_err(|e| {
+                TransformError::Internal(format!("reading the spooled upload: {e}"))
+            })?);
+            let header = transform::probe_allowed(&bytes, limits.formats)?;
+            let pixels = u64::from(header.width) * u64::from(header.page_height);
+            if pixels > limits.max_source_pixels {
+                return Err(TransformError::TooManyPixels {
+                    width: header.width,
+                    height: header.page_height,
+                    limit: limits.max_source_pixels,
+                });
+            }
+            ImageFormat::from_loader(&header.loader, &bytes).ok_or(TransformError::NotAnImage)
+        })
+        .map_err(|_| ApiError::Busy("the image threads are busy; retry shortly".into()))?
+        .await;
+    let refused =
+        |why: String| ApiError::UnsupportedType(format!("{why}; accepted: {}", allowed(state)));
+    match probed {
+        Ok(Ok(f)) => Ok(f),
+        Ok(Err(e @ TransformError::TooManyPixels { .. })) => {
+            Err(ApiError::Unprocessable(e.to_string()))
+        }
+        Ok(Err(TransformError::Internal(m))) => Err(ApiError::Internal(m)),
+        Ok(Err(TransformError::DeadlineExceeded)) | Err(PoolError::Expired | PoolError::Full) => {
+            Err(ApiError::Busy(
+                "the image threads are busy; retry shortly".into(),
+            ))
+        }
+        Ok(Err(e)) => Err(refused(e.to_string())),
+        Err(PoolError::Panicked) => Err(refused("the file could not be read as an image".into())),
+    }
+}
+
+/// The first MiB of a spooled upload, where embedded XMP and IPTC are.
+async fn read_head(path: &std::path::Path) -> ApiResult<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading the upload: {e}")))?;
+    let mut buf = Vec::new();
+    f.take(1 << 20)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading the upload: {e}")))?;
+    Ok(buf)
 }
 
 /// `POST /v1/images/{id}/complete`: checks the uploaded object and queues processing;

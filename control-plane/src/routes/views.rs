@@ -23,6 +23,12 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = Uuid)]
     pub existing_id: Option<uuid::Uuid>,
+    /// For `validation_failed`: every failing field and rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failures: Option<Vec<crate::catalog::validate::Failure>>,
+    /// For `stale_version`: the image's version now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<i64>,
 }
 
 /// The code and message of an error.
@@ -181,22 +187,28 @@ pub struct ObjectView {
 
 /// An edge URL for `key` with `query` options, signed when the edges have keys.
 pub fn edge_url(state: &AppState, key: &str, query: &str) -> String {
-    let path = match ImageKey::parse(key) {
-        Ok(k) => img_path(&k, query),
-        Err(_) => return String::new(),
+    let Ok(k) = ImageKey::parse(key) else {
+        return String::new();
     };
-    let path = if state.edge_signer.enabled() {
-        match state.edge_signer.sign_path(&path, state.cfg.max_dimension) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not sign an edge URL");
-                path
-            }
+    if !state.edge_signer.enabled() {
+        return unsigned_edge_url(&state.cfg.edge_public_url, &k, query);
+    }
+    let path = img_path(&k, query);
+    let path = match state.edge_signer.sign_path(&path, state.cfg.max_dimension) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not sign an edge URL");
+            path
         }
-    } else {
-        path
     };
     format!("{}{path}", state.cfg.edge_public_url)
+}
+
+/// `key`'s edge URL under `edge_public_url` with `query` options, unsigned: the one place
+/// keys are written into edge URLs, shared by the API's links and cache purges (a CDN
+/// matches what it cached byte for byte).
+pub fn unsigned_edge_url(edge_public_url: &str, key: &ImageKey, query: &str) -> String {
+    format!("{edge_public_url}{}", img_path(key, query))
 }
 
 /// Widths offered in `sized_urls`.
@@ -299,6 +311,9 @@ pub struct SearchResult {
     /// The image.
     #[serde(flatten)]
     pub image: ImageView,
+    /// The catalog's view of it (descriptive, workflow, technical, rights, lineage).
+    #[serde(flatten)]
+    pub catalog: super::catalog::CatalogParts,
     /// Cosine similarity (similarity searches only).
     pub score: Option<f32>,
     /// Why it is here.
@@ -314,15 +329,20 @@ pub struct SearchResults {
     pub next_cursor: Option<String>,
     /// `text`, `like_image`, `image` or `filter`.
     pub mode: String,
-    /// `relevance`, `newest` or `oldest`.
+    /// `relevance`, `newest`, `oldest` or `field`.
     pub sort: String,
     /// The model that made the vectors (similarity searches).
     pub model: Option<String>,
 }
 
 /// Renders a search page.
-pub fn search_results(state: &AppState, page: SearchPage) -> SearchResults {
-    SearchResults {
+pub async fn search_results(
+    state: &AppState,
+    page: SearchPage,
+) -> crate::error::ApiResult<SearchResults> {
+    let ids: Vec<crate::domain::ImageId> = page.hits.iter().map(|h| h.image.id).collect();
+    let facts = crate::catalog::explain::PageFacts::load(&state.db, &ids).await?;
+    Ok(SearchResults {
         items: page
             .hits
             .into_iter()
@@ -334,7 +354,14 @@ pub fn search_results(state: &AppState, page: SearchPage) -> SearchResults {
                  }| {
                     let mut image = image(state, &row);
                     image.exif = None;
+                    super::catalog::apply_rights_to_urls(
+                        state,
+                        &mut image,
+                        &row,
+                        facts.catalogs.get(&row.id),
+                    );
                     SearchResult {
+                        catalog: super::catalog::parts(&row, &facts),
                         image,
                         score,
                         explanation,
@@ -346,5 +373,5 @@ pub fn search_results(state: &AppState, page: SearchPage) -> SearchResults {
         mode: page.mode.to_owned(),
         sort: page.sort.to_owned(),
         model: page.model,
-    }
+    })
 }

@@ -52,7 +52,27 @@ pub fn payload_for(img: &ImageRow, model: &str, faces: Option<u32>) -> PointPayl
         review_state: img.review_state.as_str().to_owned(),
         model: model.to_owned(),
         faces: faces.map(i64::from),
+        catalog: Default::default(),
     }
+}
+
+/// The catalog fields an image's point carries (collection, terms with ancestors, workflow,
+/// rights window, superseded versions), read from SQL; empty without a catalog record.
+pub async fn catalog_payload(
+    state: &AppState,
+    id: ImageId,
+) -> Result<super::index::CatalogPayload, IndexingError> {
+    let Some(cat) = state.db.catalog_of(id).await? else {
+        return Ok(Default::default());
+    };
+    Ok(super::index::CatalogPayload {
+        collection: Some(cat.collection_id.to_string()),
+        terms: state.db.terms_with_ancestors(id).await?,
+        workflow_state: Some(cat.workflow_state.as_str().to_owned()),
+        rights_from: cat.rights_from.map(|t| t.timestamp_micros()),
+        rights_until: cat.rights_until.map(|t| t.timestamp_micros()),
+        lineage: (!cat.is_current).then(|| "superseded".to_owned()),
+    })
 }
 
 /// Embeds `rgb` on the worker threads.

@@ -9,7 +9,14 @@
 //! - Without one, SQL answers with the same filters sorted newest or oldest first.
 //!
 //! Each result carries an explanation: the concepts that matched (default model), what the
-//! query image and the hit share, and which filters applied.
+//! query image and the hit share, the vocabulary terms of a text query it carries, which
+//! filters applied and how it met each, and why it is in review when it is.
+//!
+//! Catalog filters the index holds (collection, terms, workflow, rights window, versions) run
+//! inside the vector search; the others (schema fields, review reasons) run in SQL: when they
+//! select few images, their ids go into the vector search as a filter; otherwise ranked hits
+//! are checked against SQL in batches until the page is full. Either way every page is full
+//! unless the ranking is exhausted, and every hit is checked against SQL, the truth.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,8 +25,10 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::embed::Concept;
-use super::index::{IndexError, SearchFilter, VectorName, VectorQuery};
+use super::index::{CatalogConditions, IndexError, SearchFilter, VectorName, VectorQuery};
 use super::Search;
+use crate::catalog::explain::{MatchedFilter, PageFacts, TermExplained};
+use crate::catalog::query::{CatalogFilter, FieldSort, RightsFilter, SortPosition, VersionFilter};
 use crate::cursor::Cursor;
 use crate::domain::{ImageId, ImageStatus, Owner};
 use crate::filter::ImageFilter;
@@ -53,7 +62,15 @@ pub struct SearchQuery {
     pub cursor: Option<String>,
     /// Drop hits scoring below this cosine similarity.
     pub min_score: Option<f32>,
+    /// Sort a filter-only search by a descriptive field instead of upload time.
+    pub sort_field: Option<FieldSort>,
 }
+
+/// Most ids a SQL-only filter may select to be passed into the vector search; past it,
+/// ranked hits are checked against SQL in batches.
+const MAX_CANDIDATES: usize = 10_000;
+/// Most ranked hits one page may check against SQL.
+const MAX_SCANNED: usize = 20_000;
 
 /// Why a search failed; `error.rs` gives each its HTTP face.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +112,13 @@ pub struct Explanation {
     pub image_concepts: Vec<Concept>,
     /// The filters applied, in words.
     pub filters: Vec<String>,
+    /// Vocabulary terms named in a text query that the result carries (itself or through a
+    /// narrower term).
+    pub terms: Vec<TermExplained>,
+    /// Each catalog filter and how the result meets it.
+    pub matched_filters: Vec<MatchedFilter>,
+    /// Why the result is in review (empty when it is not).
+    pub in_review_because: Vec<String>,
 }
 
 /// One result.
@@ -128,6 +152,8 @@ struct QueryContext {
     mode: &'static str,
     text_vector: Option<Vec<f32>>,
     concepts: Vec<Concept>,
+    /// The query text (text searches).
+    text: Option<String>,
 }
 
 /// Runs a search. `scope` is the owner a scoped key is limited to (the caller has already
@@ -148,49 +174,110 @@ pub async fn run(
 }
 
 async fn filter_page(state: &AppState, q: &SearchQuery) -> Result<SearchPage, SearchError> {
-    let after = q
-        .cursor
-        .as_deref()
-        .map(Cursor::decode_after)
-        .transpose()
-        .map_err(|e| SearchError::Invalid(e.to_string()))?;
-    let mut rows = state
-        .db
-        .list_images(&q.filter, q.order, after, q.limit + 1)
-        .await?;
-    let next_cursor = if rows.len() > q.limit as usize {
-        rows.truncate(q.limit as usize);
-        rows.last()
-            .map(|r| Cursor::After(r.uploaded_at, r.id.0).encode())
-    } else {
-        None
-    };
-    let oldest = q.order == ListOrder::OldestFirst;
-    let explanation = Explanation {
-        summary: format!(
-            "sorted {}",
-            if oldest {
-                "oldest first"
+    let invalid = |e: String| SearchError::Invalid(e);
+    let (rows, next_cursor, sorted): (Vec<ImageRow>, Option<String>, String) = match &q.sort_field {
+        Some(sort) => {
+            let after = q
+                .cursor
+                .as_deref()
+                .map(|c| {
+                    SortPosition::decode(c)
+                        .ok_or_else(|| invalid("cursor is not one this API returned".into()))
+                })
+                .transpose()?;
+            let mut rows = state
+                .db
+                .list_by_field(&q.filter, sort, after.as_ref(), q.limit + 1)
+                .await?;
+            let next = if rows.len() > q.limit as usize {
+                rows.truncate(q.limit as usize);
+                rows.last().map(|(r, v)| {
+                    SortPosition {
+                        value: v.clone(),
+                        id: r.id.0,
+                    }
+                    .encode()
+                })
             } else {
-                "newest first"
-            }
-        ),
-        concepts: Vec::new(),
-        image_concepts: Vec::new(),
-        filters: q.filter.describe(),
+                None
+            };
+            let order = if sort.descending {
+                "largest first"
+            } else {
+                "smallest first"
+            };
+            (
+                rows.into_iter().map(|(r, _)| r).collect(),
+                next,
+                format!(
+                    "sorted by {} ({order}; images without a value last)",
+                    sort.field
+                ),
+            )
+        }
+        None => {
+            let after = q
+                .cursor
+                .as_deref()
+                .map(Cursor::decode_after)
+                .transpose()
+                .map_err(|e| SearchError::Invalid(e.to_string()))?;
+            let mut rows = state
+                .db
+                .list_images(&q.filter, q.order, after, q.limit + 1)
+                .await?;
+            let next = if rows.len() > q.limit as usize {
+                rows.truncate(q.limit as usize);
+                rows.last()
+                    .map(|r| Cursor::After(r.uploaded_at, r.id.0).encode())
+            } else {
+                None
+            };
+            let oldest = q.order == ListOrder::OldestFirst;
+            (
+                rows,
+                next,
+                format!(
+                    "sorted {}",
+                    if oldest {
+                        "oldest first"
+                    } else {
+                        "newest first"
+                    }
+                ),
+            )
+        }
     };
+    let ids: Vec<ImageId> = rows.iter().map(|r| r.id).collect();
+    let facts = PageFacts::load(&state.db, &ids)
+        .await
+        .map_err(|e| SearchError::Internal(e.to_string()))?;
+    let filters = q.filter.describe();
+    let oldest = q.order == ListOrder::OldestFirst;
     Ok(SearchPage {
         hits: rows
             .into_iter()
             .map(|image| Hit {
+                explanation: Explanation {
+                    summary: sorted.clone(),
+                    concepts: Vec::new(),
+                    image_concepts: Vec::new(),
+                    filters: filters.clone(),
+                    terms: Vec::new(),
+                    matched_filters: facts.matched_filters(&q.filter.catalog, &image),
+                    in_review_because: facts.in_review_because(image.id),
+                },
                 image,
                 score: None,
-                explanation: explanation.clone(),
             })
             .collect(),
         next_cursor,
         mode: "filter",
-        sort: if oldest { "oldest" } else { "newest" },
+        sort: match &q.sort_field {
+            Some(_) => "field",
+            None if oldest => "oldest",
+            None => "newest",
+        },
         model: None,
     })
 }
@@ -227,6 +314,25 @@ fn index_filter(f: &ImageFilter) -> SearchFilter {
         faces_min: f.faces_min.map(i64::from),
         faces_max: f.faces_max.map(i64::from),
         exclude: Vec::new(),
+        catalog: catalog_conditions(&f.catalog),
+    }
+}
+
+/// The catalog filters the index holds, as it applies them.
+fn catalog_conditions(c: &CatalogFilter) -> CatalogConditions {
+    let now = c.now().timestamp_micros();
+    CatalogConditions {
+        collection: c.collection.map(|u| u.to_string()),
+        terms: c
+            .terms
+            .iter()
+            .map(|t| crate::catalog::vocab::normalise(t))
+            .collect(),
+        workflow_state: c.workflow_state.map(|w| w.as_str().to_owned()),
+        usable_at: (c.rights == RightsFilter::Usable).then_some(now),
+        withheld_at: (c.rights == RightsFilter::Withheld).then_some(now),
+        current_only: c.versions == VersionFilter::Current,
+        only: None,
     }
 }
 
@@ -247,6 +353,7 @@ async fn similarity_page(
     let mut filter = index_filter(&q.filter);
     let (using, vector, ctx) = match similar {
         Similar::Text(text) => {
+            let query_text = text.clone();
             let e = Arc::clone(&search.embedder);
             let v = blocking(move || {
                 e.embed_text(&text)
@@ -257,6 +364,7 @@ async fn similarity_page(
                 mode: "text",
                 text_vector: Some(v.clone()),
                 concepts: Vec::new(),
+                text: Some(query_text),
             };
             (VectorName::Semantic, v, ctx)
         }
@@ -288,6 +396,7 @@ async fn similarity_page(
                 mode: "like_image",
                 text_vector: None,
                 concepts,
+                text: None,
             };
             (VectorName::Visual, stored.visual, ctx)
         }
@@ -320,26 +429,28 @@ async fn similarity_page(
                 })
                 .map_err(|_| SearchError::Busy)?
                 .await
-                .map_err(|e| SearchError::Internal(format!("query image: {e}")))??;
+                .map_err(query_image_pool_error)??;
             let ctx = QueryContext {
                 mode: "image",
                 text_vector: None,
                 concepts: emb.concepts,
+                text: None,
             };
             (VectorName::Visual, emb.visual, ctx)
         }
     };
-    let hits = search
-        .index
-        .search(VectorQuery {
-            using,
-            vector: &vector,
-            filter: &filter,
-            limit: q.limit as usize,
-            offset,
-            score_threshold: q.min_score,
-        })
-        .await?;
+    // Filters the index does not hold: few matching images go into the search as ids.
+    if q.filter.catalog.needs_sql() {
+        let cands = state
+            .db
+            .matching_ids(&q.filter, None, MAX_CANDIDATES as u32 + 1)
+            .await?;
+        if cands.len() <= MAX_CANDIDATES {
+            filter.catalog.only = Some(cands.iter().map(|i| i.0).collect());
+        }
+    }
+    let (hits, next_cursor) =
+        ranked_page(state, &search, q, using, &vector, &filter, offset).await?;
     let ids: Vec<ImageId> = hits.iter().map(|h| ImageId(h.id)).collect();
     let mut rows: HashMap<ImageId, ImageRow> = state
         .db
@@ -356,6 +467,9 @@ async fn similarity_page(
         .map(|e| (e.image_id, e.concepts))
         .collect();
     let described = q.filter.describe();
+    let facts = PageFacts::load(&state.db, &ids)
+        .await
+        .map_err(|e| SearchError::Internal(e.to_string()))?;
     let wanted: Option<ImageStatus> = q.filter.status;
     let mut results = Vec::with_capacity(hits.len());
     for h in &hits {
@@ -369,15 +483,33 @@ async fn similarity_page(
             continue;
         }
         let hit_concepts = concepts.get(&id).map(Vec::as_slice).unwrap_or(&[]);
-        let explanation = explain(&search, &ctx, h.score, hit_concepts, &described);
+        let mut explanation = explain(&search, &ctx, h.score, hit_concepts, &described);
+        if let Some(text) = &ctx.text {
+            explanation.terms = facts.query_terms(text, id);
+            if !explanation.terms.is_empty() {
+                explanation.summary += &format!(
+                    "; terms: {}",
+                    explanation
+                        .terms
+                        .iter()
+                        .map(|t| if t.image_term == t.term {
+                            format!("{} ({})", t.term, t.matched)
+                        } else {
+                            format!("{} ({}, via {})", t.term, t.matched, t.image_term)
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        explanation.matched_filters = facts.matched_filters(&q.filter.catalog, &row);
+        explanation.in_review_because = facts.in_review_because(id);
         results.push(Hit {
             image: row,
             score: Some(h.score),
             explanation,
         });
     }
-    let next_cursor =
-        (hits.len() == q.limit as usize).then(|| Cursor::Offset(offset + hits.len()).encode());
     Ok(SearchPage {
         hits: results,
         next_cursor,
@@ -440,5 +572,95 @@ fn explain(
         concepts: matched,
         image_concepts: hit_concepts.iter().take(5).cloned().collect(),
         filters: filters.to_vec(),
+        terms: Vec::new(),
+        matched_filters: Vec::new(),
+        in_review_because: Vec::new(),
+    }
+}
+
+/// One page of ranked hits that SQL confirms match every filter, starting at `offset` of the
+/// ranking: batches are fetched and checked until the page is full or the ranking ends, so a
+/// page is short only at the end. Returns the hits and the next page's cursor.
+async fn ranked_page(
+    state: &AppState,
+    search: &Search,
+    q: &SearchQuery,
+    using: VectorName,
+    vector: &[f32],
+    filter: &SearchFilter,
+    offset: usize,
+) -> Result<(Vec<super::index::Hit>, Option<String>), SearchError> {
+    let limit = q.limit as usize;
+    let mut raw = offset;
+    let mut out = Vec::with_capacity(limit);
+    let mut scanned = 0usize;
+    let mut batch = limit;
+    loop {
+        let hits = search
+            .index
+            .search(VectorQuery {
+                using,
+                vector,
+                filter,
+                limit: batch,
+                offset: raw,
+                score_threshold: q.min_score,
+            })
+            .await?;
+        let ids: Vec<ImageId> = hits.iter().map(|h| ImageId(h.id)).collect();
+        let ok: std::collections::HashSet<ImageId> = state
+            .db
+            .matching_ids(&q.filter, Some(&ids), ids.len() as u32)
+            .await?
+            .into_iter()
+            .collect();
+        for (i, h) in hits.iter().enumerate() {
+            if ok.contains(&ImageId(h.id)) {
+                out.push(h.clone());
+                if out.len() == limit {
+                    let next = raw + i + 1;
+                    return Ok((out, Some(Cursor::Offset(next).encode())));
+                }
+            }
+        }
+        raw += hits.len();
+        scanned += hits.len();
+        if hits.len() < batch {
+            return Ok((out, None));
+        }
+        if scanned >= MAX_SCANNED {
+            // Bounded work per request: the cursor continues where this page stopped.
+            return Ok((out, Some(Cursor::Offset(raw).encode())));
+        }
+        // Most hits were filtered out: look further ahead each time.
+        batch = (batch * 4).min(2_000);
+    }
+}
+
+/// A query image's job that never ran to an answer: the pool was too slow to start it
+/// before its deadline (busy: 503, retry later) or it crashed on the bytes (422; the worker
+/// survived, and the same bytes would crash it again).
+fn query_image_pool_error(e: flexphoto_media::pool::PoolError) -> SearchError {
+    use flexphoto_media::pool::PoolError;
+    match e {
+        PoolError::Expired | PoolError::Full => SearchError::Busy,
+        PoolError::Panicked => {
+            SearchError::Unprocessable("the query image could not be decoded".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod query_image_tests {
+    use super::*;
+    use crate::error::ApiError;
+    use flexphoto_media::pool::PoolError;
+
+    #[test]
+    fn query_images_that_never_ran_are_busy_or_unprocessable_never_internal() {
+        let busy = ApiError::from(query_image_pool_error(PoolError::Expired));
+        assert_eq!(busy.status_and_code().0.as_u16(), 503);
+        let crashed = ApiError::from(query_image_pool_error(PoolError::Panicked));
+        assert_eq!(crashed.status_and_code().0.as_u16(), 422);
     }
 }

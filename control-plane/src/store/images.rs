@@ -147,6 +147,9 @@ pub struct NewImage {
     pub uploaded_by: Option<uuid::Uuid>,
     /// The staging key of a presigned upload.
     pub upload_key: Option<String>,
+    /// Its catalog record (collection, checked metadata, lineage), written in the same
+    /// transaction.
+    pub catalog: Option<super::catalog::CatalogInsert>,
 }
 
 /// What processing found, written when an image becomes ready.
@@ -218,6 +221,7 @@ impl Db {
     pub async fn insert_uploading(&self, img: &NewImage) -> Result<()> {
         let t = now();
         on_db!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
             sqlx::query(
                 "INSERT INTO images (id, owner, uploaded_at, sha256, original_key, declared_bytes, \
                  declared_mime, upload_expires_at, caption, status, created_at, updated_at, \
@@ -236,10 +240,13 @@ impl Db {
             .bind(t)
             .bind(img.uploaded_by)
             .bind(&img.upload_key)
-            .execute(p)
+            .execute(&mut *tx)
             .await
-            .map_err(StoreError::classify)?
-            .rows_affected()
+            .map_err(StoreError::classify)?;
+            if let Some(c) = &img.catalog {
+                super::catalog::insert_catalog!(tx, img.id, &img.owner, c, t);
+            }
+            tx.commit().await?;
         });
         Ok(())
     }
@@ -269,6 +276,9 @@ impl Db {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::classify)?;
+            if let Some(c) = &img.catalog {
+                super::catalog::insert_catalog!(tx, img.id, &img.owner, c, t);
+            }
             enqueue_job!(tx, img.id, JobKind::Process, max_attempts as i32, t);
             tx.commit().await?;
         });
@@ -364,7 +374,21 @@ impl Db {
         after: Option<(DateTime<Utc>, uuid::Uuid)>,
         limit: u32,
     ) -> Result<Vec<ImageRow>> {
-        let mut sql = String::from("SELECT * FROM images WHERE deleted_at IS NULL");
+        let plan = self.catalog_plan(&filter.catalog).await?;
+        self.list_images_planned(filter, &plan, order, after, limit)
+            .await
+    }
+
+    /// [`Db::list_images`] with its catalog conditions run as `plan` says.
+    pub(crate) async fn list_images_planned(
+        &self,
+        filter: &ImageFilter,
+        plan: &crate::catalog::query::Plan,
+        order: ListOrder,
+        after: Option<(DateTime<Utc>, uuid::Uuid)>,
+        limit: u32,
+    ) -> Result<Vec<ImageRow>> {
+        let mut sql = String::new();
         let mut n = 0;
         let mut next = || {
             n += 1;
@@ -412,6 +436,15 @@ impl Db {
                 );
             }
         }
+        // Catalog conditions (collection, terms, rights, versions, fields), bound after the
+        // filters above.
+        let catalog = crate::catalog::query::planned(&filter.catalog, plan, &mut next)
+            .map_err(StoreError::Conflict)?;
+        sql = format!(
+            "SELECT images.* FROM {}images WHERE deleted_at IS NULL{sql}",
+            catalog.from
+        );
+        sql += &catalog.text;
         sql += &filter.lifecycle.sql(&mut next);
         let (cmp, dir) = match order {
             ListOrder::OldestFirst => (">", "ASC"),
@@ -419,8 +452,7 @@ impl Db {
         };
         if after.is_some() {
             let (a, b) = (next(), next());
-            sql +=
-                &format!(" AND (uploaded_at {cmp} ${a} OR (uploaded_at = ${a} AND id {cmp} ${b}))");
+            sql += &format!(" AND (uploaded_at, id) {cmp} (${a}, ${b})");
         }
         sql += &format!(
             " ORDER BY uploaded_at {dir}, id {dir} LIMIT {}",
@@ -455,6 +487,7 @@ impl Db {
             for n in [filter.faces_min, filter.faces_max].into_iter().flatten() {
                 q = q.bind(n as i32);
             }
+            q = crate::bind_catalog!(q, &catalog.binds);
             for b in filter.lifecycle.binds() {
                 q = match b {
                     LifecycleBind::Time(t) => q.bind(t),

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::{now, Db, Result, StoreError};
 use crate::domain::{Owner, Role};
+use crate::key_lineage::{Chain, Link, MAX_DEPTH};
 use crate::on_db;
 
 /// A stored API key (without its secret).
@@ -111,6 +112,35 @@ impl Db {
             .fetch_optional(p)
             .await?
         }))
+    }
+
+    /// A key and the keys that created it, nearest first, revoked ones included (a revoked
+    /// creator is still the same actor); at most [`MAX_DEPTH`] + 1 links.
+    pub async fn key_chain(&self, id: Uuid) -> Result<Chain> {
+        let rows: Vec<(Uuid, Role, Option<Uuid>)> = on_db!(self, |p, _pg| {
+            sqlx::query_as(
+                "WITH RECURSIVE chain (id, role, created_by, depth) AS ( \
+                   SELECT id, role, created_by, 0 FROM api_keys WHERE id = $1 \
+                   UNION ALL \
+                   SELECT k.id, k.role, k.created_by, c.depth + 1 \
+                   FROM api_keys k JOIN chain c ON k.id = c.created_by \
+                   WHERE c.depth < $2) \
+                 SELECT id, role, created_by FROM chain ORDER BY depth",
+            )
+            .bind(id)
+            .bind(MAX_DEPTH as i32)
+            .fetch_all(p)
+            .await?
+        });
+        Ok(Chain(
+            rows.into_iter()
+                .map(|(id, role, created_by)| Link {
+                    id,
+                    role,
+                    created_by,
+                })
+                .collect(),
+        ))
     }
 
     /// Revokes a key; false when there is no such live key.

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use futures_util::TryStreamExt;
 use sqlx::types::Json;
 use sqlx::FromRow;
 
@@ -57,6 +58,212 @@ pub enum Owners<'a> {
     Only(&'a Owner),
     /// Everyone but these (the default policy).
     Except(&'a [Owner]),
+}
+
+impl Owners<'_> {
+    /// Binds this set takes.
+    fn len(&self) -> usize {
+        match self {
+            Owners::Only(_) => 1,
+            Owners::Except(list) => list.len(),
+        }
+    }
+
+    /// The condition on `i.owner`, its binds from `$first`.
+    fn sql(&self, first: usize) -> String {
+        match self {
+            Owners::Only(_) => format!("i.owner = ${first}"),
+            Owners::Except([]) => "1 = 1".to_owned(),
+            Owners::Except(list) => format!("i.owner NOT IN ({})", placeholders(first, list.len())),
+        }
+    }
+
+    /// Binds the owners, in the order `sql` numbered them.
+    fn bind<'q, DB, O>(
+        &self,
+        mut q: sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments>,
+    ) -> sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments>
+    where
+        DB: sqlx::Database,
+        Owner: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        match self {
+            Owners::Only(o) => q = q.bind((*o).clone()),
+            Owners::Except(list) => {
+                for o in list.iter() {
+                    q = q.bind(o.clone());
+                }
+            }
+        }
+        q
+    }
+}
+
+/// Which images one policy picks in one direction.
+#[derive(Debug, Clone)]
+pub enum Selection<'a> {
+    /// Ready hot images uploaded before `cutoff` with fewer than `max_hits` requests since
+    /// `window_start`; `kinds` are the object kinds that would move.
+    ToCold {
+        /// The owners the policy covers.
+        owners: Owners<'a>,
+        /// Uploaded before this.
+        cutoff: DateTime<Utc>,
+        /// First day of the traffic window.
+        window_start: NaiveDate,
+        /// Fewer requests than this in the window.
+        max_hits: u64,
+        /// Object kinds that move.
+        kinds: &'a [String],
+    },
+    /// Cold images with at least `min_hits` requests since `window_start`.
+    ToHot {
+        /// The owners the policy covers.
+        owners: Owners<'a>,
+        /// First day of the traffic window.
+        window_start: NaiveDate,
+        /// At least this many requests in the window.
+        min_hits: u64,
+    },
+}
+
+/// The SQL pieces of a [`Selection`], over `images i`.
+struct SelectionSql {
+    /// Joins per-image traffic `h` (hits) to `i`.
+    traffic: String,
+    /// Which images qualify (after `WHERE`).
+    condition: String,
+    /// Which of their objects would move (a condition on `image_objects`).
+    objects: String,
+    /// The next free placeholder number.
+    next: usize,
+}
+
+impl SelectionSql {
+    /// `FROM … WHERE …` with the objects that would move aggregated per image as `o`
+    /// (bytes, objects). Traffic and objects are aggregated per image and joined in one
+    /// pass, so a full evaluation reads each table once and a limited one stops after its
+    /// first rows.
+    fn per_image(&self) -> String {
+        format!(
+            "FROM images i {traffic} \
+             LEFT JOIN (SELECT image_id, SUM(bytes) AS bytes, COUNT(*) AS objects \
+                        FROM image_objects WHERE {objects} GROUP BY image_id) o \
+                  ON o.image_id = i.id \
+             WHERE {condition}",
+            traffic = self.traffic,
+            objects = self.objects,
+            condition = self.condition,
+        )
+    }
+
+    /// One row: images, bytes and objects in total. The qualifying ids are found once, then
+    /// their objects are summed row by row (no per-image grouping of the objects).
+    fn totals(&self) -> String {
+        format!(
+            "WITH c AS (SELECT i.id FROM images i {traffic} WHERE {condition}) \
+             SELECT CAST((SELECT COUNT(*) FROM c) AS BIGINT) AS images, \
+             CAST(COALESCE(SUM(o.bytes), 0) AS BIGINT) AS bytes, \
+             CAST(COUNT(o.image_id) AS BIGINT) AS objects \
+             FROM image_objects o JOIN c ON c.id = o.image_id WHERE {objects}",
+            traffic = self.traffic,
+            objects = self.objects,
+            condition = self.condition,
+        )
+    }
+}
+
+impl Selection<'_> {
+    /// The SQL of this selection; its binds come from [`Selection::bind`].
+    fn sql(&self) -> SelectionSql {
+        match self {
+            Selection::ToCold { owners, kinds, .. } => {
+                // $1 cutoff, $2 window day, $3 max hits, then the kinds and the owners.
+                let kinds_sql = if kinds.is_empty() {
+                    "1 = 0".to_owned()
+                } else {
+                    format!("kind IN ({})", placeholders(4, kinds.len()))
+                };
+                let owners_at = 4 + kinds.len();
+                SelectionSql {
+                    traffic: "LEFT JOIN (SELECT image_id, SUM(requests) AS hits \
+                              FROM access_daily WHERE day >= $2 GROUP BY image_id) h \
+                              ON h.image_id = i.id"
+                        .to_owned(),
+                    condition: format!(
+                        "i.storage_tier = 'standard' AND i.status = 'ready' \
+                         AND i.deleted_at IS NULL AND i.uploaded_at < $1 AND {owners} \
+                         AND COALESCE(h.hits, 0) < $3",
+                        owners = owners.sql(owners_at),
+                    ),
+                    objects: format!("tier = 'standard' AND {kinds_sql}"),
+                    next: owners_at + owners.len(),
+                }
+            }
+            Selection::ToHot { owners, .. } => {
+                // $1 window day, $2 min hits, then the owners.
+                SelectionSql {
+                    traffic: "JOIN (SELECT image_id, SUM(requests) AS hits FROM access_daily \
+                              WHERE day >= $1 GROUP BY image_id HAVING SUM(requests) >= $2) h \
+                              ON h.image_id = i.id"
+                        .to_owned(),
+                    condition: format!(
+                        "i.storage_tier = 'cold' AND i.deleted_at IS NULL AND {owners}",
+                        owners = owners.sql(3),
+                    ),
+                    objects: "tier = 'cold'".to_owned(),
+                    next: 3 + owners.len(),
+                }
+            }
+        }
+    }
+
+    /// Binds what `sql` numbered, in its order.
+    fn bind<'q, DB, O>(
+        &self,
+        q: sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments>,
+    ) -> sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments>
+    where
+        DB: sqlx::Database,
+        DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        NaiveDate: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        Owner: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        match self {
+            Selection::ToCold {
+                owners,
+                cutoff,
+                window_start,
+                max_hits,
+                kinds,
+            } => {
+                let mut q = q.bind(*cutoff).bind(*window_start).bind(count(*max_hits));
+                for k in kinds.iter() {
+                    q = q.bind(k.clone());
+                }
+                owners.bind(q)
+            }
+            Selection::ToHot {
+                owners,
+                window_start,
+                min_hits,
+            } => owners.bind(q.bind(*window_start).bind(count(*min_hits))),
+        }
+    }
+}
+
+/// What one selection would move, in total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromRow)]
+pub struct CandidateTotals {
+    /// Images.
+    pub images: i64,
+    /// Bytes of the objects that would move (known sizes only).
+    pub bytes: i64,
+    /// Objects that would move.
+    pub objects: i64,
 }
 
 /// An image the policy picked, with what it found.
@@ -144,13 +351,10 @@ fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// SQL summing an image's requests since `$n` (a day), for `images i`.
-fn hits_since(n: usize) -> String {
-    format!(
-        "COALESCE((SELECT SUM(d.requests) FROM access_daily d \
-         WHERE d.image_id = i.id AND d.day >= ${n}), 0)"
-    )
-}
+/// Postgres settings for the policy's aggregate queries, for their transaction only: they
+/// hash one row per image, so they get the memory to do it without spilling to disk, and no
+/// JIT (compiling them costs more than it saves).
+const PG_AGGREGATE_SESSION: [&str; 2] = ["SET LOCAL jit = off", "SET LOCAL work_mem = '128MB'"];
 
 impl Db {
     /// Records a batch of traffic from `edge` for `day` (atomic and idempotent by
@@ -336,8 +540,9 @@ impl Db {
                 "SELECT o.tier, o.kind, CAST(COUNT(*) AS BIGINT) AS objects, \
                  CAST(COALESCE(SUM(o.bytes), 0) AS BIGINT) AS bytes, \
                  CAST(SUM(CASE WHEN o.bytes IS NULL THEN 1 ELSE 0 END) AS BIGINT) AS unmeasured \
-                 FROM image_objects o JOIN images i ON i.id = o.image_id \
-                 WHERE i.deleted_at IS NULL GROUP BY o.tier, o.kind ORDER BY o.tier, o.kind",
+                 FROM image_objects o WHERE NOT EXISTS \
+                 (SELECT 1 FROM images i WHERE i.id = o.image_id AND i.deleted_at IS NOT NULL) \
+                 GROUP BY o.tier, o.kind ORDER BY o.tier, o.kind",
             )
             .fetch_all(p)
             .await?
@@ -395,118 +600,60 @@ impl Db {
         Ok(())
     }
 
-    /// Images the policy sends cold: ready, hot, uploaded before `cutoff`, with fewer than
-    /// `max_hits` requests since `window_start`; in id order after `after`. `kinds` are the
-    /// object kinds that would move.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn cold_candidates(
+    /// The images `selection` picks, in id order, the first `limit` when given, each handed
+    /// to `each` as it arrives (a full evaluation never holds a million rows at once).
+    pub async fn candidates(
         &self,
-        owners: Owners<'_>,
-        cutoff: DateTime<Utc>,
-        window_start: NaiveDate,
-        max_hits: u64,
-        kinds: &[String],
-        after: Option<ImageId>,
-        limit: u32,
-    ) -> Result<Vec<Candidate>> {
-        let window_time = window_start.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-        // $1 cutoff, $2 window day, $3 window as a time, $4 max hits, $5 after, $6 limit,
-        // then the kinds, then the owners.
-        let kinds_at = 7;
-        let owners_at = kinds_at + kinds.len();
-        let owner_sql = match &owners {
-            Owners::Only(_) => format!("i.owner = ${owners_at}"),
-            Owners::Except([]) => "1 = 1".to_owned(),
-            Owners::Except(list) => {
-                format!("i.owner NOT IN ({})", placeholders(owners_at, list.len()))
-            }
-        };
-        let kinds_sql = if kinds.is_empty() {
-            "1 = 0".to_owned()
-        } else {
-            format!("o.kind IN ({})", placeholders(kinds_at, kinds.len()))
-        };
-        let hits = hits_since(2);
+        selection: &Selection<'_>,
+        limit: Option<u32>,
+        mut each: impl FnMut(Candidate),
+    ) -> Result<()> {
+        let parts = selection.sql();
         let sql = format!(
-            "SELECT i.id, i.owner, i.uploaded_at, \
-             CAST(CASE WHEN i.last_accessed_at IS NULL OR i.last_accessed_at < $3 THEN 0 ELSE {hits} END AS BIGINT) AS hits, \
-             CAST(COALESCE((SELECT SUM(o.bytes) FROM image_objects o WHERE o.image_id = i.id AND o.tier = 'standard' AND {kinds_sql}), 0) AS BIGINT) AS bytes, \
-             CAST((SELECT COUNT(*) FROM image_objects o WHERE o.image_id = i.id AND o.tier = 'standard' AND {kinds_sql}) AS BIGINT) AS objects \
-             FROM images i \
-             WHERE i.storage_tier = 'standard' AND i.status = 'ready' AND i.deleted_at IS NULL \
-             AND i.uploaded_at < $1 AND ($5 IS NULL OR i.id > $5) AND {owner_sql} \
-             AND (i.last_accessed_at IS NULL OR i.last_accessed_at < $3 OR {hits} < $4) \
-             ORDER BY i.id LIMIT $6"
+            "SELECT i.id, i.owner, i.uploaded_at, CAST(COALESCE(h.hits, 0) AS BIGINT) AS hits, \
+             CAST(COALESCE(o.bytes, 0) AS BIGINT) AS bytes, \
+             CAST(COALESCE(o.objects, 0) AS BIGINT) AS objects {core} ORDER BY i.id {limit}",
+            core = parts.per_image(),
+            limit = limit
+                .map(|_| format!("LIMIT ${}", parts.next))
+                .unwrap_or_default(),
         );
-        Ok(on_db!(self, |p, _pg| {
-            let mut q = sqlx::query_as::<_, Candidate>(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(cutoff)
-                .bind(window_start)
-                .bind(window_time)
-                .bind(i64::try_from(max_hits).unwrap_or(i64::MAX))
-                .bind(after)
-                .bind(i64::from(limit));
-            for k in kinds {
-                q = q.bind(k);
+        on_db!(self, |p, pg| {
+            let mut tx = p.begin().await?;
+            for set in PG_AGGREGATE_SESSION.iter().filter(|_| pg) {
+                sqlx::query(*set).execute(&mut *tx).await?;
             }
-            match &owners {
-                Owners::Only(o) => q = q.bind(*o),
-                Owners::Except(list) => {
-                    for o in list.iter() {
-                        q = q.bind(o);
-                    }
-                }
+            let mut q = selection.bind(sqlx::query_as::<_, Candidate>(sqlx::AssertSqlSafe(sql)));
+            if let Some(l) = limit {
+                q = q.bind(i64::from(l));
             }
-            q.fetch_all(p).await?
-        }))
+            let mut rows = q.fetch(&mut *tx);
+            while let Some(c) = rows.try_next().await? {
+                each(c);
+            }
+            drop(rows);
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
-    /// Cold images with at least `min_hits` requests since `window_start` (they come back
-    /// hot), in id order after `after`.
-    pub async fn rewarm_candidates(
-        &self,
-        owners: Owners<'_>,
-        window_start: NaiveDate,
-        min_hits: u64,
-        after: Option<ImageId>,
-        limit: u32,
-    ) -> Result<Vec<Candidate>> {
-        let window_time = window_start.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-        let owners_at = 6;
-        let owner_sql = match &owners {
-            Owners::Only(_) => format!("i.owner = ${owners_at}"),
-            Owners::Except([]) => "1 = 1".to_owned(),
-            Owners::Except(list) => {
-                format!("i.owner NOT IN ({})", placeholders(owners_at, list.len()))
+    /// How many images `selection` picks, with the bytes and objects that would move.
+    pub async fn candidate_totals(&self, selection: &Selection<'_>) -> Result<CandidateTotals> {
+        let sql = selection.sql().totals();
+        on_db!(self, |p, pg| {
+            let mut tx = p.begin().await?;
+            for set in PG_AGGREGATE_SESSION.iter().filter(|_| pg) {
+                sqlx::query(*set).execute(&mut *tx).await?;
             }
-        };
-        let hits = hits_since(1);
-        let sql = format!(
-            "SELECT i.id, i.owner, i.uploaded_at, CAST({hits} AS BIGINT) AS hits, \
-             CAST(COALESCE((SELECT SUM(o.bytes) FROM image_objects o WHERE o.image_id = i.id AND o.tier = 'cold'), 0) AS BIGINT) AS bytes, \
-             CAST((SELECT COUNT(*) FROM image_objects o WHERE o.image_id = i.id AND o.tier = 'cold') AS BIGINT) AS objects \
-             FROM images i \
-             WHERE i.storage_tier = 'cold' AND i.deleted_at IS NULL AND i.last_accessed_at >= $2 \
-             AND ($4 IS NULL OR i.id > $4) AND {owner_sql} AND {hits} >= $3 \
-             ORDER BY i.id LIMIT $5"
-        );
-        Ok(on_db!(self, |p, _pg| {
-            let mut q = sqlx::query_as::<_, Candidate>(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(window_start)
-                .bind(window_time)
-                .bind(i64::try_from(min_hits).unwrap_or(i64::MAX))
-                .bind(after)
-                .bind(i64::from(limit));
-            match &owners {
-                Owners::Only(o) => q = q.bind(*o),
-                Owners::Except(list) => {
-                    for o in list.iter() {
-                        q = q.bind(o);
-                    }
-                }
-            }
-            q.fetch_all(p).await?
-        }))
+            let totals = selection
+                .bind(sqlx::query_as::<_, CandidateTotals>(sqlx::AssertSqlSafe(
+                    sql,
+                )))
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(totals)
+        })
     }
 
     /// Switches `kinds` of an image to `tier` and the image's tier to what its objects say,

@@ -10,12 +10,16 @@
 //! microsecond precision, so text order is time order); JSON is `JSONB` on Postgres and text
 //! on SQLite.
 
+pub mod catalog;
+pub mod dead_jobs;
 pub mod images;
 pub mod jobs;
 pub mod keys;
 pub mod leases;
 pub mod lifecycle;
+pub mod owners;
 pub mod search;
+pub mod storage_history;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -129,6 +133,11 @@ impl BeginWrite for Pool<sqlx::Sqlite> {
 /// The current time at the precision both backends keep.
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
+}
+
+/// A time at the precision both backends keep.
+pub fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
 }
 
 impl Db {

@@ -164,6 +164,8 @@ macro_rules! write_index_record {
                 );
             }
         }
+        // The review queue says why: the closest pair, the others listed.
+        $crate::store::catalog::route_near_duplicates!($tx, $image, &$rec.duplicates, $t);
     }};
 }
 pub(crate) use write_index_record;

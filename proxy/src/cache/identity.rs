@@ -6,14 +6,22 @@
 //! and the last known one, kept for `stale_if_error` so cached results keep serving (stale)
 //! while the origin fails. With a disk tier, last known identities are also written beside
 //! it, so an edge restarted while its origin is down still serves what its disk holds.
+//!
+//! A third, short-lived map remembers keys the origin said do not exist, so a client asking
+//! for many missing keys costs the origin one HEAD per key per [`MISSING_TTL`], not one per
+//! request.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flexphoto_url::ImageKey;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
+
+/// How long a key the origin reported missing is answered 404 without asking again (never
+/// longer than `revalidate_after`).
+pub const MISSING_TTL: Duration = Duration::from_secs(10);
 
 /// What the edge knows about a source from its last HEAD.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +30,8 @@ pub struct SourceFacts {
     pub identity: String,
     /// Size in bytes.
     pub size: u64,
+    /// When the origin last confirmed it (or when it was read back from disk).
+    pub checked_at: Instant,
 }
 
 /// Fresh and last-known identities by key.
@@ -29,6 +39,8 @@ pub struct SourceFacts {
 pub struct Identities {
     fresh: Cache<ImageKey, Arc<SourceFacts>>,
     last_known: Cache<ImageKey, Arc<SourceFacts>>,
+    /// Keys the origin recently said do not exist.
+    missing: Cache<ImageKey, ()>,
     /// Where last known identities are kept across restarts.
     dir: Option<PathBuf>,
     stale_if_error: Duration,
@@ -66,7 +78,25 @@ impl Identities {
                 .max_capacity(1_000_000)
                 .time_to_live(stale_if_error.max(Duration::from_millis(1)))
                 .build(),
+            missing: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(
+                    MISSING_TTL
+                        .min(revalidate_after)
+                        .max(Duration::from_millis(1)),
+                )
+                .build(),
         }
+    }
+
+    /// Whether the origin said `key` does not exist, within the last [`MISSING_TTL`].
+    pub async fn is_missing(&self, key: &ImageKey) -> bool {
+        self.missing.contains_key(key)
+    }
+
+    /// Remembers that the origin said `key` does not exist.
+    pub async fn mark_missing(&self, key: &ImageKey) {
+        self.missing.insert(key.clone(), ()).await;
     }
 
     /// The fresh map, for coalesced lookups (one HEAD per key at a time).
@@ -119,6 +149,7 @@ impl Identities {
         let facts = Arc::new(SourceFacts {
             identity: stored.identity,
             size: stored.size,
+            checked_at: Instant::now(),
         });
         self.last_known
             .insert(key.clone(), Arc::clone(&facts))
@@ -133,6 +164,7 @@ impl Identities {
 
     /// Forgets everything about `key`, on disk too.
     pub async fn purge(&self, key: &ImageKey) {
+        self.missing.invalidate(key).await;
         self.fresh.invalidate(key).await;
         self.last_known.invalidate(key).await;
         if let Some(path) = self.path_of(key) {

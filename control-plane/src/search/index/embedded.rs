@@ -433,18 +433,57 @@ pub(crate) fn to_filter(filter: &SearchFilter) -> Result<Option<Filter>> {
             range,
         )));
     }
-    let must_not = if filter.exclude.is_empty() {
-        None
-    } else {
+    let mut must_not = Vec::new();
+    if !filter.exclude.is_empty() {
         let ids: HasIdCondition = filter.exclude.iter().copied().map(point_id).collect();
-        Some(vec![Condition::HasId(ids)])
+        must_not.push(Condition::HasId(ids));
+    }
+    let mut should = Vec::new();
+    let c = &filter.catalog;
+    for (field, value) in [
+        ("collection", &c.collection),
+        ("workflow_state", &c.workflow_state),
+    ] {
+        if let Some(value) = value {
+            must.push(keyword(field, value)?);
+        }
+    }
+    for t in &c.terms {
+        must.push(keyword("terms", t)?);
+    }
+    let range = |field: &str, gt: Option<i64>, lte: Option<i64>| -> Result<Condition> {
+        Ok(Condition::Field(FieldCondition::new_range(
+            json_path(field)?,
+            Range {
+                gt: gt.map(|v| (v as f64).into()),
+                lte: lte.map(|v| (v as f64).into()),
+                gte: None,
+                lt: None,
+            },
+        )))
     };
-    if must.is_empty() && must_not.is_none() {
+    if let Some(now) = c.usable_at {
+        must_not.push(range("rights_from", Some(now), None)?);
+        must_not.push(range("rights_until", None, Some(now))?);
+    }
+    if let Some(now) = c.withheld_at {
+        should.push(range("rights_from", Some(now), None)?);
+        should.push(range("rights_until", None, Some(now))?);
+    }
+    if c.current_only {
+        must_not.push(keyword("lineage", "superseded")?);
+    }
+    if let Some(ids) = &c.only {
+        let ids: HasIdCondition = ids.iter().copied().map(point_id).collect();
+        must.push(Condition::HasId(ids));
+    }
+    if must.is_empty() && must_not.is_empty() && should.is_empty() {
         return Ok(None);
     }
     let mut out = Filter::new();
     out.must = (!must.is_empty()).then_some(must);
-    out.must_not = must_not;
+    out.must_not = (!must_not.is_empty()).then_some(must_not);
+    out.should = (!should.is_empty()).then_some(should);
     Ok(Some(out))
 }
 

@@ -92,7 +92,7 @@ pub struct VectorSpace {
 }
 
 /// Keyword payload fields that get an index (exact-match filters), in both backends.
-const KEYWORD_FIELDS: [&str; 7] = [
+const KEYWORD_FIELDS: [&str; 11] = [
     "owner",
     "status",
     "tags",
@@ -100,10 +100,58 @@ const KEYWORD_FIELDS: [&str; 7] = [
     "camera_model",
     "review_state",
     "model",
+    "collection",
+    "terms",
+    "workflow_state",
+    "lineage",
 ];
 
 /// Integer payload fields that get a range index, in both backends.
-const INTEGER_FIELDS: [&str; 2] = ["uploaded_at", "faces"];
+const INTEGER_FIELDS: [&str; 4] = ["uploaded_at", "faces", "rights_from", "rights_until"];
+
+/// The catalog fields a point carries for filtering (`catalog::query` decides them). Points
+/// written before the catalog existed have none until their payload is synced; the default
+/// filters (`usable_at`, `current_only`) exclude only what is marked, so they still match.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CatalogPayload {
+    /// Collection id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    /// Vocabulary terms with their ancestors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub terms: Vec<String>,
+    /// Workflow state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_state: Option<String>,
+    /// Rights window start, microseconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rights_from: Option<i64>,
+    /// Rights window end, microseconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rights_until: Option<i64>,
+    /// `superseded` for versions that are not their chain's current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<String>,
+}
+
+/// Catalog conditions applied inside the search.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CatalogConditions {
+    /// Exact collection.
+    pub collection: Option<String>,
+    /// Every one of these terms (points carry ancestors, so a term matches its descendants).
+    pub terms: Vec<String>,
+    /// Exact workflow state.
+    pub workflow_state: Option<String>,
+    /// Leave out points withheld at this time (microseconds).
+    pub usable_at: Option<i64>,
+    /// Only points withheld at this time (microseconds).
+    pub withheld_at: Option<i64>,
+    /// Leave out superseded versions.
+    pub current_only: bool,
+    /// Only these points (candidates a SQL filter selected).
+    pub only: Option<Vec<Uuid>>,
+}
 
 /// The fields stored with each point for filtering.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -127,6 +175,9 @@ pub struct PointPayload {
     /// Frontal faces the embedder found (range filters; absent when not counted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faces: Option<i64>,
+    /// Catalog filter fields.
+    #[serde(flatten)]
+    pub catalog: CatalogPayload,
 }
 
 /// One point to write.
@@ -167,6 +218,8 @@ pub struct SearchFilter {
     pub faces_max: Option<i64>,
     /// Points that must not be returned (e.g. the query image itself).
     pub exclude: Vec<Uuid>,
+    /// Catalog conditions.
+    pub catalog: CatalogConditions,
 }
 
 /// A nearest-neighbour query.

@@ -254,15 +254,56 @@ fn to_filter(filter: &SearchFilter) -> Option<Filter> {
             ));
         }
     }
-    if must.is_empty() && filter.exclude.is_empty() {
+    let c = &filter.catalog;
+    for (field, value) in [
+        ("collection", &c.collection),
+        ("workflow_state", &c.workflow_state),
+    ] {
+        if let Some(value) = value {
+            must.push(Condition::matches(field, value.clone()));
+        }
+    }
+    for t in &c.terms {
+        must.push(Condition::matches("terms", t.clone()));
+    }
+    if let Some(ids) = &c.only {
+        must.push(Condition::has_id(ids.iter().copied().map(point_id)));
+    }
+    let range = |field: &str, gt: Option<i64>, lte: Option<i64>| {
+        Condition::range(
+            field,
+            Range {
+                gt: gt.map(|v| v as f64),
+                lte: lte.map(|v| v as f64),
+                gte: None,
+                lt: None,
+            },
+        )
+    };
+    let mut must_not = Vec::new();
+    if !filter.exclude.is_empty() {
+        must_not.push(Condition::has_id(
+            filter.exclude.iter().copied().map(point_id),
+        ));
+    }
+    if let Some(now) = c.usable_at {
+        must_not.push(range("rights_from", Some(now), None));
+        must_not.push(range("rights_until", None, Some(now)));
+    }
+    if c.current_only {
+        must_not.push(Condition::matches("lineage", "superseded".to_owned()));
+    }
+    let mut should = Vec::new();
+    if let Some(now) = c.withheld_at {
+        should.push(range("rights_from", Some(now), None));
+        should.push(range("rights_until", None, Some(now)));
+    }
+    if must.is_empty() && must_not.is_empty() && should.is_empty() {
         return None;
     }
     let mut out = Filter::must(must);
-    if !filter.exclude.is_empty() {
-        out.must_not = vec![Condition::has_id(
-            filter.exclude.iter().copied().map(point_id),
-        )];
-    }
+    out.must_not = must_not;
+    out.should = should;
     Some(out)
 }
 

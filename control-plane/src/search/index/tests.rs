@@ -69,6 +69,7 @@ fn make_point(rng: &mut Rng, i: usize, space: VectorSpace) -> IndexPoint {
             .into(),
             model: format!("m{}", i % 2),
             faces: (!i.is_multiple_of(5)).then_some((i % 4) as i64),
+            catalog: Default::default(),
         },
     }
 }

@@ -48,6 +48,21 @@ pub enum TransformError {
         /// Largest output pixels allowed, all frames together.
         max_pixels: u64,
     },
+    /// AVIF was asked for at a size whose encode cannot be bounded (its encoder runs to the
+    /// end once started, whatever the deadline).
+    #[error(
+        "an AVIF output of {width}x{height} is over the limit of {} megapixels for AVIF \
+         (limits.max_avif_pixels); ask for a smaller size or another format",
+        .max_pixels / 1_000_000
+    )]
+    AvifTooLarge {
+        /// Output width.
+        width: u32,
+        /// Output height.
+        height: u32,
+        /// Largest AVIF output allowed, pixels.
+        max_pixels: u64,
+    },
     /// Blur or sharpen would cost more than allowed at this size.
     #[error(
         "blur and sharpen with sigma {sigma} on a {width}x{height} output cost more than the \

@@ -7,7 +7,7 @@ use flexphoto_url::{Meta, OutputFormat, TransformSpec};
 
 use super::geometry;
 use super::metadata::CopyrightNotice;
-use super::{resample, source_format, Budget, Limits, Result, TransformError};
+use super::{resample, shrink, source_format, Budget, Limits, Result, TransformError};
 use crate::vips::{self, Image, Interesting, Size};
 
 /// A source decoded once at a working size: upright, sRGB, 8-bit, packed pixels. Later
@@ -125,20 +125,23 @@ impl WorkingCopy {
         }
         let (source_width, source_height) = header.oriented_size();
         let (width, height) = (width.max(1), height.max(1));
-        let copyright = CopyrightNotice::of(&Image::load(source, true, false, 1)?);
-        let img = match decode_resampled(source, header, width, height, budget)? {
-            Some(img) => img,
-            None => Image::thumbnail(
-                source,
-                width,
-                height,
-                Size::Force,
-                Interesting::None,
-                true,
-                false,
-            )?,
-        }
-        .to_srgb()?;
+        let scaled = shrink::decode_jpeg_resized(source, header, (width, height), budget)?;
+        let (img, copyright) = match scaled {
+            Some(d) => (d.image, d.copyright),
+            None => (
+                Image::thumbnail(
+                    source,
+                    width,
+                    height,
+                    Size::Force,
+                    Interesting::None,
+                    true,
+                    false,
+                )?,
+                CopyrightNotice::of(&Image::load(source, true, false, 1)?),
+            ),
+        };
+        let img = img.to_srgb()?;
         budget.check()?;
         let pixels = img.pixels_cancellable(budget.cancel())?;
         let (width, height, bands) = (img.width(), img.height(), img.bands());
@@ -189,56 +192,4 @@ impl WorkingCopy {
     pub(crate) fn serves(&self, p: &geometry::Plan) -> bool {
         Self::would_serve(self.width, self.height, p)
     }
-}
-
-/// Largest decoded source (bytes) the SIMD path holds in memory; larger sources go through
-/// libvips' streaming `thumbnail`.
-const MAX_RESAMPLE_BYTES: u64 = 128 << 20;
-
-/// Decodes an RGB or greyscale JPEG to `width`×`height` (upright): shrink-on-load where at
-/// least a 2x reduction is left for the filter (libvips' own rule), then SIMD Lanczos-3 and
-/// orientation. `None` when this path does not apply (other formats, CMYK, huge sources).
-fn decode_resampled(
-    source: &Bytes,
-    header: &vips::Header,
-    width: u32,
-    height: u32,
-    budget: &Budget,
-) -> Result<Option<Image>> {
-    if !header.loader.starts_with("jpegload") || header.pages > 1 {
-        return Ok(None);
-    }
-    // Target in stored orientation; rotated after resampling.
-    let (tw, th) = if (5..=8).contains(&header.orientation) {
-        (height, width)
-    } else {
-        (width, height)
-    };
-    let factor = (header.width as f64 / tw as f64).min(header.page_height as f64 / th as f64);
-    let shrink = [8u32, 4, 2]
-        .into_iter()
-        .find(|f| factor >= 2.0 * *f as f64)
-        .unwrap_or(1);
-    let loaded = Image::load(source, true, false, shrink)?;
-    let (lw, lh, bands) = (loaded.width(), loaded.height(), loaded.bands());
-    if !loaded.is_uchar()
-        || !loaded.is_rgb_or_grey()
-        || !matches!(bands, 1 | 3)
-        || lw as u64 * lh as u64 * bands as u64 > MAX_RESAMPLE_BYTES
-    {
-        return Ok(None);
-    }
-    let pixels = loaded.pixels_cancellable(budget.cancel())?;
-    budget.check()?;
-    let out = resample::resize(&pixels, (lw, lh), bands, (tw, th), false)?;
-    drop(pixels);
-    let mut img = Image::from_pixel_bytes(Bytes::from(out), tw, th, bands)?;
-    if let Some(icc) = loaded.icc_profile() {
-        img.set_blob("icc-profile-data", &icc);
-    }
-    if header.orientation > 1 {
-        img.set_int("orientation", header.orientation as i32);
-        img = img.autorot()?;
-    }
-    Ok(Some(img))
 }
