@@ -396,6 +396,7 @@ async fn populate(
                     upload_expires_at: None,
                     uploaded_by: None,
                     upload_key: None,
+                    private: false,
                     catalog: Some(CatalogInsert {
                         collection_id: coll_id,
                         write: DescriptiveWrite::of(&record, &schema),

@@ -63,6 +63,8 @@ pub struct RawConfig {
     pub admin_ui: crate::admin_ui::AdminUiSettings,
     /// `[storage_history]`.
     pub storage_history: crate::lifecycle::history::StorageHistorySettings,
+    /// `[privacy]`.
+    pub privacy: crate::privacy::PrivacySettings,
     /// `[[variants]]`.
     pub variants: Vec<RawVariant>,
 }
@@ -829,6 +831,8 @@ pub struct Config {
     pub admin_ui: crate::admin_ui::AdminUiSettings,
     /// How long daily storage snapshots are kept.
     pub storage_history: crate::lifecycle::history::StorageHistorySettings,
+    /// Which images are private and how long their URLs work.
+    pub privacy: crate::privacy::PrivacySettings,
 }
 
 impl RawConfig {
@@ -1149,6 +1153,7 @@ impl RawConfig {
         self.prices.validate()?;
         self.admin_ui.validate()?;
         self.storage_history.validate()?;
+        self.privacy.validate()?;
         if !(31..=3650).contains(&self.access.retention_days) {
             return Err(invalid(
                 "access.retention_days",
@@ -1170,6 +1175,7 @@ impl RawConfig {
             prices: self.prices,
             admin_ui: self.admin_ui.clone(),
             storage_history: self.storage_history.clone(),
+            privacy: self.privacy.clone(),
             cluster_lease: Duration::from_secs(self.cluster.lease_secs),
             advertise_url,
             search,

@@ -208,6 +208,9 @@ text_enum! {
         TierCold = "tier_cold",
         /// Move an image's cold objects back to hot storage.
         TierHot = "tier_hot",
+        /// Purge an image that became private from every edge and the CDN (what they cached
+        /// of it while it was public).
+        PurgePrivate = "purge_private",
     }
 }
 

@@ -54,6 +54,7 @@ pub mod jobs;
 pub mod key_lineage;
 pub mod lifecycle;
 pub mod metrics;
+pub mod privacy;
 pub mod purge;
 pub mod rate_limit;
 pub mod routes;

@@ -91,6 +91,7 @@ struct RawServer {
     grace_period_secs: u64,
     shutdown_timeout_secs: u64,
     admin_token: String,
+    metrics_token: String,
     cache_control_max_age_secs: u64,
     log_format: String,
     client_ip_header: String,
@@ -110,6 +111,7 @@ impl Default for RawServer {
             grace_period_secs: 1,
             shutdown_timeout_secs: 5,
             admin_token: String::new(),
+            metrics_token: String::new(),
             cache_control_max_age_secs: 86_400,
             log_format: "text".into(),
             client_ip_header: String::new(),
@@ -169,6 +171,8 @@ struct RawLimits {
     max_output_pixels: u64,
     max_filter_cost: u64,
     max_avif_pixels: u64,
+    max_webp_pixels: u64,
+    max_gif_pixels: u64,
     formats: Vec<String>,
     request_timeout_ms: u64,
     inflight_source_mb: u64,
@@ -184,6 +188,8 @@ impl Default for RawLimits {
             max_output_pixels: 50_000_000,
             max_filter_cost: 2_000_000_000,
             max_avif_pixels: 16_000_000,
+            max_webp_pixels: 16_000_000,
+            max_gif_pixels: 16_000_000,
             formats: FormatSet::default()
                 .iter()
                 .map(|f| f.name().to_owned())
@@ -346,6 +352,8 @@ pub struct EdgeConfig {
     pub shutdown_timeout: Duration,
     /// Bearer token for the admin endpoints; `None` disables them.
     pub admin_token: Option<String>,
+    /// Bearer token that lets non-loopback clients read `/metrics`; `None`: loopback only.
+    pub metrics_token: Option<String>,
     /// `max-age` sent in `Cache-Control`.
     pub max_age: Duration,
     /// `text` or `json` log lines.
@@ -395,6 +403,10 @@ pub struct EdgeConfig {
     pub max_filter_cost: u64,
     /// Largest AVIF output, pixels (its encoder cannot be stopped at the deadline).
     pub max_avif_pixels: u64,
+    /// Largest WebP output, pixels, all frames together (the same).
+    pub max_webp_pixels: u64,
+    /// Largest GIF output, pixels, all frames together (the same).
+    pub max_gif_pixels: u64,
     /// Formats whose decoders may run on sources.
     pub formats: FormatSet,
     /// Transforms one client may have in flight; 0 for no limit.
@@ -590,6 +602,8 @@ impl EdgeConfig {
         positive("limits.max_output_pixels", raw.limits.max_output_pixels)?;
         positive("limits.max_filter_cost", raw.limits.max_filter_cost)?;
         positive("limits.max_avif_pixels", raw.limits.max_avif_pixels)?;
+        positive("limits.max_webp_pixels", raw.limits.max_webp_pixels)?;
+        positive("limits.max_gif_pixels", raw.limits.max_gif_pixels)?;
         let mut formats = FormatSet::NONE;
         for (i, name) in raw.limits.formats.iter().enumerate() {
             let f = ImageFormat::from_name(name).ok_or_else(|| {
@@ -731,6 +745,8 @@ impl EdgeConfig {
             grace_period: Duration::from_secs(raw.server.grace_period_secs),
             shutdown_timeout: Duration::from_secs(raw.server.shutdown_timeout_secs),
             admin_token: (!raw.server.admin_token.is_empty()).then_some(raw.server.admin_token),
+            metrics_token: (!raw.server.metrics_token.is_empty())
+                .then_some(raw.server.metrics_token),
             max_age: Duration::from_secs(raw.server.cache_control_max_age_secs),
             log_json,
             client_ip_header: (!raw.server.client_ip_header.is_empty())
@@ -760,6 +776,8 @@ impl EdgeConfig {
             max_output_pixels: raw.limits.max_output_pixels,
             max_filter_cost: raw.limits.max_filter_cost,
             max_avif_pixels: raw.limits.max_avif_pixels,
+            max_webp_pixels: raw.limits.max_webp_pixels,
+            max_gif_pixels: raw.limits.max_gif_pixels,
             formats,
             per_client_transforms: raw.limits.per_client_transforms,
             request_timeout: Duration::from_millis(raw.limits.request_timeout_ms),

@@ -29,7 +29,7 @@ use flexphoto_media::transform::{self, EncodeSettings, Limits, WorkingCopy};
 use flexphoto_storage::ObjectStore;
 use flexphoto_url::sign::Signer;
 use flexphoto_url::{parse_path, ImageKey, RequestOptions};
-use flexphoto_url::{resolve, Gravity, ResolveContext, TransformSpec};
+use flexphoto_url::{resolve, ResolveContext, TransformSpec};
 
 /// What the HTTP layer passes in for an image request.
 #[derive(Debug, Clone, Copy)]
@@ -260,6 +260,8 @@ impl Edge {
                 max_output_pixels: cfg.max_output_pixels,
                 max_filter_cost: cfg.max_filter_cost as f64,
                 max_avif_pixels: cfg.max_avif_pixels,
+                max_webp_pixels: cfg.max_webp_pixels,
+                max_gif_pixels: cfg.max_gif_pixels,
                 formats: cfg.formats,
             },
             enc: EncodeSettings {
@@ -324,8 +326,24 @@ impl Edge {
     }
 
     fn check_signature(&self, key: &ImageKey, opts: &RequestOptions) -> Result<(), EdgeError> {
+        // A private image is served to signed requests only, and never by an edge that cannot
+        // check signatures.
+        let private = self.withheld.requires_signature(key.as_str());
         if !self.signer.enabled() {
+            if private {
+                return Err(EdgeError::Forbidden(
+                    "the image is private and this edge has no signing keys to check a \
+                     signature with"
+                        .into(),
+                ));
+            }
             return Ok(());
+        }
+        if private && opts.signature.is_none() {
+            return Err(EdgeError::Forbidden(
+                "the image is private: its URLs must be signed (ask the control plane for one)"
+                    .into(),
+            ));
         }
         if opts.signature.is_none() && opts.is_preset_only() {
             if let Some(p) = &opts.preset {
@@ -416,21 +434,6 @@ impl Edge {
         Ok(respond(Some(img), tier, !fresh))
     }
 
-    /// Whether a transform is cheap enough for the light lane: a small source (or one with a
-    /// working copy that serves it), a small output, no blur or sharpen, no smart crop.
-    fn is_light(&self, spec: &TransformSpec, source_bytes: u64, has_copy: bool) -> bool {
-        let area = match (spec.width, spec.height) {
-            (Some(w), Some(h)) => w as u64 * h as u64,
-            (Some(s), None) | (None, Some(s)) => s as u64 * s as u64,
-            (None, None) => u64::MAX,
-        };
-        area <= self.cfg.light_max_output_pixels
-            && (has_copy || source_bytes <= self.cfg.light_max_source_bytes)
-            && spec.blur.is_none()
-            && spec.sharpen.is_none()
-            && !matches!(spec.gravity, Gravity::Smart | Gravity::Entropy)
-    }
-
     /// The lane for a transform and an admission slot on it; 503 when both are full.
     fn admit(&self, light: bool) -> Result<(&Lane, OwnedSemaphorePermit), EdgeError> {
         let lanes = [self.light.as_ref().filter(|_| light), Some(&self.heavy)];
@@ -485,7 +488,17 @@ impl Edge {
                 .is_some_and(|w| w.get(&wkey).is_some());
         // Admission before the fetch bounds the source bytes held by waiting requests; the
         // slot goes with the job and is freed when its worker is.
-        let (lane, permit) = self.admit(self.is_light(&spec, facts.size, has_copy))?;
+        let light = crate::lanes::is_light(
+            &spec,
+            &key,
+            facts.size,
+            has_copy,
+            crate::lanes::LightBounds {
+                max_source_bytes: self.cfg.light_max_source_bytes,
+                max_output_pixels: self.cfg.light_max_output_pixels,
+            },
+        );
+        let (lane, permit) = self.admit(light)?;
         // Bytes fetched for queued work count against a budget, so a storm of large misses
         // is refused (503) instead of growing memory; cached sources are already counted.
         let source_was_cached = self.sources.cache().contains_key(&wkey);

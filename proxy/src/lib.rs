@@ -28,6 +28,7 @@ pub mod clients;
 pub mod config;
 pub mod edge;
 pub mod error;
+pub mod lanes;
 pub mod machine;
 pub mod metrics;
 pub mod ready;

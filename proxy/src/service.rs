@@ -8,7 +8,8 @@
 //! in plain Rust modules with no HTTP types, where they are unit-tested.
 //!
 //! Routes: `GET|HEAD /img/{key}?…`, `GET|HEAD /cdn-cgi/image/{options}/{key}`, `GET /healthz`,
-//! `GET /readyz`, `GET /metrics`, `POST /admin/purge?key=KEY` (bearer token).
+//! `GET /readyz`, `GET /metrics` (loopback clients, or `server.metrics_token`),
+//! `POST /admin/purge?key=KEY` (bearer token).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -293,11 +294,17 @@ impl EdgeHttp {
                 }
             }
             ("/metrics", true) => {
+                if !self.may_read_metrics(session) {
+                    return error_reply(&EdgeError::Forbidden(
+                        "metrics are served to loopback clients, or to others with the bearer \
+                         token in server.metrics_token"
+                            .into(),
+                    ));
+                }
                 edge.refresh_cache_gauges();
                 text_reply(200, "text/plain; version=0.0.4", edge.metrics().render())
             }
             ("/admin/purge", _) if method == http::Method::POST => {
-                let _ = session.drain_request_body().await;
                 self.purge(session, uri.query()).await
             }
             ("/healthz" | "/readyz" | "/metrics" | "/admin/purge", _) => {
@@ -307,7 +314,22 @@ impl EdgeHttp {
         }
     }
 
-    async fn purge(&self, session: &ServerSession, query: Option<&str>) -> Reply {
+    /// Whether this request may read `/metrics` (queue depths and in-flight counts help an
+    /// attacker time a flood): a loopback client, or anyone with `server.metrics_token`.
+    fn may_read_metrics(&self, session: &ServerSession) -> bool {
+        let cfg = self.edge.config();
+        if let Some(token) = cfg.metrics_token.as_deref() {
+            let given = bearer(session).unwrap_or("");
+            if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+                return true;
+            }
+        }
+        client_ip(session, cfg.client_ip_header.as_deref(), cfg.client_ip_hops)
+            .is_some_and(|ip| ip.is_loopback())
+    }
+
+    /// `POST /admin/purge?key=KEY`: the bearer token is checked before the body is read.
+    async fn purge(&self, session: &mut ServerSession, query: Option<&str>) -> Reply {
         let Some(token) = self.edge.config().admin_token.as_deref() else {
             return error_reply(&EdgeError::Forbidden(
                 "admin endpoints are disabled (server.admin_token is empty)".into(),
@@ -320,6 +342,7 @@ impl EdgeHttp {
                 "missing or wrong bearer token".into(),
             ));
         }
+        let _ = session.drain_request_body().await;
         let raw_key = query
             .unwrap_or("")
             .split('&')

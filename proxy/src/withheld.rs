@@ -7,6 +7,10 @@
 //!
 //! Bound: a key listed in the bucket stops being served by every edge within `poll_secs`
 //! (plus a request already past its origin read), whether or not a purge reached the edge.
+//! The same object lists the keys of private images (`"signed_only"`): the edge serves them
+//! to signed requests only, never through unsigned presets, and drops what it has cached of
+//! newly listed ones (unsigned answers above all).
+//!
 //! The module sits beside the request path: it only wraps the origin and runs a poller.
 
 use std::collections::HashSet;
@@ -29,6 +33,8 @@ const MAX_LIST_BYTES: u64 = 256 << 20;
 #[derive(Debug, serde::Deserialize)]
 struct ListDoc {
     keys: Vec<String>,
+    #[serde(default)]
+    signed_only: Vec<String>,
 }
 
 /// The withheld keys an edge knows, shared by its origin wrapper and its poller.
@@ -37,6 +43,7 @@ pub struct Withheld {
     list_key: Option<String>,
     poll: Option<Duration>,
     keys: Arc<RwLock<Arc<HashSet<String>>>>,
+    signed_only: Arc<RwLock<Arc<HashSet<String>>>>,
     last_identity: Arc<Mutex<Option<String>>>,
     origin: Arc<OnceLock<Arc<dyn ObjectStore>>>,
     metrics: WithheldMetrics,
@@ -88,6 +95,7 @@ impl Withheld {
             list_key: list_key.filter(|_| poll.is_some()),
             poll,
             keys: Arc::new(RwLock::new(Arc::new(HashSet::new()))),
+            signed_only: Arc::new(RwLock::new(Arc::new(HashSet::new()))),
             last_identity: Arc::new(Mutex::new(None)),
             origin: Arc::new(OnceLock::new()),
             metrics: WithheldMetrics::new()?,
@@ -133,6 +141,14 @@ impl Withheld {
                 .contains(key)
     }
 
+    /// Whether `key` is a private image's: only signed requests may have it.
+    pub fn requires_signature(&self, key: &str) -> bool {
+        self.signed_only
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
+    }
+
     /// Reads the list again when it changed; returns the keys newly withheld and released.
     pub async fn refresh(&self) -> Result<Changes, String> {
         let (Some(list_key), Some(origin)) = (&self.list_key, self.origin.get()) else {
@@ -147,10 +163,12 @@ impl Withheld {
                     &mut *self.keys.write().unwrap_or_else(|e| e.into_inner()),
                     Arc::new(HashSet::new()),
                 );
+                *self.signed_only.write().unwrap_or_else(|e| e.into_inner()) =
+                    Arc::new(HashSet::new());
                 *self.last_identity.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 return Ok(Changes {
-                    added: Vec::new(),
                     released: old.iter().cloned().collect(),
+                    ..Changes::default()
                 });
             }
             Err(e) => return Err(format!("reading the withheld list: {e}")),
@@ -172,11 +190,19 @@ impl Withheld {
             .map_err(|e| format!("the withheld list is not valid: {e}"))?;
         let new: HashSet<String> = doc.keys.into_iter().collect();
         let old = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let new_private: HashSet<String> = doc.signed_only.into_iter().collect();
+        let old_private = self
+            .signed_only
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let changes = Changes {
             added: new.difference(&old).cloned().collect(),
             released: old.difference(&new).cloned().collect(),
+            made_private: new_private.difference(&old_private).cloned().collect(),
         };
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        *self.signed_only.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new_private);
         *self.last_identity.lock().unwrap_or_else(|e| e.into_inner()) = Some(obj.meta.identity);
         Ok(changes)
     }
@@ -189,6 +215,8 @@ pub struct Changes {
     pub added: Vec<String>,
     /// Keys no longer withheld.
     pub released: Vec<String>,
+    /// Keys newly listed as private (signed requests only).
+    pub made_private: Vec<String>,
 }
 
 /// The origin with withheld keys missing.
@@ -290,10 +318,15 @@ pub fn spawn(edge: Arc<Edge>) {
 /// One read of the list; drops what this edge cached of newly withheld keys.
 async fn poll_once(edge: &Edge, w: &Withheld) {
     match w.refresh().await {
-        Ok(Changes { added, released }) => {
+        Ok(Changes {
+            added,
+            released,
+            made_private,
+        }) => {
             // Newly withheld keys lose what was cached of them; released ones lose the
-            // "missing" the origin wrapper made the edge remember, so they serve at once.
-            for k in added.iter().chain(&released) {
+            // "missing" the origin wrapper made the edge remember, so they serve at once;
+            // newly private ones lose the unsigned answers kept of them.
+            for k in added.iter().chain(&released).chain(&made_private) {
                 if let Ok(key) = ImageKey::parse(k) {
                     edge.purge(&key).await;
                 }
@@ -394,6 +427,24 @@ mod tests {
             .unwrap();
         assert!(w.refresh().await.unwrap().added.is_empty());
         assert!(store.head(&k("a/1.jpg")).await.is_ok());
+        // Private keys: still served (to signed requests), newly listed ones reported once.
+        assert!(!w.requires_signature("a/2.jpg"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let private = serde_json::json!({"version": 1, "keys": [], "signed_only": ["a/2.jpg"]});
+        origin
+            .put(
+                &k("_flexphoto/withheld.json"),
+                Bytes::from(private.to_string()),
+                "application/json",
+            )
+            .await
+            .unwrap();
+        let ch = w.refresh().await.unwrap();
+        assert_eq!(ch.made_private, ["a/2.jpg"]);
+        assert!(ch.added.is_empty());
+        assert!(w.requires_signature("a/2.jpg"));
+        assert!(!w.requires_signature("a/1.jpg"));
+        assert!(store.get(&k("a/2.jpg"), 100).await.is_ok());
         // Off: no wrapper.
         let off = Withheld::new(Some("x.json".into()), None).unwrap();
         assert!(!off.denies("a/1.jpg"));

@@ -440,6 +440,22 @@ async fn admin_ui_end_to_end() {
     )
     .await;
     b.screenshot("07-image-restored").await;
+    // Made private: its URLs become signed and expiring, and the picture still loads.
+    b.click_until(
+        "button[data-action=privacy]",
+        Until::Text("private: signed URLs that expire"),
+        WAIT,
+    )
+    .await;
+    let (_, doc) = app.get_json(&format!("/v1/images/{id}"), ADMIN).await;
+    assert_eq!(doc["private"], true, "{doc}");
+    assert!(doc["original_url"].as_str().unwrap().contains("exp="), "{doc}");
+    b.wait_for(
+        "the private picture loaded with a signed URL",
+        "const i = document.querySelector('img.hero'); return !!i && i.currentSrc.includes('exp=') && i.complete && i.naturalWidth > 0",
+        WAIT,
+    )
+    .await;
 
     review_queue(&app, &b, &base, &ids, &axe_js, &mut violations).await;
 

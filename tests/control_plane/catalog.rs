@@ -93,7 +93,7 @@ fn ids(v: &Value) -> Vec<String> {
 }
 
 /// Polls `f` until it returns `Some` or the time is up.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -1005,7 +1005,7 @@ async fn corrections_history_restore_and_lineage() {
 }
 
 /// GETs an edge URL; the status.
-async fn edge_status(app: &App, url: &str) -> u16 {
+pub(crate) async fn edge_status(app: &App, url: &str) -> u16 {
     app.req(Method::GET, url, None, None, Bytes::new())
         .await
         .status

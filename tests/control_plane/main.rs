@@ -8,6 +8,7 @@ mod faults;
 mod hardening;
 mod helpers;
 mod lifecycle;
+mod privacy;
 mod qdrant;
 mod scale;
 mod search;

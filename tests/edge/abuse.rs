@@ -48,6 +48,10 @@ fn the_stalling_urls_are_refused_at_once() {
         "/img/big.jpg?w=6000&h=6000&fit=fill&blur=100",
         "/img/thin.png?w=8192&h=10&fit=outside",
         "/img/big.jpg?w=4096&h=4096&dpr=4&fit=cover",
+        // Encoders that cannot be stopped at the deadline, over their own caps.
+        "/img/big.jpg?w=5000&fmt=avif&q=99",
+        "/img/big.jpg?w=5000&fmt=webp",
+        "/img/big.jpg?w=5000&fmt=gif",
     ] {
         let started = Instant::now();
         let r = e.get(path);
@@ -68,6 +72,18 @@ fn the_stalling_urls_are_refused_at_once() {
     let r = e.get("/img/anim300.gif?w=800&fit=contain&fmt=webp");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.decode().pages, 1);
+    // Within the output cap as frames, over the WebP encoder's (300 × 256² = 19.7 MP): a still.
+    let r = e.get("/img/anim300.gif?w=256&fmt=webp");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.decode().pages, 1);
+    // And a negotiated format that would be too slow to encode is negotiated away.
+    let r = e.req(
+        "GET",
+        "/img/big.jpg?w=5000&fmt=auto",
+        &[("Accept", "image/avif,image/webp,*/*")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("image/jpeg"));
     // An ordinary request right after is served at once.
     let started = Instant::now();
     let r = e.get("/img/small.jpg?w=10");
@@ -172,6 +188,69 @@ fn cheap_requests_and_hits_pass_a_full_lane() {
             "flexphoto_transforms_by_lane_total",
             "lane=\"transform-light\""
         ) >= 10.0
+    );
+}
+
+/// Costly encodes of small sources (AVIF at a size that is cheap in JPEG) and possibly
+/// animated sources are not "light": they queue on the main lane, so a flood of them leaves
+/// the light lane to cheap misses, which stay quick.
+#[test]
+fn costly_encodes_do_not_take_the_light_lane() {
+    let origin = abuse_origin("abuse-light");
+    // Under the light lane's source bound (2 MiB), but 2.9 MP of AVIF per request.
+    std::fs::write(
+        origin.join("mid.jpg"),
+        make_image(1960, 1470, false, ".jpg"),
+    )
+    .unwrap();
+    let e = Arc::new(Edge::start(
+        &origin,
+        &[
+            ("FLEXPHOTO_EDGE__TRANSFORM__WORKERS", "1"),
+            ("FLEXPHOTO_EDGE__TRANSFORM__QUEUE", "4"),
+            ("FLEXPHOTO_EDGE__TRANSFORM__LIGHT_WORKERS", "1"),
+            ("FLEXPHOTO_EDGE__LIMITS__PER_CLIENT_TRANSFORMS", "0"),
+        ],
+        &[],
+    ));
+    assert!(std::fs::metadata(origin.join("mid.jpg")).unwrap().len() < 2 << 20);
+    let stop = Arc::new(AtomicUsize::new(0));
+    let mut costly = Vec::new();
+    for i in 0..3 {
+        let (e, stop) = (Arc::clone(&e), Arc::clone(&stop));
+        costly.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while stop.load(Ordering::Relaxed) == 0 && n < 4 {
+                let w = 1900 + i * 20 + n;
+                let _ = e.get(&format!("/img/mid.jpg?w={w}&fmt=avif&q=90"));
+                let _ = e.get(&format!("/img/anim300.gif?w={}&fmt=webp", 300 + w % 16));
+                n += 1;
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut worst = Duration::ZERO;
+    for w in 60..70 {
+        let started = Instant::now();
+        let r = e.get(&format!("/img/small.jpg?w={w}&fmt=jpeg"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        worst = worst.max(started.elapsed());
+    }
+    stop.store(1, Ordering::Relaxed);
+    for h in costly {
+        h.join().unwrap();
+    }
+    // Only the cheap misses ran on the light lane.
+    assert_eq!(
+        e.metric(
+            "flexphoto_transforms_by_lane_total",
+            "lane=\"transform-light\""
+        ),
+        10.0
+    );
+    assert!(
+        worst < Duration::from_secs(3),
+        "a cheap miss took {worst:?} behind costly encodes"
     );
 }
 

@@ -53,6 +53,51 @@ fn disk_tier_survives_restart_and_promotes_to_memory() {
     assert!(e.metric("flexphoto_disk_cache_bytes", "") > 0.0);
 }
 
+/// A source the origin says is gone is never served again from the disk tier: not before a
+/// restart once its identity is checked again, and not after one, when the identity the disk
+/// tier remembers is all the edge has; its disk entries are dropped.
+#[test]
+fn a_source_gone_from_the_origin_is_not_served_from_disk() {
+    let origin = standard_origin("gone");
+    let cache = temp_dir("gone-cache");
+    let e = Edge::start(
+        &origin,
+        &[("FLEXPHOTO_EDGE__ORIGIN__REVALIDATE_SECS", "1")],
+        &["--cache-dir", cache.to_str().unwrap()],
+    );
+    assert_eq!(e.get("/img/land.jpg?w=150").status, 200);
+    assert_eq!(e.get("/img/alpha.png?w=40").status, 200);
+    wait_for_files(&cache, 2);
+    let entries = walk(&cache).len();
+    std::fs::remove_file(origin.join("land.jpg")).unwrap();
+    // After a restart the only identity is the one the disk tier kept.
+    let e = e.restart_after_kill();
+    let r = e.get("/img/land.jpg?w=150");
+    assert_eq!(
+        r.status,
+        404,
+        "served {:?} after the source was deleted",
+        r.header("x-cache")
+    );
+    assert_eq!(e.get("/img/land.jpg?w=150").status, 404);
+    assert_eq!(e.get("/img/alpha.png?w=40").header("x-cache"), Some("disk"));
+    let start = std::time::Instant::now();
+    while walk(&cache).len() >= entries {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the gone source's disk entry stayed: {:?}",
+            walk(&cache)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Without a restart: once the identity is due for a check, the deletion is seen.
+    assert_eq!(e.get("/img/alpha.png?w=41").status, 200);
+    std::fs::remove_file(origin.join("alpha.png")).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(e.get("/img/alpha.png?w=41").status, 404);
+    assert_eq!(e.get("/img/alpha.png?w=40").status, 404);
+}
+
 #[test]
 fn kill_during_cache_writes_never_serves_truncated_bytes() {
     let origin = standard_origin("crash");

@@ -382,3 +382,73 @@ pub fn fixtures() -> Option<PathBuf> {
         None
     }
 }
+
+/// A JPEG whose EXIF holds what a camera writes about people and places: Artist and
+/// Copyright (IFD0), a body serial number (EXIF IFD) and a GPS position (GPS IFD).
+pub fn jpeg_with_private_exif(w: u32, h: u32) -> Vec<u8> {
+    // Little-endian TIFF: IFD0 at 8, then its strings, the EXIF IFD and the GPS IFD.
+    fn entry(out: &mut Vec<u8>, tag: u16, kind: u16, count: u32, value: u32) {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    const ASCII: u16 = 2;
+    const LONG: u16 = 4;
+    const RATIONAL: u16 = 5;
+    let artist = b"Ann Example\0";
+    let copyright = b"(c) 2026 Ann Example\0";
+    let serial = b"SN-0042-7731\0";
+    let ifd0 = 8u32;
+    let ifd0_len = 2 + 4 * 12 + 4;
+    let artist_at = ifd0 + ifd0_len;
+    let copyright_at = artist_at + artist.len() as u32;
+    let exif_ifd = copyright_at + copyright.len() as u32;
+    let exif_len = 2 + 12 + 4;
+    let serial_at = exif_ifd + exif_len;
+    let gps_ifd = serial_at + serial.len() as u32;
+    let gps_len = 2 + 4 * 12 + 4;
+    let lat_at = gps_ifd + gps_len;
+    let lon_at = lat_at + 24;
+    let mut t = Vec::new();
+    t.extend_from_slice(b"II*\0");
+    t.extend_from_slice(&ifd0.to_le_bytes());
+    t.extend_from_slice(&4u16.to_le_bytes());
+    entry(&mut t, 0x013B, ASCII, artist.len() as u32, artist_at);
+    entry(&mut t, 0x8298, ASCII, copyright.len() as u32, copyright_at);
+    entry(&mut t, 0x8769, LONG, 1, exif_ifd);
+    entry(&mut t, 0x8825, LONG, 1, gps_ifd);
+    t.extend_from_slice(&0u32.to_le_bytes());
+    t.extend_from_slice(artist);
+    t.extend_from_slice(copyright);
+    t.extend_from_slice(&1u16.to_le_bytes());
+    entry(&mut t, 0xA431, ASCII, serial.len() as u32, serial_at);
+    t.extend_from_slice(&0u32.to_le_bytes());
+    t.extend_from_slice(serial);
+    t.extend_from_slice(&4u16.to_le_bytes());
+    entry(&mut t, 0x0001, ASCII, 2, u32::from_le_bytes(*b"N\0\0\0"));
+    entry(&mut t, 0x0002, RATIONAL, 3, lat_at);
+    entry(&mut t, 0x0003, ASCII, 2, u32::from_le_bytes(*b"E\0\0\0"));
+    entry(&mut t, 0x0004, RATIONAL, 3, lon_at);
+    t.extend_from_slice(&0u32.to_le_bytes());
+    for (num, den) in [
+        (48u32, 1u32),
+        (51, 1),
+        (2400, 100),
+        (2, 1),
+        (17, 1),
+        (4000, 100),
+    ] {
+        t.extend_from_slice(&num.to_le_bytes());
+        t.extend_from_slice(&den.to_le_bytes());
+    }
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&t);
+    let plain = make_image(w, h, false, ".jpg");
+    let mut out = plain[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&plain[2..]);
+    out
+}

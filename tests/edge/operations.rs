@@ -124,3 +124,45 @@ fn sigterm_shuts_down_gracefully() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `/metrics` is for the operator's scraper: loopback clients and holders of
+/// `server.metrics_token` read it; a client on the internet (here, as the trusted
+/// forwarding header names it) gets 403.
+#[test]
+fn metrics_are_for_loopback_or_the_metrics_token() {
+    let origin = standard_origin("metrics-token");
+    let e = Edge::start(
+        &origin,
+        &[
+            ("FLEXPHOTO_EDGE__SERVER__METRICS_TOKEN", "scrape-token-1"),
+            (
+                "FLEXPHOTO_EDGE__SERVER__CLIENT_IP_HEADER",
+                "x-forwarded-for",
+            ),
+        ],
+        &[],
+    );
+    let public = ("X-Forwarded-For", "203.0.113.7");
+    assert_eq!(e.get("/metrics").status, 200, "loopback");
+    let r = e.req("GET", "/metrics", &[public]);
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("metrics_token"), "{}", r.text());
+    assert_eq!(
+        e.req(
+            "GET",
+            "/metrics",
+            &[public, ("Authorization", "Bearer wrong")]
+        )
+        .status,
+        403
+    );
+    let r = e.req(
+        "GET",
+        "/metrics",
+        &[public, ("Authorization", "Bearer scrape-token-1")],
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("flexphoto_requests_total"));
+    // Images are still for everyone.
+    assert_eq!(e.req("GET", "/img/land.jpg?w=32", &[public]).status, 200);
+}

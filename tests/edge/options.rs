@@ -256,3 +256,56 @@ fn animations_keep_frames_when_the_format_can() {
     let cropped = e.get("/img/anim.gif?w=40&h=40&fit=cover").decode();
     assert_eq!((cropped.width, cropped.height), (40, 40));
 }
+
+/// The default metadata policy keeps who made and owns a picture and drops where it was
+/// taken and what took it; `meta=none` drops the notices too; `meta=keep` (allowed only by
+/// config) keeps everything.
+#[test]
+fn default_metadata_keeps_copyright_and_strips_gps_and_serials() {
+    let origin = standard_origin("meta-policy");
+    let src = crate::harness::jpeg_with_private_exif(96, 64);
+    std::fs::write(origin.join("camera.jpg"), &src).unwrap();
+    let has =
+        |d: &crate::harness::Decoded, prefix: &str| d.fields.iter().any(|f| f.starts_with(prefix));
+    // The source really carries all of it (else the test proves nothing).
+    let source = crate::harness::decode(&src);
+    for f in [
+        "exif-ifd0-Artist",
+        "exif-ifd0-Copyright",
+        "exif-ifd2-BodySerialNumber",
+        "exif-ifd3-GPSLatitude",
+    ] {
+        assert!(has(&source, f), "the source lacks {f}: {:?}", source.fields);
+    }
+    let e = Edge::start(&origin, &[], &[]);
+    for fmt in ["jpeg", "webp", "png"] {
+        let r = e.get(&format!("/img/camera.jpg?w=48&fmt={fmt}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let out = r.decode();
+        assert!(
+            !has(&out, "exif-ifd3-"),
+            "{fmt}: GPS kept: {:?}",
+            out.fields
+        );
+        assert!(
+            !has(&out, "exif-ifd2-BodySerialNumber"),
+            "{fmt}: serial kept: {:?}",
+            out.fields
+        );
+        if fmt == "jpeg" {
+            assert!(has(&out, "exif-ifd0-Copyright"), "{fmt}: {:?}", out.fields);
+            assert!(has(&out, "exif-ifd0-Artist"), "{fmt}: {:?}", out.fields);
+            assert!(String::from_utf8_lossy(&r.body).contains("(c) 2026 Ann Example"));
+        }
+    }
+    let none = e.get("/img/camera.jpg?w=48&meta=none");
+    assert!(!String::from_utf8_lossy(&none.body).contains("Ann Example"));
+    assert!(!has(&none.decode(), "exif-"), "{:?}", none.decode().fields);
+    let open = Edge::start(
+        &origin,
+        &[("FLEXPHOTO_EDGE__TRANSFORM__ALLOW_META_KEEP", "true")],
+        &[],
+    );
+    let kept = open.get("/img/camera.jpg?w=48&meta=keep").decode();
+    assert!(has(&kept, "exif-ifd3-GPSLatitude"), "{:?}", kept.fields);
+}

@@ -105,3 +105,59 @@ fn withheld_list_off() {
     );
     assert_eq!(e.get("/img/land.jpg?w=64").status, 200);
 }
+
+fn write_private(origin: &Path, keys: &[&str]) {
+    let dir = origin.join("_flexphoto");
+    std::fs::create_dir_all(&dir).unwrap();
+    let body = serde_json::json!({ "version": 1, "keys": [], "signed_only": keys }).to_string();
+    let tmp = dir.join("withheld.json.tmp");
+    std::fs::write(&tmp, body).unwrap();
+    std::fs::rename(tmp, dir.join("withheld.json")).unwrap();
+}
+
+/// Private images: once the list names a key as signed-only, unsigned requests for it are
+/// refused (an unsigned preset that served before included, even from the ready fast path),
+/// while other keys' presets still serve; an edge without signing keys refuses them outright.
+#[test]
+fn private_keys_need_a_signature() {
+    let origin = standard_origin("private");
+    let e = Edge::start(
+        &origin,
+        &[
+            ("FLEXPHOTO_EDGE__WITHHELD__POLL_SECS", "1"),
+            (
+                "FLEXPHOTO_EDGE_SIGNING_KEYS",
+                "00112233445566778899aabbccddeeff",
+            ),
+        ],
+        &[],
+    );
+    let preset = "/img/land.jpg?preset=thumb";
+    assert_eq!(e.get(preset).status, 200);
+    assert_eq!(e.get(preset).status, 200, "kept as a ready answer");
+    assert_eq!(
+        e.get("/img/land.jpg?w=64").status,
+        403,
+        "unsigned sizes never serve"
+    );
+    write_private(&origin, &["land.jpg"]);
+    let took = until_status(&e, preset, 403, Duration::from_secs(5));
+    assert!(took < Duration::from_secs(3), "refused after {took:?}");
+    let r = e.get(preset);
+    assert!(r.text().contains("private"), "{}", r.text());
+    assert_eq!(e.get("/img/alpha.png?preset=thumb").status, 200);
+    // Public again: the preset serves again.
+    write_private(&origin, &[]);
+    until_status(&e, preset, 200, Duration::from_secs(5));
+
+    // No signing keys: a private key cannot be served at all.
+    let open_origin = standard_origin("private-unsigned");
+    write_private(&open_origin, &["land.jpg"]);
+    let open = Edge::start(
+        &open_origin,
+        &[("FLEXPHOTO_EDGE__WITHHELD__POLL_SECS", "1")],
+        &[],
+    );
+    assert_eq!(open.get("/img/land.jpg?w=64").status, 403);
+    assert_eq!(open.get("/img/alpha.png?w=64").status, 200);
+}

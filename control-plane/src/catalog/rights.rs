@@ -92,6 +92,10 @@ pub struct WithheldList {
     pub generated_at: Option<DateTime<Utc>>,
     /// Object keys the edges must not serve, sorted.
     pub keys: Vec<String>,
+    /// Object keys of private images, sorted: the edges serve them to signed requests only
+    /// (never through unsigned presets).
+    #[serde(default)]
+    pub signed_only: Vec<String>,
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! lease (`cluster::singleton`):
 //!
 //! - [`rights_pass`] (role `rights`): applies rights windows as they open and close (with a
-//!   history entry each), publishes the deny-list of withheld objects the edges read, purges
+//!   history entry each), publishes the deny-list of withheld objects the edges read (with
+//!   the keys of private images, which the edges serve to signed requests only), purges
 //!   newly withheld images from every edge and the CDN once the edges have had time to read
 //!   the list (retrying until the purge succeeds), and lists images whose rights end within
 //!   `catalog.rights_ending_days` for review.
@@ -81,8 +82,12 @@ async fn rights_once(state: &AppState) -> Result<(), CatalogError> {
 /// every [`REPUBLISH`].
 async fn publish(state: &AppState, changed: bool) -> Result<(), CatalogError> {
     let keys = state.db.withheld_keys().await?;
+    let signed_only = state
+        .db
+        .private_keys(&state.cfg.privacy.private_owners)
+        .await?;
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-        keys.join("\n").as_bytes(),
+        format!("{}\n\n{}", keys.join("\n"), signed_only.join("\n")).as_bytes(),
     ));
     let due = {
         let p = published().lock().unwrap_or_else(|e| e.into_inner());
@@ -98,6 +103,7 @@ async fn publish(state: &AppState, changed: bool) -> Result<(), CatalogError> {
         version: 1,
         generated_at: Some(crate::store::now()),
         keys,
+        signed_only,
     };
     let body = serde_json::to_vec(&doc).map_err(|e| CatalogError::Invalid(e.to_string()))?;
     let key = crate::blob::key(&state.cfg.catalog.withheld_list_key)
@@ -111,7 +117,11 @@ async fn publish(state: &AppState, changed: bool) -> Result<(), CatalogError> {
         tracing::warn!(error = %e, "writing the withheld list failed; retrying on the next pass");
         return Ok(());
     }
-    tracing::info!(keys = doc.keys.len(), "withheld list published");
+    tracing::info!(
+        keys = doc.keys.len(),
+        signed_only = doc.signed_only.len(),
+        "withheld list published"
+    );
     PUBLISHED_ONCE.store(true, Ordering::Relaxed);
     *published().lock().unwrap_or_else(|e| e.into_inner()) = Some((digest, Instant::now()));
     state.metrics.withheld_keys.set(doc.keys.len() as i64);

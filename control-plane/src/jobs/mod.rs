@@ -18,6 +18,7 @@ mod delete;
 mod duplicates;
 mod embed;
 mod process;
+mod purge_private;
 mod sync_payload;
 mod tier;
 
@@ -399,6 +400,7 @@ async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, JobError> {
             tier::run(state, job, crate::lifecycle::policy::Direction::ToCold).await
         }
         JobKind::TierHot => tier::run(state, job, crate::lifecycle::policy::Direction::ToHot).await,
+        JobKind::PurgePrivate => purge_private::run(state, job).await,
     }
 }
 

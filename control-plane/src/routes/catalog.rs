@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::extract::{ApiJson, ApiPath};
 use super::images::load_for;
-use super::views::{self, edge_url, ErrorBody, ImageView};
+use super::views::{self, ErrorBody, ImageView};
 use crate::auth::{Caller, Role};
 use crate::catalog::corrections::{self, Correction};
 use crate::catalog::explain::PageFacts;
@@ -31,7 +31,7 @@ use crate::catalog::rights::{self, RightsState};
 use crate::catalog::sources::{Source, SourceInfo};
 use crate::catalog::validate::Failure;
 use crate::catalog::{fields, workflow};
-use crate::domain::{ImageId, ImageStatus, Owner, ReasonKind, WorkflowState};
+use crate::domain::{ImageId, Owner, ReasonKind, WorkflowState};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::store::catalog::CatalogRow;
@@ -222,7 +222,8 @@ pub struct ImageDoc {
     pub catalog: CatalogParts,
 }
 
-/// Removes a withheld image's URLs and makes the others expire with its rights window.
+/// Removes a withheld image's URLs and makes the others expire with its rights window (or
+/// sooner, when the image is private).
 pub fn apply_rights_to_urls(
     state: &AppState,
     view: &mut ImageView,
@@ -237,27 +238,26 @@ pub fn apply_rights_to_urls(
         view.url_template = None;
         return;
     }
-    let Some(exp) = rights::url_expiry(until) else {
+    let Some(rights_exp) = rights::url_expiry(until) else {
         return;
     };
-    if img.status != ImageStatus::Ready {
+    let Ok(private_exp) = views::private_expiry(state, img) else {
         return;
-    }
-    let q = |base: &str| rights::with_expiry(base, Some(exp));
-    view.variants = img
-        .variant_keys
-        .0
-        .iter()
-        .map(|(name, key)| (name.clone(), edge_url(state, key, &q(""))))
-        .collect();
-    view.original_url = Some(edge_url(state, &img.original_key, &q("")));
-    if let Some(sized) = &mut view.sized_urls {
-        for (w, url) in sized.iter_mut() {
-            *url = edge_url(state, &img.original_key, &q(&format!("w={w}")));
-        }
-    }
-    // A template has no expiry to carry: none for images whose rights end.
-    view.url_template = None;
+    };
+    let views::Links {
+        variants,
+        original_url,
+        sized_urls,
+        url_template,
+    } = views::links(
+        state,
+        img,
+        crate::privacy::earliest(Some(rights_exp), private_exp),
+    );
+    view.variants = variants;
+    view.original_url = original_url;
+    view.sized_urls = sized_urls;
+    view.url_template = url_template;
 }
 
 /// The `exp` an edge URL for `img` must carry (its rights window's end), or 409 when the image
@@ -268,7 +268,16 @@ pub async fn url_expiry_for(state: &AppState, img: &ImageRow) -> ApiResult<Optio
         .as_ref()
         .map_or((None, None), |c| (c.rights_from, c.rights_until));
     match RightsState::at(from, until, crate::store::now()) {
-        RightsState::Clear => Ok(rights::url_expiry(until)),
+        RightsState::Clear => {
+            let private = views::private_expiry(state, img).map_err(|views::NoSigningKeys| {
+                ApiError::Conflict(
+                    "the image is private and the edges have no signing keys \
+                     ([edge] signing_keys): no URL can be issued for it"
+                        .into(),
+                )
+            })?;
+            Ok(crate::privacy::earliest(rights::url_expiry(until), private))
+        }
         RightsState::Pending => Err(ApiError::Conflict(format!(
             "the image is withheld: its rights window starts {}",
             from.map(|t| t.to_rfc3339()).unwrap_or_default()

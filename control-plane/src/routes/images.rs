@@ -333,6 +333,39 @@ pub struct PatchImage {
     review_state: Option<String>,
     /// Why (kept in the history; becomes the review reason when the review state changes).
     reason: Option<String>,
+    /// Private: only signed, expiring URLs serve it. Making an image private also purges what
+    /// the edges and the CDN cached of it. An owner listed in `privacy.private_owners` keeps
+    /// all its images private whatever this says.
+    private: Option<bool>,
+}
+
+/// Changes an image's own private flag, with a history entry; when it becomes private, what
+/// the edges and the CDN cached of it is purged once they have read the signed-only list (the
+/// next rights pass publishes it, and the edges poll it).
+async fn set_private(
+    state: &AppState,
+    caller: &Caller,
+    img: &ImageRow,
+    private: bool,
+    reason: &Option<String>,
+) -> ApiResult<()> {
+    let catalog = &state.cfg.catalog;
+    let wait = catalog.rights_check.unwrap_or_default() + catalog.purge_delay;
+    let purge_at = crate::store::now()
+        + chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::zero());
+    state
+        .db
+        .set_private(
+            img.id,
+            private,
+            &caller.actor,
+            reason,
+            purge_at,
+            state.cfg.max_attempts,
+        )
+        .await?
+        .ok_or(ApiError::NotFound("image"))?;
+    Ok(())
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -397,9 +430,12 @@ pub async fn patch_image(
         body.caption,
         body.tags,
         review_state,
-        body.reason,
+        body.reason.clone(),
     )
     .await?;
+    if let Some(private) = body.private {
+        set_private(&state, &caller, &img, private, &body.reason).await?;
+    }
     super::catalog::reload(&state, img.id).await
 }
 

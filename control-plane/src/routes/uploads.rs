@@ -59,6 +59,9 @@ pub struct CreateUpload {
     derived_from: Option<ImageId>,
     /// `version` (default: it becomes the chain's current version) or `derivative`.
     relation: Option<String>,
+    /// Private: only signed, expiring URLs serve it (default: `privacy.default_private`;
+    /// an owner listed in `privacy.private_owners` makes every image private).
+    private: Option<bool>,
 }
 
 /// A presigned upload was created: PUT the bytes to `upload.url` with `upload.headers`, then
@@ -261,6 +264,7 @@ async fn two_step(state: &AppState, caller: &Caller, req: CreateUpload) -> ApiRe
         upload_expires_at: Some(upload.expires_at),
         uploaded_by: Some(caller.key_id),
         upload_key: Some(staging),
+        private: state.cfg.privacy.initial(req.private),
         catalog: Some(prepared.insert),
     };
     match state.db.insert_uploading(&img).await {
@@ -297,6 +301,7 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
     let mut file: Option<(TempFile, Spooled, Option<String>)> = None;
     let mut inc = Incoming::default();
     let mut metadata_source = Source::Upload;
+    let mut private: Option<bool> = None;
     while let Some(mut field) = read::next_field(state, &mut mp).await? {
         match field.name().unwrap_or("") {
             "owner" => {
@@ -360,6 +365,17 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
                 let text = read::text(state, &mut field).await?;
                 inc.relation = Some(Relation::parse(text.trim()).map_err(ApiError::Invalid)?);
             }
+            "private" => {
+                private = Some(match read::text(state, &mut field).await?.trim() {
+                    "true" | "1" | "on" => true,
+                    "false" | "0" | "off" => false,
+                    other => {
+                        return Err(ApiError::Invalid(format!(
+                            "private must be true or false, not {other:?}"
+                        )))
+                    }
+                })
+            }
             other => {
                 let other = other.to_owned();
                 let name = other.strip_prefix("fields.").unwrap_or(&other).to_owned();
@@ -368,7 +384,7 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
                 if !known || crate::catalog::fields::check_name(&name).is_err() {
                     return Err(ApiError::Invalid(format!(
                         "unknown field {other:?}; send owner, file and optionally caption, \
-                         collection, metadata, metadata_source, sidecar, derived_from, relation, \
+                         collection, metadata, metadata_source, sidecar, derived_from, relation, private, \
                          descriptive fields by name or fields.NAME"
                     )));
                 }
@@ -417,6 +433,7 @@ async fn one_shot(state: &AppState, caller: &Caller, mut mp: Multipart) -> ApiRe
         upload_expires_at: None,
         uploaded_by: Some(caller.key_id),
         upload_key: None,
+        private: state.cfg.privacy.initial(private),
         catalog: Some(prepared.insert),
     };
     if let Err(e) = state

@@ -149,6 +149,9 @@ pub struct ImageView {
     pub sized_urls: Option<BTreeMap<String, String>>,
     /// A template for any size: replace `{width}` and `{height}` (unsigned edges only).
     pub url_template: Option<String>,
+    /// Private: its URLs are signed and expire, and the edges serve it to signed requests
+    /// only (its own flag, or its owner's policy).
+    pub private: bool,
     /// Where its bytes are stored and how often they are requested.
     pub lifecycle: LifecycleView,
 }
@@ -214,35 +217,88 @@ pub fn unsigned_edge_url(edge_public_url: &str, key: &ImageKey, query: &str) -> 
 /// Widths offered in `sized_urls`.
 const SIZED_WIDTHS: [u32; 4] = [320, 640, 1280, 1920];
 
-/// The public view of an image.
-pub fn image(state: &AppState, img: &ImageRow) -> ImageView {
-    let ready = img.status == ImageStatus::Ready;
-    let variants = if ready {
-        img.variant_keys
+/// The edge URLs of an image's document.
+#[derive(Debug, Default)]
+pub struct Links {
+    /// Each variant's URL by name.
+    pub variants: BTreeMap<String, String>,
+    /// The original as the edge serves it.
+    pub original_url: Option<String>,
+    /// URLs at [`SIZED_WIDTHS`].
+    pub sized_urls: Option<BTreeMap<String, String>>,
+    /// A template for any size (only for URLs that need no signature and never expire).
+    pub url_template: Option<String>,
+}
+
+/// A private image cannot have URLs: the edges have no signing keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoSigningKeys;
+
+/// When a private image's URLs issued now must stop working; `None` for a public image.
+pub fn private_expiry(state: &AppState, img: &ImageRow) -> Result<Option<i64>, NoSigningKeys> {
+    if !state.cfg.privacy.is_private(img.private, &img.owner) {
+        return Ok(None);
+    }
+    if !state.edge_signer.enabled() {
+        return Err(NoSigningKeys);
+    }
+    Ok(Some(
+        state
+            .cfg
+            .privacy
+            .url_expiry(crate::store::now().timestamp()),
+    ))
+}
+
+/// The edge URLs of a ready image, each carrying `exp` when given; none for other images.
+pub fn links(state: &AppState, img: &ImageRow, exp: Option<i64>) -> Links {
+    if img.status != ImageStatus::Ready {
+        return Links::default();
+    }
+    let q = |base: &str| crate::catalog::rights::with_expiry(base, exp);
+    Links {
+        variants: img
+            .variant_keys
             .0
             .iter()
-            .map(|(name, key)| (name.clone(), edge_url(state, key, "")))
-            .collect()
-    } else {
-        BTreeMap::new()
+            .map(|(name, key)| (name.clone(), edge_url(state, key, &q(""))))
+            .collect(),
+        original_url: Some(edge_url(state, &img.original_key, &q(""))),
+        sized_urls: Some(
+            SIZED_WIDTHS
+                .iter()
+                .map(|w| {
+                    (
+                        w.to_string(),
+                        edge_url(state, &img.original_key, &q(&format!("w={w}"))),
+                    )
+                })
+                .collect(),
+        ),
+        // A template has no expiry to carry, and cannot be signed for every size.
+        url_template: exp.is_none().then(|| {
+            let path = ImageKey::parse(&img.original_key)
+                .map(|k| img_path(&k, "w={width}&h={height}&fit=cover"))
+                .unwrap_or_default();
+            format!("{}{path}", state.cfg.edge_public_url)
+        }),
+    }
+}
+
+/// The public view of an image; a private image's URLs are signed and expire (none when the
+/// edges cannot check signatures).
+pub fn image(state: &AppState, img: &ImageRow) -> ImageView {
+    let ready = img.status == ImageStatus::Ready;
+    let private = state.cfg.privacy.is_private(img.private, &img.owner);
+    let Links {
+        variants,
+        original_url,
+        sized_urls,
+        url_template,
+    } = match private_expiry(state, img) {
+        Ok(exp) => links(state, img, exp),
+        Err(NoSigningKeys) => Links::default(),
     };
-    let sized_urls = ready.then(|| {
-        SIZED_WIDTHS
-            .iter()
-            .map(|w| {
-                (
-                    w.to_string(),
-                    edge_url(state, &img.original_key, &format!("w={w}")),
-                )
-            })
-            .collect()
-    });
-    let url_template = ready.then(|| {
-        let path = ImageKey::parse(&img.original_key)
-            .map(|k| img_path(&k, "w={width}&h={height}&fit=cover"))
-            .unwrap_or_default();
-        format!("{}{path}", state.cfg.edge_public_url)
-    });
     ImageView {
         id: img.id.0,
         owner: img.owner.as_str().to_owned(),
@@ -290,7 +346,8 @@ pub fn image(state: &AppState, img: &ImageRow) -> ImageView {
             variants: img.variant_keys.0.clone(),
             upload: img.upload_key.clone().filter(|_| !ready),
         },
-        original_url: ready.then(|| edge_url(state, &img.original_key, "")),
+        private,
+        original_url,
         variants,
         sized_urls,
         url_template,

@@ -2291,6 +2291,7 @@ mod plan_tests {
                     upload_expires_at: None,
                     uploaded_by: None,
                     upload_key: None,
+                    private: false,
                     catalog: Some(CatalogInsert {
                         collection_id: coll.id,
                         write,

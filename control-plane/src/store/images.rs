@@ -98,6 +98,9 @@ pub struct ImageRow {
     pub review_reason: Option<String>,
     /// The API key that created it.
     pub uploaded_by: Option<uuid::Uuid>,
+    /// Private by its own flag (its owner's policy may make it private too: see
+    /// [`crate::privacy`]).
+    pub private: bool,
     /// When it was deleted (its row stays until its objects are gone).
     pub deleted_at: Option<DateTime<Utc>>,
     /// Where a presigned upload lands; processing copies it to `original_key`.
@@ -147,6 +150,8 @@ pub struct NewImage {
     pub uploaded_by: Option<uuid::Uuid>,
     /// The staging key of a presigned upload.
     pub upload_key: Option<String>,
+    /// Private (only signed, expiring URLs serve it).
+    pub private: bool,
     /// Its catalog record (collection, checked metadata, lineage), written in the same
     /// transaction.
     pub catalog: Option<super::catalog::CatalogInsert>,
@@ -225,8 +230,8 @@ impl Db {
             sqlx::query(
                 "INSERT INTO images (id, owner, uploaded_at, sha256, original_key, declared_bytes, \
                  declared_mime, upload_expires_at, caption, status, created_at, updated_at, \
-                 uploaded_by, upload_key) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'uploading', $10, $10, $11, $12)",
+                 uploaded_by, upload_key, private) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'uploading', $10, $10, $11, $12, $13)",
             )
             .bind(img.id)
             .bind(&img.owner)
@@ -240,6 +245,7 @@ impl Db {
             .bind(t)
             .bind(img.uploaded_by)
             .bind(&img.upload_key)
+            .bind(img.private)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::classify)?;
@@ -260,8 +266,8 @@ impl Db {
             sqlx::query(
                 "INSERT INTO images (id, owner, uploaded_at, bytes, sha256, mime, original_key, \
                  declared_bytes, declared_mime, caption, status, created_at, updated_at, completed_at, \
-                 uploaded_by) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $4, $6, $8, 'processing', $9, $9, $9, $10)",
+                 uploaded_by, private) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $4, $6, $8, 'processing', $9, $9, $9, $10, $11)",
             )
             .bind(img.id)
             .bind(&img.owner)
@@ -273,6 +279,7 @@ impl Db {
             .bind(&img.caption)
             .bind(t)
             .bind(img.uploaded_by)
+            .bind(img.private)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::classify)?;

@@ -457,6 +457,7 @@ mod tests {
             upload_expires_at: None,
             uploaded_by: None,
             upload_key: None,
+            private: false,
             catalog: None,
         };
         db.insert_stored_and_enqueue(&img, 3).await.unwrap();

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod leases;
 pub mod lifecycle;
 pub mod owners;
+pub mod privacy;
 pub mod search;
 pub mod storage_history;
 

@@ -268,6 +268,7 @@ fn mutated_images_never_crash_hang_or_fail_internally() {
 /// Inputs that once misbehaved, kept as they were found.
 #[test]
 fn regressions() {
+    flexphoto_media::vips::init(1).unwrap();
     let gauges = PoolGauges {
         queued: prometheus::IntGauge::new("q", "q").unwrap(),
         running: prometheus::IntGauge::new("r", "r").unwrap(),
@@ -278,13 +279,20 @@ fn regressions() {
         .build()
         .unwrap();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    for e in entries.flatten() {
+    let mut ran = 0;
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        if e.path().extension().is_none_or(|x| x != "bin") {
+            continue;
+        }
         let data = std::fs::read(e.path()).unwrap();
         if let Some(problem) = exercise(&pool, &rt, data) {
             panic!("{}: {problem}", e.path().display());
         }
+        ran += 1;
     }
+    assert!(
+        ran >= 5,
+        "only {ran} regression inputs in {}",
+        dir.display()
+    );
 }

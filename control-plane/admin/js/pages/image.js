@@ -114,6 +114,7 @@ function workflow(doc, catalog, reload) {
     ["Status", doc.status], ["Error", doc.error], ["Review state", doc.review_state?.replace(/_/g, " ")], ["Review reason", doc.review_reason],
     wf ? ["Workflow state", wf.state] : null,
     ["Uploaded", fmtDate(doc.uploaded_at)], ["Processed", fmtDate(doc.processed_at)], ["Owner", doc.owner],
+    ["Visibility", doc.private ? "private: signed URLs that expire" : "public"],
   ].filter(Boolean);
   const reasons = wf?.review?.reasons || [];
   const msg = h("div", { "aria-live": "polite" });
@@ -125,6 +126,11 @@ function workflow(doc, catalog, reload) {
     for (const s of wf.next_states || []) buttons.push(h("button", { type: "button", onclick: () => act({ to: s }) }, `Move to ${s.replace(/_/g, " ")}`));
   } else if (!catalog && can("reviewer")) {
     for (const s of ["approved", "rejected", "needs_review"]) if (s !== doc.review_state) buttons.push(h("button", { type: "button", onclick: () => act({ review_state: s, reason: "set in the admin UI" }) }, s === "needs_review" ? "Send to review" : s === "approved" ? "Approve" : "Reject"));
+  }
+  if (can("uploader")) {
+    buttons.push(h("button", { type: "button", "data-action": "privacy", onclick: async () => {
+      try { await patch(`/v1/images/${doc.id}`, { private: !doc.private, reason: "set in the admin UI" }); toast("Done."); reload(); } catch (e) { fill(msg, validation(e)); }
+    } }, doc.private ? "Make public" : "Make private"));
   }
   return h("section", { class: "card" }, h("h2", {}, "Workflow"), facts(rows),
     reasons.length ? h("ul", { class: "reasons" }, reasons.map((r) => h("li", {}, reasonText(r)))) : null,
@@ -209,12 +215,12 @@ function history(doc, catalog, reload) {
       const rows = hist.items.slice().reverse().map((e) => {
         const diff = e.diff?.summary || diffText(e);
         const prev = catalog && e.change ? changes[changes.indexOf(e.change) - 1] : undefined;
-        const canRestore = can("uploader") && (["caption", "tags", "review_state"].includes(e.field) || (catalog && (prev || e.diff)));
+        const canRestore = can("uploader") && (["caption", "tags", "review_state", "private"].includes(e.field) || (catalog && (prev || e.diff)));
         const btn = canRestore ? h("button", { type: "button", class: "small", "aria-label": `Restore ${e.field} to before change ${e.id}`, onclick: async () => {
           try {
             const reason = `undo of change ${e.id}`;
-            if (catalog && prev) await post(`/v1/images/${doc.id}/history/${firstEntryOf(prev).id}/restore`, { version: doc.version, reason });
-            else if (catalog && e.field !== "review_state") await patch(`/v1/images/${doc.id}/metadata`, { values: { [e.field]: e.old_value ?? null }, version: doc.version, reason });
+            if (catalog && prev && e.field !== "private") await post(`/v1/images/${doc.id}/history/${firstEntryOf(prev).id}/restore`, { version: doc.version, reason });
+            else if (catalog && !["review_state", "private"].includes(e.field)) await patch(`/v1/images/${doc.id}/metadata`, { values: { [e.field]: e.old_value ?? null }, version: doc.version, reason });
             else await patch(`/v1/images/${doc.id}`, { [e.field]: e.old_value ?? (e.field === "tags" ? [] : null), reason });
             toast("Restored.");
             reload();

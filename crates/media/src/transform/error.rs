@@ -48,20 +48,24 @@ pub enum TransformError {
         /// Largest output pixels allowed, all frames together.
         max_pixels: u64,
     },
-    /// AVIF was asked for at a size whose encode cannot be bounded (its encoder runs to the
-    /// end once started, whatever the deadline).
+    /// AVIF, WebP or GIF was asked for at a size whose encode cannot be bounded (those
+    /// encoders run to the end once started, whatever the deadline).
     #[error(
-        "an AVIF output of {width}x{height} is over the limit of {} megapixels for AVIF \
-         (limits.max_avif_pixels); ask for a smaller size or another format",
+        "a {format} output of {width}x{height} is over the limit of {} megapixels for {format} \
+         ({key}); ask for a smaller size or another format",
         .max_pixels / 1_000_000
     )]
-    AvifTooLarge {
+    EncodeTooLarge {
+        /// The output format's name.
+        format: &'static str,
         /// Output width.
         width: u32,
         /// Output height.
         height: u32,
-        /// Largest AVIF output allowed, pixels.
+        /// Largest output of that format allowed, pixels.
         max_pixels: u64,
+        /// The config key of the cap.
+        key: &'static str,
     },
     /// Blur or sharpen would cost more than allowed at this size.
     #[error(

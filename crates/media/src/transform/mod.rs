@@ -54,10 +54,16 @@ pub struct Limits {
     pub max_output_pixels: u64,
     /// Largest blur and sharpen cost: output pixels × (blur sigma + sharpen sigma).
     pub max_filter_cost: f64,
-    /// Largest AVIF output, pixels. The AVIF encoder cannot be stopped once it starts, so a
-    /// larger output is refused when AVIF is asked for by name, and negotiated away (to WebP
-    /// or JPEG) when it would only have been chosen from `Accept` or the source's format.
+    /// Largest AVIF output, pixels. The AVIF, WebP and GIF encoders cannot be stopped once
+    /// they start (they take every pixel, then encode in one call that never checks the
+    /// deadline), so a larger output is refused when the format is asked for by name, and
+    /// negotiated away (to WebP or JPEG) when it would only have been chosen from `Accept`
+    /// or the source's format.
     pub max_avif_pixels: u64,
+    /// Largest WebP output, pixels, all frames together (see `max_avif_pixels`).
+    pub max_webp_pixels: u64,
+    /// Largest GIF output, pixels, all frames together (see `max_avif_pixels`).
+    pub max_gif_pixels: u64,
     /// The formats whose loaders may run.
     pub formats: FormatSet,
 }
@@ -72,6 +78,8 @@ impl Limits {
             max_output_pixels: 50_000_000,
             max_filter_cost: 2e9,
             max_avif_pixels: 16_000_000,
+            max_webp_pixels: 16_000_000,
+            max_gif_pixels: 16_000_000,
             formats: FormatSet::default(),
         }
     }
@@ -157,12 +165,48 @@ pub(crate) fn source_format(loader: &str, buf: &[u8]) -> Option<OutputFormat> {
     ImageFormat::from_loader(loader, buf).and_then(ImageFormat::web_output)
 }
 
+/// Which uninterruptible encoders an output fits (see [`Limits::max_avif_pixels`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fits {
+    avif: bool,
+    webp: bool,
+    gif: bool,
+}
+
+impl Fits {
+    /// Every encoder fits.
+    #[cfg(test)]
+    const ALL: Fits = Fits {
+        avif: true,
+        webp: true,
+        gif: true,
+    };
+
+    /// The encoders an output of `p`'s size fits, one frame.
+    fn of(p: &Plan, limits: &Limits) -> Fits {
+        Fits {
+            avif: encode_fits(OutputFormat::Avif, p, 1, limits),
+            webp: encode_fits(OutputFormat::Webp, p, 1, limits),
+            gif: encode_fits(OutputFormat::Gif, p, 1, limits),
+        }
+    }
+
+    fn allows(self, f: OutputFormat) -> bool {
+        match f {
+            OutputFormat::Avif => self.avif,
+            OutputFormat::Webp => self.webp,
+            OutputFormat::Gif => self.gif,
+            OutputFormat::Jpeg | OutputFormat::Png => true,
+        }
+    }
+}
+
 fn choose_format(
     plan: FormatPlan,
     native: Option<OutputFormat>,
     alpha: bool,
     animated: bool,
-    avif_fits: bool,
+    fits: Fits,
 ) -> OutputFormat {
     let fallback = if alpha {
         OutputFormat::Png
@@ -172,16 +216,19 @@ fn choose_format(
     match plan {
         FormatPlan::Fixed(f) => f,
         FormatPlan::Source => match native {
-            Some(OutputFormat::Avif) if !avif_fits => fallback,
+            Some(n) if !fits.allows(n) => fallback,
             n => n.unwrap_or(fallback),
         },
         FormatPlan::Auto { avif, webp } => {
-            let avif = avif && avif_fits;
+            let avif = avif && fits.avif;
+            let webp = webp && fits.webp;
             if animated {
                 if webp {
                     OutputFormat::Webp
-                } else {
+                } else if fits.gif {
                     OutputFormat::Gif
+                } else {
+                    fallback
                 }
             } else if avif {
                 OutputFormat::Avif
@@ -305,12 +352,17 @@ pub fn check_output(p: &Plan, frames: u32, spec: &TransformSpec, limits: &Limits
             max_pixels: limits.max_output_pixels,
         });
     }
-    if spec.format == FormatPlan::Fixed(OutputFormat::Avif) && !avif_fits(p, limits) {
-        return Err(TransformError::AvifTooLarge {
-            width: w,
-            height: h,
-            max_pixels: limits.max_avif_pixels,
-        });
+    if let FormatPlan::Fixed(f) = spec.format {
+        if !encode_fits(f, p, frames, limits) {
+            let (max_pixels, key) = encode_cap(f, limits).unwrap_or((0, ""));
+            return Err(TransformError::EncodeTooLarge {
+                format: f.name(),
+                width: w,
+                height: h,
+                max_pixels,
+                key,
+            });
+        }
     }
     let sigma = spec.blur.unwrap_or(0.0) as f64 + spec.sharpen.unwrap_or(0.0) as f64;
     let cost = pixels as f64 * sigma;
@@ -325,10 +377,22 @@ pub fn check_output(p: &Plan, frames: u32, spec: &TransformSpec, limits: &Limits
     Ok(())
 }
 
-/// Whether an AVIF of `p`'s output size stays within `limits.max_avif_pixels`.
-fn avif_fits(p: &Plan, limits: &Limits) -> bool {
+/// The cap of an uninterruptible encoder and its config key; `None` for formats whose
+/// encoders stop at the deadline (JPEG, PNG: they encode tile by tile).
+fn encode_cap(f: OutputFormat, limits: &Limits) -> Option<(u64, &'static str)> {
+    match f {
+        OutputFormat::Avif => Some((limits.max_avif_pixels, "limits.max_avif_pixels")),
+        OutputFormat::Webp => Some((limits.max_webp_pixels, "limits.max_webp_pixels")),
+        OutputFormat::Gif => Some((limits.max_gif_pixels, "limits.max_gif_pixels")),
+        OutputFormat::Jpeg | OutputFormat::Png => None,
+    }
+}
+
+/// Whether `frames` frames of `p`'s output size in `f` stay within that encoder's cap.
+fn encode_fits(f: OutputFormat, p: &Plan, frames: u32, limits: &Limits) -> bool {
     let (w, h) = p.output_size();
-    w as u64 * h as u64 <= limits.max_avif_pixels
+    encode_cap(f, limits)
+        .is_none_or(|(cap, _)| (w as u64 * h as u64).saturating_mul(frames.max(1) as u64) <= cap)
 }
 
 /// Plans `spec` for an upright `w`×`h` source.
@@ -395,11 +459,12 @@ pub fn run_with(
         native,
         header.has_alpha,
         animated_src,
-        avif_fits(&p, limits),
+        Fits::of(&p, limits),
     );
     let out_frame = p.output_size();
     let keep_frames = animated_src
         && format.animates()
+        && encode_fits(format, &p, header.pages, limits)
         && frame_safe(spec)
         && frame_pixels.saturating_mul(header.pages as u64) <= limits.max_source_pixels
         && (out_frame.0 as u64 * out_frame.1 as u64).saturating_mul(header.pages as u64)
@@ -602,7 +667,7 @@ fn from_working_copy(
         w.native,
         w.has_alpha(),
         false,
-        avif_fits(p, limits),
+        Fits::of(p, limits),
     );
     let ctx = Finishing {
         img,
@@ -785,27 +850,27 @@ mod tests {
     fn format_choice() {
         let auto = |avif, webp| FormatPlan::Auto { avif, webp };
         assert_eq!(
-            choose_format(auto(true, true), None, false, false, true),
+            choose_format(auto(true, true), None, false, false, Fits::ALL),
             OutputFormat::Avif
         );
         assert_eq!(
-            choose_format(auto(false, true), None, false, false, true),
+            choose_format(auto(false, true), None, false, false, Fits::ALL),
             OutputFormat::Webp
         );
         assert_eq!(
-            choose_format(auto(false, false), None, false, false, true),
+            choose_format(auto(false, false), None, false, false, Fits::ALL),
             OutputFormat::Jpeg
         );
         assert_eq!(
-            choose_format(auto(false, false), None, true, false, true),
+            choose_format(auto(false, false), None, true, false, Fits::ALL),
             OutputFormat::Png
         );
         assert_eq!(
-            choose_format(auto(true, true), None, false, true, true),
+            choose_format(auto(true, true), None, false, true, Fits::ALL),
             OutputFormat::Webp
         );
         assert_eq!(
-            choose_format(auto(true, false), None, false, true, true),
+            choose_format(auto(true, false), None, false, true, Fits::ALL),
             OutputFormat::Gif
         );
         assert_eq!(
@@ -814,12 +879,12 @@ mod tests {
                 Some(OutputFormat::Gif),
                 false,
                 true,
-                true
+                Fits::ALL
             ),
             OutputFormat::Gif
         );
         assert_eq!(
-            choose_format(FormatPlan::Source, None, true, false, true),
+            choose_format(FormatPlan::Source, None, true, false, Fits::ALL),
             OutputFormat::Png
         );
         assert_eq!(
@@ -828,7 +893,7 @@ mod tests {
                 None,
                 true,
                 false,
-                true
+                Fits::ALL
             ),
             OutputFormat::Jpeg
         );
@@ -903,43 +968,80 @@ mod tests {
         assert!(err.contains("limit"), "{err}");
         // AVIF by name over its own cap is refused, naming the key; below it, it passes.
         let err = check("w=5000&fmt=avif", 6000, 4000, 1).unwrap_err();
-        assert!(matches!(err, TransformError::AvifTooLarge { .. }), "{err}");
+        assert!(
+            matches!(err, TransformError::EncodeTooLarge { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("limits.max_avif_pixels"), "{err}");
         assert!(check("w=4000&fmt=avif", 6000, 4000, 1).is_ok());
-        assert!(check("w=5000&fmt=webp", 6000, 4000, 1).is_ok());
+        // So are WebP and GIF (their encoders cannot be stopped either); JPEG and PNG are not.
+        let err = check("w=5000&fmt=webp", 6000, 4000, 1).unwrap_err();
+        assert!(err.to_string().contains("limits.max_webp_pixels"), "{err}");
+        let err = check("w=5000&fmt=gif", 6000, 4000, 1).unwrap_err();
+        assert!(err.to_string().contains("limits.max_gif_pixels"), "{err}");
+        assert!(check("w=4000&fmt=webp", 6000, 4000, 1).is_ok());
+        assert!(check("w=5000&fmt=jpeg", 6000, 4000, 1).is_ok());
+        assert!(check("w=5000&fmt=png", 6000, 4000, 1).is_ok());
     }
 
     #[test]
-    fn a_large_avif_is_negotiated_away_not_encoded() {
+    fn large_outputs_are_negotiated_away_from_slow_encoders() {
         let auto = |avif, webp| FormatPlan::Auto { avif, webp };
-        let too_big = false;
+        let no_avif = Fits {
+            avif: false,
+            ..Fits::ALL
+        };
+        let only_fast = Fits {
+            avif: false,
+            webp: false,
+            gif: false,
+        };
+        let choose = |plan, native, alpha, animated, fits| {
+            choose_format(plan, native, alpha, animated, fits)
+        };
         assert_eq!(
-            choose_format(auto(true, true), None, false, false, too_big),
+            choose(auto(true, true), None, false, false, no_avif),
             OutputFormat::Webp
         );
         assert_eq!(
-            choose_format(auto(true, false), None, false, false, too_big),
+            choose(auto(true, false), None, false, false, no_avif),
             OutputFormat::Jpeg
         );
         assert_eq!(
-            choose_format(
-                FormatPlan::Source,
-                Some(OutputFormat::Avif),
-                true,
-                false,
-                too_big
-            ),
+            choose(auto(true, true), None, false, false, only_fast),
+            OutputFormat::Jpeg
+        );
+        // Animated sources fall back to GIF, then to a still when GIF is too large too.
+        assert_eq!(
+            choose(auto(true, true), None, false, true, Fits::ALL),
+            OutputFormat::Webp
+        );
+        assert_eq!(
+            choose(auto(false, false), None, false, true, Fits::ALL),
+            OutputFormat::Gif
+        );
+        assert_eq!(
+            choose(auto(true, true), None, true, true, only_fast),
+            OutputFormat::Png
+        );
+        let avif = Some(OutputFormat::Avif);
+        assert_eq!(
+            choose(FormatPlan::Source, avif, true, false, no_avif),
             OutputFormat::Png
         );
         assert_eq!(
-            choose_format(
-                FormatPlan::Source,
-                Some(OutputFormat::Avif),
-                false,
-                false,
-                true
-            ),
+            choose(FormatPlan::Source, avif, false, false, Fits::ALL),
             OutputFormat::Avif
+        );
+        assert_eq!(
+            choose(
+                FormatPlan::Source,
+                Some(OutputFormat::Webp),
+                false,
+                false,
+                only_fast
+            ),
+            OutputFormat::Jpeg
         );
     }
 
