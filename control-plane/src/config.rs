@@ -363,6 +363,9 @@ pub struct RawSearch {
     /// ConSE: add concepts measured from colours and textures. Changing it changes the model
     /// version.
     pub conse_appearance: bool,
+    /// ConSE: also look for faces in four overlapping quarters of the picture (smaller faces,
+    /// five detector passes instead of one). Changing it changes the model version.
+    pub conse_face_tiles: bool,
     /// How often SQL and the vector index are compared and drift repaired, seconds (0: only
     /// when a process takes the role).
     pub reconcile_interval_secs: u64,
@@ -384,6 +387,7 @@ impl Default for RawSearch {
             conse_top_k: 0,
             conse_faces: true,
             conse_appearance: true,
+            conse_face_tiles: false,
             reconcile_interval_secs: 3600,
         }
     }
@@ -412,7 +416,7 @@ impl Default for RawDuplicates {
     fn default() -> Self {
         Self {
             phash_max_distance: 10,
-            min_similarity: 0.92,
+            min_similarity: 0.78,
             layout_candidate_similarity: 0.6,
             min_layout_similarity: 0.9,
             max_pairs: 20,
@@ -476,6 +480,8 @@ pub struct SearchConfig {
     pub conse_faces: bool,
     /// ConSE appearance concepts on.
     pub conse_appearance: bool,
+    /// ConSE faces also searched in quarters.
+    pub conse_face_tiles: bool,
     /// dHash distance threshold (`None`: off).
     pub phash_max_distance: Option<u32>,
     /// Embedding similarity threshold (`None`: off).
@@ -619,6 +625,7 @@ impl RawSearch {
             conse_top_k: (self.conse_top_k > 0).then_some(self.conse_top_k as usize),
             conse_faces: self.conse_faces,
             conse_appearance: self.conse_appearance,
+            conse_face_tiles: self.conse_face_tiles,
             phash_max_distance: u32::try_from(dup.phash_max_distance).ok(),
             min_similarity: (dup.min_similarity > 0.0).then_some(dup.min_similarity),
             layout_candidate_similarity: (dup.layout_candidate_similarity > 0.0)

@@ -449,7 +449,10 @@ async fn admin_ui_end_to_end() {
     .await;
     let (_, doc) = app.get_json(&format!("/v1/images/{id}"), ADMIN).await;
     assert_eq!(doc["private"], true, "{doc}");
-    assert!(doc["original_url"].as_str().unwrap().contains("exp="), "{doc}");
+    assert!(
+        doc["original_url"].as_str().unwrap().contains("exp="),
+        "{doc}"
+    );
     b.wait_for(
         "the private picture loaded with a signed URL",
         "const i = document.querySelector('img.hero'); return !!i && i.currentSrc.includes('exp=') && i.complete && i.naturalWidth > 0",

@@ -589,3 +589,76 @@ async fn search_by_filters_only_when_the_model_is_off() {
     assert_eq!(s, 409, "{v}");
     app.cleanup().await;
 }
+
+/// Near-duplicates uploaded at once are processed side by side by the workers, yet every
+/// pair ends up recorded once the queue has drained (each image's duplicate search runs after
+/// its vectors are written, so the later of two sees the earlier). The same bytes sent twice
+/// at once stay one image: one upload is created, the other answers 409 with its id.
+#[tokio::test]
+async fn concurrent_near_duplicates_are_all_linked() {
+    let (Some(dir), Some(models)) = (fixtures(), models()) else {
+        return;
+    };
+    flexphoto_media::vips::init(1).unwrap();
+    let original = Bytes::from(std::fs::read(dir.join("labelled/img-02.jpg")).unwrap());
+    let edits = flexphoto_control_plane::search::eval::edits(&original).unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = vec![("original.jpg".into(), original.to_vec())];
+    files.extend(
+        edits
+            .into_iter()
+            .filter(|(kind, _)| ["half", "q30", "crop5"].contains(kind))
+            .map(|(kind, b)| (format!("{kind}.jpg"), b.to_vec())),
+    );
+    assert_eq!(files.len(), 4, "edits: {:?}", files.iter().map(|f| &f.0));
+    // The original twice: the same bytes at the same moment.
+    files.push(("again.jpg".into(), original.to_vec()));
+    for backend in backends() {
+        eprintln!("concurrent_near_duplicates_are_all_linked on {backend:?}");
+        let app = App::spawn(Options::new(backend).with_search(&models)).await;
+        let answers = futures_util::future::join_all(
+            files
+                .iter()
+                .map(|(name, data)| app.upload(ADMIN, "dups", name, data)),
+        )
+        .await;
+        let (first, again) = (&answers[0], &answers[4]);
+        let created: Vec<&Value> = answers
+            .iter()
+            .filter(|(s, _)| *s == 201)
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(created.len(), 4, "{answers:?}");
+        let (dup, kept) = if first.0 == 409 {
+            (first, again)
+        } else {
+            (again, first)
+        };
+        assert_eq!(dup.0, 409, "{answers:?}");
+        assert_eq!(dup.1["existing_id"], kept.1["id"], "{answers:?}");
+        let ids: Vec<String> = created
+            .iter()
+            .map(|v| v["id"].as_str().unwrap().to_owned())
+            .collect();
+        for id in &ids {
+            let img = app.wait_done(id, Duration::from_secs(300)).await;
+            assert_eq!(img["status"], "ready", "{img}");
+        }
+        wait_idle(&app).await;
+        for id in &ids {
+            let (s, d) = app
+                .get_json(&format!("/v1/images/{id}/duplicates"), ADMIN)
+                .await;
+            assert_eq!(s, 200, "{d}");
+            let linked: HashSet<&str> = d["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|x| x["id"].as_str())
+                .collect();
+            for other in ids.iter().filter(|o| *o != id) {
+                assert!(linked.contains(other.as_str()), "{id} misses {other}: {d}");
+            }
+        }
+        app.cleanup().await;
+    }
+}

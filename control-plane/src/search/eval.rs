@@ -146,8 +146,11 @@ pub struct DuplicateQuality {
     /// True pairs (same photo).
     pub expected_pairs: usize,
     /// Per method (`phash`, `embedding`, `any`): pairs found, true among them, precision,
-    /// recall.
+    /// recall; read once every job of the ingest (the duplicate searches) has run.
     pub methods: BTreeMap<String, MethodQuality>,
+    /// The same, read as soon as every image was ready (duplicate searches still queued
+    /// behind other images' processing are missing).
+    pub methods_at_ready: BTreeMap<String, MethodQuality>,
     /// Per signal: a threshold chosen on half of the photos, reported on the other half.
     pub thresholds: Vec<ThresholdChoice>,
 }
@@ -294,6 +297,27 @@ impl Client {
         }
         .map(str::to_owned)
         .ok_or_else(|| EvalError::Api(format!("upload of {name}: no id in {v}")))
+    }
+
+    /// Waits until no job is queued or running (the duplicate searches and payload syncs that
+    /// follow an image's processing).
+    async fn wait_idle(&self, limit: Duration) -> Result<(), EvalError> {
+        let start = Instant::now();
+        loop {
+            let v = self
+                .json(reqwest::Method::GET, "/v1/jobs/stats", Value::Null)
+                .await?;
+            let jobs = &v["queue"]["jobs"];
+            if jobs["queued"].is_null() && jobs["running"].is_null() {
+                return Ok(());
+            }
+            if start.elapsed() > limit {
+                return Err(EvalError::Api(format!(
+                    "jobs still queued after {limit:?}: {jobs}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Waits until every image is ready or failed; returns the failed ones with reasons.
@@ -646,6 +670,28 @@ async fn eval_duplicates(
         }
     }
     client.wait_all(&ids, Duration::from_secs(900)).await?;
+    let per_group = 1 + EDITS.len();
+    let expected = photos * per_group * (per_group - 1) / 2;
+    let methods_at_ready =
+        method_quality(recorded_pairs(client, owner).await?, &group_of, expected);
+    client.wait_idle(Duration::from_secs(900)).await?;
+    let methods = method_quality(recorded_pairs(client, owner).await?, &group_of, expected);
+    let thresholds = choose_thresholds(state, &ids, &group_of).await?;
+    Ok(Some(DuplicateQuality {
+        photos,
+        images: ids.len(),
+        expected_pairs: expected,
+        methods,
+        methods_at_ready,
+        thresholds,
+    }))
+}
+
+/// Pairs recorded for `owner`, per method (`phash`, `embedding`, `any`), each once.
+async fn recorded_pairs(
+    client: &Client,
+    owner: &str,
+) -> Result<HashMap<&'static str, HashSet<(String, String)>>, EvalError> {
     let mut found: HashMap<&'static str, HashSet<(String, String)>> = HashMap::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -679,8 +725,16 @@ async fn eval_duplicates(
             _ => break,
         }
     }
-    let per_group = 1 + EDITS.len();
-    let expected = photos * per_group * (per_group - 1) / 2;
+    Ok(found)
+}
+
+/// Precision and recall of the recorded pairs per method; a pair is true when both images
+/// are edits of one photo.
+fn method_quality(
+    mut found: HashMap<&'static str, HashSet<(String, String)>>,
+    group_of: &HashMap<String, usize>,
+    expected: usize,
+) -> BTreeMap<String, MethodQuality> {
     let mut methods = BTreeMap::new();
     for m in ["phash", "embedding", "any"] {
         let set = found.remove(m).unwrap_or_default();
@@ -706,14 +760,7 @@ async fn eval_duplicates(
             },
         );
     }
-    let thresholds = choose_thresholds(state, &ids, &group_of).await?;
-    Ok(Some(DuplicateQuality {
-        photos,
-        images: ids.len(),
-        expected_pairs: expected,
-        methods,
-        thresholds,
-    }))
+    methods
 }
 
 /// One image of the duplicate set: photo group, visual vector, dHash and grey layout.

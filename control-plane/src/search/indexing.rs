@@ -91,9 +91,10 @@ pub async fn embed(
         .map_err(IndexingError::from)
 }
 
-/// Near-duplicates of image `id` among `owner`'s ready images, by perceptual hash and by
-/// visual embedding (close enough alone, or closer than the candidate floor with matching
-/// grey layouts), closest first, at most `max_pairs` per method.
+/// Near-duplicates of image `id` among `owner`'s images whose vectors are written, by visual
+/// embedding (close enough alone, or closer than the candidate floor with matching grey
+/// layouts), or by perceptual hash among its ready images when there is no embedding to
+/// compare; closest first, at most `max_pairs` per method.
 pub async fn near_duplicates(
     state: &AppState,
     search: Option<&Search>,
@@ -105,7 +106,11 @@ pub async fn near_duplicates(
     let cfg = &state.cfg.search;
     let max = cfg.max_pairs as usize;
     let mut found = Vec::new();
-    if let (Some(limit), Some(hash)) = (cfg.phash_max_distance, phash) {
+    // The dHash stands in only where no visual embedding is compared (search off, or an
+    // image without vectors): beside the embedding it added false pairs (flat textures hash
+    // alike) and no pair the cosine missed (loadtest/README.md, near-duplicates).
+    let by_embedding = cfg.min_similarity.is_some() && search.is_some() && visual.is_some();
+    if let (Some(limit), Some(hash), false) = (cfg.phash_max_distance, phash, by_embedding) {
         let mut by_hash: Vec<NearDuplicate> = state
             .db
             .phash_candidates(owner, id)

@@ -58,6 +58,7 @@ pub async fn open(cfg: &SearchConfig) -> Result<Option<(Search, bool)>, String> 
             conse_top_k: cfg.conse_top_k,
             conse_faces: cfg.conse_faces,
             conse_appearance: cfg.conse_appearance,
+            conse_face_tiles: cfg.conse_face_tiles,
             ..EmbedSettings::conse(model_dir.clone())
         },
         ModelChoice::Clip { dir } => EmbedSettings::clip(dir.clone()),

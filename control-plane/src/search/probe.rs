@@ -114,6 +114,7 @@ fn rank_quality() {
     let extras = Extras {
         faces: !variant.contains("nofaces"),
         appearance: !variant.contains("noappearance"),
+        face_tiles: variant.contains("facetiles"),
     };
     let mut e = ConseEmbedder::load_with(&model, extras).unwrap();
     if variant.contains("plaintext") {
@@ -326,7 +327,11 @@ fn faces_found() {
         return;
     };
     flexphoto_media::vips::init(1).unwrap();
-    let f = super::embed::faces::FaceModels::load(&model.join("faces")).unwrap();
+    let f = super::embed::faces::FaceModels::load(
+        &model.join("faces"),
+        std::env::var_os("PROBE_FACE_TILES").is_some(),
+    )
+    .unwrap();
     let list = std::env::var("PROBE_IMAGES").unwrap_or_default();
     for p in list.split(',').filter(|s| !s.is_empty()) {
         let data = Bytes::from(std::fs::read(p).unwrap());

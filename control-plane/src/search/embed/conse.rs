@@ -62,6 +62,8 @@ pub struct Extras {
     pub faces: bool,
     /// Concepts measured from colours and textures.
     pub appearance: bool,
+    /// Faces also looked for in the picture's quarters (smaller faces, more CPU).
+    pub face_tiles: bool,
 }
 
 impl Default for Extras {
@@ -69,6 +71,7 @@ impl Default for Extras {
         Self {
             faces: true,
             appearance: true,
+            face_tiles: false,
         }
     }
 }
@@ -151,7 +154,8 @@ impl ConseEmbedder {
     }
 
     /// Like [`ConseEmbedder::load`] with a choice of extra concepts; turning one off is
-    /// another model version (`2-nofaces`, `2-noappearance`).
+    /// another model version (`2-nofaces`, `2-noappearance`), and so is searching faces in
+    /// quarters (`2-facetiles`).
     pub fn load_with(model_dir: &Path, extras: Extras) -> Result<Self, EmbedError> {
         let net = EfficientNetLite::load(&model_dir.join(files::EFFICIENTNET))?;
         let classes = read_classes(&model_dir.join(files::CLASSES))?;
@@ -165,7 +169,10 @@ impl ConseEmbedder {
         }
         let text = MiniLm::load(&model_dir.join(files::MINILM))?;
         let faces = if extras.faces {
-            Some(FaceModels::load(&model_dir.join(faces::files::DIR))?)
+            Some(FaceModels::load(
+                &model_dir.join(faces::files::DIR),
+                extras.face_tiles,
+            )?)
         } else {
             None
         };
@@ -185,6 +192,8 @@ impl ConseEmbedder {
         let mut version = VERSION.to_owned();
         if !extras.faces {
             version += "-nofaces";
+        } else if extras.face_tiles {
+            version += "-facetiles";
         }
         if !extras.appearance {
             version += "-noappearance";
@@ -674,12 +683,22 @@ mod real_weights {
             println!("{name}: {}", c.join(" | "));
             assert_eq!(img.semantic.len(), 384);
             assert_eq!(img.visual.len(), 1280);
-            assert_eq!(img.concepts.len(), TOP_K);
+            // The top classes, then the face and look concepts the picture shows.
+            assert!(
+                (TOP_K..=TOP_K + e.extras.len()).contains(&img.concepts.len()),
+                "{name}: {c:?}"
+            );
         }
         // The classifier itself: top classes of a few unambiguous photos.
         let top1 = |file: &str| {
             let i = f.names.iter().position(|n| n.ends_with(file)).unwrap();
-            let label = f.images[i].concepts[0].label.clone();
+            // The best class (a face or look concept may weigh more).
+            let label = f.images[i]
+                .concepts
+                .iter()
+                .find(|c| e.by_label.contains_key(&c.label))
+                .map(|c| c.label.clone())
+                .unwrap_or_default();
             let class = e.by_label[&label][0];
             (label, class)
         };

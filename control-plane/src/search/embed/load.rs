@@ -34,6 +34,8 @@ pub struct EmbedSettings {
     pub conse_faces: bool,
     /// ConSE: concepts measured from colours and textures.
     pub conse_appearance: bool,
+    /// ConSE: faces also looked for in the picture's quarters.
+    pub conse_face_tiles: bool,
 }
 
 impl EmbedSettings {
@@ -46,6 +48,7 @@ impl EmbedSettings {
             conse_top_k: None,
             conse_faces: true,
             conse_appearance: true,
+            conse_face_tiles: false,
         }
     }
 
@@ -68,6 +71,7 @@ impl Default for EmbedSettings {
             conse_top_k: None,
             conse_faces: true,
             conse_appearance: true,
+            conse_face_tiles: false,
         }
     }
 }
@@ -128,6 +132,7 @@ pub fn load(settings: &EmbedSettings) -> Result<Arc<dyn Embedder>, EmbedError> {
                 Extras {
                     faces: settings.conse_faces,
                     appearance: settings.conse_appearance,
+                    face_tiles: settings.conse_face_tiles,
                 },
             )?;
             if let Some(k) = settings.conse_top_k {
