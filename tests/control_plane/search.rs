@@ -615,11 +615,19 @@ async fn concurrent_near_duplicates_are_all_linked() {
     for backend in backends() {
         eprintln!("concurrent_near_duplicates_are_all_linked on {backend:?}");
         let app = App::spawn(Options::new(backend).with_search(&models)).await;
-        let answers = futures_util::future::join_all(
-            files
-                .iter()
-                .map(|(name, data)| app.upload(ADMIN, "dups", name, data)),
-        )
+        // All at once; an upload the loaded worker pool turns away (503 busy) is sent again,
+        // as a client would.
+        let answers = futures_util::future::join_all(files.iter().map(|(name, data)| async {
+            let mut tries = 0;
+            loop {
+                let (s, v) = app.upload(ADMIN, "dups", name, data).await;
+                tries += 1;
+                if s != 503 || tries == 20 {
+                    return (s, v);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }))
         .await;
         let (first, again) = (&answers[0], &answers[4]);
         let created: Vec<&Value> = answers
