@@ -100,6 +100,7 @@ fn point(i: u64) -> IndexPoint {
             }
             .into(),
             model: "clip-vit-b32@1".into(),
+            faces: None,
             catalog: Default::default(),
         },
     }

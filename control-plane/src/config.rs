@@ -361,6 +361,15 @@ pub struct RawSearch {
     /// ConSE: ImageNet classes mixed into each image's semantic vector (0: the model's
     /// default). Changing it changes the model version, so images are re-embedded.
     pub conse_top_k: u32,
+    /// ConSE: add face concepts (person, portrait, group, smiling) and count faces.
+    /// Changing it changes the model version.
+    pub conse_faces: bool,
+    /// ConSE: add concepts measured from colours and textures. Changing it changes the model
+    /// version.
+    pub conse_appearance: bool,
+    /// ConSE: also look for faces in four overlapping quarters of the picture (smaller faces,
+    /// five detector passes instead of one). Changing it changes the model version.
+    pub conse_face_tiles: bool,
     /// How often SQL and the vector index are compared and drift repaired, seconds (0: only
     /// when a process takes the role).
     pub reconcile_interval_secs: u64,
@@ -380,6 +389,9 @@ impl Default for RawSearch {
             max_limit: 100,
             reembed_batch: 500,
             conse_top_k: 0,
+            conse_faces: true,
+            conse_appearance: true,
+            conse_face_tiles: false,
             reconcile_interval_secs: 3600,
         }
     }
@@ -395,6 +407,11 @@ pub struct RawDuplicates {
     /// Smallest cosine similarity of visual embeddings that counts as a near-duplicate
     /// (0: off).
     pub min_similarity: f32,
+    /// Smallest cosine similarity of a candidate that is then checked by its grey layout
+    /// (crops, small turns); 0: no layout check.
+    pub layout_candidate_similarity: f32,
+    /// Smallest layout similarity (-1..1) that makes a candidate a near-duplicate.
+    pub min_layout_similarity: f32,
     /// Most near-duplicates recorded per image.
     pub max_pairs: u32,
 }
@@ -403,7 +420,9 @@ impl Default for RawDuplicates {
     fn default() -> Self {
         Self {
             phash_max_distance: 10,
-            min_similarity: 0.92,
+            min_similarity: 0.78,
+            layout_candidate_similarity: 0.6,
+            min_layout_similarity: 0.9,
             max_pairs: 20,
         }
     }
@@ -461,10 +480,20 @@ pub struct SearchConfig {
     pub reembed_batch: u32,
     /// ConSE concept count (`None`: default).
     pub conse_top_k: Option<usize>,
+    /// ConSE face concepts on.
+    pub conse_faces: bool,
+    /// ConSE appearance concepts on.
+    pub conse_appearance: bool,
+    /// ConSE faces also searched in quarters.
+    pub conse_face_tiles: bool,
     /// dHash distance threshold (`None`: off).
     pub phash_max_distance: Option<u32>,
     /// Embedding similarity threshold (`None`: off).
     pub min_similarity: Option<f32>,
+    /// Candidates from this cosine up are checked by layout (`None`: no layout check).
+    pub layout_candidate_similarity: Option<f32>,
+    /// Layout similarity that confirms a candidate.
+    pub min_layout_similarity: f32,
     /// Most pairs per image.
     pub max_pairs: u32,
     /// Reconcile interval; `None`: only when a process takes the role.
@@ -577,6 +606,18 @@ impl RawSearch {
                 "must be between 0 (off) and 1",
             ));
         }
+        if !(0.0..=1.0).contains(&dup.layout_candidate_similarity) {
+            return Err(invalid(
+                "duplicates.layout_candidate_similarity",
+                "must be between 0 (off) and 1",
+            ));
+        }
+        if !(-1.0..=1.0).contains(&dup.min_layout_similarity) {
+            return Err(invalid(
+                "duplicates.min_layout_similarity",
+                "must be between -1 and 1",
+            ));
+        }
         if dup.max_pairs == 0 {
             return Err(invalid("duplicates.max_pairs", "must be at least 1"));
         }
@@ -586,8 +627,14 @@ impl RawSearch {
             max_limit: self.max_limit,
             reembed_batch: self.reembed_batch,
             conse_top_k: (self.conse_top_k > 0).then_some(self.conse_top_k as usize),
+            conse_faces: self.conse_faces,
+            conse_appearance: self.conse_appearance,
+            conse_face_tiles: self.conse_face_tiles,
             phash_max_distance: u32::try_from(dup.phash_max_distance).ok(),
             min_similarity: (dup.min_similarity > 0.0).then_some(dup.min_similarity),
+            layout_candidate_similarity: (dup.layout_candidate_similarity > 0.0)
+                .then_some(dup.layout_candidate_similarity),
+            min_layout_similarity: dup.min_layout_similarity,
             max_pairs: dup.max_pairs,
             reconcile_interval: (self.reconcile_interval_secs > 0)
                 .then(|| Duration::from_secs(self.reconcile_interval_secs)),

@@ -28,6 +28,10 @@ pub struct ImageFilter {
     pub status: Option<ImageStatus>,
     /// Only this review state.
     pub review_state: Option<ReviewState>,
+    /// At least this many frontal faces found by the embedder (1: a person is in the picture).
+    pub faces_min: Option<u32>,
+    /// At most this many frontal faces (0: no face).
+    pub faces_max: Option<u32>,
     /// Catalog conditions: collection, terms, workflow, rights, versions, schema fields
     /// (`catalog::query`). The default leaves out withheld images and superseded versions.
     pub catalog: crate::catalog::query::CatalogFilter,
@@ -162,6 +166,11 @@ impl ImageFilter {
                 "tags must be at most {MAX_FILTER_TAGS} strings of 1 to 100 characters"
             )));
         }
+        if let (Some(lo), Some(hi)) = (self.faces_min, self.faces_max) {
+            if lo > hi {
+                return Err(FilterError("faces_min must not be above faces_max".into()));
+            }
+        }
         for (name, v) in [
             ("camera_make", &self.camera_make),
             ("camera_model", &self.camera_model),
@@ -201,6 +210,12 @@ impl ImageFilter {
         }
         if let Some(r) = self.review_state {
             d.push(format!("review_state = {r}"));
+        }
+        if let Some(n) = self.faces_min {
+            d.push(format!("faces >= {n}"));
+        }
+        if let Some(n) = self.faces_max {
+            d.push(format!("faces <= {n}"));
         }
         d.extend(self.catalog.describe());
         d.extend(self.lifecycle.describe());

@@ -230,6 +230,62 @@ async fn search_flow(app: &App, dir: &Path) {
         .collect();
     assert_eq!(got, want, "only the tagged images, whatever the text: {v}");
 
+    // Faces are counted at ingest and filter inside the vector search and in SQL listings:
+    // the portrait has a face, the cat and the fruit have none.
+    let portrait = id_of(&set, "img-10.jpg");
+    let faceless = [id_of(&set, "img-01.png"), id_of(&set, "img-04.jpg")];
+    let v = search(
+        app,
+        json!({ "text": "a person", "owner": "target", "faces_min": 1, "limit": 13 }),
+    )
+    .await;
+    let got = ids(&v);
+    assert!(got.contains(&portrait.to_owned()), "{v}");
+    assert!(
+        faceless.iter().all(|f| !got.contains(&f.to_string())),
+        "{v}"
+    );
+    let first = &v["items"][0];
+    assert_eq!(
+        first["id"], portrait,
+        "the portrait ranks first for a person: {v}"
+    );
+    let matched = first["explanation"]["concepts"].to_string();
+    assert!(
+        ["person", "portrait", "woman"]
+            .iter()
+            .any(|c| matched.contains(c)),
+        "the explanation names a face concept: {first}"
+    );
+    assert!(
+        first["explanation"]["filters"]
+            .to_string()
+            .contains("faces >= 1"),
+        "{first}"
+    );
+    let listed = search(
+        app,
+        json!({ "owner": "target", "faces_min": 1, "limit": 20 }),
+    )
+    .await;
+    let got = ids(&listed);
+    assert!(got.contains(&portrait.to_owned()), "{listed}");
+    assert!(
+        faceless.iter().all(|f| !got.contains(&f.to_string())),
+        "{listed}"
+    );
+    let none = search(
+        app,
+        json!({ "owner": "target", "faces_max": 0, "limit": 20 }),
+    )
+    .await;
+    let got = ids(&none);
+    assert!(!got.contains(&portrait.to_owned()), "{none}");
+    assert!(
+        faceless.iter().all(|f| got.contains(&f.to_string())),
+        "{none}"
+    );
+
     // More like this: never the image itself; a half-size copy is the best match and is
     // recorded as a near-duplicate, which routes it to review with a reason.
     let dog_bytes = std::fs::read(dir.join("labelled/img-02.jpg")).unwrap();
@@ -332,6 +388,10 @@ async fn search_flow(app: &App, dir: &Path) {
         (json!({ "text": "x", "status": "nope" }), "bad status"),
         (json!({ "text": "x", "cursor": "zzz" }), "bad cursor"),
         (json!({ "txt": "x" }), "unknown field"),
+        (
+            json!({ "text": "x", "faces_min": 2, "faces_max": 1 }),
+            "faces range upside down",
+        ),
     ] {
         let (s, v) = app.post_json("/v1/search", ADMIN, &body).await;
         assert_eq!(s, 400, "{what}: {v}");
@@ -531,4 +591,85 @@ async fn search_by_filters_only_when_the_model_is_off() {
         .await;
     assert_eq!(s, 409, "{v}");
     app.cleanup().await;
+}
+
+/// Near-duplicates uploaded at once are processed side by side by the workers, yet every
+/// pair ends up recorded once the queue has drained (each image's duplicate search runs after
+/// its vectors are written, so the later of two sees the earlier). The same bytes sent twice
+/// at once stay one image: one upload is created, the other answers 409 with its id.
+#[tokio::test]
+async fn concurrent_near_duplicates_are_all_linked() {
+    let (Some(dir), Some(models)) = (fixtures(), models()) else {
+        return;
+    };
+    flexphoto_media::vips::init(1).unwrap();
+    let original = Bytes::from(std::fs::read(dir.join("labelled/img-02.jpg")).unwrap());
+    let edits = flexphoto_control_plane::search::eval::edits(&original).unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = vec![("original.jpg".into(), original.to_vec())];
+    files.extend(
+        edits
+            .into_iter()
+            .filter(|(kind, _)| ["half", "q30", "crop5"].contains(kind))
+            .map(|(kind, b)| (format!("{kind}.jpg"), b.to_vec())),
+    );
+    assert_eq!(files.len(), 4, "edits: {:?}", files.iter().map(|f| &f.0));
+    // The original twice: the same bytes at the same moment.
+    files.push(("again.jpg".into(), original.to_vec()));
+    for backend in backends() {
+        eprintln!("concurrent_near_duplicates_are_all_linked on {backend:?}");
+        let app = App::spawn(Options::new(backend).with_search(&models)).await;
+        // All at once; an upload the loaded worker pool turns away (503 busy) is sent again,
+        // as a client would.
+        let answers = futures_util::future::join_all(files.iter().map(|(name, data)| async {
+            let mut tries = 0;
+            loop {
+                let (s, v) = app.upload(ADMIN, "dups", name, data).await;
+                tries += 1;
+                if s != 503 || tries == 20 {
+                    return (s, v);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }))
+        .await;
+        let (first, again) = (&answers[0], &answers[4]);
+        let created: Vec<&Value> = answers
+            .iter()
+            .filter(|(s, _)| *s == 201)
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(created.len(), 4, "{answers:?}");
+        let (dup, kept) = if first.0 == 409 {
+            (first, again)
+        } else {
+            (again, first)
+        };
+        assert_eq!(dup.0, 409, "{answers:?}");
+        assert_eq!(dup.1["existing_id"], kept.1["id"], "{answers:?}");
+        let ids: Vec<String> = created
+            .iter()
+            .map(|v| v["id"].as_str().unwrap().to_owned())
+            .collect();
+        for id in &ids {
+            let img = app.wait_done(id, Duration::from_secs(300)).await;
+            assert_eq!(img["status"], "ready", "{img}");
+        }
+        wait_idle(&app).await;
+        for id in &ids {
+            let (s, d) = app
+                .get_json(&format!("/v1/images/{id}/duplicates"), ADMIN)
+                .await;
+            assert_eq!(s, 200, "{d}");
+            let linked: HashSet<&str> = d["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|x| x["id"].as_str())
+                .collect();
+            for other in ids.iter().filter(|o| *o != id) {
+                assert!(linked.contains(other.as_str()), "{id} misses {other}: {d}");
+            }
+        }
+        app.cleanup().await;
+    }
 }

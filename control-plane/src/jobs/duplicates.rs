@@ -42,6 +42,8 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
         record: IndexRecord {
             model: None,
             concepts: Vec::new(),
+            faces: None,
+            layout: None,
             duplicates: found,
         },
     })

@@ -125,6 +125,7 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
                 camera_model: e.model.clone(),
                 review_state: img.review_state.as_str().to_owned(),
                 model: search.model_id.clone(),
+                faces: None,
                 catalog: indexing::catalog_payload(state, img.id).await?,
             };
             indexing::index_image(state, search, img.id, payload, rgb).await?

@@ -17,14 +17,12 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
         return Ok(Outcome::Nothing);
     };
     if img.status == ImageStatus::Ready {
-        let model = state
-            .db
-            .embeddings_of(&[img.id])
-            .await?
-            .pop()
-            .map(|(_, m, _)| m)
-            .unwrap_or_else(|| search.model_id.clone());
-        let mut payload = indexing::payload_for(&img, &model);
+        let recorded = state.db.embeddings_of(&[img.id]).await?.pop();
+        let model = recorded
+            .as_ref()
+            .map_or_else(|| search.model_id.clone(), |e| e.model.clone());
+        let faces = recorded.and_then(|e| e.faces);
+        let mut payload = indexing::payload_for(&img, &model, faces);
         payload.catalog = indexing::catalog_payload(state, img.id).await?;
         search
             .index

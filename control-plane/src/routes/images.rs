@@ -260,6 +260,7 @@ pub async fn list_images(
             )),
             storage_tier: q.storage_tier.filter(|t| !t.is_empty()),
         },
+        ..ImageFilter::default()
     };
     filter.check()?;
     if let Some(sort) = &field_sort {

@@ -51,6 +51,11 @@ pub struct SearchRequest {
     pub status: Option<String>,
     /// Review state.
     pub review_state: Option<String>,
+    /// At least this many frontal faces (1: a person is in the picture). Counted by the
+    /// default model's face detector; images without a count never match.
+    pub faces_min: Option<u32>,
+    /// At most this many frontal faces (0: nobody facing the camera).
+    pub faces_max: Option<u32>,
     /// A collection (id, or name of the owner's).
     pub collection: Option<String>,
     /// Vocabulary terms; each must be carried, itself or a narrower term.
@@ -238,6 +243,8 @@ async fn to_query(
             .as_deref()
             .map(str::parse::<ReviewState>)
             .transpose()?,
+        faces_min: req.faces_min,
+        faces_max: req.faces_max,
         catalog,
         lifecycle: Default::default(),
     };
@@ -302,12 +309,12 @@ async fn read_form(
                         .map(|t| Value::String(t.to_owned())),
                 );
             }
-            "limit" => {
+            "limit" | "faces_min" | "faces_max" => {
                 let text = read::text(state, &mut field).await?;
                 let n: u32 = text
                     .trim()
                     .parse()
-                    .map_err(|_| ApiError::Invalid("limit must be a whole number".into()))?;
+                    .map_err(|_| ApiError::Invalid(format!("{name} must be a whole number")))?;
                 fields.insert(name, json!(n));
             }
             "min_score" => {

@@ -2,10 +2,14 @@
 //!
 //! It starts the service in-process on a scratch data directory, ingests a labelled photo set
 //! through the HTTP API like any client, runs each text query of its `queries.json` and
-//! reports recall@1/@5/@10 and mean reciprocal rank. Then it makes near-duplicates of real
-//! photos (resized to half, recompressed at low quality, cropped by 5 % on each side), ingests
-//! them beside their originals under another owner, and reports the precision and recall of
-//! the pairs the pipeline recorded (every cross-photo pair is a negative).
+//! reports recall@1/@5/@10 and mean reciprocal rank, overall and per query group (`group` of
+//! each query: objects, people, scenes, textures), with the ingest cost per image (process
+//! CPU-ms, peak RSS). Then it makes near-duplicates of real photos ([`EDITS`]: half size, JPEG
+//! quality 30, 5 % and 10 % crops, a 3° turn), ingests them beside their originals under
+//! another owner, and reports the precision and recall of the pairs the pipeline recorded
+//! (every cross-photo pair is a negative). It also scores every pair by each signal and
+//! chooses, on half of the photos, the loosest threshold keeping precision ≥ 0.99, then
+//! reports that threshold on the other half.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -45,6 +49,64 @@ struct QueryFile {
 struct LabelledQuery {
     query: String,
     relevant: Vec<String>,
+    /// Query group (objects, people, scenes, textures); `all` when not given.
+    #[serde(default)]
+    group: Option<String>,
+}
+
+/// Ranking figures of one query group.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GroupQuality {
+    /// Queries in the group.
+    pub queries: usize,
+    /// Share with a relevant image first.
+    pub recall_at_1: f64,
+    /// In the top 5.
+    pub recall_at_5: f64,
+    /// In the top 10.
+    pub recall_at_10: f64,
+    /// Mean reciprocal rank (0 when none in the top 10).
+    pub mrr: f64,
+}
+
+/// What ingesting the labelled photos cost this process.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestCost {
+    /// Photos ingested.
+    pub images: usize,
+    /// Process CPU time (all threads: decoding, variants, embedding, database, HTTP) per
+    /// photo, milliseconds.
+    pub cpu_ms_per_image: f64,
+    /// Peak resident set size of the process so far, MiB.
+    pub peak_rss_mib: f64,
+}
+
+/// Process CPU seconds so far (user + system, all threads).
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = after.split(' ').collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// Peak resident set size (VmHWM), MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Search quality on the labelled set.
@@ -68,6 +130,10 @@ pub struct SearchQuality {
     pub query_ms_p50: f64,
     /// Max.
     pub query_ms_max: f64,
+    /// The same figures per query group.
+    pub groups: BTreeMap<String, GroupQuality>,
+    /// What ingesting the labelled photos cost.
+    pub ingest: IngestCost,
 }
 
 /// Near-duplicate detection quality.
@@ -80,8 +146,42 @@ pub struct DuplicateQuality {
     /// True pairs (same photo).
     pub expected_pairs: usize,
     /// Per method (`phash`, `embedding`, `any`): pairs found, true among them, precision,
-    /// recall.
+    /// recall; read once every job of the ingest (the duplicate searches) has run.
     pub methods: BTreeMap<String, MethodQuality>,
+    /// The same, read as soon as every image was ready (duplicate searches still queued
+    /// behind other images' processing are missing).
+    pub methods_at_ready: BTreeMap<String, MethodQuality>,
+    /// Per signal: a threshold chosen on half of the photos, reported on the other half.
+    pub thresholds: Vec<ThresholdChoice>,
+}
+
+/// A threshold chosen on one half of the duplicate photos and reported on the other.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThresholdChoice {
+    /// `visual_cosine` (at least), `dhash_bits` (at most) or `layout_similarity` (at least,
+    /// for pairs from the configured candidate cosine up; closer pairs always count).
+    pub signal: String,
+    /// The loosest threshold with precision ≥ 0.99 on the choosing half.
+    pub threshold: f64,
+    /// Figures on the half it was chosen on.
+    pub chosen_on: SplitFigures,
+    /// Figures on the other half.
+    pub reported_on: SplitFigures,
+}
+
+/// Precision and recall of one threshold on one half.
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitFigures {
+    /// Photos in the half.
+    pub photos: usize,
+    /// True pairs among them.
+    pub true_pairs: usize,
+    /// Pairs at or past the threshold.
+    pub found: usize,
+    /// True / found.
+    pub precision: f64,
+    /// True found / true pairs.
+    pub recall: f64,
 }
 
 /// One method's figures.
@@ -115,23 +215,54 @@ struct Client {
 }
 
 impl Client {
+    /// Sends the request `build` makes, waiting and sending it again while the service answers
+    /// 429 (polling a hundred images can exceed the per-key rate limit).
+    async fn send(
+        &self,
+        what: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, EvalError> {
+        const TRIES: usize = 30;
+        for _ in 0..TRIES {
+            let r = build()
+                .send()
+                .await
+                .map_err(|e| EvalError::Api(format!("{what}: {e}")))?;
+            if r.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                return Ok(r);
+            }
+            let wait = r
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(wait.clamp(1, 5))).await;
+        }
+        Err(EvalError::Api(format!(
+            "{what}: still rate limited after {TRIES} tries"
+        )))
+    }
+
     async fn json(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Value,
     ) -> Result<Value, EvalError> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key);
-        if !body.is_null() {
-            req = req.json(&body);
-        }
-        let r = req
-            .send()
-            .await
-            .map_err(|e| EvalError::Api(format!("{path}: {e}")))?;
+        let r = self
+            .send(path, || {
+                let req = self
+                    .http
+                    .request(method.clone(), format!("{}{path}", self.base))
+                    .bearer_auth(&self.key);
+                if body.is_null() {
+                    req
+                } else {
+                    req.json(&body)
+                }
+            })
+            .await?;
         let status = r.status();
         let v: Value = r.json().await.unwrap_or(Value::Null);
         if status.as_u16() >= 400 {
@@ -142,21 +273,21 @@ impl Client {
 
     /// Uploads one file; returns its id (also for a 409 duplicate).
     async fn upload(&self, owner: &str, name: &str, data: &[u8]) -> Result<String, EvalError> {
-        let part = reqwest::multipart::Part::bytes(data.to_vec())
-            .file_name(name.to_owned())
-            .mime_str("application/octet-stream")
-            .map_err(|e| EvalError::Api(e.to_string()))?;
-        let form = reqwest::multipart::Form::new()
-            .text("owner", owner.to_owned())
-            .part("file", part);
         let r = self
-            .http
-            .post(format!("{}/v1/images", self.base))
-            .bearer_auth(&self.key)
-            .multipart(form)
-            .send()
-            .await
-            .map_err(|e| EvalError::Api(format!("upload of {name}: {e}")))?;
+            .send(&format!("upload of {name}"), || {
+                let part = reqwest::multipart::Part::bytes(data.to_vec())
+                    .file_name(name.to_owned())
+                    .mime_str("application/octet-stream")
+                    .unwrap_or_else(|_| reqwest::multipart::Part::bytes(data.to_vec()));
+                let form = reqwest::multipart::Form::new()
+                    .text("owner", owner.to_owned())
+                    .part("file", part);
+                self.http
+                    .post(format!("{}/v1/images", self.base))
+                    .bearer_auth(&self.key)
+                    .multipart(form)
+            })
+            .await?;
         let status = r.status().as_u16();
         let v: Value = r.json().await.unwrap_or(Value::Null);
         match status {
@@ -166,6 +297,27 @@ impl Client {
         }
         .map(str::to_owned)
         .ok_or_else(|| EvalError::Api(format!("upload of {name}: no id in {v}")))
+    }
+
+    /// Waits until no job is queued or running (the duplicate searches and payload syncs that
+    /// follow an image's processing).
+    async fn wait_idle(&self, limit: Duration) -> Result<(), EvalError> {
+        let start = Instant::now();
+        loop {
+            let v = self
+                .json(reqwest::Method::GET, "/v1/jobs/stats", Value::Null)
+                .await?;
+            let jobs = &v["queue"]["jobs"];
+            if jobs["queued"].is_null() && jobs["running"].is_null() {
+                return Ok(());
+            }
+            if start.elapsed() > limit {
+                return Err(EvalError::Api(format!(
+                    "jobs still queued after {limit:?}: {jobs}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Waits until every image is ready or failed; returns the failed ones with reasons.
@@ -250,7 +402,7 @@ pub async fn run(cfg: Config, fixtures: &Path) -> Result<EvalReport, EvalError> 
     };
     let result = async {
         let search = eval_queries(&client, fixtures, &qf).await?;
-        let duplicates = eval_duplicates(&client, fixtures).await?;
+        let duplicates = eval_duplicates(&state, &client, fixtures).await?;
         Ok(EvalReport {
             model,
             search,
@@ -269,6 +421,7 @@ async fn eval_queries(
     qf: &QueryFile,
 ) -> Result<SearchQuality, EvalError> {
     let owner = "eval-search";
+    let cpu_before = process_cpu_seconds();
     let mut id_of: HashMap<String, String> = HashMap::new();
     for rel in &qf.labelled_files {
         let path = fixtures.join(rel);
@@ -284,12 +437,19 @@ async fn eval_queries(
             "labelled images failed: {failed:?}"
         )));
     }
+    let ingest = IngestCost {
+        images: qf.labelled_files.len(),
+        cpu_ms_per_image: (process_cpu_seconds() - cpu_before) * 1000.0
+            / qf.labelled_files.len().max(1) as f64,
+        peak_rss_mib: peak_rss_mib(),
+    };
     let file_of: HashMap<&str, &str> = id_of
         .iter()
         .map(|(f, i)| (i.as_str(), f.as_str()))
         .collect();
     let mut ranks = BTreeMap::new();
-    let (mut r1, mut r5, mut r10, mut rr) = (0usize, 0usize, 0usize, 0f64);
+    let mut all = GroupQuality::default();
+    let mut groups: BTreeMap<String, GroupQuality> = BTreeMap::new();
     let mut times = Vec::new();
     for q in &qf.queries {
         let t = Instant::now();
@@ -310,32 +470,55 @@ async fn eval_queries(
             .iter()
             .position(|id| file_of.get(id).is_some_and(|f| relevant.contains(f)))
             .map(|p| p + 1);
-        if let Some(r) = rank {
-            r1 += usize::from(r <= 1);
-            r5 += usize::from(r <= 5);
-            r10 += usize::from(r <= 10);
-            rr += 1.0 / r as f64;
+        let group = groups
+            .entry(q.group.clone().unwrap_or_else(|| "all".into()))
+            .or_default();
+        for g in [&mut all, group] {
+            g.queries += 1;
+            if let Some(r) = rank {
+                // Sums for now; divided by the query count below.
+                g.recall_at_1 += f64::from(u8::from(r <= 1));
+                g.recall_at_5 += f64::from(u8::from(r <= 5));
+                g.recall_at_10 += f64::from(u8::from(r <= 10));
+                g.mrr += 1.0 / r as f64;
+            }
         }
         ranks.insert(q.query.clone(), rank);
     }
     times.sort_by(f64::total_cmp);
-    let n = qf.queries.len().max(1) as f64;
+    let mean = |mut g: GroupQuality| {
+        let n = g.queries.max(1) as f64;
+        g.recall_at_1 /= n;
+        g.recall_at_5 /= n;
+        g.recall_at_10 /= n;
+        g.mrr /= n;
+        g
+    };
+    let all = mean(all);
     Ok(SearchQuality {
         queries: qf.queries.len(),
         images: qf.labelled_files.len(),
-        recall_at_1: r1 as f64 / n,
-        recall_at_5: r5 as f64 / n,
-        recall_at_10: r10 as f64 / n,
-        mrr: rr / n,
+        recall_at_1: all.recall_at_1,
+        recall_at_5: all.recall_at_5,
+        recall_at_10: all.recall_at_10,
+        mrr: all.mrr,
         ranks,
         query_ms_p50: times.get(times.len() / 2).copied().unwrap_or(0.0),
         query_ms_max: times.last().copied().unwrap_or(0.0),
+        groups: groups.into_iter().map(|(k, g)| (k, mean(g))).collect(),
+        ingest,
     })
 }
 
-/// The edits made of each photo for the duplicate set.
-fn edits(data: &Bytes) -> Result<Vec<(&'static str, Bytes)>, String> {
+/// The edits made of each photo for the duplicate set, in this order.
+pub const EDITS: [&str; 5] = ["half", "q30", "crop5", "crop10", "rot3"];
+
+/// The edits of one photo for the duplicate set: half size, JPEG quality 30, 5 % and 10 %
+/// cropped from every side, and turned by 3° (then cropped to the picture). All but `q30`
+/// are saved as JPEG at quality 85.
+pub fn edits(data: &Bytes) -> Result<Vec<(&'static str, Bytes)>, String> {
     use flexphoto_media::vips::{Image, Interesting, Size};
+    let e = |e: flexphoto_media::vips::VipsError| e.to_string();
     // Decoded once into memory: the loader reads sequentially, and the edits read it twice.
     let decoded = Image::thumbnail(
         data,
@@ -347,32 +530,77 @@ fn edits(data: &Bytes) -> Result<Vec<(&'static str, Bytes)>, String> {
         false,
     )
     .and_then(|i| i.to_srgb())
-    .map_err(|e| e.to_string())?;
+    .map_err(e)?;
+    let decoded = if decoded.has_alpha() {
+        decoded.flatten([255.0; 3]).map_err(e)?
+    } else {
+        decoded
+    };
     let (w, h, bands) = (decoded.width(), decoded.height(), decoded.bands());
-    let pixels = decoded.pixels().map_err(|e| e.to_string())?;
-    let full = Image::from_pixel_bytes(pixels, w, h, bands).map_err(|e| e.to_string())?;
-    let half = Image::thumbnail(
-        data,
-        (w / 2).max(1),
-        (h / 2).max(1),
-        Size::Down,
-        Interesting::None,
-        true,
-        false,
-    )
-    .map_err(|e| e.to_string())?;
-    let (mx, my) = (w / 20, h / 20);
-    let cropped = full
-        .extract(mx, my, w - 2 * mx, h - 2 * my)
-        .map_err(|e| e.to_string())?;
+    let pixels = decoded.pixels().map_err(e)?;
+    let full = Image::from_pixel_bytes(pixels.clone(), w, h, bands).map_err(e)?;
+    let half = full
+        .thumbnail_image(
+            (w / 2).max(1),
+            (h / 2).max(1),
+            Size::Down,
+            Interesting::None,
+        )
+        .map_err(e)?;
+    let crop = |pct: u32| {
+        let (mx, my) = (w * pct / 100, h * pct / 100);
+        full.extract(mx, my, w - 2 * mx, h - 2 * my)
+    };
+    let rotated = rotate_small(&pixels, w, h, bands, 3.0);
+    let rotated =
+        Image::from_pixel_bytes(Bytes::from(rotated.0), rotated.1, rotated.2, bands).map_err(e)?;
     Ok(vec![
-        ("half", half.save(".jpg[Q=85]").map_err(|e| e.to_string())?),
-        ("q30", full.save(".jpg[Q=30]").map_err(|e| e.to_string())?),
+        ("half", half.save(".jpg[Q=85]").map_err(e)?),
+        ("q30", full.save(".jpg[Q=30]").map_err(e)?),
         (
             "crop5",
-            cropped.save(".jpg[Q=85]").map_err(|e| e.to_string())?,
+            crop(5).and_then(|c| c.save(".jpg[Q=85]")).map_err(e)?,
         ),
+        (
+            "crop10",
+            crop(10).and_then(|c| c.save(".jpg[Q=85]")).map_err(e)?,
+        ),
+        ("rot3", rotated.save(".jpg[Q=85]").map_err(e)?),
     ])
+}
+
+/// Turns packed 8-bit pixels by `degrees` (bilinear) about the centre and crops the result to
+/// the part the picture covers; returns pixels, width and height.
+fn rotate_small(px: &[u8], w: u32, h: u32, bands: u32, degrees: f32) -> (Vec<u8>, u32, u32) {
+    let (sin, cos) = degrees.to_radians().sin_cos();
+    let (wf, hf) = (w as f32, h as f32);
+    // Margin that keeps the corners out: (longer side / 2) · sin θ, plus a pixel or two.
+    let m = ((wf.max(hf) / 2.0) * sin.abs()).ceil() as u32 + 2;
+    let (ow, oh) = (
+        w.saturating_sub(2 * m).max(1),
+        h.saturating_sub(2 * m).max(1),
+    );
+    let (cx, cy) = (wf / 2.0, hf / 2.0);
+    let b = bands as usize;
+    let mut out = vec![0u8; ow as usize * oh as usize * b];
+    for y in 0..oh {
+        for x in 0..ow {
+            let (dx, dy) = ((x + m) as f32 + 0.5 - cx, (y + m) as f32 + 0.5 - cy);
+            let sx = (cos * dx + sin * dy + cx - 0.5).clamp(0.0, wf - 1.001);
+            let sy = (-sin * dx + cos * dy + cy - 0.5).clamp(0.0, hf - 1.001);
+            let (x0, y0) = (sx as usize, sy as usize);
+            let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
+            let at = |xx: usize, yy: usize, c: usize| f32::from(px[(yy * w as usize + xx) * b + c]);
+            for c in 0..b {
+                let v = at(x0, y0, c) * (1.0 - fx) * (1.0 - fy)
+                    + at(x0 + 1, y0, c) * fx * (1.0 - fy)
+                    + at(x0, y0 + 1, c) * (1.0 - fx) * fy
+                    + at(x0 + 1, y0 + 1, c) * fx * fy;
+                out[(y as usize * ow as usize + x as usize) * b + c] = v.round() as u8;
+            }
+        }
+    }
+    (out, ow, oh)
 }
 
 fn photo_files(fixtures: &Path) -> Vec<PathBuf> {
@@ -397,6 +625,7 @@ fn photo_files(fixtures: &Path) -> Vec<PathBuf> {
 }
 
 async fn eval_duplicates(
+    state: &AppState,
     client: &Client,
     fixtures: &Path,
 ) -> Result<Option<DuplicateQuality>, EvalError> {
@@ -441,6 +670,28 @@ async fn eval_duplicates(
         }
     }
     client.wait_all(&ids, Duration::from_secs(900)).await?;
+    let per_group = 1 + EDITS.len();
+    let expected = photos * per_group * (per_group - 1) / 2;
+    let methods_at_ready =
+        method_quality(recorded_pairs(client, owner).await?, &group_of, expected);
+    client.wait_idle(Duration::from_secs(900)).await?;
+    let methods = method_quality(recorded_pairs(client, owner).await?, &group_of, expected);
+    let thresholds = choose_thresholds(state, &ids, &group_of).await?;
+    Ok(Some(DuplicateQuality {
+        photos,
+        images: ids.len(),
+        expected_pairs: expected,
+        methods,
+        methods_at_ready,
+        thresholds,
+    }))
+}
+
+/// Pairs recorded for `owner`, per method (`phash`, `embedding`, `any`), each once.
+async fn recorded_pairs(
+    client: &Client,
+    owner: &str,
+) -> Result<HashMap<&'static str, HashSet<(String, String)>>, EvalError> {
     let mut found: HashMap<&'static str, HashSet<(String, String)>> = HashMap::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -474,8 +725,16 @@ async fn eval_duplicates(
             _ => break,
         }
     }
-    let per_group = 4usize;
-    let expected = photos * per_group * (per_group - 1) / 2;
+    Ok(found)
+}
+
+/// Precision and recall of the recorded pairs per method; a pair is true when both images
+/// are edits of one photo.
+fn method_quality(
+    mut found: HashMap<&'static str, HashSet<(String, String)>>,
+    group_of: &HashMap<String, usize>,
+    expected: usize,
+) -> BTreeMap<String, MethodQuality> {
     let mut methods = BTreeMap::new();
     for m in ["phash", "embedding", "any"] {
         let set = found.remove(m).unwrap_or_default();
@@ -501,10 +760,195 @@ async fn eval_duplicates(
             },
         );
     }
-    Ok(Some(DuplicateQuality {
+    methods
+}
+
+/// One image of the duplicate set: photo group, visual vector, dHash and grey layout.
+type DuplicateItem<'a> = (usize, Vec<f32>, Option<i64>, Option<&'a Vec<u8>>);
+
+/// One scored pair: photo groups of both images and the score.
+type ScoredPair = (usize, usize, f64);
+
+/// Scores every pair of `ids` by visual cosine, by dHash distance and by the layout rule the
+/// pipeline applies (layout similarity of pairs whose cosine is at least the configured
+/// candidate floor; pairs at `min_similarity` and up always count), then chooses each
+/// threshold on the photos of even rank and reports it on the odd ones (and the reverse).
+async fn choose_thresholds(
+    state: &AppState,
+    ids: &[String],
+    group_of: &HashMap<String, usize>,
+) -> Result<Vec<ThresholdChoice>, EvalError> {
+    let Some(search) = &state.search else {
+        return Ok(Vec::new());
+    };
+    let image_ids: Vec<crate::domain::ImageId> = ids
+        .iter()
+        .filter_map(|id| id.parse::<uuid::Uuid>().ok())
+        .map(crate::domain::ImageId)
+        .collect();
+    let layouts: HashMap<uuid::Uuid, Vec<u8>> = state
+        .db
+        .layouts_of(&image_ids)
+        .await
+        .map_err(|e| EvalError::Api(e.to_string()))?
+        .into_iter()
+        .map(|(id, l)| (id.0, l))
+        .collect();
+    let cfg = &state.cfg.search;
+    let mut items: Vec<DuplicateItem> = Vec::new();
+    for id in ids {
+        let Ok(uuid) = id.parse::<uuid::Uuid>() else {
+            continue;
+        };
+        let (Some(&g), Some(v)) = (
+            group_of.get(id),
+            search
+                .index
+                .get(uuid)
+                .await
+                .map_err(|e| EvalError::Api(e.to_string()))?,
+        ) else {
+            continue;
+        };
+        let phash = state
+            .db
+            .get_image(crate::domain::ImageId(uuid))
+            .await
+            .map_err(|e| EvalError::Api(e.to_string()))?
+            .and_then(|r| r.phash);
+        items.push((g, v.visual, phash, layouts.get(&uuid)));
+    }
+    let (mut cosines, mut bits, mut layout): (Vec<ScoredPair>, Vec<ScoredPair>, Vec<ScoredPair>) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..items.len() {
+        for j in i + 1..items.len() {
+            let (a, b) = (&items[i], &items[j]);
+            let cos: f32 = a.1.iter().zip(&b.1).map(|(x, y)| x * y).sum();
+            cosines.push((a.0, b.0, f64::from(cos)));
+            if let (Some(floor), Some(x), Some(y)) = (cfg.layout_candidate_similarity, a.3, b.3) {
+                let score = if cfg.min_similarity.is_some_and(|m| cos >= m) {
+                    f64::INFINITY
+                } else if cos >= floor {
+                    f64::from(flexphoto_media::fingerprint::layout_similarity(x, y))
+                } else {
+                    f64::NEG_INFINITY
+                };
+                layout.push((a.0, b.0, score));
+            }
+            if let (Some(x), Some(y)) = (a.2, b.2) {
+                // Negated so that larger is closer for both signals.
+                bits.push((a.0, b.0, -f64::from((x ^ y).count_ones())));
+            }
+        }
+    }
+    let mut groups: Vec<usize> = items.iter().map(|i| i.0).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let half = |parity: usize| -> HashSet<usize> {
+        groups
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| k % 2 == parity)
+            .map(|(_, g)| *g)
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (signal, pairs, sign) in [
+        ("visual_cosine", &cosines, 1.0),
+        ("dhash_bits", &bits, -1.0),
+        ("layout_similarity", &layout, 1.0),
+    ] {
+        for (choose, report) in [(half(0), half(1)), (half(1), half(0))] {
+            let within = |set: &HashSet<usize>| -> Vec<ScoredPair> {
+                pairs
+                    .iter()
+                    .filter(|p| set.contains(&p.0) && set.contains(&p.1))
+                    .copied()
+                    .collect()
+            };
+            let (a, b) = (within(&choose), within(&report));
+            let t = loosest_threshold(&a, 0.99);
+            out.push(ThresholdChoice {
+                signal: signal.to_owned(),
+                threshold: t * sign,
+                chosen_on: figures(&a, t, choose.len()),
+                reported_on: figures(&b, t, report.len()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The lowest score whose pairs at or above it keep `min_precision`, maximising recall.
+fn loosest_threshold(pairs: &[ScoredPair], min_precision: f64) -> f64 {
+    let mut sorted: Vec<&ScoredPair> = pairs.iter().collect();
+    sorted.sort_by(|x, y| y.2.total_cmp(&x.2));
+    let (mut tp, mut best) = (0usize, f64::INFINITY);
+    for (k, p) in sorted.iter().enumerate() {
+        tp += usize::from(p.0 == p.1);
+        let next_differs = sorted.get(k + 1).is_none_or(|n| n.2 < p.2);
+        if next_differs && p.0 == p.1 && tp as f64 / (k + 1) as f64 >= min_precision {
+            best = p.2;
+        }
+    }
+    best
+}
+
+fn figures(pairs: &[ScoredPair], threshold: f64, photos: usize) -> SplitFigures {
+    let true_pairs = pairs.iter().filter(|p| p.0 == p.1).count();
+    let found: Vec<&ScoredPair> = pairs.iter().filter(|p| p.2 >= threshold).collect();
+    let tp = found.iter().filter(|p| p.0 == p.1).count();
+    SplitFigures {
         photos,
-        images: ids.len(),
-        expected_pairs: expected,
-        methods,
-    }))
+        true_pairs,
+        found: found.len(),
+        precision: if found.is_empty() {
+            1.0
+        } else {
+            tp as f64 / found.len() as f64
+        },
+        recall: if true_pairs == 0 {
+            0.0
+        } else {
+            tp as f64 / true_pairs as f64
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_keeps_precision() {
+        // Same-photo pairs (g, g) and cross pairs; scores descending: T T F T T T.
+        let pairs = vec![
+            (0, 0, 0.99),
+            (1, 1, 0.97),
+            (0, 1, 0.95),
+            (2, 2, 0.90),
+            (3, 3, 0.80),
+            (4, 4, 0.70),
+        ];
+        // 100 % precision only down to 0.97; 0.7 keeps 5/6.
+        assert_eq!(loosest_threshold(&pairs, 0.99), 0.97);
+        assert_eq!(loosest_threshold(&pairs, 0.8), 0.70);
+        let f = figures(&pairs, 0.90, 5);
+        assert_eq!((f.found, f.true_pairs), (4, 5));
+        assert!((f.precision - 0.75).abs() < 1e-9 && (f.recall - 0.6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn small_turns_keep_the_picture() {
+        // A 40×20 picture, left half black, right half white, turned by 3°.
+        let (w, h) = (40u32, 20u32);
+        let px: Vec<u8> = (0..w * h)
+            .map(|i| if i % w < w / 2 { 0 } else { 255 })
+            .collect();
+        let (out, ow, oh) = rotate_small(&px, w, h, 1, 3.0);
+        assert!(ow < w && oh < h && out.len() == (ow * oh) as usize);
+        // Corners stay inside the picture: the top-left is black, the bottom-right white.
+        assert_eq!(out[0], 0);
+        assert_eq!(*out.last().unwrap(), 255);
+    }
 }

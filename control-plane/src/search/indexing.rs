@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
-use flexphoto_media::fingerprint::hamming;
+use std::collections::HashMap;
+
+use flexphoto_media::fingerprint::{hamming, layout_similarity};
 use flexphoto_media::pixels::RgbImage;
 
 use super::embed::ImageEmbedding;
@@ -38,8 +40,8 @@ pub enum IndexingError {
     Pool(String),
 }
 
-/// Filter fields of an image as the index keeps them.
-pub fn payload_for(img: &ImageRow, model: &str) -> PointPayload {
+/// Filter fields of an image as the index keeps them; `faces` as the embedder counted them.
+pub fn payload_for(img: &ImageRow, model: &str, faces: Option<u32>) -> PointPayload {
     PointPayload {
         owner: img.owner.as_str().to_owned(),
         uploaded_at: img.uploaded_at.timestamp_micros(),
@@ -49,6 +51,7 @@ pub fn payload_for(img: &ImageRow, model: &str) -> PointPayload {
         camera_model: img.camera_model.clone(),
         review_state: img.review_state.as_str().to_owned(),
         model: model.to_owned(),
+        faces: faces.map(i64::from),
         catalog: Default::default(),
     }
 }
@@ -88,8 +91,10 @@ pub async fn embed(
         .map_err(IndexingError::from)
 }
 
-/// Near-duplicates of image `id` among `owner`'s ready images, by perceptual hash and by
-/// visual embedding, closest first, at most `max_pairs` per method.
+/// Near-duplicates of image `id` among `owner`'s images whose vectors are written, by visual
+/// embedding (close enough alone, or closer than the candidate floor with matching grey
+/// layouts), or by perceptual hash among its ready images when there is no embedding to
+/// compare; closest first, at most `max_pairs` per method.
 pub async fn near_duplicates(
     state: &AppState,
     search: Option<&Search>,
@@ -101,7 +106,11 @@ pub async fn near_duplicates(
     let cfg = &state.cfg.search;
     let max = cfg.max_pairs as usize;
     let mut found = Vec::new();
-    if let (Some(limit), Some(hash)) = (cfg.phash_max_distance, phash) {
+    // The dHash stands in only where no visual embedding is compared (search off, or an
+    // image without vectors): beside the embedding it added false pairs (flat textures hash
+    // alike) and no pair the cosine missed (loadtest/README.md, near-duplicates).
+    let by_embedding = cfg.min_similarity.is_some() && search.is_some() && visual.is_some();
+    if let (Some(limit), Some(hash), false) = (cfg.phash_max_distance, phash, by_embedding) {
         let mut by_hash: Vec<NearDuplicate> = state
             .db
             .phash_candidates(owner, id)
@@ -131,6 +140,7 @@ pub async fn near_duplicates(
             exclude: vec![id.0],
             ..SearchFilter::default()
         };
+        let floor = cfg.layout_candidate_similarity.map_or(min, |c| c.min(min));
         let hits = search
             .index
             .search(VectorQuery {
@@ -139,14 +149,36 @@ pub async fn near_duplicates(
                 filter: &filter,
                 limit: max,
                 offset: 0,
-                score_threshold: Some(min),
+                score_threshold: Some(floor),
             })
             .await?;
-        found.extend(hits.into_iter().map(|h| NearDuplicate {
-            other: ImageId(h.id),
-            method: "embedding",
-            distance: f64::from((1.0 - h.score).max(0.0)),
-        }));
+        // Candidates below `min` must have matching layouts (a crop or a turn of the photo).
+        let doubtful: Vec<ImageId> = hits
+            .iter()
+            .filter(|h| h.score < min)
+            .map(|h| ImageId(h.id))
+            .chain([id])
+            .collect();
+        let layouts: HashMap<ImageId, Vec<u8>> = if doubtful.len() > 1 {
+            state.db.layouts_of(&doubtful).await?.into_iter().collect()
+        } else {
+            HashMap::new()
+        };
+        let own = layouts.get(&id);
+        found.extend(
+            hits.into_iter()
+                .filter(|h| {
+                    h.score >= min
+                        || own.zip(layouts.get(&ImageId(h.id))).is_some_and(|(a, b)| {
+                            layout_similarity(a, b) >= cfg.min_layout_similarity
+                        })
+                })
+                .map(|h| NearDuplicate {
+                    other: ImageId(h.id),
+                    method: "embedding",
+                    distance: f64::from((1.0 - h.score).max(0.0)),
+                }),
+        );
     }
     Ok(found)
 }
@@ -160,7 +192,12 @@ pub async fn index_image(
     payload: PointPayload,
     rgb: RgbImage,
 ) -> Result<IndexRecord, IndexingError> {
+    let layout = flexphoto_media::fingerprint::layout_of_rgb(&rgb.pixels, rgb.width, rgb.height);
     let emb = embed(state, search, rgb).await?;
+    let payload = PointPayload {
+        faces: emb.faces.map(i64::from),
+        ..payload
+    };
     search
         .index
         .upsert(vec![IndexPoint {
@@ -173,6 +210,8 @@ pub async fn index_image(
     Ok(IndexRecord {
         model: Some(search.model_id.clone()),
         concepts: emb.concepts,
+        faces: emb.faces,
+        layout: Some(layout),
         duplicates: Vec::new(),
     })
 }

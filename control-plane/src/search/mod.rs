@@ -15,6 +15,8 @@ pub mod eval;
 pub mod index;
 pub mod indexing;
 pub mod plan;
+#[cfg(test)]
+mod probe;
 pub mod reconcile;
 
 use std::sync::Arc;
@@ -54,6 +56,9 @@ pub async fn open(cfg: &SearchConfig) -> Result<Option<(Search, bool)>, String> 
         ModelChoice::None => return Ok(None),
         ModelChoice::Conse { model_dir } => EmbedSettings {
             conse_top_k: cfg.conse_top_k,
+            conse_faces: cfg.conse_faces,
+            conse_appearance: cfg.conse_appearance,
+            conse_face_tiles: cfg.conse_face_tiles,
             ..EmbedSettings::conse(model_dir.clone())
         },
         ModelChoice::Clip { dir } => EmbedSettings::clip(dir.clone()),

@@ -308,6 +308,8 @@ fn index_filter(f: &ImageFilter) -> SearchFilter {
         tags: f.tags.clone(),
         status: f.status.map(|s| s.as_str().to_owned()),
         review_state: f.review_state.map(|r| r.as_str().to_owned()),
+        faces_min: f.faces_min.map(i64::from),
+        faces_max: f.faces_max.map(i64::from),
         exclude: Vec::new(),
         catalog: catalog_conditions(&f.catalog),
     }
@@ -384,7 +386,7 @@ async fn similarity_page(
                 .embeddings_of(&[id])
                 .await?
                 .pop()
-                .map(|(_, _, c)| c)
+                .map(|e| e.concepts)
                 .unwrap_or_default();
             filter.exclude.push(id.0);
             let ctx = QueryContext {
@@ -459,7 +461,7 @@ async fn similarity_page(
         .embeddings_of(&ids)
         .await?
         .into_iter()
-        .map(|(id, _, c)| (id, c))
+        .map(|e| (e.image_id, e.concepts))
         .collect();
     let described = q.filter.describe();
     let facts = PageFacts::load(&state.db, &ids)

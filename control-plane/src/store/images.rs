@@ -433,6 +433,16 @@ impl Db {
         if filter.review_state.is_some() {
             sql += &format!(" AND review_state = ${}", next());
         }
+        // Face counts live with the embedding (migration 0090).
+        for (bound, op) in [(filter.faces_min, ">="), (filter.faces_max, "<=")] {
+            if bound.is_some() {
+                sql += &format!(
+                    " AND EXISTS (SELECT 1 FROM image_embeddings e WHERE e.image_id = images.id \
+                     AND e.faces {op} ${})",
+                    next()
+                );
+            }
+        }
         // Catalog conditions (collection, terms, rights, versions, fields), bound after the
         // filters above.
         let catalog = crate::catalog::query::planned(&filter.catalog, plan, &mut next)
@@ -480,6 +490,9 @@ impl Db {
             }
             if let Some(r) = filter.review_state {
                 q = q.bind(r);
+            }
+            for n in [filter.faces_min, filter.faces_max].into_iter().flatten() {
+                q = q.bind(n as i32);
             }
             q = crate::bind_catalog!(q, &catalog.binds);
             for b in filter.lifecycle.binds() {

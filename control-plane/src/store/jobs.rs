@@ -257,7 +257,20 @@ impl Db {
                     job.max_attempts
                 );
             }
-            enqueue_job!(tx, job.image_id, JobKind::Duplicates, job.max_attempts, t);
+            // The duplicate search is one index query, and its pairs are what a client reads
+            // next: it takes the upload's place in the queue (this job's creation), ahead of
+            // later uploads' processing, instead of waiting behind the whole backlog.
+            sqlx::query(
+                "INSERT INTO jobs (image_id, kind, state, attempts, max_attempts, run_at, created_at, updated_at) \
+                 SELECT $1, $2, 'queued', 0, $3, created_at, $4, $4 FROM jobs WHERE id = $5",
+            )
+            .bind(job.image_id)
+            .bind(JobKind::Duplicates)
+            .bind(job.max_attempts)
+            .bind(t)
+            .bind(job.id)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
         });
         Ok(ReadyCommit::Ready)
@@ -544,6 +557,42 @@ mod tests {
         assert_eq!(img.error.as_deref(), Some("bad image"));
         let s = db.queue_stats().await.unwrap();
         assert_eq!(s.jobs.get("dead"), Some(&1));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A processed image's duplicate search runs before the processing of images uploaded
+    /// after it (its pairs do not wait behind the whole backlog).
+    #[tokio::test]
+    async fn a_duplicate_search_keeps_its_uploads_place_in_the_queue() {
+        let (db, dir) = db().await;
+        let first = enqueue(&db, "o").await;
+        let later = enqueue(&db, "o").await;
+        let long = Duration::from_secs(60);
+        let a = db.claim_job(long).await.unwrap().expect("a job");
+        assert_eq!(a.image_id, first);
+        let processed = Processed {
+            bytes: 1,
+            sha256: "00".repeat(32),
+            format: flexphoto_media::ImageFormat::Jpeg,
+            width: 1,
+            height: 1,
+            variant_keys: Default::default(),
+            variant_bytes: Default::default(),
+            phash: None,
+            exif: Default::default(),
+            index: None,
+        };
+        assert!(db.finish_ready(&a, &processed).await.unwrap());
+        let next = db.claim_job(long).await.unwrap().expect("a job");
+        assert_eq!(
+            (next.image_id, next.kind().unwrap()),
+            (first, JobKind::Duplicates)
+        );
+        let last = db.claim_job(long).await.unwrap().expect("a job");
+        assert_eq!(
+            (last.image_id, last.kind().unwrap()),
+            (later, JobKind::Process)
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -32,8 +32,25 @@ pub struct IndexRecord {
     pub model: Option<String>,
     /// Concepts behind the semantic vector.
     pub concepts: Vec<Concept>,
+    /// Frontal faces the embedder found (`None`: not counted).
+    pub faces: Option<u32>,
+    /// The grey layout near-duplicate checks compare (`None`: not made).
+    pub layout: Option<Vec<u8>>,
     /// Near-duplicates among the owner's images.
     pub duplicates: Vec<NearDuplicate>,
+}
+
+/// What is recorded about an image's vectors: which model made them and what it saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingRow {
+    /// The image.
+    pub image_id: ImageId,
+    /// `ModelInfo::id()` of the model.
+    pub model: String,
+    /// Concepts behind the semantic vector, strongest first.
+    pub concepts: Vec<Concept>,
+    /// Frontal faces found (`None`: not counted).
+    pub faces: Option<u32>,
 }
 
 /// A stored near-duplicate pair, seen from one image.
@@ -79,14 +96,16 @@ macro_rules! write_index_record {
     ($tx:expr, $image:expr, $owner:expr, $rec:expr, $t:expr, $max_attempts:expr) => {{
         if let Some(model) = &$rec.model {
             sqlx::query(
-                "INSERT INTO image_embeddings (image_id, model, concepts, embedded_at) VALUES ($1, $2, $3, $4) \
+                "INSERT INTO image_embeddings (image_id, model, concepts, embedded_at, faces, layout) VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (image_id) DO UPDATE SET model = excluded.model, concepts = excluded.concepts, \
-                 embedded_at = excluded.embedded_at",
+                 embedded_at = excluded.embedded_at, faces = excluded.faces, layout = excluded.layout",
             )
             .bind($image)
             .bind(model)
             .bind(Json(&$rec.concepts))
             .bind($t)
+            .bind($rec.faces.map(|f| f as i32))
+            .bind($rec.layout.as_deref())
             .execute(&mut *$tx)
             .await?;
         }
@@ -202,27 +221,53 @@ impl Db {
         }))
     }
 
-    /// Model and concepts recorded for each of `ids` that has them.
-    pub async fn embeddings_of(
-        &self,
-        ids: &[ImageId],
-    ) -> Result<Vec<(ImageId, String, Vec<Concept>)>> {
+    /// Model, concepts and face count recorded for each of `ids` that has them.
+    pub async fn embeddings_of(&self, ids: &[ImageId]) -> Result<Vec<EmbeddingRow>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "SELECT image_id, model, concepts FROM image_embeddings WHERE image_id IN ({})",
+            "SELECT image_id, model, concepts, faces FROM image_embeddings WHERE image_id IN ({})",
             marks.join(", ")
         );
-        let rows: Vec<(ImageId, String, Json<Vec<Concept>>)> = on_db!(self, |p, _pg| {
+        type Row = (ImageId, String, Json<Vec<Concept>>, Option<i32>);
+        let rows: Vec<Row> = on_db!(self, |p, _pg| {
             let mut q = sqlx::query_as(AssertSqlSafe(sql));
             for id in ids {
                 q = q.bind(*id);
             }
             q.fetch_all(p).await?
         });
-        Ok(rows.into_iter().map(|(i, m, c)| (i, m, c.0)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(image_id, model, concepts, faces)| EmbeddingRow {
+                image_id,
+                model,
+                concepts: concepts.0,
+                faces: faces.and_then(|f| u32::try_from(f).ok()),
+            })
+            .collect())
+    }
+
+    /// The grey layouts recorded for each of `ids` that has one (near-duplicate checks).
+    pub async fn layouts_of(&self, ids: &[ImageId]) -> Result<Vec<(ImageId, Vec<u8>)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT image_id, layout FROM image_embeddings WHERE layout IS NOT NULL \
+             AND image_id IN ({})",
+            marks.join(", ")
+        );
+        Ok(on_db!(self, |p, _pg| {
+            let mut q = sqlx::query_as(AssertSqlSafe(sql));
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.fetch_all(p).await?
+        }))
     }
 
     /// An owner's ready images with a perceptual hash, except `except` (near-duplicate

@@ -255,6 +255,7 @@ impl Embedder for ClipEmbedder {
             semantic: v.clone(),
             visual: v,
             concepts: Vec::new(),
+            faces: None,
         })
     }
 

@@ -2,13 +2,16 @@
 //! EfficientNet-Lite0 ImageNet classifier and the MiniLM sentence encoder.
 //!
 //! An image is classified; its `TOP_K` most likely ImageNet classes are mixed, weighted by
-//! probability, from the MiniLM embeddings of their names. That vector lives in MiniLM's text
-//! space, so a text query is simply its MiniLM embedding. The classifier's pooled features are
-//! the visual vector.
+//! probability, from the MiniLM embeddings of their names (scene, surface and clothing
+//! classes with a short description instead, [`super::class_text`]). Concepts the face models
+//! and the appearance statistics find ("person", "smiling", "texture", …,
+//! [`super::concepts`]) join the mixture with their own weights. That vector lives in MiniLM's
+//! text space, so a text query is simply its MiniLM embedding. The classifier's pooled
+//! features are the visual vector.
 //!
-//! The 1000 class-name embeddings are computed once and cached in the model directory as
-//! `conse-class-text-<hash>.safetensors`; the hash covers the class names, the recipe and the
-//! MiniLM files, so any change computes a new cache.
+//! The 1000 class texts and the extra concepts' texts are embedded once and cached in the
+//! model directory as `conse-class-text-<hash>.safetensors`; the hash covers the texts, the
+//! recipe and the MiniLM files, so any change computes a new cache.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,15 +20,20 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use sha2::{Digest, Sha256};
 
+use super::appearance;
+use super::class_text;
+use super::concepts;
 use super::efficientnet::EfficientNetLite;
+use super::faces::{self, FaceModels};
 use super::minilm::{read_model_file, MiniLm};
 use super::preprocess::{centre_crop_normalised, Normalise};
 use super::{Concept, EmbedError, Embedder, ImageEmbedding, ModelInfo, RgbImage};
 
 /// Model name stored with every vector.
 pub const NAME: &str = "conse-efficientnet-lite0-minilm";
-/// Recipe version: bump when vectors change meaning (classes, text form, K, preprocessing).
-pub const VERSION: &str = "1";
+/// Recipe version: bump when vectors change meaning (classes, text form, K, preprocessing,
+/// extra concepts and their weights).
+pub const VERSION: &str = "2";
 /// How many of the most likely classes make the semantic vector.
 pub const TOP_K: usize = 8;
 /// Side of the classifier's square input.
@@ -47,6 +55,27 @@ pub mod files {
     pub const MINILM: &str = "minilm";
 }
 
+/// Which concepts beyond ImageNet's classes the embedder adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extras {
+    /// Face concepts and face counts.
+    pub faces: bool,
+    /// Concepts measured from colours and textures.
+    pub appearance: bool,
+    /// Faces also looked for in the picture's quarters (smaller faces, more CPU).
+    pub face_tiles: bool,
+}
+
+impl Default for Extras {
+    fn default() -> Self {
+        Self {
+            faces: true,
+            appearance: true,
+            face_tiles: false,
+        }
+    }
+}
+
 /// One ImageNet class: its readable label and the text that is embedded for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClassName {
@@ -66,7 +95,9 @@ impl ClassName {
             .trim()
             .to_string();
         Self {
-            text: format!("a photo of a {label}"),
+            text: class_text::described(&label)
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("a photo of a {label}")),
             label,
         }
     }
@@ -100,6 +131,12 @@ pub struct ConseEmbedder {
     by_label: HashMap<String, Vec<usize>>,
     /// One L2-normalised MiniLM vector per class.
     class_vectors: Vec<Vec<f32>>,
+    /// Face detector and smile classifier (when face concepts are on).
+    faces: Option<FaceModels>,
+    /// Appearance concepts on.
+    appearance: bool,
+    /// Extra concepts (`concepts::vocabulary()` order): label and MiniLM vector.
+    extras: Vec<(&'static str, Vec<f32>)>,
     /// Classes mixed into a semantic vector.
     top_k: usize,
 }
@@ -113,6 +150,13 @@ impl ConseEmbedder {
     /// `scripts/fetch-models`), and the class-name embeddings from their cache, computing and
     /// caching them first when absent (seconds; logged).
     pub fn load(model_dir: &Path) -> Result<Self, EmbedError> {
+        Self::load_with(model_dir, Extras::default())
+    }
+
+    /// Like [`ConseEmbedder::load`] with a choice of extra concepts; turning one off is
+    /// another model version (`2-nofaces`, `2-noappearance`), and so is searching faces in
+    /// quarters (`2-facetiles`).
+    pub fn load_with(model_dir: &Path, extras: Extras) -> Result<Self, EmbedError> {
         let net = EfficientNetLite::load(&model_dir.join(files::EFFICIENTNET))?;
         let classes = read_classes(&model_dir.join(files::CLASSES))?;
         if classes.len() != net.num_classes() {
@@ -124,14 +168,39 @@ impl ConseEmbedder {
             )));
         }
         let text = MiniLm::load(&model_dir.join(files::MINILM))?;
-        let class_vectors = class_vectors(model_dir, &text, &classes)?;
+        let faces = if extras.faces {
+            Some(FaceModels::load(
+                &model_dir.join(faces::files::DIR),
+                extras.face_tiles,
+            )?)
+        } else {
+            None
+        };
+        let vocabulary = concepts::vocabulary();
+        let mut texts: Vec<String> = classes.iter().map(|c| c.text.clone()).collect();
+        texts.extend(vocabulary.iter().map(|(_, t)| (*t).to_owned()));
+        let mut class_vectors = class_vectors(model_dir, &text, &texts)?;
+        let extra_vectors = vocabulary
+            .iter()
+            .map(|(l, _)| *l)
+            .zip(class_vectors.split_off(classes.len()))
+            .collect();
         let mut by_label: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, c) in classes.iter().enumerate() {
             by_label.entry(c.label.clone()).or_default().push(i);
         }
+        let mut version = VERSION.to_owned();
+        if !extras.faces {
+            version += "-nofaces";
+        } else if extras.face_tiles {
+            version += "-facetiles";
+        }
+        if !extras.appearance {
+            version += "-noappearance";
+        }
         let info = ModelInfo {
             name: NAME.into(),
-            version: VERSION.into(),
+            version,
             semantic_dims: text.dims(),
             visual_dims: net.feature_dims(),
         };
@@ -142,18 +211,34 @@ impl ConseEmbedder {
             classes,
             by_label,
             class_vectors,
+            faces,
+            appearance: extras.appearance,
+            extras: extra_vectors,
             top_k: TOP_K,
         })
     }
 
     /// Mixes `k` classes (1..=50) into each semantic vector instead of [`TOP_K`]. Another `k`
-    /// makes other vectors, so it is part of the model version (`1-k3`).
+    /// makes other vectors, so it is part of the model version (`2-k3`).
     pub fn with_top_k(mut self, k: usize) -> Self {
         let k = k.clamp(1, 50);
         if k != TOP_K {
-            self.info.version = format!("{VERSION}-k{k}");
+            self.info.version = format!("{}-k{k}", self.info.version);
         }
         self.top_k = k;
+        self
+    }
+
+    /// The same embedder with every class embedded as "a photo of a {label}", without the
+    /// descriptions of [`class_text`] (to measure what they add).
+    #[cfg(test)]
+    pub(crate) fn with_plain_class_text(mut self) -> Self {
+        let texts: Vec<String> = self
+            .classes
+            .iter()
+            .map(|c| format!("a photo of a {}", c.label))
+            .collect();
+        self.class_vectors = self.text.embed_many(&texts).expect("class texts");
         self
     }
 
@@ -183,24 +268,43 @@ impl Embedder for ConseEmbedder {
 
     fn embed_image(&self, image: &RgbImage) -> Result<ImageEmbedding, EmbedError> {
         let (probs, features) = self.classify(image)?;
+        let found = match &self.faces {
+            Some(f) => f.detect(image)?,
+            None => Vec::new(),
+        };
+        let looks = if self.appearance {
+            appearance::measure(image)
+        } else {
+            Vec::new()
+        };
         let top = top_k(&probs, self.top_k);
         let mut semantic = vec![0f32; self.info.semantic_dims];
+        let mut concepts: Vec<Concept> = Vec::with_capacity(top.len() + 8);
         for &i in &top {
             for (s, v) in semantic.iter_mut().zip(&self.class_vectors[i]) {
                 *s += probs[i] * v;
             }
-        }
-        let concepts = top
-            .iter()
-            .map(|&i| Concept {
+            concepts.push(Concept {
                 label: self.classes[i].label.clone(),
                 weight: probs[i],
-            })
-            .collect();
+            });
+        }
+        for (i, w) in concepts::weigh(&found, &looks) {
+            let (label, v) = &self.extras[i];
+            for (s, v) in semantic.iter_mut().zip(v) {
+                *s += w * v;
+            }
+            concepts.push(Concept {
+                label: (*label).to_owned(),
+                weight: w,
+            });
+        }
+        concepts.sort_by(|a, b| b.weight.total_cmp(&a.weight));
         Ok(ImageEmbedding {
             semantic: l2_normalised(semantic),
             visual: l2_normalised(features),
             concepts,
+            faces: self.faces.as_ref().map(|_| found.len() as u32),
         })
     }
 
@@ -214,12 +318,19 @@ impl Embedder for ConseEmbedder {
         let mut scored: Vec<Concept> = concepts
             .iter()
             .map(|c| {
+                let extra = self
+                    .extras
+                    .iter()
+                    .filter(|(l, _)| *l == c.label)
+                    .map(|(_, v)| v.as_slice());
                 let cos = self
                     .by_label
                     .get(&c.label)
                     .into_iter()
                     .flatten()
-                    .map(|&i| dot(query, &self.class_vectors[i]))
+                    .map(|&i| self.class_vectors[i].as_slice())
+                    .chain(extra)
+                    .map(|v| dot(query, v))
                     .fold(None, |best: Option<f32>, x| {
                         Some(best.map_or(x, |b| b.max(x)))
                     })
@@ -235,22 +346,22 @@ impl Embedder for ConseEmbedder {
     }
 }
 
-/// Loads the class-name embeddings from the cache, or computes and caches them.
+/// Loads the embeddings of `texts` (class texts, then extra concepts) from the cache, or
+/// computes and caches them.
 fn class_vectors(
     model_dir: &Path,
     text: &MiniLm,
-    classes: &[ClassName],
+    texts: &[String],
 ) -> Result<Vec<Vec<f32>>, EmbedError> {
-    let key = cache_key(text, classes);
+    let key = cache_key(text, texts);
     let path = model_dir.join(format!("{CACHE_PREFIX}{}.safetensors", &key[..16]));
-    if let Some(v) = read_cache(&path, classes.len(), text.dims()) {
+    if let Some(v) = read_cache(&path, texts.len(), text.dims()) {
         return Ok(v);
     }
     let started = Instant::now();
-    let texts: Vec<String> = classes.iter().map(|c| c.text.clone()).collect();
-    let vectors = text.embed_many(&texts)?;
+    let vectors = text.embed_many(texts)?;
     tracing::info!(
-        classes = classes.len(),
+        texts = texts.len(),
         ms = started.elapsed().as_millis() as u64,
         "computed ConSE class-name embeddings"
     );
@@ -265,11 +376,11 @@ fn class_vectors(
 }
 
 /// SHA-256 (hex) over the recipe, the class texts and the MiniLM files.
-fn cache_key(text: &MiniLm, classes: &[ClassName]) -> String {
+fn cache_key(text: &MiniLm, texts: &[String]) -> String {
     let mut h = Sha256::new();
     h.update(format!("{NAME}@{VERSION}\n{}\n", text.fingerprint()).as_bytes());
-    for c in classes {
-        h.update(c.text.as_bytes());
+    for t in texts {
+        h.update(t.as_bytes());
         h.update(b"\n");
     }
     hex::encode(h.finalize())
@@ -572,12 +683,22 @@ mod real_weights {
             println!("{name}: {}", c.join(" | "));
             assert_eq!(img.semantic.len(), 384);
             assert_eq!(img.visual.len(), 1280);
-            assert_eq!(img.concepts.len(), TOP_K);
+            // The top classes, then the face and look concepts the picture shows.
+            assert!(
+                (TOP_K..=TOP_K + e.extras.len()).contains(&img.concepts.len()),
+                "{name}: {c:?}"
+            );
         }
         // The classifier itself: top classes of a few unambiguous photos.
         let top1 = |file: &str| {
             let i = f.names.iter().position(|n| n.ends_with(file)).unwrap();
-            let label = f.images[i].concepts[0].label.clone();
+            // The best class (a face or look concept may weigh more).
+            let label = f.images[i]
+                .concepts
+                .iter()
+                .find(|c| e.by_label.contains_key(&c.label))
+                .map(|c| c.label.clone())
+                .unwrap_or_default();
             let class = e.by_label[&label][0];
             (label, class)
         };
@@ -732,6 +853,35 @@ mod bench {
             "  of which preprocessing: {:.2} ms",
             t.elapsed().as_secs_f64() * 1e3 / n as f64
         );
+        // The parts beside the classifier, on a photo with a face and one without.
+        for file in ["labelled/img-10.jpg", "labelled/img-02.jpg"] {
+            let img = testutil::load_rgb(&fx.join(file), e.input_size());
+            let (t, cpu) = (Instant::now(), cpu_seconds());
+            for _ in 0..n {
+                e.classify(&img).unwrap();
+            }
+            let classify = (cpu_seconds() - cpu) * 1e3 / n as f64;
+            let wall_classify = t.elapsed().as_secs_f64() * 1e3 / n as f64;
+            let (t, cpu) = (Instant::now(), cpu_seconds());
+            let mut found = 0;
+            let face_models = e.faces.as_ref().unwrap();
+            for _ in 0..n {
+                found = face_models.detect(&img).unwrap().len();
+            }
+            let faces = (cpu_seconds() - cpu) * 1e3 / n as f64;
+            let wall_faces = t.elapsed().as_secs_f64() * 1e3 / n as f64;
+            let (t, cpu) = (Instant::now(), cpu_seconds());
+            for _ in 0..n {
+                appearance::measure(&img);
+            }
+            let looks = (cpu_seconds() - cpu) * 1e3 / n as f64;
+            let wall_looks = t.elapsed().as_secs_f64() * 1e3 / n as f64;
+            println!(
+                "  {file} ({}x{}, {found} faces) CPU ms: classify {classify:.1}, faces {faces:.1}, \
+                 appearance {looks:.1}; wall ms {wall_classify:.1} / {wall_faces:.1} / {wall_looks:.1}",
+                img.width, img.height
+            );
+        }
         let queries = [
             "a dog",
             "people walking in a city",

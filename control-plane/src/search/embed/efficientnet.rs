@@ -45,7 +45,7 @@ pub struct Classified {
 }
 
 /// TensorFlow "same" padding `(before, after)` for one axis.
-fn same_padding(len: usize, kernel: usize, stride: usize) -> (usize, usize) {
+pub(super) fn same_padding(len: usize, kernel: usize, stride: usize) -> (usize, usize) {
     let out = len.div_ceil(stride);
     let total = ((out - 1) * stride + kernel).saturating_sub(len);
     (total / 2, total - total / 2)
@@ -53,7 +53,7 @@ fn same_padding(len: usize, kernel: usize, stride: usize) -> (usize, usize) {
 
 /// `dst[m×n] = a[m×k] · b`, with `dst` and `a` row-major and `b`'s element `(i, j)` at
 /// `b[i * b_rs + j * b_cs]`. Runs on the calling thread only.
-fn matmul(
+pub(super) fn matmul(
     dst: &mut [f32],
     a: &[f32],
     b: &[f32],

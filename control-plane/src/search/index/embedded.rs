@@ -43,9 +43,6 @@ use super::{
     VectorIndex, VectorName, VectorQuery, VectorSpace, INTEGER_FIELDS, KEYWORD_FIELDS,
 };
 
-/// Integer payload field with a range index.
-const INTEGER_FIELD: &str = "uploaded_at";
-
 /// How the `visual` vectors are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum VisualStorage {
@@ -411,16 +408,28 @@ pub(crate) fn to_filter(filter: &SearchFilter) -> Result<Option<Filter>> {
     for tag in &filter.tags {
         must.push(keyword("tags", tag)?);
     }
-    if filter.uploaded_from.is_some() || filter.uploaded_to.is_some() {
-        // Microsecond timestamps are below 2^53, so f64 holds them exactly.
+    // Microsecond timestamps are below 2^53, so f64 holds them exactly.
+    let ranges = [
+        (
+            "uploaded_at",
+            filter.uploaded_from,
+            None,
+            filter.uploaded_to,
+        ),
+        ("faces", filter.faces_min, filter.faces_max, None),
+    ];
+    for (field, gte, lte, lt) in ranges {
+        if gte.is_none() && lte.is_none() && lt.is_none() {
+            continue;
+        }
         let range = Range {
-            gte: filter.uploaded_from.map(|v| (v as f64).into()),
-            lt: filter.uploaded_to.map(|v| (v as f64).into()),
+            gte: gte.map(|v| (v as f64).into()),
+            lte: lte.map(|v| (v as f64).into()),
+            lt: lt.map(|v| (v as f64).into()),
             gt: None,
-            lte: None,
         };
         must.push(Condition::Field(FieldCondition::new_range(
-            json_path(INTEGER_FIELD)?,
+            json_path(field)?,
             range,
         )));
     }

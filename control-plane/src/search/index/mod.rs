@@ -107,7 +107,7 @@ const KEYWORD_FIELDS: [&str; 11] = [
 ];
 
 /// Integer payload fields that get a range index, in both backends.
-const INTEGER_FIELDS: [&str; 3] = ["uploaded_at", "rights_from", "rights_until"];
+const INTEGER_FIELDS: [&str; 4] = ["uploaded_at", "faces", "rights_from", "rights_until"];
 
 /// The catalog fields a point carries for filtering (`catalog::query` decides them). Points
 /// written before the catalog existed have none until their payload is synced; the default
@@ -172,6 +172,9 @@ pub struct PointPayload {
     pub review_state: String,
     /// `ModelInfo::id()` of the model that made the vectors.
     pub model: String,
+    /// Frontal faces the embedder found (range filters; absent when not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faces: Option<i64>,
     /// Catalog filter fields.
     #[serde(flatten)]
     pub catalog: CatalogPayload,
@@ -209,6 +212,10 @@ pub struct SearchFilter {
     pub status: Option<String>,
     /// Exact review state.
     pub review_state: Option<String>,
+    /// At least this many faces (points without a count do not match).
+    pub faces_min: Option<i64>,
+    /// At most this many faces (points without a count do not match).
+    pub faces_max: Option<i64>,
     /// Points that must not be returned (e.g. the query image itself).
     pub exclude: Vec<Uuid>,
     /// Catalog conditions.

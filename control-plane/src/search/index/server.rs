@@ -232,16 +232,27 @@ fn to_filter(filter: &SearchFilter) -> Option<Filter> {
     for tag in &filter.tags {
         must.push(Condition::matches("tags", tag.clone()));
     }
-    if filter.uploaded_from.is_some() || filter.uploaded_to.is_some() {
-        must.push(Condition::range(
+    let ranges = [
+        (
             "uploaded_at",
-            Range {
-                gte: filter.uploaded_from.map(|v| v as f64),
-                lt: filter.uploaded_to.map(|v| v as f64),
-                gt: None,
-                lte: None,
-            },
-        ));
+            filter.uploaded_from,
+            None,
+            filter.uploaded_to,
+        ),
+        ("faces", filter.faces_min, filter.faces_max, None),
+    ];
+    for (field, gte, lte, lt) in ranges {
+        if gte.is_some() || lte.is_some() || lt.is_some() {
+            must.push(Condition::range(
+                field,
+                Range {
+                    gte: gte.map(|v| v as f64),
+                    lte: lte.map(|v| v as f64),
+                    lt: lt.map(|v| v as f64),
+                    gt: None,
+                },
+            ));
+        }
     }
     let c = &filter.catalog;
     for (field, value) in [

@@ -68,6 +68,7 @@ fn make_point(rng: &mut Rng, i: usize, space: VectorSpace) -> IndexPoint {
             }
             .into(),
             model: format!("m{}", i % 2),
+            faces: (!i.is_multiple_of(5)).then_some((i % 4) as i64),
             catalog: Default::default(),
         },
     }
@@ -89,6 +90,8 @@ fn matches(p: &IndexPoint, f: &SearchFilter) -> bool {
         && f.review_state
             .as_ref()
             .is_none_or(|s| *s == pl.review_state)
+        && f.faces_min.is_none_or(|m| pl.faces.is_some_and(|n| n >= m))
+        && f.faces_max.is_none_or(|m| pl.faces.is_some_and(|n| n <= m))
         && !f.exclude.contains(&p.id)
 }
 
@@ -271,6 +274,16 @@ pub(super) async fn search_suite(index: &dyn VectorIndex, points: &[IndexPoint])
         SearchFilter {
             status: Some("pending".into()),
             review_state: Some("approved".into()),
+            ..Default::default()
+        },
+        SearchFilter {
+            faces_min: Some(1),
+            faces_max: Some(2),
+            ..Default::default()
+        },
+        SearchFilter {
+            owner: Some("owner-003".into()),
+            faces_min: Some(3),
             ..Default::default()
         },
         SearchFilter {

