@@ -597,10 +597,7 @@ impl EdgeConfig {
             ),
         };
         if !(0..=19).contains(&raw.transform.worker_nice) {
-            return Err(invalid(
-                "transform.worker_nice",
-                "must be between 0 and 19",
-            ));
+            return Err(invalid("transform.worker_nice", "must be between 0 and 19"));
         }
         positive("limits.max_source_bytes", raw.limits.max_source_bytes)?;
         positive("limits.max_source_pixels", raw.limits.max_source_pixels)?;

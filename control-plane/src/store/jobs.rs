@@ -582,7 +582,10 @@ mod tests {
             exif: Default::default(),
             index: None,
         };
-        assert!(db.finish_ready(&a, &processed).await.unwrap());
+        assert_eq!(
+            db.finish_ready(&a, &processed).await.unwrap(),
+            ReadyCommit::Ready
+        );
         let next = db.claim_job(long).await.unwrap().expect("a job");
         assert_eq!(
             (next.image_id, next.kind().unwrap()),
