@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{backends, jpeg, json_of, App, Options, ADMIN};
+use crate::helpers::{backends, jpeg, json_of, App, Backend, Options, ADMIN};
 use flexphoto_control_plane::catalog::embedded::{iptc_segment, with_segments};
 
 /// A one-shot upload with extra form fields and an optional XMP sidecar.
@@ -1216,20 +1216,27 @@ async fn rights_windows(app: &App) {
     .await;
 }
 
+/// `flexphoto up` with signing keys shared with its edge, an edge admin token, and the rights
+/// pass and the edge's list poll every second: the setting for tests of what the edges are
+/// told through the published list.
+pub(crate) fn signed_edge_with_fast_lists(b: Backend) -> Options {
+    let mut o = Options::new(b)
+        .env(
+            "FLEXPHOTO_EDGE_SIGNING_KEYS",
+            "00112233445566778899aabbccddeeff",
+        )
+        .env("FLEXPHOTO_EDGE__SERVER__ADMIN_TOKEN", "edge-admin-token")
+        .env("FLEXPHOTO__CATALOG__RIGHTS_CHECK_SECS", "1")
+        .env("FLEXPHOTO__CATALOG__PURGE_DELAY_SECS", "1")
+        .env("FLEXPHOTO_EDGE__WITHHELD__POLL_SECS", "1");
+    o.up = true;
+    o
+}
+
 #[tokio::test]
 async fn rights_windows_withhold_and_release_through_the_edge() {
     for b in backends() {
-        let mut o = Options::new(b)
-            .env(
-                "FLEXPHOTO_EDGE_SIGNING_KEYS",
-                "00112233445566778899aabbccddeeff",
-            )
-            .env("FLEXPHOTO_EDGE__SERVER__ADMIN_TOKEN", "edge-admin-token")
-            .env("FLEXPHOTO__CATALOG__RIGHTS_CHECK_SECS", "1")
-            .env("FLEXPHOTO__CATALOG__PURGE_DELAY_SECS", "1")
-            .env("FLEXPHOTO_EDGE__WITHHELD__POLL_SECS", "1");
-        o.up = true;
-        let app = App::spawn(o).await;
+        let app = App::spawn(signed_edge_with_fast_lists(b)).await;
         rights_windows(&app).await;
         app.cleanup().await;
     }

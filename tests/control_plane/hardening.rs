@@ -11,6 +11,26 @@ use serde_json::{json, Value};
 
 use crate::helpers::{backends, jpeg, sample, App, Backend, Options, ADMIN};
 
+/// A presigned upload of `data` for `owner`: created (201), PUT to its URL, completed (202);
+/// returns the image id.
+async fn presign_put_and_complete(app: &App, owner: &str, ctype: &str, data: Vec<u8>) -> String {
+    let (s, v) = app
+        .post_json(
+            "/v1/images",
+            ADMIN,
+            &json!({"owner": owner, "content_type": ctype, "size": data.len()}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert!(put_bytes(&v, data).await < 300);
+    let (s, c) = app
+        .post_json(&format!("/v1/images/{id}/complete"), ADMIN, &json!({}))
+        .await;
+    assert_eq!(s, 202, "{c}");
+    id
+}
+
 async fn put_bytes(created: &Value, data: Vec<u8>) -> u16 {
     let url = created["upload"]["url"].as_str().unwrap();
     let headers: Vec<(String, String)> = created["upload"]["headers"]
@@ -754,20 +774,7 @@ async fn only_allowed_images_are_accepted() {
     let (_, list) = app.get_json("/v1/images?owner=ivy", ADMIN).await;
     assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "{list}");
     let junk = b"GIF89a but then nothing that decodes at all, just words".to_vec();
-    let (s, v) = app
-        .post_json(
-            "/v1/images",
-            ADMIN,
-            &json!({"owner": "ivy", "content_type": "image/gif", "size": junk.len()}),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    let id = v["id"].as_str().unwrap().to_owned();
-    assert!(put_bytes(&v, junk).await < 300);
-    let (s, _) = app
-        .post_json(&format!("/v1/images/{id}/complete"), ADMIN, &json!({}))
-        .await;
-    assert_eq!(s, 202);
+    let id = presign_put_and_complete(&app, "ivy", "image/gif", junk).await;
     let img = app.wait_done(&id, Duration::from_secs(60)).await;
     assert_eq!(img["status"], "failed", "{img}");
     assert_ne!(img["mime"], "application/octet-stream");
@@ -844,20 +851,7 @@ async fn a_stalled_process_job_removes_what_it_stored_for_a_deleted_image() {
     )
     .await;
     let data = jpeg(400, 300, 71);
-    let (s, v) = app
-        .post_json(
-            "/v1/images",
-            ADMIN,
-            &json!({"owner": "lea", "content_type": "image/jpeg", "size": data.len()}),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    let id = v["id"].as_str().unwrap().to_owned();
-    assert!(put_bytes(&v, data).await < 300);
-    let (s, c) = app
-        .post_json(&format!("/v1/images/{id}/complete"), ADMIN, &json!({}))
-        .await;
-    assert_eq!(s, 202, "{c}");
+    let id = presign_put_and_complete(&app, "lea", "image/jpeg", data).await;
     // The job has analysed the image and stalls before storing anything.
     let deadline = Instant::now() + Duration::from_secs(60);
     while !app

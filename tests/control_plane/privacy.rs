@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::catalog::{edge_status, eventually, published_keys, upload_with};
-use crate::helpers::{backends, jpeg, App, Options, ADMIN};
+use crate::catalog::{
+    edge_status, eventually, published_keys, signed_edge_with_fast_lists, upload_with,
+};
+use crate::helpers::{backends, jpeg, App, ADMIN};
 
 /// The unsigned `preset=thumb` URL of an image's original on the edge.
 fn unsigned_preset(doc: &Value) -> String {
@@ -174,17 +176,7 @@ async fn private_images(app: &App) {
 #[tokio::test]
 async fn private_images_need_signed_expiring_urls_at_the_edge() {
     for b in backends() {
-        let mut o = Options::new(b)
-            .env(
-                "FLEXPHOTO_EDGE_SIGNING_KEYS",
-                "00112233445566778899aabbccddeeff",
-            )
-            .env("FLEXPHOTO_EDGE__SERVER__ADMIN_TOKEN", "edge-admin-token")
-            .env("FLEXPHOTO__CATALOG__RIGHTS_CHECK_SECS", "1")
-            .env("FLEXPHOTO__CATALOG__PURGE_DELAY_SECS", "1")
-            .env("FLEXPHOTO_EDGE__WITHHELD__POLL_SECS", "1");
-        o.up = true;
-        let app = App::spawn(o).await;
+        let app = App::spawn(signed_edge_with_fast_lists(b)).await;
         private_images(&app).await;
         app.cleanup().await;
     }

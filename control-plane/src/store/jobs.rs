@@ -490,6 +490,22 @@ mod tests {
         id
     }
 
+    /// What processing a 1×1 JPEG found.
+    fn processed() -> Processed {
+        Processed {
+            bytes: 1,
+            sha256: "00".repeat(32),
+            format: flexphoto_media::ImageFormat::Jpeg,
+            width: 1,
+            height: 1,
+            variant_keys: Default::default(),
+            variant_bytes: Default::default(),
+            phash: None,
+            exif: Default::default(),
+            index: None,
+        }
+    }
+
     #[tokio::test]
     async fn a_job_is_claimed_once_and_fenced_by_its_lease() {
         let (db, dir) = db().await;
@@ -535,18 +551,7 @@ mod tests {
         assert_eq!(a.id, b.id);
         assert_eq!(b.attempts, 2);
         // The first worker's late result is discarded; the new owner's counts.
-        let processed = Processed {
-            bytes: 1,
-            sha256: "00".repeat(32),
-            format: flexphoto_media::ImageFormat::Jpeg,
-            width: 1,
-            height: 1,
-            variant_keys: Default::default(),
-            variant_bytes: Default::default(),
-            phash: None,
-            exif: Default::default(),
-            index: None,
-        };
+        let processed = processed();
         assert_eq!(
             db.finish_ready(&a, &processed).await.unwrap(),
             ReadyCommit::LeaseLost
@@ -570,18 +575,7 @@ mod tests {
         let long = Duration::from_secs(60);
         let a = db.claim_job(long).await.unwrap().expect("a job");
         assert_eq!(a.image_id, first);
-        let processed = Processed {
-            bytes: 1,
-            sha256: "00".repeat(32),
-            format: flexphoto_media::ImageFormat::Jpeg,
-            width: 1,
-            height: 1,
-            variant_keys: Default::default(),
-            variant_bytes: Default::default(),
-            phash: None,
-            exif: Default::default(),
-            index: None,
-        };
+        let processed = processed();
         assert_eq!(
             db.finish_ready(&a, &processed).await.unwrap(),
             ReadyCommit::Ready
