@@ -29,6 +29,8 @@ pub struct Metrics {
     pub images: IntGaugeVec,
     /// Running jobs whose lease expired (a worker died), read at scrape time.
     pub expired_leases: IntGauge,
+    /// Jobs this process's workers are running now, by kind.
+    pub jobs_in_progress: IntGaugeVec,
     /// Seconds the oldest due queued job has waited, read at scrape time.
     pub oldest_queued_seconds: IntGauge,
     /// 1 for each deployment-wide role this process holds now (`sweeper`, `reconcile`,
@@ -117,6 +119,13 @@ impl Metrics {
                 "flexphoto_queue_expired_leases",
                 "Running jobs whose lease expired",
             )?,
+            jobs_in_progress: IntGaugeVec::new(
+                Opts::new(
+                    "flexphoto_jobs_in_progress",
+                    "Jobs this process's workers are running now",
+                ),
+                &["kind"],
+            )?,
             oldest_queued_seconds: IntGauge::new(
                 "flexphoto_queue_oldest_queued_seconds",
                 "Seconds the oldest due queued job has waited",
@@ -194,6 +203,7 @@ impl Metrics {
         m.registry.register(Box::new(m.queue_jobs.clone()))?;
         m.registry.register(Box::new(m.images.clone()))?;
         m.registry.register(Box::new(m.expired_leases.clone()))?;
+        m.registry.register(Box::new(m.jobs_in_progress.clone()))?;
         m.registry
             .register(Box::new(m.oldest_queued_seconds.clone()))?;
         m.registry.register(Box::new(m.role_held.clone()))?;

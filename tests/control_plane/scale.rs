@@ -122,6 +122,27 @@ async fn three_processes_share_one_database_and_store() {
     let n = 12u32;
     for seed in 0..n {
         if seed == 5 {
+            // Kill the process while it is running a job (uploading to it until one runs),
+            // so that the crash cuts into work another process must take over.
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let mut extra = 0;
+            while sample(
+                &apps[sweeper].metrics().await,
+                "flexphoto_jobs_in_progress{kind=\"process\"}",
+            ) < 1.0
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the process never ran a job"
+                );
+                let (s, v) = apps[sweeper]
+                    .upload(ADMIN, "pat", "p.jpg", &jpeg(1600, 1200, 950 + extra))
+                    .await;
+                assert_eq!(s, 201, "{v}");
+                ids.push(v["id"].as_str().unwrap().to_owned());
+                extra += 1;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
             apps[sweeper].kill9();
         }
         let target = seed as usize % 3;
@@ -144,6 +165,18 @@ async fn three_processes_share_one_database_and_store() {
         let img = apps[0].wait_done(id, Duration::from_secs(240)).await;
         assert_eq!(img["status"], "ready", "{img}");
     }
+    // The job the kill cut into was taken over: it finished on a later attempt.
+    let (_, done) = apps[1]
+        .get_json("/v1/jobs?state=done&kind=process&limit=200", ADMIN)
+        .await;
+    assert!(
+        done["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["attempts"].as_i64() >= Some(2)),
+        "no process job was taken over after the kill: {done}"
+    );
     // Every accepted upload was processed by exactly one finished job.
     let (_, stats) = apps[1].get_json("/v1/jobs/stats", ADMIN).await;
     let process = &stats["queue"]["by_kind"]["process"];

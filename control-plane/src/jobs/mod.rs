@@ -186,6 +186,11 @@ async fn handle(state: &Arc<AppState>, job: ClaimedJob, shutdown: &mut watch::Re
     });
 
     let started = std::time::Instant::now();
+    let in_progress = state
+        .metrics
+        .jobs_in_progress
+        .with_label_values(&[job.kind.as_str()]);
+    in_progress.inc();
     let work = run(state, &job);
     tokio::pin!(work);
     let result = tokio::select! {
@@ -194,6 +199,7 @@ async fn handle(state: &Arc<AppState>, job: ClaimedJob, shutdown: &mut watch::Re
             tokio::time::timeout(state.cfg.shutdown_grace, &mut work).await.ok()
         }
     };
+    in_progress.dec();
     let _ = done_tx.send(true);
     let _ = heartbeat.await;
 
