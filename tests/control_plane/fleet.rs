@@ -66,15 +66,7 @@ async fn cached_on_both(app: &App, edges: &[String], seed: u32) -> (String, Vec<
 }
 
 async fn delete(app: &App, id: &str) {
-    let r = app
-        .req(
-            Method::DELETE,
-            &format!("/v1/images/{id}"),
-            Some(ADMIN),
-            None,
-            Bytes::new(),
-        )
-        .await;
+    let r = app.delete(&format!("/v1/images/{id}"), ADMIN).await;
     assert_eq!(r.status, 204);
 }
 

@@ -118,23 +118,11 @@ async fn keys_stay_within_their_scope_and_role() {
     // Revoking outside the scope looks like a missing key.
     let bob_viewer_id = bob_viewer["id"].as_str().unwrap();
     let r = app
-        .req(
-            Method::DELETE,
-            &format!("/v1/keys/{bob_viewer_id}"),
-            Some(&alice_admin),
-            None,
-            Bytes::new(),
-        )
+        .delete(&format!("/v1/keys/{bob_viewer_id}"), &alice_admin)
         .await;
     assert_eq!(r.status, 404);
     let r = app
-        .req(
-            Method::DELETE,
-            &format!("/v1/keys/{bob_viewer_id}"),
-            Some(&bob_up),
-            None,
-            Bytes::new(),
-        )
+        .delete(&format!("/v1/keys/{bob_viewer_id}"), &bob_up)
         .await;
     assert_eq!(r.status, 204);
     app.cleanup().await;
@@ -800,15 +788,7 @@ async fn deletes_leave_nothing_behind() {
         assert_eq!(s, 201, "{v}");
         let busy = v["id"].as_str().unwrap().to_owned();
         for id in [&busy, &ready] {
-            let r = app
-                .req(
-                    Method::DELETE,
-                    &format!("/v1/images/{id}"),
-                    Some(ADMIN),
-                    None,
-                    Bytes::new(),
-                )
-                .await;
+            let r = app.delete(&format!("/v1/images/{id}"), ADMIN).await;
             assert_eq!(r.status, 204);
             assert_eq!(
                 app.get_json(&format!("/v1/images/{id}"), ADMIN).await.0,
@@ -865,15 +845,7 @@ async fn a_stalled_process_job_removes_what_it_stored_for_a_deleted_image() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let r = app
-        .req(
-            Method::DELETE,
-            &format!("/v1/images/{id}"),
-            Some(ADMIN),
-            None,
-            Bytes::new(),
-        )
-        .await;
+    let r = app.delete(&format!("/v1/images/{id}"), ADMIN).await;
     assert_eq!(r.status, 204);
     // Its lease runs out meanwhile (a frozen worker): expired, and another token on it.
     let db = sqlx::SqlitePool::connect(&format!(

@@ -458,6 +458,12 @@ impl App {
             .unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
+    /// `DELETE path` with `key`.
+    pub async fn delete(&self, path: &str, key: &str) -> Reply {
+        self.req(Method::DELETE, path, Some(key), None, Bytes::new())
+            .await
+    }
+
     pub async fn get_json(&self, path: &str, key: &str) -> (u16, Value) {
         let r = self
             .req(Method::GET, path, Some(key), None, Bytes::new())

@@ -212,15 +212,7 @@ async fn presigned_flow(app: &App) {
     assert_eq!(r.status, 400);
 
     // DELETE removes it.
-    let r = app
-        .req(
-            Method::DELETE,
-            &format!("/v1/images/{id}"),
-            Some(ADMIN),
-            None,
-            Bytes::new(),
-        )
-        .await;
+    let r = app.delete(&format!("/v1/images/{id}"), ADMIN).await;
     assert_eq!(r.status, 204);
     let (s, e) = app.get_json(&format!("/v1/images/{id}"), ADMIN).await;
     assert_eq!(s, 404);
@@ -537,15 +529,7 @@ async fn auth_on_every_route() {
             .0,
         403
     );
-    let r = app
-        .req(
-            Method::DELETE,
-            &format!("/v1/images/{id}"),
-            Some(&viewer),
-            None,
-            Bytes::new(),
-        )
-        .await;
+    let r = app.delete(&format!("/v1/images/{id}"), &viewer).await;
     assert_eq!(r.status, 403);
     assert_eq!(app.get_json("/v1/jobs/stats", &viewer).await.0, 403);
     let r = app
@@ -570,15 +554,7 @@ async fn auth_on_every_route() {
             .0,
         403
     );
-    let r = app
-        .req(
-            Method::DELETE,
-            &format!("/v1/images/{id}"),
-            Some(&bob_up),
-            None,
-            Bytes::new(),
-        )
-        .await;
+    let r = app.delete(&format!("/v1/images/{id}"), &bob_up).await;
     assert_eq!(r.status, 404);
     assert_eq!(app.get_json("/v1/jobs/stats", &alice_up).await.0, 403);
     // Alice's uploader can.
@@ -589,15 +565,7 @@ async fn auth_on_every_route() {
             .0,
         201
     );
-    let r = app
-        .req(
-            Method::DELETE,
-            &format!("/v1/images/{id}"),
-            Some(&alice_up),
-            None,
-            Bytes::new(),
-        )
-        .await;
+    let r = app.delete(&format!("/v1/images/{id}"), &alice_up).await;
     assert_eq!(r.status, 204);
     app.cleanup().await;
 }

@@ -194,15 +194,7 @@ async fn qdrant_server_with_a_key_survives_a_restart_mid_ingest() {
     assert!(got.iter().all(|g| ruths.contains(g)), "{v}");
     // A delete removes the point.
     let (_, victim) = &ids[0];
-    let r = app
-        .req(
-            http::Method::DELETE,
-            &format!("/v1/images/{victim}"),
-            Some(ADMIN),
-            None,
-            bytes::Bytes::new(),
-        )
-        .await;
+    let r = app.delete(&format!("/v1/images/{victim}"), ADMIN).await;
     assert!(r.status == 204 || r.status == 202, "{}", r.status);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -438,15 +438,7 @@ async fn search_flow(app: &App, dir: &Path) {
     assert_eq!(s, 401);
 
     // Deleting an image removes it from search.
-    let r = app
-        .req(
-            Method::DELETE,
-            &format!("/v1/images/{copy_id}"),
-            Some(ADMIN),
-            None,
-            Bytes::new(),
-        )
-        .await;
+    let r = app.delete(&format!("/v1/images/{copy_id}"), ADMIN).await;
     assert_eq!(r.status, 204);
     let v = search(
         app,
