@@ -588,6 +588,21 @@ pub fn sample(text: &str, name_and_labels: &str) -> f64 {
 impl Drop for App {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            // A failed test shows what the server said about it.
+            let log = self.log();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+                .collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!(
+                "--- last warnings and errors of {} ({}) ---\n{}",
+                self.base,
+                self.data_dir.display(),
+                tail.join("\n")
+            );
+        }
     }
 }
 

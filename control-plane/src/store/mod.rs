@@ -52,6 +52,24 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the database aborted the transaction only because of other transactions
+    /// running at the same moment (Postgres deadlock, serialization failure or lock timeout;
+    /// SQLite busy or locked past its timeout): running it again can succeed.
+    pub fn is_transient(&self) -> bool {
+        let StoreError::Sql(sqlx::Error::Database(d)) = self else {
+            return false;
+        };
+        let Some(code) = d.code() else {
+            return false;
+        };
+        if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+            // Primary result codes SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their
+            // extended forms.
+            return code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6));
+        }
+        matches!(code.as_ref(), "40001" | "40P01" | "55P03")
+    }
+
     /// Maps unique violations to [`StoreError::Conflict`].
     pub fn classify(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(d) = &e {
@@ -77,8 +95,29 @@ pub enum Db {
 
 /// Runs `$body` with `$pool` bound to whichever pool `$db` holds, and `$pg` to whether it is
 /// Postgres. The body is compiled once per backend.
+///
+/// `on_db!(db, retrying |pool, pg| body)` is for bodies that are one transaction: when the
+/// database aborts it for a transient reason ([`StoreError::is_transient`]), the whole body
+/// runs again after a short pause, up to [`TRANSIENT_RETRIES`] times. Such a body must not
+/// write outside its transaction.
 #[macro_export]
 macro_rules! on_db {
+    ($db:expr, retrying |$pool:ident, $pg:ident| $body:expr) => {{
+        let mut attempt: u32 = 0;
+        loop {
+            let run = async {
+                Ok::<_, $crate::store::StoreError>($crate::on_db!($db, |$pool, $pg| $body))
+            };
+            match run.await {
+                Ok(v) => break v,
+                Err(e) if e.is_transient() && attempt < $crate::store::TRANSIENT_RETRIES => {
+                    attempt += 1;
+                    $crate::store::transient_pause(attempt, &e).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }};
     ($db:expr, |$pool:ident, $pg:ident| $body:expr) => {
         match $db {
             $crate::store::Db::Pg($pool) => {
@@ -93,6 +132,18 @@ macro_rules! on_db {
             }
         }
     };
+}
+
+/// How many times a transaction aborted for a transient reason runs again.
+pub const TRANSIENT_RETRIES: u32 = 4;
+
+/// The pause before running an aborted transaction again: growing with each attempt and
+/// jittered, so the transactions that collided do not collide again in step.
+pub async fn transient_pause(attempt: u32, e: &StoreError) {
+    let base = 10u64 << attempt.min(6);
+    let jitter = u64::from(Utc::now().timestamp_subsec_micros()) % base;
+    tracing::debug!(attempt, error = %e, "transaction aborted by a concurrent one; running it again");
+    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
 }
 
 /// Starting a transaction that will write. On SQLite it takes the write lock up front
@@ -229,3 +280,6 @@ impl Db {
             .unwrap_or_else(|| value.to_owned()))
     }
 }
+
+#[cfg(test)]
+mod transient_tests;
