@@ -108,6 +108,18 @@ impl Drop for Qdrant {
     }
 }
 
+/// Whether a process job is waiting to run again after failing (against the index).
+async fn met_the_outage(app: &App) -> bool {
+    let (_, queued) = app
+        .get_json("/v1/jobs?state=queued&kind=process&limit=100", ADMIN)
+        .await;
+    queued["items"].as_array().is_some_and(|items| {
+        items
+            .iter()
+            .any(|j| j["attempts"].as_i64() >= Some(1) && j["last_error"].is_string())
+    })
+}
+
 #[tokio::test]
 async fn qdrant_server_with_a_key_survives_a_restart_mid_ingest() {
     let Some(models) = models() else { return };
@@ -151,9 +163,23 @@ async fn qdrant_server_with_a_key_survives_a_restart_mid_ingest() {
         assert_eq!(s, 201, "{v}");
         ids.push((owner, v["id"].as_str().unwrap().to_owned()));
         if seed == 3 {
-            // The server dies mid-ingest and comes back a few seconds later.
+            // The server dies mid-ingest, stays down until a job has failed against it,
+            // and comes back.
             q.stop();
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (s, v) = app
+                .upload(ADMIN, "ruth", "p.jpg", &jpeg(1600, 1200, 5100))
+                .await;
+            assert_eq!(s, 201, "{v}");
+            ids.push(("ruth", v["id"].as_str().unwrap().to_owned()));
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while !met_the_outage(&app).await {
+                assert!(
+                    Instant::now() < deadline,
+                    "no process job failed while the server was down\n{}",
+                    app.log()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             assert!(q.up(), "the Qdrant server did not restart");
         }
     }
@@ -161,6 +187,18 @@ async fn qdrant_server_with_a_key_survives_a_restart_mid_ingest() {
         let img = app.wait_done(id, Duration::from_secs(240)).await;
         assert_eq!(img["status"], "ready", "{img}\n{}", app.log());
     }
+    // The jobs that met the outage finished on a later attempt.
+    let (_, done) = app
+        .get_json("/v1/jobs?state=done&kind=process&limit=100", ADMIN)
+        .await;
+    assert!(
+        done["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["attempts"].as_i64() >= Some(2)),
+        "no process job was retried after the outage: {done}"
+    );
     let count = |v: &Value| v["result"]["count"].as_u64().unwrap_or(0);
     let n = q
         .rest(

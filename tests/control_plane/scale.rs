@@ -66,13 +66,27 @@ async fn search_through(app: &App) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Three processes on one Postgres database and one S3 bucket (and one Qdrant server when
-/// `QDRANT_URL` is set; otherwise one embedded-index owner and two forwarding processes).
+/// Three processes with one embedded-index owner and two that forward search to it.
+#[tokio::test]
+async fn three_processes_with_one_embedded_index_owner() {
+    three_processes(None).await;
+}
+
+/// Three processes sharing one Qdrant server.
+#[tokio::test]
+async fn three_processes_on_a_qdrant_server() {
+    match std::env::var("QDRANT_URL").ok().filter(|u| !u.is_empty()) {
+        Some(url) => three_processes(Some(url)).await,
+        None => crate::skip::skip("qdrant", "QDRANT_URL is not set"),
+    }
+}
+
+/// Three processes on one Postgres database and one S3 bucket, their index on the Qdrant
+/// server at `qdrant`, or else one embedded-index owner and two forwarding processes.
 /// Uploads go through all three while the process holding the sweeper role is killed with
 /// SIGKILL and restarted: every accepted upload ends ready with one finished job, the role
 /// moves to a survivor, and search answers the same through every process.
-#[tokio::test]
-async fn three_processes_share_one_database_and_store() {
+async fn three_processes(qdrant: Option<String>) {
     let Some(models) = models() else { return };
     if std::env::var("FLEXPHOTO_TEST_PG_URL").is_err() {
         crate::skip::skip(
@@ -90,7 +104,6 @@ async fn three_processes_share_one_database_and_store() {
     }
     ensure_bucket().await;
     let (db_url, db_name) = fresh_pg_db().await;
-    let qdrant = std::env::var("QDRANT_URL").ok().filter(|u| !u.is_empty());
     let collection = format!("scale_{}", uuid::Uuid::new_v4().simple());
     let mut apps = Vec::new();
     for i in 0..3 {
@@ -111,11 +124,6 @@ async fn three_processes_share_one_database_and_store() {
             None => opts.env("FLEXPHOTO__SEARCH__INDEX", "forward"),
         };
         apps.push(App::spawn(opts).await);
-    }
-    if qdrant.is_none() {
-        eprintln!(
-            "NOTE: QDRANT_URL is not set; one embedded-index owner and two forwarding processes"
-        );
     }
     let sweeper = wait_for_holder(&apps, &apps[0], "sweeper", None).await;
     let mut ids = Vec::new();
