@@ -5,7 +5,8 @@
 //! the time and id of the last item, stable while rows are added), the same for pairs of
 //! images (`p…`), an offset (`s{n}`, for similarity rankings, which have no stable key), a
 //! position in a listing sorted by a field (`v…`), in the review queue (`qo…` oldest first,
-//! `qp…` by priority), among an owner's named items (`n…`) and among jobs (`j{id}`).
+//! `qp…` by priority), among an owner's named items (`n…`), among owners (`o…`) and among
+//! jobs (`j{id}`).
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -44,6 +45,8 @@ pub enum Cursor {
     },
     /// Before the job with this id (jobs go newest first).
     Job(i64),
+    /// After this owner (owners go by name).
+    Owner(String),
 }
 
 /// A cursor the API did not hand out.
@@ -93,6 +96,7 @@ impl Cursor {
                 format!("n{}_{}", hex::encode(owner), hex::encode(name))
             }
             Cursor::Job(id) => format!("j{id}"),
+            Cursor::Owner(owner) => format!("o{}", hex::encode(owner)),
         }
     }
 
@@ -163,6 +167,7 @@ impl Cursor {
                 })
             }
             'j' => Ok(Cursor::Job(rest.parse().map_err(|_| BadCursor)?)),
+            'o' => Ok(Cursor::Owner(text(rest)?)),
             _ => Err(BadCursor),
         }
     }
@@ -201,6 +206,14 @@ impl Cursor {
     pub fn decode_job(text: &str) -> Result<i64, BadCursor> {
         match Cursor::decode(text)? {
             Cursor::Job(id) => Ok(id),
+            _ => Err(BadCursor),
+        }
+    }
+
+    /// An owner position, or an error for other cursors.
+    pub fn decode_owner(text: &str) -> Result<String, BadCursor> {
+        match Cursor::decode(text)? {
+            Cursor::Owner(o) => Ok(o),
             _ => Err(BadCursor),
         }
     }
@@ -266,6 +279,7 @@ mod tests {
                 name: "Summer 2026 \n_x".into(),
             },
             Cursor::Job(1234),
+            Cursor::Owner("ann_b é".into()),
         ] {
             assert_eq!(Cursor::decode(&c.encode()), Ok(c.clone()), "{}", c.encode());
         }
@@ -284,6 +298,8 @@ mod tests {
             "nzz_00",
             "j",
             "j1.5",
+            "oz",
+            "o0",
             "é",
         ] {
             assert_eq!(Cursor::decode(bad), Err(BadCursor), "{bad}");

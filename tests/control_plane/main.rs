@@ -565,6 +565,47 @@ async fn auth_on_every_route() {
             .0,
         201
     );
+    // Owners come a page at a time, and a scoped key sees only its own.
+    let (s, v) = app.upload(ADMIN, "carol", "e.jpg", &jpeg(32, 32, 7)).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, p1) = app.get_json("/v1/owners?limit=1", ADMIN).await;
+    assert_eq!(s, 200, "{p1}");
+    assert_eq!(
+        p1["items"],
+        json!([{"owner": "alice", "images": 2}]),
+        "{p1}"
+    );
+    let next = p1["next_cursor"].as_str().unwrap();
+    let (_, p2) = app
+        .get_json(&format!("/v1/owners?limit=1&cursor={next}"), ADMIN)
+        .await;
+    assert_eq!(
+        p2["items"],
+        json!([{"owner": "carol", "images": 1}]),
+        "{p2}"
+    );
+    let (_, p3) = app
+        .get_json(
+            &format!(
+                "/v1/owners?limit=1&cursor={}",
+                p2["next_cursor"].as_str().unwrap()
+            ),
+            ADMIN,
+        )
+        .await;
+    assert_eq!(p3, json!({"items": [], "next_cursor": null}));
+    let (_, mine) = app.get_json("/v1/owners", &alice_up).await;
+    assert_eq!(
+        mine["items"],
+        json!([{"owner": "alice", "images": 2}]),
+        "{mine}"
+    );
+    let (_, none) = app.get_json("/v1/owners", &bob_up).await;
+    assert_eq!(none["items"], json!([]), "{none}");
+    for bad in ["limit=0", "limit=1001", "cursor=j12"] {
+        let (s, v) = app.get_json(&format!("/v1/owners?{bad}"), ADMIN).await;
+        assert_eq!(s, 400, "{bad}: {v}");
+    }
     let r = app.delete(&format!("/v1/images/{id}"), &alice_up).await;
     assert_eq!(r.status, 204);
     app.cleanup().await;

@@ -13,13 +13,23 @@ pub struct OwnerCount {
 }
 
 impl Db {
-    /// Owners with live images, by name; at most `limit`.
-    pub async fn owners(&self, limit: u32) -> Result<Vec<OwnerCount>> {
+    /// Owners with live images, by name, after `after`; only `only` when given; at most
+    /// `limit`.
+    pub async fn owners(
+        &self,
+        only: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<OwnerCount>> {
+        // Owners are never empty, so '' stands for "any" and "from the start".
         Ok(on_db!(self, |p, _pg| {
             sqlx::query_as::<_, OwnerCount>(
-                "SELECT owner, COUNT(*) AS images FROM images WHERE deleted_at IS NULL \
-                 GROUP BY owner ORDER BY owner LIMIT $1",
+                "SELECT owner, COUNT(*) AS images FROM images \
+                 WHERE deleted_at IS NULL AND ($1 = '' OR owner = $1) AND owner > $2 \
+                 GROUP BY owner ORDER BY owner LIMIT $3",
             )
+            .bind(only.unwrap_or(""))
+            .bind(after.unwrap_or(""))
             .bind(i64::from(limit))
             .fetch_all(p)
             .await?
