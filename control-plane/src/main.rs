@@ -401,11 +401,12 @@ async fn run_service(mut cfg: Config, with_edge: bool) -> Result<()> {
     }
     // Under `flexphoto up`, the edge in this process (it needs the API's address to push
     // access statistics to, so it starts once the listener is bound).
-    let edge_key = if with_edge {
-        up::start_edge(&mut cfg)?
+    let edge = if with_edge {
+        Some(up::start_edge(&mut cfg)?)
     } else {
         None
     };
+    let edge_key = edge.as_ref().and_then(|e| e.access_key.clone());
     let state = AppState::build(cfg)
         .await
         .context("starting the control plane")?;
@@ -422,7 +423,20 @@ async fn run_service(mut cfg: Config, with_edge: bool) -> Result<()> {
     }
     // Tests and scripts read the real address from this line (useful with port 0).
     println!("flexphoto listening on http://{}", listener.local_addr()?);
-    app::serve(state, listener, app::shutdown_signal()).await?;
+    // One signal stops both: the edge starts its grace period while the API drains, and the
+    // process exits once both are done.
+    let stop_edge = edge.as_ref().map(|e| e.stop.clone());
+    let signal = async move {
+        app::shutdown_signal().await;
+        if let Some(stop) = stop_edge {
+            let _ = stop.send(true);
+        }
+    };
+    app::serve(state, listener, signal).await?;
+    if let Some(e) = edge {
+        let _ = e.stop.send(true);
+        let _ = tokio::task::spawn_blocking(move || e.thread.join()).await;
+    }
     Ok(())
 }
 
@@ -693,8 +707,10 @@ mod up {
     /// Starts the edge on its own thread, reading the control plane's store; the two agree
     /// on signing keys and the purge token (either side's, when only one sets them), and the
     /// edge pushes its access statistics to this process with a key of role `edge` kept in
-    /// the data directory: returns that key, for the caller to register.
-    pub fn start_edge(cfg: &mut Config) -> Result<Option<String>> {
+    /// the data directory: returns that key, for the caller to register. The edge stops
+    /// gracefully when told through the returned [`super::EdgeThread`] (or when it is
+    /// dropped), not on the process's signals: this process stops both.
+    pub fn start_edge(cfg: &mut Config) -> Result<super::EdgeThread> {
         let path = cfg.edge_config.clone().or_else(|| LOADER.locate(None));
         let mut e = EdgeConfig::load(path.as_deref()).context("loading the edge configuration")?;
         e.listen = cfg.edge_listen.to_string();
@@ -740,15 +756,31 @@ mod up {
             });
             access_key = Some(key);
         }
-        std::thread::Builder::new()
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let thread = std::thread::Builder::new()
             .name("edge".into())
             .spawn(move || {
-                if let Err(e) = flexphoto_edge::server::run(e) {
+                let stop = flexphoto_edge::server::Stop::When(stopped);
+                if let Err(e) = flexphoto_edge::server::run(e, stop) {
                     tracing::error!(error = %e, "the edge stopped with an error");
                 }
             })?;
-        Ok(access_key)
+        Ok(super::EdgeThread {
+            access_key,
+            stop,
+            thread,
+        })
     }
+}
+
+/// The edge running on a thread of this process under `flexphoto up`.
+#[cfg_attr(not(feature = "edge"), allow(dead_code))]
+struct EdgeThread {
+    /// The key the edge pushes access statistics with, for the control plane to register.
+    access_key: Option<String>,
+    /// Turns true to stop the edge gracefully; dropping it stops the edge too.
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// The edge signing key kept in `{data_dir}/edge-signing.key` (readable by the owner only),
@@ -796,7 +828,7 @@ mod up {
     use flexphoto_control_plane::config::Config;
 
     /// Says that this build has no edge.
-    pub fn start_edge(_cfg: &mut Config) -> Result<Option<String>> {
+    pub fn start_edge(_cfg: &mut Config) -> Result<super::EdgeThread> {
         anyhow::bail!("this flexphoto was built without the edge (feature `edge`); use --no-edge or run flexphoto-edge")
     }
 }

@@ -135,7 +135,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
     }
-    flexphoto_edge::server::run(cfg).map_err(anyhow::Error::msg)
+    flexphoto_edge::server::run(cfg, flexphoto_edge::server::Stop::Signals)
+        .map_err(anyhow::Error::msg)
 }
 
 fn main() -> ExitCode {

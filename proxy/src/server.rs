@@ -5,7 +5,7 @@ use std::sync::Arc;
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::configuration::ServerConf;
-use pingora_core::server::{RunArgs, Server};
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::listening::Service;
 
 use crate::app::EdgeApp;
@@ -13,12 +13,34 @@ use crate::config::EdgeConfig;
 use crate::edge::Edge;
 use crate::metrics::Metrics;
 
-/// Builds the edge from `cfg` and serves until SIGTERM (graceful) or SIGINT. Blocks the
-/// calling thread; Pingora makes its own runtimes.
-pub fn run(cfg: EdgeConfig) -> Result<(), String> {
+/// When the edge stops: on the process's signals (SIGTERM graceful, SIGINT fast, SIGQUIT
+/// graceful upgrade), or when its owner says so (a process that runs the edge beside other
+/// work and stops them together).
+pub enum Stop {
+    /// The process's signals.
+    Signals,
+    /// A graceful stop once the value turns true.
+    When(tokio::sync::watch::Receiver<bool>),
+}
+
+struct StopWhen(tokio::sync::watch::Receiver<bool>);
+
+#[async_trait::async_trait]
+impl ShutdownSignalWatch for StopWhen {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut rx = self.0.clone();
+        // A dropped sender also means stop: nobody is left to say so.
+        let _ = rx.wait_for(|stop| *stop).await;
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Builds the edge from `cfg` and serves until `stop`. Blocks the calling thread; Pingora
+/// makes its own runtimes.
+pub fn run(cfg: EdgeConfig, stop: Stop) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
     let edge = Arc::new(Edge::new(cfg, metrics)?);
-    run_edge(edge)
+    run_edge(edge, stop)
 }
 
 /// The in-memory cache sizes in force and what they add up to, in MiB.
@@ -41,8 +63,8 @@ fn log_cache_sizes(cfg: &EdgeConfig) {
     tracing::info!(sizes = %cache_sizes(cfg), "cache sizes");
 }
 
-/// Serves an already built edge until shutdown.
-pub fn run_edge(edge: Arc<Edge>) -> Result<(), String> {
+/// Serves an already built edge until `stop`.
+pub fn run_edge(edge: Arc<Edge>, stop: Stop) -> Result<(), String> {
     let cfg = edge.config().clone();
     let conf = ServerConf {
         threads: cfg.threads,
@@ -63,7 +85,13 @@ pub fn run_edge(edge: Arc<Edge>) -> Result<(), String> {
     server.add_service(service);
     log_cache_sizes(&cfg);
     tracing::info!(listen = %cfg.listen, origin = %edge.store().describe(), workers = cfg.workers, "flexphoto-edge listening");
-    server.run(RunArgs::default());
+    let args = match stop {
+        Stop::Signals => RunArgs::default(),
+        Stop::When(rx) => RunArgs {
+            shutdown_signal: Box::new(StopWhen(rx)),
+        },
+    };
+    server.run(args);
     tracing::info!("flexphoto-edge stopped");
     Ok(())
 }

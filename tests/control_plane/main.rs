@@ -841,7 +841,7 @@ async fn up_and_import_serve_variants_through_the_edge() {
         )
         .env("FLEXPHOTO_EDGE__SERVER__ADMIN_TOKEN", "edge-admin-token");
     o.up = true;
-    let app = App::spawn(o).await;
+    let mut app = App::spawn(o).await;
     let dir = app.data_dir.join("to-import");
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     std::fs::write(dir.join("a.jpg"), jpeg(300, 200, 40)).unwrap();
@@ -920,6 +920,11 @@ async fn up_and_import_serve_variants_through_the_edge() {
             .await;
         assert_eq!(s, 400, "{e}");
     }
+    // One SIGTERM stops both parts: the process exits once the edge has stopped too.
+    let status = app.stop();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let log = app.log();
+    assert!(log.contains("flexphoto-edge stopped"), "{log}");
     app.cleanup().await;
 }
 
