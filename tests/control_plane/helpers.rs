@@ -552,6 +552,22 @@ impl App {
         }
     }
 
+    /// Whether some finished process job took more than one attempt (work that an outage or
+    /// a crash interrupted was done again); the jobs page in the message otherwise.
+    pub async fn a_process_job_was_retried(&self) -> Result<(), Value> {
+        let (_, done) = self
+            .get_json("/v1/jobs?state=done&kind=process&limit=200", ADMIN)
+            .await;
+        let retried = done["items"]
+            .as_array()
+            .is_some_and(|jobs| jobs.iter().any(|j| j["attempts"].as_i64() >= Some(2)));
+        if retried {
+            Ok(())
+        } else {
+            Err(done)
+        }
+    }
+
     /// Creates a key with `role` (and owner scope) through the API.
     pub async fn key(&self, role: &str, owner: Option<&str>) -> String {
         let (s, v) = self

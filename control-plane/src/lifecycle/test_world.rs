@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::clock::ManualClock;
 use crate::config::RawConfig;
 use crate::state::AppState;
+use crate::store::scratch::ScratchPg;
 
 /// One control plane state, its clock, and what to clean up.
 pub(crate) struct World {
@@ -16,32 +17,12 @@ pub(crate) struct World {
     /// Its data directory (removed with it).
     pub dir: std::path::PathBuf,
     /// The Postgres database made for this world, dropped with it.
-    pg_db: Option<String>,
+    _pg: Option<ScratchPg>,
 }
 
 impl Drop for World {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
-        if let (Some(name), Ok(base)) = (self.pg_db.take(), std::env::var("FLEXPHOTO_TEST_PG_URL"))
-        {
-            // Drop runs inside the test's runtime: do the async cleanup on a thread of its own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(async {
-                    if let Ok(pool) = sqlx::PgPool::connect(&base).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&pool)
-                        .await;
-                    }
-                });
-                Ok::<(), std::io::Error>(())
-            })
-            .join();
-        }
     }
 }
 
@@ -49,31 +30,20 @@ impl Drop for World {
 /// set, its clock at `start`; `extra_toml` is added to the configuration.
 pub(crate) async fn worlds(extra_toml: &str, start: DateTime<Utc>) -> Vec<World> {
     let mut v = vec![world_on(extra_toml, start, None).await];
-    match std::env::var("FLEXPHOTO_TEST_PG_URL") {
-        Ok(base) => {
-            let name = format!("fp_life_{}", uuid::Uuid::new_v4().simple());
-            let pool = sqlx::PgPool::connect(&base).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&pool)
-                .await
-                .unwrap();
-            let (prefix, _) = base.rsplit_once('/').unwrap();
-            let pg = Some((format!("{prefix}/{name}"), name));
-            v.push(world_on(extra_toml, start, pg).await);
-        }
-        Err(_) => crate::test_skip::skip("postgres", "FLEXPHOTO_TEST_PG_URL is not set"),
+    if let Some(pg) = ScratchPg::create("fp_life").await {
+        v.push(world_on(extra_toml, start, Some(pg)).await);
     }
     v
 }
 
-/// One world on SQLite, or on the Postgres database `pg` (its URL and name) when given.
+/// One world on SQLite, or on the Postgres database `pg` when given.
 pub(crate) async fn world_on(
     extra_toml: &str,
     start: DateTime<Utc>,
-    pg: Option<(String, String)>,
+    pg: Option<ScratchPg>,
 ) -> World {
     let dir = std::env::temp_dir().join(format!("fp-lifecycle-{}", uuid::Uuid::new_v4().simple()));
-    let db = pg.as_ref().map(|(u, _)| u.clone()).unwrap_or_default();
+    let db = pg.as_ref().map(|p| p.url.clone()).unwrap_or_default();
     let toml = format!(
         "[server]\ndata_dir = \"{}\"\n[database]\nurl = \"{db}\"\n[search]\nmodel = \"none\"\n[queue]\nworkers = 0\n{extra_toml}",
         dir.display()
@@ -90,6 +60,6 @@ pub(crate) async fn world_on(
         state,
         clock,
         dir,
-        pg_db: pg.map(|(_, n)| n),
+        _pg: pg,
     }
 }

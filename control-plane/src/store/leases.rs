@@ -130,7 +130,7 @@ mod tests {
     /// What to remove after a test: the SQLite directory or the Postgres database.
     enum Scratch {
         Dir(std::path::PathBuf),
-        Pg(String),
+        Pg(crate::store::scratch::ScratchPg),
     }
 
     async fn cleanup(db: Db, scratch: Scratch) {
@@ -139,38 +139,19 @@ mod tests {
             Scratch::Dir(d) => {
                 let _ = std::fs::remove_dir_all(d);
             }
-            Scratch::Pg(name) => {
-                if let Ok(url) = std::env::var("FLEXPHOTO_TEST_PG_URL") {
-                    if let Ok(admin) = sqlx::PgPool::connect(&url).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&admin)
-                        .await;
-                    }
-                }
-            }
+            Scratch::Pg(pg) => drop(pg),
         }
     }
 
     async fn dbs() -> Vec<(Db, Scratch)> {
         let (s, dir) = sqlite().await;
         let mut v = vec![(s, Scratch::Dir(dir))];
-        if let Ok(url) = std::env::var("FLEXPHOTO_TEST_PG_URL") {
-            // A fresh database per run so parallel runs never share leases.
-            let admin = sqlx::PgPool::connect(&url).await.unwrap();
-            let name = format!("fp_leases_{}", uuid::Uuid::new_v4().simple());
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&admin)
+        // A fresh database per run so parallel runs never share leases.
+        if let Some(pg) = crate::store::scratch::ScratchPg::create("fp_leases").await {
+            let db = Db::connect(&DatabaseUrl::Postgres(pg.url.clone()), 2)
                 .await
                 .unwrap();
-            let (prefix, _) = url.rsplit_once('/').unwrap();
-            let db = Db::connect(&DatabaseUrl::Postgres(format!("{prefix}/{name}")), 2)
-                .await
-                .unwrap();
-            v.push((db, Scratch::Pg(name)));
-        } else {
-            crate::test_skip::skip("postgres", "FLEXPHOTO_TEST_PG_URL is not set");
+            v.push((db, Scratch::Pg(pg)));
         }
         v
     }

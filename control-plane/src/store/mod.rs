@@ -282,4 +282,6 @@ impl Db {
 }
 
 #[cfg(test)]
+pub(crate) mod scratch;
+#[cfg(test)]
 mod transient_tests;

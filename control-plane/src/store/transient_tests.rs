@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
+use super::scratch::ScratchPg;
 use super::{BeginWrite, Db, StoreError};
 use crate::config::DatabaseUrl;
 
@@ -35,18 +36,10 @@ async fn cross_update(db: &Db, from: i32, to: i32, attempts: &AtomicU32) -> supe
 
 #[tokio::test]
 async fn a_deadlocked_transaction_runs_again_on_postgres() {
-    let Ok(url) = std::env::var("FLEXPHOTO_TEST_PG_URL") else {
-        crate::test_skip::skip("postgres", "FLEXPHOTO_TEST_PG_URL is not set");
+    let Some(scratch) = ScratchPg::create("fp_transient").await else {
         return;
     };
-    let admin = sqlx::PgPool::connect(&url).await.unwrap();
-    let name = format!("fp_transient_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (prefix, _) = url.rsplit_once('/').unwrap();
-    let db = Db::connect(&DatabaseUrl::Postgres(format!("{prefix}/{name}")), 4)
+    let db = Db::connect(&DatabaseUrl::Postgres(scratch.url.clone()), 4)
         .await
         .unwrap();
     let Db::Pg(pool) = &db else { unreachable!() };
@@ -89,11 +82,6 @@ async fn a_deadlocked_transaction_runs_again_on_postgres() {
     assert_eq!(v, [(2,), (2,)]);
 
     db.close().await;
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&admin)
-    .await;
 }
 
 #[tokio::test]
