@@ -26,7 +26,7 @@ Needs: a release build (cargo build --release -p flexphoto-control-plane), the `
 """
 import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, threading, time, uuid
 from datetime import datetime
-from procstat import RssSampler, api_request, cpu_seconds
+from procstat import RssSampler, api_request, cpu_seconds, multipart
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN = "bench-admin-key-0123456789"
@@ -45,14 +45,6 @@ def pct(xs, p):
 
 def request(method, url, body=None, headers=None, timeout=120):
     return api_request(method, url, ADMIN, body, headers, timeout)
-
-
-def multipart(owner, data):
-    b = "benchBoundary" + uuid.uuid4().hex
-    head = (f"--{b}\r\nContent-Disposition: form-data; name=\"owner\"\r\n\r\n{owner}\r\n"
-            f"--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.jpg\"\r\n"
-            f"Content-Type: image/jpeg\r\n\r\n").encode()
-    return head + data + f"\r\n--{b}--\r\n".encode(), f"multipart/form-data; boundary={b}"
 
 
 def make_corpus(photos_dir, out_dir, n=6, subsample="420"):
@@ -103,7 +95,7 @@ def run_backend(name, binary, corpus, args, pg_url=None):
     upload_errors = []
 
     def upload(i):
-        body, ct = multipart(f"bench-{name}-{i}", corpus[i % len(corpus)])
+        body, ct = multipart({"owner": f"bench-{name}-{i}"}, "file", corpus[i % len(corpus)])
         s, r = request("POST", f"{base}/v1/images", body, {"Content-Type": ct})
         if s == 201:
             with lock:

@@ -1,6 +1,6 @@
 """Process helpers shared by the load tests: free loopback ports, waiting for a server, and
-peak-RSS sampling, CPU time and authenticated HTTP requests."""
-import os, socket, threading, time
+peak-RSS sampling, CPU time, authenticated HTTP requests and multipart upload bodies."""
+import os, socket, threading, time, uuid
 import urllib.error, urllib.request
 
 
@@ -58,3 +58,15 @@ def api_request(method, url, key, body=None, headers=None, timeout=120):
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def multipart(fields, file_field, data, content_type="image/jpeg"):
+    """A multipart/form-data body with text `fields` and `data` as the file `file_field`;
+    (body, Content-Type header)."""
+    b = "benchBoundary" + uuid.uuid4().hex
+    out = b""
+    for k, v in fields.items():
+        out += f"--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
+    out += (f"--{b}\r\nContent-Disposition: form-data; name=\"{file_field}\"; filename=\"p.jpg\"\r\n"
+            f"Content-Type: {content_type}\r\n\r\n").encode() + data + f"\r\n--{b}--\r\n".encode()
+    return out, f"multipart/form-data; boundary={b}"

@@ -22,7 +22,7 @@ Results go to loadtest/results/scaleout-<time>.json.
 """
 import argparse, json, os, shutil, subprocess, tempfile, threading, time, uuid
 from datetime import datetime
-from procstat import api_request, cpu_seconds, free_port
+from procstat import api_request, cpu_seconds, free_port, multipart
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN = "bench-admin-key-0123456789"
@@ -30,14 +30,6 @@ ADMIN = "bench-admin-key-0123456789"
 
 def request(method, url, body=None, headers=None, timeout=120):
     return api_request(method, url, ADMIN, body, headers, timeout)
-
-
-def multipart(owner, data):
-    b = "benchBoundary" + uuid.uuid4().hex
-    head = (f"--{b}\r\nContent-Disposition: form-data; name=\"owner\"\r\n\r\n{owner}\r\n"
-            f"--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.jpg\"\r\n"
-            f"Content-Type: image/jpeg\r\n\r\n").encode()
-    return head + data + f"\r\n--{b}--\r\n".encode(), f"multipart/form-data; boundary={b}"
 
 
 def make_corpus(photos_dir, out_dir, n=6):
@@ -86,7 +78,7 @@ def run(n_proc, args, corpus, pg_url):
 
         def client():
             for i in counter:
-                body, ct = multipart(f"scale-{i}", corpus[i % len(corpus)])
+                body, ct = multipart({"owner": f"scale-{i}"}, "file", corpus[i % len(corpus)])
                 s, r = request("POST", f"{bases[i % n_proc]}/v1/images", body, {"Content-Type": ct})
                 if s == 201:
                     with lock:

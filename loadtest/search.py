@@ -21,9 +21,9 @@ client sees with the real model. Results go to loadtest/results/search-<time>.js
 
 Needs: cargo build --release -p flexphoto-control-plane, scripts/fetch-models, the fixtures.
 """
-import argparse, json, os, shutil, subprocess, sys, tempfile, threading, time, uuid
+import argparse, json, os, shutil, subprocess, sys, tempfile, threading, time
 from datetime import datetime, timezone
-from procstat import RssSampler, api_request, cpu_seconds, free_port
+from procstat import RssSampler, api_request, cpu_seconds, free_port, multipart
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN = "bench-admin-key-0123456789"
@@ -39,16 +39,6 @@ def pct(xs, p):
 
 def request(method, url, body=None, headers=None, timeout=120):
     return api_request(method, url, ADMIN, body, headers, timeout)
-
-
-def multipart(fields, file_field, data):
-    b = "benchBoundary" + uuid.uuid4().hex
-    out = b""
-    for k, v in fields.items():
-        out += f"--{b}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
-    out += (f"--{b}\r\nContent-Disposition: form-data; name=\"{file_field}\"; filename=\"p.jpg\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{b}--\r\n".encode()
-    return out, f"multipart/form-data; boundary={b}"
 
 
 def corpus(fixtures, copies, tmp):

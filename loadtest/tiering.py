@@ -28,7 +28,7 @@ Results go to loadtest/results/tiering-<mode>-<time>.json.
 """
 import argparse, hashlib, json, os, shutil, subprocess, sys, tempfile, threading, time, uuid
 from datetime import datetime
-from procstat import api_request, cpu_seconds, free_port, wait_for_port
+from procstat import api_request, cpu_seconds, free_port, multipart, wait_for_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN = "bench-admin-key-0123456789"
@@ -132,11 +132,8 @@ def request(method, url, body=None, headers=None):
 
 
 def upload(base, owner, data):
-    b = "b" + uuid.uuid4().hex
-    body = (f"--{b}\r\nContent-Disposition: form-data; name=\"owner\"\r\n\r\n{owner}\r\n"
-            f"--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.jpg\"\r\n"
-            f"Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{b}--\r\n".encode()
-    s, r = request("POST", f"{base}/v1/images", body, {"Content-Type": f"multipart/form-data; boundary={b}"})
+    body, ct = multipart({"owner": owner}, "file", data)
+    s, r = request("POST", f"{base}/v1/images", body, {"Content-Type": ct})
     assert s == 201, r
     return json.loads(r)["id"]
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{backends, jpeg, json_of, App, Backend, Options, ADMIN};
+use crate::helpers::{backends, jpeg, json_of, App, Backend, Multipart, Options, ADMIN};
 use flexphoto_control_plane::catalog::embedded::{iptc_segment, with_segments};
 
 /// A one-shot upload with extra form fields and an optional XMP sidecar.
@@ -23,38 +23,19 @@ pub async fn upload_with(
     data: &[u8],
     sidecar: Option<&str>,
 ) -> (u16, Value) {
-    let boundary = "XcatalogBoundaryX";
-    let mut body = Vec::new();
-    let mut text = |name: &str, value: &str| {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
-                .as_bytes(),
-        );
-    };
-    text("owner", owner);
+    let mut form = Multipart::new().text("owner", owner);
     for (k, v) in fields {
-        text(k, v);
+        form = form.text(k, v);
     }
     if let Some(x) = sidecar {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"sidecar\"; filename=\"p.xmp\"\r\nContent-Type: application/rdf+xml\r\n\r\n{x}\r\n").as_bytes(),
-        );
+        form = form.file("sidecar", "p.xmp", "application/rdf+xml", x.as_bytes());
     }
-    body.extend_from_slice(
-        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").as_bytes(),
-    );
-    body.extend_from_slice(data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let r = app
-        .req(
-            Method::POST,
-            "/v1/images",
-            Some(key),
-            Some(&format!("multipart/form-data; boundary={boundary}")),
-            Bytes::from(body),
-        )
-        .await;
-    (r.status, json_of(&r))
+    app.post_form(
+        "/v1/images",
+        key,
+        form.file("file", "p.jpg", "image/jpeg", data),
+    )
+    .await
 }
 
 async fn send_json(app: &App, method: Method, path: &str, key: &str, body: &Value) -> (u16, Value) {

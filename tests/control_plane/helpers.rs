@@ -507,25 +507,24 @@ impl App {
 
     /// One-shot multipart upload.
     pub async fn upload(&self, key: &str, owner: &str, name: &str, data: &[u8]) -> (u16, Value) {
-        let boundary = "XtestBoundaryX";
-        let mut body = Vec::new();
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"owner\"\r\n\r\n{owner}\r\n"
-            )
-            .as_bytes(),
+        let form = Multipart::new().text("owner", owner).file(
+            "file",
+            name,
+            "application/octet-stream",
+            data,
         );
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
-        );
-        body.extend_from_slice(data);
-        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        self.post_form("/v1/images", key, form).await
+    }
+
+    /// POSTs a multipart form to `path` with `key`; (status, JSON).
+    pub async fn post_form(&self, path: &str, key: &str, form: Multipart) -> (u16, Value) {
+        let (body, content_type) = form.finish();
         let r = self
             .req(
                 Method::POST,
-                "/v1/images",
+                path,
                 Some(key),
-                Some(&format!("multipart/form-data; boundary={boundary}")),
+                Some(&content_type),
                 Bytes::from(body),
             )
             .await;
@@ -619,6 +618,52 @@ impl Drop for App {
                 tail.join("\n")
             );
         }
+    }
+}
+
+/// A multipart/form-data body built part by part, as browsers and `curl -F` send them.
+pub struct Multipart {
+    body: Vec<u8>,
+}
+
+impl Multipart {
+    const BOUNDARY: &'static str = "XtestBoundaryX";
+
+    pub fn new() -> Self {
+        Self { body: Vec::new() }
+    }
+
+    /// Adds a text field.
+    pub fn text(mut self, name: &str, value: &str) -> Self {
+        let b = Self::BOUNDARY;
+        self.body.extend_from_slice(
+            format!("--{b}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
+        );
+        self
+    }
+
+    /// Adds a file field.
+    pub fn file(mut self, name: &str, filename: &str, content_type: &str, data: &[u8]) -> Self {
+        let b = Self::BOUNDARY;
+        self.body.extend_from_slice(
+            format!(
+                "--{b}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\n\
+                 Content-Type: {content_type}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        self.body.extend_from_slice(data);
+        self.body.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// The body and its Content-Type header.
+    pub fn finish(mut self) -> (Vec<u8>, String) {
+        let b = Self::BOUNDARY;
+        self.body
+            .extend_from_slice(format!("--{b}--\r\n").as_bytes());
+        (self.body, format!("multipart/form-data; boundary={b}"))
     }
 }
 

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{backends, fixtures, jpeg, json_of, models, App, Backend, Options, ADMIN};
+use crate::helpers::{
+    backends, fixtures, jpeg, json_of, models, App, Backend, Multipart, Options, ADMIN,
+};
 
 /// Uploads the labelled photos under `owner`; returns (file name, id) once all are ready.
 async fn upload_labelled(app: &App, dir: &Path, owner: &str) -> Vec<(String, String)> {
@@ -72,27 +74,16 @@ async fn wait_idle(app: &App) {
 }
 
 pub async fn multipart_search(app: &App, fields: &[(&str, &str)], image: &[u8]) -> (u16, Value) {
-    let boundary = "XsearchBoundaryX";
-    let mut body = Vec::new();
+    let mut form = Multipart::new();
     for (k, v) in fields {
-        body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
-                .as_bytes(),
-        );
+        form = form.text(k, v);
     }
-    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").as_bytes());
-    body.extend_from_slice(image);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let r = app
-        .req(
-            Method::POST,
-            "/v1/search",
-            Some(ADMIN),
-            Some(&format!("multipart/form-data; boundary={boundary}")),
-            Bytes::from(body),
-        )
-        .await;
-    (r.status, json_of(&r))
+    app.post_form(
+        "/v1/search",
+        ADMIN,
+        form.file("image", "q.jpg", "image/jpeg", image),
+    )
+    .await
 }
 
 /// Half-size, re-encoded copy of a photo (a near-duplicate).
