@@ -24,7 +24,7 @@ use crate::catalog::sources::SourceInfo;
 use crate::catalog::validate::Failure;
 use crate::domain::{ImageId, JobKind, Owner, ReasonKind, WorkflowState};
 use crate::filter::ImageFilter;
-use crate::{bind_catalog, on_db};
+use crate::{bind_catalog, on_db, on_db_retrying};
 
 /// A collection.
 #[derive(Debug, Clone, FromRow)]
@@ -865,18 +865,15 @@ impl Db {
         reason: Option<&str>,
     ) -> Result<i32> {
         let t = now();
-        Ok(on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut tx = p.begin_write().await?;
-                let cur: (i32,) =
-                    sqlx::query_as("SELECT schema_version FROM collections WHERE id = $1")
-                        .bind(collection)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                let v = cur.0 + 1;
-                sqlx::query(
+        Ok(on_db_retrying!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            let cur: (i32,) =
+                sqlx::query_as("SELECT schema_version FROM collections WHERE id = $1")
+                    .bind(collection)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let v = cur.0 + 1;
+            sqlx::query(
                 "INSERT INTO collection_schemas (collection_id, version, fields, terms, created_by, reason, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
@@ -890,30 +887,29 @@ impl Db {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::classify)?;
-                sqlx::query(
-                    "UPDATE collections SET schema_version = $2, updated_at = $3 WHERE id = $1",
-                )
+            sqlx::query(
+                "UPDATE collections SET schema_version = $2, updated_at = $3 WHERE id = $1",
+            )
+            .bind(collection)
+            .bind(v)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM collection_fields WHERE collection_id = $1")
                 .bind(collection)
-                .bind(v)
-                .bind(t)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("DELETE FROM collection_fields WHERE collection_id = $1")
-                    .bind(collection)
-                    .execute(&mut *tx)
-                    .await?;
-                for (name, kind) in kinds {
-                    sqlx::query("INSERT INTO collection_fields (collection_id, field, kind) VALUES ($1, $2, $3)")
+            for (name, kind) in kinds {
+                sqlx::query("INSERT INTO collection_fields (collection_id, field, kind) VALUES ($1, $2, $3)")
                     .bind(collection)
                     .bind(name)
                     .bind(*kind)
                     .execute(&mut *tx)
                     .await?;
-                }
-                tx.commit().await?;
-                v
             }
-        ))
+            tx.commit().await?;
+            v
+        }))
     }
 
     /// One schema version (`None`: the current one); `None` when there is none.
@@ -1080,29 +1076,24 @@ impl Db {
         max_attempts: u32,
     ) -> Result<Written> {
         let t = now();
-        Ok(on_db!(
-            self,
-            retrying | p,
-            pg | {
-                let mut tx = p.begin_write().await?;
-                let LockedRow {
-                    version, status, ..
-                } = lock_catalog_row!(tx, id, pg, expected, live);
-                if changes.is_empty() {
-                    tx.rollback().await?;
-                    return Ok(Written::Unchanged(version));
-                }
-                let new_version = version + 1;
-                sqlx::query(
-                    "UPDATE images SET caption = $2, tags = $3, updated_at = $4 WHERE id = $1",
-                )
+        Ok(on_db_retrying!(self, |p, pg| {
+            let mut tx = p.begin_write().await?;
+            let LockedRow {
+                version, status, ..
+            } = lock_catalog_row!(tx, id, pg, expected, live);
+            if changes.is_empty() {
+                tx.rollback().await?;
+                return Ok(Written::Unchanged(version));
+            }
+            let new_version = version + 1;
+            sqlx::query("UPDATE images SET caption = $2, tags = $3, updated_at = $4 WHERE id = $1")
                 .bind(id)
                 .bind(&w.caption)
                 .bind(Json(&w.keywords))
                 .bind(t)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
+            sqlx::query(
                 "UPDATE image_catalog SET fields = $2, sources = $3, terms = $4, rights_from = $5, rights_until = $6, \
                  validation = $7, validated_version = $8, version = $9, updated_at = $10 WHERE image_id = $1",
             )
@@ -1118,17 +1109,16 @@ impl Db {
             .bind(t)
             .execute(&mut *tx)
             .await?;
-                write_indexes!(tx, id, w);
-                let change_id = Some(new_version.to_string());
-                history!(tx, id, changes, actor, reason, &change_id, t);
-                validation_reason!(tx, id, w, actor, t);
-                if status == "ready" {
-                    enqueue_job!(tx, id, JobKind::SyncPayload, max_attempts as i32, t);
-                }
-                tx.commit().await?;
-                Written::Done(new_version)
+            write_indexes!(tx, id, w);
+            let change_id = Some(new_version.to_string());
+            history!(tx, id, changes, actor, reason, &change_id, t);
+            validation_reason!(tx, id, w, actor, t);
+            if status == "ready" {
+                enqueue_job!(tx, id, JobKind::SyncPayload, max_attempts as i32, t);
             }
-        ))
+            tx.commit().await?;
+            Written::Done(new_version)
+        }))
     }
 
     /// Moves an image's workflow from its current state to `to` if its version is still
@@ -1146,40 +1136,37 @@ impl Db {
         max_attempts: u32,
     ) -> Result<Written> {
         let t = now();
-        Ok(on_db!(
-            self,
-            retrying | p,
-            pg | {
-                let mut tx = p.begin_write().await?;
-                let LockedRow {
-                    version,
-                    workflow_state: from,
-                    status,
-                    ..
-                } = lock_catalog_row!(tx, id, pg, expected, live);
-                if let Err(refusal) = check(from) {
-                    tx.rollback().await?;
-                    return Ok(match refusal {
-                        crate::catalog::workflow::Refusal::NotAllowed(m) => Written::Refused(m),
-                        crate::catalog::workflow::Refusal::Forbidden(m) => Written::Forbidden(m),
-                    });
-                }
-                let new_version = version + 1;
-                let change_id = Some(new_version.to_string());
-                let reason_owned = reason.map(str::to_owned);
-                set_workflow!(tx, id, from, to, actor, &reason_owned, &change_id, t);
-                sqlx::query("UPDATE image_catalog SET version = $2 WHERE image_id = $1")
-                    .bind(id)
-                    .bind(new_version)
-                    .execute(&mut *tx)
-                    .await?;
-                if crate::catalog::workflow::is_decision(to)
-                    || matches!(
-                        to,
-                        WorkflowState::Published | WorkflowState::Withdrawn | WorkflowState::Draft
-                    )
-                {
-                    sqlx::query(
+        Ok(on_db_retrying!(self, |p, pg| {
+            let mut tx = p.begin_write().await?;
+            let LockedRow {
+                version,
+                workflow_state: from,
+                status,
+                ..
+            } = lock_catalog_row!(tx, id, pg, expected, live);
+            if let Err(refusal) = check(from) {
+                tx.rollback().await?;
+                return Ok(match refusal {
+                    crate::catalog::workflow::Refusal::NotAllowed(m) => Written::Refused(m),
+                    crate::catalog::workflow::Refusal::Forbidden(m) => Written::Forbidden(m),
+                });
+            }
+            let new_version = version + 1;
+            let change_id = Some(new_version.to_string());
+            let reason_owned = reason.map(str::to_owned);
+            set_workflow!(tx, id, from, to, actor, &reason_owned, &change_id, t);
+            sqlx::query("UPDATE image_catalog SET version = $2 WHERE image_id = $1")
+                .bind(id)
+                .bind(new_version)
+                .execute(&mut *tx)
+                .await?;
+            if crate::catalog::workflow::is_decision(to)
+                || matches!(
+                    to,
+                    WorkflowState::Published | WorkflowState::Withdrawn | WorkflowState::Draft
+                )
+            {
+                sqlx::query(
                     "UPDATE review_reasons SET resolved_at = $2, resolved_by = $3 WHERE image_id = $1 AND resolved_at IS NULL \
                      AND kind <> 'rights_ending'",
                 )
@@ -1188,18 +1175,18 @@ impl Db {
                 .bind(actor)
                 .execute(&mut *tx)
                 .await?;
-                }
-                if to == WorkflowState::InReview {
-                    let r = NewReason::submitted(actor, reason);
-                    let has_open: Option<(i64,)> = sqlx::query_as(
+            }
+            if to == WorkflowState::InReview {
+                let r = NewReason::submitted(actor, reason);
+                let has_open: Option<(i64,)> = sqlx::query_as(
                     "SELECT id FROM review_reasons WHERE image_id = $1 AND resolved_at IS NULL AND kind <> 'rights_ending' \
                      AND kind <> 'suggested_tags' LIMIT 1",
                 )
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-                    if has_open.is_none() {
-                        sqlx::query(
+                if has_open.is_none() {
+                    sqlx::query(
                         "INSERT INTO review_reasons (image_id, kind, detail, priority, created_at, owner) \
                          VALUES ($1, $2, $3, $4, $5, (SELECT owner FROM images WHERE id = $1))",
                     )
@@ -1210,16 +1197,15 @@ impl Db {
                     .bind(t)
                     .execute(&mut *tx)
                     .await?;
-                    }
                 }
-                refresh_queue!(tx, id);
-                if status == "ready" {
-                    enqueue_job!(tx, id, JobKind::SyncPayload, max_attempts as i32, t);
-                }
-                tx.commit().await?;
-                Written::Done(new_version)
             }
-        ))
+            refresh_queue!(tx, id);
+            if status == "ready" {
+                enqueue_job!(tx, id, JobKind::SyncPayload, max_attempts as i32, t);
+            }
+            tx.commit().await?;
+            Written::Done(new_version)
+        }))
     }
 
     /// Resolves an image's open reasons (all, or of `kinds`) without a transition, if its
@@ -1233,29 +1219,26 @@ impl Db {
         reason: Option<&str>,
     ) -> Result<Written> {
         let t = now();
-        Ok(on_db!(
-            self,
-            retrying | p,
-            pg | {
-                let mut tx = p.begin_write().await?;
-                let version = lock_catalog_row!(tx, id, pg, expected, any).version;
-                let open: Vec<(i64, ReasonKind)> = sqlx::query_as(
+        Ok(on_db_retrying!(self, |p, pg| {
+            let mut tx = p.begin_write().await?;
+            let version = lock_catalog_row!(tx, id, pg, expected, any).version;
+            let open: Vec<(i64, ReasonKind)> = sqlx::query_as(
                 "SELECT id, kind FROM review_reasons WHERE image_id = $1 AND resolved_at IS NULL",
             )
             .bind(id)
             .fetch_all(&mut *tx)
             .await?;
-                let chosen: Vec<i64> = open
-                    .iter()
-                    .filter(|(_, k)| kinds.is_none_or(|ks| ks.contains(k)))
-                    .map(|(i, _)| *i)
-                    .collect();
-                if chosen.is_empty() {
-                    tx.rollback().await?;
-                    return Ok(Written::Unchanged(version));
-                }
-                for rid in &chosen {
-                    sqlx::query(
+            let chosen: Vec<i64> = open
+                .iter()
+                .filter(|(_, k)| kinds.is_none_or(|ks| ks.contains(k)))
+                .map(|(i, _)| *i)
+                .collect();
+            if chosen.is_empty() {
+                tx.rollback().await?;
+                return Ok(Written::Unchanged(version));
+            }
+            for rid in &chosen {
+                sqlx::query(
                     "UPDATE review_reasons SET resolved_at = $2, resolved_by = $3 WHERE id = $1",
                 )
                 .bind(*rid)
@@ -1263,31 +1246,30 @@ impl Db {
                 .bind(actor)
                 .execute(&mut *tx)
                 .await?;
-                }
-                let v = version + 1;
-                sqlx::query(
-                    "UPDATE image_catalog SET version = $2, updated_at = $3 WHERE image_id = $1",
-                )
-                .bind(id)
-                .bind(v)
-                .bind(t)
-                .execute(&mut *tx)
-                .await?;
-                let ch = FieldChange {
-                    field: "review_reasons".into(),
-                    old: Some(Value::from(chosen.len() as i64)),
-                    new: Some(Value::from(0)),
-                    source: "person".into(),
-                };
-                let reason_owned = reason
-                    .map(str::to_owned)
-                    .or(Some("acknowledged".to_owned()));
-                history!(tx, id, [&ch], actor, &reason_owned, &Some(v.to_string()), t);
-                refresh_queue!(tx, id);
-                tx.commit().await?;
-                Written::Done(v)
             }
-        ))
+            let v = version + 1;
+            sqlx::query(
+                "UPDATE image_catalog SET version = $2, updated_at = $3 WHERE image_id = $1",
+            )
+            .bind(id)
+            .bind(v)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+            let ch = FieldChange {
+                field: "review_reasons".into(),
+                old: Some(Value::from(chosen.len() as i64)),
+                new: Some(Value::from(0)),
+                source: "person".into(),
+            };
+            let reason_owned = reason
+                .map(str::to_owned)
+                .or(Some("acknowledged".to_owned()));
+            history!(tx, id, [&ch], actor, &reason_owned, &Some(v.to_string()), t);
+            refresh_queue!(tx, id);
+            tx.commit().await?;
+            Written::Done(v)
+        }))
     }
 
     /// Adds review reasons to an image (a blocking one moves a draft to `in_review`).
@@ -1299,29 +1281,25 @@ impl Db {
         max_attempts: u32,
     ) -> Result<bool> {
         let t = now();
-        Ok(on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut tx = p.begin_write().await?;
-                let row: Option<(String,)> = sqlx::query_as(
+        Ok(on_db_retrying!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            let row: Option<(String,)> = sqlx::query_as(
                 "SELECT i.status FROM image_catalog c JOIN images i ON i.id = c.image_id WHERE c.image_id = $1",
             )
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-                let Some((status,)) = row else {
-                    tx.rollback().await?;
-                    return Ok(false);
-                };
-                let moved = add_reasons!(tx, id, reasons, actor, t);
-                if moved && status == "ready" {
-                    enqueue_job!(tx, id, JobKind::SyncPayload, max_attempts as i32, t);
-                }
-                tx.commit().await?;
-                true
+            let Some((status,)) = row else {
+                tx.rollback().await?;
+                return Ok(false);
+            };
+            let moved = add_reasons!(tx, id, reasons, actor, t);
+            if moved && status == "ready" {
+                enqueue_job!(tx, id, JobKind::SyncPayload, max_attempts as i32, t);
             }
-        ))
+            tx.commit().await?;
+            true
+        }))
     }
 
     /// Open review reasons of images, oldest first.
@@ -1549,22 +1527,19 @@ impl Db {
         max_attempts: u32,
     ) -> Result<Written> {
         let t = now();
-        Ok(on_db!(
-            self,
-            retrying | p,
-            pg | {
-                let mut tx = p.begin_write().await?;
-                let LockedRow {
-                    version, status, ..
-                } = lock_catalog_row!(tx, id, pg, None, live);
-                let v = version + 1;
-                sqlx::query("UPDATE images SET caption = $2, tags = $3 WHERE id = $1")
-                    .bind(id)
-                    .bind(&w.caption)
-                    .bind(Json(&w.keywords))
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
+        Ok(on_db_retrying!(self, |p, pg| {
+            let mut tx = p.begin_write().await?;
+            let LockedRow {
+                version, status, ..
+            } = lock_catalog_row!(tx, id, pg, None, live);
+            let v = version + 1;
+            sqlx::query("UPDATE images SET caption = $2, tags = $3 WHERE id = $1")
+                .bind(id)
+                .bind(&w.caption)
+                .bind(Json(&w.keywords))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
                 "UPDATE image_catalog SET fields = $2, sources = $3, terms = $4, validation = $5, validated_version = $6, \
                  version = $7, updated_at = $8 WHERE image_id = $1",
             )
@@ -1578,28 +1553,27 @@ impl Db {
             .bind(t)
             .execute(&mut *tx)
             .await?;
-                write_indexes!(tx, id, w);
-                let why = Some(format!(
-                    "re-validated against schema version {}",
-                    w.schema_version
-                ));
-                history!(
-                    tx,
-                    id,
-                    changes,
-                    "revalidation",
-                    &why,
-                    &Some(v.to_string()),
-                    t
-                );
-                validation_reason!(tx, id, w, "revalidation", t);
-                if status == "ready" {
-                    enqueue_job!(tx, id, JobKind::SyncPayload, max_attempts as i32, t);
-                }
-                tx.commit().await?;
-                Written::Done(v)
+            write_indexes!(tx, id, w);
+            let why = Some(format!(
+                "re-validated against schema version {}",
+                w.schema_version
+            ));
+            history!(
+                tx,
+                id,
+                changes,
+                "revalidation",
+                &why,
+                &Some(v.to_string()),
+                t
+            );
+            validation_reason!(tx, id, w, "revalidation", t);
+            if status == "ready" {
+                enqueue_job!(tx, id, JobKind::SyncPayload, max_attempts as i32, t);
             }
-        ))
+            tx.commit().await?;
+            Written::Done(v)
+        }))
     }
 
     /// Gives an image without a catalog record one, in `collection` (rows from before the
@@ -1652,66 +1626,63 @@ impl Db {
         max_attempts: u32,
     ) -> Result<Written> {
         let t = now();
-        Ok(on_db!(
-            self,
-            retrying | p,
-            pg | {
-                let mut tx = p.begin_write().await?;
-                let LockedRow {
-                    version,
-                    derived_from: old_parent,
-                    relation: old_rel,
-                    status,
-                    ..
-                } = lock_catalog_row!(tx, id, pg, expected, live);
-                let proot: Option<(Option<Uuid>,)> =
-                    sqlx::query_as("SELECT lineage_root FROM image_catalog WHERE image_id = $1")
-                        .bind(parent)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let Some((proot,)) = proot else {
-                    tx.rollback().await?;
-                    return Ok(Written::Refused(format!(
-                        "image {parent} has no catalog record"
-                    )));
-                };
-                let root = proot.unwrap_or(parent);
-                if root == id.0 || parent == id.0 {
-                    tx.rollback().await?;
-                    return Ok(Written::Refused(
-                        "an image cannot derive from itself or its own chain".into(),
-                    ));
-                }
-                let v = version + 1;
-                let change_id = Some(v.to_string());
-                let mut changes = vec![FieldChange {
-                    field: "derived_from".into(),
-                    old: old_parent.map(|u| Value::String(u.to_string())),
-                    new: Some(Value::String(parent.to_string())),
-                    source: "person".into(),
-                }];
-                changes.push(FieldChange {
-                    field: "relation".into(),
-                    old: old_rel.map(Value::String),
-                    new: Some(Value::String(relation.as_str().into())),
-                    source: "person".into(),
-                });
-                if relation == crate::catalog::lineage::Relation::Version {
-                    let max: (Option<i32>,) = sqlx::query_as(
+        Ok(on_db_retrying!(self, |p, pg| {
+            let mut tx = p.begin_write().await?;
+            let LockedRow {
+                version,
+                derived_from: old_parent,
+                relation: old_rel,
+                status,
+                ..
+            } = lock_catalog_row!(tx, id, pg, expected, live);
+            let proot: Option<(Option<Uuid>,)> =
+                sqlx::query_as("SELECT lineage_root FROM image_catalog WHERE image_id = $1")
+                    .bind(parent)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some((proot,)) = proot else {
+                tx.rollback().await?;
+                return Ok(Written::Refused(format!(
+                    "image {parent} has no catalog record"
+                )));
+            };
+            let root = proot.unwrap_or(parent);
+            if root == id.0 || parent == id.0 {
+                tx.rollback().await?;
+                return Ok(Written::Refused(
+                    "an image cannot derive from itself or its own chain".into(),
+                ));
+            }
+            let v = version + 1;
+            let change_id = Some(v.to_string());
+            let mut changes = vec![FieldChange {
+                field: "derived_from".into(),
+                old: old_parent.map(|u| Value::String(u.to_string())),
+                new: Some(Value::String(parent.to_string())),
+                source: "person".into(),
+            }];
+            changes.push(FieldChange {
+                field: "relation".into(),
+                old: old_rel.map(Value::String),
+                new: Some(Value::String(relation.as_str().into())),
+                source: "person".into(),
+            });
+            if relation == crate::catalog::lineage::Relation::Version {
+                let max: (Option<i32>,) = sqlx::query_as(
                     "SELECT MAX(version_number) FROM image_catalog WHERE image_id = $1 OR lineage_root = $1",
                 )
                 .bind(root)
                 .fetch_one(&mut *tx)
                 .await?;
-                    let number = max.0.unwrap_or(0) + 1;
-                    let older: Vec<(Uuid,)> = sqlx::query_as(
+                let number = max.0.unwrap_or(0) + 1;
+                let older: Vec<(Uuid,)> = sqlx::query_as(
                     "SELECT image_id FROM image_catalog WHERE (image_id = $1 OR lineage_root = $1) AND is_current = TRUE",
                 )
                 .bind(root)
                 .fetch_all(&mut *tx)
                 .await?;
-                    for (o,) in older {
-                        sqlx::query(
+                for (o,) in older {
+                    sqlx::query(
                         "UPDATE image_catalog SET is_current = FALSE, lineage_root = $2, version = version + 1, \
                          updated_at = $3 WHERE image_id = $1",
                     )
@@ -1720,17 +1691,17 @@ impl Db {
                     .bind(t)
                     .execute(&mut *tx)
                     .await?;
-                        let ch = FieldChange {
-                            field: "current".into(),
-                            old: Some(Value::Bool(true)),
-                            new: Some(Value::Bool(false)),
-                            source: "system".into(),
-                        };
-                        let why = Some(format!("superseded by version {number} ({id})"));
-                        history!(tx, o, [&ch], actor, &why, None::<String>, t);
-                        enqueue_job!(tx, o, JobKind::SyncPayload, max_attempts as i32, t);
-                    }
-                    sqlx::query(
+                    let ch = FieldChange {
+                        field: "current".into(),
+                        old: Some(Value::Bool(true)),
+                        new: Some(Value::Bool(false)),
+                        source: "system".into(),
+                    };
+                    let why = Some(format!("superseded by version {number} ({id})"));
+                    history!(tx, o, [&ch], actor, &why, None::<String>, t);
+                    enqueue_job!(tx, o, JobKind::SyncPayload, max_attempts as i32, t);
+                }
+                sqlx::query(
                     "UPDATE image_catalog SET derived_from = $2, relation = 'version', lineage_root = $3, \
                      version_number = $4, is_current = TRUE, version = $5, updated_at = $6 WHERE image_id = $1",
                 )
@@ -1742,14 +1713,14 @@ impl Db {
                 .bind(t)
                 .execute(&mut *tx)
                 .await?;
-                    changes.push(FieldChange {
-                        field: "version_number".into(),
-                        old: None,
-                        new: Some(Value::from(number)),
-                        source: "person".into(),
-                    });
-                } else {
-                    sqlx::query(
+                changes.push(FieldChange {
+                    field: "version_number".into(),
+                    old: None,
+                    new: Some(Value::from(number)),
+                    source: "person".into(),
+                });
+            } else {
+                sqlx::query(
                     "UPDATE image_catalog SET derived_from = $2, relation = 'derivative', version = $3, updated_at = $4 \
                      WHERE image_id = $1",
                 )
@@ -1759,16 +1730,15 @@ impl Db {
                 .bind(t)
                 .execute(&mut *tx)
                 .await?;
-                }
-                let reason_owned = reason.map(str::to_owned);
-                history!(tx, id, &changes, actor, &reason_owned, &change_id, t);
-                if status == "ready" {
-                    enqueue_job!(tx, id, JobKind::SyncPayload, max_attempts as i32, t);
-                }
-                tx.commit().await?;
-                Written::Done(v)
             }
-        ))
+            let reason_owned = reason.map(str::to_owned);
+            history!(tx, id, &changes, actor, &reason_owned, &change_id, t);
+            if status == "ready" {
+                enqueue_job!(tx, id, JobKind::SyncPayload, max_attempts as i32, t);
+            }
+            tx.commit().await?;
+            Written::Done(v)
+        }))
     }
 
     // ---- listing -----------------------------------------------------------------------
@@ -2009,13 +1979,10 @@ impl Db {
         max_attempts: u32,
     ) -> Result<()> {
         let t = now();
-        on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut tx = p.begin_write().await?;
-                let state = if withheld { "withheld" } else { "clear" };
-                let n = sqlx::query(
+        on_db_retrying!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            let state = if withheld { "withheld" } else { "clear" };
+            let n = sqlx::query(
                 "UPDATE image_catalog SET rights_applied = $2, rights_purged = $3, rights_applied_at = $4, \
                  version = version + 1, updated_at = $4 WHERE image_id = $1 AND rights_applied <> $2",
             )
@@ -2026,29 +1993,28 @@ impl Db {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-                if n > 0 {
-                    let ch = FieldChange {
-                        field: "rights_state".into(),
-                        old: Some(Value::String(
-                            if withheld { "clear" } else { "withheld" }.into(),
-                        )),
-                        new: Some(Value::String(state.into())),
-                        source: "system".into(),
-                    };
-                    let why = Some(why.to_owned());
-                    history!(tx, id, [&ch], "rights-scheduler", &why, None::<String>, t);
-                    let status: Option<(String,)> =
-                        sqlx::query_as("SELECT status FROM images WHERE id = $1")
-                            .bind(id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    if status.is_some_and(|s| s.0 == "ready") {
-                        enqueue_job!(tx, id, JobKind::SyncPayload, max_attempts as i32, t);
-                    }
+            if n > 0 {
+                let ch = FieldChange {
+                    field: "rights_state".into(),
+                    old: Some(Value::String(
+                        if withheld { "clear" } else { "withheld" }.into(),
+                    )),
+                    new: Some(Value::String(state.into())),
+                    source: "system".into(),
+                };
+                let why = Some(why.to_owned());
+                history!(tx, id, [&ch], "rights-scheduler", &why, None::<String>, t);
+                let status: Option<(String,)> =
+                    sqlx::query_as("SELECT status FROM images WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if status.is_some_and(|s| s.0 == "ready") {
+                    enqueue_job!(tx, id, JobKind::SyncPayload, max_attempts as i32, t);
                 }
-                tx.commit().await?;
             }
-        );
+            tx.commit().await?;
+        });
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use sqlx::FromRow;
 use super::{now, BeginWrite, Db, Result};
 use crate::domain::ImageId;
 use crate::on_db;
+use crate::on_db_retrying;
 
 /// A job as operators see it.
 #[derive(Debug, Clone, FromRow, serde::Serialize, utoipa::ToSchema)]
@@ -70,25 +71,22 @@ impl Db {
     /// image goes back to `processing`.
     pub async fn retry_dead_job(&self, id: i64) -> Result<Retry> {
         let t = now();
-        Ok(on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut tx = p.begin_write().await?;
-                let job: Option<(ImageId, String, String)> =
-                    sqlx::query_as("SELECT image_id, kind, state FROM jobs WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let Some((image_id, kind, state)) = job else {
-                    tx.rollback().await?;
-                    return Ok(Retry::NotFound);
-                };
-                if state != "dead" {
-                    tx.rollback().await?;
-                    return Ok(Retry::NotDead);
-                }
-                sqlx::query(
+        Ok(on_db_retrying!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            let job: Option<(ImageId, String, String)> =
+                sqlx::query_as("SELECT image_id, kind, state FROM jobs WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some((image_id, kind, state)) = job else {
+                tx.rollback().await?;
+                return Ok(Retry::NotFound);
+            };
+            if state != "dead" {
+                tx.rollback().await?;
+                return Ok(Retry::NotDead);
+            }
+            sqlx::query(
                 "UPDATE jobs SET state = 'queued', attempts = 0, run_at = $2, lease_until = NULL, \
                  lease_token = NULL, updated_at = $2 WHERE id = $1",
             )
@@ -96,19 +94,18 @@ impl Db {
             .bind(t)
             .execute(&mut *tx)
             .await?;
-                if kind == "process" {
-                    sqlx::query(
-                        "UPDATE images SET status = 'processing', error = NULL, updated_at = $2 \
+            if kind == "process" {
+                sqlx::query(
+                    "UPDATE images SET status = 'processing', error = NULL, updated_at = $2 \
                      WHERE id = $1 AND status = 'failed' AND deleted_at IS NULL",
-                    )
-                    .bind(image_id)
-                    .bind(t)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                Retry::Queued
+                )
+                .bind(image_id)
+                .bind(t)
+                .execute(&mut *tx)
+                .await?;
             }
-        ))
+            tx.commit().await?;
+            Retry::Queued
+        }))
     }
 }

@@ -14,6 +14,7 @@ use super::{now, BeginWrite, Db, Result, StoreError};
 use crate::domain::{ImageId, ImageStatus, JobKind, Owner, ReviewState};
 use crate::filter::{ImageFilter, LifecycleBind};
 use crate::on_db;
+use crate::on_db_retrying;
 
 /// One image row.
 #[derive(Debug, Clone, FromRow)]
@@ -225,12 +226,9 @@ impl Db {
     /// Inserts an image in `uploading` state (two-step flow).
     pub async fn insert_uploading(&self, img: &NewImage) -> Result<()> {
         let t = now();
-        on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut tx = p.begin_write().await?;
-                sqlx::query(
+        on_db_retrying!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            sqlx::query(
                 "INSERT INTO images (id, owner, uploaded_at, sha256, original_key, declared_bytes, \
                  declared_mime, upload_expires_at, caption, status, created_at, updated_at, \
                  uploaded_by, upload_key, private) \
@@ -252,12 +250,11 @@ impl Db {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::classify)?;
-                if let Some(c) = &img.catalog {
-                    super::catalog::insert_catalog!(tx, img.id, &img.owner, c, t);
-                }
-                tx.commit().await?;
+            if let Some(c) = &img.catalog {
+                super::catalog::insert_catalog!(tx, img.id, &img.owner, c, t);
             }
-        );
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -265,12 +262,9 @@ impl Db {
     /// transaction (one-shot flow).
     pub async fn insert_stored_and_enqueue(&self, img: &NewImage, max_attempts: u32) -> Result<()> {
         let t = now();
-        on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut tx = p.begin_write().await?;
-                sqlx::query(
+        on_db_retrying!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            sqlx::query(
                 "INSERT INTO images (id, owner, uploaded_at, bytes, sha256, mime, original_key, \
                  declared_bytes, declared_mime, caption, status, created_at, updated_at, completed_at, \
                  uploaded_by, private) \
@@ -290,13 +284,12 @@ impl Db {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::classify)?;
-                if let Some(c) = &img.catalog {
-                    super::catalog::insert_catalog!(tx, img.id, &img.owner, c, t);
-                }
-                enqueue_job!(tx, img.id, JobKind::Process, max_attempts as i32, t);
-                tx.commit().await?;
+            if let Some(c) = &img.catalog {
+                super::catalog::insert_catalog!(tx, img.id, &img.owner, c, t);
             }
-        );
+            enqueue_job!(tx, img.id, JobKind::Process, max_attempts as i32, t);
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -310,42 +303,38 @@ impl Db {
         max_attempts: u32,
     ) -> Result<Completion> {
         let t = now();
-        Ok(on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut tx = p.begin_write().await?;
-                let done = sqlx::query(
-                    "UPDATE images SET status = 'processing', bytes = $2, mime = declared_mime, \
+        Ok(on_db_retrying!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            let done = sqlx::query(
+                "UPDATE images SET status = 'processing', bytes = $2, mime = declared_mime, \
                  completed_at = $3, updated_at = $3, upload_identity = $4 \
                  WHERE id = $1 AND status = 'uploading' AND deleted_at IS NULL",
+            )
+            .bind(id)
+            .bind(bytes)
+            .bind(t)
+            .bind(identity)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::classify)?
+            .rows_affected();
+            if done == 0 {
+                let st: Option<(ImageStatus,)> = sqlx::query_as(
+                    "SELECT status FROM images WHERE id = $1 AND deleted_at IS NULL",
                 )
                 .bind(id)
-                .bind(bytes)
-                .bind(t)
-                .bind(identity)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::classify)?
-                .rows_affected();
-                if done == 0 {
-                    let st: Option<(ImageStatus,)> = sqlx::query_as(
-                        "SELECT status FROM images WHERE id = $1 AND deleted_at IS NULL",
-                    )
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    tx.rollback().await?;
-                    return Ok(match st {
-                        Some((s,)) => Completion::AlreadyCompleted(s),
-                        None => Completion::Gone,
-                    });
-                }
-                enqueue_job!(tx, id, JobKind::Process, max_attempts as i32, t);
-                tx.commit().await?;
-                Completion::Enqueued
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.rollback().await?;
+                return Ok(match st {
+                    Some((s,)) => Completion::AlreadyCompleted(s),
+                    None => Completion::Gone,
+                });
             }
-        ))
+            enqueue_job!(tx, id, JobKind::Process, max_attempts as i32, t);
+            tx.commit().await?;
+            Completion::Enqueued
+        }))
     }
 
     /// The id of an owner's live image with this SHA-256, if any.
@@ -528,68 +517,65 @@ impl Db {
     /// Returns false when the image does not exist.
     pub async fn patch_image(&self, id: ImageId, patch: &ImagePatch, actor: &str) -> Result<bool> {
         let t = now();
-        Ok(on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut tx = p.begin_write().await?;
-                let cur: Option<EditableFields> = sqlx::query_as(
-                    "SELECT caption, tags, review_state, status FROM images \
+        Ok(on_db_retrying!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            let cur: Option<EditableFields> = sqlx::query_as(
+                "SELECT caption, tags, review_state, status FROM images \
                  WHERE id = $1 AND deleted_at IS NULL",
-                )
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some((caption, tags, review_state, img_status)) = cur else {
-                    tx.rollback().await?;
-                    return Ok(false);
-                };
-                let mut changes: Vec<(&str, serde_json::Value, serde_json::Value)> = Vec::new();
-                if let Some(c) = &patch.caption {
-                    if *c != caption {
-                        changes.push(("caption", serde_json::json!(caption), serde_json::json!(c)));
-                    }
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((caption, tags, review_state, img_status)) = cur else {
+                tx.rollback().await?;
+                return Ok(false);
+            };
+            let mut changes: Vec<(&str, serde_json::Value, serde_json::Value)> = Vec::new();
+            if let Some(c) = &patch.caption {
+                if *c != caption {
+                    changes.push(("caption", serde_json::json!(caption), serde_json::json!(c)));
                 }
-                if let Some(tg) = &patch.tags {
-                    if *tg != tags.0 {
-                        changes.push(("tags", serde_json::json!(tags.0), serde_json::json!(tg)));
-                    }
+            }
+            if let Some(tg) = &patch.tags {
+                if *tg != tags.0 {
+                    changes.push(("tags", serde_json::json!(tags.0), serde_json::json!(tg)));
                 }
-                if let Some(r) = &patch.review_state {
-                    if *r != review_state {
-                        changes.push((
-                            "review_state",
-                            serde_json::json!(review_state),
-                            serde_json::json!(r),
-                        ));
-                    }
+            }
+            if let Some(r) = &patch.review_state {
+                if *r != review_state {
+                    changes.push((
+                        "review_state",
+                        serde_json::json!(review_state),
+                        serde_json::json!(r),
+                    ));
                 }
-                if changes.is_empty() {
-                    tx.rollback().await?;
-                    return Ok(true);
-                }
-                sqlx::query(
-                    "UPDATE images SET \
+            }
+            if changes.is_empty() {
+                tx.rollback().await?;
+                return Ok(true);
+            }
+            sqlx::query(
+                "UPDATE images SET \
                  caption = CASE WHEN $2 THEN $3 ELSE caption END, \
                  tags = CASE WHEN $4 THEN $5 ELSE tags END, \
                  review_state = COALESCE($6, review_state), \
                  review_reason = CASE WHEN $6 IS NULL THEN review_reason ELSE $7 END, \
                  updated_at = $8 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(patch.caption.is_some())
-                .bind(patch.caption.clone().flatten())
-                .bind(patch.tags.is_some())
-                .bind(Json(patch.tags.clone().unwrap_or_default()))
-                .bind(patch.review_state)
-                .bind(patch.reason.clone())
-                .bind(t)
-                .execute(&mut *tx)
-                .await?;
-                let mut sync = false;
-                for (field, old, new) in &changes {
-                    sync |= *field != "caption";
-                    sqlx::query(
+            )
+            .bind(id)
+            .bind(patch.caption.is_some())
+            .bind(patch.caption.clone().flatten())
+            .bind(patch.tags.is_some())
+            .bind(Json(patch.tags.clone().unwrap_or_default()))
+            .bind(patch.review_state)
+            .bind(patch.reason.clone())
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+            let mut sync = false;
+            for (field, old, new) in &changes {
+                sync |= *field != "caption";
+                sqlx::query(
                     "INSERT INTO image_history (image_id, field, old_value, new_value, actor, reason, at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
@@ -602,14 +588,13 @@ impl Db {
                 .bind(t)
                 .execute(&mut *tx)
                 .await?;
-                }
-                if sync && img_status == ImageStatus::Ready {
-                    enqueue_job!(tx, id, JobKind::SyncPayload, patch.max_attempts as i32, t);
-                }
-                tx.commit().await?;
-                true
             }
-        ))
+            if sync && img_status == ImageStatus::Ready {
+                enqueue_job!(tx, id, JobKind::SyncPayload, patch.max_attempts as i32, t);
+            }
+            tx.commit().await?;
+            true
+        }))
     }
 
     /// Deletes an image: tombstones it (every read stops seeing it at once) and queues the
@@ -617,50 +602,42 @@ impl Db {
     /// transaction. Returns the row as it was, or `None` when there is no live image.
     pub async fn delete_image(&self, id: ImageId, max_attempts: u32) -> Result<Option<ImageRow>> {
         let t = now();
-        Ok(on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut tx = p.begin_write().await?;
-                let row = sqlx::query_as::<_, ImageRow>(
-                    "UPDATE images SET deleted_at = $2, updated_at = $2 \
+        Ok(on_db_retrying!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            let row = sqlx::query_as::<_, ImageRow>(
+                "UPDATE images SET deleted_at = $2, updated_at = $2 \
                  WHERE id = $1 AND deleted_at IS NULL RETURNING *",
-                )
-                .bind(id)
-                .bind(t)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if row.is_some() {
-                    enqueue_job!(tx, id, JobKind::Delete, max_attempts as i32, t);
-                }
-                tx.commit().await?;
-                row
+            )
+            .bind(id)
+            .bind(t)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if row.is_some() {
+                enqueue_job!(tx, id, JobKind::Delete, max_attempts as i32, t);
             }
-        ))
+            tx.commit().await?;
+            row
+        }))
     }
 
     /// Removes a deleted image's row for good (its jobs, history and pairs go with it), once
     /// the `delete` job `job` has removed everything else. False when the lease was lost.
     pub async fn purge_deleted_image(&self, job: &super::jobs::ClaimedJob) -> Result<bool> {
-        Ok(on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut tx = p.begin_write().await?;
-                // The fence: only the lease holder removes the row (which removes the job row too).
-                let held = super::jobs::fenced!(&mut *tx, job, "updated_at = $3", now());
-                if held == 0 {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-                sqlx::query("DELETE FROM images WHERE id = $1 AND deleted_at IS NOT NULL")
-                    .bind(job.image_id)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                true
+        Ok(on_db_retrying!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            // The fence: only the lease holder removes the row (which removes the job row too).
+            let held = super::jobs::fenced!(&mut *tx, job, "updated_at = $3", now());
+            if held == 0 {
+                tx.rollback().await?;
+                return Ok(false);
             }
-        ))
+            sqlx::query("DELETE FROM images WHERE id = $1 AND deleted_at IS NOT NULL")
+                .bind(job.image_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            true
+        }))
     }
 
     /// Marks an image failed with a reason, whatever state it is in short of `ready`.

@@ -20,6 +20,7 @@ use super::images::Processed;
 use super::{now, BeginWrite, Db, Result, StoreError};
 use crate::domain::{DomainError, ImageId, JobKind};
 use crate::on_db;
+use crate::on_db_retrying;
 
 /// A claimed job.
 #[derive(Debug, Clone, FromRow)]
@@ -134,21 +135,17 @@ impl Db {
         let t = now();
         let until = t + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
         let token = Uuid::new_v4();
-        Ok(on_db!(
-            self,
-            retrying | p,
-            pg | {
-                let mut tx = p.begin_write().await?;
-                let job = sqlx::query_as::<_, ClaimedJob>(if pg { CLAIM_PG } else { CLAIM_SQLITE })
-                    .bind(t)
-                    .bind(until)
-                    .bind(token)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                job
-            }
-        ))
+        Ok(on_db_retrying!(self, |p, pg| {
+            let mut tx = p.begin_write().await?;
+            let job = sqlx::query_as::<_, ClaimedJob>(if pg { CLAIM_PG } else { CLAIM_SQLITE })
+                .bind(t)
+                .bind(until)
+                .bind(token)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            job
+        }))
     }
 
     /// Extends a lease; false when the lease was lost (another worker owns the job now).
@@ -166,23 +163,20 @@ impl Db {
     /// image is written and the caller owns what it stored.
     pub async fn finish_ready(&self, job: &ClaimedJob, r: &Processed) -> Result<ReadyCommit> {
         let t = now();
-        Ok(on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut tx = p.begin_write().await?;
-                let n = fenced!(
-                    &mut *tx,
-                    job,
-                    "state = 'done', lease_until = NULL, last_error = NULL, updated_at = $3",
-                    t
-                );
-                if n == 0 {
-                    tx.rollback().await?;
-                    return Ok(ReadyCommit::LeaseLost);
-                }
-                let e = &r.exif;
-                let updated = sqlx::query(
+        Ok(on_db_retrying!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            let n = fenced!(
+                &mut *tx,
+                job,
+                "state = 'done', lease_until = NULL, last_error = NULL, updated_at = $3",
+                t
+            );
+            if n == 0 {
+                tx.rollback().await?;
+                return Ok(ReadyCommit::LeaseLost);
+            }
+            let e = &r.exif;
+            let updated = sqlx::query(
                 "UPDATE images SET status = 'ready', error = NULL, attempts = $2, bytes = $3, sha256 = $4, \
                  mime = $5, format = $6, width = $7, height = $8, variant_keys = $9, phash = $10, \
                  exif = $11, camera_make = $12, camera_model = $13, lens = $14, taken_at = $15, \
@@ -217,28 +211,29 @@ impl Db {
             .await
             .map_err(StoreError::classify)?
             .rows_affected();
-                if updated == 0 {
-                    // Deleted while it was processed: the job is done, and what it stored is
-                    // the caller's to remove (the delete job may have run already).
-                    tx.commit().await?;
-                    return Ok(ReadyCommit::ImageDeleted);
-                }
-                // Every stored object, with its size, for tiering and the bill.
-                let original: (String,) =
-                    sqlx::query_as("SELECT original_key FROM images WHERE id = $1")
-                        .bind(job.image_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                let objects = std::iter::once(("original", original.0.as_str(), Some(r.bytes)))
-                    .chain(r.variant_keys.iter().map(|(name, key)| {
-                        (
-                            name.as_str(),
-                            key.as_str(),
-                            r.variant_bytes.get(name).copied(),
-                        )
-                    }));
-                for (kind, key, bytes) in objects {
-                    sqlx::query(
+            if updated == 0 {
+                // Deleted while it was processed: the job is done, and what it stored is
+                // the caller's to remove (the delete job may have run already).
+                tx.commit().await?;
+                return Ok(ReadyCommit::ImageDeleted);
+            }
+            // Every stored object, with its size, for tiering and the bill.
+            let original: (String,) =
+                sqlx::query_as("SELECT original_key FROM images WHERE id = $1")
+                    .bind(job.image_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let objects = std::iter::once(("original", original.0.as_str(), Some(r.bytes))).chain(
+                r.variant_keys.iter().map(|(name, key)| {
+                    (
+                        name.as_str(),
+                        key.as_str(),
+                        r.variant_bytes.get(name).copied(),
+                    )
+                }),
+            );
+            for (kind, key, bytes) in objects {
+                sqlx::query(
                     "INSERT INTO image_objects (image_id, kind, key, bytes, tier) VALUES ($1, $2, $3, $4, 'standard') \
                      ON CONFLICT (image_id, kind) DO UPDATE SET key = excluded.key, bytes = excluded.bytes, tier = 'standard'",
                 )
@@ -248,25 +243,25 @@ impl Db {
                 .bind(bytes)
                 .execute(&mut *tx)
                 .await?;
-                }
-                if let Some(rec) = &r.index {
-                    let owner: (String,) = sqlx::query_as("SELECT owner FROM images WHERE id = $1")
-                        .bind(job.image_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    super::search::write_index_record!(
-                        tx,
-                        job.image_id,
-                        &owner.0,
-                        rec,
-                        t,
-                        job.max_attempts
-                    );
-                }
-                // The duplicate search is one index query, and its pairs are what a client reads
-                // next: it takes the upload's place in the queue (this job's creation), ahead of
-                // later uploads' processing, instead of waiting behind the whole backlog.
-                sqlx::query(
+            }
+            if let Some(rec) = &r.index {
+                let owner: (String,) = sqlx::query_as("SELECT owner FROM images WHERE id = $1")
+                    .bind(job.image_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                super::search::write_index_record!(
+                    tx,
+                    job.image_id,
+                    &owner.0,
+                    rec,
+                    t,
+                    job.max_attempts
+                );
+            }
+            // The duplicate search is one index query, and its pairs are what a client reads
+            // next: it takes the upload's place in the queue (this job's creation), ahead of
+            // later uploads' processing, instead of waiting behind the whole backlog.
+            sqlx::query(
                 "INSERT INTO jobs (image_id, kind, state, attempts, max_attempts, run_at, created_at, updated_at) \
                  SELECT $1, $2, 'queued', 0, $3, created_at, $4, $4 FROM jobs WHERE id = $5",
             )
@@ -277,33 +272,29 @@ impl Db {
             .bind(job.id)
             .execute(&mut *tx)
             .await?;
-                tx.commit().await?;
-                ReadyCommit::Ready
-            }
-        ))
+            tx.commit().await?;
+            ReadyCommit::Ready
+        }))
     }
 
     /// Ends a job for good and marks its image failed with `reason`, in one transaction.
     /// False when the lease was lost.
     pub async fn finish_dead(&self, job: &ClaimedJob, reason: &str) -> Result<bool> {
         let t = now();
-        Ok(on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut tx = p.begin_write().await?;
-                let n = fenced!(
-                    &mut *tx,
-                    job,
-                    "state = 'dead', lease_until = NULL, last_error = $3, updated_at = $4",
-                    reason,
-                    t
-                );
-                if n == 0 {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-                sqlx::query(
+        Ok(on_db_retrying!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            let n = fenced!(
+                &mut *tx,
+                job,
+                "state = 'dead', lease_until = NULL, last_error = $3, updated_at = $4",
+                reason,
+                t
+            );
+            if n == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            sqlx::query(
                 "UPDATE images SET status = 'failed', error = $2, attempts = $3, processed_at = $4, \
                  updated_at = $4 WHERE id = $1 AND status <> 'ready' AND deleted_at IS NULL",
             )
@@ -313,10 +304,9 @@ impl Db {
             .bind(t)
             .execute(&mut *tx)
             .await?;
-                tx.commit().await?;
-                true
-            }
-        ))
+            tx.commit().await?;
+            true
+        }))
     }
 
     /// Finishes a job that found nothing to do (its image is no longer waiting).
@@ -342,30 +332,26 @@ impl Db {
     ) -> Result<bool> {
         let t = now();
         let at = t + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));
-        let n = on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut tx = p.begin_write().await?;
-                let n = fenced!(
-                    &mut *tx,
-                    job,
-                    "state = 'queued', lease_until = NULL, lease_token = NULL, last_error = $3, \
+        let n = on_db_retrying!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            let n = fenced!(
+                &mut *tx,
+                job,
+                "state = 'queued', lease_until = NULL, lease_token = NULL, last_error = $3, \
                  run_at = $4, updated_at = $5",
-                    error,
-                    at,
-                    t
-                );
-                sqlx::query("UPDATE images SET attempts = $2, updated_at = $3 WHERE id = $1")
-                    .bind(job.image_id)
-                    .bind(job.attempts)
-                    .bind(t)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                n
-            }
-        );
+                error,
+                at,
+                t
+            );
+            sqlx::query("UPDATE images SET attempts = $2, updated_at = $3 WHERE id = $1")
+                .bind(job.image_id)
+                .bind(job.attempts)
+                .bind(t)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            n
+        });
         Ok(n > 0)
     }
 

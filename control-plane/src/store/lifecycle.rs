@@ -13,6 +13,7 @@ use sqlx::FromRow;
 use super::{BeginWrite, Db, Result};
 use crate::domain::{ImageId, Owner};
 use crate::on_db;
+use crate::on_db_retrying;
 
 /// One stored object of an image.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -371,84 +372,81 @@ impl Db {
         items: &[KeyTraffic],
         dropped: i64,
     ) -> Result<BatchOutcome> {
-        Ok(on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut out = BatchOutcome::default();
-                let mut tx = p.begin_write().await?;
-                let fresh = sqlx::query(
-                    "INSERT INTO access_batches (batch_id, edge, received_at) VALUES ($1, $2, $3) \
+        Ok(on_db_retrying!(self, |p, _pg| {
+            let mut out = BatchOutcome::default();
+            let mut tx = p.begin_write().await?;
+            let fresh = sqlx::query(
+                "INSERT INTO access_batches (batch_id, edge, received_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (batch_id) DO NOTHING",
-                )
-                .bind(batch_id)
-                .bind(edge)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if fresh == 0 {
-                    tx.rollback().await?;
-                    out.duplicate = true;
-                    return Ok(out);
+            )
+            .bind(batch_id)
+            .bind(edge)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if fresh == 0 {
+                tx.rollback().await?;
+                out.duplicate = true;
+                return Ok(out);
+            }
+            // Keys to images, a chunk at a time.
+            let mut owner_of: HashMap<String, ImageId> = HashMap::new();
+            for chunk in items.chunks(500) {
+                let sql = format!(
+                    "SELECT key, image_id FROM image_objects WHERE key IN ({})",
+                    placeholders(1, chunk.len())
+                );
+                let mut q = sqlx::query_as::<_, (String, ImageId)>(sqlx::AssertSqlSafe(sql));
+                for it in chunk {
+                    q = q.bind(&it.key);
                 }
-                // Keys to images, a chunk at a time.
-                let mut owner_of: HashMap<String, ImageId> = HashMap::new();
-                for chunk in items.chunks(500) {
-                    let sql = format!(
-                        "SELECT key, image_id FROM image_objects WHERE key IN ({})",
-                        placeholders(1, chunk.len())
-                    );
-                    let mut q = sqlx::query_as::<_, (String, ImageId)>(sqlx::AssertSqlSafe(sql));
-                    for it in chunk {
-                        q = q.bind(&it.key);
+                owner_of.extend(q.fetch_all(&mut *tx).await?);
+            }
+            let mut per_image: HashMap<ImageId, (i64, i64, i64)> = HashMap::new();
+            let (mut total_req, mut total_bytes, mut total_hits) = (0i64, 0i64, 0i64);
+            for it in items {
+                total_req += it.requests;
+                total_bytes += it.bytes;
+                total_hits += it.edge_hits;
+                match owner_of.get(&it.key) {
+                    Some(id) => {
+                        out.matched += 1;
+                        let e = per_image.entry(*id).or_default();
+                        e.0 += it.requests;
+                        e.1 += it.bytes;
+                        e.2 += it.edge_hits;
                     }
-                    owner_of.extend(q.fetch_all(&mut *tx).await?);
+                    None => out.unmatched += 1,
                 }
-                let mut per_image: HashMap<ImageId, (i64, i64, i64)> = HashMap::new();
-                let (mut total_req, mut total_bytes, mut total_hits) = (0i64, 0i64, 0i64);
-                for it in items {
-                    total_req += it.requests;
-                    total_bytes += it.bytes;
-                    total_hits += it.edge_hits;
-                    match owner_of.get(&it.key) {
-                        Some(id) => {
-                            out.matched += 1;
-                            let e = per_image.entry(*id).or_default();
-                            e.0 += it.requests;
-                            e.1 += it.bytes;
-                            e.2 += it.edge_hits;
-                        }
-                        None => out.unmatched += 1,
-                    }
-                }
-                for (id, (req, bytes, hits)) in &per_image {
-                    sqlx::query(
-                        "INSERT INTO access_daily (image_id, day, requests, bytes, edge_hits) \
+            }
+            for (id, (req, bytes, hits)) in &per_image {
+                sqlx::query(
+                    "INSERT INTO access_daily (image_id, day, requests, bytes, edge_hits) \
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (image_id, day) DO UPDATE SET \
                      requests = access_daily.requests + excluded.requests, \
                      bytes = access_daily.bytes + excluded.bytes, \
                      edge_hits = access_daily.edge_hits + excluded.edge_hits",
+                )
+                .bind(*id)
+                .bind(day)
+                .bind(*req)
+                .bind(*bytes)
+                .bind(*hits)
+                .execute(&mut *tx)
+                .await?;
+                if *req > 0 {
+                    sqlx::query(
+                        "UPDATE images SET last_accessed_at = $2 \
+                         WHERE id = $1 AND (last_accessed_at IS NULL OR last_accessed_at < $2)",
                     )
                     .bind(*id)
-                    .bind(day)
-                    .bind(*req)
-                    .bind(*bytes)
-                    .bind(*hits)
+                    .bind(at)
                     .execute(&mut *tx)
                     .await?;
-                    if *req > 0 {
-                        sqlx::query(
-                            "UPDATE images SET last_accessed_at = $2 \
-                         WHERE id = $1 AND (last_accessed_at IS NULL OR last_accessed_at < $2)",
-                        )
-                        .bind(*id)
-                        .bind(at)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
                 }
-                sqlx::query(
+            }
+            sqlx::query(
                 "INSERT INTO edges (name, url, first_seen_at, last_push_at, requests, bytes, edge_hits, dropped) \
                  VALUES ($1, $2, $3, $3, $4, $5, $6, $7) ON CONFLICT (name) DO UPDATE SET \
                  url = COALESCE(excluded.url, edges.url), last_push_at = excluded.last_push_at, \
@@ -464,10 +462,9 @@ impl Db {
             .bind(dropped)
             .execute(&mut *tx)
             .await?;
-                tx.commit().await?;
-                out
-            }
-        ))
+            tx.commit().await?;
+            out
+        }))
     }
 
     /// The edges that have pushed, most recent first.
@@ -678,47 +675,44 @@ impl Db {
             "UPDATE image_objects SET tier = $2 WHERE image_id = $1 AND kind IN ({})",
             placeholders(3, kinds.len())
         );
-        Ok(on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut tx = p.begin_write().await?;
-                let before: Option<(String,)> = sqlx::query_as(
-                    "SELECT storage_tier FROM images WHERE id = $1 AND deleted_at IS NULL",
-                )
+        Ok(on_db_retrying!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            let before: Option<(String,)> = sqlx::query_as(
+                "SELECT storage_tier FROM images WHERE id = $1 AND deleted_at IS NULL",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((before,)) = before else {
+                tx.rollback().await?;
+                return Ok(false);
+            };
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                 .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some((before,)) = before else {
-                    tx.rollback().await?;
-                    return Ok(false);
-                };
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                    .bind(id)
-                    .bind(tier);
-                for k in kinds {
-                    q = q.bind(k);
-                }
-                q.execute(&mut *tx).await?;
-                let (after,): (String,) = sqlx::query_as(
+                .bind(tier);
+            for k in kinds {
+                q = q.bind(k);
+            }
+            q.execute(&mut *tx).await?;
+            let (after,): (String,) = sqlx::query_as(
                 "SELECT CASE WHEN EXISTS (SELECT 1 FROM image_objects WHERE image_id = $1 AND tier = 'cold') \
                  THEN 'cold' ELSE 'standard' END",
             )
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
-                sqlx::query(
-                    "UPDATE images SET storage_tier = $2, tier_changed_at = $3, updated_at = $3, \
+            sqlx::query(
+                "UPDATE images SET storage_tier = $2, tier_changed_at = $3, updated_at = $3, \
                  restore_state = CASE WHEN $2 = 'standard' THEN NULL ELSE restore_state END \
                  WHERE id = $1",
-                )
-                .bind(id)
-                .bind(&after)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-                if after != before {
-                    sqlx::query(
+            )
+            .bind(id)
+            .bind(&after)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            if after != before {
+                sqlx::query(
                     "INSERT INTO image_history (image_id, field, old_value, new_value, actor, reason, at) \
                      VALUES ($1, 'storage_tier', $2, $3, 'tiering', $4, $5)",
                 )
@@ -729,11 +723,10 @@ impl Db {
                 .bind(at)
                 .execute(&mut *tx)
                 .await?;
-                }
-                tx.commit().await?;
-                true
             }
-        ))
+            tx.commit().await?;
+            true
+        }))
     }
 
     /// Sets an image's restore state (`None` clears it).

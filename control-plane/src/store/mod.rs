@@ -95,14 +95,31 @@ pub enum Db {
 
 /// Runs `$body` with `$pool` bound to whichever pool `$db` holds, and `$pg` to whether it is
 /// Postgres. The body is compiled once per backend.
-///
-/// `on_db!(db, retrying |pool, pg| body)` is for bodies that are one transaction: when the
-/// database aborts it for a transient reason ([`StoreError::is_transient`]), the whole body
-/// runs again after a short pause, up to [`TRANSIENT_RETRIES`] times. Such a body must not
-/// write outside its transaction.
 #[macro_export]
 macro_rules! on_db {
-    ($db:expr, retrying |$pool:ident, $pg:ident| $body:expr) => {{
+    ($db:expr, |$pool:ident, $pg:ident| $body:expr) => {
+        match $db {
+            $crate::store::Db::Pg($pool) => {
+                #[allow(unused_variables)]
+                let $pg = true;
+                $body
+            }
+            $crate::store::Db::Sqlite($pool) => {
+                #[allow(unused_variables)]
+                let $pg = false;
+                $body
+            }
+        }
+    };
+}
+
+/// [`on_db!`] for a body that is one transaction: when the database aborts it for a
+/// transient reason ([`StoreError::is_transient`]), the whole body runs again after a short
+/// pause, up to [`TRANSIENT_RETRIES`] times. Such a body must not write outside its
+/// transaction, and must evaluate to its result (an early `return` leaves the body only).
+#[macro_export]
+macro_rules! on_db_retrying {
+    ($db:expr, |$pool:ident, $pg:ident| $body:expr) => {{
         let mut attempt: u32 = 0;
         loop {
             let run = async {
@@ -118,20 +135,6 @@ macro_rules! on_db {
             }
         }
     }};
-    ($db:expr, |$pool:ident, $pg:ident| $body:expr) => {
-        match $db {
-            $crate::store::Db::Pg($pool) => {
-                #[allow(unused_variables)]
-                let $pg = true;
-                $body
-            }
-            $crate::store::Db::Sqlite($pool) => {
-                #[allow(unused_variables)]
-                let $pg = false;
-                $body
-            }
-        }
-    };
 }
 
 /// How many times a transaction aborted for a transient reason runs again.

@@ -13,6 +13,7 @@ use super::jobs::enqueue_job;
 use super::{BeginWrite, Db, Result};
 use crate::domain::{ImageId, JobKind};
 use crate::on_db;
+use crate::on_db_retrying;
 
 impl Db {
     /// Sets a live image's own private flag as `actor` (a history entry records the change
@@ -29,59 +30,47 @@ impl Db {
         max_attempts: u32,
     ) -> Result<Option<bool>> {
         let t = super::now();
-        Ok(on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut tx = p.begin_write().await?;
-                let row: Option<(bool, String)> = sqlx::query_as(
-                    "SELECT private, status FROM images WHERE id = $1 AND deleted_at IS NULL",
-                )
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                match row {
-                    None => None,
-                    Some((old, _)) if old == private => Some(false),
-                    Some((old, status)) => {
-                        sqlx::query(
-                            "UPDATE images SET private = $2, updated_at = $3 WHERE id = $1",
-                        )
+        Ok(on_db_retrying!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            let row: Option<(bool, String)> = sqlx::query_as(
+                "SELECT private, status FROM images WHERE id = $1 AND deleted_at IS NULL",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match row {
+                None => None,
+                Some((old, _)) if old == private => Some(false),
+                Some((old, status)) => {
+                    sqlx::query("UPDATE images SET private = $2, updated_at = $3 WHERE id = $1")
                         .bind(id)
                         .bind(private)
                         .bind(t)
                         .execute(&mut *tx)
                         .await?;
-                        sqlx::query(
-                            "UPDATE image_catalog SET version = version + 1, updated_at = $2 \
+                    sqlx::query(
+                        "UPDATE image_catalog SET version = version + 1, updated_at = $2 \
                          WHERE image_id = $1",
-                        )
-                        .bind(id)
-                        .bind(t)
-                        .execute(&mut *tx)
-                        .await?;
-                        let ch = FieldChange {
-                            field: "private".into(),
-                            old: Some(Value::Bool(old)),
-                            new: Some(Value::Bool(private)),
-                            source: "api".into(),
-                        };
-                        history!(tx, id, [&ch], actor, reason, None::<String>, t);
-                        if private && status == "ready" {
-                            enqueue_job!(
-                                tx,
-                                id,
-                                JobKind::PurgePrivate,
-                                max_attempts as i32,
-                                purge_at
-                            );
-                        }
-                        tx.commit().await?;
-                        Some(true)
+                    )
+                    .bind(id)
+                    .bind(t)
+                    .execute(&mut *tx)
+                    .await?;
+                    let ch = FieldChange {
+                        field: "private".into(),
+                        old: Some(Value::Bool(old)),
+                        new: Some(Value::Bool(private)),
+                        source: "api".into(),
+                    };
+                    history!(tx, id, [&ch], actor, reason, None::<String>, t);
+                    if private && status == "ready" {
+                        enqueue_job!(tx, id, JobKind::PurgePrivate, max_attempts as i32, purge_at);
                     }
+                    tx.commit().await?;
+                    Some(true)
                 }
             }
-        ))
+        }))
     }
 
     /// Every object key (original and variants) of every live image that is private by its

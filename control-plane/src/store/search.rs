@@ -11,6 +11,7 @@ use super::jobs::{enqueue_job, fenced, ClaimedJob};
 use super::{now, BeginWrite, Db, Result};
 use crate::domain::{ImageId, JobKind, Owner};
 use crate::on_db;
+use crate::on_db_retrying;
 use crate::search::embed::Concept;
 
 /// A near-duplicate found for an image.
@@ -181,29 +182,25 @@ impl Db {
         rec: &IndexRecord,
     ) -> Result<bool> {
         let t = now();
-        Ok(on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut tx = p.begin_write().await?;
-                let n = fenced!(
-                    &mut *tx,
-                    job,
-                    "state = 'done', lease_until = NULL, last_error = NULL, updated_at = $3",
-                    t
-                );
-                if n == 0 {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-                write_index_record!(tx, job.image_id, owner, rec, t, job.max_attempts);
-                if rec.model.is_some() {
-                    enqueue_job!(tx, job.image_id, JobKind::Duplicates, job.max_attempts, t);
-                }
-                tx.commit().await?;
-                true
+        Ok(on_db_retrying!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            let n = fenced!(
+                &mut *tx,
+                job,
+                "state = 'done', lease_until = NULL, last_error = NULL, updated_at = $3",
+                t
+            );
+            if n == 0 {
+                tx.rollback().await?;
+                return Ok(false);
             }
-        ))
+            write_index_record!(tx, job.image_id, owner, rec, t, job.max_attempts);
+            if rec.model.is_some() {
+                enqueue_job!(tx, job.image_id, JobKind::Duplicates, job.max_attempts, t);
+            }
+            tx.commit().await?;
+            true
+        }))
     }
 
     /// Reads images by id (any order; missing ids are skipped).
@@ -391,14 +388,11 @@ impl Db {
         max_attempts: u32,
     ) -> Result<u64> {
         let t = now();
-        Ok(on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut queued = 0;
-                let mut tx = p.begin_write().await?;
-                for id in ids {
-                    queued += sqlx::query(
+        Ok(on_db_retrying!(self, |p, _pg| {
+            let mut queued = 0;
+            let mut tx = p.begin_write().await?;
+            for id in ids {
+                queued += sqlx::query(
                     "INSERT INTO jobs (image_id, kind, state, attempts, max_attempts, run_at, created_at, updated_at) \
                      SELECT $1, $2, 'queued', 0, $3, $4, $4, $4 WHERE EXISTS (SELECT 1 FROM images WHERE id = $1) \
                      AND NOT EXISTS (SELECT 1 FROM jobs WHERE image_id = $1 AND kind = $2 AND state IN ('queued', 'running'))",
@@ -410,11 +404,10 @@ impl Db {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-                }
-                tx.commit().await?;
-                queued
             }
-        ))
+            tx.commit().await?;
+            queued
+        }))
     }
 
     /// Ready image ids in id order after `after` with the model that embedded each

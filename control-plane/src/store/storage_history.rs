@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use super::lifecycle::StorageUsage;
 use super::{BeginWrite, Db, Result};
 use crate::on_db;
+use crate::on_db_retrying;
 
 /// One day's snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,26 +53,23 @@ impl Db {
         usage: &[StorageUsage],
     ) -> Result<bool> {
         let at = super::trunc(at);
-        Ok(on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut tx = p.begin_write().await?;
-                let fresh = sqlx::query(
-                    "INSERT INTO storage_history_days (day, recorded_at) VALUES ($1, $2) \
+        Ok(on_db_retrying!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            let fresh = sqlx::query(
+                "INSERT INTO storage_history_days (day, recorded_at) VALUES ($1, $2) \
                  ON CONFLICT (day) DO NOTHING",
-                )
-                .bind(day)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if fresh == 0 {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-                for u in usage {
-                    sqlx::query(
+            )
+            .bind(day)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if fresh == 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            for u in usage {
+                sqlx::query(
                     "INSERT INTO storage_history (day, tier, kind, objects, bytes, unmeasured) \
                      VALUES ($1, $2, $3, $4, $5, $6)",
                 )
@@ -83,11 +81,10 @@ impl Db {
                 .bind(u.unmeasured)
                 .execute(&mut *tx)
                 .await?;
-                }
-                tx.commit().await?;
-                true
             }
-        ))
+            tx.commit().await?;
+            true
+        }))
     }
 
     /// Snapshots of `since` (inclusive) and later, oldest first.
@@ -126,24 +123,20 @@ impl Db {
 
     /// Deletes the snapshots of days before `before`; returns how many days went.
     pub async fn prune_storage_snapshots(&self, before: NaiveDate) -> Result<u64> {
-        Ok(on_db!(
-            self,
-            retrying | p,
-            _pg | {
-                let mut tx = p.begin_write().await?;
-                // The figures first: the cascade needs SQLite's foreign keys on, this does not.
-                sqlx::query("DELETE FROM storage_history WHERE day < $1")
-                    .bind(before)
-                    .execute(&mut *tx)
-                    .await?;
-                let days = sqlx::query("DELETE FROM storage_history_days WHERE day < $1")
-                    .bind(before)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                tx.commit().await?;
-                days
-            }
-        ))
+        Ok(on_db_retrying!(self, |p, _pg| {
+            let mut tx = p.begin_write().await?;
+            // The figures first: the cascade needs SQLite's foreign keys on, this does not.
+            sqlx::query("DELETE FROM storage_history WHERE day < $1")
+                .bind(before)
+                .execute(&mut *tx)
+                .await?;
+            let days = sqlx::query("DELETE FROM storage_history_days WHERE day < $1")
+                .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            days
+        }))
     }
 }

@@ -1,5 +1,5 @@
 //! Transactions aborted by concurrent ones: classified as transient on both engines, and run
-//! again by `on_db!(…, retrying …)`.
+//! again by `on_db_retrying!`.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -13,24 +13,20 @@ use crate::config::DatabaseUrl;
 /// Moves `from` then `to` in one transaction, pausing between them so that two of these in
 /// opposite orders deadlock; counts its attempts.
 async fn cross_update(db: &Db, from: i32, to: i32, attempts: &AtomicU32) -> super::Result<()> {
-    on_db!(
-        db,
-        retrying | p,
-        _pg | {
-            attempts.fetch_add(1, Ordering::SeqCst);
-            let mut tx = p.begin_write().await?;
-            for (i, id) in [from, to].into_iter().enumerate() {
-                sqlx::query("UPDATE cross_rows SET v = v + 1 WHERE id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                if i == 0 {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
+    on_db_retrying!(db, |p, _pg| {
+        attempts.fetch_add(1, Ordering::SeqCst);
+        let mut tx = p.begin_write().await?;
+        for (i, id) in [from, to].into_iter().enumerate() {
+            sqlx::query("UPDATE cross_rows SET v = v + 1 WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            if i == 0 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
             }
-            tx.commit().await?;
         }
-    );
+        tx.commit().await?;
+    });
     Ok(())
 }
 
