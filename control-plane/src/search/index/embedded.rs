@@ -28,9 +28,9 @@ use std::time::Instant;
 
 use qdrant_edge::{
     Condition, CountRequest, Distance, EdgeConfig, EdgeOptimizersConfig, EdgeShard,
-    EdgeVectorParams, FieldCondition, Filter, HasIdCondition, JsonPath, Match, NamedQuery,
-    OperationError, Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
-    PointOperations, PointStruct, QuantizationConfig, QuantizationSearchParams, Range, Record,
+    EdgeVectorParams, FieldCondition, Filter, JsonPath, Match, NamedQuery, OperationError, Payload,
+    PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations, PointOperations,
+    PointStruct, QuantizationConfig, QuantizationSearchParams, Range, Record,
     ScalarQuantizationConfig, ScalarType, ScrollRequest, SearchParams, SearchRequest,
     UpdateOperation, VectorInternal, VectorStructInternal, Vectors, WithPayloadInterface,
     WithVector,
@@ -39,7 +39,7 @@ use qdrant_edge::{CreateIndex, FieldIndexOperations, PayloadOps, QueryEnum, SetP
 use uuid::Uuid;
 
 use super::{
-    Hit, IndexError, IndexPoint, Opened, PointPayload, Result, SearchFilter, StoredVectors,
+    Clause, Hit, IndexError, IndexPoint, Opened, PointPayload, Result, SearchFilter, StoredVectors,
     VectorIndex, VectorName, VectorQuery, VectorSpace, INTEGER_FIELDS, KEYWORD_FIELDS,
 };
 
@@ -383,107 +383,45 @@ fn check_dims(name: VectorName, got: usize, expected: usize) -> Result<()> {
     }
 }
 
-fn keyword(field: &str, value: &str) -> Result<Condition> {
-    Ok(Condition::Field(FieldCondition::new_match(
-        json_path(field)?,
-        Match::from(value.to_owned()),
-    )))
+fn condition(clause: &Clause) -> Result<Condition> {
+    Ok(match *clause {
+        Clause::Keyword(field, value) => Condition::Field(FieldCondition::new_match(
+            json_path(field)?,
+            Match::from(value.to_owned()),
+        )),
+        Clause::Range {
+            field,
+            gt,
+            gte,
+            lt,
+            lte,
+        } => Condition::Field(FieldCondition::new_range(
+            json_path(field)?,
+            Range {
+                gt: gt.map(Into::into),
+                gte: gte.map(Into::into),
+                lt: lt.map(Into::into),
+                lte: lte.map(Into::into),
+            },
+        )),
+        Clause::Ids(ids) => Condition::HasId(ids.iter().copied().map(point_id).collect()),
+    })
 }
 
 /// Translates a [`SearchFilter`] into a qdrant filter evaluated inside the search.
 pub(crate) fn to_filter(filter: &SearchFilter) -> Result<Option<Filter>> {
-    let mut must = Vec::new();
-    let pairs = [
-        ("owner", &filter.owner),
-        ("camera_make", &filter.camera_make),
-        ("camera_model", &filter.camera_model),
-        ("status", &filter.status),
-        ("review_state", &filter.review_state),
-    ];
-    for (field, value) in pairs {
-        if let Some(value) = value {
-            must.push(keyword(field, value)?);
-        }
-    }
-    for tag in &filter.tags {
-        must.push(keyword("tags", tag)?);
-    }
-    // Microsecond timestamps are below 2^53, so f64 holds them exactly.
-    let ranges = [
-        (
-            "uploaded_at",
-            filter.uploaded_from,
-            None,
-            filter.uploaded_to,
-        ),
-        ("faces", filter.faces_min, filter.faces_max, None),
-    ];
-    for (field, gte, lte, lt) in ranges {
-        if gte.is_none() && lte.is_none() && lt.is_none() {
-            continue;
-        }
-        let range = Range {
-            gte: gte.map(|v| (v as f64).into()),
-            lte: lte.map(|v| (v as f64).into()),
-            lt: lt.map(|v| (v as f64).into()),
-            gt: None,
-        };
-        must.push(Condition::Field(FieldCondition::new_range(
-            json_path(field)?,
-            range,
-        )));
-    }
-    let mut must_not = Vec::new();
-    if !filter.exclude.is_empty() {
-        let ids: HasIdCondition = filter.exclude.iter().copied().map(point_id).collect();
-        must_not.push(Condition::HasId(ids));
-    }
-    let mut should = Vec::new();
-    let c = &filter.catalog;
-    for (field, value) in [
-        ("collection", &c.collection),
-        ("workflow_state", &c.workflow_state),
-    ] {
-        if let Some(value) = value {
-            must.push(keyword(field, value)?);
-        }
-    }
-    for t in &c.terms {
-        must.push(keyword("terms", t)?);
-    }
-    let range = |field: &str, gt: Option<i64>, lte: Option<i64>| -> Result<Condition> {
-        Ok(Condition::Field(FieldCondition::new_range(
-            json_path(field)?,
-            Range {
-                gt: gt.map(|v| (v as f64).into()),
-                lte: lte.map(|v| (v as f64).into()),
-                gte: None,
-                lt: None,
-            },
-        )))
-    };
-    if let Some(now) = c.usable_at {
-        must_not.push(range("rights_from", Some(now), None)?);
-        must_not.push(range("rights_until", None, Some(now))?);
-    }
-    if let Some(now) = c.withheld_at {
-        should.push(range("rights_from", Some(now), None)?);
-        should.push(range("rights_until", None, Some(now))?);
-    }
-    if c.current_only {
-        must_not.push(keyword("lineage", "superseded")?);
-    }
-    if let Some(ids) = &c.only {
-        let ids: HasIdCondition = ids.iter().copied().map(point_id).collect();
-        must.push(Condition::HasId(ids));
-    }
-    if must.is_empty() && must_not.is_empty() && should.is_empty() {
+    let clauses = filter.clauses();
+    if clauses.is_empty() {
         return Ok(None);
     }
+    let all = |list: &[Clause]| -> Result<Option<Vec<Condition>>> {
+        let conditions = list.iter().map(condition).collect::<Result<Vec<_>>>()?;
+        Ok((!conditions.is_empty()).then_some(conditions))
+    };
     let mut out = Filter::new();
-    out.must = (!must.is_empty()).then_some(must);
-    out.must_not = (!must_not.is_empty()).then_some(must_not);
-    out.should = (!should.is_empty()).then_some(should);
+    out.must = all(&clauses.must)?;
+    out.must_not = all(&clauses.must_not)?;
+    out.should = all(&clauses.should)?;
     Ok(Some(out))
 }
 

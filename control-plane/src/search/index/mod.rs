@@ -222,6 +222,129 @@ pub struct SearchFilter {
     pub catalog: CatalogConditions,
 }
 
+/// One condition of a [`SearchFilter`] on the points' payload, the same for every backend;
+/// each spells it in its own client's types.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Clause<'a> {
+    /// The keyword field has this value.
+    Keyword(&'static str, &'a str),
+    /// The numeric field lies in this range (microsecond timestamps are below 2^53, so f64
+    /// holds them exactly).
+    Range {
+        /// The field.
+        field: &'static str,
+        /// Greater than.
+        gt: Option<f64>,
+        /// At least.
+        gte: Option<f64>,
+        /// Less than.
+        lt: Option<f64>,
+        /// At most.
+        lte: Option<f64>,
+    },
+    /// The point is one of these.
+    Ids(&'a [Uuid]),
+}
+
+/// A [`SearchFilter`] as clauses: every `must`, no `must_not`, and one of `should` when there
+/// are any.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Clauses<'a> {
+    /// Every one must hold.
+    pub must: Vec<Clause<'a>>,
+    /// None may hold.
+    pub must_not: Vec<Clause<'a>>,
+    /// At least one must hold (when there are any).
+    pub should: Vec<Clause<'a>>,
+}
+
+impl Clauses<'_> {
+    /// Whether nothing is filtered.
+    pub fn is_empty(&self) -> bool {
+        self.must.is_empty() && self.must_not.is_empty() && self.should.is_empty()
+    }
+}
+
+impl SearchFilter {
+    /// The payload conditions this filter stands for.
+    pub(crate) fn clauses(&self) -> Clauses<'_> {
+        let mut out = Clauses::default();
+        let c = &self.catalog;
+        let keywords = [
+            ("owner", &self.owner),
+            ("camera_make", &self.camera_make),
+            ("camera_model", &self.camera_model),
+            ("status", &self.status),
+            ("review_state", &self.review_state),
+            ("collection", &c.collection),
+            ("workflow_state", &c.workflow_state),
+        ];
+        for (field, value) in keywords {
+            if let Some(value) = value {
+                out.must.push(Clause::Keyword(field, value));
+            }
+        }
+        for tag in &self.tags {
+            out.must.push(Clause::Keyword("tags", tag));
+        }
+        for term in &c.terms {
+            out.must.push(Clause::Keyword("terms", term));
+        }
+        let num = |v: Option<i64>| v.map(|v| v as f64);
+        let ranges = [
+            ("uploaded_at", self.uploaded_from, None, self.uploaded_to),
+            ("faces", self.faces_min, self.faces_max, None),
+        ];
+        for (field, gte, lte, lt) in ranges {
+            if gte.is_some() || lte.is_some() || lt.is_some() {
+                out.must.push(Clause::Range {
+                    field,
+                    gt: None,
+                    gte: num(gte),
+                    lt: num(lt),
+                    lte: num(lte),
+                });
+            }
+        }
+        if let Some(ids) = &c.only {
+            out.must.push(Clause::Ids(ids));
+        }
+        if !self.exclude.is_empty() {
+            out.must_not.push(Clause::Ids(&self.exclude));
+        }
+        // Withheld at `now`: its window has not started, or has ended.
+        let withheld = |now: i64| {
+            let (now, none) = (Some(now as f64), None);
+            [
+                Clause::Range {
+                    field: "rights_from",
+                    gt: now,
+                    gte: none,
+                    lt: none,
+                    lte: none,
+                },
+                Clause::Range {
+                    field: "rights_until",
+                    gt: none,
+                    gte: none,
+                    lt: none,
+                    lte: now,
+                },
+            ]
+        };
+        if let Some(now) = c.usable_at {
+            out.must_not.extend(withheld(now));
+        }
+        if c.current_only {
+            out.must_not.push(Clause::Keyword("lineage", "superseded"));
+        }
+        if let Some(now) = c.withheld_at {
+            out.should.extend(withheld(now));
+        }
+        out
+    }
+}
+
 /// A nearest-neighbour query.
 #[derive(Debug, Clone)]
 pub struct VectorQuery<'a> {

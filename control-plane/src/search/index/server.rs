@@ -18,7 +18,7 @@ use qdrant_client::{Payload, Qdrant};
 use uuid::Uuid;
 
 use super::{
-    Hit, IndexError, IndexPoint, Opened, PointPayload, Result, SearchFilter, StoredVectors,
+    Clause, Hit, IndexError, IndexPoint, Opened, PointPayload, Result, SearchFilter, StoredVectors,
     VectorIndex, VectorName, VectorQuery, VectorSpace, INTEGER_FIELDS, KEYWORD_FIELDS,
 };
 
@@ -214,96 +214,30 @@ fn check_dims(name: VectorName, got: usize, expected: usize) -> Result<()> {
     }
 }
 
+fn condition(clause: &Clause) -> Condition {
+    match *clause {
+        Clause::Keyword(field, value) => Condition::matches(field, value.to_owned()),
+        Clause::Range {
+            field,
+            gt,
+            gte,
+            lt,
+            lte,
+        } => Condition::range(field, Range { gt, gte, lt, lte }),
+        Clause::Ids(ids) => Condition::has_id(ids.iter().copied().map(point_id)),
+    }
+}
+
 /// Translates a [`SearchFilter`] into a server filter (applied inside the search).
 fn to_filter(filter: &SearchFilter) -> Option<Filter> {
-    let mut must = Vec::new();
-    let pairs = [
-        ("owner", &filter.owner),
-        ("camera_make", &filter.camera_make),
-        ("camera_model", &filter.camera_model),
-        ("status", &filter.status),
-        ("review_state", &filter.review_state),
-    ];
-    for (field, value) in pairs {
-        if let Some(value) = value {
-            must.push(Condition::matches(field, value.clone()));
-        }
-    }
-    for tag in &filter.tags {
-        must.push(Condition::matches("tags", tag.clone()));
-    }
-    let ranges = [
-        (
-            "uploaded_at",
-            filter.uploaded_from,
-            None,
-            filter.uploaded_to,
-        ),
-        ("faces", filter.faces_min, filter.faces_max, None),
-    ];
-    for (field, gte, lte, lt) in ranges {
-        if gte.is_some() || lte.is_some() || lt.is_some() {
-            must.push(Condition::range(
-                field,
-                Range {
-                    gte: gte.map(|v| v as f64),
-                    lte: lte.map(|v| v as f64),
-                    lt: lt.map(|v| v as f64),
-                    gt: None,
-                },
-            ));
-        }
-    }
-    let c = &filter.catalog;
-    for (field, value) in [
-        ("collection", &c.collection),
-        ("workflow_state", &c.workflow_state),
-    ] {
-        if let Some(value) = value {
-            must.push(Condition::matches(field, value.clone()));
-        }
-    }
-    for t in &c.terms {
-        must.push(Condition::matches("terms", t.clone()));
-    }
-    if let Some(ids) = &c.only {
-        must.push(Condition::has_id(ids.iter().copied().map(point_id)));
-    }
-    let range = |field: &str, gt: Option<i64>, lte: Option<i64>| {
-        Condition::range(
-            field,
-            Range {
-                gt: gt.map(|v| v as f64),
-                lte: lte.map(|v| v as f64),
-                gte: None,
-                lt: None,
-            },
-        )
-    };
-    let mut must_not = Vec::new();
-    if !filter.exclude.is_empty() {
-        must_not.push(Condition::has_id(
-            filter.exclude.iter().copied().map(point_id),
-        ));
-    }
-    if let Some(now) = c.usable_at {
-        must_not.push(range("rights_from", Some(now), None));
-        must_not.push(range("rights_until", None, Some(now)));
-    }
-    if c.current_only {
-        must_not.push(Condition::matches("lineage", "superseded".to_owned()));
-    }
-    let mut should = Vec::new();
-    if let Some(now) = c.withheld_at {
-        should.push(range("rights_from", Some(now), None));
-        should.push(range("rights_until", None, Some(now)));
-    }
-    if must.is_empty() && must_not.is_empty() && should.is_empty() {
+    let clauses = filter.clauses();
+    if clauses.is_empty() {
         return None;
     }
-    let mut out = Filter::must(must);
-    out.must_not = must_not;
-    out.should = should;
+    let all = |list: &[Clause]| list.iter().map(condition).collect::<Vec<_>>();
+    let mut out = Filter::must(all(&clauses.must));
+    out.must_not = all(&clauses.must_not);
+    out.should = all(&clauses.should);
     Some(out)
 }
 

@@ -616,3 +616,67 @@ async fn server_search_and_dims_change() {
         0
     );
 }
+
+/// The catalog's conditions as both backends receive them: rights windows as ranges (left out
+/// when usable is asked, one of them when withheld is), superseded versions left out,
+/// candidates and exclusions as ids.
+#[test]
+fn catalog_conditions_become_clauses() {
+    let only = vec![Uuid::from_u128(1)];
+    let f = SearchFilter {
+        owner: Some("ann".into()),
+        faces_min: Some(2),
+        exclude: vec![Uuid::from_u128(2)],
+        catalog: CatalogConditions {
+            collection: Some("c".into()),
+            terms: vec!["dogs".into()],
+            usable_at: Some(10),
+            withheld_at: Some(20),
+            current_only: true,
+            only: Some(only.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let range = |field, gt, lte| Clause::Range {
+        field,
+        gt,
+        gte: None,
+        lt: None,
+        lte,
+    };
+    let c = f.clauses();
+    assert_eq!(
+        c.must,
+        [
+            Clause::Keyword("owner", "ann"),
+            Clause::Keyword("collection", "c"),
+            Clause::Keyword("terms", "dogs"),
+            Clause::Range {
+                field: "faces",
+                gt: None,
+                gte: Some(2.0),
+                lt: None,
+                lte: None
+            },
+            Clause::Ids(&only),
+        ]
+    );
+    assert_eq!(
+        c.must_not,
+        [
+            Clause::Ids(&[Uuid::from_u128(2)]),
+            range("rights_from", Some(10.0), None),
+            range("rights_until", None, Some(10.0)),
+            Clause::Keyword("lineage", "superseded"),
+        ]
+    );
+    assert_eq!(
+        c.should,
+        [
+            range("rights_from", Some(20.0), None),
+            range("rights_until", None, Some(20.0)),
+        ]
+    );
+    assert!(SearchFilter::default().clauses().is_empty());
+}
