@@ -62,11 +62,7 @@ impl PrivatePostgres {
                 return None;
             }
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
+        let port = crate::ports::free_port();
         let pg = PrivatePostgres {
             bin,
             data,

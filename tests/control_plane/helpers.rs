@@ -299,11 +299,7 @@ impl App {
         ];
         let mut edge = None;
         if opts.up {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = crate::ports::free_port();
             args[0] = "up".into();
             args.push("--edge-listen".into());
             args.push(format!("127.0.0.1:{port}"));

@@ -12,6 +12,8 @@ mod hardening;
 mod helpers;
 mod lifecycle;
 mod poison_jobs;
+#[path = "../support/ports.rs"]
+mod ports;
 mod privacy;
 mod qdrant;
 mod scale;

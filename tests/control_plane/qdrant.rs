@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::helpers::{jpeg, models, App, Backend, Options, ADMIN};
+use crate::ports::free_port;
 
 const API_KEY: &str = "qdrant-test-key-0123456789";
 
@@ -19,14 +20,6 @@ struct Qdrant {
     http: u16,
     grpc: u16,
     script: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Qdrant {

@@ -74,11 +74,7 @@ impl Browser {
             .unwrap_or_else(|| {
                 panic!("chromium is not installed: apt-get install chromium chromium-driver (scripts/setup does)")
             });
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::ports::free_port();
         let driver = Command::new(driver_bin)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

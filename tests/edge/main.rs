@@ -10,6 +10,8 @@ mod harness;
 mod http_semantics;
 mod operations;
 mod options;
+#[path = "../support/ports.rs"]
+mod ports;
 mod s3;
 mod security;
 #[path = "../support/skip.rs"]
