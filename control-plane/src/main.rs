@@ -713,7 +713,28 @@ mod up {
     pub fn start_edge(cfg: &mut Config) -> Result<super::EdgeThread> {
         let path = cfg.edge_config.clone().or_else(|| LOADER.locate(None));
         let mut e = EdgeConfig::load(path.as_deref()).context("loading the edge configuration")?;
-        e.listen = cfg.edge_listen.to_string();
+        // Bound here, so a taken address stops the start with its name (the edge alone would
+        // keep retrying) and port 0 works.
+        let listener = std::net::TcpListener::bind(cfg.edge_listen).with_context(|| {
+            format!(
+                "binding the edge's address {} (edge.listen)",
+                cfg.edge_listen
+            )
+        })?;
+        let bound = listener.local_addr()?;
+        if bound != cfg.edge_listen {
+            // An ephemeral port: the addresses derived from edge.listen follow it.
+            let derived = format!("http://{}", cfg.edge_listen);
+            let real = format!("http://{bound}");
+            if cfg.edge_public_url == derived {
+                cfg.edge_public_url = real.clone();
+            }
+            for u in cfg.edge_purge_urls.iter_mut().filter(|u| **u == derived) {
+                *u = real.clone();
+            }
+            cfg.edge_listen = bound;
+        }
+        e.listen = bound.to_string();
         if let flexphoto_storage::StorageConfig::Local { dir } = &cfg.storage {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -757,11 +778,13 @@ mod up {
             access_key = Some(key);
         }
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        println!("flexphoto edge listening on http://{bound}");
         let thread = std::thread::Builder::new()
             .name("edge".into())
             .spawn(move || {
                 let stop = flexphoto_edge::server::Stop::When(stopped);
-                if let Err(e) = flexphoto_edge::server::run(e, stop) {
+                let listen = flexphoto_edge::server::Listen::Bound(listener);
+                if let Err(e) = flexphoto_edge::server::run(e, listen, stop) {
                     tracing::error!(error = %e, "the edge stopped with an error");
                 }
             })?;

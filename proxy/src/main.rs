@@ -135,8 +135,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
     }
-    flexphoto_edge::server::run(cfg, flexphoto_edge::server::Stop::Signals)
-        .map_err(anyhow::Error::msg)
+    flexphoto_edge::server::run(
+        cfg,
+        flexphoto_edge::server::Listen::Configured,
+        flexphoto_edge::server::Stop::Signals,
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 fn main() -> ExitCode {

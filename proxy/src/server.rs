@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
-use pingora_core::server::configuration::ServerConf;
-use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::{Fds, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::listening::Service;
 
 use crate::app::EdgeApp;
@@ -23,6 +23,16 @@ pub enum Stop {
     When(tokio::sync::watch::Receiver<bool>),
 }
 
+/// Where the edge takes its connections from.
+pub enum Listen {
+    /// Bind `server.listen` from the configuration (retried while the address is in use).
+    Configured,
+    /// A TCP listener its owner bound already: a process that binds before it starts the
+    /// edge (and reports a taken address at once), a test on an ephemeral port, a supervisor
+    /// that hands sockets down.
+    Bound(std::net::TcpListener),
+}
+
 struct StopWhen(tokio::sync::watch::Receiver<bool>);
 
 #[async_trait::async_trait]
@@ -35,12 +45,12 @@ impl ShutdownSignalWatch for StopWhen {
     }
 }
 
-/// Builds the edge from `cfg` and serves until `stop`. Blocks the calling thread; Pingora
-/// makes its own runtimes.
-pub fn run(cfg: EdgeConfig, stop: Stop) -> Result<(), String> {
+/// Builds the edge from `cfg` and serves on `listen` until `stop`. Blocks the calling
+/// thread; Pingora makes its own runtimes.
+pub fn run(cfg: EdgeConfig, listen: Listen, stop: Stop) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
     let edge = Arc::new(Edge::new(cfg, metrics)?);
-    run_edge(edge, stop)
+    run_edge(edge, listen, stop)
 }
 
 /// The in-memory cache sizes in force and what they add up to, in MiB.
@@ -63,28 +73,41 @@ fn log_cache_sizes(cfg: &EdgeConfig) {
     tracing::info!(sizes = %cache_sizes(cfg), "cache sizes");
 }
 
-/// Serves an already built edge until `stop`.
-pub fn run_edge(edge: Arc<Edge>, stop: Stop) -> Result<(), String> {
+/// Serves an already built edge on `listen` until `stop`.
+pub fn run_edge(edge: Arc<Edge>, listen: Listen, stop: Stop) -> Result<(), String> {
     let cfg = edge.config().clone();
-    let conf = ServerConf {
+    let mut conf = ServerConf {
         threads: cfg.threads,
         work_stealing: cfg.work_stealing,
         grace_period_seconds: Some(cfg.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_secs()),
         ..ServerConf::default()
     };
+    let (address, opt) = match listen {
+        Listen::Configured => (cfg.listen.clone(), None),
+        Listen::Bound(listener) => {
+            let (address, handover) = hand_over(listener)?;
+            conf.upgrade_sock = handover;
+            let opt = Opt {
+                upgrade: true,
+                ..Opt::default()
+            };
+            (address, Some(opt))
+        }
+    };
     crate::withheld::spawn(Arc::clone(&edge));
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // With a bound listener, this takes it over (see `hand_over`).
     server.bootstrap();
     let app = EdgeApp::new(Arc::clone(&edge));
     let mut service = Service::new("flexphoto-edge".to_owned(), app);
     // A write buffer that holds a typical image response lets the header and body leave in
     // one write (Pingora's default of 1460 bytes sends them separately).
     let buffers = L4BufferSettings::default().write(cfg.write_buffer_bytes);
-    service.add_listener(ListenerConfig::tcp(cfg.listen.clone()).l4_buffer(buffers));
+    service.add_listener(ListenerConfig::tcp(address.clone()).l4_buffer(buffers));
     server.add_service(service);
     log_cache_sizes(&cfg);
-    tracing::info!(listen = %cfg.listen, origin = %edge.store().describe(), workers = cfg.workers, "flexphoto-edge listening");
+    tracing::info!(listen = %address, origin = %edge.store().describe(), workers = cfg.workers, "flexphoto-edge listening");
     let args = match stop {
         Stop::Signals => RunArgs::default(),
         Stop::When(rx) => RunArgs {
@@ -94,4 +117,45 @@ pub fn run_edge(edge: Arc<Edge>, stop: Stop) -> Result<(), String> {
     server.run(args);
     tracing::info!("flexphoto-edge stopped");
     Ok(())
+}
+
+/// Hands a bound listener to the Pingora server about to start, through the one door Pingora
+/// has for sockets it did not bind: the graceful-upgrade transfer, in which a starting server
+/// receives listening sockets over a Unix socket (`upgrade_sock`) and serves each on the
+/// address it is filed under. A thread sends `listener` there once the server listens for
+/// it; returns the address to serve it on and the transfer socket's path.
+fn hand_over(listener: std::net::TcpListener) -> Result<(String, String), String> {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static HANDOVERS: AtomicU64 = AtomicU64::new(0);
+    let address = listener
+        .local_addr()
+        .map_err(|e| format!("the listener has no address: {e}"))?
+        .to_string();
+    // Tokio, which serves it, needs it non-blocking.
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("making the listener non-blocking: {e}"))?;
+    let path = std::env::temp_dir()
+        .join(format!(
+            "flexphoto-edge-{}-{}.sock",
+            std::process::id(),
+            HANDOVERS.fetch_add(1, Ordering::Relaxed)
+        ))
+        .display()
+        .to_string();
+    let (to, at) = (address.clone(), path.clone());
+    std::thread::Builder::new()
+        .name("edge-handover".into())
+        .spawn(move || {
+            let mut fds = Fds::new();
+            fds.add(to, listener.as_raw_fd());
+            // Retries until the server listens; the server holds its own copy afterwards.
+            if let Err(e) = fds.send_to_sock(at.as_str()) {
+                tracing::error!(error = %e, path = %at, "handing the listener to the edge failed");
+            }
+            drop(listener);
+        })
+        .map_err(|e| format!("starting the listener handover: {e}"))?;
+    Ok((address, path))
 }

@@ -832,6 +832,28 @@ async fn graceful_shutdown_leaves_no_running_jobs() {
     app.cleanup().await;
 }
 
+/// `flexphoto up` binds the edge's address before it starts anything: a taken one stops the
+/// start at once with an error that names it (the edge alone would keep retrying).
+#[tokio::test]
+async fn up_refuses_a_taken_edge_address_and_names_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut o = Options::new(Backend::Sqlite);
+    o.up = true;
+    let mut app = App::prepare(o).await;
+    let at = app.args.iter().position(|a| a == "--edge-listen").unwrap();
+    app.args[at + 1] = addr.clone();
+    let started = std::time::Instant::now();
+    let log = app
+        .try_start()
+        .expect_err("started on a taken edge address");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        log.contains(&addr) && log.contains("edge.listen"),
+        "the error names neither the address nor the key:\n{log}"
+    );
+}
+
 /// `flexphoto up` runs the edge too: `flexphoto import` ingests a folder through the API, and
 /// the variant URLs the API returns are served by the edge.
 #[tokio::test]

@@ -166,3 +166,36 @@ fn metrics_are_for_loopback_or_the_metrics_token() {
     // Images are still for everyone.
     assert_eq!(e.req("GET", "/img/land.jpg?w=32", &[public]).status, 200);
 }
+
+/// The edge as a library: it serves on a listener its owner bound (an ephemeral port here,
+/// so nothing can take it first) and stops when its owner says so.
+#[test]
+fn serves_a_listener_bound_by_its_owner_and_stops_when_told() {
+    use flexphoto_edge::server::{Listen, Stop};
+    let origin = standard_origin("bound");
+    let mut cfg =
+        flexphoto_edge::config::EdgeConfig::load(Some(std::path::Path::new("/dev/null"))).unwrap();
+    cfg.origin = flexphoto_storage::StorageConfig::Local {
+        dir: origin.clone(),
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let edge = std::thread::spawn(move || {
+        flexphoto_edge::server::run(cfg, Listen::Bound(listener), Stop::When(stopped))
+    });
+    // Connections wait in the listener's backlog until the server takes it over.
+    let r = crate::harness::request(port, "GET", "/img/land.jpg?w=64", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.headers.get("content-type").map(String::as_str),
+        Some("image/jpeg")
+    );
+    stop.send(true).unwrap();
+    let started = Instant::now();
+    edge.join().unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // Gone with the server: the listener was handed over, not copied and kept.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    let _ = std::fs::remove_dir_all(origin);
+}
