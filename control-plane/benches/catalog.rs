@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flexphoto_control_plane::catalog::explain::PageFacts;
 use flexphoto_control_plane::catalog::query::{
     CatalogFilter, FieldCondition, FieldSort, SortPosition,
 };
@@ -256,11 +257,10 @@ async fn exec(db: &Db, sql: &'static str) {
     }
 }
 
-/// A listing page as the API reads it: the rows, then their records, reasons and terms.
+/// What the API reads for a page of images besides their rows: records, open reasons and
+/// terms ([`PageFacts`]).
 async fn read_back(db: &Db, ids: &[ImageId]) {
-    db.catalogs_of(ids).await.unwrap();
-    db.open_reasons(ids).await.unwrap();
-    db.terms_of(ids).await.unwrap();
+    PageFacts::load(db, ids).await.unwrap();
 }
 
 async fn run(label: &str, db: Db, n: u64, queries: usize) -> Value {
