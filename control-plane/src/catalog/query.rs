@@ -389,6 +389,11 @@ pub struct Candidate {
 pub struct Plan {
     /// Start from this condition's index (`None`: walk the images in listing order).
     pub driver: Option<DriverKey>,
+    /// Without a driver, walk the rows of this text equality (`CatalogFilter::fields[i]`) in
+    /// upload order from its (field, value, owner, upload time) index instead of all of the
+    /// owner's images: fewer images visited, each an index entry. Only for listings of one
+    /// owner in upload order ([`walk_field`]).
+    pub walk: Option<usize>,
     /// Read the withheld and superseded images as one set up front.
     pub excluded_as_set: bool,
     /// Keep every check a subquery run per image (`OFFSET 0`): Postgres otherwise turns them
@@ -531,13 +536,28 @@ pub fn plan(f: &CatalogFilter, counts: &[i64]) -> Result<Plan, String> {
             .is_some_and(|n| *n <= EXCLUDED_SET_MAX);
     Ok(Plan {
         driver,
+        walk: None,
         excluded_as_set,
         per_image: false,
     })
 }
 
+/// The field condition a listing of one owner in upload order can walk when no driver was
+/// chosen: an equality on a single-valued text field (one index row per image; the first such
+/// condition: each is a subset of the owner's images in the same order).
+pub fn walk_field(f: &CatalogFilter) -> Option<usize> {
+    f.fields.iter().position(|c| {
+        c.op == Op::Eq
+            && matches!(
+                c.kind,
+                Some(FieldType::Text | FieldType::Enum | FieldType::Url | FieldType::Term)
+            )
+    })
+}
+
 /// A listing's catalog part: where it starts (`from`, put before `images` in the FROM clause:
-/// empty, or `(SELECT DISTINCT image_id …) drv CROSS JOIN `, joined by a condition in `text`),
+/// empty, `(SELECT DISTINCT image_id …) drv CROSS JOIN ` or `image_fields wk CROSS JOIN `,
+/// joined by a condition in `text`),
 /// and the conditions (`text`, each starting with ` AND`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CatalogSql {
@@ -567,7 +587,29 @@ pub fn planned(
     next: &mut dyn FnMut() -> usize,
 ) -> Result<CatalogSql, String> {
     let mut from = Sql::default();
-    if let Some(key) = plan.driver {
+    let mut from_checks = Sql::default();
+    // The image the checks are about: the walked index entry's when walking a field (so the
+    // checks run on the index entries, before any image row is read).
+    let walk = plan.walk.filter(|_| plan.driver.is_none());
+    let me = if walk.is_some() {
+        "wk.image_id"
+    } else {
+        "images.id"
+    };
+    if let Some(i) = walk {
+        let c = f
+            .fields
+            .get(i)
+            .filter(|c| c.op == Op::Eq)
+            .ok_or_else(|| "the plan's walk is not an equality of the filter".to_owned())?;
+        from.text.push_str("image_fields wk CROSS JOIN ");
+        from_checks.push(
+            " AND wk.field = ? AND wk.text_value = ? AND wk.img_owner = images.owner \
+             AND images.id = wk.image_id",
+            vec![Bind::Text(c.field.clone()), Bind::Text(c.value.clone())],
+            next,
+        );
+    } else if let Some(key) = plan.driver {
         let c = candidates(f)?
             .into_iter()
             .find(|c| c.key == key)
@@ -581,7 +623,7 @@ pub fn planned(
             next,
         );
     }
-    let mut sql = Sql::default();
+    let mut sql = from_checks;
     if plan.driver.is_some() {
         sql.text.push_str(" AND images.id = drv.image_id");
     }
@@ -590,10 +632,13 @@ pub fn planned(
     // Equalities and ranges on fields (index probes), then terms and the review reason,
     // then negations and substrings (which read the values), then the catalog row.
     for (i, c) in f.fields.iter().enumerate() {
-        if plan.driver == Some(DriverKey::Field(i)) || matches!(c.op, Op::Ne | Op::Contains) {
+        if plan.driver == Some(DriverKey::Field(i))
+            || walk == Some(i)
+            || matches!(c.op, Op::Ne | Op::Contains)
+        {
             continue;
         }
-        field_check(&mut sql, c, close, next)?;
+        field_check(&mut sql, c, me, close, next)?;
     }
     for (i, t) in f.terms.iter().enumerate() {
         if plan.driver == Some(DriverKey::Term(i)) {
@@ -601,7 +646,7 @@ pub fn planned(
         }
         sql.push(
             &format!(
-                " AND EXISTS (SELECT 1 FROM image_terms t WHERE t.image_id = images.id AND t.term = ?{close}"
+                " AND EXISTS (SELECT 1 FROM image_terms t WHERE t.image_id = {me} AND t.term = ?{close}"
             ),
             vec![Bind::Text(super::vocab::normalise(t))],
             next,
@@ -610,7 +655,7 @@ pub fn planned(
     if let (Some(r), false) = (f.reason, plan.driver == Some(DriverKey::Reason)) {
         sql.push(
             &format!(
-                " AND EXISTS (SELECT 1 FROM review_reasons r WHERE r.image_id = images.id \
+                " AND EXISTS (SELECT 1 FROM review_reasons r WHERE r.image_id = {me} \
                  AND r.resolved_at IS NULL AND r.kind = ?{close}"
             ),
             vec![Bind::Text(r.as_str().to_owned())],
@@ -622,7 +667,7 @@ pub fn planned(
         .iter()
         .filter(|c| matches!(c.op, Op::Ne | Op::Contains))
     {
-        field_check(&mut sql, c, close, next)?;
+        field_check(&mut sql, c, me, close, next)?;
     }
     // The catalog row: collection, workflow, rights window and versions in one check.
     let mut row: Vec<(String, Vec<Bind>)> = Vec::new();
@@ -668,7 +713,7 @@ pub fn planned(
                     }
                 }
                 (Some((select, binds)), _) if plan.excluded_as_set => {
-                    sql.push(&format!(" AND images.id NOT IN ({select})"), binds, next);
+                    sql.push(&format!(" AND {me} NOT IN ({select})"), binds, next);
                 }
                 (Some(_), _) => {
                     let mut w = Vec::new();
@@ -682,7 +727,7 @@ pub fn planned(
                     }
                     sql.push(
                         &format!(
-                            " AND NOT EXISTS (SELECT 1 FROM image_catalog c WHERE c.image_id = images.id \
+                            " AND NOT EXISTS (SELECT 1 FROM image_catalog c WHERE c.image_id = {me} \
                              AND ({}){close}",
                             w.join(" OR ")
                         ),
@@ -695,7 +740,7 @@ pub fn planned(
     }
     if !row.is_empty() {
         let mut text =
-            String::from(" AND EXISTS (SELECT 1 FROM image_catalog c WHERE c.image_id = images.id");
+            format!(" AND EXISTS (SELECT 1 FROM image_catalog c WHERE c.image_id = {me}");
         let mut binds = Vec::new();
         for (t, b) in row {
             text += " AND ";
@@ -716,6 +761,7 @@ pub fn planned(
 fn field_check(
     sql: &mut Sql,
     c: &FieldCondition,
+    me: &str,
     close: &str,
     next: &mut dyn FnMut() -> usize,
 ) -> Result<(), String> {
@@ -728,7 +774,7 @@ fn field_check(
     };
     let exists = if neg { "NOT EXISTS" } else { "EXISTS" };
     let head = format!(
-        " AND {exists} (SELECT 1 FROM image_fields f WHERE f.image_id = images.id AND f.field = ?"
+        " AND {exists} (SELECT 1 FROM image_fields f WHERE f.image_id = {me} AND f.field = ?"
     );
     if op == Op::Contains {
         sql.push(
@@ -914,6 +960,7 @@ mod tests {
         };
         let plan = Plan {
             driver: Some(DriverKey::Field(0)),
+            walk: None,
             excluded_as_set: true,
             per_image: true,
         };
@@ -937,6 +984,44 @@ mod tests {
         ));
         let placeholders = (sql.from.clone() + &sql.text).matches('$').count();
         assert_eq!(placeholders, sql.binds.len());
+
+        // Without a driver, a walk of the equality's index rows in upload order: the checks
+        // are about the walked row's image, and the walked condition is not checked again.
+        assert_eq!(walk_field(&f), Some(0));
+        let plan = Plan {
+            walk: Some(0),
+            per_image: true,
+            ..Plan::default()
+        };
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        let sql = planned(&f, &plan, &mut next).unwrap();
+        assert_eq!(sql.from, "image_fields wk CROSS JOIN ");
+        assert!(sql.text.starts_with(
+            " AND wk.field = $1 AND wk.text_value = $2 AND wk.img_owner = images.owner \
+             AND images.id = wk.image_id"
+        ));
+        assert_eq!(
+            &sql.binds[..2],
+            &[Bind::Text("usage".into()), Bind::Text("editorial".into())]
+        );
+        assert_eq!(sql.text.matches("images.id").count(), 1, "{}", sql.text);
+        assert_eq!(
+            sql.text.matches("f.field = ").count(),
+            1,
+            "only the substring: {}",
+            sql.text
+        );
+        assert_eq!(sql.text.matches('$').count(), sql.binds.len());
+        // Only single-valued text fields are walked (a list has a row per item).
+        let mut list = f.clone();
+        list.fields[0].kind = Some(FieldType::List);
+        assert_eq!(walk_field(&list), None);
+        list.fields[0].kind = Some(FieldType::Number);
+        assert_eq!(walk_field(&list), None);
     }
 
     #[test]

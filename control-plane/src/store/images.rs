@@ -382,7 +382,12 @@ impl Db {
         after: Option<(DateTime<Utc>, uuid::Uuid)>,
         limit: u32,
     ) -> Result<Vec<ImageRow>> {
-        let plan = self.catalog_plan(&filter.catalog).await?;
+        let mut plan = self.catalog_plan(&filter.catalog).await?;
+        // One owner's images with an equality on a text field and no driver: walk that
+        // value's index rows in upload order.
+        if plan.driver.is_none() && filter.owner.is_some() {
+            plan.walk = crate::catalog::query::walk_field(&filter.catalog);
+        }
         self.list_images_planned(filter, &plan, order, after, limit)
             .await
     }
@@ -396,6 +401,12 @@ impl Db {
         after: Option<(DateTime<Utc>, uuid::Uuid)>,
         limit: u32,
     ) -> Result<Vec<ImageRow>> {
+        // A walk is of one owner's rows.
+        let mut plan = *plan;
+        if filter.owner.is_none() || plan.driver.is_some() {
+            plan.walk = None;
+        }
+        let plan = &plan;
         let mut sql = String::new();
         let mut n = 0;
         let mut next = || {
@@ -458,12 +469,19 @@ impl Db {
             ListOrder::OldestFirst => (">", "ASC"),
             ListOrder::NewestFirst => ("<", "DESC"),
         };
+        // The walked rows carry the image's upload time: ordering by theirs keeps the walk in
+        // its index's order.
+        let (at, id) = if plan.walk.is_some() {
+            ("wk.img_uploaded_at", "wk.image_id")
+        } else {
+            ("uploaded_at", "id")
+        };
         if after.is_some() {
             let (a, b) = (next(), next());
-            sql += &format!(" AND (uploaded_at, id) {cmp} (${a}, ${b})");
+            sql += &format!(" AND ({at}, {id}) {cmp} (${a}, ${b})");
         }
         sql += &format!(
-            " ORDER BY uploaded_at {dir}, id {dir} LIMIT {}",
+            " ORDER BY {at} {dir}, {id} {dir} LIMIT {}",
             limit.clamp(1, 1001)
         );
         Ok(on_db!(self, |p, _pg| {
