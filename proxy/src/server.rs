@@ -144,6 +144,12 @@ fn hand_over(listener: std::net::TcpListener) -> Result<(String, String), String
         ))
         .display()
         .to_string();
+    // A Unix socket's path has room for 107 bytes (Pingora fails hard past that).
+    if path.len() > 100 {
+        return Err(format!(
+            "the temporary directory's path is too long for the listener handover socket ({path}); set TMPDIR to a shorter one"
+        ));
+    }
     let (to, at) = (address.clone(), path.clone());
     std::thread::Builder::new()
         .name("edge-handover".into())
