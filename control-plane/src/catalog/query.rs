@@ -542,6 +542,13 @@ pub fn plan(f: &CatalogFilter, counts: &[i64]) -> Result<Plan, String> {
     })
 }
 
+impl Plan {
+    /// The field condition walked: [`Plan::walk`] unless a driver starts the listing.
+    pub fn walked(&self) -> Option<usize> {
+        self.walk.filter(|_| self.driver.is_none())
+    }
+}
+
 /// The field condition a listing of one owner in upload order can walk when no driver was
 /// chosen: an equality on a single-valued text field (one index row per image; the first such
 /// condition: each is a subset of the owner's images in the same order).
@@ -587,10 +594,10 @@ pub fn planned(
     next: &mut dyn FnMut() -> usize,
 ) -> Result<CatalogSql, String> {
     let mut from = Sql::default();
-    let mut from_checks = Sql::default();
+    let mut sql = Sql::default();
     // The image the checks are about: the walked index entry's when walking a field (so the
     // checks run on the index entries, before any image row is read).
-    let walk = plan.walk.filter(|_| plan.driver.is_none());
+    let walk = plan.walked();
     let me = if walk.is_some() {
         "wk.image_id"
     } else {
@@ -603,7 +610,7 @@ pub fn planned(
             .filter(|c| c.op == Op::Eq)
             .ok_or_else(|| "the plan's walk is not an equality of the filter".to_owned())?;
         from.text.push_str("image_fields wk CROSS JOIN ");
-        from_checks.push(
+        sql.push(
             " AND wk.field = ? AND wk.text_value = ? AND wk.img_owner = images.owner \
              AND images.id = wk.image_id",
             vec![Bind::Text(c.field.clone()), Bind::Text(c.value.clone())],
@@ -622,9 +629,6 @@ pub fn planned(
             c.binds,
             next,
         );
-    }
-    let mut sql = from_checks;
-    if plan.driver.is_some() {
         sql.text.push_str(" AND images.id = drv.image_id");
     }
     let now = f.now();

@@ -2450,7 +2450,6 @@ mod plan_tests {
                     ..Plan::default()
                 });
             }
-            // (`per_image` is for Postgres: SQLite keeps its checks per image anyway.)
             let auto = db.catalog_plan(&f.catalog).await.unwrap();
             assert!(
                 query::candidates(&f.catalog).unwrap().is_empty() || auto.driver.is_some(),

@@ -401,12 +401,6 @@ impl Db {
         after: Option<(DateTime<Utc>, uuid::Uuid)>,
         limit: u32,
     ) -> Result<Vec<ImageRow>> {
-        // A walk is of one owner's rows.
-        let mut plan = *plan;
-        if filter.owner.is_none() || plan.driver.is_some() {
-            plan.walk = None;
-        }
-        let plan = &plan;
         let mut sql = String::new();
         let mut n = 0;
         let mut next = || {
@@ -471,7 +465,7 @@ impl Db {
         };
         // The walked rows carry the image's upload time: ordering by theirs keeps the walk in
         // its index's order.
-        let (at, id) = if plan.walk.is_some() {
+        let (at, id) = if plan.walked().is_some() {
             ("wk.img_uploaded_at", "wk.image_id")
         } else {
             ("uploaded_at", "id")
