@@ -56,7 +56,9 @@ pub async fn get_image(
     let img = load_for(&state, &caller, &id, Role::Viewer).await?;
     let mut doc = super::catalog::document(&state, &img).await?;
     let today = state.clock.now().date_naive();
-    doc.image.lifecycle.access = Some(state.db.access_summary(img.id, today).await?);
+    let access = state.db.access_summary(img.id, today).await?;
+    doc.image.lifecycle.last_accessed_at = access.last_accessed_at;
+    doc.image.lifecycle.access = Some(access);
     doc.image.lifecycle.objects = Some(
         state
             .db

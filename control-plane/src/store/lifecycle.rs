@@ -321,6 +321,10 @@ pub struct AccessSummary {
     pub requests_30d: i64,
     /// Bytes sent in the last 30 days.
     pub bytes_30d: i64,
+    /// When an edge last served the image, read with the counts so that the two agree
+    /// (shown beside them in the image's lifecycle, not inside `access`).
+    #[serde(skip)]
+    pub last_accessed_at: Option<DateTime<Utc>>,
 }
 
 /// An edge known from its pushes.
@@ -483,9 +487,14 @@ impl Db {
     pub async fn access_summary(&self, id: ImageId, today: NaiveDate) -> Result<AccessSummary> {
         let d7 = today - chrono::Duration::days(6);
         let d30 = today - chrono::Duration::days(29);
-        let (r7, r30, b30): (i64, i64, i64) = on_db!(self, |p, _pg| {
-            sqlx::query_as(
-                "SELECT CAST(COALESCE(SUM(CASE WHEN day >= $2 THEN requests ELSE 0 END), 0) AS BIGINT), \
+        // One statement, so one snapshot: a push between two reads would show counts that
+        // include it beside a last-access time that does not.
+        let (last, r7, r30, b30): (Option<DateTime<Utc>>, i64, i64, i64) = on_db!(
+            self,
+            |p, _pg| {
+                sqlx::query_as(
+                "SELECT (SELECT last_accessed_at FROM images WHERE id = $1), \
+                 CAST(COALESCE(SUM(CASE WHEN day >= $2 THEN requests ELSE 0 END), 0) AS BIGINT), \
                  CAST(COALESCE(SUM(requests), 0) AS BIGINT), CAST(COALESCE(SUM(bytes), 0) AS BIGINT) \
                  FROM access_daily WHERE image_id = $1 AND day >= $3",
             )
@@ -494,11 +503,13 @@ impl Db {
             .bind(d30)
             .fetch_one(p)
             .await?
-        });
+            }
+        );
         Ok(AccessSummary {
             requests_7d: r7,
             requests_30d: r30,
             bytes_30d: b30,
+            last_accessed_at: last,
         })
     }
 
