@@ -5,9 +5,10 @@ Subcommands:
   pth-to-safetensors IN.pth OUT.safetensors
       Reads a legacy (non-zip) PyTorch checkpoint holding a state_dict and writes its tensors
       to a safetensors file.
-  imagenet-classes SYNSETS.txt SYNSET_TO_LEMMA.txt OUT.txt
-      Writes the 1000 ImageNet-1k class names, one line per class in class-index order, each
-      the synonym list of its synset ("tench, Tinca tinca").
+  imagenet-classes SYNSETS.txt SYNSET_TO_TEXT.txt OUT.txt
+      Writes one line per ImageNet-1k class in class-index order, each the synset's text in
+      the second file: its synonym list ("tench, Tinca tinca") from the lemma file, or its
+      WordNet definition from the definition file.
 
 Legacy checkpoint layout (torch.save with _use_new_zipfile_serialization=False): five
 pickles in a row — magic number, protocol version, system info, the object itself (whose

@@ -370,6 +370,9 @@ pub struct RawSearch {
     /// ConSE: also look for faces in four overlapping quarters of the picture (smaller faces,
     /// five detector passes instead of one). Changing it changes the model version.
     pub conse_face_tiles: bool,
+    /// ConSE: add the objects and people a COCO detector finds (person, kite, dog, car…).
+    /// Changing it changes the model version.
+    pub conse_objects: bool,
     /// How often SQL and the vector index are compared and drift repaired, seconds (0: only
     /// when a process takes the role).
     pub reconcile_interval_secs: u64,
@@ -392,6 +395,7 @@ impl Default for RawSearch {
             conse_faces: true,
             conse_appearance: true,
             conse_face_tiles: false,
+            conse_objects: true,
             reconcile_interval_secs: 3600,
         }
     }
@@ -486,6 +490,8 @@ pub struct SearchConfig {
     pub conse_appearance: bool,
     /// ConSE faces also searched in quarters.
     pub conse_face_tiles: bool,
+    /// ConSE object concepts on.
+    pub conse_objects: bool,
     /// dHash distance threshold (`None`: off).
     pub phash_max_distance: Option<u32>,
     /// Embedding similarity threshold (`None`: off).
@@ -630,6 +636,7 @@ impl RawSearch {
             conse_faces: self.conse_faces,
             conse_appearance: self.conse_appearance,
             conse_face_tiles: self.conse_face_tiles,
+            conse_objects: self.conse_objects,
             phash_max_distance: u32::try_from(dup.phash_max_distance).ok(),
             min_similarity: (dup.min_similarity > 0.0).then_some(dup.min_similarity),
             layout_candidate_similarity: (dup.layout_candidate_similarity > 0.0)

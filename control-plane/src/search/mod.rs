@@ -59,6 +59,7 @@ pub async fn open(cfg: &SearchConfig) -> Result<Option<(Search, bool)>, String> 
             conse_faces: cfg.conse_faces,
             conse_appearance: cfg.conse_appearance,
             conse_face_tiles: cfg.conse_face_tiles,
+            conse_objects: cfg.conse_objects,
             ..EmbedSettings::conse(model_dir.clone())
         },
         ModelChoice::Clip { dir } => EmbedSettings::clip(dir.clone()),

@@ -115,6 +115,7 @@ fn rank_quality() {
         faces: !variant.contains("nofaces"),
         appearance: !variant.contains("noappearance"),
         face_tiles: variant.contains("facetiles"),
+        objects: !variant.contains("noobjects"),
     };
     let mut e = ConseEmbedder::load_with(&model, extras).unwrap();
     if variant.contains("plaintext") {
@@ -339,5 +340,48 @@ fn faces_found() {
         let t = std::time::Instant::now();
         let found = f.detect(&rgb).unwrap();
         println!("{p}: {:?} {:?}", t.elapsed(), found);
+    }
+}
+
+#[test]
+#[ignore = "development probe; needs the models and scripts/fetch-eval-photos"]
+fn object_detections() {
+    let Some(model) = testutil::model_dir() else {
+        return;
+    };
+    flexphoto_media::vips::init(1).unwrap();
+    let det = crate::search::embed::objects::ObjectModel::load(
+        &model.join(crate::search::embed::objects::files::DIR),
+    )
+    .unwrap();
+    for set in ["tune", "holdout"] {
+        let dir = sets_dir().join(set).join("labelled");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for p in files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x != "json"))
+        {
+            let rgb = rgb_of(&Bytes::from(std::fs::read(p).unwrap()), 384);
+            let t = std::time::Instant::now();
+            let o = det.detect(&rgb).unwrap();
+            let mut top: Vec<(usize, f32)> = o.scores.iter().copied().enumerate().collect();
+            top.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let shown: Vec<String> = top
+                .iter()
+                .take(4)
+                .map(|(i, s)| format!("{} {s:.2}", crate::search::embed::objects::CLASSES[*i]))
+                .collect();
+            println!(
+                "{set}/{}: people {} | {} ({} ms)",
+                p.file_name().unwrap().to_string_lossy(),
+                o.people,
+                shown.join(", "),
+                t.elapsed().as_millis()
+            );
+        }
     }
 }

@@ -26,6 +26,7 @@ use super::concepts;
 use super::efficientnet::EfficientNetLite;
 use super::faces::{self, FaceModels};
 use super::minilm::{read_model_file, MiniLm};
+use super::objects::{self, ObjectModel};
 use super::preprocess::{centre_crop_normalised, Normalise};
 use super::{Concept, EmbedError, Embedder, ImageEmbedding, ModelInfo, RgbImage};
 
@@ -33,7 +34,7 @@ use super::{Concept, EmbedError, Embedder, ImageEmbedding, ModelInfo, RgbImage};
 pub const NAME: &str = "conse-efficientnet-lite0-minilm";
 /// Recipe version: bump when vectors change meaning (classes, text form, K, preprocessing,
 /// extra concepts and their weights).
-pub const VERSION: &str = "2";
+pub const VERSION: &str = "3";
 /// How many of the most likely classes make the semantic vector.
 pub const TOP_K: usize = 8;
 /// Side of the classifier's square input.
@@ -51,6 +52,8 @@ pub mod files {
     pub const EFFICIENTNET: &str = "efficientnet-lite0.safetensors";
     /// ImageNet class names, one line per class in index order.
     pub const CLASSES: &str = "imagenet_classes.txt";
+    /// One WordNet definition per class, in class-index order.
+    pub const DEFINITIONS: &str = "imagenet_definitions.txt";
     /// The MiniLM folder (`config.json`, `model.safetensors`, `tokenizer.json`).
     pub const MINILM: &str = "minilm";
 }
@@ -64,6 +67,8 @@ pub struct Extras {
     pub appearance: bool,
     /// Faces also looked for in the picture's quarters (smaller faces, more CPU).
     pub face_tiles: bool,
+    /// Objects and people found by the COCO detector.
+    pub objects: bool,
 }
 
 impl Default for Extras {
@@ -72,6 +77,7 @@ impl Default for Extras {
             faces: true,
             appearance: true,
             face_tiles: false,
+            objects: true,
         }
     }
 }
@@ -86,31 +92,55 @@ pub struct ClassName {
 }
 
 impl ClassName {
-    /// Builds a class from its synonym list ("tench, Tinca tinca").
-    pub fn from_lemmas(lemmas: &str) -> Self {
+    /// Builds a class from its synonym list ("tench, Tinca tinca") and, when known, its
+    /// WordNet definition: the definition names what the class is a kind of ("Granny
+    /// Smith: apple with a green skin…", "admiral: any of several brightly colored
+    /// butterflies"), which the name alone does not tell the text model.
+    pub fn from_lemmas(lemmas: &str, definition: Option<&str>) -> Self {
         let label = lemmas
             .split(',')
             .next()
             .unwrap_or(lemmas)
             .trim()
             .to_string();
-        Self {
-            text: class_text::described(&label)
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("a photo of a {label}")),
-            label,
-        }
+        let text = match (class_text::described(&label), definition) {
+            (Some(d), _) => d.to_owned(),
+            (None, Some(def)) if !def.trim().is_empty() => {
+                format!("a photo of a {label}: {}", def.trim())
+            }
+            (None, _) => format!("a photo of a {label}"),
+        };
+        Self { text, label }
     }
 }
 
-/// Reads `imagenet_classes.txt`.
+/// Reads `imagenet_classes.txt` and, beside it, the classes' definitions
+/// (`imagenet_definitions.txt`, one line per class in the same order).
 pub fn read_classes(path: &Path) -> Result<Vec<ClassName>, EmbedError> {
-    let text = String::from_utf8(read_model_file(path)?)
-        .map_err(|_| EmbedError::Model(format!("{} is not UTF-8", path.display())))?;
-    let classes: Vec<ClassName> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(ClassName::from_lemmas)
+    let lines = |path: &Path| -> Result<Vec<String>, EmbedError> {
+        let text = String::from_utf8(read_model_file(path)?)
+            .map_err(|_| EmbedError::Model(format!("{} is not UTF-8", path.display())))?;
+        Ok(text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect())
+    };
+    let names = lines(path)?;
+    let defs_path = path.with_file_name(files::DEFINITIONS);
+    let defs = lines(&defs_path)?;
+    if defs.len() != names.len() {
+        return Err(EmbedError::Model(format!(
+            "{} has {} definitions for {} classes",
+            defs_path.display(),
+            defs.len(),
+            names.len()
+        )));
+    }
+    let classes: Vec<ClassName> = names
+        .iter()
+        .zip(&defs)
+        .map(|(n, d)| ClassName::from_lemmas(n, Some(d)))
         .collect();
     if classes.is_empty() {
         return Err(EmbedError::Model(format!(
@@ -133,6 +163,8 @@ pub struct ConseEmbedder {
     class_vectors: Vec<Vec<f32>>,
     /// Face detector and smile classifier (when face concepts are on).
     faces: Option<FaceModels>,
+    /// Object detector (when object concepts are on).
+    objects: Option<ObjectModel>,
     /// Appearance concepts on.
     appearance: bool,
     /// Extra concepts (`concepts::vocabulary()` order): label and MiniLM vector.
@@ -176,6 +208,11 @@ impl ConseEmbedder {
         } else {
             None
         };
+        let objects = if extras.objects {
+            Some(ObjectModel::load(&model_dir.join(objects::files::DIR))?)
+        } else {
+            None
+        };
         let vocabulary = concepts::vocabulary();
         let mut texts: Vec<String> = classes.iter().map(|c| c.text.clone()).collect();
         texts.extend(vocabulary.iter().map(|(_, t)| (*t).to_owned()));
@@ -198,6 +235,9 @@ impl ConseEmbedder {
         if !extras.appearance {
             version += "-noappearance";
         }
+        if !extras.objects {
+            version += "-noobjects";
+        }
         let info = ModelInfo {
             name: NAME.into(),
             version,
@@ -212,6 +252,7 @@ impl ConseEmbedder {
             by_label,
             class_vectors,
             faces,
+            objects,
             appearance: extras.appearance,
             extras: extra_vectors,
             top_k: TOP_K,
@@ -272,6 +313,10 @@ impl Embedder for ConseEmbedder {
             Some(f) => f.detect(image)?,
             None => Vec::new(),
         };
+        let seen = match &self.objects {
+            Some(o) => Some(o.detect(image)?),
+            None => None,
+        };
         let looks = if self.appearance {
             appearance::measure(image)
         } else {
@@ -289,7 +334,7 @@ impl Embedder for ConseEmbedder {
                 weight: probs[i],
             });
         }
-        for (i, w) in concepts::weigh(&found, &looks) {
+        for (i, w) in concepts::weigh(&found, seen.as_ref(), &looks) {
             let (label, v) = &self.extras[i];
             for (s, v) in semantic.iter_mut().zip(v) {
                 *s += w * v;
@@ -466,10 +511,10 @@ mod tests {
 
     #[test]
     fn class_names_use_the_first_lemma() {
-        let c = ClassName::from_lemmas("tench, Tinca tinca");
+        let c = ClassName::from_lemmas("tench, Tinca tinca", None);
         assert_eq!(c.label, "tench");
         assert_eq!(c.text, "a photo of a tench");
-        assert_eq!(ClassName::from_lemmas("crane").label, "crane");
+        assert_eq!(ClassName::from_lemmas("crane", None).label, "crane");
     }
 
     #[test]

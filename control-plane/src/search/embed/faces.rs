@@ -13,8 +13,8 @@
 
 use std::path::Path;
 
-use super::tfjs::{GraphModel, Tensor};
 use super::{EmbedError, RgbImage};
+use flexphoto_tfjs::{GraphModel, Tensor};
 
 /// File names inside the model directory's `faces/` folder.
 pub mod files {
@@ -239,7 +239,12 @@ fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 
 /// Bilinear samples of the picture region `[x, y, w, h]` (pixels) on an `n`×`n` grid, RGB
 /// interleaved, each value mapped by `f`; outside the picture is black.
-fn sample(img: &RgbImage, region: [f32; 4], n: usize, f: impl Fn(f32) -> f32) -> Vec<f32> {
+pub(super) fn sample(
+    img: &RgbImage,
+    region: [f32; 4],
+    n: usize,
+    f: impl Fn(f32) -> f32,
+) -> Vec<f32> {
     let mut out = Vec::with_capacity(n * n * 3);
     for j in 0..n {
         for i in 0..n {

