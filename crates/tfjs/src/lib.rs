@@ -483,23 +483,35 @@ impl GraphModel {
         let mut input = Some(input);
         for &i in &self.order {
             let node = &self.nodes[i];
-            let args: Vec<&Tensor> = node
-                .inputs
-                .iter()
-                .map(|&j| {
-                    values[j]
-                        .as_ref()
-                        .ok_or_else(|| bad(format!("{}: input not computed", node.name)))
-                })
-                .collect::<Result<_, _>>()?;
+            if matches!(node.op, Op::Const(_)) {
+                // Read in place by the nodes that use it; never copied.
+                continue;
+            }
             let out = if i == self.input {
                 input.take().ok_or_else(|| bad("the input is read twice"))?
+            } else if let Some(t) = self.in_place(i, &left, &mut values) {
+                // An activation or identity whose input nobody else reads reuses it.
+                let mut t = t;
+                if let Op::Act(act) = node.op {
+                    t.data.iter_mut().for_each(|v| *v = act.apply(*v));
+                }
+                t
             } else {
+                let args: Vec<&Tensor> = node
+                    .inputs
+                    .iter()
+                    .map(|&j| match &self.nodes[j].op {
+                        Op::Const(t) => Ok(t),
+                        _ => values[j]
+                            .as_ref()
+                            .ok_or_else(|| bad(format!("{}: input not computed", node.name))),
+                    })
+                    .collect::<Result<_, _>>()?;
                 eval(&node.op, &args, scale).map_err(|e| bad(format!("{}: {e}", node.name)))?
             };
             for &j in &node.inputs {
                 left[j] -= 1;
-                if left[j] == 0 && !matches!(self.nodes[j].op, Op::Const(_)) {
+                if left[j] == 0 {
                     values[j] = None;
                 }
             }
@@ -513,6 +525,21 @@ impl GraphModel {
                     .ok_or_else(|| bad(format!("output {} not computed", self.nodes[o].name)))
             })
             .collect()
+    }
+}
+
+impl GraphModel {
+    /// For an activation or identity node `i` that is its input's last reader: takes the
+    /// input's value, to be reused in place. `None` for any other node.
+    fn in_place(&self, i: usize, left: &[usize], values: &mut [Option<Tensor>]) -> Option<Tensor> {
+        let node = &self.nodes[i];
+        if !matches!(node.op, Op::Act(_) | Op::Identity) {
+            return None;
+        }
+        match node.inputs[..] {
+            [j] if left[j] == 1 && !matches!(self.nodes[j].op, Op::Const(_)) => values[j].take(),
+            _ => None,
+        }
     }
 }
 
