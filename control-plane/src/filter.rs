@@ -32,6 +32,11 @@ pub struct ImageFilter {
     pub faces_min: Option<u32>,
     /// At most this many frontal faces (0: no face).
     pub faces_max: Option<u32>,
+    /// At least this many people, in any pose, found by the embedder's object detector (1: a
+    /// person is in the picture).
+    pub people_min: Option<u32>,
+    /// At most this many people (0: nobody).
+    pub people_max: Option<u32>,
     /// Catalog conditions: collection, terms, workflow, rights, versions, schema fields
     /// (`catalog::query`). The default leaves out withheld images and superseded versions.
     pub catalog: crate::catalog::query::CatalogFilter,
@@ -171,6 +176,13 @@ impl ImageFilter {
                 return Err(FilterError("faces_min must not be above faces_max".into()));
             }
         }
+        if let (Some(lo), Some(hi)) = (self.people_min, self.people_max) {
+            if lo > hi {
+                return Err(FilterError(
+                    "people_min must not be above people_max".into(),
+                ));
+            }
+        }
         for (name, v) in [
             ("camera_make", &self.camera_make),
             ("camera_model", &self.camera_model),
@@ -216,6 +228,12 @@ impl ImageFilter {
         }
         if let Some(n) = self.faces_max {
             d.push(format!("faces <= {n}"));
+        }
+        if let Some(n) = self.people_min {
+            d.push(format!("people >= {n}"));
+        }
+        if let Some(n) = self.people_max {
+            d.push(format!("people <= {n}"));
         }
         d.extend(self.catalog.describe());
         d.extend(self.lifecycle.describe());

@@ -276,6 +276,35 @@ async fn search_flow(app: &App, dir: &Path) {
         faceless.iter().all(|f| got.contains(&f.to_string())),
         "{none}"
     );
+    // People, counted by the object detector in any pose, filter the same way.
+    let people = search(
+        app,
+        json!({ "text": "a person", "owner": "target", "people_min": 1, "limit": 13 }),
+    )
+    .await;
+    let got = ids(&people);
+    assert!(got.contains(&portrait.to_owned()), "{people}");
+    assert!(
+        faceless.iter().all(|f| !got.contains(&f.to_string())),
+        "{people}"
+    );
+    assert!(
+        people["items"][0]["explanation"]["filters"]
+            .to_string()
+            .contains("people >= 1"),
+        "{people}"
+    );
+    let nobody = search(
+        app,
+        json!({ "owner": "target", "people_max": 0, "limit": 20 }),
+    )
+    .await;
+    let got = ids(&nobody);
+    assert!(!got.contains(&portrait.to_owned()), "{nobody}");
+    assert!(
+        faceless.iter().all(|f| got.contains(&f.to_string())),
+        "{nobody}"
+    );
 
     // More like this: never the image itself; a half-size copy is the best match and is
     // recorded as a near-duplicate, which routes it to review with a reason.
@@ -382,6 +411,10 @@ async fn search_flow(app: &App, dir: &Path) {
         (
             json!({ "text": "x", "faces_min": 2, "faces_max": 1 }),
             "faces range upside down",
+        ),
+        (
+            json!({ "text": "x", "people_min": 3, "people_max": 1 }),
+            "people range upside down",
         ),
     ] {
         let (s, v) = app.post_json("/v1/search", ADMIN, &body).await;

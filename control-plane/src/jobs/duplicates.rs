@@ -43,6 +43,7 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
             model: None,
             concepts: Vec::new(),
             faces: None,
+            people: None,
             layout: None,
             duplicates: found,
         },

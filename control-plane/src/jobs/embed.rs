@@ -42,7 +42,7 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
         .map_err(|e| JobError::Transient(format!("worker threads busy: {e}")))?
         .await
         .map_err(|e| JobError::Transient(format!("embedding input failed: {e}")))??;
-    let mut payload = indexing::payload_for(&img, &search.model_id, None);
+    let mut payload = indexing::payload_for(&img, &search.model_id, None, None);
     payload.catalog = indexing::catalog_payload(state, img.id).await?;
     let record = indexing::index_image(state, search, img.id, payload, rgb).await?;
     Ok(Outcome::Recorded {

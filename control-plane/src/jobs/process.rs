@@ -126,6 +126,7 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
                 review_state: img.review_state.as_str().to_owned(),
                 model: search.model_id.clone(),
                 faces: None,
+                people: None,
                 catalog: indexing::catalog_payload(state, img.id).await?,
             };
             indexing::index_image(state, search, img.id, payload, rgb).await?

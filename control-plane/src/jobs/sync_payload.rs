@@ -21,8 +21,8 @@ pub(super) async fn run(state: &AppState, job: &ClaimedJob) -> Result<Outcome, J
         let model = recorded
             .as_ref()
             .map_or_else(|| search.model_id.clone(), |e| e.model.clone());
-        let faces = recorded.and_then(|e| e.faces);
-        let mut payload = indexing::payload_for(&img, &model, faces);
+        let (faces, people) = recorded.map_or((None, None), |e| (e.faces, e.people));
+        let mut payload = indexing::payload_for(&img, &model, faces, people);
         payload.catalog = indexing::catalog_payload(state, img.id).await?;
         search
             .index

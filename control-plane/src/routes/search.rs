@@ -56,6 +56,12 @@ pub struct SearchRequest {
     pub faces_min: Option<u32>,
     /// At most this many frontal faces (0: nobody facing the camera).
     pub faces_max: Option<u32>,
+    /// At least this many people in any pose, seen from the front, the back or far away
+    /// (1: a person is in the picture). Counted by the default model's object detector;
+    /// images without a count never match.
+    pub people_min: Option<u32>,
+    /// At most this many people (0: nobody in the picture).
+    pub people_max: Option<u32>,
     /// A collection (id, or name of the owner's).
     pub collection: Option<String>,
     /// Vocabulary terms; each must be carried, itself or a narrower term.
@@ -245,6 +251,8 @@ async fn to_query(
             .transpose()?,
         faces_min: req.faces_min,
         faces_max: req.faces_max,
+        people_min: req.people_min,
+        people_max: req.people_max,
         catalog,
         lifecycle: Default::default(),
     };
@@ -309,7 +317,7 @@ async fn read_form(
                         .map(|t| Value::String(t.to_owned())),
                 );
             }
-            "limit" | "faces_min" | "faces_max" => {
+            "limit" | "faces_min" | "faces_max" | "people_min" | "people_max" => {
                 let text = read::text(state, &mut field).await?;
                 let n: u32 = text
                     .trim()

@@ -40,8 +40,14 @@ pub enum IndexingError {
     Pool(String),
 }
 
-/// Filter fields of an image as the index keeps them; `faces` as the embedder counted them.
-pub fn payload_for(img: &ImageRow, model: &str, faces: Option<u32>) -> PointPayload {
+/// Filter fields of an image as the index keeps them; `faces` and `people` as the embedder
+/// counted them.
+pub fn payload_for(
+    img: &ImageRow,
+    model: &str,
+    faces: Option<u32>,
+    people: Option<u32>,
+) -> PointPayload {
     PointPayload {
         owner: img.owner.as_str().to_owned(),
         uploaded_at: img.uploaded_at.timestamp_micros(),
@@ -52,6 +58,7 @@ pub fn payload_for(img: &ImageRow, model: &str, faces: Option<u32>) -> PointPayl
         review_state: img.review_state.as_str().to_owned(),
         model: model.to_owned(),
         faces: faces.map(i64::from),
+        people: people.map(i64::from),
         catalog: Default::default(),
     }
 }
@@ -196,6 +203,7 @@ pub async fn index_image(
     let emb = embed(state, search, rgb).await?;
     let payload = PointPayload {
         faces: emb.faces.map(i64::from),
+        people: emb.people.map(i64::from),
         ..payload
     };
     search
@@ -211,6 +219,7 @@ pub async fn index_image(
         model: Some(search.model_id.clone()),
         concepts: emb.concepts,
         faces: emb.faces,
+        people: emb.people,
         layout: Some(layout),
         duplicates: Vec::new(),
     })

@@ -310,6 +310,8 @@ fn index_filter(f: &ImageFilter) -> SearchFilter {
         review_state: f.review_state.map(|r| r.as_str().to_owned()),
         faces_min: f.faces_min.map(i64::from),
         faces_max: f.faces_max.map(i64::from),
+        people_min: f.people_min.map(i64::from),
+        people_max: f.people_max.map(i64::from),
         exclude: Vec::new(),
         catalog: catalog_conditions(&f.catalog),
     }

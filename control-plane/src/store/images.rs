@@ -439,12 +439,17 @@ impl Db {
         if filter.review_state.is_some() {
             sql += &format!(" AND review_state = ${}", next());
         }
-        // Face counts live with the embedding (migration 0090).
-        for (bound, op) in [(filter.faces_min, ">="), (filter.faces_max, "<=")] {
+        // Face and people counts live with the embedding (migrations 0090, 0092).
+        for (bound, col, op) in [
+            (filter.faces_min, "faces", ">="),
+            (filter.faces_max, "faces", "<="),
+            (filter.people_min, "people", ">="),
+            (filter.people_max, "people", "<="),
+        ] {
             if bound.is_some() {
                 sql += &format!(
                     " AND EXISTS (SELECT 1 FROM image_embeddings e WHERE e.image_id = images.id \
-                     AND e.faces {op} ${})",
+                     AND e.{col} {op} ${})",
                     next()
                 );
             }
@@ -504,7 +509,13 @@ impl Db {
             if let Some(r) = filter.review_state {
                 q = q.bind(r);
             }
-            for n in [filter.faces_min, filter.faces_max].into_iter().flatten() {
+            let counts = [
+                filter.faces_min,
+                filter.faces_max,
+                filter.people_min,
+                filter.people_max,
+            ];
+            for n in counts.into_iter().flatten() {
                 q = q.bind(n as i32);
             }
             q = crate::bind_catalog!(q, &catalog.binds);

@@ -35,6 +35,8 @@ pub struct IndexRecord {
     pub concepts: Vec<Concept>,
     /// Frontal faces the embedder found (`None`: not counted).
     pub faces: Option<u32>,
+    /// People the embedder found in any pose (`None`: not counted).
+    pub people: Option<u32>,
     /// The grey layout near-duplicate checks compare (`None`: not made).
     pub layout: Option<Vec<u8>>,
     /// Near-duplicates among the owner's images.
@@ -52,6 +54,8 @@ pub struct EmbeddingRow {
     pub concepts: Vec<Concept>,
     /// Frontal faces found (`None`: not counted).
     pub faces: Option<u32>,
+    /// People found in any pose (`None`: not counted).
+    pub people: Option<u32>,
 }
 
 /// A stored near-duplicate pair, seen from one image.
@@ -97,9 +101,9 @@ macro_rules! write_index_record {
     ($tx:expr, $image:expr, $owner:expr, $rec:expr, $t:expr, $max_attempts:expr) => {{
         if let Some(model) = &$rec.model {
             sqlx::query(
-                "INSERT INTO image_embeddings (image_id, model, concepts, embedded_at, faces, layout) VALUES ($1, $2, $3, $4, $5, $6) \
+                "INSERT INTO image_embeddings (image_id, model, concepts, embedded_at, faces, layout, people) VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (image_id) DO UPDATE SET model = excluded.model, concepts = excluded.concepts, \
-                 embedded_at = excluded.embedded_at, faces = excluded.faces, layout = excluded.layout",
+                 embedded_at = excluded.embedded_at, faces = excluded.faces, layout = excluded.layout, people = excluded.people",
             )
             .bind($image)
             .bind(model)
@@ -107,6 +111,7 @@ macro_rules! write_index_record {
             .bind($t)
             .bind($rec.faces.map(|f| f as i32))
             .bind($rec.layout.as_deref())
+            .bind($rec.people.map(|f| f as i32))
             .execute(&mut *$tx)
             .await?;
         }
@@ -229,10 +234,16 @@ impl Db {
         }
         let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "SELECT image_id, model, concepts, faces FROM image_embeddings WHERE image_id IN ({})",
+            "SELECT image_id, model, concepts, faces, people FROM image_embeddings WHERE image_id IN ({})",
             marks.join(", ")
         );
-        type Row = (ImageId, String, Json<Vec<Concept>>, Option<i32>);
+        type Row = (
+            ImageId,
+            String,
+            Json<Vec<Concept>>,
+            Option<i32>,
+            Option<i32>,
+        );
         let rows: Vec<Row> = on_db!(self, |p, _pg| {
             let mut q = sqlx::query_as(AssertSqlSafe(sql));
             for id in ids {
@@ -242,11 +253,12 @@ impl Db {
         });
         Ok(rows
             .into_iter()
-            .map(|(image_id, model, concepts, faces)| EmbeddingRow {
+            .map(|(image_id, model, concepts, faces, people)| EmbeddingRow {
                 image_id,
                 model,
                 concepts: concepts.0,
                 faces: faces.and_then(|f| u32::try_from(f).ok()),
+                people: people.and_then(|f| u32::try_from(f).ok()),
             })
             .collect())
     }

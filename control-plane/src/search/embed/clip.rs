@@ -256,6 +256,7 @@ impl Embedder for ClipEmbedder {
             visual: v,
             concepts: Vec::new(),
             faces: None,
+            people: None,
         })
     }
 

@@ -350,6 +350,7 @@ impl Embedder for ConseEmbedder {
             visual: l2_normalised(features),
             concepts,
             faces: self.faces.as_ref().map(|_| found.len() as u32),
+            people: seen.as_ref().map(|o| o.people),
         })
     }
 

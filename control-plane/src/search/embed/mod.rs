@@ -10,7 +10,7 @@
 //! object detector and appearance statistics found (person, portrait, smiling, kite, group
 //! of people, black and white, texture, …), and the visual vector is the
 //! classifier's pooled features; its `concepts` say what made the vector, for explanations,
-//! and `faces` counts the frontal faces (a search filter).
+//! `faces` counts the frontal faces and `people` the people in any pose (search filters).
 //!
 //! Every method blocks on CPU work: call from a blocking thread.
 //!
@@ -105,6 +105,8 @@ pub struct ImageEmbedding {
     pub concepts: Vec<Concept>,
     /// Frontal faces found (`None` for models without a face detector).
     pub faces: Option<u32>,
+    /// People found by the object detector, in any pose (`None` for models without one).
+    pub people: Option<u32>,
 }
 
 /// Which model made a vector: stored beside every vector so a change triggers re-embedding.

@@ -107,7 +107,13 @@ const KEYWORD_FIELDS: [&str; 11] = [
 ];
 
 /// Integer payload fields that get a range index, in both backends.
-const INTEGER_FIELDS: [&str; 4] = ["uploaded_at", "faces", "rights_from", "rights_until"];
+const INTEGER_FIELDS: [&str; 5] = [
+    "uploaded_at",
+    "faces",
+    "people",
+    "rights_from",
+    "rights_until",
+];
 
 /// The catalog fields a point carries for filtering (`catalog::query` decides them). Points
 /// written before the catalog existed have none until their payload is synced; the default
@@ -175,6 +181,9 @@ pub struct PointPayload {
     /// Frontal faces the embedder found (range filters; absent when not counted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faces: Option<i64>,
+    /// People the embedder found in any pose (range filters; absent when not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub people: Option<i64>,
     /// Catalog filter fields.
     #[serde(flatten)]
     pub catalog: CatalogPayload,
@@ -216,6 +225,10 @@ pub struct SearchFilter {
     pub faces_min: Option<i64>,
     /// At most this many faces (points without a count do not match).
     pub faces_max: Option<i64>,
+    /// At least this many people (points without a count do not match).
+    pub people_min: Option<i64>,
+    /// At most this many people (points without a count do not match).
+    pub people_max: Option<i64>,
     /// Points that must not be returned (e.g. the query image itself).
     pub exclude: Vec<Uuid>,
     /// Catalog conditions.
@@ -294,6 +307,7 @@ impl SearchFilter {
         let ranges = [
             ("uploaded_at", self.uploaded_from, None, self.uploaded_to),
             ("faces", self.faces_min, self.faces_max, None),
+            ("people", self.people_min, self.people_max, None),
         ];
         for (field, gte, lte, lt) in ranges {
             if gte.is_some() || lte.is_some() || lt.is_some() {

@@ -69,6 +69,7 @@ fn make_point(rng: &mut Rng, i: usize, space: VectorSpace) -> IndexPoint {
             .into(),
             model: format!("m{}", i % 2),
             faces: (!i.is_multiple_of(5)).then_some((i % 4) as i64),
+            people: (!i.is_multiple_of(7)).then_some((i % 3) as i64),
             catalog: Default::default(),
         },
     }
@@ -92,6 +93,10 @@ fn matches(p: &IndexPoint, f: &SearchFilter) -> bool {
             .is_none_or(|s| *s == pl.review_state)
         && f.faces_min.is_none_or(|m| pl.faces.is_some_and(|n| n >= m))
         && f.faces_max.is_none_or(|m| pl.faces.is_some_and(|n| n <= m))
+        && f.people_min
+            .is_none_or(|m| pl.people.is_some_and(|n| n >= m))
+        && f.people_max
+            .is_none_or(|m| pl.people.is_some_and(|n| n <= m))
         && !f.exclude.contains(&p.id)
 }
 
@@ -284,6 +289,11 @@ pub(super) async fn search_suite(index: &dyn VectorIndex, points: &[IndexPoint])
         SearchFilter {
             owner: Some("owner-003".into()),
             faces_min: Some(3),
+            ..Default::default()
+        },
+        SearchFilter {
+            people_min: Some(1),
+            people_max: Some(1),
             ..Default::default()
         },
         SearchFilter {
