@@ -101,6 +101,7 @@ fn point(i: u64) -> IndexPoint {
             .into(),
             model: "clip-vit-b32@1".into(),
             faces: None,
+            people: None,
             catalog: Default::default(),
         },
     }
