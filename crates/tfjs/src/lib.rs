@@ -31,7 +31,7 @@ pub enum Error {
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::kernels::{matmul, same_padding};
+use crate::kernels::{matmul, same_padding, Window};
 
 /// A dense f32 tensor, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -496,6 +496,20 @@ impl GraphModel {
                     t.data.iter_mut().for_each(|v| *v = act.apply(*v));
                 }
                 t
+            } else if let Some((mut t, other)) = self.binary_in_place(i, &left, &mut values) {
+                // A sum or product whose larger operand nobody else reads accumulates into it.
+                let b = match &self.nodes[other].op {
+                    Op::Const(c) => c,
+                    _ => values[other]
+                        .as_ref()
+                        .ok_or_else(|| bad(format!("{}: input not computed", node.name)))?,
+                };
+                if matches!(node.op, Op::Add) {
+                    combine_into(&mut t, b, |x, y| x + y);
+                } else {
+                    combine_into(&mut t, b, |x, y| x * y);
+                }
+                t
             } else {
                 let args: Vec<&Tensor> = node
                     .inputs
@@ -539,6 +553,68 @@ impl GraphModel {
         match node.inputs[..] {
             [j] if left[j] == 1 && !matches!(self.nodes[j].op, Op::Const(_)) => values[j].take(),
             _ => None,
+        }
+    }
+
+    /// For a two-input `Add` or `Mul` node `i` whose larger operand it reads last, and whose
+    /// other operand is the same shape, a scalar or a per-channel vector: takes the larger
+    /// operand's value and names the other input. `None` for any other node.
+    fn binary_in_place(
+        &self,
+        i: usize,
+        left: &[usize],
+        values: &mut [Option<Tensor>],
+    ) -> Option<(Tensor, usize)> {
+        let node = &self.nodes[i];
+        if !matches!(node.op, Op::Add | Op::Mul) {
+            return None;
+        }
+        let [x, y] = node.inputs[..] else {
+            return None;
+        };
+        let value = |j: usize| match &self.nodes[j].op {
+            Op::Const(t) => Some(t),
+            _ => values[j].as_ref(),
+        };
+        for (j, k) in [(x, y), (y, x)] {
+            if j == k || left[j] != 1 || matches!(self.nodes[j].op, Op::Const(_)) {
+                continue;
+            }
+            let (Some(big), Some(other)) = (value(j), value(k)) else {
+                continue;
+            };
+            if fits_into(big, other) {
+                return values[j].take().map(|t| (t, k));
+            }
+        }
+        None
+    }
+}
+
+/// Whether `b` combines element-wise into `a` without changing `a`'s shape: the same shape,
+/// a scalar, or a vector over `a`'s last axis.
+fn fits_into(a: &Tensor, b: &Tensor) -> bool {
+    let last = a.shape.last().copied().unwrap_or(1);
+    a.shape == b.shape
+        || b.data.len() == 1
+        || (b.data.len() == last && b.shape.last() == Some(&last) && b.shape.len() <= a.shape.len())
+}
+
+/// `a = f(a, b)` element-wise, for a `b` that [`fits_into`] `a`.
+fn combine_into(a: &mut Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32) {
+    if b.data.len() == 1 {
+        let y = b.data[0];
+        a.data.iter_mut().for_each(|x| *x = f(*x, y));
+    } else if b.data.len() == a.data.len() {
+        a.data
+            .iter_mut()
+            .zip(&b.data)
+            .for_each(|(x, y)| *x = f(*x, *y));
+    } else {
+        for row in a.data.chunks_exact_mut(b.data.len().max(1)) {
+            row.iter_mut()
+                .zip(&b.data)
+                .for_each(|(x, y)| *x = f(*x, *y));
         }
     }
 }
@@ -874,6 +950,35 @@ fn conv(
     let (ow, pl) = out_and_pad(w, kw, sx, dx, padding, 1);
     let cout = if depthwise { c * m } else { m };
     let mut out = vec![0f32; oh * ow * cout];
+    if depthwise && m == 1 {
+        // One filter per channel (every depthwise layer of these models): the shared kernel,
+        // with the bias and activation in the same pass.
+        if let Some(b) = bias.filter(|b| b.data.len() != c) {
+            return Err(format!("bias of {} for {c} channels", b.data.len()));
+        }
+        let win = Window {
+            kernel: (kh, kw),
+            strides: (sy, sx),
+            dilations: (dy, dx),
+            pad: (pt, pl),
+        };
+        let b = bias.map(|b| b.data.as_slice());
+        kernels::depthwise(
+            &x.data,
+            (h, w, c),
+            &f.data,
+            b,
+            win,
+            (oh, ow),
+            |v| act.apply(v),
+            &mut out,
+        )
+        .map_err(|e| e.to_string())?;
+        return Ok(Tensor {
+            shape: vec![1, oh, ow, cout],
+            data: out,
+        });
+    }
     let src = |oy: usize, ky: usize, ox: usize, kx: usize| -> Option<usize> {
         let iy = (oy * sy + ky * dy).checked_sub(pt)?;
         let ix = (ox * sx + kx * dx).checked_sub(pl)?;
@@ -1025,22 +1130,11 @@ fn broadcast(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32) -> Result<Tens
             data,
         });
     }
-    // The common case: a per-channel vector (or a scalar) over the last axis.
-    let last = a.shape.last().copied().unwrap_or(1);
-    if b.data.len() == 1
-        || (b.shape.last() == Some(&last) && b.data.len() == last && b.shape.len() <= a.shape.len())
-    {
-        let n = b.data.len();
-        let data = a
-            .data
-            .iter()
-            .enumerate()
-            .map(|(i, x)| f(*x, b.data[i % n]))
-            .collect();
-        return Ok(Tensor {
-            shape: a.shape.clone(),
-            data,
-        });
+    // The common case: a scalar or a per-channel vector over the last axis.
+    if fits_into(a, b) {
+        let mut out = a.clone();
+        combine_into(&mut out, b, &f);
+        return Ok(out);
     }
     let rank = a.shape.len().max(b.shape.len());
     let pad = |s: &[usize]| -> Vec<usize> {

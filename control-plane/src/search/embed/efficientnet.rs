@@ -26,7 +26,7 @@ use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
 
-use flexphoto_tfjs::kernels::{matmul, same_padding};
+use flexphoto_tfjs::kernels::{depthwise, matmul, same_padding, Window, MAX_TAPS};
 
 use super::EmbedError;
 
@@ -34,8 +34,6 @@ use super::EmbedError;
 const STAGE_STRIDES: [usize; 7] = [1, 2, 2, 2, 1, 2, 1];
 /// Batch-norm epsilon of the TensorFlow-trained EfficientNets.
 const BN_EPS: f64 = 1e-3;
-/// Largest depthwise kernel side supported (Lite0 uses 3 and 5).
-const MAX_KERNEL: usize = 7;
 
 /// What one forward pass gives for each image.
 #[derive(Debug, Clone)]
@@ -211,9 +209,9 @@ impl Depthwise {
                 f.in_per_group
             )));
         }
-        if f.kernel > MAX_KERNEL {
+        if f.kernel * f.kernel > MAX_TAPS {
             return Err(EmbedError::Model(format!(
-                "{conv}: {0}x{0} depthwise kernel; at most {MAX_KERNEL}x{MAX_KERNEL} supported",
+                "{conv}: {0}x{0} depthwise kernel; at most {MAX_TAPS} taps supported",
                 f.kernel
             )));
         }
@@ -244,101 +242,26 @@ impl Depthwise {
         (h, w): (usize, usize),
         out: &mut [f32],
     ) -> Result<(usize, usize), EmbedError> {
-        let c = self.channels;
+        let (k, s) = (self.kernel, self.stride);
         let (oh, ow) = self.out_size(h, w);
-        if x.len() < h * w * c || out.len() < oh * ow * c || self.kernel > MAX_KERNEL {
-            return Err(EmbedError::Inference("depthwise buffers too small".into()));
-        }
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: `run_avx2_fma` only requires the AVX2 and FMA instruction sets, which
-            // the CPU was just checked to support.
-            unsafe { self.run_avx2_fma(x, (h, w), out) };
-            return Ok((oh, ow));
-        }
-        self.run_with::<false>(x, (h, w), out);
+        let win = Window {
+            kernel: (k, k),
+            strides: (s, s),
+            dilations: (1, 1),
+            pad: (same_padding(h, k, s).0, same_padding(w, k, s).0),
+        };
+        depthwise(
+            x,
+            (h, w, self.channels),
+            &self.weight,
+            Some(&self.bias),
+            win,
+            (oh, ow),
+            |v| v.clamp(0.0, 6.0),
+            out,
+        )?;
         Ok((oh, ow))
     }
-
-    /// [`Depthwise::run_with`] compiled for AVX2 with fused multiply-adds.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn run_avx2_fma(&self, x: &[f32], hw: (usize, usize), out: &mut [f32]) {
-        self.run_with::<true>(x, hw, out);
-    }
-
-    /// The loop behind [`Depthwise::run`] (sizes already checked; `FMA` uses fused
-    /// multiply-adds, only fast where the CPU has them).
-    #[inline(always)]
-    fn run_with<const FMA: bool>(&self, x: &[f32], (h, w): (usize, usize), out: &mut [f32]) {
-        let (k, s, c) = (self.kernel, self.stride, self.channels);
-        let (oh, ow) = self.out_size(h, w);
-        let (pt, _) = same_padding(h, k, s);
-        let (pl, _) = same_padding(w, k, s);
-        // Kernel taps `lo..hi` whose input coordinate `o*s + t - pad` lies in `0..len`.
-        let tap_range = |o: usize, pad: usize, len: usize| {
-            let start = o * s;
-            (
-                pad.saturating_sub(start),
-                k.min((len + pad).saturating_sub(start)),
-            )
-        };
-        // (input offset, weight offset) of each tap inside the image, for one output pixel.
-        let mut taps = [(0usize, 0usize); MAX_KERNEL * MAX_KERNEL];
-        for oy in 0..oh {
-            let (ky0, ky1) = tap_range(oy, pt, h);
-            for ox in 0..ow {
-                let (kx0, kx1) = tap_range(ox, pl, w);
-                let mut n = 0;
-                for ky in ky0..ky1 {
-                    for kx in kx0..kx1 {
-                        let (iy, ix) = (oy * s + ky - pt, ox * s + kx - pl);
-                        taps[n] = ((iy * w + ix) * c, (ky * k + kx) * c);
-                        n += 1;
-                    }
-                }
-                let dst = &mut out[(oy * ow + ox) * c..][..c];
-                let mut c0 = 0;
-                c0 = dw_channels::<32, FMA>(c0, dst, &self.bias, &taps[..n], x, &self.weight);
-                c0 = dw_channels::<8, FMA>(c0, dst, &self.bias, &taps[..n], x, &self.weight);
-                dw_channels::<1, FMA>(c0, dst, &self.bias, &taps[..n], x, &self.weight);
-            }
-        }
-    }
-}
-
-/// One output pixel of a depthwise convolution, channels `c0..` in blocks of `L` (accumulated
-/// in registers over all `taps`, then ReLU6); returns where the whole blocks ended.
-#[inline(always)]
-fn dw_channels<const L: usize, const FMA: bool>(
-    mut c0: usize,
-    dst: &mut [f32],
-    bias: &[f32],
-    taps: &[(usize, usize)],
-    x: &[f32],
-    weight: &[f32],
-) -> usize {
-    while c0 + L <= dst.len() {
-        let mut acc = [0f32; L];
-        acc.copy_from_slice(&bias[c0..c0 + L]);
-        for &(xo, wo) in taps {
-            let xs = &x[xo + c0..xo + c0 + L];
-            let ws = &weight[wo + c0..wo + c0 + L];
-            for i in 0..L {
-                acc[i] = if FMA {
-                    xs[i].mul_add(ws[i], acc[i])
-                } else {
-                    acc[i] + xs[i] * ws[i]
-                };
-            }
-        }
-        for (d, a) in dst[c0..c0 + L].iter_mut().zip(acc) {
-            *d = a.clamp(0.0, 6.0);
-        }
-        c0 += L;
-    }
-    c0
 }
 
 /// The dense stem convolution as im2col + GEMM: weight `[k*k*cin, cout]` in `(ky, kx, ci)`
