@@ -27,9 +27,11 @@ pub mod files {
 /// The graph node holding the class heatmap (sigmoid scores, stride 4).
 const HEATMAP: &str = "tower_0/keypoints";
 /// Input side the detector runs at (it was exported for 512 and is fully convolutional; a
-/// multiple of 32 keeps its grid). On the development set `tune`, 320 ranked as well as 384
-/// (MRR 0.783 / 0.787) for two thirds of the CPU; 256 lost people (0.721).
-const INPUT: usize = 320;
+/// multiple of 32 keeps its grid). Through the API on the development set `tune`: 256 lost
+/// the people it should find (MRR 0.687), 288 kept them (0.729), 320 ranked best (0.779) for
+/// about a third more detector CPU; 288 is the default for the ingest budget (see
+/// `loadtest/README.md`).
+const INPUT: usize = 288;
 /// Person peaks at least this strong count as people.
 pub const PERSON_PEAK: f32 = 0.3;
 
