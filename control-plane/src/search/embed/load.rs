@@ -103,7 +103,6 @@ pub fn load(settings: &EmbedSettings) -> Result<Arc<dyn Embedder>, EmbedError> {
         ModelKind::Conse => {
             let dir = &settings.model_dir;
             let minilm = |f: &str| format!("{}/{f}", files::MINILM);
-            let faces = |f: &str| format!("{}/{f}", super::faces::files::DIR);
             require(
                 dir,
                 &[
@@ -119,30 +118,32 @@ pub fn load(settings: &EmbedSettings) -> Result<Arc<dyn Embedder>, EmbedError> {
                     dir.display()
                 ),
             )?;
-            if settings.conse_faces {
-                let face_files: Vec<String> =
-                    super::faces::files::ALL.iter().map(|f| faces(f)).collect();
+            // Optional parts: their files, under their folder, and the switch that skips them.
+            let parts = [
+                (
+                    settings.conse_faces,
+                    super::faces::files::DIR,
+                    &super::faces::files::ALL[..],
+                    "search.conse_faces",
+                ),
+                (
+                    settings.conse_objects,
+                    super::objects::files::DIR,
+                    &super::objects::files::ALL[..],
+                    "search.conse_objects",
+                ),
+            ];
+            for (on, folder, names, switch) in parts {
+                if !on {
+                    continue;
+                }
+                let paths: Vec<String> = names.iter().map(|f| format!("{folder}/{f}")).collect();
                 require(
                     dir,
-                    &face_files.iter().map(String::as_str).collect::<Vec<_>>(),
+                    &paths.iter().map(String::as_str).collect::<Vec<_>>(),
                     &format!(
                         "run scripts/fetch-models {} to install the model files, or set \
-                         search.conse_faces = false",
-                        dir.display()
-                    ),
-                )?;
-            }
-            if settings.conse_objects {
-                let object_files: Vec<String> = super::objects::files::ALL
-                    .iter()
-                    .map(|f| format!("{}/{f}", super::objects::files::DIR))
-                    .collect();
-                require(
-                    dir,
-                    &object_files.iter().map(String::as_str).collect::<Vec<_>>(),
-                    &format!(
-                        "run scripts/fetch-models {} to install the model files, or set \
-                         search.conse_objects = false",
+                         {switch} = false",
                         dir.display()
                     ),
                 )?;
@@ -190,6 +191,29 @@ mod tests {
         let err = load(&settings).err().unwrap().to_string();
         assert!(err.contains("efficientnet-lite0.safetensors"), "{err}");
         assert!(err.contains("scripts/fetch-models"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_optional_part_names_its_switch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::create_dir_all(d.join("minilm")).unwrap();
+        std::fs::create_dir_all(d.join("faces")).unwrap();
+        let mut present = vec![
+            files::EFFICIENTNET.to_owned(),
+            files::CLASSES.to_owned(),
+            files::DEFINITIONS.to_owned(),
+        ];
+        present.extend(
+            ["config.json", "tokenizer.json", "model.safetensors"].map(|f| format!("minilm/{f}")),
+        );
+        present.extend(super::super::faces::files::ALL.map(|f| format!("faces/{f}")));
+        for f in present {
+            std::fs::write(d.join(f), b"").unwrap();
+        }
+        let err = load(&EmbedSettings::conse(d)).err().unwrap().to_string();
+        assert!(err.contains("objects/centernet.json"), "{err}");
+        assert!(err.contains("search.conse_objects = false"), "{err}");
     }
 
     #[test]
