@@ -171,16 +171,13 @@ impl ImageFilter {
                 "tags must be at most {MAX_FILTER_TAGS} strings of 1 to 100 characters"
             )));
         }
-        if let (Some(lo), Some(hi)) = (self.faces_min, self.faces_max) {
-            if lo > hi {
-                return Err(FilterError("faces_min must not be above faces_max".into()));
-            }
-        }
-        if let (Some(lo), Some(hi)) = (self.people_min, self.people_max) {
-            if lo > hi {
-                return Err(FilterError(
-                    "people_min must not be above people_max".into(),
-                ));
+        for (count, lo, hi) in self.count_ranges() {
+            if let (Some(lo), Some(hi)) = (lo, hi) {
+                if lo > hi {
+                    return Err(FilterError(format!(
+                        "{count}_min must not be above {count}_max"
+                    )));
+                }
             }
         }
         for (name, v) in [
@@ -194,6 +191,16 @@ impl ImageFilter {
             }
         }
         self.lifecycle.check()
+    }
+
+    /// The embedder's counts the filter bounds: `(count, at least, at most)`, where `count`
+    /// names the request fields (`{count}_min`, `{count}_max`) and the `image_embeddings`
+    /// column holding it.
+    pub fn count_ranges(&self) -> [(&'static str, Option<u32>, Option<u32>); 2] {
+        [
+            ("faces", self.faces_min, self.faces_max),
+            ("people", self.people_min, self.people_max),
+        ]
     }
 
     /// The filters in words, for explanations ("owner = alice", "tag beach").
@@ -223,17 +230,13 @@ impl ImageFilter {
         if let Some(r) = self.review_state {
             d.push(format!("review_state = {r}"));
         }
-        if let Some(n) = self.faces_min {
-            d.push(format!("faces >= {n}"));
-        }
-        if let Some(n) = self.faces_max {
-            d.push(format!("faces <= {n}"));
-        }
-        if let Some(n) = self.people_min {
-            d.push(format!("people >= {n}"));
-        }
-        if let Some(n) = self.people_max {
-            d.push(format!("people <= {n}"));
+        for (count, lo, hi) in self.count_ranges() {
+            if let Some(n) = lo {
+                d.push(format!("{count} >= {n}"));
+            }
+            if let Some(n) = hi {
+                d.push(format!("{count} <= {n}"));
+            }
         }
         d.extend(self.catalog.describe());
         d.extend(self.lifecycle.describe());

@@ -440,18 +440,15 @@ impl Db {
             sql += &format!(" AND review_state = ${}", next());
         }
         // Face and people counts live with the embedding (migrations 0090, 0092).
-        for (bound, col, op) in [
-            (filter.faces_min, "faces", ">="),
-            (filter.faces_max, "faces", "<="),
-            (filter.people_min, "people", ">="),
-            (filter.people_max, "people", "<="),
-        ] {
-            if bound.is_some() {
-                sql += &format!(
-                    " AND EXISTS (SELECT 1 FROM image_embeddings e WHERE e.image_id = images.id \
-                     AND e.{col} {op} ${})",
-                    next()
-                );
+        for (col, lo, hi) in filter.count_ranges() {
+            for (bound, op) in [(lo, ">="), (hi, "<=")] {
+                if bound.is_some() {
+                    sql += &format!(
+                        " AND EXISTS (SELECT 1 FROM image_embeddings e WHERE e.image_id = images.id \
+                         AND e.{col} {op} ${})",
+                        next()
+                    );
+                }
             }
         }
         // Catalog conditions (collection, terms, rights, versions, fields), bound after the
@@ -509,13 +506,11 @@ impl Db {
             if let Some(r) = filter.review_state {
                 q = q.bind(r);
             }
-            let counts = [
-                filter.faces_min,
-                filter.faces_max,
-                filter.people_min,
-                filter.people_max,
-            ];
-            for n in counts.into_iter().flatten() {
+            let counts = filter
+                .count_ranges()
+                .into_iter()
+                .flat_map(|(_, lo, hi)| [lo, hi]);
+            for n in counts.flatten() {
                 q = q.bind(n as i32);
             }
             q = crate::bind_catalog!(q, &catalog.binds);
