@@ -313,32 +313,34 @@ macro_rules! write_indexes {
             .execute(&mut *$tx)
             .await?;
         // Each row carries its image's owner and upload time, for walks in upload order
-        // (migration 0091).
-        let (owner, uploaded_at): (String, chrono::DateTime<chrono::Utc>) =
-            sqlx::query_as("SELECT owner, uploaded_at FROM images WHERE id = $1")
-                .bind($image)
-                .fetch_one(&mut *$tx)
-                .await?;
-        for chunk in w.index_rows.chunks(100) {
-            let mut sql = String::from(
-                "INSERT INTO image_fields \
-                 (image_id, img_owner, img_uploaded_at, field, item, text_value, num_value) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = 3 + i * 4;
-                if i > 0 {
-                    sql.push_str(", ");
+        // (migration 0091); read only when there are rows to write.
+        if !w.index_rows.is_empty() {
+            let (owner, uploaded_at): (String, chrono::DateTime<chrono::Utc>) =
+                sqlx::query_as("SELECT owner, uploaded_at FROM images WHERE id = $1")
+                    .bind($image)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+            for chunk in w.index_rows.chunks(100) {
+                let mut sql = String::from(
+                    "INSERT INTO image_fields \
+                     (image_id, img_owner, img_uploaded_at, field, item, text_value, num_value) VALUES ",
+                );
+                for i in 0..chunk.len() {
+                    let b = 3 + i * 4;
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql += &format!("($1, $2, $3, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4);
                 }
-                sql += &format!("($1, $2, $3, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4);
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind($image)
+                    .bind(&owner)
+                    .bind(uploaded_at);
+                for (f, item, text, num) in chunk {
+                    q = q.bind(f.clone()).bind(*item).bind(text.clone()).bind(*num);
+                }
+                q.execute(&mut *$tx).await?;
             }
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind($image)
-                .bind(&owner)
-                .bind(uploaded_at);
-            for (f, item, text, num) in chunk {
-                q = q.bind(f.clone()).bind(*item).bind(text.clone()).bind(*num);
-            }
-            q.execute(&mut *$tx).await?;
         }
         sqlx::query("DELETE FROM image_terms WHERE image_id = $1")
             .bind($image)
