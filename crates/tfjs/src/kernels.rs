@@ -64,10 +64,15 @@ pub fn matmul(
     Ok(())
 }
 
-/// Where a depthwise convolution reads: kernel size, strides, dilations and the padding
-/// before the first row and column (rows, then columns in each pair).
+/// A depthwise convolution's geometry: its input and output sizes, and where it reads —
+/// kernel size, strides, dilations and the padding before the first row and column (rows,
+/// then columns in each pair).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
+pub struct Geometry {
+    /// Input height, width and channels.
+    pub input: (usize, usize, usize),
+    /// Output height and width (the channels are the input's).
+    pub output: (usize, usize),
     /// Kernel height and width.
     pub kernel: (usize, usize),
     /// Vertical and horizontal strides.
@@ -78,24 +83,22 @@ pub struct Window {
     pub pad: (usize, usize),
 }
 
-/// Most kernel taps a [`depthwise`] window may have.
+/// Most kernel taps a [`depthwise`] kernel may have.
 pub const MAX_TAPS: usize = 49;
 
 /// A depthwise convolution (one filter per channel) of `x` (`[h, w, c]`, channels last) into
 /// `out` (`[oh, ow, c]`): `weight` is tap-major (`[kh * kw, c]`), `bias` per channel, then
 /// `act` on each value. Taps falling outside the input read zeros.
-#[allow(clippy::too_many_arguments)]
 pub fn depthwise(
     x: &[f32],
-    (h, w, c): (usize, usize, usize),
     weight: &[f32],
     bias: Option<&[f32]>,
-    win: Window,
-    (oh, ow): (usize, usize),
+    g: Geometry,
     act: impl Fn(f32) -> f32 + Copy,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    let (kh, kw) = win.kernel;
+    let ((h, w, c), (oh, ow)) = (g.input, g.output);
+    let (kh, kw) = g.kernel;
     let taps = kh * kw;
     if taps == 0 || taps > MAX_TAPS {
         return Err(Error::Inference(format!(
@@ -113,48 +116,43 @@ pub fn depthwise(
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: `depthwise_avx2_fma` only requires the AVX2 and FMA instruction sets, which
         // the CPU was just checked to support.
-        unsafe { depthwise_avx2_fma(x, (h, w, c), weight, bias, win, (oh, ow), act, out) };
+        unsafe { depthwise_avx2_fma(x, weight, bias, g, act, out) };
         return Ok(());
     }
-    depthwise_with::<false>(x, (h, w, c), weight, bias, win, (oh, ow), act, out);
+    depthwise_with::<false>(x, weight, bias, g, act, out);
     Ok(())
 }
 
 /// [`depthwise_with`] compiled for AVX2 with fused multiply-adds.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
 fn depthwise_avx2_fma(
     x: &[f32],
-    hwc: (usize, usize, usize),
     weight: &[f32],
     bias: Option<&[f32]>,
-    win: Window,
-    ohw: (usize, usize),
+    g: Geometry,
     act: impl Fn(f32) -> f32 + Copy,
     out: &mut [f32],
 ) {
-    depthwise_with::<true>(x, hwc, weight, bias, win, ohw, act, out);
+    depthwise_with::<true>(x, weight, bias, g, act, out);
 }
 
 /// The loop behind [`depthwise`] (sizes already checked; `FMA` uses fused multiply-adds,
 /// only fast where the CPU has them).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn depthwise_with<const FMA: bool>(
     x: &[f32],
-    (h, w, c): (usize, usize, usize),
     weight: &[f32],
     bias: Option<&[f32]>,
-    win: Window,
-    (oh, ow): (usize, usize),
+    g: Geometry,
     act: impl Fn(f32) -> f32 + Copy,
     out: &mut [f32],
 ) {
-    let (kh, kw) = win.kernel;
-    let (sy, sx) = win.strides;
-    let (dy, dx) = win.dilations;
-    let (pt, pl) = win.pad;
+    let ((h, w, c), (oh, ow)) = (g.input, g.output);
+    let (kh, kw) = g.kernel;
+    let (sy, sx) = g.strides;
+    let (dy, dx) = g.dilations;
+    let (pt, pl) = g.pad;
     // (input offset, weight offset) of each tap inside the image, for one output pixel.
     let mut taps = [(0usize, 0usize); MAX_TAPS];
     for oy in 0..oh {
@@ -252,25 +250,17 @@ mod tests {
         let x: Vec<f32> = (0..h * w * c).map(|i| (i % 7) as f32 - 3.0).collect();
         let wt: Vec<f32> = (0..9 * c).map(|i| (i % 5) as f32 * 0.5 - 1.0).collect();
         let b: Vec<f32> = (0..c).map(|i| i as f32 * 0.1).collect();
-        let win = Window {
+        let (oh, ow) = (2, 2);
+        let g = Geometry {
+            input: (h, w, c),
+            output: (oh, ow),
             kernel: (3, 3),
             strides: (2, 2),
             dilations: (1, 1),
             pad: (1, 1),
         };
-        let (oh, ow) = (2, 2);
         let mut got = vec![0f32; oh * ow * c];
-        depthwise(
-            &x,
-            (h, w, c),
-            &wt,
-            Some(&b),
-            win,
-            (oh, ow),
-            |v| v.max(0.0),
-            &mut got,
-        )
-        .unwrap();
+        depthwise(&x, &wt, Some(&b), g, |v| v.max(0.0), &mut got).unwrap();
         for oy in 0..oh {
             for ox in 0..ow {
                 for ch in 0..c {

@@ -31,7 +31,7 @@ pub enum Error {
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::kernels::{matmul, same_padding, Window};
+use crate::kernels::{matmul, same_padding, Geometry};
 
 /// A dense f32 tensor, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -301,15 +301,10 @@ impl GraphModel {
             let op_name = n["op"].as_str().unwrap_or_default();
             let a = Attrs(&n["attr"]);
             let mut inputs = Vec::new();
-            for i in n["input"].as_array().into_iter().flatten() {
-                let s = i.as_str().unwrap_or_default();
-                if s.starts_with('^') {
-                    continue;
-                }
-                let (base, port) = s.split_once(':').unwrap_or((s, "0"));
+            for (base, port) in data_inputs(n) {
                 if port != "0" {
                     return Err(format!(
-                        "{name}: multi-output inputs ({s}) are not supported"
+                        "{name}: multi-output inputs ({base}:{port}) are not supported"
                     ));
                 }
                 inputs.push(
@@ -676,6 +671,18 @@ fn read_weights(
     Ok(out)
 }
 
+/// A node's data inputs as (node name, output port), leaving out control dependencies
+/// (`^name`).
+fn data_inputs(node: &serde_json::Value) -> impl Iterator<Item = (&str, &str)> {
+    node["input"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| i.as_str().unwrap_or_default())
+        .filter(|s| !s.starts_with('^'))
+        .map(|s| s.split_once(':').unwrap_or((s, "0")))
+}
+
 /// The nodes `outputs` depend on, in file order (every node when `outputs` is empty).
 fn needed_by<'a>(
     nodes: &'a [serde_json::Value],
@@ -698,12 +705,7 @@ fn needed_by<'a>(
         if std::mem::replace(&mut keep[i], true) {
             continue;
         }
-        for s in nodes[i]["input"].as_array().into_iter().flatten() {
-            let s = s.as_str().unwrap_or_default();
-            if s.starts_with('^') {
-                continue;
-            }
-            let base = s.split_once(':').map_or(s, |(b, _)| b);
+        for (base, _) in data_inputs(&nodes[i]) {
             if let Some(&j) = index.get(base) {
                 stack.push(j);
             }
@@ -956,24 +958,17 @@ fn conv(
         if let Some(b) = bias.filter(|b| b.data.len() != c) {
             return Err(format!("bias of {} for {c} channels", b.data.len()));
         }
-        let win = Window {
+        let g = Geometry {
+            input: (h, w, c),
+            output: (oh, ow),
             kernel: (kh, kw),
             strides: (sy, sx),
             dilations: (dy, dx),
             pad: (pt, pl),
         };
         let b = bias.map(|b| b.data.as_slice());
-        kernels::depthwise(
-            &x.data,
-            (h, w, c),
-            &f.data,
-            b,
-            win,
-            (oh, ow),
-            |v| act.apply(v),
-            &mut out,
-        )
-        .map_err(|e| e.to_string())?;
+        kernels::depthwise(&x.data, &f.data, b, g, |v| act.apply(v), &mut out)
+            .map_err(|e| e.to_string())?;
         return Ok(Tensor {
             shape: vec![1, oh, ow, cout],
             data: out,

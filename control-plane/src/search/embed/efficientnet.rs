@@ -26,7 +26,7 @@ use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
 
-use flexphoto_tfjs::kernels::{depthwise, matmul, same_padding, Window, MAX_TAPS};
+use flexphoto_tfjs::kernels::{depthwise, matmul, same_padding, Geometry, MAX_TAPS};
 
 use super::EmbedError;
 
@@ -244,7 +244,9 @@ impl Depthwise {
     ) -> Result<(usize, usize), EmbedError> {
         let (k, s) = (self.kernel, self.stride);
         let (oh, ow) = self.out_size(h, w);
-        let win = Window {
+        let g = Geometry {
+            input: (h, w, self.channels),
+            output: (oh, ow),
             kernel: (k, k),
             strides: (s, s),
             dilations: (1, 1),
@@ -252,11 +254,9 @@ impl Depthwise {
         };
         depthwise(
             x,
-            (h, w, self.channels),
             &self.weight,
             Some(&self.bias),
-            win,
-            (oh, ow),
+            g,
             |v| v.clamp(0.0, 6.0),
             out,
         )?;
