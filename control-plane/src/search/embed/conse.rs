@@ -215,7 +215,7 @@ impl ConseEmbedder {
         };
         let vocabulary = concepts::vocabulary();
         let mut texts: Vec<String> = classes.iter().map(|c| c.text.clone()).collect();
-        texts.extend(vocabulary.iter().map(|(_, t)| (*t).to_owned()));
+        texts.extend(vocabulary.iter().map(|(_, t)| t.clone()));
         let mut class_vectors = class_vectors(model_dir, &text, &texts)?;
         let extra_vectors = vocabulary
             .iter()

@@ -13,8 +13,9 @@
 
 use std::path::Path;
 
-use super::{EmbedError, RgbImage};
 use flexphoto_tfjs::{GraphModel, Tensor};
+
+use super::{EmbedError, RgbImage};
 
 /// File names inside the model directory's `faces/` folder.
 pub mod files {

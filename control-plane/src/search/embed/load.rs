@@ -46,12 +46,7 @@ impl EmbedSettings {
         Self {
             kind: ModelKind::Conse,
             model_dir: model_dir.into(),
-            clip_dir: None,
-            conse_top_k: None,
-            conse_faces: true,
-            conse_appearance: true,
-            conse_face_tiles: false,
-            conse_objects: true,
+            ..Self::default()
         }
     }
 

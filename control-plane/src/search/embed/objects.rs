@@ -10,9 +10,10 @@
 
 use std::path::Path;
 
+use flexphoto_tfjs::{GraphModel, Tensor};
+
 use super::faces::sample;
 use super::{EmbedError, RgbImage};
-use flexphoto_tfjs::{GraphModel, Tensor};
 
 /// File names inside the model directory's `objects/` folder.
 pub mod files {
