@@ -22,14 +22,16 @@ use bytes::{Buf, BytesMut};
 use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::http::date::get_cached_date;
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::l4::socket::SocketAddr;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::{Stream, IO};
+use pingora_core::protocols::{GetSocketDigest, SocketDigest, Stream, IO};
 use pingora_core::server::ShutdownWatch;
 use prometheus::IntCounter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::connection_threads::ConnectionThreads;
 use crate::edge::{etag_matches, Edge};
 use crate::ready::ReadyResponses;
 use crate::service::EdgeHttp;
@@ -68,12 +70,15 @@ pub struct EdgeApp {
     /// One permit per open connection.
     connections: Arc<Semaphore>,
     header_timeout: Duration,
+    /// Where connections are served when each stays on one thread (none: on the task
+    /// Pingora gives them).
+    threads: Option<Arc<ConnectionThreads>>,
 }
 
 impl EdgeApp {
     /// The fast path over the edge's ready responses (none: every request goes to
-    /// [`EdgeHttp`]).
-    pub fn new(edge: Arc<Edge>) -> Self {
+    /// [`EdgeHttp`]); connections are moved to `threads` when given.
+    pub fn new(edge: Arc<Edge>, threads: Option<Arc<ConnectionThreads>>) -> Self {
         let metrics = edge.metrics();
         Self {
             http: Arc::new(EdgeHttp::new(Arc::clone(&edge))),
@@ -92,6 +97,7 @@ impl EdgeApp {
             },
             connections: Arc::new(Semaphore::new(edge.config().max_connections)),
             header_timeout: edge.config().header_timeout,
+            threads,
             edge,
         }
     }
@@ -264,12 +270,82 @@ impl ServerApp for EdgeApp {
     ) -> Option<Stream> {
         // Held for as long as this call serves the connection; a kept-alive connection that
         // Pingora hands back comes in again and takes one again.
-        let Ok(_open) = Arc::clone(&self.connections).try_acquire_owned() else {
+        let Ok(open) = Arc::clone(&self.connections).try_acquire_owned() else {
             self.counters.too_many.inc();
             let mut stream = stream;
             let _ = stream.write_all(TOO_MANY).await;
             return None;
         };
+        let Some(threads) = &self.threads else {
+            let next = self.connection(stream, shutdown).await;
+            drop(open);
+            return next;
+        };
+        let stream = match detach(stream) {
+            Ok(socket) => socket,
+            // Not a plain TCP socket: served here.
+            Err(stream) => {
+                let next = self.connection(stream, shutdown).await;
+                drop(open);
+                return next;
+            }
+        };
+        let (app, shutdown) = (Arc::clone(self), shutdown.clone());
+        let (socket, peer) = stream;
+        threads.serve(socket, move |socket| async move {
+            let _open = open;
+            let mut next = Some(attach(socket, peer));
+            while let Some(stream) = next {
+                next = app.connection(stream, &shutdown).await;
+            }
+        });
+        None
+    }
+}
+
+/// The socket under a plain TCP `stream`, as a new descriptor of its own, with its peer's
+/// address, and `stream` closed (it was registered with the accepting runtime's reactor);
+/// any other stream back. Nothing has been read from a stream Pingora has just accepted, so
+/// nothing is lost.
+fn detach(stream: Stream) -> Result<(std::net::TcpStream, Option<SocketAddr>), Stream> {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    let inner: &dyn IO = &*stream;
+    let Some(l4) = inner.as_any().downcast_ref::<L4Stream>() else {
+        return Err(stream);
+    };
+    let peer = l4.get_socket_digest().and_then(|d| d.peer_addr().cloned());
+    // SAFETY: the descriptor belongs to `stream`, alive for this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(l4.as_raw_fd()) };
+    match fd.try_clone_to_owned() {
+        Ok(own) => {
+            drop(stream);
+            Ok((std::net::TcpStream::from(own), peer))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "duplicating a connection's socket failed; served where accepted");
+            Err(stream)
+        }
+    }
+}
+
+/// A stream over `socket` that knows its peer's address, as Pingora's listener makes them.
+fn attach(socket: tokio::net::TcpStream, peer: Option<SocketAddr>) -> Stream {
+    use std::os::fd::AsRawFd;
+    let mut stream = L4Stream::from(socket);
+    let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
+    let _ = digest.peer_addr.set(peer);
+    stream.set_socket_digest(digest);
+    Box::new(stream)
+}
+
+impl EdgeApp {
+    /// Serves one connection until it ends or Pingora's HTTP server hands it back kept alive
+    /// (returned then, to be served again).
+    async fn connection(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         let ready = self.ready.as_ref();
         // Only a plain TCP stream can take back what was read from it.
         let inner: &dyn IO = &*stream;

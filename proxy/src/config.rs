@@ -106,7 +106,7 @@ impl Default for RawServer {
         Self {
             listen: "127.0.0.1:8080".into(),
             threads: 0,
-            work_stealing: true,
+            work_stealing: false,
             write_buffer_kb: 64,
             grace_period_secs: 1,
             shutdown_timeout_secs: 5,
@@ -344,9 +344,11 @@ pub struct EdgeConfig {
     pub listen: String,
     /// Server threads (pingora service threads).
     pub threads: usize,
-    /// One work-stealing runtime (true) or one single-threaded runtime per thread (false).
+    /// One work-stealing runtime shared by the server threads (true), or each connection
+    /// served start to end on one single-threaded runtime, the least busy (false).
     pub work_stealing: bool,
-    /// Per-connection write buffer, bytes.
+    /// Per-connection write buffer, bytes (with work stealing; connection threads write
+    /// unbuffered).
     pub write_buffer_bytes: usize,
     /// Seconds to keep serving after SIGTERM before closing listeners.
     pub grace_period: Duration,

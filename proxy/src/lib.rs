@@ -13,7 +13,8 @@
 //! - [`access`]: requests and bytes per source key, pushed to the control plane.
 //! - [`app`]: each connection: repeated hits answered from [`ready`] responses straight off
 //!   the socket, everything else handed to [`service`], the Pingora glue (HTTP in, HTTP
-//!   out); [`server`] starts it.
+//!   out); [`server`] starts it, and [`connection_threads`] keeps each connection on one
+//!   thread.
 //! - [`error`]: one error type and its mapping to HTTP statuses.
 //! - [`config`]: raw config → validated [`config::EdgeConfig`] naming the bad key.
 //! - [`machine`]: the machine's memory, which the default cache sizes are shares of.
@@ -26,6 +27,7 @@ pub mod app;
 pub mod cache;
 pub mod clients;
 pub mod config;
+pub mod connection_threads;
 pub mod edge;
 pub mod error;
 pub mod lanes;

@@ -10,6 +10,7 @@ use pingora_core::services::listening::Service;
 
 use crate::app::EdgeApp;
 use crate::config::EdgeConfig;
+use crate::connection_threads::ConnectionThreads;
 use crate::edge::Edge;
 use crate::metrics::Metrics;
 
@@ -76,8 +77,17 @@ fn log_cache_sizes(cfg: &EdgeConfig) {
 /// Serves an already built edge on `listen` until `stop`.
 pub fn run_edge(edge: Arc<Edge>, listen: Listen, stop: Stop) -> Result<(), String> {
     let cfg = edge.config().clone();
+    // Without work stealing, Pingora's one thread only accepts; connections are served on
+    // threads of their own (see `connection_threads`).
+    let threads = if cfg.work_stealing {
+        None
+    } else {
+        let threads = ConnectionThreads::start(cfg.threads, cfg.shutdown_timeout)
+            .map_err(|e| format!("starting the connection threads: {e}"))?;
+        Some(Arc::new(threads))
+    };
     let mut conf = ServerConf {
-        threads: cfg.threads,
+        threads: if threads.is_some() { 1 } else { cfg.threads },
         work_stealing: cfg.work_stealing,
         grace_period_seconds: Some(cfg.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(cfg.shutdown_timeout.as_secs()),
@@ -99,11 +109,16 @@ pub fn run_edge(edge: Arc<Edge>, listen: Listen, stop: Stop) -> Result<(), Strin
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     // With a bound listener, this takes it over (see `hand_over`).
     server.bootstrap();
-    let app = EdgeApp::new(Arc::clone(&edge));
+    let app = EdgeApp::new(Arc::clone(&edge), threads.clone());
     let mut service = Service::new("flexphoto-edge".to_owned(), app);
     // A write buffer that holds a typical image response lets the header and body leave in
     // one write (Pingora's default of 1460 bytes sends them separately).
-    let buffers = L4BufferSettings::default().write(cfg.write_buffer_bytes);
+    // (Connection threads make streams of their own, without Pingora's buffers.)
+    let buffers = if threads.is_some() {
+        L4BufferSettings::unbuffered()
+    } else {
+        L4BufferSettings::default().write(cfg.write_buffer_bytes)
+    };
     service.add_listener(ListenerConfig::tcp(address.clone()).l4_buffer(buffers));
     server.add_service(service);
     log_cache_sizes(&cfg);
@@ -115,6 +130,9 @@ pub fn run_edge(edge: Arc<Edge>, listen: Listen, stop: Stop) -> Result<(), Strin
         },
     };
     server.run(args);
+    if let Some(threads) = threads {
+        threads.stop();
+    }
     tracing::info!("flexphoto-edge stopped");
     Ok(())
 }

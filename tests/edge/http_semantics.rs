@@ -140,7 +140,8 @@ fn without_date(r: &crate::harness::Resp) -> Vec<(String, String)> {
 
 #[test]
 fn ready_answers_are_the_normal_paths_answers() {
-    // Two edges over one origin, the fast path on and off: every answer the same but Date.
+    // Three edges over one origin, the fast path on and off, and the fast path on Pingora's
+    // work-stealing runtime instead of connection threads: every answer the same but Date.
     let origin = standard_origin("ready");
     let fast = Edge::start(&origin, &[], &[]);
     let slow = Edge::start(
@@ -148,9 +149,14 @@ fn ready_answers_are_the_normal_paths_answers() {
         &[("FLEXPHOTO_EDGE__SERVER__FAST_PATH", "false")],
         &[],
     );
+    let stealing = Edge::start(
+        &origin,
+        &[("FLEXPHOTO_EDGE__SERVER__WORK_STEALING", "true")],
+        &[],
+    );
     let webp = [("Accept", "image/avif;q=0,image/webp,*/*")];
     let jpeg = [("Accept", "image/jpeg,*/*")];
-    for e in [&fast, &slow] {
+    for e in [&fast, &slow, &stealing] {
         for _ in 0..2 {
             e.get("/img/land.jpg?w=120");
             e.req("GET", "/img/land.jpg?w=120&fmt=auto", &webp);
@@ -185,21 +191,25 @@ fn ready_answers_are_the_normal_paths_answers() {
         ("GET", "/img/land.jpg?w=120&fmt=auto", webp.to_vec()),
         ("GET", "/img/land.jpg?w=120&fmt=auto", jpeg.to_vec()),
     ];
-    let before = fast.metric("flexphoto_ready_hits_total", "");
+    let before = [&fast, &stealing].map(|e| e.metric("flexphoto_ready_hits_total", ""));
     for (method, path, headers) in &cases {
-        let a = fast.req(method, path, headers);
         let b = slow.req(method, path, headers);
-        let what = format!("{method} {path} {headers:?}");
-        assert_eq!(a.status, b.status, "{what}");
-        assert_eq!(without_date(&a), without_date(&b), "{what}");
-        assert_eq!(a.body, b.body, "{what}");
-        assert!(a.header("date").is_some(), "{what}");
+        for e in [&fast, &stealing] {
+            let a = e.req(method, path, headers);
+            let what = format!("{method} {path} {headers:?}");
+            assert_eq!(a.status, b.status, "{what}");
+            assert_eq!(without_date(&a), without_date(&b), "{what}");
+            assert_eq!(a.body, b.body, "{what}");
+            assert!(a.header("date").is_some(), "{what}");
+        }
     }
-    assert_eq!(
-        fast.metric("flexphoto_ready_hits_total", "") - before,
-        cases.len() as f64,
-        "every case was answered by the fast path"
-    );
+    for (e, before) in [&fast, &stealing].into_iter().zip(before) {
+        assert_eq!(
+            e.metric("flexphoto_ready_hits_total", "") - before,
+            cases.len() as f64,
+            "every case was answered by the fast path"
+        );
+    }
     assert_eq!(slow.metric("flexphoto_ready_hits_total", ""), 0.0);
     // Vary: each Accept got its own format.
     let w = fast.req("GET", "/img/land.jpg?w=120&fmt=auto", &webp);
