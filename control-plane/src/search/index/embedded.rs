@@ -5,8 +5,9 @@
 //! `qdrant-edge` 0.7.2 appends every update to its WAL (an mmap, not synced) and applies it to
 //! the in-process segments, but `EdgeShard::load` does **not** replay the WAL. A write is only
 //! on disk once `EdgeShard::flush` has synced the WAL and every segment. So every write method
-//! here (`upsert`, `set_payload`, `delete`) flushes before it returns: when it returns `Ok`, the
-//! write survives `kill -9` and a power cut.
+//! here (`upsert`, `set_payload`, `delete`) returns only after a flush that began after its
+//! update: when it returns `Ok`, the write survives `kill -9` and a power cut. Writers that
+//! arrive together share one flush (group commit).
 //!
 //! # Optimization
 //! `qdrant-edge` has no background optimizer: new points land in a plain (brute-force)
@@ -17,7 +18,7 @@
 //!
 //! # Locking
 //! `EdgeShard::flush` panics if the WAL or the segment holder is locked at that moment, so
-//! writes (update + flush) and optimizations are serialized by one gate. Searches never take
+//! updates, flushes and optimizations are serialized by one gate. Searches never take
 //! it. A write that arrives during an optimization waits for it to finish.
 
 use std::collections::HashMap;
@@ -84,8 +85,15 @@ struct Inner {
     dir: PathBuf,
     space: VectorSpace,
     shard: EdgeShard,
-    /// Serializes writes (update + flush) with optimizations; see the module docs.
+    /// Serializes updates and flushes with optimizations; see the module docs.
     gate: Mutex<()>,
+    /// How many updates have been applied (counted under `gate`).
+    applied: AtomicU64,
+    /// How many of them a flush has made durable; held while flushing, so that writers
+    /// waiting for a flush share the next one.
+    durable: Mutex<u64>,
+    /// Flushes made for writes (for tests).
+    flushes: AtomicU64,
     /// Points written since the last optimization started.
     pending: AtomicU64,
     /// An optimization is running or queued.
@@ -285,6 +293,9 @@ fn open_blocking(
         space,
         shard,
         gate: Mutex::new(()),
+        applied: AtomicU64::new(0),
+        durable: Mutex::new(0),
+        flushes: AtomicU64::new(0),
         pending: AtomicU64::new(0),
         optimizing: AtomicBool::new(false),
         optimize_after: options.optimize_after_writes,
@@ -504,10 +515,13 @@ impl EmbeddedIndex {
     async fn write(&self, op: UpdateOperation, points: usize) -> Result<bool> {
         let inner = self.inner.clone();
         let applied = blocking(move || {
-            let _gate = lock(&inner.gate);
-            let result = inner.shard.update(op);
+            let (result, seq) = {
+                let _gate = lock(&inner.gate);
+                let result = inner.shard.update(op);
+                (result, inner.applied.fetch_add(1, Ordering::AcqRel) + 1)
+            };
             // Also after a failed update: its WAL record is written either way.
-            inner.shard.flush();
+            inner.make_durable(seq);
             match result {
                 Ok(()) => Ok(true),
                 Err(OperationError::PointIdError { .. }) => Ok(false),
@@ -521,6 +535,22 @@ impl EmbeddedIndex {
 }
 
 impl Inner {
+    /// Returns once the first `seq` updates are on disk. One flush covers every update
+    /// applied before it began, so writers that arrive while another one flushes wait for it
+    /// and share the next flush (group commit): concurrent ingest pays one flush per batch
+    /// instead of one per image.
+    fn make_durable(&self, seq: u64) {
+        let mut durable = lock(&self.durable);
+        if *durable >= seq {
+            return;
+        }
+        let _gate = lock(&self.gate);
+        let upto = self.applied.load(Ordering::Acquire);
+        self.shard.flush();
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        *durable = upto;
+    }
+
     fn optimize_now(&self) -> Result<bool> {
         let _gate = lock(&self.gate);
         self.pending.store(0, Ordering::Release);
@@ -739,5 +769,90 @@ impl VectorIndex for EmbeddedIndex {
 
     async fn optimize(&self) -> Result<bool> {
         EmbeddedIndex::optimize(self).await
+    }
+}
+
+#[cfg(test)]
+mod group_commit_tests {
+    use super::*;
+    use crate::search::index::VectorIndex;
+
+    /// One flush covers every update applied before it; a writer whose update it covered
+    /// does not flush again, and one that came after does.
+    #[tokio::test]
+    async fn one_flush_covers_every_update_applied_before_it() {
+        let dir = std::env::temp_dir().join(format!("flexphoto-group-commit-{}", Uuid::new_v4()));
+        let space = VectorSpace {
+            semantic_dims: 4,
+            visual_dims: 4,
+        };
+        let options = EmbeddedOptions {
+            optimize_after_writes: 0,
+            ..EmbeddedOptions::default()
+        };
+        let (index, _) = open_embedded_index(&dir, space, options).await.unwrap();
+        let inner = Arc::clone(&index.inner);
+        let before = inner.flushes.load(Ordering::Relaxed);
+        // Three updates applied as `write` applies them, none flushed yet.
+        let seqs: Vec<u64> = (0..3)
+            .map(|_| {
+                let _gate = lock(&inner.gate);
+                inner.applied.fetch_add(1, Ordering::AcqRel) + 1
+            })
+            .collect();
+        inner.make_durable(seqs[0]);
+        inner.make_durable(seqs[2]);
+        inner.make_durable(seqs[1]);
+        assert_eq!(inner.flushes.load(Ordering::Relaxed) - before, 1);
+        let later = {
+            let _gate = lock(&inner.gate);
+            inner.applied.fetch_add(1, Ordering::AcqRel) + 1
+        };
+        inner.make_durable(later);
+        assert_eq!(inner.flushes.load(Ordering::Relaxed) - before, 2);
+        // Concurrent writers: every point lands, in at most one flush per write.
+        let writes = 16u64;
+        let before = inner.flushes.load(Ordering::Relaxed);
+        let tasks: Vec<_> = (0..writes)
+            .map(|i| {
+                let index = index.clone();
+                tokio::spawn(async move {
+                    let point = crate::search::index::IndexPoint {
+                        id: Uuid::from_u128(u128::from(i) + 1),
+                        semantic: vec![1.0, 0.0, 0.0, 0.0],
+                        visual: vec![0.0, 1.0, 0.0, 0.0],
+                        payload: crate::search::index::PointPayload {
+                            owner: "o".into(),
+                            uploaded_at: 0,
+                            status: "ready".into(),
+                            tags: Vec::new(),
+                            camera_make: None,
+                            camera_model: None,
+                            review_state: "unreviewed".into(),
+                            model: "m".into(),
+                            faces: None,
+                            people: None,
+                            catalog: Default::default(),
+                        },
+                    };
+                    index.upsert(vec![point]).await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let flushed = inner.flushes.load(Ordering::Relaxed) - before;
+        assert!((1..=writes).contains(&flushed), "{flushed} flushes");
+        assert_eq!(
+            index
+                .count(&crate::search::index::SearchFilter::default())
+                .await
+                .unwrap(),
+            writes
+        );
+        drop(inner);
+        drop(index);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
