@@ -430,13 +430,8 @@ impl EdgeApp {
             } else {
                 &b"\r\nConnection: keep-alive\r\n\r\n"[..]
             });
-            if send(&mut stream, &out, body.map_or(&[][..], |b| &b[..]))
-                .await
-                .is_err()
-            {
-                return None;
-            }
-            buf.advance(len);
+            // Counted before the answer leaves, so that whoever reads the metrics after
+            // receiving it (another connection, maybe on another thread) sees it counted.
             let sent = body.map_or(0, |b| b.len() as u64);
             // Access statistics count it as the normal path does: a hit, body bytes sent.
             if let Some(access) = self.edge.access() {
@@ -451,6 +446,13 @@ impl EdgeApp {
                 self.counters.bytes_out.inc_by(sent);
             }
             self.counters.ready_hits.inc();
+            if send(&mut stream, &out, body.map_or(&[][..], |b| &b[..]))
+                .await
+                .is_err()
+            {
+                return None;
+            }
+            buf.advance(len);
             if close {
                 return None;
             }

@@ -107,7 +107,9 @@ pub struct Edge {
 struct Lane {
     name: &'static str,
     pool: ImagePool,
+    /// One permit per worker and per queue place.
     admission: Arc<Semaphore>,
+    queue: usize,
 }
 
 impl Lane {
@@ -124,7 +126,13 @@ impl Lane {
             name,
             pool,
             admission: Arc::new(Semaphore::new(workers + queue)),
+            queue,
         })
+    }
+
+    /// Whether a transform admitted now would start at once (a worker is free).
+    fn has_idle_worker(&self) -> bool {
+        self.admission.available_permits() > self.queue
     }
 }
 
@@ -447,9 +455,17 @@ impl Edge {
         Ok(respond(Some(img), tier, !fresh))
     }
 
-    /// The lane for a transform and an admission slot on it; 503 when both are full.
+    /// The lane for a transform and an admission slot on it; 503 when both are full. A light
+    /// transform takes a free worker of the main lane first (so cheap work uses every core
+    /// while the main lane is idle), else the light lane's, else a place in the main queue.
     fn admit(&self, light: bool) -> Result<(&Lane, OwnedSemaphorePermit), EdgeError> {
-        let lanes = [self.light.as_ref().filter(|_| light), Some(&self.heavy)];
+        let light_lane = self.light.as_ref().filter(|_| light);
+        let idle_main = light_lane.is_some() && self.heavy.has_idle_worker();
+        let lanes = [
+            Some(&self.heavy).filter(|_| idle_main),
+            light_lane,
+            Some(&self.heavy),
+        ];
         for lane in lanes.into_iter().flatten() {
             if let Ok(p) = lane.admission.clone().try_acquire_owned() {
                 return Ok((lane, p));

@@ -1,5 +1,6 @@
 //! Which transform lane a miss goes to. The light lane keeps a worker for cheap transforms so
-//! they keep flowing while the heavy lane is full of expensive ones; "cheap" must therefore
+//! they keep flowing while the heavy lane is full of expensive ones (while the heavy lane has
+//! a free worker, cheap transforms take it, so they are not held to one core); "cheap" must therefore
 //! bound the whole cost of a request, the encoder's included: an AVIF encode costs about ten
 //! times a JPEG one per pixel, and an animated source multiplies every cost by its frames
 //! (unknown until it is decoded), so requests that may be animated never count as light.

@@ -188,6 +188,11 @@ fn cheap_requests_and_hits_pass_a_full_lane() {
     let origin = abuse_origin("abuse-fair");
     let e = two_lane_edge(&origin);
     assert_eq!(e.get("/img/small.jpg?w=50").status, 200);
+    // With the main lane idle, cheap work runs there (every core is used).
+    assert_eq!(
+        e.metric("flexphoto_transforms_by_lane_total", "lane=\"transform\""),
+        1.0
+    );
     let worst = slowest_probe_under_attack(
         &e,
         4,
@@ -212,11 +217,12 @@ fn cheap_requests_and_hits_pass_a_full_lane() {
         worst < Duration::from_secs(3),
         "a cheap miss took {worst:?} behind expensive ones"
     );
+    // While expensive work fills the main lane, cheap misses take the light one.
     assert!(
         e.metric(
             "flexphoto_transforms_by_lane_total",
             "lane=\"transform-light\""
-        ) >= 10.0
+        ) >= 1.0
     );
 }
 
@@ -248,13 +254,12 @@ fn costly_encodes_do_not_take_the_light_lane() {
             assert_eq!(r.status, 200, "{}", r.text());
         },
     );
-    // Only the cheap misses ran on the light lane.
-    assert_eq!(
+    // Only cheap misses ran on the light lane (the 10 probes, when the main lane was full).
+    assert!(
         e.metric(
             "flexphoto_transforms_by_lane_total",
             "lane=\"transform-light\""
-        ),
-        10.0
+        ) <= 10.0
     );
     assert!(
         worst < Duration::from_secs(3),
