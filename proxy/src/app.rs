@@ -276,14 +276,13 @@ impl ServerApp for EdgeApp {
             let _ = stream.write_all(TOO_MANY).await;
             return None;
         };
-        let Some(threads) = &self.threads else {
-            let next = self.connection(stream, shutdown).await;
-            drop(open);
-            return next;
+        // Without connection threads, or not a plain TCP socket: served here.
+        let detached = match &self.threads {
+            Some(threads) => detach(stream).map(|socket| (threads, socket)),
+            None => Err(stream),
         };
-        let stream = match detach(stream) {
-            Ok(socket) => socket,
-            // Not a plain TCP socket: served here.
+        let (threads, (socket, peer)) = match detached {
+            Ok(moved) => moved,
             Err(stream) => {
                 let next = self.connection(stream, shutdown).await;
                 drop(open);
@@ -291,7 +290,6 @@ impl ServerApp for EdgeApp {
             }
         };
         let (app, shutdown) = (Arc::clone(self), shutdown.clone());
-        let (socket, peer) = stream;
         threads.serve(socket, move |socket| async move {
             let _open = open;
             let mut next = Some(attach(socket, peer));

@@ -32,8 +32,6 @@ pub struct ConnectionThreads {
     next: AtomicUsize,
     /// What stops each thread, and the threads to join: taken once by [`Self::stop`].
     running: Mutex<Vec<(oneshot::Sender<()>, JoinHandle<()>)>>,
-    /// How long a stopping thread lets its tasks' blocking work finish.
-    shutdown_timeout: Duration,
 }
 
 /// Decrements a thread's connection count when its connection ends, however it ends.
@@ -74,18 +72,7 @@ impl ConnectionThreads {
             threads,
             next: AtomicUsize::new(0),
             running: Mutex::new(running),
-            shutdown_timeout,
         })
-    }
-
-    /// How many threads serve connections.
-    pub fn len(&self) -> usize {
-        self.threads.len()
-    }
-
-    /// Always false: there is at least one thread.
-    pub fn is_empty(&self) -> bool {
-        self.threads.is_empty()
     }
 
     /// Connections each thread serves now, in thread order.
@@ -142,10 +129,7 @@ impl ConnectionThreads {
             .collect();
         for join in joins {
             if join.join().is_err() {
-                tracing::warn!(
-                    timeout = ?self.shutdown_timeout,
-                    "a connection thread panicked while stopping"
-                );
+                tracing::warn!("a connection thread panicked while stopping");
             }
         }
     }
