@@ -50,6 +50,19 @@ fn ids(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that `v` lists `portrait` and none of `faceless` (`portrait_in`), or every one of
+/// `faceless` and not `portrait` (otherwise).
+fn assert_split(v: &Value, portrait: &str, faceless: &[&str], portrait_in: bool) {
+    let got = ids(v);
+    assert_eq!(got.contains(&portrait.to_owned()), portrait_in, "{v}");
+    assert!(
+        faceless
+            .iter()
+            .all(|f| got.contains(&f.to_string()) != portrait_in),
+        "{v}"
+    );
+}
+
 async fn search(app: &App, body: Value) -> Value {
     let (s, v) = app.post_json("/v1/search", ADMIN, &body).await;
     assert_eq!(s, 200, "{body} → {v}");
@@ -230,12 +243,7 @@ async fn search_flow(app: &App, dir: &Path) {
         json!({ "text": "a person", "owner": "target", "faces_min": 1, "limit": 13 }),
     )
     .await;
-    let got = ids(&v);
-    assert!(got.contains(&portrait.to_owned()), "{v}");
-    assert!(
-        faceless.iter().all(|f| !got.contains(&f.to_string())),
-        "{v}"
-    );
+    assert_split(&v, portrait, &faceless, true);
     let first = &v["items"][0];
     assert_eq!(
         first["id"], portrait,
@@ -259,35 +267,20 @@ async fn search_flow(app: &App, dir: &Path) {
         json!({ "owner": "target", "faces_min": 1, "limit": 20 }),
     )
     .await;
-    let got = ids(&listed);
-    assert!(got.contains(&portrait.to_owned()), "{listed}");
-    assert!(
-        faceless.iter().all(|f| !got.contains(&f.to_string())),
-        "{listed}"
-    );
+    assert_split(&listed, portrait, &faceless, true);
     let none = search(
         app,
         json!({ "owner": "target", "faces_max": 0, "limit": 20 }),
     )
     .await;
-    let got = ids(&none);
-    assert!(!got.contains(&portrait.to_owned()), "{none}");
-    assert!(
-        faceless.iter().all(|f| got.contains(&f.to_string())),
-        "{none}"
-    );
+    assert_split(&none, portrait, &faceless, false);
     // People, counted by the object detector in any pose, filter the same way.
     let people = search(
         app,
         json!({ "text": "a person", "owner": "target", "people_min": 1, "limit": 13 }),
     )
     .await;
-    let got = ids(&people);
-    assert!(got.contains(&portrait.to_owned()), "{people}");
-    assert!(
-        faceless.iter().all(|f| !got.contains(&f.to_string())),
-        "{people}"
-    );
+    assert_split(&people, portrait, &faceless, true);
     assert!(
         people["items"][0]["explanation"]["filters"]
             .to_string()
@@ -299,12 +292,7 @@ async fn search_flow(app: &App, dir: &Path) {
         json!({ "owner": "target", "people_max": 0, "limit": 20 }),
     )
     .await;
-    let got = ids(&nobody);
-    assert!(!got.contains(&portrait.to_owned()), "{nobody}");
-    assert!(
-        faceless.iter().all(|f| got.contains(&f.to_string())),
-        "{nobody}"
-    );
+    assert_split(&nobody, portrait, &faceless, false);
 
     // More like this: never the image itself; a half-size copy is the best match and is
     // recorded as a near-duplicate, which routes it to review with a reason.
