@@ -7,6 +7,7 @@
 //! builds it.
 #![deny(missing_docs)]
 
+pub mod body_buffer;
 pub mod local;
 pub mod s3;
 pub mod tiered;

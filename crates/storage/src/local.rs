@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
+use crate::body_buffer::BodyBuffer;
 use crate::{ImageKey, Object, ObjectMeta, ObjectStore, StorageError};
 
 /// Objects are files under `root`; keys are relative paths.
@@ -102,18 +103,33 @@ impl ObjectStore for LocalDirStore {
                 limit: max_bytes,
             });
         }
-        let mut buf = Vec::with_capacity(meta.len() as usize);
-        // Read at most one byte past the limit, in case the file grew since the stat.
-        (&mut file)
-            .take(max_bytes + 1)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| io_err(key, e))?;
-        if buf.len() as u64 > max_bytes {
-            return Err(StorageError::TooLarge {
-                size: buf.len() as u64,
-                limit: max_bytes,
-            });
+        let mut buf = BodyBuffer::with_capacity(meta.len() as usize).map_err(|e| io_err(key, e))?;
+        // Read until the end, not only the size from the stat, in case the file grew since.
+        let mut past_size = [0u8; 8192];
+        loop {
+            let spare = buf.spare(0).map_err(|e| io_err(key, e))?;
+            let n = if spare.is_empty() {
+                let n = file
+                    .read(&mut past_size)
+                    .await
+                    .map_err(|e| io_err(key, e))?;
+                buf.extend_from_slice(&past_size[..n])
+                    .map_err(|e| io_err(key, e))?;
+                n
+            } else {
+                let n = file.read(spare).await.map_err(|e| io_err(key, e))?;
+                buf.advance(n);
+                n
+            };
+            if buf.len() as u64 > max_bytes {
+                return Err(StorageError::TooLarge {
+                    size: buf.len() as u64,
+                    limit: max_bytes,
+                });
+            }
+            if n == 0 {
+                break;
+            }
         }
         Ok(Object {
             meta: ObjectMeta {
@@ -121,7 +137,7 @@ impl ObjectStore for LocalDirStore {
                 identity: identity(&meta),
                 content_type: None,
             },
-            bytes: Bytes::from(buf),
+            bytes: buf.freeze().map_err(|e| io_err(key, e))?,
         })
     }
 

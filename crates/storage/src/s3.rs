@@ -12,6 +12,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 
+use crate::body_buffer::BodyBuffer;
 use crate::{ArchiveState, Object, ObjectMeta, ObjectStore, StorageError};
 use crate::{ImageKey, S3Config};
 
@@ -174,7 +175,9 @@ impl ObjectStore for S3Store {
         let meta_identity = identity(r.e_tag(), r.version_id(), declared);
         let content_type = r.content_type().map(str::to_owned);
         let mut body = r.body;
-        let mut buf = Vec::with_capacity(declared as usize);
+        let failed =
+            |e: std::io::Error| StorageError::Failed(format!("s3 {key}: buffering body: {e}"));
+        let mut buf = BodyBuffer::with_capacity(declared as usize).map_err(failed)?;
         while let Some(chunk) = body
             .try_next()
             .await
@@ -186,7 +189,7 @@ impl ObjectStore for S3Store {
                     limit: max_bytes,
                 });
             }
-            buf.extend_from_slice(&chunk);
+            buf.extend_from_slice(&chunk).map_err(failed)?;
         }
         Ok(Object {
             meta: ObjectMeta {
@@ -194,7 +197,7 @@ impl ObjectStore for S3Store {
                 identity: meta_identity,
                 content_type,
             },
-            bytes: Bytes::from(buf),
+            bytes: buf.freeze().map_err(failed)?,
         })
     }
 
