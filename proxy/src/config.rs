@@ -201,6 +201,12 @@ impl Default for RawLimits {
     }
 }
 
+/// `transform.decode_memory_mb = 0`: this much per main-lane worker (two 18-MP progressive
+/// JPEGs, ~72 MB each, decode side by side on two workers), at most an eighth of memory.
+const DECODE_MB_PER_WORKER: u64 = 96;
+/// `transform.queued_source_mb = 0`: this much per main-lane worker.
+const QUEUED_SOURCE_MB_PER_WORKER: u64 = 20;
+
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawTransform {
@@ -218,6 +224,8 @@ struct RawTransform {
     avif_effort: u8,
     png_compression: u8,
     working_side: u32,
+    decode_memory_mb: u64,
+    queued_source_mb: u64,
     default_meta: String,
     allow_meta_keep: bool,
 }
@@ -239,6 +247,8 @@ impl Default for RawTransform {
             avif_effort: 1,
             png_compression: 6,
             working_side: 2048,
+            decode_memory_mb: 0,
+            queued_source_mb: 0,
             default_meta: "copyright".into(),
             allow_meta_keep: false,
         }
@@ -453,6 +463,10 @@ pub struct EdgeConfig {
     pub working_bytes: u64,
     /// Longest side of a working copy, pixels.
     pub working_side: u32,
+    /// Budget for large decodes held at once, bytes (see `memory_budget`).
+    pub decode_memory_bytes: u64,
+    /// Budget for source bytes of main-lane transforms queued or running, bytes.
+    pub queued_source_bytes: u64,
     /// Metadata kept when a URL says nothing.
     pub default_meta: Meta,
     /// Whether `meta=keep` is served.
@@ -650,6 +664,7 @@ impl EdgeConfig {
             ));
         }
         let t = &raw.transform;
+        let workers = if t.workers == 0 { cores } else { t.workers };
         for (key, q) in [
             ("transform.jpeg_quality", t.jpeg_quality),
             ("transform.webp_quality", t.webp_quality),
@@ -791,7 +806,7 @@ impl EdgeConfig {
             per_client_transforms: raw.limits.per_client_transforms,
             request_timeout: Duration::from_millis(raw.limits.request_timeout_ms),
             inflight_source_bytes: raw.limits.inflight_source_mb * 1024 * 1024,
-            workers: if t.workers == 0 { cores } else { t.workers },
+            workers,
             light_workers: t.light_workers,
             light_max_source_bytes: t.light_max_source_kb * 1024,
             light_max_output_pixels: t.light_max_output_pixels,
@@ -812,6 +827,14 @@ impl EdgeConfig {
             disk_bytes: raw.cache.disk_mb * 1024 * 1024,
             working_bytes,
             working_side: t.working_side,
+            decode_memory_bytes: match t.decode_memory_mb {
+                0 => ((DECODE_MB_PER_WORKER << 20) * workers as u64).min(machine_memory / 8),
+                mb => mb << 20,
+            },
+            queued_source_bytes: match t.queued_source_mb {
+                0 => QUEUED_SOURCE_MB_PER_WORKER * workers as u64,
+                mb => mb,
+            } << 20,
             default_meta,
             allow_meta_keep: t.allow_meta_keep,
             signing_keys,

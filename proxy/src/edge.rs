@@ -22,6 +22,7 @@ use crate::cache::{cache_key, CachedImage, Tier};
 use crate::clients::ClientLimiter;
 use crate::config::EdgeConfig;
 use crate::error::EdgeError;
+use crate::memory_budget::{MemoryBudget, DECODE_COUNTED_FROM};
 use crate::metrics::Metrics;
 use crate::ready::ReadyResponses;
 use flexphoto_media::pool::{ImagePool, PoolError, PoolGauges};
@@ -91,6 +92,10 @@ pub struct Edge {
     inflight_kib: u32,
     heavy: Lane,
     light: Option<Lane>,
+    /// Large decodes held at once (`transform.decode_memory_mb`).
+    decode_memory: MemoryBudget,
+    /// Source bytes of main-lane transforms queued or running (`transform.queued_source_mb`).
+    queued_sources: MemoryBudget,
     clients: Arc<ClientLimiter>,
     signer: Signer,
     metrics: Arc<Metrics>,
@@ -273,6 +278,18 @@ impl Edge {
             inflight_kib: kib_of(cfg.inflight_source_bytes),
             heavy,
             light,
+            decode_memory: MemoryBudget::new(
+                "memory to decode the source",
+                cfg.decode_memory_bytes,
+                metrics.memory_budget_waits.with_label_values(&["decode"]),
+            ),
+            queued_sources: MemoryBudget::new(
+                "room for the source among queued transforms",
+                cfg.queued_source_bytes,
+                metrics
+                    .memory_budget_waits
+                    .with_label_values(&["queued_sources"]),
+            ),
             clients: ClientLimiter::new(cfg.per_client_transforms),
             signer: Signer::new(cfg.signing_keys.clone()),
             limits: Limits {
@@ -547,6 +564,12 @@ impl Edge {
                     })?,
             )
         };
+        // Main-lane work waits, holding no bytes, while queued and running sources fill their
+        // budget; cheap work in the light lane is bounded by its slots and source size.
+        let queued_bytes = match (source_was_cached, lane.name == self.heavy.name) {
+            (false, true) => Some(self.queued_sources.reserve(facts.size, deadline).await?),
+            _ => None,
+        };
         let source = self.source(&key, identity).await?;
         // The working copy is looked up when a worker takes the job, not when it is queued,
         // so queued requests for one photo use the copy the first of them made.
@@ -561,6 +584,22 @@ impl Edge {
         } else {
             0
         };
+        // A large decode waits here, not on a worker, while others hold the memory budget.
+        let decode_permit = if has_copy {
+            None
+        } else {
+            let want = if working_side > 0 {
+                (working_side, working_side)
+            } else {
+                (spec.width.unwrap_or(0), spec.height.unwrap_or(0))
+            };
+            match flexphoto_media::decode_memory::estimate(&source, want) {
+                Some(bytes) if bytes >= DECODE_COUNTED_FROM => {
+                    Some(self.decode_memory.reserve(bytes, deadline).await?)
+                }
+                _ => None,
+            }
+        };
         let (limits, enc) = (self.limits, self.enc);
         let hist = self.metrics.transform_seconds.clone();
         let lookups = self.metrics.cache_lookups.clone();
@@ -569,10 +608,10 @@ impl Edge {
             .pool
             .submit(Some(deadline), move |budget| {
                 // Held until the worker is done, whatever happens to the request.
-                let _slots = (permit, byte_budget, client_permit);
+                let _slots = (permit, byte_budget, queued_bytes, client_permit);
                 let _t = hist.start_timer();
                 let copy = working.as_ref().and_then(|c| c.get(&wkey));
-                let (out, made) = transform::run_with(
+                let result = transform::run_with(
                     &source,
                     copy.as_deref(),
                     working_side,
@@ -580,7 +619,13 @@ impl Edge {
                     &limits,
                     &enc,
                     budget,
-                )?;
+                );
+                if let Some(reserved) = decode_permit {
+                    // glibc keeps what a large decode freed; give it back before the next.
+                    flexphoto_media::malloc::release_free_memory();
+                    drop(reserved);
+                }
+                let (out, made) = result?;
                 if copy.is_some() {
                     let result = if out.from_working_copy { "hit" } else { "miss" };
                     lookups.with_label_values(&["working", result]).inc();

@@ -10,6 +10,7 @@
 //! - [`cache`]: memory tier (`moka`), disk tier, source cache, working copies, source
 //!   identities.
 //! - [`clients`]: per-client limits on transforms in flight.
+//! - [`memory_budget`]: memory budgets transforms wait for (large decodes, queued sources).
 //! - [`access`]: requests and bytes per source key, pushed to the control plane.
 //! - [`app`]: each connection: repeated hits answered from [`ready`] responses straight off
 //!   the socket, everything else handed to [`service`], the Pingora glue (HTTP in, HTTP
@@ -32,6 +33,7 @@ pub mod edge;
 pub mod error;
 pub mod lanes;
 pub mod machine;
+pub mod memory_budget;
 pub mod metrics;
 pub mod ready;
 pub mod samples;

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     /// Requests refused because the transform queue was full.
     pub queue_rejections: IntCounter,
+    /// Transforms that waited for a memory budget, by budget.
+    pub memory_budget_waits: IntCounterVec,
     /// Requests refused with 429 because their client had too many transforms in flight.
     pub client_rejections: IntCounter,
     /// Transforms submitted, by lane (`transform`, `transform-light`).
@@ -113,6 +115,14 @@ impl Metrics {
         let queue_rejections = IntCounter::new(
             "flexphoto_queue_rejections_total",
             "Requests refused with 503 because the transform queue was full",
+        )?;
+        let memory_budget_waits = IntCounterVec::new(
+            Opts::new(
+                "flexphoto_memory_budget_waits_total",
+                "Transforms that waited for a memory budget: decode (transform.decode_memory_mb) \
+                 or queued_sources (transform.queued_source_mb)",
+            ),
+            &["budget"],
         )?;
         let client_rejections = IntCounter::new(
             "flexphoto_client_rejections_total",
@@ -203,6 +213,7 @@ impl Metrics {
         registry.register(Box::new(access_dropped.clone()))?;
         registry.register(Box::new(access_buffered.clone()))?;
         registry.register(Box::new(queue_rejections.clone()))?;
+        registry.register(Box::new(memory_budget_waits.clone()))?;
         registry.register(Box::new(client_rejections.clone()))?;
         registry.register(Box::new(transforms_by_lane.clone()))?;
         registry.register(Box::new(coalesced_waiters.clone()))?;
@@ -223,6 +234,7 @@ impl Metrics {
             transforms_in_flight,
             queue_depth,
             queue_rejections,
+            memory_budget_waits,
             client_rejections,
             transforms_by_lane,
             coalesced_waiters,

@@ -59,7 +59,8 @@ pub fn cache_sizes(cfg: &EdgeConfig) -> String {
     let mib = |b: u64| b >> 20;
     format!(
         "results {} MiB + sources {} MiB + working copies {} MiB = {} MiB ({:.0}% of {} MiB \
-         machine memory); ready responses up to {} MiB more",
+         machine memory); ready responses up to {} MiB more; large decodes {} MiB and queued sources {} MiB at \
+         once",
         mib(cfg.memory_bytes),
         mib(cfg.source_bytes),
         mib(cfg.working_bytes),
@@ -67,6 +68,8 @@ pub fn cache_sizes(cfg: &EdgeConfig) -> String {
         cfg.cache_total_bytes() as f64 * 100.0 / cfg.machine_memory.max(1) as f64,
         mib(cfg.machine_memory),
         mib(cfg.ready_bytes),
+        mib(cfg.decode_memory_bytes),
+        mib(cfg.queued_source_bytes),
     )
 }
 

@@ -10,6 +10,11 @@ use crate::harness::{animated_gif, make_image, temp_dir, Edge};
 
 /// A noisy photo-like JPEG of `w`×`h` (noise keeps encoders and filters honest).
 fn noisy_jpeg(w: u32, h: u32) -> Vec<u8> {
+    noisy(w, h, ".jpg[Q=85]")
+}
+
+/// Noise of `w`×`h` saved with libvips' `suffix`.
+fn noisy(w: u32, h: u32, suffix: &str) -> Vec<u8> {
     flexphoto_media::vips::init(1).unwrap();
     let mut px = Vec::with_capacity((w * h * 3) as usize);
     let mut s: u32 = 12345;
@@ -18,7 +23,7 @@ fn noisy_jpeg(w: u32, h: u32) -> Vec<u8> {
         px.push((s >> 16) as u8);
     }
     let img = flexphoto_media::vips::Image::from_pixels(&px, w, h, 3).unwrap();
-    img.save(".jpg[Q=85]").unwrap().to_vec()
+    img.save(suffix).unwrap().to_vec()
 }
 
 fn abuse_origin(name: &str) -> std::path::PathBuf {
@@ -306,6 +311,73 @@ fn one_client_gets_its_share_and_then_429() {
         results.iter().all(|r| [200, 429, 504].contains(&r.0)),
         "{results:?}"
     );
+}
+
+/// Progressive JPEGs keep every DCT coefficient while they decode (~13 MB for these 4.3 MP):
+/// with a decode budget of one such image, concurrent requests for three of them wait for
+/// each other instead of decoding side by side, and are all served. Likewise with room for
+/// one queued source.
+#[test]
+fn large_decodes_and_queued_sources_wait_for_their_budgets() {
+    let origin = temp_dir("abuse-decode-memory");
+    for i in 0..3 {
+        std::fs::write(
+            origin.join(format!("p{i}.jpg")),
+            noisy(2400, 1800, ".jpg[Q=85,interlace]"),
+        )
+        .unwrap();
+    }
+    let e = Arc::new(Edge::start(
+        &origin,
+        &[
+            ("FLEXPHOTO_EDGE__TRANSFORM__DECODE_MEMORY_MB", "14"),
+            ("FLEXPHOTO_EDGE__TRANSFORM__WORKERS", "2"),
+        ],
+        &[],
+    ));
+    let threads: Vec<_> = (0..3)
+        .map(|i| {
+            let e = Arc::clone(&e);
+            std::thread::spawn(move || e.get(&format!("/img/p{i}.jpg?w=300&blur=4")).status)
+        })
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(statuses, [200, 200, 200]);
+    let waits = e.metric("flexphoto_memory_budget_waits_total", "budget=\"decode\"");
+    assert!(waits >= 1.0, "no large decode waited ({waits})");
+    // Small decodes never count: a thumbnail of a small photo passes without a wait.
+    std::fs::write(
+        origin.join("small.jpg"),
+        make_image(320, 240, false, ".jpg"),
+    )
+    .unwrap();
+    assert_eq!(e.get("/img/small.jpg?w=100").status, 200);
+    assert_eq!(
+        e.metric("flexphoto_memory_budget_waits_total", "budget=\"decode\""),
+        waits
+    );
+    drop(e);
+
+    // Queued sources: with room for one of these sources, the others wait before they are
+    // fetched, and are served.
+    let e = Arc::new(Edge::start(
+        &origin,
+        &[("FLEXPHOTO_EDGE__TRANSFORM__QUEUED_SOURCE_MB", "1")],
+        &[],
+    ));
+    let threads: Vec<_> = (0..3)
+        .map(|i| {
+            let e = Arc::clone(&e);
+            std::thread::spawn(move || e.get(&format!("/img/p{i}.jpg?w=200&blur=4")).status)
+        })
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(statuses, [200, 200, 200]);
+    let waits = e.metric(
+        "flexphoto_memory_budget_waits_total",
+        "budget=\"queued_sources\"",
+    );
+    assert!(waits >= 1.0, "no source waited ({waits})");
 }
 
 /// Formats outside the allow-list are refused before their loader parses anything.

@@ -9,6 +9,7 @@
 //!   extensions).
 //! - [`transform`]: the pipeline from source bytes and a transform spec to encoded bytes:
 //!   probing, geometry, SIMD resampling, working copies, metadata policy.
+//! - [`decode_memory`]: the memory a source's decode will hold, read from its header.
 //! - [`pool`]: the bounded pool of image threads with a bounded queue in front.
 //! - [`exif`], [`xmp`]: what the catalogue reads from a file's metadata.
 //! - [`fingerprint`]: SHA-256 and the perceptual difference hash.
@@ -16,6 +17,7 @@
 //! - [`malloc`]: glibc allocator tuning for image workloads.
 #![deny(missing_docs)]
 
+pub mod decode_memory;
 pub mod exif;
 pub mod fingerprint;
 pub mod format;

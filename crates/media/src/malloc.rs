@@ -55,3 +55,18 @@ pub fn reuse_freed_memory() {
         }
     }
 }
+
+/// Returns malloc's free memory to the system (`malloc_trim`): the free pages inside every
+/// arena, not only at the top of the heap.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim only releases free memory; safe to call from any thread.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
