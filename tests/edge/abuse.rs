@@ -313,6 +313,18 @@ fn one_client_gets_its_share_and_then_429() {
     );
 }
 
+/// Asks for `p0.jpg`..`p2.jpg` with `query` from three threads at once; all must be served.
+fn all_served_at_once(e: &Arc<Edge>, query: &str) {
+    let threads: Vec<_> = (0..3)
+        .map(|i| {
+            let (e, url) = (Arc::clone(e), format!("/img/p{i}.jpg?{query}"));
+            std::thread::spawn(move || e.get(&url).status)
+        })
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(statuses, [200, 200, 200]);
+}
+
 /// Progressive JPEGs keep every DCT coefficient while they decode (~13 MB for these 4.3 MP):
 /// with a decode budget of one such image, concurrent requests for three of them wait for
 /// each other instead of decoding side by side, and are all served. Likewise with room for
@@ -335,14 +347,7 @@ fn large_decodes_and_queued_sources_wait_for_their_budgets() {
         ],
         &[],
     ));
-    let threads: Vec<_> = (0..3)
-        .map(|i| {
-            let e = Arc::clone(&e);
-            std::thread::spawn(move || e.get(&format!("/img/p{i}.jpg?w=300&blur=4")).status)
-        })
-        .collect();
-    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    assert_eq!(statuses, [200, 200, 200]);
+    all_served_at_once(&e, "w=300&blur=4");
     let waits = e.metric("flexphoto_memory_budget_waits_total", "budget=\"decode\"");
     assert!(waits >= 1.0, "no large decode waited ({waits})");
     // Small decodes never count: a thumbnail of a small photo passes without a wait.
@@ -365,14 +370,7 @@ fn large_decodes_and_queued_sources_wait_for_their_budgets() {
         &[("FLEXPHOTO_EDGE__TRANSFORM__QUEUED_SOURCE_MB", "1")],
         &[],
     ));
-    let threads: Vec<_> = (0..3)
-        .map(|i| {
-            let e = Arc::clone(&e);
-            std::thread::spawn(move || e.get(&format!("/img/p{i}.jpg?w=200&blur=4")).status)
-        })
-        .collect();
-    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    assert_eq!(statuses, [200, 200, 200]);
+    all_served_at_once(&e, "w=200&blur=4");
     let waits = e.metric(
         "flexphoto_memory_budget_waits_total",
         "budget=\"queued_sources\"",
