@@ -88,8 +88,8 @@ pub struct Edge {
     working: Option<WorkingCopies>,
     ready: Option<ReadyResponses>,
     identities: Identities,
-    inflight: Arc<Semaphore>,
-    inflight_kib: u32,
+    /// Source bytes being fetched or queued (`limits.inflight_source_mb`): refused past it.
+    inflight: MemoryBudget,
     heavy: Lane,
     light: Option<Lane>,
     /// Large decodes held at once (`transform.decode_memory_mb`).
@@ -139,10 +139,6 @@ impl Lane {
     fn has_idle_worker(&self) -> bool {
         self.admission.available_permits() > self.queue
     }
-}
-
-fn kib_of(bytes: u64) -> u32 {
-    bytes.div_ceil(1024).min(u32::MAX as u64 >> 3) as u32
 }
 
 fn now_unix() -> u64 {
@@ -274,21 +270,22 @@ impl Edge {
                 cfg.stale_if_error,
                 cfg.disk_dir.as_ref().map(|d| d.join("identities")),
             ),
-            inflight: Arc::new(Semaphore::new(kib_of(cfg.inflight_source_bytes) as usize)),
-            inflight_kib: kib_of(cfg.inflight_source_bytes),
+            inflight: MemoryBudget::new("source bytes in flight", cfg.inflight_source_bytes, None),
             heavy,
             light,
             decode_memory: MemoryBudget::new(
                 "memory to decode the source",
                 cfg.decode_memory_bytes,
-                metrics.memory_budget_waits.with_label_values(&["decode"]),
+                Some(metrics.memory_budget_waits.with_label_values(&["decode"])),
             ),
             queued_sources: MemoryBudget::new(
                 "room for the source among queued transforms",
                 cfg.queued_source_bytes,
-                metrics
-                    .memory_budget_waits
-                    .with_label_values(&["queued_sources"]),
+                Some(
+                    metrics
+                        .memory_budget_waits
+                        .with_label_values(&["queued_sources"]),
+                ),
             ),
             clients: ClientLimiter::new(cfg.per_client_transforms),
             signer: Signer::new(cfg.signing_keys.clone()),
@@ -551,22 +548,16 @@ impl Edge {
         let byte_budget = if source_was_cached {
             None
         } else {
-            let kib = kib_of(facts.size).clamp(1, self.inflight_kib.max(1));
-            Some(
-                self.inflight
-                    .clone()
-                    .try_acquire_many_owned(kib)
-                    .map_err(|_| {
-                        self.metrics.queue_rejections.inc();
-                        EdgeError::Overloaded {
-                            retry_after: Duration::from_secs(1),
-                        }
-                    })?,
-            )
+            Some(self.inflight.try_reserve(facts.size).ok_or_else(|| {
+                self.metrics.queue_rejections.inc();
+                EdgeError::Overloaded {
+                    retry_after: Duration::from_secs(1),
+                }
+            })?)
         };
         // Main-lane work waits, holding no bytes, while queued and running sources fill their
         // budget; cheap work in the light lane is bounded by its slots and source size.
-        let queued_bytes = match (source_was_cached, lane.name == self.heavy.name) {
+        let queued_bytes = match (source_was_cached, std::ptr::eq(lane, &self.heavy)) {
             (false, true) => Some(self.queued_sources.reserve(facts.size, deadline).await?),
             _ => None,
         };

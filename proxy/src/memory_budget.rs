@@ -12,7 +12,8 @@
 //!
 //! A reservation waits on the request's task, holding no worker and no bytes, until earlier
 //! ones are released or the request's deadline passes; one larger than the whole budget takes
-//! all of it and runs alone.
+//! all of it and runs alone. The in-flight source budget (`limits.inflight_source_mb`) is a
+//! third, which refuses ([`MemoryBudget::try_reserve`]) instead of waiting.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,20 +32,37 @@ pub struct MemoryBudget {
     what: &'static str,
     permits: Arc<Semaphore>,
     capacity_kib: u32,
-    waits: IntCounter,
+    waits: Option<IntCounter>,
+}
+
+/// `bytes` in KiB permits, rounded up, within what a semaphore holds.
+fn kib_of(bytes: u64) -> u32 {
+    bytes.div_ceil(1024).min(u32::MAX as u64 >> 3) as u32
 }
 
 impl MemoryBudget {
-    /// A budget of `capacity_bytes` for `what` (named in timeout errors); `waits` counts
-    /// reservations that had to wait.
-    pub fn new(what: &'static str, capacity_bytes: u64, waits: IntCounter) -> MemoryBudget {
-        let capacity_kib = (capacity_bytes >> 10).clamp(1, u32::MAX as u64) as u32;
+    /// A budget of `capacity_bytes` for `what` (named in timeout errors); `waits`, if any,
+    /// counts reservations that had to wait.
+    pub fn new(what: &'static str, capacity_bytes: u64, waits: Option<IntCounter>) -> MemoryBudget {
+        let capacity_kib = kib_of(capacity_bytes).max(1);
         MemoryBudget {
             what,
             permits: Arc::new(Semaphore::new(capacity_kib as usize)),
             capacity_kib,
             waits,
         }
+    }
+
+    /// `bytes` in permits: at least one, at most the whole budget.
+    fn permits_for(&self, bytes: u64) -> u32 {
+        kib_of(bytes).clamp(1, self.capacity_kib)
+    }
+
+    /// Reserves `bytes` if they fit now; `None` otherwise, for callers that refuse instead
+    /// of waiting.
+    pub fn try_reserve(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
+        let kib = self.permits_for(bytes);
+        self.permits.clone().try_acquire_many_owned(kib).ok()
     }
 
     /// Reserves `bytes` until the returned permit is dropped, waiting while others hold the
@@ -54,12 +72,16 @@ impl MemoryBudget {
         bytes: u64,
         deadline: Instant,
     ) -> Result<OwnedSemaphorePermit, EdgeError> {
-        let kib = bytes.div_ceil(1024).clamp(1, self.capacity_kib as u64) as u32;
-        if let Ok(p) = self.permits.clone().try_acquire_many_owned(kib) {
+        if let Some(p) = self.try_reserve(bytes) {
             return Ok(p);
         }
-        self.waits.inc();
-        let acquire = self.permits.clone().acquire_many_owned(kib);
+        if let Some(w) = &self.waits {
+            w.inc();
+        }
+        let acquire = self
+            .permits
+            .clone()
+            .acquire_many_owned(self.permits_for(bytes));
         match tokio::time::timeout_at(deadline.into(), acquire).await {
             Ok(Ok(p)) => Ok(p),
             Ok(Err(_)) => Err(EdgeError::Internal(format!(
@@ -91,7 +113,7 @@ mod tests {
         Arc::new(MemoryBudget::new(
             "memory to decode the source",
             mib << 20,
-            IntCounter::new("w", "w").unwrap(),
+            Some(IntCounter::new("w", "w").unwrap()),
         ))
     }
 
@@ -107,9 +129,11 @@ mod tests {
             Err(EdgeError::Timeout(m)) => assert!(m.contains("decode"), "{m}"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(b.waits.get(), 1);
-        // One that fits does not wait.
+        assert_eq!(b.waits.as_ref().map(IntCounter::get), Some(1));
+        // One that fits does not wait, and may also be taken without waiting at all.
         drop(b.reserve(1 << 20, soon).await.unwrap());
+        assert!(b.try_reserve(72 << 20).is_none());
+        drop(b.try_reserve(24 << 20).unwrap());
         // A waiting one goes ahead when the first is released.
         let waiting = tokio::spawn({
             let b = Arc::clone(&b);

@@ -59,8 +59,8 @@ pub fn cache_sizes(cfg: &EdgeConfig) -> String {
     let mib = |b: u64| b >> 20;
     format!(
         "results {} MiB + sources {} MiB + working copies {} MiB = {} MiB ({:.0}% of {} MiB \
-         machine memory); ready responses up to {} MiB more; large decodes {} MiB and queued sources {} MiB at \
-         once",
+         machine memory); ready responses up to {} MiB more; large decodes {} MiB and \
+         queued sources {} MiB at once",
         mib(cfg.memory_bytes),
         mib(cfg.source_bytes),
         mib(cfg.working_bytes),
