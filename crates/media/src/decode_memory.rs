@@ -45,16 +45,15 @@ fn jpeg(source: &[u8], want: (u32, u32)) -> Option<u64> {
     } else {
         0
     };
-    // The output fitted inside `want`, and the largest DCT scale that still covers it.
+    // The output fitted inside `want`, and the DCT scale the transform decodes at for it.
     let fit = [(want.0, f.width), (want.1, f.height)]
         .into_iter()
         .filter(|&(w, _)| w > 0)
         .map(|(w, have)| w as f64 / have as f64)
         .fold(1.0f64, f64::min);
-    let scale = [8u64, 4, 2]
-        .into_iter()
-        .find(|&s| s as f64 * fit <= 1.0)
-        .unwrap_or(1);
+    let fitted = |side: u64| ((side as f64 * fit).round() as u32).max(1);
+    let (w, h) = (f.width as u32, f.height as u32);
+    let scale = crate::transform::jpeg_factor((w, h), (fitted(f.width), fitted(f.height))) as u64;
     let decoded =
         f.width.div_ceil(scale) * f.height.div_ceil(scale) * f.sampling.len().max(1) as u64;
     Some(coefficients + decoded)
@@ -155,15 +154,21 @@ mod tests {
         // 18 MP at 4:2:0: Y 705x397 blocks, Cb and Cr 353x199 each, 128 bytes per block.
         let h = jpeg_header(0xC2, 5640, 3172, &[0x22, 0x11, 0x11]);
         let coefficients = (705 * 397 + 2 * 353 * 199) * 128;
-        // A 600 px box lets libjpeg decode at 1/8: 705x397 pixels, 3 components.
-        assert_eq!(estimate(&h, (600, 600)), Some(coefficients + 705 * 397 * 3));
+        // Into a 600 px box the transform decodes at 1/4 (twice the target at least):
+        // 1410x793 pixels, 3 components.
+        assert_eq!(
+            estimate(&h, (600, 600)),
+            Some(coefficients + 1410 * 793 * 3)
+        );
         assert!(estimate(&h, (600, 600)).unwrap() > 50 << 20);
     }
 
     #[test]
     fn baseline_jpeg_counts_the_scaled_decode_only() {
         let h = jpeg_header(0xC0, 5640, 3172, &[0x22, 0x11, 0x11]);
-        assert_eq!(estimate(&h, (600, 600)), Some(705 * 397 * 3));
+        assert_eq!(estimate(&h, (600, 600)), Some(1410 * 793 * 3));
+        // A 300 px box: 1/8.
+        assert_eq!(estimate(&h, (300, 300)), Some(705 * 397 * 3));
         // A full-size output decodes at full size.
         assert_eq!(estimate(&h, (5640, 0)), Some(5640 * 3172 * 3));
         // Grayscale: one component; no box: full size.

@@ -26,6 +26,8 @@ pub mod geometry;
 pub mod metadata;
 pub mod resample;
 mod shrink;
+
+pub(crate) use shrink::jpeg_factor;
 pub mod variants;
 pub mod working;
 
