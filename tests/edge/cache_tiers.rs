@@ -367,20 +367,10 @@ fn source_byte_budget_refuses_what_would_not_fit() {
         &[("FLEXPHOTO_EDGE__LIMITS__INFLIGHT_SOURCE_MB", "5")],
         &[],
     );
-    let port = e.port;
-    let all: Vec<_> = (0..4)
-        .map(|i| {
-            std::thread::spawn(move || {
-                crate::harness::request(
-                    port,
-                    "GET",
-                    &format!("/img/noisy{i}.png?w=1100&blur=30"),
-                    &[],
-                )
-            })
-        })
+    let paths: Vec<String> = (0..4)
+        .map(|i| format!("/img/noisy{i}.png?w=1100&blur=30"))
         .collect();
-    let statuses: Vec<u16> = all.into_iter().map(|h| h.join().unwrap().status).collect();
+    let statuses = e.statuses_at_once(&paths);
     assert!(
         statuses.iter().all(|s| *s == 200 || *s == 503),
         "{statuses:?}"

@@ -118,6 +118,17 @@ impl Edge {
         self.req("GET", path, &[])
     }
 
+    /// GETs every path at once, a thread each; the statuses in the order of `paths`.
+    pub fn statuses_at_once(&self, paths: &[String]) -> Vec<u16> {
+        std::thread::scope(|s| {
+            let threads: Vec<_> = paths
+                .iter()
+                .map(|p| s.spawn(move || self.get(p).status))
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        })
+    }
+
     pub fn req(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
         request(self.port, method, path, headers)
     }
