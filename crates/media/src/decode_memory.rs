@@ -19,17 +19,8 @@ pub fn estimate(source: &[u8], want: (u32, u32)) -> Option<u64> {
     }
 }
 
-/// One JPEG frame header (SOFn).
-struct Frame {
-    progressive: bool,
-    width: u64,
-    height: u64,
-    /// (horizontal, vertical) sampling factor of each component.
-    sampling: Vec<(u64, u64)>,
-}
-
 fn jpeg(source: &[u8], want: (u32, u32)) -> Option<u64> {
-    let f = jpeg_frame(source)?;
+    let f = crate::jpeg_segments::frame(source)?;
     let (hmax, vmax) = f.sampling.iter().fold((1, 1), |(h, v), &(sh, sv)| {
         (h.max(sh.max(1)), v.max(sv.max(1)))
     });
@@ -53,55 +44,17 @@ fn jpeg(source: &[u8], want: (u32, u32)) -> Option<u64> {
         .fold(1.0f64, f64::min);
     let fitted = |side: u64| ((side as f64 * fit).round() as u32).max(1);
     let (w, h) = (f.width as u32, f.height as u32);
-    let scale = crate::transform::jpeg_factor((w, h), (fitted(f.width), fitted(f.height))) as u64;
+    let need = (fitted(f.width), fitted(f.height));
+    let scale = crate::transform::jpeg_factor((w, h), need) as u64;
     let decoded =
         f.width.div_ceil(scale) * f.height.div_ceil(scale) * f.sampling.len().max(1) as u64;
-    Some(coefficients + decoded)
-}
-
-/// The first frame header, walking the marker segments up to the first scan.
-fn jpeg_frame(b: &[u8]) -> Option<Frame> {
-    let mut i = 2;
-    loop {
-        // Markers may be preceded by any number of 0xFF fill bytes.
-        while *b.get(i)? != 0xFF {
-            i += 1;
-        }
-        while *b.get(i)? == 0xFF {
-            i += 1;
-        }
-        let marker = *b.get(i)?;
-        i += 1;
-        match marker {
-            0x01 | 0xD0..=0xD7 => continue,
-            0xD9 | 0xDA => return None,
-            _ => {}
-        }
-        let len = u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]) as usize;
-        let seg = b.get(i + 2..i + len)?;
-        let is_sof = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
-        if is_sof {
-            let height = u16::from_be_bytes([*seg.get(1)?, *seg.get(2)?]) as u64;
-            let width = u16::from_be_bytes([*seg.get(3)?, *seg.get(4)?]) as u64;
-            let n = *seg.get(5)? as usize;
-            let sampling = (0..n)
-                .map(|c| {
-                    let s = *seg.get(6 + c * 3 + 1)?;
-                    Some(((s >> 4) as u64, (s & 0x0F) as u64))
-                })
-                .collect::<Option<Vec<_>>>()?;
-            if width == 0 || height == 0 {
-                return None;
-            }
-            return Some(Frame {
-                progressive: matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE),
-                width,
-                height,
-                sampling,
-            });
-        }
-        i += len;
-    }
+    // A progressive source decoded without its refinement scans is a copy of the rest.
+    let pruned_copy = if f.progressive && crate::transform::covers_whole_blocks((w, h), need) {
+        source.len() as u64
+    } else {
+        0
+    };
+    Some(coefficients + decoded + pruned_copy)
 }
 
 fn png(b: &[u8]) -> Option<u64> {
@@ -155,12 +108,18 @@ mod tests {
         let h = jpeg_header(0xC2, 5640, 3172, &[0x22, 0x11, 0x11]);
         let coefficients = (705 * 397 + 2 * 353 * 199) * 128;
         // Into a 600 px box the transform decodes at 1/4 (twice the target at least):
-        // 1410x793 pixels, 3 components.
+        // 1410x793 pixels, 3 components, from a copy of the source without its refinement
+        // scans (at most the source's size).
         assert_eq!(
             estimate(&h, (600, 600)),
-            Some(coefficients + 1410 * 793 * 3)
+            Some(coefficients + 1410 * 793 * 3 + h.len() as u64)
         );
         assert!(estimate(&h, (600, 600)).unwrap() > 50 << 20);
+        // Into a 1000 px box: 1/2, from the source itself.
+        assert_eq!(
+            estimate(&h, (1000, 1000)),
+            Some(coefficients + 2820 * 1586 * 3)
+        );
     }
 
     #[test]

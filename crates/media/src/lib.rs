@@ -10,6 +10,7 @@
 //! - [`transform`]: the pipeline from source bytes and a transform spec to encoded bytes:
 //!   probing, geometry, SIMD resampling, working copies, metadata policy.
 //! - [`decode_memory`]: the memory a source's decode will hold, read from its header.
+//! - `jpeg_segments`: a JPEG's marker segments and scans, walked without decoding.
 //! - [`pool`]: the bounded pool of image threads with a bounded queue in front.
 //! - [`exif`], [`xmp`]: what the catalogue reads from a file's metadata.
 //! - [`fingerprint`]: SHA-256 and the perceptual difference hash.
@@ -21,6 +22,7 @@ pub mod decode_memory;
 pub mod exif;
 pub mod fingerprint;
 pub mod format;
+mod jpeg_segments;
 pub mod malloc;
 pub mod pixels;
 pub mod pool;

@@ -27,7 +27,7 @@ pub mod metadata;
 pub mod resample;
 mod shrink;
 
-pub(crate) use shrink::jpeg_factor;
+pub(crate) use shrink::{covers_whole_blocks, jpeg_factor};
 pub mod variants;
 pub mod working;
 

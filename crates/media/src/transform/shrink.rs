@@ -11,11 +11,17 @@
 //! decode at half size instead of full), and every photo still came out at least as close
 //! to the reference after encoding as libvips' own `thumbnail`
 //! (`cargo bench -p flexphoto-media --bench cold_resize`).
+//!
+//! Where every output pixel averages whole 8×8 blocks, a progressive source is decoded
+//! without its AC refinement scans ([`covers_whole_blocks`]): on 22 progressive photos in
+//! four boxes (64–600 px) SSIM after encoding moved by −0.0016…+0.0016 (mean −0.00004)
+//! while an 18-MP camera JPEG's cold resize took 0.30 s of CPU instead of 0.75.
 
 use bytes::Bytes;
 
 use super::metadata::CopyrightNotice;
 use super::{resample, Budget, Result};
+use crate::jpeg_segments;
 use crate::vips::{self, Image};
 
 /// Largest decoded source (bytes) held in memory here; larger ones go through libvips'
@@ -42,6 +48,14 @@ pub(crate) fn jpeg_factor(have: (u32, u32), need: (u32, u32)) -> u32 {
                 && have.1.div_ceil(f) as u64 * 10 >= need.1 as u64 * m
         })
         .unwrap_or(1)
+}
+
+/// Whether every output pixel averages at least a whole 8×8 DCT block of the source in both
+/// directions, so that a progressive source can be decoded without its AC refinement scans
+/// (the low bits of each block's AC coefficients): half of the entropy decoding of a
+/// camera's progressive JPEG, the costliest step of a cold miss on one.
+pub(crate) fn covers_whole_blocks(have: (u32, u32), need: (u32, u32)) -> bool {
+    have.0 as u64 >= need.0 as u64 * 8 && have.1 as u64 >= need.1 as u64 * 8
 }
 
 /// A source decoded and resized: upright, its ICC profile attached (not yet applied).
@@ -71,8 +85,13 @@ pub(crate) fn decode_jpeg_resized(
     } else {
         (width, height)
     };
-    let shrink = jpeg_factor((header.width, header.page_height), (tw, th));
-    let loaded = Image::load(source, true, false, shrink)?;
+    let have = (header.width, header.page_height);
+    let shrink = jpeg_factor(have, (tw, th));
+    let pruned = covers_whole_blocks(have, (tw, th))
+        .then(|| jpeg_segments::without_ac_refinement(source))
+        .flatten()
+        .map(Bytes::from);
+    let loaded = Image::load(pruned.as_ref().unwrap_or(source), true, false, shrink)?;
     let (lw, lh, bands) = (loaded.width(), loaded.height(), loaded.bands());
     if !loaded.is_uchar()
         || !loaded.is_rgb_or_grey()
@@ -106,6 +125,75 @@ pub(crate) fn decode_jpeg_resized(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A textured `w`×`h` RGB image (gradients plus pseudo-random noise) saved with `suffix`.
+    fn textured_jpeg(w: u32, h: u32, suffix: &str) -> Bytes {
+        let mut seed = 0x2545_F491u32;
+        let px: Vec<u8> = (0..w * h)
+            .flat_map(|i| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                let (x, y) = (i % w, i / w);
+                let n = (seed % 64) as u8;
+                [
+                    (x % 256) as u8 / 2 + n,
+                    (y % 256) as u8 / 2 + n,
+                    ((x + y) % 128) as u8 + n,
+                ]
+            })
+            .collect();
+        Image::from_pixels(&px, w, h, 3)
+            .and_then(|i| i.save(suffix))
+            .expect("encode test image")
+    }
+
+    fn decode(source: &Bytes, size: (u32, u32)) -> Vec<u8> {
+        let header = crate::transform::probe(source).expect("probe");
+        let d = decode_jpeg_resized(source, &header, size, &Budget::unlimited())
+            .expect("decode")
+            .expect("JPEG path applies");
+        d.image.pixels().expect("pixels").to_vec()
+    }
+
+    #[test]
+    fn strong_downscales_of_progressive_jpegs_skip_refinement_scans_invisibly() {
+        // The same quantised coefficients, in one scan or in libjpeg's progressive script.
+        let baseline = textured_jpeg(1024, 768, ".jpg[Q=90]");
+        let progressive = textured_jpeg(1024, 768, ".jpg[Q=90,interlace]");
+        assert!(jpeg_segments::without_ac_refinement(&progressive).is_some());
+        // A mild reduction decodes every scan: the pixels are the baseline's.
+        assert!(!covers_whole_blocks((1024, 768), (400, 300)));
+        assert_eq!(
+            decode(&progressive, (400, 300)),
+            decode(&baseline, (400, 300))
+        );
+        // Each output pixel covers more than a block: the refinement bits are skipped, and
+        // the result stays within a fraction of a level of the full decode's.
+        assert!(covers_whole_blocks((1024, 768), (100, 75)));
+        let (full, pruned) = (
+            decode(&baseline, (100, 75)),
+            decode(&progressive, (100, 75)),
+        );
+        assert_eq!(full.len(), pruned.len());
+        let diff: Vec<i32> = full
+            .iter()
+            .zip(&pruned)
+            .map(|(&a, &b)| (a as i32 - b as i32).abs())
+            .collect();
+        let mean = diff.iter().sum::<i32>() as f64 / diff.len() as f64;
+        // (Not identical: the refinement bits were skipped; measured 0.32 and 2.)
+        assert!(mean > 0.0 && mean < 0.5, "mean difference {mean}");
+        assert!(diff.iter().all(|&d| d <= 4), "max {:?}", diff.iter().max());
+    }
+
+    #[test]
+    fn whole_blocks_in_both_directions() {
+        assert!(covers_whole_blocks((5640, 3172), (700, 394)));
+        assert!(covers_whole_blocks((800, 800), (100, 100)));
+        assert!(!covers_whole_blocks((800, 800), (101, 100)));
+        assert!(!covers_whole_blocks((800, 800), (100, 101)));
+    }
 
     #[test]
     fn factor_keeps_its_margin_over_the_target() {
