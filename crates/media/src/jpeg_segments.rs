@@ -162,7 +162,9 @@ fn is_sof(marker: u8) -> bool {
 /// or does not walk cleanly from SOI to EOI (a damaged file is decoded as it is, so that
 /// its errors are reported as they are).
 pub(crate) fn without_ac_refinement(source: &[u8]) -> Option<Vec<u8>> {
-    let mut kept: Vec<Range<usize>> = vec![0..2];
+    // Byte ranges to keep, SOI first.
+    let mut kept: Vec<Range<usize>> = Vec::with_capacity(16);
+    kept.push(0..2);
     let mut progressive = false;
     let mut dropped = 0usize;
     let mut ended = false;

@@ -11,6 +11,7 @@
 //!   probing, geometry, SIMD resampling, working copies, metadata policy.
 //! - [`decode_memory`]: the memory a source's decode will hold, read from its header.
 //! - `jpeg_segments`: a JPEG's marker segments and scans, walked without decoding.
+//! - `srgb_profile`: the sRGB profile colour conversions write into.
 //! - [`pool`]: the bounded pool of image threads with a bounded queue in front.
 //! - [`exif`], [`xmp`]: what the catalogue reads from a file's metadata.
 //! - [`fingerprint`]: SHA-256 and the perceptual difference hash.
@@ -26,6 +27,7 @@ mod jpeg_segments;
 pub mod malloc;
 pub mod pixels;
 pub mod pool;
+mod srgb_profile;
 pub mod transform;
 pub mod vips;
 pub mod xmp;

@@ -656,12 +656,13 @@ impl Image {
             && !self
                 .blob(c"icc-profile-data")
                 .is_some_and(|icc| is_srgb_profile(&icc));
+        let output_profile = crate::srgb_profile::output_profile();
         let rc = unsafe {
             if convert_profile {
                 ffi::vips_icc_transform(
                     self.ptr,
                     &mut out,
-                    c"srgb".as_ptr(),
+                    output_profile.as_ptr(),
                     c"embedded".as_ptr(),
                     1 as c_int,
                     c"intent".as_ptr(),
@@ -695,6 +696,27 @@ impl Image {
         }
         self.result(rc, out, "colour conversion failed")?
             .without_fields(|n| n == "icc-profile-data")
+    }
+
+    /// Converts through the embedded profile into the profile `output` names (a file or one
+    /// of libvips' built-in names), keeping it attached.
+    #[cfg(test)]
+    pub(crate) fn icc_transform_to(&self, output: &CStr) -> Result<Image> {
+        let mut out = ptr::null_mut();
+        // SAFETY: variadic call, NULL-terminated; the output is a new image we own.
+        let rc = unsafe {
+            ffi::vips_icc_transform(
+                self.ptr,
+                &mut out,
+                output.as_ptr(),
+                c"embedded".as_ptr(),
+                1 as c_int,
+                c"intent".as_ptr(),
+                ffi::VipsIntent_VIPS_INTENT_PERCEPTUAL,
+                ptr::null::<c_char>(),
+            )
+        };
+        self.result(rc, out, "icc transform failed")
     }
 
     /// Whether pixels are 8-bit unsigned, so [`Image::pixels`] gives `bands` bytes per pixel.
