@@ -3,9 +3,9 @@
 //!
 //! lcms builds a transform for every conversion, and for the output side it inverts the
 //! output profile's tone curves. libvips' bundled sRGB profile stores them as 1024-entry
-//! tables, which lcms inverts numerically: ~8 ms of CPU per image with a non-sRGB profile
-//! (Adobe RGB, Display P3…), more than the rest of its colour conversion. A parametric curve
-//! is inverted in closed form. The colorants are sRGB's, adapted to D50 as in the
+//! tables, which lcms inverts numerically for every image with a non-sRGB profile (Adobe
+//! RGB, Display P3…); a parametric curve is inverted in closed form. An Adobe RGB camera JPEG
+//! into a 600 px box: ~56 → ~51 CPU-ms (`cold_resize`). The colorants are sRGB's, adapted to D50 as in the
 //! IEC 61966-2.1 profile, so the result is the same conversion.
 
 use std::ffi::{CStr, CString};
