@@ -4,9 +4,9 @@
 //! lcms builds a transform for every conversion, and for the output side it inverts the
 //! output profile's tone curves. libvips' bundled sRGB profile stores them as 1024-entry
 //! tables, which lcms inverts numerically for every image with a non-sRGB profile (Adobe
-//! RGB, Display P3…); a parametric curve is inverted in closed form. An Adobe RGB camera JPEG
-//! into a 600 px box: ~56 → ~51 CPU-ms (`cold_resize`). The colorants are sRGB's, adapted to D50 as in the
-//! IEC 61966-2.1 profile, so the result is the same conversion.
+//! RGB, Display P3…); a parametric curve is inverted in closed form. An Adobe RGB camera
+//! JPEG into a 600 px box: ~56 → ~51 CPU-ms (`cold_resize`). The colorants are sRGB's,
+//! adapted to D50 as in the IEC 61966-2.1 profile, so the result is the same conversion.
 
 use std::ffi::{CStr, CString};
 use std::sync::OnceLock;
@@ -123,7 +123,8 @@ pub(crate) fn output_profile() -> &'static CStr {
     })
 }
 
-/// `bytes` in a sealed memfd that lives as long as the process, named by its /proc path.
+/// `bytes` in an anonymous in-memory file (memfd) that stays open for the life of the
+/// process, named by its /proc path.
 fn in_memory_file(bytes: &[u8]) -> Option<CString> {
     #[cfg(target_os = "linux")]
     {

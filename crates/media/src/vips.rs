@@ -648,59 +648,39 @@ impl Image {
     /// Converts to sRGB: through the embedded ICC profile when there is one, else by
     /// interpretation (CMYK, 16-bit, greyscale stay correct). The profile is dropped after.
     pub fn to_srgb(&self) -> Result<Image> {
-        let mut out = ptr::null_mut();
-        // SAFETY: variadic calls, NULL-terminated; the output is a new image we own.
         // An embedded sRGB profile needs no transform (and building an lcms transform per
         // image is costly); only other profiles are converted.
         let convert_profile = self.has_field(c"icc-profile-data")
             && !self
                 .blob(c"icc-profile-data")
                 .is_some_and(|icc| is_srgb_profile(&icc));
-        let output_profile = crate::srgb_profile::output_profile();
-        let rc = unsafe {
-            if convert_profile {
-                ffi::vips_icc_transform(
-                    self.ptr,
-                    &mut out,
-                    output_profile.as_ptr(),
-                    c"embedded".as_ptr(),
-                    1 as c_int,
-                    c"intent".as_ptr(),
-                    ffi::VipsIntent_VIPS_INTENT_PERCEPTUAL,
-                    ptr::null::<c_char>(),
-                )
-            } else {
-                ffi::vips_colourspace(
-                    self.ptr,
-                    &mut out,
-                    ffi::VipsInterpretation_VIPS_INTERPRETATION_sRGB,
-                    ptr::null::<c_char>(),
-                )
-            }
-        };
-        if rc != 0 {
+        let converted = if convert_profile {
             // A broken or unusable profile: fall back to plain interpretation conversion.
-            let _ = take_error("");
-            let mut out2 = ptr::null_mut();
-            // SAFETY: as above.
-            let rc2 = unsafe {
-                ffi::vips_colourspace(
-                    self.ptr,
-                    &mut out2,
-                    ffi::VipsInterpretation_VIPS_INTERPRETATION_sRGB,
-                    ptr::null::<c_char>(),
-                )
-            };
-            let img = self.result(rc2, out2, "colour conversion failed")?;
-            return img.without_fields(|n| n == "icc-profile-data");
-        }
-        self.result(rc, out, "colour conversion failed")?
-            .without_fields(|n| n == "icc-profile-data")
+            self.icc_transform_to(crate::srgb_profile::output_profile())
+                .or_else(|_| self.colourspace_srgb())
+        } else {
+            self.colourspace_srgb()
+        };
+        converted?.without_fields(|n| n == "icc-profile-data")
+    }
+
+    /// Converts to sRGB by interpretation, ignoring any profile.
+    fn colourspace_srgb(&self) -> Result<Image> {
+        let mut out = ptr::null_mut();
+        // SAFETY: variadic call, NULL-terminated; the output is a new image we own.
+        let rc = unsafe {
+            ffi::vips_colourspace(
+                self.ptr,
+                &mut out,
+                ffi::VipsInterpretation_VIPS_INTERPRETATION_sRGB,
+                ptr::null::<c_char>(),
+            )
+        };
+        self.result(rc, out, "colour conversion failed")
     }
 
     /// Converts through the embedded profile into the profile `output` names (a file or one
     /// of libvips' built-in names), keeping it attached.
-    #[cfg(test)]
     pub(crate) fn icc_transform_to(&self, output: &CStr) -> Result<Image> {
         let mut out = ptr::null_mut();
         // SAFETY: variadic call, NULL-terminated; the output is a new image we own.
