@@ -189,7 +189,8 @@ fn init_tracing() {
 
 fn main() -> Result<()> {
     flexphoto_media::malloc::limit_malloc_arenas(2);
-    flexphoto_media::malloc::reuse_freed_memory();
+    // A 12-MP photo's decoded pixels are 36 MB.
+    flexphoto_media::malloc::reuse_freed_memory(64 << 20);
     let cli = Cli::parse();
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -145,6 +145,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     flexphoto_media::malloc::limit_malloc_arenas(2);
+    // Scaled decodes and outputs of cold misses are a few MB to a few tens of MB; a large
+    // decode hands its memory back once done (edge.rs).
+    flexphoto_media::malloc::reuse_freed_memory(32 << 20);
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -12,6 +12,7 @@
 //! - [`decode_memory`]: the memory a source's decode will hold, read from its header.
 //! - `jpeg_segments`: a JPEG's marker segments and scans, walked without decoding.
 //! - `srgb_profile`: the sRGB profile colour conversions write into.
+//! - `icc_transforms`: conversions of RGB pixels into sRGB through kept lcms transforms.
 //! - [`pool`]: the bounded pool of image threads with a bounded queue in front.
 //! - [`exif`], [`xmp`]: what the catalogue reads from a file's metadata.
 //! - [`fingerprint`]: SHA-256 and the perceptual difference hash.
@@ -23,6 +24,7 @@ pub mod decode_memory;
 pub mod exif;
 pub mod fingerprint;
 pub mod format;
+mod icc_transforms;
 mod jpeg_segments;
 pub mod malloc;
 pub mod pixels;

@@ -27,15 +27,14 @@ pub fn limit_malloc_arenas(arenas: i32) {
 
 /// Lets glibc's malloc keep freed memory for reuse instead of returning it to the kernel at
 /// once, unless `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_` is set: buffers up to
-/// 64 MiB come from the heap (a 12-MP photo's decoded pixels are 36 MB), and up to 64 MiB of
-/// free heap top is kept.
+/// `up_to` bytes come from the heap, and up to `up_to` bytes of free heap top are kept.
 ///
-/// Ingest decodes every photo into buffers of megabytes to tens of megabytes; mapping and
-/// zeroing fresh pages for each image cost ~12% of the workers' CPU (kernel page faults and
-/// page clearing in `perf`). Keeping them raised sustained ingest of 12-MP JPEGs from 8.0 to
-/// 9.0 images/s for ~20 MB more peak RSS (loadtest/README.md). Call it first thing in `main`,
-/// before threads start.
-pub fn reuse_freed_memory() {
+/// Image work allocates and frees buffers of megabytes for every image; mapping and zeroing
+/// fresh pages for each cost ~12% of the control plane's ingest CPU and ~7% of the edge's
+/// cold misses (kernel page faults and page clearing in `perf`). Keeping them raised
+/// sustained ingest of 12-MP JPEGs from 8.0 to 9.0 images/s for ~20 MB more peak RSS
+/// (loadtest/README.md). Call it first thing in `main`, before threads start.
+pub fn reuse_freed_memory(up_to: usize) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
@@ -48,12 +47,15 @@ pub fn reuse_freed_memory() {
         extern "C" {
             fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
         }
+        let value = up_to.min(i32::MAX as usize) as std::ffi::c_int;
         // SAFETY: mallopt only changes allocator tuning; called before other threads exist.
         unsafe {
-            mallopt(M_MMAP_THRESHOLD, 64 << 20);
-            mallopt(M_TRIM_THRESHOLD, 64 << 20);
+            mallopt(M_MMAP_THRESHOLD, value);
+            mallopt(M_TRIM_THRESHOLD, value);
         }
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = up_to;
 }
 
 /// Returns malloc's free memory to the system (`malloc_trim`): the free pages inside every

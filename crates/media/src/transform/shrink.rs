@@ -21,8 +21,8 @@ use bytes::Bytes;
 
 use super::metadata::CopyrightNotice;
 use super::{resample, Budget, Result};
-use crate::jpeg_segments;
 use crate::vips::{self, Image};
+use crate::{icc_transforms, jpeg_segments};
 
 /// Largest decoded source (bytes) held in memory here; larger ones go through libvips'
 /// streaming `thumbnail`.
@@ -102,14 +102,26 @@ pub(crate) fn decode_jpeg_resized(
     }
     let pixels = loaded.pixels_cancellable(budget.cancel())?;
     budget.check()?;
-    let mut image = if (lw, lh) == (tw, th) {
-        Image::from_pixel_bytes(pixels, tw, th, bands)?
+    let mut pixels = if (lw, lh) == (tw, th) {
+        pixels
     } else {
         let out = resample::resize(&pixels, (lw, lh), bands, (tw, th), false)?;
-        drop(pixels);
-        Image::from_pixel_bytes(Bytes::from(out), tw, th, bands)?
+        Bytes::from(out)
     };
-    if let Some(icc) = loaded.icc_profile() {
+    // A non-sRGB profile is applied here, through a kept transform; an sRGB one, or one lcms
+    // cannot use, stays attached for `Image::to_srgb`.
+    let mut icc = loaded.icc_profile();
+    if let Some(profile) = icc
+        .as_deref()
+        .filter(|p| bands == 3 && !vips::is_srgb_profile(p))
+    {
+        if let Some(converted) = icc_transforms::rgb_to_srgb(profile, &pixels) {
+            pixels = Bytes::from(converted);
+            icc = None;
+        }
+    }
+    let mut image = Image::from_pixel_bytes(pixels, tw, th, bands)?;
+    if let Some(icc) = icc {
         image.set_blob("icc-profile-data", &icc);
     }
     if header.orientation > 1 {
