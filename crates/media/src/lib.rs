@@ -10,6 +10,7 @@
 //! - [`transform`]: the pipeline from source bytes and a transform spec to encoded bytes:
 //!   probing, geometry, SIMD resampling, working copies, metadata policy.
 //! - [`decode_memory`]: the memory a source's decode will hold, read from its header.
+//! - `jpeg_decode`: scaled JPEG decoding through libjpeg into a buffer, for cold misses.
 //! - `jpeg_segments`: a JPEG's marker segments and scans, walked without decoding.
 //! - `srgb_profile`: the sRGB profile colour conversions write into.
 //! - `icc_transforms`: conversions of RGB pixels into sRGB through kept lcms transforms.
@@ -25,6 +26,7 @@ pub mod exif;
 pub mod fingerprint;
 pub mod format;
 mod icc_transforms;
+mod jpeg_decode;
 mod jpeg_segments;
 pub mod malloc;
 pub mod pixels;

@@ -295,6 +295,11 @@ fn jpeg_shrink(have: (u32, u32), need: (u32, u32)) -> u32 {
 /// no loader recognises, and formats outside `formats` (checked on the loader libvips names
 /// from the first bytes, before that loader parses anything).
 pub fn probe_allowed(source: &Bytes, formats: FormatSet) -> Result<vips::Header> {
+    probe_image(source, formats).map(|(header, _)| header)
+}
+
+/// [`probe_allowed`], with the header-only image it read (its metadata: profile, EXIF).
+pub(crate) fn probe_image(source: &Bytes, formats: FormatSet) -> Result<(vips::Header, Image)> {
     if source.is_empty() {
         return Err(TransformError::Empty);
     }
@@ -315,7 +320,7 @@ pub fn probe_allowed(source: &Bytes, formats: FormatSet) -> Result<vips::Header>
         }
     }
     let img = Image::load(source, true, false, 1)?;
-    Ok(img.header(&loader))
+    Ok((img.header(&loader), img))
 }
 
 /// [`probe_allowed`] with the default formats.
@@ -444,7 +449,7 @@ pub fn run_with(
             return Ok((out, None));
         }
     }
-    let header = probe_allowed(source, limits.formats)?;
+    let (header, probed) = probe_image(source, limits.formats)?;
     check_source(&header, limits)?;
     let frame_pixels = header.width as u64 * header.page_height as u64;
     let animated_src = header.pages > 1
@@ -489,7 +494,9 @@ pub fn run_with(
     }
 
     if !keep_frames {
-        if let Some(out) = from_scaled_jpeg(source, &header, spec, &p, format, enc, budget)? {
+        if let Some(out) =
+            from_scaled_jpeg(source, &header, &probed, spec, &p, format, enc, budget)?
+        {
             return Ok((out, None));
         }
     }
@@ -552,9 +559,11 @@ pub fn run_with(
 /// resampled once with SIMD ([`shrink`]). `None` when that path does not apply:
 /// other formats and colour spaces, enlargements, smart crops, editor's crops and `meta=keep`
 /// go through libvips' `thumbnail`.
+#[allow(clippy::too_many_arguments)]
 fn from_scaled_jpeg(
     source: &Bytes,
     header: &vips::Header,
+    probed: &Image,
     spec: &TransformSpec,
     p: &Plan,
     format: OutputFormat,
@@ -571,7 +580,8 @@ fn from_scaled_jpeg(
         return Ok(None);
     }
     budget.check()?;
-    let Some(decoded) = shrink::decode_jpeg_resized(source, header, p.resized, budget)? else {
+    let Some(decoded) = shrink::decode_jpeg_resized(source, header, probed, p.resized, budget)?
+    else {
         return Ok(None);
     };
     let img = if centre_cut {

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use super::metadata::CopyrightNotice;
 use super::{resample, Budget, Result};
 use crate::vips::{self, Image};
-use crate::{icc_transforms, jpeg_segments};
+use crate::{icc_transforms, jpeg_decode, jpeg_segments};
 
 /// Largest decoded source (bytes) held in memory here; larger ones go through libvips'
 /// streaming `thumbnail`.
@@ -66,12 +66,14 @@ pub(crate) struct Decoded {
     pub copyright: CopyrightNotice,
 }
 
-/// Decodes an RGB or greyscale JPEG to exactly `width`×`height` (upright sizes). `None` when
-/// this path does not apply: other formats, CMYK or 16-bit, animations, or more than
-/// [`MAX_DECODED_BYTES`] of decoded pixels.
+/// Decodes an RGB or greyscale JPEG to exactly `width`×`height` (upright sizes). `probed` is
+/// the source's header-only image (its profile and EXIF). `None` when this path does not
+/// apply: other formats, CMYK or 16-bit, animations, or more than [`MAX_DECODED_BYTES`] of
+/// decoded pixels.
 pub(crate) fn decode_jpeg_resized(
     source: &Bytes,
     header: &vips::Header,
+    probed: &Image,
     (width, height): (u32, u32),
     budget: &Budget,
 ) -> Result<Option<Decoded>> {
@@ -91,16 +93,41 @@ pub(crate) fn decode_jpeg_resized(
         .then(|| jpeg_segments::without_ac_refinement(source))
         .flatten()
         .map(Bytes::from);
-    let loaded = Image::load(pruned.as_ref().unwrap_or(source), true, false, shrink)?;
-    let (lw, lh, bands) = (loaded.width(), loaded.height(), loaded.bands());
-    if !loaded.is_uchar()
-        || !loaded.is_rgb_or_grey()
-        || !matches!(bands, 1 | 3)
-        || lw as u64 * lh as u64 * bands as u64 > MAX_DECODED_BYTES
+    let data = pruned.as_ref().unwrap_or(source);
+    // libjpeg straight into a buffer; what it declines, libvips decodes (and refuses).
+    let direct = if probed.is_uchar() && probed.is_rgb_or_grey() && matches!(probed.bands(), 1 | 3)
     {
-        return Ok(None);
-    }
-    let pixels = loaded.pixels_cancellable(budget.cancel())?;
+        jpeg_decode::decode_scaled(data, shrink, MAX_DECODED_BYTES, budget)?
+    } else {
+        None
+    };
+    let (pixels, (lw, lh), bands, icc, copyright) = match direct {
+        Some(d) => (
+            Bytes::from(d.pixels),
+            (d.width, d.height),
+            d.bands,
+            probed.icc_profile(),
+            CopyrightNotice::of(probed),
+        ),
+        None => {
+            let loaded = Image::load(data, true, false, shrink)?;
+            let (lw, lh, bands) = (loaded.width(), loaded.height(), loaded.bands());
+            if !loaded.is_uchar()
+                || !loaded.is_rgb_or_grey()
+                || !matches!(bands, 1 | 3)
+                || lw as u64 * lh as u64 * bands as u64 > MAX_DECODED_BYTES
+            {
+                return Ok(None);
+            }
+            (
+                loaded.pixels_cancellable(budget.cancel())?,
+                (lw, lh),
+                bands,
+                loaded.icc_profile(),
+                CopyrightNotice::of(&loaded),
+            )
+        }
+    };
     budget.check()?;
     let mut pixels = if (lw, lh) == (tw, th) {
         pixels
@@ -110,7 +137,7 @@ pub(crate) fn decode_jpeg_resized(
     };
     // A non-sRGB profile is applied here, through a kept transform; an sRGB one, or one lcms
     // cannot use, stays attached for `Image::to_srgb`.
-    let mut icc = loaded.icc_profile();
+    let mut icc = icc;
     if let Some(profile) = icc
         .as_deref()
         .filter(|p| bands == 3 && !vips::is_srgb_profile(p))
@@ -128,10 +155,7 @@ pub(crate) fn decode_jpeg_resized(
         image.set_int("orientation", header.orientation as i32);
         image = image.autorot()?;
     }
-    Ok(Some(Decoded {
-        image,
-        copyright: CopyrightNotice::of(&loaded),
-    }))
+    Ok(Some(Decoded { image, copyright }))
 }
 
 #[cfg(test)]
@@ -161,8 +185,9 @@ mod tests {
     }
 
     fn decode(source: &Bytes, size: (u32, u32)) -> Vec<u8> {
-        let header = crate::transform::probe(source).expect("probe");
-        let d = decode_jpeg_resized(source, &header, size, &Budget::unlimited())
+        let (header, probed) =
+            crate::transform::probe_image(source, Default::default()).expect("probe");
+        let d = decode_jpeg_resized(source, &header, &probed, size, &Budget::unlimited())
             .expect("decode")
             .expect("JPEG path applies");
         d.image.pixels().expect("pixels").to_vec()

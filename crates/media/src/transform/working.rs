@@ -125,7 +125,9 @@ impl WorkingCopy {
         }
         let (source_width, source_height) = header.oriented_size();
         let (width, height) = (width.max(1), height.max(1));
-        let scaled = shrink::decode_jpeg_resized(source, header, (width, height), budget)?;
+        // The header-only image: the source's profile and EXIF.
+        let probed = Image::load(source, true, false, 1)?;
+        let scaled = shrink::decode_jpeg_resized(source, header, &probed, (width, height), budget)?;
         let (img, copyright) = match scaled {
             Some(d) => (d.image, d.copyright),
             None => (
@@ -138,7 +140,7 @@ impl WorkingCopy {
                     true,
                     false,
                 )?,
-                CopyrightNotice::of(&Image::load(source, true, false, 1)?),
+                CopyrightNotice::of(&probed),
             ),
         };
         let img = img.to_srgb()?;
