@@ -1,6 +1,6 @@
 //! A JPEG file's marker segments and scans, walked without decoding: the frame header that
 //! decode estimates read, and the scan list of a progressive file, which a strong
-//! downscale can decode without its AC refinement scans.
+//! downscale can decode from its coarse scans only.
 
 use std::ops::Range;
 
@@ -154,14 +154,21 @@ fn is_sof(marker: u8) -> bool {
     matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC)
 }
 
-/// A progressive JPEG without its AC refinement scans (successive-approximation scans that
-/// add the low bits of coefficients already coded): every AC coefficient then misses its
-/// last one or two bits, which a decode that averages each 8×8 block into at most one
-/// output pixel cannot show, at about half the entropy decoding. DC scans, first AC scans
-/// and every table stay. `None` when `source` is not a progressive JPEG, has no such scans,
-/// or does not walk cleanly from SOI to EOI (a damaged file is decoded as it is, so that
-/// its errors are reported as they are).
-pub(crate) fn without_ac_refinement(source: &[u8]) -> Option<Vec<u8>> {
+/// The last zigzag coefficient a decode that averages every 8×8 block into at most one
+/// output pixel still needs: up to (2,0), (1,1) and (0,2), one cycle per block. Higher
+/// frequencies lie above that output's Nyquist limit, which its resampling removes anyway.
+pub(crate) const LAST_COARSE_COEFFICIENT: u8 = 5;
+
+/// A progressive JPEG reduced to the scans a decode that averages every 8×8 block into at
+/// most one output pixel can show: its AC refinement scans (successive-approximation scans
+/// that add the low bits of coefficients already coded) and the first scans of bands past
+/// [`LAST_COARSE_COEFFICIENT`] are dropped. That decode's pixels barely move (see
+/// `transform/shrink.rs`) and its entropy decoding, the costliest step of a cold miss on a
+/// camera's progressive JPEG, more than halves. DC scans, low-band AC scans and every table
+/// stay. `None` when `source` is not a progressive JPEG, has no such scans, or does not walk
+/// cleanly from SOI to EOI (a damaged file is decoded as it is, so that its errors are
+/// reported as they are).
+pub(crate) fn coarse_scans_only(source: &[u8]) -> Option<Vec<u8>> {
     // Byte ranges to keep, SOI first.
     let mut kept: Vec<Range<usize>> = Vec::with_capacity(16);
     kept.push(0..2);
@@ -176,7 +183,7 @@ pub(crate) fn without_ac_refinement(source: &[u8]) -> Option<Vec<u8>> {
             }
             progressive = true;
         }
-        if seg.marker == SOS && progressive && is_ac_refinement(seg.payload)? {
+        if seg.marker == SOS && progressive && is_fine_detail(seg.payload)? {
             dropped += seg.range.len();
             continue;
         }
@@ -196,14 +203,15 @@ pub(crate) fn without_ac_refinement(source: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Whether a scan header (SOS payload) starts an AC refinement scan: spectral selection
-/// past DC and a previous approximation bit position (Ah) above zero. `None` when the
-/// header is too short for its component count.
-fn is_ac_refinement(sos: &[u8]) -> Option<bool> {
+/// Whether a scan header (SOS payload) starts a scan of fine detail: an AC refinement scan
+/// (spectral selection past DC, previous approximation bit position Ah above zero) or the
+/// first scan of a band past [`LAST_COARSE_COEFFICIENT`]. `None` when the header is too short
+/// for its component count.
+fn is_fine_detail(sos: &[u8]) -> Option<bool> {
     let n = *sos.first()? as usize;
     let spectral_start = *sos.get(1 + 2 * n)?;
     let approximation = *sos.get(3 + 2 * n)?;
-    Some(spectral_start > 0 && approximation >> 4 > 0)
+    Some(spectral_start > 0 && (approximation >> 4 > 0 || spectral_start > LAST_COARSE_COEFFICIENT))
 }
 
 #[cfg(test)]
@@ -244,50 +252,52 @@ mod tests {
     }
 
     #[test]
-    fn drops_ac_refinement_scans_only() {
+    fn drops_refinement_and_high_band_scans_only() {
+        // libjpeg's default script for one component, plus a band that starts low and ends
+        // high, which stays whole.
         let b = jpeg(
             0xC2,
             &[
                 (0, 0, 0x01, &[0xD1]),
                 (1, 5, 0x02, &[0xA1]),
+                (6, 63, 0x02, &[0xA4]),
                 (1, 63, 0x21, &[0xA2, 0xFF, 0x00]),
                 (0, 0, 0x10, &[0xD2]),
+                (5, 20, 0x00, &[0xA5]),
                 (1, 63, 0x10, &[0xA3]),
             ],
         );
-        let pruned = without_ac_refinement(&b).expect("has refinement scans");
+        let pruned = coarse_scans_only(&b).expect("has fine scans");
         let want = jpeg(
             0xC2,
             &[
                 (0, 0, 0x01, &[0xD1]),
                 (1, 5, 0x02, &[0xA1]),
                 (0, 0, 0x10, &[0xD2]),
+                (5, 20, 0x00, &[0xA5]),
             ],
         );
         assert_eq!(pruned, want);
         // Nothing left to drop, and baseline files, are left as they are.
-        assert_eq!(without_ac_refinement(&want), None);
-        assert_eq!(
-            without_ac_refinement(&jpeg(0xC0, &[(0, 63, 0, &[1])])),
-            None
-        );
+        assert_eq!(coarse_scans_only(&want), None);
+        assert_eq!(coarse_scans_only(&jpeg(0xC0, &[(0, 63, 0, &[1])])), None);
     }
 
     #[test]
     fn damaged_files_are_not_rewritten() {
         let b = jpeg(0xC2, &[(0, 0, 0x01, &[1]), (1, 63, 0x10, &[2, 3, 4])]);
-        assert!(without_ac_refinement(&b).is_some());
+        assert!(coarse_scans_only(&b).is_some());
         // Cut inside the refinement scan or just before EOI.
         for cut in [b.len() - 4, b.len() - 1] {
-            assert_eq!(without_ac_refinement(&b[..cut]), None, "cut at {cut}");
+            assert_eq!(coarse_scans_only(&b[..cut]), None, "cut at {cut}");
         }
         // A scan header shorter than its component count says.
         let mut short = b.clone();
         let at = short.windows(2).rposition(|w| w == [0xFF, SOS]).unwrap();
         short[at + 4] = 4;
-        assert_eq!(without_ac_refinement(&short), None);
+        assert_eq!(coarse_scans_only(&short), None);
         // Not a JPEG.
-        assert_eq!(without_ac_refinement(b"GIF89a"), None);
+        assert_eq!(coarse_scans_only(b"GIF89a"), None);
     }
 
     #[test]
