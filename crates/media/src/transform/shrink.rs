@@ -140,6 +140,7 @@ pub(crate) fn decode_jpeg_resized(
         pixels
     } else {
         let out = resample::resize(&pixels, (lw, lh), bands, (tw, th), false)?;
+        drop(pixels);
         Bytes::from(out)
     };
     // A non-sRGB profile is applied here, through a kept transform; an sRGB one, or one lcms
