@@ -41,14 +41,11 @@ static void fp_error_exit(j_common_ptr cinfo) {
     longjmp(err->jump, 1);
 }
 
-/* Warnings are counted, not printed; running out of data is remembered. */
+/* Warnings are not printed; running out of data is remembered. */
 static void fp_emit_message(j_common_ptr cinfo, int level) {
     struct fp_error *err = (struct fp_error *)cinfo->err;
-    if (level < 0) {
-        err->pub.num_warnings++;
-        if (err->pub.msg_code == JWRN_JPEG_EOF)
-            err->truncated = 1;
-    }
+    if (level < 0 && err->pub.msg_code == JWRN_JPEG_EOF)
+        err->truncated = 1;
 }
 
 static void fp_output_message(j_common_ptr cinfo) { (void)cinfo; }

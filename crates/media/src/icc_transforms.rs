@@ -10,7 +10,7 @@
 //! ([`crate::srgb_profile`]).
 
 use std::ffi::{c_int, c_void};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 /// How many profiles' transforms are kept.
 const KEPT: usize = 8;
@@ -86,7 +86,7 @@ impl Transform {
         if unsafe { cmsGetColorSpace(input.0) } != SIG_RGB_DATA {
             return None;
         }
-        let output = Profile::open(srgb_bytes())?;
+        let output = Profile::open(crate::srgb_profile::parametric_srgb())?;
         // SAFETY: valid profiles; lcms copies what it needs, so they may close after.
         let t = unsafe {
             cmsCreateTransform(
@@ -125,12 +125,6 @@ impl Drop for Transform {
         // SAFETY: created by cmsCreateTransform and deleted once, when no call holds it.
         unsafe { cmsDeleteTransform(self.0) }
     }
-}
-
-/// The output profile's bytes, made once.
-fn srgb_bytes() -> &'static [u8] {
-    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
-    BYTES.get_or_init(crate::srgb_profile::parametric_srgb)
 }
 
 /// Transforms by profile bytes, most recently used first.
@@ -191,38 +185,13 @@ pub(crate) fn rgb_to_srgb(icc: &[u8], rgb: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::srgb_profile::matrix_trc_profile;
+    use crate::srgb_profile::{test_rgb_pixels, wide_test_profile};
     use crate::vips::Image;
-
-    /// An Adobe RGB (1998)-like profile: wider primaries, gamma 2.2.
-    fn wide_profile(name: &str) -> Vec<u8> {
-        matrix_trc_profile(
-            name,
-            [
-                [0.609_741, 0.311_111, 0.019_470],
-                [0.205_276, 0.625_671, 0.060_867],
-                [0.149_185, 0.063_217, 0.744_568],
-            ],
-            [2.2, 1.0, 0.0, 0.0, 0.0],
-        )
-    }
-
-    fn test_pixels() -> Vec<u8> {
-        (0..64u32 * 64)
-            .flat_map(|i| {
-                [
-                    (i % 64 * 4) as u8,
-                    (i / 64 * 4) as u8,
-                    ((i * 7) % 256) as u8,
-                ]
-            })
-            .collect()
-    }
 
     #[test]
     fn converts_exactly_as_libvips_does() {
-        let icc = wide_profile("wide test profile");
-        let px = test_pixels();
+        let icc = wide_test_profile("wide test profile");
+        let px = test_rgb_pixels();
         let img = Image::from_pixels(&px, 64, 64, 3).unwrap();
         img.set_blob("icc-profile-data", &icc);
         let vips = img
@@ -243,19 +212,21 @@ mod tests {
 
     #[test]
     fn unusable_profiles_are_refused() {
-        let px = test_pixels();
+        let px = test_rgb_pixels();
         assert!(rgb_to_srgb(b"not a profile", &px).is_none());
         assert!(rgb_to_srgb(&[], &px).is_none());
-        let mut cut = wide_profile("cut");
+        let mut cut = wide_test_profile("cut");
         cut.truncate(cut.len() / 2);
         assert!(rgb_to_srgb(&cut, &px).is_none());
-        assert!(rgb_to_srgb(&wide_profile("odd length"), &px[..10]).is_none());
+        assert!(rgb_to_srgb(&wide_test_profile("odd length"), &px[..10]).is_none());
     }
 
     #[test]
     fn the_least_recently_used_transform_goes_first() {
         let kept = Kept::new();
-        let profiles: Vec<Vec<u8>> = (0..=KEPT).map(|i| wide_profile(&format!("p{i}"))).collect();
+        let profiles: Vec<Vec<u8>> = (0..=KEPT)
+            .map(|i| wide_test_profile(&format!("p{i}")))
+            .collect();
         for p in &profiles[..KEPT] {
             assert!(kept.transform_for(p).is_some());
         }

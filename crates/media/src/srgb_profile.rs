@@ -108,9 +108,12 @@ pub(crate) fn matrix_trc_profile(
     out
 }
 
-/// The parametric sRGB profile's bytes.
-pub(crate) fn parametric_srgb() -> Vec<u8> {
-    matrix_trc_profile("sRGB IEC61966-2.1 (parametric)", SRGB_COLORANTS, SRGB_CURVE)
+/// The parametric sRGB profile's bytes, made once.
+pub(crate) fn parametric_srgb() -> &'static [u8] {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(|| {
+        matrix_trc_profile("sRGB IEC61966-2.1 (parametric)", SRGB_COLORANTS, SRGB_CURVE)
+    })
 }
 
 /// What colour conversions name as their output profile: the parametric sRGB profile held
@@ -118,9 +121,7 @@ pub(crate) fn parametric_srgb() -> Vec<u8> {
 /// cannot be made.
 pub(crate) fn output_profile() -> &'static CStr {
     static PATH: OnceLock<CString> = OnceLock::new();
-    PATH.get_or_init(|| {
-        in_memory_file(&parametric_srgb()).unwrap_or_else(|| CString::from(c"srgb"))
-    })
+    PATH.get_or_init(|| in_memory_file(parametric_srgb()).unwrap_or_else(|| CString::from(c"srgb")))
 }
 
 /// `bytes` in an anonymous in-memory file (memfd) that stays open for the life of the
@@ -150,6 +151,35 @@ fn in_memory_file(bytes: &[u8]) -> Option<CString> {
     }
 }
 
+/// An Adobe RGB (1998)-like profile named `name`: wider primaries than sRGB, gamma 2.2
+/// (type 3 with a = 1), for tests of conversions.
+#[cfg(test)]
+pub(crate) fn wide_test_profile(name: &str) -> Vec<u8> {
+    matrix_trc_profile(
+        name,
+        [
+            [0.609_741, 0.311_111, 0.019_470],
+            [0.205_276, 0.625_671, 0.060_867],
+            [0.149_185, 0.063_217, 0.744_568],
+        ],
+        [2.2, 1.0, 0.0, 0.0, 0.0],
+    )
+}
+
+/// 64×64 interleaved RGB pixels covering a spread of values, for tests of conversions.
+#[cfg(test)]
+pub(crate) fn test_rgb_pixels() -> Vec<u8> {
+    (0..64u32 * 64)
+        .flat_map(|i| {
+            [
+                (i % 64 * 4) as u8,
+                (i / 64 * 4) as u8,
+                ((i * 7) % 256) as u8,
+            ]
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,31 +195,14 @@ mod tests {
         assert_eq!(&p[12..24], b"mntrRGB XYZ ");
         assert_eq!(&p[36..40], b"acsp");
         assert_eq!(p.len() % 4, 0);
-        assert!(crate::vips::is_srgb_profile(&p));
+        assert!(crate::vips::is_srgb_profile(p));
         assert!(output_profile().to_bytes().starts_with(b"/proc/self/fd/"));
     }
 
     #[test]
     fn conversions_match_the_bundled_srgb_profile() {
-        // An Adobe RGB (1998)-like source: wider primaries, gamma 2.2 (type 3 with a = 1).
-        let adobe = matrix_trc_profile(
-            "wide test profile",
-            [
-                [0.609_741, 0.311_111, 0.019_470],
-                [0.205_276, 0.625_671, 0.060_867],
-                [0.149_185, 0.063_217, 0.744_568],
-            ],
-            [2.2, 1.0, 0.0, 0.0, 0.0],
-        );
-        let px: Vec<u8> = (0..64u32 * 64)
-            .flat_map(|i| {
-                [
-                    (i % 64 * 4) as u8,
-                    (i / 64 * 4) as u8,
-                    ((i * 7) % 256) as u8,
-                ]
-            })
-            .collect();
+        let adobe = wide_test_profile("wide test profile");
+        let px = test_rgb_pixels();
         let img = Image::from_pixels(&px, 64, 64, 3).unwrap();
         img.set_blob("icc-profile-data", &adobe);
         let ours = img.to_srgb().unwrap().pixels().unwrap();

@@ -73,6 +73,12 @@ pub(crate) struct Decoded {
     pub copyright: CopyrightNotice,
 }
 
+/// Whether `img` is 8-bit RGB or greyscale, one byte per band and 1 or 3 bands: what this
+/// path resamples.
+fn holds_rgb_or_grey_bytes(img: &Image) -> bool {
+    img.is_uchar() && img.is_rgb_or_grey() && matches!(img.bands(), 1 | 3)
+}
+
 /// Decodes an RGB or greyscale JPEG to exactly `width`×`height` (upright sizes). `probed` is
 /// the source's header-only image (its profile and EXIF). `None` when this path does not
 /// apply: other formats, CMYK or 16-bit, animations, or more than [`MAX_DECODED_BYTES`] of
@@ -102,8 +108,7 @@ pub(crate) fn decode_jpeg_resized(
         .map(Bytes::from);
     let data = pruned.as_ref().unwrap_or(source);
     // libjpeg straight into a buffer; what it declines, libvips decodes (and refuses).
-    let direct = if probed.is_uchar() && probed.is_rgb_or_grey() && matches!(probed.bands(), 1 | 3)
-    {
+    let direct = if holds_rgb_or_grey_bytes(probed) {
         jpeg_decode::decode_scaled(data, shrink, MAX_DECODED_BYTES, budget)?
     } else {
         None
@@ -119,9 +124,7 @@ pub(crate) fn decode_jpeg_resized(
         None => {
             let loaded = Image::load(data, true, false, shrink)?;
             let (lw, lh, bands) = (loaded.width(), loaded.height(), loaded.bands());
-            if !loaded.is_uchar()
-                || !loaded.is_rgb_or_grey()
-                || !matches!(bands, 1 | 3)
+            if !holds_rgb_or_grey_bytes(&loaded)
                 || lw as u64 * lh as u64 * bands as u64 > MAX_DECODED_BYTES
             {
                 return Ok(None);
