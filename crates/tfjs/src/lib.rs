@@ -90,6 +90,33 @@ impl Act {
     }
 }
 
+impl Act {
+    /// `v = act(v + bias[channel])` over rows of `bias.len()` channels (no bias: `act(v)`),
+    /// with the activation chosen once so that each loop is a plain vector loop.
+    fn apply_rows(self, data: &mut [f32], bias: Option<&[f32]>) {
+        fn each(data: &mut [f32], bias: Option<&[f32]>, f: impl Fn(f32) -> f32) {
+            match bias {
+                Some(b) if !b.is_empty() => {
+                    for row in data.chunks_exact_mut(b.len()) {
+                        for (v, b) in row.iter_mut().zip(b) {
+                            *v = f(*v + b);
+                        }
+                    }
+                }
+                _ => data.iter_mut().for_each(|v| *v = f(*v)),
+            }
+        }
+        match self {
+            Act::None if bias.is_none() => {}
+            Act::None => each(data, bias, |v| v),
+            Act::Relu => each(data, bias, |v| v.max(0.0)),
+            Act::Relu6 => each(data, bias, |v| v.clamp(0.0, 6.0)),
+            Act::LeakyRelu(a) => each(data, bias, |v| if v < 0.0 { v * a } else { v }),
+            Act::Sigmoid => each(data, bias, |v| 1.0 / (1.0 + (-v).exp())),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Padding {
     Same,
@@ -488,7 +515,7 @@ impl GraphModel {
                 // An activation or identity whose input nobody else reads reuses it.
                 let mut t = t;
                 if let Op::Act(act) = node.op {
-                    t.data.iter_mut().for_each(|v| *v = act.apply(*v));
+                    act.apply_rows(&mut t.data, None);
                 }
                 t
             } else if let Some((mut t, other)) = self.binary_in_place(i, &left, &mut values) {
@@ -770,7 +797,7 @@ fn eval(op: &Op, a: &[&Tensor], scale: (f32, f32)) -> Result<Tensor, String> {
         }
         Op::Act(act) => {
             let mut t = arg(0)?.clone();
-            t.data.iter_mut().for_each(|v| *v = act.apply(*v));
+            act.apply_rows(&mut t.data, None);
             Ok(t)
         }
         Op::Mean { keep_dims } => mean(arg(0)?, arg(1)?, *keep_dims),
@@ -967,8 +994,16 @@ fn conv(
             pad: (pt, pl),
         };
         let b = bias.map(|b| b.data.as_slice());
-        kernels::depthwise(&x.data, &f.data, b, g, |v| act.apply(v), &mut out)
-            .map_err(|e| e.to_string())?;
+        // One kernel per activation, so that its last step is a vector loop too (an
+        // activation chosen per value cost as much as the taps on few channels).
+        let (x, f, o) = (&x.data, &f.data, &mut out);
+        match act {
+            Act::None => kernels::depthwise(x, f, b, g, |v| v, o),
+            Act::Relu => kernels::depthwise(x, f, b, g, |v| v.max(0.0), o),
+            Act::Relu6 => kernels::depthwise(x, f, b, g, |v| v.clamp(0.0, 6.0), o),
+            other => kernels::depthwise(x, f, b, g, |v| other.apply(v), o),
+        }
+        .map_err(|e| e.to_string())?;
         return Ok(Tensor {
             shape: vec![1, oh, ow, cout],
             data: out,
@@ -1019,7 +1054,17 @@ fn conv(
                     for ky in 0..kh {
                         for kx in 0..kw {
                             if let Some(s) = src(oy, ky, ox, kx) {
-                                row[(ky * kw + kx) * c..][..c].copy_from_slice(&x.data[s..s + c]);
+                                let (to, from) =
+                                    (&mut row[(ky * kw + kx) * c..][..c], &x.data[s..s + c]);
+                                if c <= 4 {
+                                    // A few channels (an RGB stem): a call to memcpy per tap
+                                    // cost more than the convolution itself.
+                                    for (t, f) in to.iter_mut().zip(from) {
+                                        *t = *f;
+                                    }
+                                } else {
+                                    to.copy_from_slice(from);
+                                }
                             }
                         }
                     }
@@ -1030,18 +1075,10 @@ fn conv(
         };
         matmul(&mut out, a, &f.data, (oh * ow, cout, k), (cout, 1)).map_err(|e| e.to_string())?;
     }
-    if let Some(b) = bias {
-        if b.data.len() != cout {
-            return Err(format!("bias of {} for {cout} channels", b.data.len()));
-        }
-        for row in out.chunks_exact_mut(cout) {
-            for (v, b) in row.iter_mut().zip(&b.data) {
-                *v = act.apply(*v + b);
-            }
-        }
-    } else if act != Act::None {
-        out.iter_mut().for_each(|v| *v = act.apply(*v));
+    if let Some(b) = bias.filter(|b| b.data.len() != cout) {
+        return Err(format!("bias of {} for {cout} channels", b.data.len()));
     }
+    act.apply_rows(&mut out, bias.map(|b| b.data.as_slice()));
     Ok(Tensor {
         shape: vec![1, oh, ow, cout],
         data: out,
@@ -1129,6 +1166,12 @@ fn broadcast(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32) -> Result<Tens
     if fits_into(a, b) {
         let mut out = a.clone();
         combine_into(&mut out, b, &f);
+        return Ok(out);
+    }
+    // The same with the small operand first (`x * (1/6)` written as `(1/6) * x`).
+    if fits_into(b, a) {
+        let mut out = b.clone();
+        combine_into(&mut out, a, |y, x| f(x, y));
         return Ok(out);
     }
     let rank = a.shape.len().max(b.shape.len());
@@ -1297,6 +1340,17 @@ mod tests {
         let b = Tensor::new(vec![2], vec![1.0, -1.0]).unwrap();
         let s = broadcast(&x, &b, |p, q| p + q).unwrap();
         assert_eq!(s.data[..4], [2.0, 9.0, 3.0, 19.0]);
+        // The small operand first keeps the operands' order (`b - x`, not `x - b`).
+        let s = broadcast(&b, &x, |p, q| p - q).unwrap();
+        assert_eq!(
+            (s.shape.clone(), &s.data[..4]),
+            (x.shape.clone(), &[0.0, -11.0, -1.0, -21.0][..])
+        );
+        let one = Tensor::new(vec![], vec![0.5]).unwrap();
+        assert_eq!(
+            broadcast(&one, &x, |p, q| p * q).unwrap().data[..2],
+            [0.5, 5.0]
+        );
         let axes = Tensor::new(vec![2], vec![1.0, 2.0]).unwrap();
         let mn = mean(&x, &axes, false).unwrap();
         assert_eq!(
@@ -1307,6 +1361,20 @@ mod tests {
         let padded = pad(&x, &p).unwrap();
         assert_eq!(padded.shape, vec![1, 2, 2, 3]);
         assert_eq!(padded.data[..3], [1.0, 10.0, 0.0]);
+    }
+
+    #[test]
+    fn activations_with_and_without_bias() {
+        let mut v = vec![-1.0, 2.0, 7.0, -3.0];
+        Act::Relu6.apply_rows(&mut v, Some(&[0.5, 0.0]));
+        assert_eq!(v, [0.0, 2.0, 6.0, 0.0]);
+        let mut v = vec![-2.0, 4.0];
+        Act::LeakyRelu(0.5).apply_rows(&mut v, None);
+        assert_eq!(v, [-1.0, 4.0]);
+        Act::None.apply_rows(&mut v, Some(&[1.0]));
+        assert_eq!(v, [0.0, 5.0]);
+        Act::Sigmoid.apply_rows(&mut v, None);
+        assert!((v[0] - 0.5).abs() < 1e-6 && v[1] > 0.99);
     }
 
     #[test]
@@ -1347,5 +1415,51 @@ mod tests {
         assert_eq!(names(needed_by(&nodes, &["y"]).unwrap()), ["x", "w", "y"]);
         assert_eq!(needed_by(&nodes, &[]).unwrap().len(), 4);
         assert!(needed_by(&nodes, &["nope"]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+
+    /// Time per run of a real graph on a synthetic input, for kernel work:
+    /// `TFJS_BENCH_MODEL=models/objects/centernet.json TFJS_BENCH_OUTPUT=<node>
+    /// TFJS_BENCH_SIZE=288 cargo test -p flexphoto-tfjs --lib bench -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing run on a model file named by TFJS_BENCH_MODEL"]
+    fn graph_timing() {
+        let Some(path) = std::env::var_os("TFJS_BENCH_MODEL") else {
+            return;
+        };
+        let output = std::env::var("TFJS_BENCH_OUTPUT").unwrap_or_default();
+        let side: usize = std::env::var("TFJS_BENCH_SIZE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(288);
+        let model = if output.is_empty() {
+            GraphModel::load(Path::new(&path)).unwrap()
+        } else {
+            GraphModel::load_outputs(Path::new(&path), &[output.as_str()]).unwrap()
+        };
+        let input: Vec<f32> = (0..side * side * 3)
+            .map(|i| ((i * 7919) % 256) as f32)
+            .collect();
+        let run = || {
+            model
+                .run(Tensor::new(vec![1, side, side, 3], input.clone()).unwrap())
+                .unwrap()
+        };
+        let first = run();
+        let n = 20;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            assert_eq!(run()[0].shape, first[0].shape);
+        }
+        let sum: f64 = first[0].data.iter().map(|&v| f64::from(v)).sum();
+        println!(
+            "{:.2} ms per run; output {:?}, sum {sum:.4}",
+            t.elapsed().as_secs_f64() * 1e3 / n as f64,
+            first[0].shape
+        );
     }
 }
