@@ -88,9 +88,7 @@ impl Act {
             Act::Sigmoid => 1.0 / (1.0 + (-v).exp()),
         }
     }
-}
 
-impl Act {
     /// `v = act(v + bias[channel])` over rows of `bias.len()` channels (no bias: `act(v)`),
     /// with the activation chosen once so that each loop is a plain vector loop.
     fn apply_rows(self, data: &mut [f32], bias: Option<&[f32]>) {
