@@ -72,7 +72,37 @@ enum Act {
     Sigmoid,
 }
 
+/// Evaluates `$body` with `$f` bound to a closure of `$act`'s own variant, so that a loop
+/// over `$f` compiles to a plain vector loop instead of matching the variant per value.
+macro_rules! with_activation {
+    ($act:expr, $f:ident => $body:expr) => {
+        match $act {
+            Act::None => {
+                let $f = |v: f32| Act::None.apply(v);
+                $body
+            }
+            Act::Relu => {
+                let $f = |v: f32| Act::Relu.apply(v);
+                $body
+            }
+            Act::Relu6 => {
+                let $f = |v: f32| Act::Relu6.apply(v);
+                $body
+            }
+            Act::LeakyRelu(a) => {
+                let $f = move |v: f32| Act::LeakyRelu(a).apply(v);
+                $body
+            }
+            Act::Sigmoid => {
+                let $f = |v: f32| Act::Sigmoid.apply(v);
+                $body
+            }
+        }
+    };
+}
+
 impl Act {
+    #[inline]
     fn apply(self, v: f32) -> f32 {
         match self {
             Act::None => v,
@@ -89,29 +119,21 @@ impl Act {
         }
     }
 
-    /// `v = act(v + bias[channel])` over rows of `bias.len()` channels (no bias: `act(v)`),
-    /// with the activation chosen once so that each loop is a plain vector loop.
+    /// `v = act(v + bias[channel])` over rows of `bias.len()` channels (no bias: `act(v)`).
     fn apply_rows(self, data: &mut [f32], bias: Option<&[f32]>) {
-        fn each(data: &mut [f32], bias: Option<&[f32]>, f: impl Fn(f32) -> f32) {
-            match bias {
-                Some(b) if !b.is_empty() => {
-                    for row in data.chunks_exact_mut(b.len()) {
-                        for (v, b) in row.iter_mut().zip(b) {
-                            *v = f(*v + b);
-                        }
+        if self == Act::None && bias.is_none() {
+            return;
+        }
+        with_activation!(self, f => match bias {
+            Some(b) if !b.is_empty() => {
+                for row in data.chunks_exact_mut(b.len()) {
+                    for (v, b) in row.iter_mut().zip(b) {
+                        *v = f(*v + b);
                     }
                 }
-                _ => data.iter_mut().for_each(|v| *v = f(*v)),
             }
-        }
-        match self {
-            Act::None if bias.is_none() => {}
-            Act::None => each(data, bias, |v| v),
-            Act::Relu => each(data, bias, |v| v.max(0.0)),
-            Act::Relu6 => each(data, bias, |v| v.clamp(0.0, 6.0)),
-            Act::LeakyRelu(a) => each(data, bias, |v| if v < 0.0 { v * a } else { v }),
-            Act::Sigmoid => each(data, bias, |v| 1.0 / (1.0 + (-v).exp())),
-        }
+            _ => data.iter_mut().for_each(|v| *v = f(*v)),
+        })
     }
 }
 
@@ -995,13 +1017,8 @@ fn conv(
         // One kernel per activation, so that its last step is a vector loop too (an
         // activation chosen per value cost as much as the taps on few channels).
         let (x, f, o) = (&x.data, &f.data, &mut out);
-        match act {
-            Act::None => kernels::depthwise(x, f, b, g, |v| v, o),
-            Act::Relu => kernels::depthwise(x, f, b, g, |v| v.max(0.0), o),
-            Act::Relu6 => kernels::depthwise(x, f, b, g, |v| v.clamp(0.0, 6.0), o),
-            other => kernels::depthwise(x, f, b, g, |v| other.apply(v), o),
-        }
-        .map_err(|e| e.to_string())?;
+        with_activation!(act, act_fn => kernels::depthwise(x, f, b, g, act_fn, o))
+            .map_err(|e| e.to_string())?;
         return Ok(Tensor {
             shape: vec![1, oh, ow, cout],
             data: out,

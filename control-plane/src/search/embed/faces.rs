@@ -149,7 +149,7 @@ impl FaceModels {
             .run(Tensor::new(vec![1, DETECT_SIZE, DETECT_SIZE, 3], input)?)?;
         let (scores, boxes) = self.split_outputs(outputs)?;
         for (i, (&(ax, ay), raw)) in self.anchors.iter().zip(&scores).enumerate() {
-            let score = 1.0 / (1.0 + (-raw.clamp(-100.0, 100.0)).exp());
+            let score = sigmoid(raw.clamp(-100.0, 100.0));
             if score < MIN_SCORE {
                 continue;
             }
@@ -258,6 +258,11 @@ pub(super) fn sample(
         }
     }
     out
+}
+
+/// The logistic function: a detector's logit as a score in 0..1.
+pub(super) fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
 }
 
 /// Grey samples in -1..1 (the face classifiers' input).

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use flexphoto_tfjs::{GraphModel, Tensor};
 
-use super::faces::sample;
+use super::faces::{sample, sigmoid};
 use super::{EmbedError, RgbImage};
 
 /// File names inside the model directory's `objects/` folder.
@@ -186,10 +186,6 @@ impl ObjectModel {
         let people = peaks(&heat.data, (h, w, c), PERSON, logit(PERSON_PEAK));
         Ok(Objects { scores, people })
     }
-}
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 /// The logit whose sigmoid is `p` (0 < p < 1).
