@@ -112,15 +112,101 @@ pub fn depthwise(
     {
         return Err(Error::Inference("depthwise buffers too small".into()));
     }
+    let by_rows = g.strides == (1, 1) && g.dilations == (1, 1) && c < ROWS_BELOW_CHANNELS;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: `depthwise_avx2_fma` only requires the AVX2 and FMA instruction sets, which
-        // the CPU was just checked to support.
-        unsafe { depthwise_avx2_fma(x, weight, bias, g, act, out) };
+        // SAFETY: these two only require the AVX2 and FMA instruction sets, which the CPU was
+        // just checked to support.
+        unsafe {
+            if by_rows {
+                depthwise_rows_avx2_fma(x, weight, bias, g, act, out);
+            } else {
+                depthwise_avx2_fma(x, weight, bias, g, act, out);
+            }
+        }
         return Ok(());
     }
-    depthwise_with::<false>(x, weight, bias, g, act, out);
+    if by_rows {
+        depthwise_rows::<false>(x, weight, bias, g, act, out);
+    } else {
+        depthwise_with::<false>(x, weight, bias, g, act, out);
+    }
     Ok(())
+}
+
+/// Channel counts below which a stride-1 [`depthwise`] convolution runs row by row: with few
+/// channels a pixel, setting up each pixel's taps cost more than its multiply-adds.
+const ROWS_BELOW_CHANNELS: usize = 32;
+
+/// [`depthwise_rows`] compiled for AVX2 with fused multiply-adds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn depthwise_rows_avx2_fma(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: Geometry,
+    act: impl Fn(f32) -> f32 + Copy,
+    out: &mut [f32],
+) {
+    depthwise_rows::<true>(x, weight, bias, g, act, out);
+}
+
+/// [`depthwise`] for strides and dilations of 1, an output row at a time: each tap adds its
+/// weights (repeated along the row) times the input row it reads, shifted, as one long vector
+/// loop. The same sums in the same order as [`depthwise_with`], so the same values.
+#[inline(always)]
+fn depthwise_rows<const FMA: bool>(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: Geometry,
+    act: impl Fn(f32) -> f32 + Copy,
+    out: &mut [f32],
+) {
+    let ((h, w, c), (oh, ow)) = (g.input, g.output);
+    let (kh, kw) = g.kernel;
+    let (pt, pl) = g.pad;
+    let row = ow * c;
+    // Per-channel values repeated along an output row.
+    fn along_row(per_channel: &[f32], row: usize) -> impl Iterator<Item = f32> + '_ {
+        per_channel.iter().cycle().take(row).copied()
+    }
+    let weights: Vec<f32> = weight[..kh * kw * c]
+        .chunks_exact(c)
+        .flat_map(|t| along_row(t, row))
+        .collect();
+    let start: Vec<f32> = match bias {
+        Some(b) => along_row(&b[..c], row).collect(),
+        None => vec![0.0; row],
+    };
+    for (oy, dst) in out[..oh * row].chunks_exact_mut(row).enumerate() {
+        dst.copy_from_slice(&start);
+        for ky in 0..kh {
+            let Some(iy) = (oy + ky).checked_sub(pt).filter(|&v| v < h) else {
+                continue;
+            };
+            let src = &x[iy * w * c..][..w * c];
+            for kx in 0..kw {
+                // The output pixels whose tap lands inside the input (0 <= ox + kx - pl < w).
+                let lo = pl.saturating_sub(kx);
+                let hi = (w + pl).saturating_sub(kx).min(ow);
+                if lo >= hi {
+                    continue;
+                }
+                let ws = &weights[(ky * kw + kx) * row..][lo * c..hi * c];
+                let xs = &src[(lo + kx - pl) * c..(hi + kx - pl) * c];
+                for ((d, xv), wv) in dst[lo * c..hi * c].iter_mut().zip(xs).zip(ws) {
+                    *d = if FMA {
+                        xv.mul_add(*wv, *d)
+                    } else {
+                        *d + xv * wv
+                    };
+                }
+            }
+        }
+        dst.iter_mut().for_each(|d| *d = act(*d));
+    }
 }
 
 /// [`depthwise_with`] compiled for AVX2 with fused multiply-adds.
@@ -241,6 +327,47 @@ mod tests {
         .unwrap();
         assert_eq!(dst, [19., 22., 43., 50.]);
         assert!(matmul(&mut dst, &[1.], &[1.], (2, 2, 2), (1, 2)).is_err());
+    }
+
+    #[test]
+    fn row_kernel_gives_the_pixel_kernels_values() {
+        // Stride 1 with few channels takes the row kernel: the same sums in the same order,
+        // so bit for bit the pixel kernel's values, padding on every side included.
+        for (c, k, pad) in [
+            (3, 3, (1, 1)),
+            (11, 5, (2, 2)),
+            (16, 3, (0, 2)),
+            (5, 5, (4, 0)),
+        ] {
+            let (h, w) = (6, 7);
+            let x: Vec<f32> = (0..h * w * c)
+                .map(|i| ((i * 37) % 23) as f32 * 0.13 - 1.4)
+                .collect();
+            let wt: Vec<f32> = (0..k * k * c)
+                .map(|i| ((i * 11) % 17) as f32 * 0.07 - 0.5)
+                .collect();
+            let b: Vec<f32> = (0..c).map(|i| i as f32 * 0.01 - 0.03).collect();
+            let g = Geometry {
+                input: (h, w, c),
+                output: (h + 2 * pad.0 + 1 - k, w + 2 * pad.1 + 1 - k),
+                kernel: (k, k),
+                strides: (1, 1),
+                dilations: (1, 1),
+                pad,
+            };
+            let n = g.output.0 * g.output.1 * c;
+            let act = |v: f32| v.clamp(-1.0, 6.0);
+            let (mut rows, mut pixels) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+            depthwise_rows::<false>(&x, &wt, Some(&b), g, act, &mut rows);
+            depthwise_with::<false>(&x, &wt, Some(&b), g, act, &mut pixels);
+            assert_eq!(rows, pixels, "{c} channels, {k}x{k}, pad {pad:?}");
+            depthwise_rows::<true>(&x, &wt, None, g, act, &mut rows);
+            depthwise_with::<true>(&x, &wt, None, g, act, &mut pixels);
+            assert_eq!(rows, pixels, "fused multiply-adds, no bias");
+            let mut public = vec![f32::NAN; n];
+            depthwise(&x, &wt, None, g, act, &mut public).unwrap();
+            assert!(public.iter().zip(&rows).all(|(p, r)| (p - r).abs() < 1e-5));
+        }
     }
 
     #[test]
