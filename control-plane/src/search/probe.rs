@@ -6,7 +6,8 @@
 //! cargo test --release -p flexphoto-control-plane --lib search::probe -- --ignored --nocapture
 //! ```
 //!
-//! `FLEXPHOTO_SEARCH_SETS` names another folder of sets.
+//! `FLEXPHOTO_SEARCH_SETS` names another folder of sets, `PROBE_SETS` the sets in it to rank
+//! (comma-separated; default `tune,holdout`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,23 @@ fn rgb_of(data: &Bytes, side: u32) -> RgbImage {
     .expect("decode")
 }
 
+/// The embedder's input as ingest makes it: from the stored variant of the default
+/// configuration that a re-embed reads (not from the original), so the probe ranks as the
+/// service does.
+fn ingest_input(data: &Bytes, side: u32) -> RgbImage {
+    let cfg = crate::config::RawConfig::from_toml_and_env("", std::iter::empty())
+        .unwrap()
+        .validate()
+        .unwrap();
+    let mut settings = crate::ingest::IngestSettings::new(&cfg);
+    settings.embed_side = Some(side);
+    let budget = flexphoto_media::transform::Budget::unlimited();
+    crate::ingest::analyse(data, &settings, &budget)
+        .expect("ingest analysis")
+        .embed_input
+        .expect("embedder input")
+}
+
 /// Ranks every query of one set; prints per-group figures and each miss.
 fn rank_set(e: &ConseEmbedder, dir: &Path) -> BTreeMap<String, (usize, f64, usize)> {
     let q: Value =
@@ -54,7 +72,7 @@ fn rank_set(e: &ConseEmbedder, dir: &Path) -> BTreeMap<String, (usize, f64, usiz
         .iter()
         .map(|n| {
             let data = Bytes::from(std::fs::read(dir.join(n)).unwrap());
-            e.embed_image(&rgb_of(&data, e.input_size())).unwrap()
+            e.embed_image(&ingest_input(&data, e.input_size())).unwrap()
         })
         .collect();
     for (n, emb) in names.iter().zip(&embs) {
@@ -122,8 +140,9 @@ fn rank_quality() {
         e = e.with_plain_class_text();
     }
     println!("variant {variant:?}: {}", e.info().id());
-    let mut sets: Vec<PathBuf> = ["tune", "holdout"]
-        .iter()
+    let wanted = std::env::var("PROBE_SETS").unwrap_or_else(|_| "tune,holdout".into());
+    let mut sets: Vec<PathBuf> = wanted
+        .split(',')
         .map(|s| sets_dir().join(s))
         .filter(|d| d.join("labelled/queries.json").is_file())
         .collect();
@@ -149,6 +168,80 @@ fn rank_quality() {
             rr / n as f64,
             r5 as f64 / n as f64
         );
+    }
+}
+
+/// CPU seconds this process has used (all threads), from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / hz
+}
+
+/// What the extra concept models (faces, appearance, objects) add to embedding an image, in
+/// CPU ms, on every photo of the sets and the fixtures: the embedders run in turns, and each
+/// one's fastest round counts (the least disturbed by other work on a shared machine). A
+/// release build: `cargo test --release -p flexphoto-control-plane --lib
+/// search::probe::embed_cost -- --ignored --nocapture` (`PROBE_ROUNDS`, default 5).
+#[test]
+#[ignore = "timing run; use a release build"]
+fn embed_cost() {
+    let Some(model) = testutil::model_dir() else {
+        return;
+    };
+    flexphoto_media::vips::init(1).unwrap();
+    let none = Extras {
+        faces: false,
+        appearance: false,
+        face_tiles: false,
+        objects: false,
+    };
+    let variants = [
+        (
+            "classifier only",
+            ConseEmbedder::load_with(&model, none).unwrap(),
+        ),
+        (
+            "+ appearance",
+            ConseEmbedder::load_with(
+                &model,
+                Extras {
+                    appearance: true,
+                    ..none
+                },
+            )
+            .unwrap(),
+        ),
+        ("all (default)", ConseEmbedder::load(&model).unwrap()),
+    ];
+    let side = variants[0].1.input_size();
+    let images: Vec<RgbImage> = duplicate_photos()
+        .iter()
+        .map(|p| rgb_of(&Bytes::from(std::fs::read(p).unwrap()), side))
+        .collect();
+    let rounds: usize = std::env::var("PROBE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let mut fastest = vec![f64::INFINITY; variants.len()];
+    for _ in 0..rounds {
+        for (i, (_, e)) in variants.iter().enumerate() {
+            let cpu = cpu_seconds();
+            for img in &images {
+                e.embed_image(img).unwrap();
+            }
+            let ms = (cpu_seconds() - cpu) * 1e3 / images.len() as f64;
+            fastest[i] = fastest[i].min(ms);
+        }
+    }
+    println!(
+        "{} photos, fastest of {rounds} rounds, CPU ms per image:",
+        images.len()
+    );
+    for ((name, _), ms) in variants.iter().zip(&fastest) {
+        println!("  {name:16} {ms:7.1}  (+{:.1})", ms - fastest[0]);
     }
 }
 
