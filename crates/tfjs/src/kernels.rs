@@ -115,22 +115,12 @@ pub fn depthwise(
     let by_rows = g.strides == (1, 1) && g.dilations == (1, 1) && c < ROWS_BELOW_CHANNELS;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: these two only require the AVX2 and FMA instruction sets, which the CPU was
-        // just checked to support.
-        unsafe {
-            if by_rows {
-                depthwise_rows_avx2_fma(x, weight, bias, g, act, out);
-            } else {
-                depthwise_avx2_fma(x, weight, bias, g, act, out);
-            }
-        }
+        // SAFETY: `depthwise_avx2_fma` only requires the AVX2 and FMA instruction sets, which
+        // the CPU was just checked to support.
+        unsafe { depthwise_avx2_fma(by_rows, x, weight, bias, g, act, out) };
         return Ok(());
     }
-    if by_rows {
-        depthwise_rows::<false>(x, weight, bias, g, act, out);
-    } else {
-        depthwise_with::<false>(x, weight, bias, g, act, out);
-    }
+    depthwise_kernel::<false>(by_rows, x, weight, bias, g, act, out);
     Ok(())
 }
 
@@ -138,10 +128,11 @@ pub fn depthwise(
 /// channels a pixel, setting up each pixel's taps cost more than its multiply-adds.
 const ROWS_BELOW_CHANNELS: usize = 32;
 
-/// [`depthwise_rows`] compiled for AVX2 with fused multiply-adds.
+/// [`depthwise_kernel`] compiled for AVX2 with fused multiply-adds.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn depthwise_rows_avx2_fma(
+fn depthwise_avx2_fma(
+    by_rows: bool,
     x: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
@@ -149,7 +140,27 @@ fn depthwise_rows_avx2_fma(
     act: impl Fn(f32) -> f32 + Copy,
     out: &mut [f32],
 ) {
-    depthwise_rows::<true>(x, weight, bias, g, act, out);
+    depthwise_kernel::<true>(by_rows, x, weight, bias, g, act, out);
+}
+
+/// The kernel behind [`depthwise`]: [`depthwise_rows`] when `by_rows`, else
+/// [`depthwise_with`] (sizes already checked; `FMA` uses fused multiply-adds, only fast where
+/// the CPU has them).
+#[inline(always)]
+fn depthwise_kernel<const FMA: bool>(
+    by_rows: bool,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: Geometry,
+    act: impl Fn(f32) -> f32 + Copy,
+    out: &mut [f32],
+) {
+    if by_rows {
+        depthwise_rows::<FMA>(x, weight, bias, g, act, out);
+    } else {
+        depthwise_with::<FMA>(x, weight, bias, g, act, out);
+    }
 }
 
 /// [`depthwise`] for strides and dilations of 1, an output row at a time: each tap adds its
@@ -209,22 +220,7 @@ fn depthwise_rows<const FMA: bool>(
     }
 }
 
-/// [`depthwise_with`] compiled for AVX2 with fused multiply-adds.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn depthwise_avx2_fma(
-    x: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    g: Geometry,
-    act: impl Fn(f32) -> f32 + Copy,
-    out: &mut [f32],
-) {
-    depthwise_with::<true>(x, weight, bias, g, act, out);
-}
-
-/// The loop behind [`depthwise`] (sizes already checked; `FMA` uses fused multiply-adds,
-/// only fast where the CPU has them).
+/// [`depthwise`] a pixel at a time, channels in register blocks.
 #[inline(always)]
 fn depthwise_with<const FMA: bool>(
     x: &[f32],
