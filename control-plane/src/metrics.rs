@@ -10,6 +10,9 @@ use prometheus::{
 use crate::ingest::StageTimings;
 use crate::store::jobs::QueueStats;
 
+/// Stage label of the embedding models' time per image.
+const EMBED_STAGE: &str = "embed";
+
 /// Every metric the control plane exports.
 pub struct Metrics {
     registry: Registry,
@@ -21,7 +24,7 @@ pub struct Metrics {
     pub jobs: IntCounterVec,
     /// Job attempt duration by kind, seconds.
     pub job_seconds: HistogramVec,
-    /// Time per image in each processing stage (`decode`, `variant:{name}` …), seconds.
+    /// Time per image in each processing stage (`decode`, `variant:{name}` …, `embed`), seconds.
     pub stage_seconds: HistogramVec,
     /// Jobs by kind and state, read at scrape time.
     pub queue_jobs: IntGaugeVec,
@@ -232,6 +235,19 @@ impl Metrics {
         }
     }
 
+    /// Records one image's embedding (at ingest or a re-embed) as the `embed` stage.
+    pub fn observe_embedding(&self, took: std::time::Duration) {
+        self.stage_seconds
+            .with_label_values(&[EMBED_STAGE])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Embeddings recorded so far, and their total seconds.
+    pub fn embeddings(&self) -> (u64, f64) {
+        let h = self.stage_seconds.with_label_values(&[EMBED_STAGE]);
+        (h.get_sample_count(), h.get_sample_sum())
+    }
+
     /// Sets the scrape-time gauges from the database's view of the queue.
     pub fn set_queue(&self, s: &QueueStats) {
         self.queue_jobs.reset();
@@ -298,6 +314,10 @@ mod tests {
             ..Default::default()
         };
         m.observe_stages(&t);
+        m.observe_embedding(Duration::from_millis(30));
+        m.observe_embedding(Duration::from_millis(20));
+        assert_eq!(m.embeddings().0, 2);
+        assert!((m.embeddings().1 - 0.05).abs() < 1e-9);
         let mut by_kind = BTreeMap::new();
         by_kind.insert(
             "process".to_owned(),
@@ -313,6 +333,7 @@ mod tests {
         let text = m.render();
         assert!(text.contains("flexphoto_ingest_stage_seconds_count{stage=\"decode\"} 1"));
         assert!(text.contains("stage=\"variant:thumb\""));
+        assert!(text.contains("flexphoto_ingest_stage_seconds_count{stage=\"embed\"} 2"));
         assert!(text.contains("flexphoto_queue_jobs{kind=\"process\",state=\"queued\"} 3"));
         assert!(text.contains("flexphoto_images{status=\"ready\"} 7"));
         assert!(text.contains("flexphoto_queue_oldest_queued_seconds 4"));

@@ -79,6 +79,9 @@ pub struct IngestCost {
     pub cpu_ms_per_image: f64,
     /// Peak resident set size of the process so far, MiB.
     pub peak_rss_mib: f64,
+    /// Time of the embedding models alone per photo (the `embed` ingest stage, on a worker
+    /// thread), milliseconds: steadier than the whole process's CPU on a shared machine.
+    pub embed_ms_per_image: f64,
 }
 
 /// Process CPU seconds so far (user + system, all threads).
@@ -401,7 +404,7 @@ pub async fn run(cfg: Config, fixtures: &Path) -> Result<EvalReport, EvalError> 
             .map_err(|e| EvalError::Start(e.to_string()))?,
     };
     let result = async {
-        let search = eval_queries(&client, fixtures, &qf).await?;
+        let search = eval_queries(&state, &client, fixtures, &qf).await?;
         let duplicates = eval_duplicates(&state, &client, fixtures).await?;
         Ok(EvalReport {
             model,
@@ -416,12 +419,14 @@ pub async fn run(cfg: Config, fixtures: &Path) -> Result<EvalReport, EvalError> 
 }
 
 async fn eval_queries(
+    state: &AppState,
     client: &Client,
     fixtures: &Path,
     qf: &QueryFile,
 ) -> Result<SearchQuality, EvalError> {
     let owner = "eval-search";
     let cpu_before = process_cpu_seconds();
+    let (embeds_before, embed_secs_before) = state.metrics.embeddings();
     let mut id_of: HashMap<String, String> = HashMap::new();
     for rel in &qf.labelled_files {
         let path = fixtures.join(rel);
@@ -442,6 +447,10 @@ async fn eval_queries(
         cpu_ms_per_image: (process_cpu_seconds() - cpu_before) * 1000.0
             / qf.labelled_files.len().max(1) as f64,
         peak_rss_mib: peak_rss_mib(),
+        embed_ms_per_image: {
+            let (n, secs) = state.metrics.embeddings();
+            (secs - embed_secs_before) * 1000.0 / (n - embeds_before).max(1) as f64
+        },
     };
     let file_of: HashMap<&str, &str> = id_of
         .iter()

@@ -82,20 +82,24 @@ pub async fn catalog_payload(
     })
 }
 
-/// Embeds `rgb` on the worker threads.
+/// Embeds `rgb` on the worker threads; its time is the `embed` ingest stage.
 pub async fn embed(
     state: &AppState,
     search: &Search,
     rgb: RgbImage,
 ) -> Result<ImageEmbedding, IndexingError> {
     let embedder = Arc::clone(&search.embedder);
-    state
+    let (embedding, took) = state
         .pool
-        .submit(None, move |_budget| embedder.embed_image(&rgb))
+        .submit(None, move |_budget| {
+            let start = std::time::Instant::now();
+            (embedder.embed_image(&rgb), start.elapsed())
+        })
         .map_err(|e| IndexingError::Pool(e.to_string()))?
         .await
-        .map_err(|e| IndexingError::Pool(e.to_string()))?
-        .map_err(IndexingError::from)
+        .map_err(|e| IndexingError::Pool(e.to_string()))?;
+    state.metrics.observe_embedding(took);
+    embedding.map_err(IndexingError::from)
 }
 
 /// Near-duplicates of image `id` among `owner`'s images whose vectors are written, by visual
