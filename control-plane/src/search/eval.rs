@@ -85,7 +85,7 @@ pub struct IngestCost {
 }
 
 /// Process CPU seconds so far (user + system, all threads).
-fn process_cpu_seconds() -> f64 {
+pub(crate) fn process_cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return 0.0;
     };

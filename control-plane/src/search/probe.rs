@@ -18,7 +18,8 @@ use serde_json::Value;
 use super::embed::conse::{ConseEmbedder, Extras};
 use super::embed::testutil;
 use super::embed::{Embedder, ImageEmbedding, RgbImage};
-use super::eval::{edits, EDITS};
+use super::eval::{edits, process_cpu_seconds, EDITS};
+use crate::ingest::IngestSettings;
 
 fn sets_dir() -> PathBuf {
     std::env::var_os("FLEXPHOTO_SEARCH_SETS")
@@ -41,18 +42,22 @@ fn rgb_of(data: &Bytes, side: u32) -> RgbImage {
     .expect("decode")
 }
 
-/// The embedder's input as ingest makes it: from the stored variant of the default
-/// configuration that a re-embed reads (not from the original), so the probe ranks as the
-/// service does.
-fn ingest_input(data: &Bytes, side: u32) -> RgbImage {
+/// The default configuration's ingest settings for an embedder whose input side is `side`.
+fn ingest_settings(side: u32) -> IngestSettings {
     let cfg = crate::config::RawConfig::from_toml_and_env("", std::iter::empty())
         .unwrap()
         .validate()
         .unwrap();
-    let mut settings = crate::ingest::IngestSettings::new(&cfg);
+    let mut settings = IngestSettings::new(&cfg);
     settings.embed_side = Some(side);
+    settings
+}
+
+/// The embedder's input as ingest makes it: from the stored variant that a re-embed reads
+/// (not from the original), so the probe ranks as the service does.
+fn ingest_input(data: &Bytes, settings: &IngestSettings) -> RgbImage {
     let budget = flexphoto_media::transform::Budget::unlimited();
-    crate::ingest::analyse(data, &settings, &budget)
+    crate::ingest::analyse(data, settings, &budget)
         .expect("ingest analysis")
         .embed_input
         .expect("embedder input")
@@ -68,11 +73,12 @@ fn rank_set(e: &ConseEmbedder, dir: &Path) -> BTreeMap<String, (usize, f64, usiz
         .iter()
         .map(|v| v.as_str().unwrap().to_owned())
         .collect();
+    let settings = ingest_settings(e.input_size());
     let embs: Vec<ImageEmbedding> = names
         .iter()
         .map(|n| {
             let data = Bytes::from(std::fs::read(dir.join(n)).unwrap());
-            e.embed_image(&ingest_input(&data, e.input_size())).unwrap()
+            e.embed_image(&ingest_input(&data, &settings)).unwrap()
         })
         .collect();
     for (n, emb) in names.iter().zip(&embs) {
@@ -171,15 +177,6 @@ fn rank_quality() {
     }
 }
 
-/// CPU seconds this process has used (all threads), from /proc/self/stat.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / hz
-}
-
 /// What the extra concept models (faces, appearance, objects) add to embedding an image, in
 /// CPU ms, on every photo of the sets and the fixtures: the embedders run in turns, and each
 /// one's fastest round counts (the least disturbed by other work on a shared machine). A
@@ -228,11 +225,11 @@ fn embed_cost() {
     let mut fastest = vec![f64::INFINITY; variants.len()];
     for _ in 0..rounds {
         for (i, (_, e)) in variants.iter().enumerate() {
-            let cpu = cpu_seconds();
+            let cpu = process_cpu_seconds();
             for img in &images {
                 e.embed_image(img).unwrap();
             }
-            let ms = (cpu_seconds() - cpu) * 1e3 / images.len() as f64;
+            let ms = (process_cpu_seconds() - cpu) * 1e3 / images.len() as f64;
             fastest[i] = fastest[i].min(ms);
         }
     }

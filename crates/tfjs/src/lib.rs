@@ -1619,8 +1619,9 @@ mod tests {
 mod bench {
     use super::*;
 
-    /// Time per run of a real graph on a synthetic input, for kernel work:
-    /// `TFJS_BENCH_MODEL=models/objects/centernet.json TFJS_BENCH_OUTPUT=<node>
+    /// Time per run of a real graph on a synthetic input, for kernel work (the model path
+    /// absolute: the test runs in the crate's folder):
+    /// `TFJS_BENCH_MODEL=$PWD/models/objects/centernet.json TFJS_BENCH_OUTPUT=<node>
     /// TFJS_BENCH_SIZE=288 cargo test -p flexphoto-tfjs --lib bench -- --ignored --nocapture`.
     #[test]
     #[ignore = "timing run on a model file named by TFJS_BENCH_MODEL"]

@@ -827,16 +827,9 @@ mod bench {
     use super::*;
     use crate::search::embed::testutil;
 
-    /// CPU seconds used by this process so far (all threads), from /proc/self/stat: wall
-    /// time is unreliable on a machine shared with other builds.
-    fn cpu_seconds() -> f64 {
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = after.split(' ').collect();
-        // Fields 14 and 15 (utime, stime) are 11 and 12 after the command name and state.
-        let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-        ticks / 100.0
-    }
+    // CPU seconds of this process (all threads): wall time is unreliable on a machine shared
+    // with other builds.
+    use crate::search::eval::process_cpu_seconds as cpu_seconds;
 
     /// Timings; meaningful in a release build:
     /// `cargo test --release -p flexphoto-control-plane --lib embed::conse::bench -- --ignored --nocapture`
