@@ -1403,14 +1403,22 @@ fn pad(x: &Tensor, p: &Tensor) -> Result<Tensor, String> {
     let shape: Vec<usize> = (0..rank)
         .map(|d| x.shape[d] + before[d] + p.data[2 * d + 1] as usize)
         .collect();
-    let (sx, so) = (strides_of(&x.shape), strides_of(&shape));
     let mut data = vec![0f32; shape.iter().product()];
-    for (i, v) in x.data.iter().enumerate() {
-        let mut o = 0;
-        for d in 0..rank {
-            o += ((i / sx[d]) % x.shape[d] + before[d]) * so[d];
-        }
-        data[o] = *v;
+    let Some(&run) = x.shape.last() else {
+        data.copy_from_slice(&x.data);
+        return Ok(Tensor { shape, data });
+    };
+    if run == 0 {
+        return Ok(Tensor { shape, data });
+    }
+    // Each run along the last axis is copied whole to where its padded row starts.
+    let (sx, so) = (strides_of(&x.shape), strides_of(&shape));
+    for (row, values) in x.data.chunks_exact(run).enumerate() {
+        let i = row * run;
+        let o: usize = (0..rank)
+            .map(|d| ((i / sx[d]) % x.shape[d] + before[d]) * so[d])
+            .sum();
+        data[o..o + run].copy_from_slice(values);
     }
     Ok(Tensor { shape, data })
 }
@@ -1561,6 +1569,33 @@ mod tests {
     }
 
     #[test]
+    fn pad_on_every_axis_puts_each_value_where_its_index_says() {
+        let shape = [2, 3, 2, 3];
+        let x = Tensor::new(shape.to_vec(), (0..36).map(|v| v as f32 + 1.0).collect()).unwrap();
+        let amounts = [(1, 0), (0, 2), (1, 1), (2, 3)];
+        let p = Tensor::new(
+            vec![4, 2],
+            amounts
+                .iter()
+                .flat_map(|&(b, a)| [b as f32, a as f32])
+                .collect(),
+        )
+        .unwrap();
+        let padded = pad(&x, &p).unwrap();
+        let out: Vec<usize> = (0..4)
+            .map(|d| shape[d] + amounts[d].0 + amounts[d].1)
+            .collect();
+        assert_eq!(padded.shape, out);
+        let mut expected = vec![0f32; out.iter().product()];
+        for (i, v) in x.data.iter().enumerate() {
+            let idx = [i / 18, i / 6 % 3, i / 3 % 2, i % 3];
+            let at = (0..4).fold(0, |o, d| o * out[d] + idx[d] + amounts[d].0);
+            expected[at] = *v;
+        }
+        assert_eq!(padded.data, expected);
+    }
+
+    #[test]
     fn activations_with_and_without_bias() {
         let mut v = vec![-1.0, 2.0, 7.0, -3.0];
         Act::Relu6.apply_rows(&mut v, Some(&[0.5, 0.0]));
@@ -1622,7 +1657,8 @@ mod bench {
     /// Time per run of a real graph on a synthetic input, for kernel work (the model path
     /// absolute: the test runs in the crate's folder):
     /// `TFJS_BENCH_MODEL=$PWD/models/objects/centernet.json TFJS_BENCH_OUTPUT=<node>
-    /// TFJS_BENCH_SIZE=288 cargo test -p flexphoto-tfjs --lib bench -- --ignored --nocapture`.
+    /// TFJS_BENCH_SIZE=288 cargo test -p flexphoto-tfjs --lib bench -- --ignored --nocapture`
+    /// (`TFJS_BENCH_CHANNELS`, default 3, for a grey input).
     #[test]
     #[ignore = "timing run on a model file named by TFJS_BENCH_MODEL"]
     fn graph_timing() {
@@ -1634,17 +1670,21 @@ mod bench {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(288);
+        let channels: usize = std::env::var("TFJS_BENCH_CHANNELS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3);
         let model = if output.is_empty() {
             GraphModel::load(Path::new(&path)).unwrap()
         } else {
             GraphModel::load_outputs(Path::new(&path), &[output.as_str()]).unwrap()
         };
-        let input: Vec<f32> = (0..side * side * 3)
+        let input: Vec<f32> = (0..side * side * channels)
             .map(|i| ((i * 7919) % 256) as f32)
             .collect();
         let run = || {
             model
-                .run(Tensor::new(vec![1, side, side, 3], input.clone()).unwrap())
+                .run(Tensor::new(vec![1, side, side, channels], input.clone()).unwrap())
                 .unwrap()
         };
         let first = run();
