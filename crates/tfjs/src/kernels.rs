@@ -220,7 +220,9 @@ fn depthwise_rows<const FMA: bool>(
     }
 }
 
-/// [`depthwise`] a pixel at a time, channels in register blocks.
+/// [`depthwise`] a pixel at a time, channels in register blocks; where every tap of
+/// [`PIXELS`] neighbouring output pixels lies inside the input, those pixels share each
+/// weight load. Every value is its bias plus its in-bounds taps in kernel order either way.
 #[inline(always)]
 fn depthwise_with<const FMA: bool>(
     x: &[f32],
@@ -235,10 +237,16 @@ fn depthwise_with<const FMA: bool>(
     let (sy, sx) = g.strides;
     let (dy, dx) = g.dilations;
     let (pt, pl) = g.pad;
+    // Output columns whose every tap lies inside the input's width: `lo..hi`.
+    let inside_x = |ox: usize| ox * sx >= pl && ox * sx + (kw - 1) * dx < w + pl;
+    let lo = (0..ow).find(|&ox| inside_x(ox)).unwrap_or(ow);
+    let hi = (lo..ow).find(|&ox| !inside_x(ox)).unwrap_or(ow);
     // (input offset, weight offset) of each tap inside the image, for one output pixel.
     let mut taps = [(0usize, 0usize); MAX_TAPS];
     for oy in 0..oh {
-        for ox in 0..ow {
+        let inside_y = oy * sy >= pt && oy * sy + (kh - 1) * dy < h + pt;
+        let mut ox = 0;
+        while ox < ow {
             let mut n = 0;
             for ky in 0..kh {
                 let Some(iy) = (oy * sy + ky * dy).checked_sub(pt).filter(|&v| v < h) else {
@@ -252,13 +260,74 @@ fn depthwise_with<const FMA: bool>(
                     n += 1;
                 }
             }
+            if inside_y && ox >= lo && ox + PIXELS <= hi {
+                let dst = &mut out[(oy * ow + ox) * c..][..PIXELS * c];
+                let step = sx * c;
+                let mut c0 = 0;
+                c0 = dw_pixels::<16, FMA>(c0, c, dst, bias, &taps[..n], step, x, weight, act);
+                c0 = dw_pixels::<8, FMA>(c0, c, dst, bias, &taps[..n], step, x, weight, act);
+                dw_pixels::<1, FMA>(c0, c, dst, bias, &taps[..n], step, x, weight, act);
+                ox += PIXELS;
+                continue;
+            }
             let dst = &mut out[(oy * ow + ox) * c..][..c];
             let mut c0 = 0;
             c0 = dw_channels::<32, FMA>(c0, dst, bias, &taps[..n], x, weight, act);
             c0 = dw_channels::<8, FMA>(c0, dst, bias, &taps[..n], x, weight, act);
             dw_channels::<1, FMA>(c0, dst, bias, &taps[..n], x, weight, act);
+            ox += 1;
         }
     }
+}
+
+/// Neighbouring output pixels [`dw_pixels`] computes together.
+const PIXELS: usize = 4;
+
+/// [`PIXELS`] neighbouring output pixels (`step` input values apart) of a depthwise
+/// convolution whose `taps` all lie inside the input, channels `c0..c` in blocks of `L`
+/// (each weight block loaded once for all the pixels); returns where the whole blocks ended.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dw_pixels<const L: usize, const FMA: bool>(
+    mut c0: usize,
+    c: usize,
+    dst: &mut [f32],
+    bias: Option<&[f32]>,
+    taps: &[(usize, usize)],
+    step: usize,
+    x: &[f32],
+    weight: &[f32],
+    act: impl Fn(f32) -> f32,
+) -> usize {
+    while c0 + L <= c {
+        let mut acc = [[0f32; L]; PIXELS];
+        if let Some(b) = bias {
+            for a in &mut acc {
+                a.copy_from_slice(&b[c0..c0 + L]);
+            }
+        }
+        for &(xo, wo) in taps {
+            let ws = &weight[wo + c0..wo + c0 + L];
+            let xs = &x[xo + c0..xo + c0 + (PIXELS - 1) * step + L];
+            for (p, a) in acc.iter_mut().enumerate() {
+                let xs = &xs[p * step..p * step + L];
+                for i in 0..L {
+                    a[i] = if FMA {
+                        xs[i].mul_add(ws[i], a[i])
+                    } else {
+                        a[i] + xs[i] * ws[i]
+                    };
+                }
+            }
+        }
+        for (p, a) in acc.iter().enumerate() {
+            for (d, v) in dst[p * c + c0..p * c + c0 + L].iter_mut().zip(a) {
+                *d = act(*v);
+            }
+        }
+        c0 += L;
+    }
+    c0
 }
 
 /// One output pixel of a depthwise convolution, channels `c0..` in blocks of `L` (accumulated
@@ -363,6 +432,83 @@ mod tests {
             let mut public = vec![f32::NAN; n];
             depthwise(&x, &wt, None, g, act, &mut public).unwrap();
             assert!(public.iter().zip(&rows).all(|(p, r)| (p - r).abs() < 1e-5));
+        }
+    }
+
+    #[test]
+    fn pixel_blocks_give_the_values_of_a_sum_in_kernel_order() {
+        // Wide rows take the blocks of neighbouring pixels; every value must still be its
+        // bias plus its in-bounds taps in kernel order, bit for bit.
+        for (c, k, stride, dilation) in [
+            (3, 3, 1, 1),
+            (8, 3, 2, 1),
+            (21, 5, 1, 1),
+            (40, 3, 2, 2),
+            (72, 5, 2, 1),
+            (35, 3, 1, 2),
+        ] {
+            let (h, w) = (9usize, 19usize);
+            let x: Vec<f32> = (0..h * w * c)
+                .map(|i| ((i * 37) % 23) as f32 * 0.13 - 1.4)
+                .collect();
+            let wt: Vec<f32> = (0..k * k * c)
+                .map(|i| ((i * 11) % 17) as f32 * 0.07 - 0.5)
+                .collect();
+            let b: Vec<f32> = (0..c).map(|i| i as f32 * 0.01 - 0.03).collect();
+            let span = (k - 1) * dilation + 1;
+            let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
+            let pad = (
+                same_padding(h, span, stride).0,
+                same_padding(w, span, stride).0,
+            );
+            let g = Geometry {
+                input: (h, w, c),
+                output: (oh, ow),
+                kernel: (k, k),
+                strides: (stride, stride),
+                dilations: (dilation, dilation),
+                pad,
+            };
+            let act = |v: f32| v.clamp(-1.0, 6.0);
+            let direct = |fma: bool, bias: bool| {
+                let mut out = vec![0f32; oh * ow * c];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        for ch in 0..c {
+                            let mut acc = if bias { b[ch] } else { 0.0 };
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let iy =
+                                        (oy * stride + ky * dilation) as isize - pad.0 as isize;
+                                    let ix =
+                                        (ox * stride + kx * dilation) as isize - pad.1 as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let v = x[(iy as usize * w + ix as usize) * c + ch];
+                                    let wv = wt[(ky * k + kx) * c + ch];
+                                    acc = if fma {
+                                        v.mul_add(wv, acc)
+                                    } else {
+                                        acc + v * wv
+                                    };
+                                }
+                            }
+                            out[(oy * ow + ox) * c + ch] = act(acc);
+                        }
+                    }
+                }
+                out
+            };
+            let mut got = vec![f32::NAN; oh * ow * c];
+            depthwise_with::<false>(&x, &wt, Some(&b), g, act, &mut got);
+            assert_eq!(
+                got,
+                direct(false, true),
+                "{c} channels, {k}x{k}, stride {stride}"
+            );
+            depthwise_with::<true>(&x, &wt, None, g, act, &mut got);
+            assert_eq!(got, direct(true, false), "fused multiply-adds, no bias");
         }
     }
 
