@@ -242,10 +242,22 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Embeddings recorded so far, and their total seconds.
-    pub fn embeddings(&self) -> (u64, f64) {
-        let h = self.stage_seconds.with_label_values(&[EMBED_STAGE]);
-        (h.get_sample_count(), h.get_sample_sum())
+    /// Every ingest stage recorded so far: its name, images timed and their total seconds.
+    pub fn stage_totals(&self) -> std::collections::BTreeMap<String, (u64, f64)> {
+        let mut out = std::collections::BTreeMap::new();
+        for family in prometheus::core::Collector::collect(&self.stage_seconds) {
+            for m in family.get_metric() {
+                let Some(stage) = m.get_label().iter().find(|l| l.name() == "stage") else {
+                    continue;
+                };
+                let h = m.get_histogram();
+                out.insert(
+                    stage.value().to_owned(),
+                    (h.get_sample_count(), h.get_sample_sum()),
+                );
+            }
+        }
+        out
     }
 
     /// Sets the scrape-time gauges from the database's view of the queue.
@@ -316,8 +328,10 @@ mod tests {
         m.observe_stages(&t);
         m.observe_embedding(Duration::from_millis(30));
         m.observe_embedding(Duration::from_millis(20));
-        assert_eq!(m.embeddings().0, 2);
-        assert!((m.embeddings().1 - 0.05).abs() < 1e-9);
+        let totals = m.stage_totals();
+        assert_eq!(totals["embed"].0, 2);
+        assert!((totals["embed"].1 - 0.05).abs() < 1e-9);
+        assert_eq!(totals["variant:thumb"].0, 1);
         let mut by_kind = BTreeMap::new();
         by_kind.insert(
             "process".to_owned(),

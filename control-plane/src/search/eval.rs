@@ -82,6 +82,32 @@ pub struct IngestCost {
     /// Time of the embedding models alone per photo (the `embed` ingest stage, on a worker
     /// thread), milliseconds: steadier than the whole process's CPU on a shared machine.
     pub embed_ms_per_image: f64,
+    /// Wall time per photo of every ingest stage (`decode`, `variant:{name}`, `embed` …) on
+    /// its worker thread, milliseconds.
+    pub stage_ms_per_image: BTreeMap<String, f64>,
+}
+
+/// Milliseconds per image of each stage between two snapshots of the stage totals; the
+/// `embed` stage also fills `embed_ms_per_image`.
+fn stage_costs(
+    before: &BTreeMap<String, (u64, f64)>,
+    after: &BTreeMap<String, (u64, f64)>,
+) -> IngestCost {
+    let stage_ms_per_image: BTreeMap<String, f64> = after
+        .iter()
+        .filter_map(|(stage, (n, secs))| {
+            let (n0, secs0) = before.get(stage).copied().unwrap_or_default();
+            let images = n.saturating_sub(n0);
+            (images > 0).then(|| (stage.clone(), (secs - secs0) * 1000.0 / images as f64))
+        })
+        .collect();
+    IngestCost {
+        images: 0,
+        cpu_ms_per_image: 0.0,
+        peak_rss_mib: 0.0,
+        embed_ms_per_image: stage_ms_per_image.get("embed").copied().unwrap_or_default(),
+        stage_ms_per_image,
+    }
 }
 
 /// Process CPU seconds so far (user + system, all threads).
@@ -426,7 +452,7 @@ async fn eval_queries(
 ) -> Result<SearchQuality, EvalError> {
     let owner = "eval-search";
     let cpu_before = process_cpu_seconds();
-    let (embeds_before, embed_secs_before) = state.metrics.embeddings();
+    let stages_before = state.metrics.stage_totals();
     let mut id_of: HashMap<String, String> = HashMap::new();
     for rel in &qf.labelled_files {
         let path = fixtures.join(rel);
@@ -447,10 +473,7 @@ async fn eval_queries(
         cpu_ms_per_image: (process_cpu_seconds() - cpu_before) * 1000.0
             / qf.labelled_files.len().max(1) as f64,
         peak_rss_mib: peak_rss_mib(),
-        embed_ms_per_image: {
-            let (n, secs) = state.metrics.embeddings();
-            (secs - embed_secs_before) * 1000.0 / (n - embeds_before).max(1) as f64
-        },
+        ..stage_costs(&stages_before, &state.metrics.stage_totals())
     };
     let file_of: HashMap<&str, &str> = id_of
         .iter()
@@ -927,6 +950,20 @@ fn figures(pairs: &[ScoredPair], threshold: f64, photos: usize) -> SplitFigures 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stage_costs_are_per_image_between_snapshots() {
+        let before = BTreeMap::from([("decode".to_owned(), (2u64, 0.2))]);
+        let after = BTreeMap::from([
+            ("decode".to_owned(), (6u64, 0.6)),
+            ("embed".to_owned(), (4u64, 0.2)),
+            ("idle".to_owned(), (0u64, 0.0)),
+        ]);
+        let c = stage_costs(&before, &after);
+        assert!((c.stage_ms_per_image["decode"] - 100.0).abs() < 1e-9);
+        assert!((c.embed_ms_per_image - 50.0).abs() < 1e-9);
+        assert!(!c.stage_ms_per_image.contains_key("idle"));
+    }
 
     #[test]
     fn threshold_keeps_precision() {
