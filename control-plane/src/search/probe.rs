@@ -255,25 +255,47 @@ fn embed_cost() {
             }
         }
     }
-    let mean = |i: usize| fastest.iter().map(|f| f[i]).sum::<f64>() / originals.len() as f64;
-    let pipeline = mean(0);
-    let fastest: Vec<f64> = (1..=variants.len()).map(mean).collect();
-    println!(
-        "{} photos, each step's fastest of {rounds} rounds, CPU ms per image:",
-        images.len()
-    );
-    for ((name, _), ms) in variants.iter().zip(&fastest) {
-        println!("  {name:16} {ms:7.1}  (+{:.1})", ms - fastest[0]);
+    // Photos up to 2 megapixels (the web-sized sets) and larger ones (camera originals).
+    let megapixels: Vec<f64> = originals
+        .iter()
+        .map(|data| {
+            let a = crate::ingest::analyse(data, &settings, &budget).unwrap();
+            f64::from(a.width) * f64::from(a.height) / 1e6
+        })
+        .collect();
+    println!("each step's fastest of {rounds} rounds, CPU ms per image:");
+    for (name, keep) in [
+        ("all photos", &(|_: f64| true) as &dyn Fn(f64) -> bool),
+        ("up to 2 MP", &|mp| mp <= 2.0),
+        ("over 2 MP", &|mp| mp > 2.0),
+    ] {
+        let rows: Vec<&Vec<f64>> = fastest
+            .iter()
+            .zip(&megapixels)
+            .filter(|(_, &mp)| keep(mp))
+            .map(|(f, _)| f)
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let mean = |i: usize| rows.iter().map(|f| f[i]).sum::<f64>() / rows.len() as f64;
+        println!("{name} ({}):", rows.len());
+        for (i, (label, _)) in variants.iter().enumerate() {
+            println!(
+                "  {label:16} {:7.1}  (+{:.1})",
+                mean(i + 1),
+                mean(i + 1) - mean(1)
+            );
+        }
+        // Workers are CPU-bound, so throughput goes as 1 / CPU per image.
+        let (pipeline, base, all) = (mean(0), mean(0) + mean(1), mean(0) + mean(variants.len()));
+        println!(
+            "  image pipeline before embedding (decode, variants, dHash, embedder input) \
+             {pipeline:.1}\n  ingest CPU per image: {base:.1} with the classifier only, {all:.1} \
+             with all; throughput {:+.1} %",
+            (base / all - 1.0) * 100.0
+        );
     }
-    // Workers are CPU-bound, so throughput goes as 1 / CPU per image.
-    let base = pipeline + fastest[0];
-    let all = pipeline + fastest[variants.len() - 1];
-    println!(
-        "  image pipeline before embedding (decode, variants, dHash, embedder input) {pipeline:.1}\n\
-         ingest CPU per image: {base:.1} with the classifier only, {all:.1} with all; \
-         throughput {:+.1} %",
-        (base / all - 1.0) * 100.0
-    );
 }
 
 /// This process's CPU time so far, milliseconds (nanosecond resolution, unlike the tick
