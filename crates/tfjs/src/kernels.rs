@@ -394,6 +394,18 @@ mod tests {
         assert!(matmul(&mut dst, &[1.], &[1.], (2, 2, 2), (1, 2)).is_err());
     }
 
+    /// `inputs` varied input values, a `k`×`k` kernel's weights and biases for `c` channels.
+    fn layer(inputs: usize, k: usize, c: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let x = (0..inputs)
+            .map(|i| ((i * 37) % 23) as f32 * 0.13 - 1.4)
+            .collect();
+        let wt = (0..k * k * c)
+            .map(|i| ((i * 11) % 17) as f32 * 0.07 - 0.5)
+            .collect();
+        let b = (0..c).map(|i| i as f32 * 0.01 - 0.03).collect();
+        (x, wt, b)
+    }
+
     #[test]
     fn row_kernel_gives_the_pixel_kernels_values() {
         // Stride 1 with few channels takes the row kernel: the same sums in the same order,
@@ -405,13 +417,7 @@ mod tests {
             (5, 5, (4, 0)),
         ] {
             let (h, w) = (6, 7);
-            let x: Vec<f32> = (0..h * w * c)
-                .map(|i| ((i * 37) % 23) as f32 * 0.13 - 1.4)
-                .collect();
-            let wt: Vec<f32> = (0..k * k * c)
-                .map(|i| ((i * 11) % 17) as f32 * 0.07 - 0.5)
-                .collect();
-            let b: Vec<f32> = (0..c).map(|i| i as f32 * 0.01 - 0.03).collect();
+            let (x, wt, b) = layer(h * w * c, k, c);
             let g = Geometry {
                 input: (h, w, c),
                 output: (h + 2 * pad.0 + 1 - k, w + 2 * pad.1 + 1 - k),
@@ -448,13 +454,7 @@ mod tests {
             (35, 3, 1, 2),
         ] {
             let (h, w) = (9usize, 19usize);
-            let x: Vec<f32> = (0..h * w * c)
-                .map(|i| ((i * 37) % 23) as f32 * 0.13 - 1.4)
-                .collect();
-            let wt: Vec<f32> = (0..k * k * c)
-                .map(|i| ((i * 11) % 17) as f32 * 0.07 - 0.5)
-                .collect();
-            let b: Vec<f32> = (0..c).map(|i| i as f32 * 0.01 - 0.03).collect();
+            let (x, wt, b) = layer(h * w * c, k, c);
             let span = (k - 1) * dilation + 1;
             let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
             let pad = (
