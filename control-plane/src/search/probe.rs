@@ -180,9 +180,10 @@ fn rank_quality() {
 /// What the extra concept models (faces, appearance, objects) add to embedding an image, in
 /// CPU ms, on every photo of the sets and the fixtures, and what that does to the image
 /// pipeline's throughput (database, storage and HTTP work left out, so the share is an upper
-/// bound): the embedders run in turns, and each one's fastest round counts (the least disturbed by other work on a shared machine). A
-/// release build: `cargo test --release -p flexphoto-control-plane --lib
-/// search::probe::embed_cost -- --ignored --nocapture` (`PROBE_ROUNDS`, default 5).
+/// bound). The steps run in turns, and each photo's fastest round counts for each step (the
+/// least disturbed by other work on a shared machine). A release build: `cargo test
+/// --release -p flexphoto-control-plane --lib search::probe::embed_cost -- --ignored
+/// --nocapture` (`PROBE_ROUNDS`, default 5).
 #[test]
 #[ignore = "timing run; use a release build"]
 fn embed_cost() {
@@ -231,15 +232,20 @@ fn embed_cost() {
         .iter()
         .map(|p| Bytes::from(std::fs::read(p).unwrap()))
         .collect();
-    let images: Vec<RgbImage> = originals
+    let budget = flexphoto_media::transform::Budget::unlimited();
+    // Each photo's embedder input as ingest makes it, and its size in megapixels.
+    let (images, megapixels): (Vec<RgbImage>, Vec<f64>) = originals
         .iter()
-        .map(|data| ingest_input(data, &settings))
-        .collect();
+        .map(|data| {
+            let a = crate::ingest::analyse(data, &settings, &budget).unwrap();
+            let mp = f64::from(a.width) * f64::from(a.height) / 1e6;
+            (a.embed_input.expect("embedder input"), mp)
+        })
+        .unzip();
     let rounds: usize = std::env::var("PROBE_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    let budget = flexphoto_media::transform::Budget::unlimited();
     // Per photo, the fastest of the rounds for each step: the run least disturbed by other
     // work on a shared machine. Column 0 is the image pipeline, then one per embedder.
     let mut fastest = vec![vec![f64::INFINITY; variants.len() + 1]; originals.len()];
@@ -256,13 +262,6 @@ fn embed_cost() {
         }
     }
     // Photos up to 2 megapixels (the web-sized sets) and larger ones (camera originals).
-    let megapixels: Vec<f64> = originals
-        .iter()
-        .map(|data| {
-            let a = crate::ingest::analyse(data, &settings, &budget).unwrap();
-            f64::from(a.width) * f64::from(a.height) / 1e6
-        })
-        .collect();
     println!("each step's fastest of {rounds} rounds, CPU ms per image:");
     for (name, keep) in [
         ("all photos", &(|_: f64| true) as &dyn Fn(f64) -> bool),
