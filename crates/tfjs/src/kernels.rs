@@ -208,11 +208,7 @@ fn depthwise_rows<const FMA: bool>(
                 let ws = &weights[(ky * kw + kx) * row..][lo * c..hi * c];
                 let xs = &src[(lo + kx - pl) * c..(hi + kx - pl) * c];
                 for ((d, xv), wv) in dst[lo * c..hi * c].iter_mut().zip(xs).zip(ws) {
-                    *d = if FMA {
-                        xv.mul_add(*wv, *d)
-                    } else {
-                        *d + xv * wv
-                    };
+                    *d = madd::<FMA>(*xv, *wv, *d);
                 }
             }
         }
@@ -260,35 +256,36 @@ fn depthwise_with<const FMA: bool>(
                     n += 1;
                 }
             }
+            let (taps, step) = (&taps[..n], sx * c);
             if inside_y && ox >= lo && ox + PIXELS <= hi {
                 let dst = &mut out[(oy * ow + ox) * c..][..PIXELS * c];
-                let step = sx * c;
                 let mut c0 = 0;
-                c0 = dw_pixels::<16, FMA>(c0, c, dst, bias, &taps[..n], step, x, weight, act);
-                c0 = dw_pixels::<8, FMA>(c0, c, dst, bias, &taps[..n], step, x, weight, act);
-                dw_pixels::<1, FMA>(c0, c, dst, bias, &taps[..n], step, x, weight, act);
+                c0 = dw_pixels::<PIXELS, 16, FMA>(c0, c, dst, bias, taps, step, x, weight, act);
+                c0 = dw_pixels::<PIXELS, 8, FMA>(c0, c, dst, bias, taps, step, x, weight, act);
+                dw_pixels::<PIXELS, 1, FMA>(c0, c, dst, bias, taps, step, x, weight, act);
                 ox += PIXELS;
                 continue;
             }
             let dst = &mut out[(oy * ow + ox) * c..][..c];
             let mut c0 = 0;
-            c0 = dw_channels::<32, FMA>(c0, dst, bias, &taps[..n], x, weight, act);
-            c0 = dw_channels::<8, FMA>(c0, dst, bias, &taps[..n], x, weight, act);
-            dw_channels::<1, FMA>(c0, dst, bias, &taps[..n], x, weight, act);
+            c0 = dw_pixels::<1, 32, FMA>(c0, c, dst, bias, taps, step, x, weight, act);
+            c0 = dw_pixels::<1, 8, FMA>(c0, c, dst, bias, taps, step, x, weight, act);
+            dw_pixels::<1, 1, FMA>(c0, c, dst, bias, taps, step, x, weight, act);
             ox += 1;
         }
     }
 }
 
-/// Neighbouring output pixels [`dw_pixels`] computes together.
+/// Neighbouring output pixels [`depthwise_with`] computes together where it can.
 const PIXELS: usize = 4;
 
-/// [`PIXELS`] neighbouring output pixels (`step` input values apart) of a depthwise
-/// convolution whose `taps` all lie inside the input, channels `c0..c` in blocks of `L`
-/// (each weight block loaded once for all the pixels); returns where the whole blocks ended.
+/// `P` neighbouring output pixels (`step` input values apart) of a depthwise convolution
+/// whose `taps` all lie inside the input for each of them, channels `c0..c` in blocks of `L`
+/// accumulated in registers over all `taps` (each weight block loaded once for all the
+/// pixels), then `act`; returns where the whole blocks ended.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn dw_pixels<const L: usize, const FMA: bool>(
+fn dw_pixels<const P: usize, const L: usize, const FMA: bool>(
     mut c0: usize,
     c: usize,
     dst: &mut [f32],
@@ -300,7 +297,7 @@ fn dw_pixels<const L: usize, const FMA: bool>(
     act: impl Fn(f32) -> f32,
 ) -> usize {
     while c0 + L <= c {
-        let mut acc = [[0f32; L]; PIXELS];
+        let mut acc = [[0f32; L]; P];
         if let Some(b) = bias {
             for a in &mut acc {
                 a.copy_from_slice(&b[c0..c0 + L]);
@@ -308,15 +305,11 @@ fn dw_pixels<const L: usize, const FMA: bool>(
         }
         for &(xo, wo) in taps {
             let ws = &weight[wo + c0..wo + c0 + L];
-            let xs = &x[xo + c0..xo + c0 + (PIXELS - 1) * step + L];
+            let xs = &x[xo + c0..xo + c0 + (P - 1) * step + L];
             for (p, a) in acc.iter_mut().enumerate() {
                 let xs = &xs[p * step..p * step + L];
                 for i in 0..L {
-                    a[i] = if FMA {
-                        xs[i].mul_add(ws[i], a[i])
-                    } else {
-                        a[i] + xs[i] * ws[i]
-                    };
+                    a[i] = madd::<FMA>(xs[i], ws[i], a[i]);
                 }
             }
         }
@@ -330,40 +323,15 @@ fn dw_pixels<const L: usize, const FMA: bool>(
     c0
 }
 
-/// One output pixel of a depthwise convolution, channels `c0..` in blocks of `L` (accumulated
-/// in registers over all `taps`, then `act`); returns where the whole blocks ended.
+/// `acc + x·w`: one rounding with `FMA`, else two. Every kernel here accumulates through
+/// this, so their sums agree bit for bit.
 #[inline(always)]
-fn dw_channels<const L: usize, const FMA: bool>(
-    mut c0: usize,
-    dst: &mut [f32],
-    bias: Option<&[f32]>,
-    taps: &[(usize, usize)],
-    x: &[f32],
-    weight: &[f32],
-    act: impl Fn(f32) -> f32,
-) -> usize {
-    while c0 + L <= dst.len() {
-        let mut acc = [0f32; L];
-        if let Some(b) = bias {
-            acc.copy_from_slice(&b[c0..c0 + L]);
-        }
-        for &(xo, wo) in taps {
-            let xs = &x[xo + c0..xo + c0 + L];
-            let ws = &weight[wo + c0..wo + c0 + L];
-            for i in 0..L {
-                acc[i] = if FMA {
-                    xs[i].mul_add(ws[i], acc[i])
-                } else {
-                    acc[i] + xs[i] * ws[i]
-                };
-            }
-        }
-        for (d, a) in dst[c0..c0 + L].iter_mut().zip(acc) {
-            *d = act(a);
-        }
-        c0 += L;
+fn madd<const FMA: bool>(x: f32, w: f32, acc: f32) -> f32 {
+    if FMA {
+        x.mul_add(w, acc)
+    } else {
+        acc + x * w
     }
-    c0
 }
 
 #[cfg(test)]

@@ -1666,14 +1666,16 @@ mod bench {
             return;
         };
         let output = std::env::var("TFJS_BENCH_OUTPUT").unwrap_or_default();
-        let side: usize = std::env::var("TFJS_BENCH_SIZE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(288);
-        let channels: usize = std::env::var("TFJS_BENCH_CHANNELS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(3);
+        let number = |name: &str, default: usize| -> usize {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let (side, channels) = (
+            number("TFJS_BENCH_SIZE", 288),
+            number("TFJS_BENCH_CHANNELS", 3),
+        );
         let model = if output.is_empty() {
             GraphModel::load(Path::new(&path)).unwrap()
         } else {
