@@ -11,7 +11,7 @@ use crate::ingest::StageTimings;
 use crate::store::jobs::QueueStats;
 
 /// Stage label of the embedding models' time per image.
-const EMBED_STAGE: &str = "embed";
+pub const EMBED_STAGE: &str = "embed";
 
 /// Every metric the control plane exports.
 pub struct Metrics {

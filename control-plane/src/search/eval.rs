@@ -105,24 +105,25 @@ fn stage_costs(
         images: 0,
         cpu_ms_per_image: 0.0,
         peak_rss_mib: 0.0,
-        embed_ms_per_image: stage_ms_per_image.get("embed").copied().unwrap_or_default(),
+        embed_ms_per_image: stage_ms_per_image
+            .get(crate::metrics::EMBED_STAGE)
+            .copied()
+            .unwrap_or_default(),
         stage_ms_per_image,
     }
 }
 
-/// Process CPU seconds so far (user + system, all threads).
+/// Process CPU seconds so far (user + system, all threads), to the nanosecond.
 pub(crate) fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+    // SAFETY: `t` is a valid timespec for the call to fill.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) } != 0 {
         return 0.0;
-    };
-    let f: Vec<&str> = after.split(' ').collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    (ticks(11) + ticks(12)) / hz
+    }
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 /// Peak resident set size (VmHWM), MiB.
@@ -950,6 +951,17 @@ fn figures(pairs: &[ScoredPair], threshold: f64, photos: usize) -> SplitFigures 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_cpu_time_advances_with_work() {
+        let start = process_cpu_seconds();
+        let wall = Instant::now();
+        let mut x = 0u64;
+        while process_cpu_seconds() - start < 0.002 && wall.elapsed() < Duration::from_secs(5) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        assert!(start > 0.0 && process_cpu_seconds() - start >= 0.002);
+    }
 
     #[test]
     fn stage_costs_are_per_image_between_snapshots() {

@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::embed::conse::{ConseEmbedder, Extras};
 use super::embed::testutil;
 use super::embed::{Embedder, ImageEmbedding, RgbImage};
-use super::eval::{edits, EDITS};
+use super::eval::{edits, process_cpu_seconds, EDITS};
 use crate::ingest::IngestSettings;
 
 fn sets_dir() -> PathBuf {
@@ -297,16 +297,9 @@ fn embed_cost() {
     }
 }
 
-/// This process's CPU time so far, milliseconds (nanosecond resolution, unlike the tick
-/// counts of `/proc`).
+/// This process's CPU time so far, milliseconds.
 fn cpu_ms() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid timespec for the call to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
-    t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 / 1e6
+    process_cpu_seconds() * 1e3
 }
 
 /// The photos of the sets `PROBE_DUP_SETS` names (comma-separated `tune`, `holdout`,
