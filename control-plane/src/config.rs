@@ -361,7 +361,7 @@ pub struct RawSearch {
     /// ConSE: ImageNet classes mixed into each image's semantic vector (0: the model's
     /// default). Changing it changes the model version, so images are re-embedded.
     pub conse_top_k: u32,
-    /// ConSE: add face concepts (person, portrait, group, smiling) and count faces.
+    /// ConSE: add face concepts (person, portrait, group, smiling, man, woman) and count faces.
     /// Changing it changes the model version.
     pub conse_faces: bool,
     /// ConSE: add concepts measured from colours and textures. Changing it changes the model

@@ -22,13 +22,20 @@ const OBJECT_MIN: f32 = 0.3;
 const OBJECT_SURE: f32 = 0.6;
 /// Weight of appearance concepts relative to class probabilities.
 const LOOK_WEIGHT: f32 = 0.3;
+/// How far from undecided (|2·man − 1|) the gender classifier's agreed answer must be for a
+/// face to count as a man's or a woman's (weight ramps up to `GENDER_SURE`).
+const GENDER_MIN: f32 = 0.4;
+/// Distance from undecided at which a face counts fully as a man's or a woman's.
+const GENDER_SURE: f32 = 0.8;
 
 /// Face concepts: `(label, text)`, in [`FaceConcept`] order.
-const FACE_CONCEPTS: [(&str, &str); 4] = [
+const FACE_CONCEPTS: [(&str, &str); 6] = [
     ("person", "a photo of a person"),
     ("portrait", "a close-up portrait of a person's face"),
     ("group of people", "a group of people together"),
     ("smiling", "a smiling person with a happy face"),
+    ("man", "a photo of a man"),
+    ("woman", "a photo of a woman"),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +44,8 @@ enum FaceConcept {
     Portrait,
     Group,
     Smiling,
+    Man,
+    Woman,
 }
 
 /// Texts of the detector's classes whose label alone reads badly or ambiguously ("tv",
@@ -143,6 +152,17 @@ pub fn weigh(faces: &[Face], found: Option<&Objects>, looks: &[Measured]) -> Vec
             .map(|f| f.smiling * f.score)
             .fold(0.0, f32::max);
         face(FaceConcept::Smiling, ramp(smile, 0.3, 0.8));
+        // The surest man's and woman's face each, as sure as the detector and the gender
+        // classifier both are.
+        let gender = |man: bool| {
+            faces
+                .iter()
+                .filter(|f| (f.man > 0.5) == man && f.man != 0.5)
+                .map(|f| f.score * ramp((2.0 * f.man - 1.0).abs(), GENDER_MIN, GENDER_SURE))
+                .fold(0.0, f32::max)
+        };
+        face(FaceConcept::Man, gender(true));
+        face(FaceConcept::Woman, gender(false));
     }
     if let Some(o) = found {
         for (class, &score) in o.scores.iter().enumerate().skip(1) {
@@ -168,10 +188,25 @@ mod tests {
             score: 0.95,
             rect: [0.3, 0.2, 0.4, 0.5],
             smiling: 0.9,
+            man: 0.5,
         };
-        let w = weigh(&[f], None, &[]);
-        let names: Vec<&str> = w.iter().map(|(i, _)| vocabulary()[*i].0).collect();
-        assert_eq!(names, ["person", "portrait", "smiling"]);
+        let names = |w: Vec<(usize, f32)>| -> Vec<&str> {
+            w.iter().map(|(i, _)| vocabulary()[*i].0).collect()
+        };
+        assert_eq!(
+            names(weigh(&[f.clone()], None, &[])),
+            ["person", "portrait", "smiling"]
+        );
+        // A woman's face, sure enough, and a man's too unsure to count.
+        let woman = Face {
+            man: 0.05,
+            ..f.clone()
+        };
+        let unsure = Face { man: 0.65, ..f };
+        assert_eq!(
+            names(weigh(&[woman, unsure], None, &[])),
+            ["person", "group of people", "portrait", "smiling", "woman"]
+        );
         assert!(weigh(&[], None, &[]).is_empty());
         let look = Measured {
             concept: Look::Texture,

