@@ -194,7 +194,7 @@ mod tests {
             w.iter().map(|(i, _)| vocabulary()[*i].0).collect()
         };
         assert_eq!(
-            names(weigh(&[f.clone()], None, &[])),
+            names(weigh(std::slice::from_ref(&f), None, &[])),
             ["person", "portrait", "smiling"]
         );
         // A woman's face, sure enough, and a man's too unsure to count.

@@ -395,6 +395,48 @@ mod tests {
     }
 
     #[test]
+    fn every_face_of_a_portrait_is_read() {
+        use super::super::testutil::{fixtures_dir, load_rgb, model_dir};
+        let (Some(models), Some(fx)) = (model_dir(), fixtures_dir()) else {
+            return;
+        };
+        let m = FaceModels::load(&models.join(files::DIR), false).unwrap();
+        let img = load_rgb(&fx.join("labelled/img-10.jpg"), 384);
+        let found = m.detect(&img).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        let f = &found[0];
+        assert!((0.0..=1.0).contains(&f.smiling), "{f:?}");
+        // A probability; where it is decided, every view gives the same answer.
+        assert!((0.0..=1.0).contains(&f.man), "{f:?}");
+        let views: Vec<f32> = GENDER_MARGINS
+            .iter()
+            .map(|&margin| {
+                let grey = sample_grey(&img, face_square(f, &img, margin), FACE_SIZE);
+                let out = m
+                    .gender
+                    .run(Tensor::new(vec![1, FACE_SIZE, FACE_SIZE, 1], grey).unwrap())
+                    .unwrap();
+                assert_eq!(out[0].data.len(), 2, "woman, man");
+                assert!((out[0].data.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+                out[0].data[MAN]
+            })
+            .collect();
+        if f.man != 0.5 {
+            assert!(
+                views.iter().all(|&v| (v > 0.5) == (f.man > 0.5)),
+                "{views:?} {f:?}"
+            );
+        }
+        // No picture, no faces.
+        let empty = RgbImage {
+            width: 0,
+            height: 0,
+            pixels: Vec::new(),
+        };
+        assert!(m.detect(&empty).unwrap().is_empty());
+    }
+
+    #[test]
     fn mirrored_rows_and_agreeing_views() {
         assert_eq!(mirror(&[1.0, 2.0, 3.0, 4.0], 2), [2.0, 1.0, 4.0, 3.0]);
         assert!((agreed(&[0.8, 0.9, 0.7, 0.6]) - 0.75).abs() < 1e-6);
