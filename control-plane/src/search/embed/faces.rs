@@ -57,9 +57,11 @@ const TILE_MIN_SIDE: f32 = 192.0;
 const HAPPY: usize = 3;
 /// Index of "man" among the gender classifier's woman, man.
 const MAN: usize = 1;
-/// Margins (the square's side over the face box's longer side) the gender classifier sees
-/// each face at, each also mirrored.
-const GENDER_MARGINS: [f32; 2] = [1.2, 1.5];
+/// The square the face classifiers see, over the face box's longer side: a little larger
+/// than the box, as they were trained on.
+const FACE_MARGIN: f32 = 1.2;
+/// Margins (as [`FACE_MARGIN`]) the gender classifier sees each face at, each also mirrored.
+const GENDER_MARGINS: [f32; 2] = [FACE_MARGIN, 1.5];
 /// Faces (the largest) whose gender is read; the rest stay undecided, which bounds the CPU a
 /// crowd costs.
 const GENDER_FACES: usize = 3;
@@ -130,15 +132,8 @@ impl FaceModels {
             }
         }
         for f in &mut kept {
-            let grey = sample_grey(image, face_square(f, image, 1.2), FACE_SIZE);
-            let emotion = self
-                .emotion
-                .run(Tensor::new(vec![1, FACE_SIZE, FACE_SIZE, 1], grey)?)?;
-            f.smiling = emotion
-                .first()
-                .and_then(|e| e.data.get(HAPPY))
-                .copied()
-                .unwrap_or(0.0);
+            let grey = sample_grey(image, face_square(f, image, FACE_MARGIN), FACE_SIZE);
+            f.smiling = classify(&self.emotion, grey, HAPPY)?.unwrap_or(0.0);
         }
         let mut by_size: Vec<usize> = (0..kept.len()).collect();
         by_size.sort_by(|&a, &b| {
@@ -146,27 +141,24 @@ impl FaceModels {
             area(&kept[b]).total_cmp(&area(&kept[a]))
         });
         for &i in by_size.iter().take(GENDER_FACES) {
-            kept[i].man = self.gender_of(image, &kept[i])?;
+            kept[i].man = agreed(&self.gender_views(image, &kept[i])?);
         }
         Ok(kept)
     }
 
-    /// The gender classifier's "man" probability for `face`, averaged over its views, or 0.5
-    /// when the views do not all give the same answer.
-    fn gender_of(&self, image: &RgbImage, face: &Face) -> Result<f32, EmbedError> {
+    /// The gender classifier's "man" probability for each view of `face`: at each of
+    /// [`GENDER_MARGINS`], then mirrored.
+    fn gender_views(&self, image: &RgbImage, face: &Face) -> Result<Vec<f32>, EmbedError> {
         let mut views = Vec::with_capacity(2 * GENDER_MARGINS.len());
         for margin in GENDER_MARGINS {
             let grey = sample_grey(image, face_square(face, image, margin), FACE_SIZE);
             let mirrored = mirror(&grey, FACE_SIZE);
             for view in [grey, mirrored] {
-                let out = self
-                    .gender
-                    .run(Tensor::new(vec![1, FACE_SIZE, FACE_SIZE, 1], view)?)?;
-                let man = out.first().and_then(|t| t.data.get(MAN)).copied();
+                let man = classify(&self.gender, view, MAN)?;
                 views.push(man.unwrap_or(0.5).clamp(0.0, 1.0));
             }
         }
-        Ok(agreed(&views))
+        Ok(views)
     }
 
     /// Runs the detector on `region` (pixels: x, y, width, height) letterboxed into its
@@ -286,6 +278,13 @@ fn mirror(grey: &[f32], n: usize) -> Vec<f32> {
     grey.chunks_exact(n)
         .flat_map(|row| row.iter().rev().copied())
         .collect()
+}
+
+/// A face classifier's probability of class `index` for one `FACE_SIZE`² grey face (`None`
+/// when its output has no such class).
+fn classify(model: &GraphModel, grey: Vec<f32>, index: usize) -> Result<Option<f32>, EmbedError> {
+    let out = model.run(Tensor::new(vec![1, FACE_SIZE, FACE_SIZE, 1], grey)?)?;
+    Ok(out.first().and_then(|t| t.data.get(index)).copied())
 }
 
 /// The mean of probabilities that all fall on the same side of 0.5; 0.5 when any two fall on
@@ -408,19 +407,20 @@ mod tests {
         assert!((0.0..=1.0).contains(&f.smiling), "{f:?}");
         // A probability; where it is decided, every view gives the same answer.
         assert!((0.0..=1.0).contains(&f.man), "{f:?}");
-        let views: Vec<f32> = GENDER_MARGINS
-            .iter()
-            .map(|&margin| {
-                let grey = sample_grey(&img, face_square(f, &img, margin), FACE_SIZE);
-                let out = m
-                    .gender
-                    .run(Tensor::new(vec![1, FACE_SIZE, FACE_SIZE, 1], grey).unwrap())
-                    .unwrap();
-                assert_eq!(out[0].data.len(), 2, "woman, man");
-                assert!((out[0].data.iter().sum::<f32>() - 1.0).abs() < 1e-4);
-                out[0].data[MAN]
-            })
-            .collect();
+        let views = m.gender_views(&img, f).unwrap();
+        assert_eq!(views.len(), 2 * GENDER_MARGINS.len());
+        for (i, &margin) in GENDER_MARGINS.iter().enumerate() {
+            let grey = sample_grey(&img, face_square(f, &img, margin), FACE_SIZE);
+            let out = m
+                .gender
+                .run(Tensor::new(vec![1, FACE_SIZE, FACE_SIZE, 1], grey).unwrap())
+                .unwrap();
+            assert_eq!(out[0].data.len(), 2, "woman, man");
+            assert!((out[0].data.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+            // Each margin's plain view comes before its mirrored one.
+            assert_eq!(views[2 * i], out[0].data[MAN]);
+        }
+        assert_eq!(f.man, agreed(&views));
         if f.man != 0.5 {
             assert!(
                 views.iter().all(|&v| (v > 0.5) == (f.man > 0.5)),
