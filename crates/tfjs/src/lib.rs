@@ -536,6 +536,7 @@ impl GraphModel {
             _ => (1.0, 1.0),
         };
         let mut values: Vec<Option<Tensor>> = vec![None; self.nodes.len()];
+        let mut spare = Spare::default();
         let mut left = self.readers.clone();
         let mut input = Some(input);
         for &i in &self.order {
@@ -578,12 +579,15 @@ impl GraphModel {
                             .ok_or_else(|| bad(format!("{}: input not computed", node.name))),
                     })
                     .collect::<Result<_, _>>()?;
-                eval(&node.op, &args, scale).map_err(|e| bad(format!("{}: {e}", node.name)))?
+                eval(&node.op, &args, scale, &mut spare)
+                    .map_err(|e| bad(format!("{}: {e}", node.name)))?
             };
             for &j in &node.inputs {
                 left[j] -= 1;
                 if left[j] == 0 {
-                    values[j] = None;
+                    if let Some(t) = values[j].take() {
+                        spare.give(t.data);
+                    }
                 }
             }
             values[i] = Some(out);
@@ -862,8 +866,45 @@ fn needed_by<'a>(
         .collect())
 }
 
-/// `scale`: the input's size relative to the exported one (height, width).
-fn eval(op: &Op, a: &[&Tensor], scale: (f32, f32)) -> Result<Tensor, String> {
+/// Buffers of values a run no longer needs, kept for its later outputs: a kernel that
+/// writes every value of its output then needs no zeroed memory, and the memory it gets was
+/// used a moment ago, so is likely still cached.
+#[derive(Debug, Default)]
+struct Spare(Vec<Vec<f32>>);
+
+impl Spare {
+    /// Most buffers kept; beyond it the smallest is let go.
+    const KEEP: usize = 8;
+
+    /// A buffer of `n` values whose contents are unspecified, for a kernel that overwrites
+    /// every one: the smallest spare buffer that holds them, else a new one.
+    fn take(&mut self, n: usize) -> Vec<f32> {
+        let fitting = (self.0.iter().enumerate())
+            .filter(|(_, b)| b.capacity() >= n)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        let Some(i) = fitting else {
+            return vec![0f32; n];
+        };
+        let mut b = self.0.swap_remove(i);
+        b.resize(n, 0.0);
+        b
+    }
+
+    /// Keeps `buffer` for a later [`Spare::take`].
+    fn give(&mut self, buffer: Vec<f32>) {
+        self.0.push(buffer);
+        if self.0.len() > Self::KEEP {
+            if let Some(i) = (0..self.0.len()).min_by_key(|&i| self.0[i].capacity()) {
+                self.0.swap_remove(i);
+            }
+        }
+    }
+}
+
+/// `scale`: the input's size relative to the exported one (height, width); `spare`: buffers
+/// an output may be written into.
+fn eval(op: &Op, a: &[&Tensor], scale: (f32, f32), spare: &mut Spare) -> Result<Tensor, String> {
     let arg = |i: usize| a.get(i).copied().ok_or(format!("input {i} missing"));
     match op {
         Op::Input => Err("the input has no value".into()),
@@ -887,6 +928,7 @@ fn eval(op: &Op, a: &[&Tensor], scale: (f32, f32)) -> Result<Tensor, String> {
                 *padding,
                 *depthwise,
                 *act,
+                spare,
             )
         }
         Op::Pool {
@@ -1087,6 +1129,7 @@ fn conv(
     padding: Padding,
     depthwise: bool,
     act: Act,
+    spare: &mut Spare,
 ) -> Result<Tensor, String> {
     let (h, w, c) = nhwc(x)?;
     let [kh, kw, fc, m] = f.shape[..] else {
@@ -1098,7 +1141,14 @@ fn conv(
     let (oh, pt) = out_and_pad(h, kh, sy, dy, padding, 0);
     let (ow, pl) = out_and_pad(w, kw, sx, dx, padding, 1);
     let cout = if depthwise { c * m } else { m };
-    let mut out = vec![0f32; oh * ow * cout];
+    // Every value is written by the kernels below except in the general depthwise loop,
+    // which accumulates.
+    let general_depthwise = depthwise && m != 1;
+    let mut out = if general_depthwise {
+        vec![0f32; oh * ow * cout]
+    } else {
+        spare.take(oh * ow * cout)
+    };
     if depthwise && m == 1 {
         // One filter per channel (every depthwise layer of these models): the shared kernel,
         // with the bias and activation in the same pass.
@@ -1440,6 +1490,11 @@ mod tests {
         let x = Tensor::new(vec![1, 3, 3, 1], (1..=9).map(|v| v as f32).collect()).unwrap();
         let f = Tensor::new(vec![3, 3, 1, 1], vec![1.0; 9]).unwrap();
         let b = Tensor::new(vec![1], vec![0.5]).unwrap();
+        // Outputs go into spare buffers full of NaNs: every value must be overwritten.
+        let mut spare = Spare::default();
+        for n in [4, 9, 30] {
+            spare.give(vec![f32::NAN; n]);
+        }
         let y = conv(
             &x,
             &f,
@@ -1449,14 +1504,44 @@ mod tests {
             Padding::Same,
             false,
             Act::None,
+            &mut spare,
         )
         .unwrap();
         assert_eq!(y.shape, vec![1, 3, 3, 1]);
         assert_eq!(y.data[4], 45.5);
         assert_eq!(y.data[0], 1.0 + 2.0 + 4.0 + 5.0 + 0.5);
-        let dw = conv(&x, &f, None, (2, 2), (1, 1), Padding::Same, true, Act::Relu).unwrap();
+        let dw = conv(
+            &x,
+            &f,
+            None,
+            (2, 2),
+            (1, 1),
+            Padding::Same,
+            true,
+            Act::Relu,
+            &mut spare,
+        )
+        .unwrap();
         assert_eq!(dw.shape, vec![1, 2, 2, 1]);
         assert_eq!(dw.data, [12.0, 16.0, 24.0, 28.0]);
+    }
+
+    #[test]
+    fn spare_buffers_are_reused_smallest_first_and_bounded() {
+        let mut spare = Spare::default();
+        spare.give(vec![1.0; 100]);
+        spare.give(vec![2.0; 10]);
+        spare.give(vec![3.0; 50]);
+        // The smallest buffer that holds 20 values, cut to 20.
+        let b = spare.take(20);
+        assert_eq!((b.len(), b[0]), (20, 3.0));
+        // Nothing holds 1000: a new, zeroed buffer.
+        assert_eq!(spare.take(1000), vec![0.0; 1000]);
+        for n in 0..2 * Spare::KEEP {
+            spare.give(vec![0.0; 200 + n]);
+        }
+        assert_eq!(spare.0.len(), Spare::KEEP);
+        assert!(spare.0.iter().all(|b| b.capacity() >= 200 + Spare::KEEP));
     }
 
     #[test]

@@ -307,25 +307,63 @@ fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 }
 
 /// Bilinear samples of the picture region `[x, y, w, h]` (pixels) on an `n`×`n` grid, RGB
-/// interleaved, each value mapped by `f`; outside the picture is black.
+/// interleaved, each value mapped by `f`; outside the picture is black. The values of
+/// [`pixel`] at each grid point, with each column's and row's taps worked out once.
 pub(super) fn sample(
     img: &RgbImage,
     region: [f32; 4],
     n: usize,
     f: impl Fn(f32) -> f32,
 ) -> Vec<f32> {
+    let at = |start: f32, len: f32, i: usize| start + (i as f32 + 0.5) * len / n as f32 - 0.5;
+    let xs: Vec<Taps> = (0..n)
+        .map(|i| Taps::at(at(region[0], region[2], i), img.width))
+        .collect();
     let mut out = Vec::with_capacity(n * n * 3);
+    let row_len = img.width as usize * 3;
     for j in 0..n {
-        for i in 0..n {
-            let px = pixel(
-                img,
-                region[0] + (i as f32 + 0.5) * region[2] / n as f32 - 0.5,
-                region[1] + (j as f32 + 0.5) * region[3] / n as f32 - 0.5,
-            );
-            out.extend(px.iter().map(|&v| f(v)));
+        let y = Taps::at(at(region[1], region[3], j), img.height);
+        for x in &xs {
+            let mut acc = [0f32; 3];
+            // The four taps in `pixel`'s order: (x0, y0), (x1, y0), (x0, y1), (x1, y1).
+            for (ty, wy) in [(y.first, 1.0 - y.frac), (y.second, y.frac)] {
+                for (tx, wx) in [(x.first, 1.0 - x.frac), (x.second, x.frac)] {
+                    let (Some(py), Some(px)) = (ty, tx) else {
+                        continue;
+                    };
+                    let wt = wx * wy;
+                    let p = &img.pixels[py * row_len + px * 3..][..3];
+                    for (a, v) in acc.iter_mut().zip(p) {
+                        *a += wt * f32::from(*v);
+                    }
+                }
+            }
+            out.extend(acc.iter().map(|&v| f(v)));
         }
     }
     out
+}
+
+/// Where a bilinear sample at one coordinate reads along an axis: the two neighbouring
+/// indices (`None` outside the picture) and the weight of the second.
+#[derive(Debug, Clone, Copy)]
+struct Taps {
+    first: Option<usize>,
+    second: Option<usize>,
+    frac: f32,
+}
+
+impl Taps {
+    /// The taps at coordinate `v` (pixel centres at integers) on an axis `len` pixels long.
+    fn at(v: f32, len: u32) -> Self {
+        let v0 = v.floor() as i64;
+        let inside = |i: i64| (0..i64::from(len)).contains(&i).then_some(i as usize);
+        Self {
+            first: inside(v0),
+            second: inside(v0 + 1),
+            frac: v - v0 as f32,
+        }
+    }
 }
 
 /// The logistic function: a detector's logit as a score in 0..1.
@@ -341,33 +379,33 @@ fn sample_grey(img: &RgbImage, region: [f32; 4], n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The bilinear value at `(x, y)` (pixel centres at integers); black outside.
-fn pixel(img: &RgbImage, x: f32, y: f32) -> [f32; 3] {
-    let (w, h) = (img.width as i64, img.height as i64);
-    let (x0, y0) = (x.floor() as i64, y.floor() as i64);
-    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-    let mut acc = [0f32; 3];
-    for (dx, dy, wt) in [
-        (0, 0, (1.0 - fx) * (1.0 - fy)),
-        (1, 0, fx * (1.0 - fy)),
-        (0, 1, (1.0 - fx) * fy),
-        (1, 1, fx * fy),
-    ] {
-        let (px, py) = (x0 + dx, y0 + dy);
-        if px < 0 || py < 0 || px >= w || py >= h {
-            continue;
-        }
-        let o = ((py * w + px) * 3) as usize;
-        for (a, p) in acc.iter_mut().zip(&img.pixels[o..o + 3]) {
-            *a += wt * f32::from(*p);
-        }
-    }
-    acc
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bilinear value at `(x, y)` (pixel centres at integers); black outside.
+    fn pixel(img: &RgbImage, x: f32, y: f32) -> [f32; 3] {
+        let (w, h) = (img.width as i64, img.height as i64);
+        let (x0, y0) = (x.floor() as i64, y.floor() as i64);
+        let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+        let mut acc = [0f32; 3];
+        for (dx, dy, wt) in [
+            (0, 0, (1.0 - fx) * (1.0 - fy)),
+            (1, 0, fx * (1.0 - fy)),
+            (0, 1, (1.0 - fx) * fy),
+            (1, 1, fx * fy),
+        ] {
+            let (px, py) = (x0 + dx, y0 + dy);
+            if px < 0 || py < 0 || px >= w || py >= h {
+                continue;
+            }
+            let o = ((py * w + px) * 3) as usize;
+            for (a, p) in acc.iter_mut().zip(&img.pixels[o..o + 3]) {
+                *a += wt * f32::from(*p);
+            }
+        }
+        acc
+    }
 
     #[test]
     fn anchors_cover_both_grids() {
@@ -391,6 +429,35 @@ mod tests {
         assert_eq!(pixel(&img, -5.0, 0.0), [0.0; 3]);
         let g = sample_grey(&img, [0.0, 0.0, 2.0, 1.0], 2);
         assert_eq!(g.len(), 4);
+    }
+
+    #[test]
+    fn a_grid_of_samples_is_each_point_sampled_alone() {
+        // Bit for bit the value at every grid point, for regions inside, across and beyond
+        // the picture's edges, shrunk and enlarged.
+        let (w, h) = (13u32, 7u32);
+        let img = RgbImage {
+            width: w,
+            height: h,
+            pixels: (0..w * h * 3).map(|i| ((i * 37) % 251) as u8).collect(),
+        };
+        for (region, n) in [
+            ([0.0, 0.0, 13.0, 7.0], 5),
+            ([-3.5, 2.25, 9.0, 9.0], 8),
+            ([4.0, -2.0, 20.0, 3.0], 11),
+            ([12.5, 6.5, 1.0, 1.0], 3),
+        ] {
+            let f = |v: f32| v / 127.5 - 1.0;
+            let want: Vec<f32> = (0..n * n)
+                .flat_map(|k| {
+                    let (i, j) = ((k % n) as f32, (k / n) as f32);
+                    let x = region[0] + (i + 0.5) * region[2] / n as f32 - 0.5;
+                    let y = region[1] + (j + 0.5) * region[3] / n as f32 - 0.5;
+                    pixel(&img, x, y).map(f)
+                })
+                .collect();
+            assert_eq!(sample(&img, region, n, f), want, "{region:?} on {n}x{n}");
+        }
     }
 
     #[test]
