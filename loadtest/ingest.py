@@ -6,7 +6,8 @@ Postgres.
 Starts a release build of `flexphoto serve` on loopback with a fresh data dir (and a fresh
 Postgres database), makes a corpus of 12-megapixel JPEGs from the real photos in
 ../shared/fixtures/photos (resized with the `vips` CLI to 4000x3000 at Q92 with 4:2:0 chroma as
-phones write them, or full chroma with `--subsample 444`; EXIF kept), and runs three phases:
+phones write them, or full chroma with `--subsample 444`; EXIF kept; `--native` uploads the
+JPEGs of `--photos` as they are instead, e.g. web-sized photos), and runs three phases:
 
 1. saturate: `--batch` uploads as fast as `--conc` clients can send them, while another
    client reads (GET /v1/images/{id} and a list page) the whole time, until every upload is
@@ -17,9 +18,11 @@ phones write them, or full chroma with `--subsample 444`; EXIF kept), and runs t
 3. RSS: the server's peak resident memory over the run.
 
 Each upload uses its own owner so that the corpus (a few photos repeated) is never refused as a
-duplicate. Results go to loadtest/results/ingest-<time>.json and a summary is printed.
+duplicate. Busy (503) and rate-limited (429) uploads are retried after a second, as the
+server's Retry-After asks, and counted. Results go to loadtest/results/ingest-<time>.json and a
+summary is printed.
 
-    python3 loadtest/ingest.py [--batch 60] [--duration 30] [--conc 4] [--workers N] [--subsample 420|444] [--pg postgres://...]
+    python3 loadtest/ingest.py [--batch 60] [--duration 30] [--conc 4] [--workers N] [--subsample 420|444] [--photos DIR [--native]] [--pg postgres://...]
 
 Needs: a release build (cargo build --release -p flexphoto-control-plane), the `vips` CLI
 (libvips-tools), the fixtures folder.
@@ -93,10 +96,19 @@ def run_backend(name, binary, corpus, args, pg_url=None):
     rss = RssSampler(proc.pid); rss.start()
     ids, lock = [], threading.Lock()
     upload_errors = []
+    retries = [0]
 
     def upload(i):
         body, ct = multipart({"owner": f"bench-{name}-{i}"}, "file", corpus[i % len(corpus)])
         s, r = request("POST", f"{base}/v1/images", body, {"Content-Type": ct})
+        for _ in range(30):
+            # Busy or rate-limited: retry as a client should (the server's Retry-After is 1 s).
+            if s not in (429, 503):
+                break
+            with lock:
+                retries[0] += 1
+            time.sleep(1)
+            s, r = request("POST", f"{base}/v1/images", body, {"Content-Type": ct})
         if s == 201:
             with lock:
                 ids.append(json.loads(r)["id"])
@@ -199,6 +211,8 @@ def run_backend(name, binary, corpus, args, pg_url=None):
         },
         "failed_images": failed,
         "upload_errors": len(upload_errors),
+        "upload_retries": retries[0],
+        "upload_error_sample": [(s, r.decode("utf-8", "replace") if isinstance(r, bytes) else r) for s, r in upload_errors[:3]],
         "peak_rss_mb": round(rss.peak / 1024, 1),
     }
 
@@ -213,6 +227,8 @@ def main():
     ap.add_argument("--subsample", choices=["420", "444"], default="420",
                     help="chroma subsampling of the generated 12-MP JPEGs")
     ap.add_argument("--photos", default=os.path.join(ROOT, "..", "shared", "fixtures", "photos"))
+    ap.add_argument("--native", action="store_true",
+                    help="upload the JPEGs in --photos as they are instead of 12-MP remakes")
     ap.add_argument("--pg", default=os.environ.get("FLEXPHOTO_TEST_PG_URL"))
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "flexphoto"))
     args = ap.parse_args()
@@ -221,10 +237,18 @@ def main():
     if not os.path.exists(args.binary):
         sys.exit(f"{args.binary} missing: cargo build --release -p flexphoto-control-plane")
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = make_corpus(args.photos, tmp, subsample=args.subsample)
+        if args.native:
+            # The JPEGs as they are (web-sized photos), not 12-MP remakes.
+            corpus = [open(os.path.join(args.photos, f), "rb").read()
+                      for f in sorted(os.listdir(args.photos)) if f.lower().endswith((".jpg", ".jpeg"))]
+            if not corpus:
+                sys.exit(f"no JPEGs in {args.photos}")
+        else:
+            corpus = make_corpus(args.photos, tmp, subsample=args.subsample)
         mp = [len(c) for c in corpus]
         results = {"time": datetime.now().isoformat(timespec="seconds"), "corpus": {
-            "photos": len(corpus), "megapixels": 12, "bytes_mean": int(statistics.mean(mp))},
+            "photos": len(corpus), "megapixels": "native" if args.native else 12,
+            "bytes_mean": int(statistics.mean(mp))},
             "cpus": os.cpu_count(), "runs": []}
         backends = [("sqlite", None)] + ([("postgres", args.pg)] if args.pg else [])
         for name, url in backends:

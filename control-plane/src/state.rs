@@ -131,9 +131,8 @@ impl AppState {
         };
         let metrics = Metrics::new(&[gauges.queued.clone(), gauges.running.clone()])
             .map_err(|e| StateError::Config(format!("metrics: {e}")))?;
-        // Every running job can have one piece of image work queued or running.
         let threads = cfg.processing_threads.max(1) as usize;
-        let queue = (cfg.workers as usize).max(threads);
+        let queue = pool_queue(cfg.workers as usize, threads);
         let pool = ImagePool::new(threads, queue, gauges)
             .map_err(|e| StateError::Config(format!("starting worker threads: {e}")))?;
         let http = crate::http_client::client()
@@ -156,5 +155,68 @@ impl AppState {
             index_owner,
             clock,
         }))
+    }
+}
+
+/// Queue slots each image thread adds for requests' own image work (upload probes, query
+/// images), beyond the job workers' share.
+const REQUEST_SLOTS_PER_THREAD: usize = 4;
+
+/// The image pool's queue bound for `workers` job workers on `threads` threads. Each job
+/// worker has at most one piece of image work queued or running; requests get room of their
+/// own, so that uploads arriving while every worker is busy wait their turn instead of being
+/// refused (a queued request holds its path or bounded query bytes, not decoded pixels).
+fn pool_queue(workers: usize, threads: usize) -> usize {
+    workers.max(threads) + REQUEST_SLOTS_PER_THREAD * threads
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::channel;
+
+    use flexphoto_media::pool::{ImagePool, PoolGauges};
+
+    use super::{pool_queue, REQUEST_SLOTS_PER_THREAD};
+
+    #[tokio::test]
+    async fn uploads_are_queued_while_every_job_worker_has_image_work() {
+        let (workers, threads) = (4, 2);
+        let gauges = PoolGauges {
+            queued: prometheus::IntGauge::new("q", "q").unwrap(),
+            running: prometheus::IntGauge::new("r", "r").unwrap(),
+        };
+        let pool = ImagePool::new(threads, pool_queue(workers, threads), gauges).unwrap();
+        // Every job worker's image work: two running (held until released), two queued.
+        let (release_tx, release_rx) = channel::<()>();
+        let release_rx = std::sync::Arc::new(std::sync::Mutex::new(release_rx));
+        let (started_tx, started_rx) = channel::<()>();
+        let mut jobs = Vec::new();
+        for i in 0..workers {
+            let (rx, started) = (release_rx.clone(), started_tx.clone());
+            jobs.push(
+                pool.submit(None, move |_| {
+                    started.send(()).unwrap();
+                    rx.lock().unwrap().recv().unwrap();
+                    i
+                })
+                .unwrap(),
+            );
+        }
+        for _ in 0..threads {
+            started_rx.recv().unwrap();
+        }
+        // Concurrent uploads' probes still find room.
+        let probes: Vec<_> = (0..REQUEST_SLOTS_PER_THREAD * threads)
+            .map(|i| pool.submit(None, move |_| 100 + i).unwrap())
+            .collect();
+        for _ in 0..workers {
+            release_tx.send(()).unwrap();
+        }
+        for (i, job) in jobs.into_iter().enumerate() {
+            assert_eq!(job.await, Ok(i));
+        }
+        for (i, probe) in probes.into_iter().enumerate() {
+            assert_eq!(probe.await, Ok(100 + i));
+        }
     }
 }
