@@ -100,15 +100,14 @@ def run_backend(name, binary, corpus, args, pg_url=None):
 
     def upload(i):
         body, ct = multipart({"owner": f"bench-{name}-{i}"}, "file", corpus[i % len(corpus)])
-        s, r = request("POST", f"{base}/v1/images", body, {"Content-Type": ct})
-        for _ in range(30):
+        for attempt in range(31):
+            s, r = request("POST", f"{base}/v1/images", body, {"Content-Type": ct})
             # Busy or rate-limited: retry as a client should (the server's Retry-After is 1 s).
-            if s not in (429, 503):
+            if s not in (429, 503) or attempt == 30:
                 break
             with lock:
                 retries[0] += 1
             time.sleep(1)
-            s, r = request("POST", f"{base}/v1/images", body, {"Content-Type": ct})
         if s == 201:
             with lock:
                 ids.append(json.loads(r)["id"])
@@ -212,7 +211,7 @@ def run_backend(name, binary, corpus, args, pg_url=None):
         "failed_images": failed,
         "upload_errors": len(upload_errors),
         "upload_retries": retries[0],
-        "upload_error_sample": [(s, r.decode("utf-8", "replace") if isinstance(r, bytes) else r) for s, r in upload_errors[:3]],
+        "upload_error_sample": [(s, r.decode("utf-8", "replace")) for s, r in upload_errors[:3]],
         "peak_rss_mb": round(rss.peak / 1024, 1),
     }
 
