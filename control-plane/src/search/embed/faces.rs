@@ -65,6 +65,9 @@ const GENDER_MARGINS: [f32; 2] = [FACE_MARGIN, 1.5];
 /// Faces (the largest) whose gender is read; the rest stay undecided, which bounds the CPU a
 /// crowd costs.
 const GENDER_FACES: usize = 3;
+/// Faces (the largest) the emotion classifier reads; the rest count as not smiling, which
+/// bounds the CPU a crowd costs.
+const EMOTION_FACES: usize = 4;
 
 /// One face found in a picture.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,7 +76,8 @@ pub struct Face {
     pub score: f32,
     /// Box in picture fractions: left, top, width, height.
     pub rect: [f32; 4],
-    /// Probability that the face smiles (FER-2013 "happy").
+    /// Probability that the face smiles (FER-2013 "happy"); 0 for faces beyond the
+    /// [`EMOTION_FACES`] largest.
     pub smiling: f32,
     /// How sure the gender classifier is that the face is a man's (0..1; 0.5: undecided).
     /// Where its views of the face disagree on the answer, or the face was not among the
@@ -131,24 +135,26 @@ impl FaceModels {
                 kept.push(f);
             }
         }
-        for f in &mut kept {
-            let grey = sample_grey(image, face_square(f, image, FACE_MARGIN), FACE_SIZE);
-            f.smiling = classify(&self.emotion, grey, HAPPY)?.unwrap_or(0.0);
-        }
         let mut by_size: Vec<usize> = (0..kept.len()).collect();
         by_size.sort_by(|&a, &b| {
             let area = |f: &Face| f.rect[2] * f.rect[3];
             area(&kept[b]).total_cmp(&area(&kept[a]))
         });
+        for &i in by_size.iter().take(EMOTION_FACES) {
+            let f = &mut kept[i];
+            let grey = sample_grey(image, face_square(f, image, FACE_MARGIN), FACE_SIZE);
+            f.smiling = classify(&self.emotion, grey, HAPPY)?.unwrap_or(0.0);
+        }
         for &i in by_size.iter().take(GENDER_FACES) {
-            kept[i].man = agreed(&self.gender_views(image, &kept[i])?);
+            kept[i].man = self.gender(image, &kept[i])?;
         }
         Ok(kept)
     }
 
-    /// The gender classifier's "man" probability for each view of `face`: at each of
-    /// [`GENDER_MARGINS`], then mirrored.
-    fn gender_views(&self, image: &RgbImage, face: &Face) -> Result<Vec<f32>, EmbedError> {
+    /// How sure the gender classifier is that `face` is a man's: [`agreed`] over its views
+    /// at each of [`GENDER_MARGINS`], each also mirrored. Stops at the first view that
+    /// leaves the face undecided, as the rest cannot change that.
+    fn gender(&self, image: &RgbImage, face: &Face) -> Result<f32, EmbedError> {
         let mut views = Vec::with_capacity(2 * GENDER_MARGINS.len());
         for margin in GENDER_MARGINS {
             let grey = sample_grey(image, face_square(face, image, margin), FACE_SIZE);
@@ -156,9 +162,12 @@ impl FaceModels {
             for view in [grey, mirrored] {
                 let man = classify(&self.gender, view, MAN)?;
                 views.push(man.unwrap_or(0.5).clamp(0.0, 1.0));
+                if undecided(&views) {
+                    return Ok(0.5);
+                }
             }
         }
-        Ok(views)
+        Ok(agreed(&views))
     }
 
     /// Runs the detector on `region` (pixels: x, y, width, height) letterboxed into its
@@ -290,10 +299,16 @@ fn classify(model: &GraphModel, grey: Vec<f32>, index: usize) -> Result<Option<f
 /// The mean of probabilities that all fall on the same side of 0.5; 0.5 when any two fall on
 /// opposite sides (or there are none).
 fn agreed(p: &[f32]) -> f32 {
-    if p.is_empty() || !(p.iter().all(|&v| v > 0.5) || p.iter().all(|&v| v < 0.5)) {
+    if undecided(p) {
         return 0.5;
     }
     p.iter().sum::<f32>() / p.len() as f32
+}
+
+/// Whether views `p` leave a face undecided: there are none, one is at 0.5, or two fall on
+/// opposite sides of it (then no further view can decide it).
+fn undecided(p: &[f32]) -> bool {
+    p.is_empty() || !(p.iter().all(|&v| v > 0.5) || p.iter().all(|&v| v < 0.5))
 }
 
 fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
@@ -474,18 +489,20 @@ mod tests {
         assert!((0.0..=1.0).contains(&f.smiling), "{f:?}");
         // A probability; where it is decided, every view gives the same answer.
         assert!((0.0..=1.0).contains(&f.man), "{f:?}");
-        let views = m.gender_views(&img, f).unwrap();
-        assert_eq!(views.len(), 2 * GENDER_MARGINS.len());
-        for (i, &margin) in GENDER_MARGINS.iter().enumerate() {
+        // Every view, read in full: the early stop gives what all of them agree on.
+        let mut views = Vec::new();
+        for &margin in &GENDER_MARGINS {
             let grey = sample_grey(&img, face_square(f, &img, margin), FACE_SIZE);
-            let out = m
-                .gender
-                .run(Tensor::new(vec![1, FACE_SIZE, FACE_SIZE, 1], grey).unwrap())
-                .unwrap();
-            assert_eq!(out[0].data.len(), 2, "woman, man");
-            assert!((out[0].data.iter().sum::<f32>() - 1.0).abs() < 1e-4);
-            // Each margin's plain view comes before its mirrored one.
-            assert_eq!(views[2 * i], out[0].data[MAN]);
+            let mirrored = mirror(&grey, FACE_SIZE);
+            for view in [grey, mirrored] {
+                let out = m
+                    .gender
+                    .run(Tensor::new(vec![1, FACE_SIZE, FACE_SIZE, 1], view).unwrap())
+                    .unwrap();
+                assert_eq!(out[0].data.len(), 2, "woman, man");
+                assert!((out[0].data.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+                views.push(out[0].data[MAN]);
+            }
         }
         assert_eq!(f.man, agreed(&views));
         if f.man != 0.5 {
@@ -504,6 +521,42 @@ mod tests {
     }
 
     #[test]
+    fn a_crowd_is_read_up_to_the_bounds() {
+        use super::super::testutil::{fixtures_dir, load_rgb, model_dir};
+        let (Some(models), Some(fx)) = (model_dir(), fixtures_dir()) else {
+            return;
+        };
+        let m = FaceModels::load(&models.join(files::DIR), false).unwrap();
+        // The portrait's face, closely cropped, three times across and twice down.
+        let portrait = load_rgb(&fx.join("labelled/img-10.jpg"), 384);
+        let face = m.detect(&portrait).unwrap().remove(0);
+        let [x, y, side, _] = face_square(&face, &portrait, 1.6);
+        let n = side as usize;
+        let one = sample(&portrait, [x, y, side, side], n, |v| v);
+        let mut pixels = vec![0u8; 6 * n * n * 3];
+        for tile in 0..6 {
+            let (tx, ty) = (tile % 3, tile / 3);
+            for row in 0..n {
+                let to = ((ty * n + row) * 3 * n + tx * n) * 3;
+                for (d, v) in pixels[to..to + n * 3].iter_mut().zip(&one[row * n * 3..]) {
+                    *d = v.round() as u8;
+                }
+            }
+        }
+        let crowd = RgbImage {
+            width: 3 * n as u32,
+            height: 2 * n as u32,
+            pixels,
+        };
+        let found = m.detect(&crowd).unwrap();
+        assert!(found.len() > EMOTION_FACES, "{found:?}");
+        // Only the largest faces are read: the rest keep "not smiling" and "undecided".
+        let read = found.iter().filter(|f| f.smiling > 0.0).count();
+        assert_eq!(read, EMOTION_FACES, "{found:?}");
+        assert!(found.iter().filter(|f| f.man != 0.5).count() <= GENDER_FACES);
+    }
+
+    #[test]
     fn mirrored_rows_and_agreeing_views() {
         assert_eq!(mirror(&[1.0, 2.0, 3.0, 4.0], 2), [2.0, 1.0, 4.0, 3.0]);
         assert!((agreed(&[0.8, 0.9, 0.7, 0.6]) - 0.75).abs() < 1e-6);
@@ -512,6 +565,7 @@ mod tests {
         assert_eq!(agreed(&[0.9, 0.9, 0.4]), 0.5);
         assert_eq!(agreed(&[0.9, 0.5]), 0.5);
         assert_eq!(agreed(&[]), 0.5);
+        assert!(undecided(&[0.9, 0.2]) && undecided(&[0.5]) && !undecided(&[0.1, 0.3]));
         let face = Face {
             score: 1.0,
             rect: [0.25, 0.5, 0.25, 0.25],
