@@ -3,7 +3,8 @@
 //! It starts the service in-process on a scratch data directory, ingests a labelled photo set
 //! through the HTTP API like any client, runs each text query of its `queries.json` and
 //! reports recall@1/@5/@10 and mean reciprocal rank, overall and per query group (`group` of
-//! each query: objects, people, scenes, textures), with the ingest cost per image (process
+//! each query: objects, people, scenes, textures), each MRR with its 95 % bootstrap interval
+//! over the queries (how far another draw of such queries could move it), with the ingest cost per image (process
 //! CPU-ms, peak RSS). Then it makes near-duplicates of real photos ([`EDITS`]: half size, JPEG
 //! quality 30, 5 % and 10 % crops, a 3° turn), ingests them beside their originals under
 //! another owner, and reports the precision and recall of the pairs the pipeline recorded
@@ -67,6 +68,8 @@ pub struct GroupQuality {
     pub recall_at_10: f64,
     /// Mean reciprocal rank (0 when none in the top 10).
     pub mrr: f64,
+    /// 95 % bootstrap interval of `mrr` over the group's queries: `[low, high]`.
+    pub mrr_interval_95: [f64; 2],
 }
 
 /// What ingesting the labelled photos cost this process.
@@ -154,6 +157,9 @@ pub struct SearchQuality {
     pub recall_at_10: f64,
     /// Mean reciprocal rank of the first relevant image (0 when none in the top 10).
     pub mrr: f64,
+    /// 95 % bootstrap interval of `mrr` over the queries: `[low, high]`. With a few dozen
+    /// queries one rank moves the MRR by a few hundredths; this says how much more.
+    pub mrr_interval_95: [f64; 2],
     /// Per query: the rank of its first relevant image (1-based), if in the top 10.
     pub ranks: BTreeMap<String, Option<usize>>,
     /// Text query latency through the API, milliseconds, p50 / max.
@@ -483,6 +489,9 @@ async fn eval_queries(
     let mut ranks = BTreeMap::new();
     let mut all = GroupQuality::default();
     let mut groups: BTreeMap<String, GroupQuality> = BTreeMap::new();
+    // Reciprocal ranks, overall and per group, for the intervals.
+    let mut all_rr: Vec<f64> = Vec::new();
+    let mut group_rr: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut times = Vec::new();
     for q in &qf.queries {
         let t = Instant::now();
@@ -503,9 +512,11 @@ async fn eval_queries(
             .iter()
             .position(|id| file_of.get(id).is_some_and(|f| relevant.contains(f)))
             .map(|p| p + 1);
-        let group = groups
-            .entry(q.group.clone().unwrap_or_else(|| "all".into()))
-            .or_default();
+        let name = q.group.clone().unwrap_or_else(|| "all".into());
+        let rr = rank.map_or(0.0, |r| 1.0 / r as f64);
+        all_rr.push(rr);
+        group_rr.entry(name.clone()).or_default().push(rr);
+        let group = groups.entry(name).or_default();
         for g in [&mut all, group] {
             g.queries += 1;
             if let Some(r) = rank {
@@ -519,15 +530,16 @@ async fn eval_queries(
         ranks.insert(q.query.clone(), rank);
     }
     times.sort_by(f64::total_cmp);
-    let mean = |mut g: GroupQuality| {
+    let mean = |mut g: GroupQuality, rr: &[f64]| {
         let n = g.queries.max(1) as f64;
         g.recall_at_1 /= n;
         g.recall_at_5 /= n;
         g.recall_at_10 /= n;
         g.mrr /= n;
+        g.mrr_interval_95 = super::bootstrap::mean_interval_95(rr);
         g
     };
-    let all = mean(all);
+    let all = mean(all, &all_rr);
     Ok(SearchQuality {
         queries: qf.queries.len(),
         images: qf.labelled_files.len(),
@@ -535,10 +547,18 @@ async fn eval_queries(
         recall_at_5: all.recall_at_5,
         recall_at_10: all.recall_at_10,
         mrr: all.mrr,
+        mrr_interval_95: all.mrr_interval_95,
         ranks,
         query_ms_p50: times.get(times.len() / 2).copied().unwrap_or(0.0),
         query_ms_max: times.last().copied().unwrap_or(0.0),
-        groups: groups.into_iter().map(|(k, g)| (k, mean(g))).collect(),
+        groups: groups
+            .into_iter()
+            .map(|(k, g)| {
+                let rr = group_rr.get(&k).map_or(&[][..], Vec::as_slice);
+                let g = mean(g, rr);
+                (k, g)
+            })
+            .collect(),
         ingest,
     })
 }

@@ -8,8 +8,10 @@
 //! - [`indexing`]: embedding one image, writing its point, finding its near-duplicates.
 //! - [`plan`]: the search query plan (similarity with filters inside, or SQL order).
 //! - [`reconcile`]: SQL ↔ index drift repair and re-embedding after a model change.
-//! - [`eval`]: `flexphoto eval-search`, search and near-duplicate quality on labelled photos.
+//! - [`eval`]: `flexphoto eval-search`, search and near-duplicate quality on labelled photos;
+//!   [`bootstrap`]: the intervals it reports beside its figures.
 
+pub mod bootstrap;
 pub mod embed;
 pub mod eval;
 pub mod index;
