@@ -31,6 +31,7 @@ use flexphoto_control_plane::catalog::sources::{Source, Sourced};
 use flexphoto_control_plane::config::DatabaseUrl;
 use flexphoto_control_plane::domain::{ImageId, Owner, ReasonKind, WorkflowState};
 use flexphoto_control_plane::filter::ImageFilter;
+use flexphoto_control_plane::rng::SplitMix64 as Rng;
 use flexphoto_control_plane::store::catalog::{
     CatalogInsert, DescriptiveWrite, FieldChange, QueueOrder,
 };
@@ -147,24 +148,9 @@ const KEYWORDS: [&str; 8] = [
     "dog", "kitten", "city", "beach", "sunset", "night", "portrait", "food",
 ];
 
-/// splitmix64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// The 20 values of image `i` (one in ten breaks the photographer id's pattern).
 fn values(i: u64) -> BTreeMap<String, Value> {
-    let mut r = Rng(i.wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let mut r = Rng::new(i.wrapping_mul(0x2545_F491_4F6C_DD1D));
     let usage = ["editorial", "commercial", "internal"][r.below(3) as usize];
     let region = ["emea", "amer", "apac"][r.below(3) as usize];
     let pid = if i % 10 == 7 {
@@ -455,7 +441,7 @@ async fn query(
         ..ImageFilter::default()
     };
     let mut tm = Timings(BTreeMap::new());
-    let mut r = Rng(42);
+    let mut r = Rng::new(42);
     let limit = 50;
     for q in 0..queries {
         let usage = ["editorial", "commercial", "internal"][q % 3];

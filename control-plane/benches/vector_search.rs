@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use flexphoto_control_plane::rng::SplitMix64;
 use flexphoto_control_plane::search::index::{
     open_embedded_index, EmbeddedOptions, Hit, IndexPoint, PointPayload, SearchFilter, VectorIndex,
     VectorName, VectorQuery, VectorSpace, VisualStorage,
@@ -28,30 +29,10 @@ const DAY_US: i64 = 24 * 3_600 * 1_000_000;
 const OWNERS: u64 = 100;
 const BATCH: usize = 500;
 
-/// splitmix64: deterministic, so any point can be regenerated instead of kept in memory.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x1234_5678)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn unit(&mut self, dims: usize) -> Vec<f32> {
-        let v: Vec<f32> = (0..dims)
-            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
-            .collect();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.into_iter().map(|x| x / norm).collect()
-    }
+/// A deterministic generator for `seed`, so any point can be regenerated instead of kept in
+/// memory.
+fn rng(seed: u64) -> SplitMix64 {
+    SplitMix64::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x1234_5678)
 }
 
 const CAMERAS: [(&str, &str); 5] = [
@@ -68,24 +49,24 @@ const TAGS: [&str; 12] = [
 
 /// The cheap, filterable part of point `i`.
 fn meta(i: u64) -> (u64, i64) {
-    let mut r = Rng::new(i);
+    let mut r = rng(i);
     (
         r.below(OWNERS),
-        T0 + (r.next() % TWO_YEARS_US as u64) as i64,
+        T0 + (r.next_u64() % TWO_YEARS_US as u64) as i64,
     )
 }
 
 fn point(i: u64) -> IndexPoint {
     let (owner, uploaded_at) = meta(i);
-    let mut r = Rng::new(i ^ 0xABCD_EF01_2345_6789);
+    let mut r = rng(i ^ 0xABCD_EF01_2345_6789);
     let camera = (r.below(10) < 8).then(|| CAMERAS[r.below(CAMERAS.len() as u64) as usize]);
     let tags = (0..r.below(4))
         .map(|_| TAGS[r.below(TAGS.len() as u64) as usize].to_owned())
         .collect();
     IndexPoint {
         id: Uuid::from_u64_pair(i.wrapping_mul(0x9E37_79B9_7F4A_7C15), i),
-        semantic: r.unit(SPACE.semantic_dims),
-        visual: r.unit(SPACE.visual_dims),
+        semantic: r.unit_vector(SPACE.semantic_dims),
+        visual: r.unit_vector(SPACE.visual_dims),
         payload: PointPayload {
             owner: format!("user-{owner:03}"),
             uploaded_at,
@@ -143,7 +124,7 @@ fn env_or(name: &str, default: &str) -> String {
 struct Kind {
     name: &'static str,
     using: VectorName,
-    filter: fn(&mut Rng) -> SearchFilter,
+    filter: fn(&mut SplitMix64) -> SearchFilter,
 }
 
 fn kinds() -> Vec<Kind> {
@@ -165,7 +146,7 @@ fn kinds() -> Vec<Kind> {
             name: "visual, owner + 6 months",
             using: VectorName::Visual,
             filter: |r| {
-                let from = T0 + (r.next() % (TWO_YEARS_US - 180 * DAY_US) as u64) as i64;
+                let from = T0 + (r.next_u64() % (TWO_YEARS_US - 180 * DAY_US) as u64) as i64;
                 SearchFilter {
                     owner: Some(format!("user-{:03}", r.below(OWNERS))),
                     uploaded_from: Some(from),
@@ -254,13 +235,13 @@ async fn run_child(n: u64, mode: &str) -> serde_json::Value {
     let metas: Vec<(u64, i64)> = (0..n).map(meta).collect();
     let mut results = Vec::new();
     for (k, kind) in kinds().into_iter().enumerate() {
-        let mut rng = Rng::new(1_000 + k as u64);
+        let mut rng = rng(1_000 + k as u64);
         let dims = match kind.using {
             VectorName::Semantic => SPACE.semantic_dims,
             VectorName::Visual => SPACE.visual_dims,
         };
         let work: Vec<(Vec<f32>, SearchFilter)> = (0..queries)
-            .map(|_| (rng.unit(dims), (kind.filter)(&mut rng)))
+            .map(|_| (rng.unit_vector(dims), (kind.filter)(&mut rng)))
             .collect();
         // Warm-up.
         for (q, f) in work.iter().take(50) {

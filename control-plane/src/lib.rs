@@ -30,7 +30,8 @@
 //! - [`lifecycle`]: access statistics from the edges, hot/cold tiering, restores, the cost
 //!   model; [`clock`]: the time its decisions are made at; [`failpoint`]: crash points for
 //!   fault-injection tests.
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics; [`rng`]: deterministic random numbers (intervals,
+//!   generated test and benchmark data).
 //! - [`admin_ui`]: the admin web UI at `/admin` (embedded pages, browser sessions).
 #![deny(missing_docs)]
 
@@ -58,6 +59,7 @@ pub mod metrics;
 pub mod privacy;
 pub mod purge;
 pub mod rate_limit;
+pub mod rng;
 pub mod routes;
 pub mod search;
 pub mod state;

@@ -2,6 +2,8 @@
 //! recall) could move with another draw of queries like them. `eval-search` reports them
 //! beside each figure, so that a target met or missed by one query's rank reads as such.
 
+use crate::rng::SplitMix64;
+
 /// Resamples drawn for an interval.
 const RESAMPLES: usize = 2000;
 /// Seed of the resampling: the same values give the same interval in every report.
@@ -15,31 +17,18 @@ pub fn mean_interval_95(values: &[f64]) -> [f64; 2] {
         return [0.0, 0.0];
     }
     let n = values.len();
-    let mut rng = SplitMix64(SEED);
+    let mut rng = SplitMix64::new(SEED);
     let mut means: Vec<f64> = (0..RESAMPLES)
-        .map(|_| (0..n).map(|_| values[rng.below(n)]).sum::<f64>() / n as f64)
+        .map(|_| {
+            (0..n)
+                .map(|_| values[rng.below(n as u64) as usize])
+                .sum::<f64>()
+                / n as f64
+        })
         .collect();
     means.sort_by(f64::total_cmp);
     let at = |q: f64| means[((q * (RESAMPLES - 1) as f64).round() as usize).min(RESAMPLES - 1)];
     [at(0.025), at(0.975)]
-}
-
-/// SplitMix64: a small, well-mixed generator, enough for resampling.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n ≥ 1); the modulo bias is below 2⁻⁵⁰ for the sizes used here.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 #[cfg(test)]
@@ -63,15 +52,5 @@ mod tests {
         assert_eq!(mean_interval_95(&[]), [0.0, 0.0]);
         // The same values, the same interval.
         assert_eq!(mean_interval_95(&rr), [lo, hi]);
-    }
-
-    #[test]
-    fn resampling_draws_every_index_evenly() {
-        let mut rng = SplitMix64(SEED);
-        let mut seen = [0usize; 5];
-        for _ in 0..10_000 {
-            seen[rng.below(5)] += 1;
-        }
-        assert!(seen.iter().all(|&c| (1800..2200).contains(&c)), "{seen:?}");
     }
 }

@@ -7,33 +7,25 @@ use std::path::PathBuf;
 use uuid::Uuid;
 
 use super::*;
+use crate::rng::SplitMix64;
 
 const SPACE: VectorSpace = VectorSpace {
     semantic_dims: 48,
     visual_dims: 64,
 };
 
-/// Deterministic generator (splitmix64), so failures reproduce.
-struct Rng(u64);
+/// Deterministic generated data, so failures reproduce.
+struct Rng(SplitMix64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn float(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    fn new(seed: u64) -> Self {
+        Self(SplitMix64::new(seed))
     }
     fn unit(&mut self, dims: usize) -> Vec<f32> {
-        let v: Vec<f32> = (0..dims).map(|_| self.float()).collect();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        v.into_iter().map(|x| x / norm).collect()
+        self.0.unit_vector(dims)
     }
     fn uuid(&mut self) -> Uuid {
-        Uuid::from_u64_pair(self.next(), self.next())
+        Uuid::from_u64_pair(self.0.next_u64(), self.0.next_u64())
     }
 }
 
@@ -148,7 +140,7 @@ async fn search(
 
 /// Upsert, get, overwrite, set_payload, delete, dimension errors.
 pub(super) async fn crud_suite(index: &dyn VectorIndex) {
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     let points: Vec<IndexPoint> = (0..3).map(|i| make_point(&mut rng, i, SPACE)).collect();
     index.upsert(points.clone()).await.unwrap();
     assert_eq!(index.count(&SearchFilter::default()).await.unwrap(), 3);
@@ -248,13 +240,13 @@ pub(super) async fn crud_suite(index: &dyn VectorIndex) {
 
 /// Builds the data set of [`search_suite`].
 pub(super) fn dataset(n: usize) -> Vec<IndexPoint> {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     (0..n).map(|i| make_point(&mut rng, i, SPACE)).collect()
 }
 
 /// Filters, pagination, threshold, count, list on `points` (already written and optimized).
 pub(super) async fn search_suite(index: &dyn VectorIndex, points: &[IndexPoint]) {
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let n = points.len();
     let filters = [
         SearchFilter::default(),
@@ -483,7 +475,7 @@ async fn embedded_dims_change_recreates() {
         opened.index.count(&SearchFilter::default()).await.unwrap(),
         0
     );
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     opened
         .index
         .upsert(vec![make_point(&mut rng, 1, other)])
@@ -532,7 +524,7 @@ async fn embedded_upsert_survives_abort() {
         .await
         .unwrap();
         opened.index.upsert(dataset(20)).await.unwrap();
-        let mut rng = Rng(5);
+        let mut rng = Rng::new(5);
         let mut p = make_point(&mut rng, 77, SPACE);
         p.id = dataset(20)[0].id;
         opened.index.upsert(vec![p]).await.unwrap();
@@ -557,7 +549,7 @@ async fn embedded_upsert_survives_abort() {
     );
     let first = dataset(20)[0].id;
     let got = opened.index.get(first).await.unwrap().expect("point");
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     assert_eq!(got.payload, make_point(&mut rng, 77, SPACE).payload);
 }
 
