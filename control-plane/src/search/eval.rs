@@ -4,13 +4,13 @@
 //! through the HTTP API like any client, runs each text query of its `queries.json` and
 //! reports recall@1/@5/@10 and mean reciprocal rank, overall and per query group (`group` of
 //! each query: objects, people, scenes, textures), each MRR with its 95 % bootstrap interval
-//! over the queries (how far another draw of such queries could move it), with the ingest cost per image (process
-//! CPU-ms, peak RSS). Then it makes near-duplicates of real photos ([`EDITS`]: half size, JPEG
-//! quality 30, 5 % and 10 % crops, a 3° turn), ingests them beside their originals under
-//! another owner, and reports the precision and recall of the pairs the pipeline recorded
-//! (every cross-photo pair is a negative). It also scores every pair by each signal and
-//! chooses, on half of the photos, the loosest threshold keeping precision ≥ 0.99, then
-//! reports that threshold on the other half.
+//! over the queries (how far another draw of such queries could move it), and the ingest
+//! cost per image (process CPU-ms, peak RSS). Then it makes near-duplicates of real photos
+//! ([`EDITS`]: half size, JPEG quality 30, 5 % and 10 % crops, a 3° turn), ingests them
+//! beside their originals under another owner, and reports the precision and recall of the
+//! pairs the pipeline recorded (every cross-photo pair is a negative). It also scores every
+//! pair by each signal and chooses, on half of the photos, the loosest threshold keeping
+//! precision ≥ 0.99, then reports that threshold on the other half.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
