@@ -7,7 +7,9 @@
 //! ```
 //!
 //! `FLEXPHOTO_SEARCH_SETS` names another folder of sets, `PROBE_SETS` the sets in it to rank
-//! (comma-separated; default `tune,holdout`).
+//! (comma-separated; default `tune,holdout`). The embedder reads what ingest gives it (the
+//! stored variant); `PROBE_CONFIG_TOML` (configuration text, e.g. other `[[variants]]`)
+//! changes the settings that make it, `PROBE_FROM_ORIGINAL=1` has it read the original.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,7 +46,8 @@ fn rgb_of(data: &Bytes, side: u32) -> RgbImage {
 
 /// The default configuration's ingest settings for an embedder whose input side is `side`.
 fn ingest_settings(side: u32) -> IngestSettings {
-    let cfg = crate::config::RawConfig::from_toml_and_env("", std::iter::empty())
+    let toml = std::env::var("PROBE_CONFIG_TOML").unwrap_or_default();
+    let cfg = crate::config::RawConfig::from_toml_and_env(&toml, std::iter::empty())
         .unwrap()
         .validate()
         .unwrap();
@@ -56,6 +59,9 @@ fn ingest_settings(side: u32) -> IngestSettings {
 /// The embedder's input as ingest makes it: from the stored variant that a re-embed reads
 /// (not from the original), so the probe ranks as the service does.
 fn ingest_input(data: &Bytes, settings: &IngestSettings) -> RgbImage {
+    if std::env::var_os("PROBE_FROM_ORIGINAL").is_some() {
+        return rgb_of(data, settings.embed_side.unwrap_or(384));
+    }
     let budget = flexphoto_media::transform::Budget::unlimited();
     crate::ingest::analyse(data, settings, &budget)
         .expect("ingest analysis")
