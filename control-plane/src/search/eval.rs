@@ -56,7 +56,7 @@ struct LabelledQuery {
 }
 
 /// Ranking figures of one query group.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct GroupQuality {
     /// Queries in the group.
     pub queries: usize,
@@ -487,11 +487,9 @@ async fn eval_queries(
         .map(|(f, i)| (i.as_str(), f.as_str()))
         .collect();
     let mut ranks = BTreeMap::new();
-    let mut all = GroupQuality::default();
-    let mut groups: BTreeMap<String, GroupQuality> = BTreeMap::new();
-    // Reciprocal ranks, overall and per group, for the intervals.
-    let mut all_rr: Vec<f64> = Vec::new();
-    let mut group_rr: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    // Every query's rank, and each group's, in query order.
+    let mut all_ranks: Vec<Option<usize>> = Vec::new();
+    let mut group_ranks: BTreeMap<String, Vec<Option<usize>>> = BTreeMap::new();
     let mut times = Vec::new();
     for q in &qf.queries {
         let t = Instant::now();
@@ -512,34 +510,15 @@ async fn eval_queries(
             .iter()
             .position(|id| file_of.get(id).is_some_and(|f| relevant.contains(f)))
             .map(|p| p + 1);
-        let name = q.group.clone().unwrap_or_else(|| "all".into());
-        let rr = rank.map_or(0.0, |r| 1.0 / r as f64);
-        all_rr.push(rr);
-        group_rr.entry(name.clone()).or_default().push(rr);
-        let group = groups.entry(name).or_default();
-        for g in [&mut all, group] {
-            g.queries += 1;
-            if let Some(r) = rank {
-                // Sums for now; divided by the query count below.
-                g.recall_at_1 += f64::from(u8::from(r <= 1));
-                g.recall_at_5 += f64::from(u8::from(r <= 5));
-                g.recall_at_10 += f64::from(u8::from(r <= 10));
-                g.mrr += 1.0 / r as f64;
-            }
-        }
+        group_ranks
+            .entry(q.group.clone().unwrap_or_else(|| "all".into()))
+            .or_default()
+            .push(rank);
+        all_ranks.push(rank);
         ranks.insert(q.query.clone(), rank);
     }
     times.sort_by(f64::total_cmp);
-    let mean = |mut g: GroupQuality, rr: &[f64]| {
-        let n = g.queries.max(1) as f64;
-        g.recall_at_1 /= n;
-        g.recall_at_5 /= n;
-        g.recall_at_10 /= n;
-        g.mrr /= n;
-        g.mrr_interval_95 = super::bootstrap::mean_interval_95(rr);
-        g
-    };
-    let all = mean(all, &all_rr);
+    let all = group_quality(&all_ranks);
     Ok(SearchQuality {
         queries: qf.queries.len(),
         images: qf.labelled_files.len(),
@@ -551,16 +530,31 @@ async fn eval_queries(
         ranks,
         query_ms_p50: times.get(times.len() / 2).copied().unwrap_or(0.0),
         query_ms_max: times.last().copied().unwrap_or(0.0),
-        groups: groups
+        groups: group_ranks
             .into_iter()
-            .map(|(k, g)| {
-                let rr = group_rr.get(&k).map_or(&[][..], Vec::as_slice);
-                let g = mean(g, rr);
-                (k, g)
-            })
+            .map(|(k, r)| (k, group_quality(&r)))
             .collect(),
         ingest,
     })
+}
+
+/// The ranking figures of queries whose first relevant images came at `ranks` (1-based;
+/// `None` when not in the top 10).
+fn group_quality(ranks: &[Option<usize>]) -> GroupQuality {
+    let n = ranks.len().max(1) as f64;
+    let share = |k: usize| ranks.iter().filter(|r| r.is_some_and(|r| r <= k)).count() as f64 / n;
+    let rr: Vec<f64> = ranks
+        .iter()
+        .map(|r| r.map_or(0.0, |r| 1.0 / r as f64))
+        .collect();
+    GroupQuality {
+        queries: ranks.len(),
+        recall_at_1: share(1),
+        recall_at_5: share(5),
+        recall_at_10: share(10),
+        mrr: rr.iter().sum::<f64>() / n,
+        mrr_interval_95: super::bootstrap::mean_interval_95(&rr),
+    }
 }
 
 /// The edits made of each photo for the duplicate set, in this order.
@@ -995,6 +989,20 @@ mod tests {
         assert!((c.stage_ms_per_image["decode"] - 100.0).abs() < 1e-9);
         assert!((c.embed_ms_per_image - 50.0).abs() < 1e-9);
         assert!(!c.stage_ms_per_image.contains_key("idle"));
+    }
+
+    #[test]
+    fn group_figures_come_from_the_ranks() {
+        let g = group_quality(&[Some(1), Some(2), None, Some(6)]);
+        assert_eq!(g.queries, 4);
+        assert_eq!(
+            (g.recall_at_1, g.recall_at_5, g.recall_at_10),
+            (0.25, 0.5, 0.75)
+        );
+        assert!((g.mrr - (1.0 + 0.5 + 1.0 / 6.0) / 4.0).abs() < 1e-12);
+        let [lo, hi] = g.mrr_interval_95;
+        assert!(lo < g.mrr && g.mrr < hi, "{lo} {hi}");
+        assert_eq!(group_quality(&[]).mrr, 0.0);
     }
 
     #[test]
