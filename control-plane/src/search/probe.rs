@@ -44,7 +44,8 @@ fn rgb_of(data: &Bytes, side: u32) -> RgbImage {
     .expect("decode")
 }
 
-/// The default configuration's ingest settings for an embedder whose input side is `side`.
+/// The ingest settings for an embedder whose input side is `side`: the default
+/// configuration, or `PROBE_CONFIG_TOML`'s.
 fn ingest_settings(side: u32) -> IngestSettings {
     let toml = std::env::var("PROBE_CONFIG_TOML").unwrap_or_default();
     let cfg = crate::config::RawConfig::from_toml_and_env(&toml, std::iter::empty())
@@ -57,7 +58,8 @@ fn ingest_settings(side: u32) -> IngestSettings {
 }
 
 /// The embedder's input as ingest makes it: from the stored variant that a re-embed reads
-/// (not from the original), so the probe ranks as the service does.
+/// (not from the original), so the probe ranks as the service does; from the original with
+/// `PROBE_FROM_ORIGINAL`.
 fn ingest_input(data: &Bytes, settings: &IngestSettings) -> RgbImage {
     if std::env::var_os("PROBE_FROM_ORIGINAL").is_some() {
         return rgb_of(data, settings.embed_side.unwrap_or(384));

@@ -475,14 +475,20 @@ mod tests {
         }
     }
 
+    /// The face models and the fixture portrait (one face) at the embedder's input size;
+    /// `None` where the models or fixtures are absent.
+    fn models_and_portrait() -> Option<(FaceModels, RgbImage)> {
+        use super::super::testutil::{fixtures_dir, load_rgb, model_dir};
+        let (models, fx) = (model_dir()?, fixtures_dir()?);
+        let m = FaceModels::load(&models.join(files::DIR), false).unwrap();
+        Some((m, load_rgb(&fx.join("labelled/img-10.jpg"), 384)))
+    }
+
     #[test]
     fn every_face_of_a_portrait_is_read() {
-        use super::super::testutil::{fixtures_dir, load_rgb, model_dir};
-        let (Some(models), Some(fx)) = (model_dir(), fixtures_dir()) else {
+        let Some((m, img)) = models_and_portrait() else {
             return;
         };
-        let m = FaceModels::load(&models.join(files::DIR), false).unwrap();
-        let img = load_rgb(&fx.join("labelled/img-10.jpg"), 384);
         let found = m.detect(&img).unwrap();
         assert_eq!(found.len(), 1, "{found:?}");
         let f = &found[0];
@@ -522,13 +528,10 @@ mod tests {
 
     #[test]
     fn a_crowd_is_read_up_to_the_bounds() {
-        use super::super::testutil::{fixtures_dir, load_rgb, model_dir};
-        let (Some(models), Some(fx)) = (model_dir(), fixtures_dir()) else {
+        let Some((m, portrait)) = models_and_portrait() else {
             return;
         };
-        let m = FaceModels::load(&models.join(files::DIR), false).unwrap();
         // The portrait's face, closely cropped, three times across and twice down.
-        let portrait = load_rgb(&fx.join("labelled/img-10.jpg"), 384);
         let face = m.detect(&portrait).unwrap().remove(0);
         let [x, y, side, _] = face_square(&face, &portrait, 1.6);
         let n = side as usize;
