@@ -79,6 +79,12 @@ pub async fn serve(
     let served = server.await;
     let _ = workers.await;
     while background.join_next().await.is_some() {}
+    if let Some(search) = &state.search {
+        // Nothing writes any more: deferred index writes go to disk now.
+        if let Err(e) = search.index.sync().await {
+            tracing::error!(error = %e, "flushing the vector index at shutdown failed");
+        }
+    }
     state.db.close().await;
     match served {
         Ok(r) => r.map_err(RunError::Io),

@@ -348,6 +348,10 @@ pub struct RawSearch {
     pub index: String,
     /// Embedded index directory; empty means `{data_dir}/index`.
     pub index_dir: String,
+    /// Embedded index: new vectors are flushed to disk this often, milliseconds, instead of
+    /// once per image (0: every upsert flushed before it returns). A crash loses at most this
+    /// much of them, and reconciliation at start embeds those images again.
+    pub index_flush_ms: u64,
     /// Qdrant server URL for `index = "server"`.
     pub qdrant_url: String,
     /// Qdrant server API key (empty: none).
@@ -386,6 +390,7 @@ impl Default for RawSearch {
             clip_dir: String::new(),
             index: "embedded".into(),
             index_dir: String::new(),
+            index_flush_ms: 1000,
             qdrant_url: String::new(),
             qdrant_api_key: String::new(),
             qdrant_collection: "flexphoto".into(),
@@ -504,6 +509,8 @@ pub struct SearchConfig {
     pub max_pairs: u32,
     /// Reconcile interval; `None`: only when a process takes the role.
     pub reconcile_interval: Option<Duration>,
+    /// Embedded index: flush interval for new vectors (`None`: every upsert durable).
+    pub index_flush_interval: Option<Duration>,
 }
 
 impl RawSearch {
@@ -588,6 +595,12 @@ impl RawSearch {
         if !(1..=1000).contains(&self.max_limit) {
             return Err(invalid("search.max_limit", "must be between 1 and 1000"));
         }
+        if self.index_flush_ms > 60_000 {
+            return Err(invalid(
+                "search.index_flush_ms",
+                "must be between 0 (flush every upsert) and 60000",
+            ));
+        }
         if self.conse_top_k > 50 {
             return Err(invalid(
                 "search.conse_top_k",
@@ -645,6 +658,8 @@ impl RawSearch {
             max_pairs: dup.max_pairs,
             reconcile_interval: (self.reconcile_interval_secs > 0)
                 .then(|| Duration::from_secs(self.reconcile_interval_secs)),
+            index_flush_interval: (self.index_flush_ms > 0)
+                .then(|| Duration::from_millis(self.index_flush_ms)),
         })
     }
 }

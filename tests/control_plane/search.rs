@@ -580,6 +580,67 @@ async fn index_survives_restart_and_follows_model_changes() {
     app.cleanup().await;
 }
 
+/// Index writes not yet flushed when the process dies (a flush interval longer than the
+/// test) are lost with it; reconciliation at the next start finds the ready images without
+/// vectors and embeds them again, and search finds every image as before.
+#[tokio::test]
+async fn index_writes_lost_in_a_crash_are_embedded_again() {
+    let Some(models) = models() else {
+        return;
+    };
+    let mut app = App::spawn(
+        Options::new(Backend::Sqlite)
+            .with_search(&models)
+            .env("FLEXPHOTO__SEARCH__INDEX_FLUSH_MS", "60000"),
+    )
+    .await;
+    // One owner each: near-duplicates are looked for per owner, and routing one to review
+    // writes its payload, which flushes every vector before it.
+    let owners = ["k0", "k1", "k2"];
+    let mut uploaded = Vec::new();
+    for (seed, owner) in owners.iter().enumerate() {
+        let (s, v) = app
+            .upload(ADMIN, owner, "p.jpg", &jpeg(320, 240, 700 + seed as u32))
+            .await;
+        assert_eq!(s, 201, "{v}");
+        uploaded.push(v["id"].as_str().unwrap().to_owned());
+    }
+    for id in &uploaded {
+        let img = app.wait_done(id, Duration::from_secs(120)).await;
+        assert_eq!(img["status"], "ready", "{img}");
+    }
+    wait_idle(&app).await;
+    let expected: Vec<Vec<String>> = uploaded.iter().map(|id| vec![id.clone()]).collect();
+    assert_eq!(found_per_owner(&app, &owners).await, expected);
+
+    app.kill9();
+    app.start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let (_, st) = app.get_json("/v1/jobs/stats", ADMIN).await;
+        if st["queue"]["by_kind"]["embed"]["done"].as_i64() == Some(uploaded.len() as i64) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lost vectors were never embedded again: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(found_per_owner(&app, &owners).await, expected);
+    app.cleanup().await;
+}
+
+/// What a text search finds among each owner's images, owner by owner.
+async fn found_per_owner(app: &App, owners: &[&str]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for owner in owners {
+        let q = json!({ "text": "a photo", "owner": owner, "limit": 10 });
+        out.push(ids(&search(app, q).await));
+    }
+    out
+}
+
 /// With search off, filter-only search still works and similarity asks say why they cannot.
 #[tokio::test]
 async fn search_by_filters_only_when_the_model_is_off() {

@@ -76,9 +76,15 @@ pub async fn open(cfg: &SearchConfig) -> Result<Option<(Search, bool)>, String> 
         visual_dims: info.visual_dims,
     };
     let opened = match &cfg.index {
-        IndexChoice::Embedded { dir } => index::open_embedded(dir, space)
-            .await
-            .map_err(|e| format!("search.index_dir {}: {e}", dir.display()))?,
+        IndexChoice::Embedded { dir } => {
+            let options = index::EmbeddedOptions {
+                flush_interval: cfg.index_flush_interval,
+                ..index::EmbeddedOptions::default()
+            };
+            index::open_embedded_with(dir, space, options)
+                .await
+                .map_err(|e| format!("search.index_dir {}: {e}", dir.display()))?
+        }
         IndexChoice::Server {
             url,
             api_key,

@@ -4,10 +4,19 @@
 //! # Durability
 //! `qdrant-edge` 0.7.2 appends every update to its WAL (an mmap, not synced) and applies it to
 //! the in-process segments, but `EdgeShard::load` does **not** replay the WAL. A write is only
-//! on disk once `EdgeShard::flush` has synced the WAL and every segment. So every write method
-//! here (`upsert`, `set_payload`, `delete`) returns only after a flush that began after its
-//! update: when it returns `Ok`, the write survives `kill -9` and a power cut. Writers that
-//! arrive together share one flush (group commit).
+//! on disk once `EdgeShard::flush` has synced the WAL and every segment, which costs about as
+//! much CPU as the rest of an image's indexing. So:
+//!
+//! - `set_payload` and `delete` return only after a flush that began after their update: when
+//!   they return `Ok`, the write survives `kill -9` and a power cut (a payload carries what
+//!   filters check, such as the owner; a deleted image must not come back). Writers that
+//!   arrive together share one flush (group commit).
+//! - `upsert` does the same unless [`EmbeddedOptions::flush_interval`] is set (the service
+//!   sets it): then a background thread flushes at that interval, a durable write or
+//!   [`VectorIndex::sync`] flushes everything before it, and so does dropping the last handle.
+//!   A crash can lose the upserts of the last interval. They are new vectors, and SQL is the
+//!   truth: the reconciliation every process start runs (`search::reconcile`) finds each ready
+//!   image without a point and queues its `embed` job, so the image is embedded again.
 //!
 //! # Optimization
 //! `qdrant-edge` has no background optimizer: new points land in a plain (brute-force)
@@ -68,6 +77,10 @@ pub struct EmbeddedOptions {
     /// Segments larger than this (KB of vectors) get HNSW indexes when optimized; `None` keeps
     /// qdrant's default. Applies at creation. Tests lower it to exercise the HNSW path.
     pub indexing_threshold_kb: Option<usize>,
+    /// `Some`: upserts return before their flush, and a background flush runs this often
+    /// (see the module docs: a crash loses at most this much of upserts, which reconciliation
+    /// restores). `None` (default): every upsert is durable when it returns.
+    pub flush_interval: Option<std::time::Duration>,
 }
 
 impl Default for EmbeddedOptions {
@@ -76,6 +89,7 @@ impl Default for EmbeddedOptions {
             visual_storage: VisualStorage::Ram,
             optimize_after_writes: 2_000,
             indexing_threshold_kb: None,
+            flush_interval: None,
         }
     }
 }
@@ -94,6 +108,8 @@ struct Inner {
     durable: Mutex<u64>,
     /// Flushes made for writes (for tests).
     flushes: AtomicU64,
+    /// Upserts return before their flush ([`EmbeddedOptions::flush_interval`]).
+    defer_upserts: bool,
     /// Points written since the last optimization started.
     pending: AtomicU64,
     /// An optimization is running or queued.
@@ -134,6 +150,19 @@ fn op_err(e: impl std::fmt::Display) -> IndexError {
 
 fn unavailable(e: impl std::fmt::Display) -> IndexError {
     IndexError::Unavailable(e.to_string())
+}
+
+/// Flushes `inner`'s deferred upserts every `every` until its last handle is dropped.
+fn spawn_flusher(inner: Weak<Inner>, every: std::time::Duration) -> Result<()> {
+    std::thread::Builder::new()
+        .name("vector-flush".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(inner) = inner.upgrade() else { return };
+            inner.make_durable(inner.applied.load(Ordering::Acquire));
+        })
+        .map(|_| ())
+        .map_err(|e| unavailable(format!("cannot start the index flush thread: {e}")))
 }
 
 /// Runs blocking shard work off the async runtime.
@@ -296,12 +325,16 @@ fn open_blocking(
         applied: AtomicU64::new(0),
         durable: Mutex::new(0),
         flushes: AtomicU64::new(0),
+        defer_upserts: options.flush_interval.is_some(),
         pending: AtomicU64::new(0),
         optimizing: AtomicBool::new(false),
         optimize_after: options.optimize_after_writes,
     });
     open.insert(dir, Arc::downgrade(&inner));
     drop(open);
+    if let Some(every) = options.flush_interval {
+        spawn_flusher(Arc::downgrade(&inner), every)?;
+    }
     let index = EmbeddedIndex { inner };
     if options.optimize_after_writes > 0 && info.points_count > 0 {
         // Points written before a restart may sit in plain segments.
@@ -511,8 +544,9 @@ impl EmbeddedIndex {
         }
     }
 
-    /// Applies one update and makes it durable; `false` when it named a missing point.
-    async fn write(&self, op: UpdateOperation, points: usize) -> Result<bool> {
+    /// Applies one update and, when `durable`, waits until it is on disk; `false` when it
+    /// named a missing point.
+    async fn write(&self, op: UpdateOperation, points: usize, durable: bool) -> Result<bool> {
         let inner = self.inner.clone();
         let applied = blocking(move || {
             let (result, seq) = {
@@ -521,7 +555,9 @@ impl EmbeddedIndex {
                 (result, inner.applied.fetch_add(1, Ordering::AcqRel) + 1)
             };
             // Also after a failed update: its WAL record is written either way.
-            inner.make_durable(seq);
+            if durable {
+                inner.make_durable(seq);
+            }
             match result {
                 Ok(()) => Ok(true),
                 Err(OperationError::PointIdError { .. }) => Ok(false),
@@ -603,6 +639,7 @@ impl VectorIndex for EmbeddedIndex {
                 PointInsertOperations::PointsList(list),
             )),
             n,
+            !self.inner.defer_upserts,
         )
         .await
         .map(|_| ())
@@ -619,6 +656,7 @@ impl VectorIndex for EmbeddedIndex {
         self.write(
             UpdateOperation::PayloadOperation(PayloadOps::OverwritePayload(op)),
             1,
+            true,
         )
         .await
         .map(|_applied| ())
@@ -633,6 +671,7 @@ impl VectorIndex for EmbeddedIndex {
         self.write(
             UpdateOperation::PointOperation(PointOperations::DeletePoints { ids }),
             n,
+            true,
         )
         .await
         .map(|_| ())
@@ -770,12 +809,121 @@ impl VectorIndex for EmbeddedIndex {
     async fn optimize(&self) -> Result<bool> {
         EmbeddedIndex::optimize(self).await
     }
+
+    async fn sync(&self) -> Result<()> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            inner.make_durable(inner.applied.load(Ordering::Acquire));
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: deferred upserts go to disk now rather than never.
+    fn drop(&mut self) {
+        let durable = *self.durable.get_mut().unwrap_or_else(|p| p.into_inner());
+        if *self.applied.get_mut() > durable {
+            self.shard.flush();
+        }
+    }
 }
 
 #[cfg(test)]
 mod group_commit_tests {
     use super::*;
     use crate::search::index::VectorIndex;
+
+    const SPACE: VectorSpace = VectorSpace {
+        semantic_dims: 4,
+        visual_dims: 4,
+    };
+
+    fn point(n: u64) -> crate::search::index::IndexPoint {
+        crate::search::index::IndexPoint {
+            id: Uuid::from_u128(u128::from(n)),
+            semantic: vec![1.0, 0.0, 0.0, 0.0],
+            visual: vec![0.0, 1.0, 0.0, 0.0],
+            payload: crate::search::index::PointPayload {
+                owner: "o".into(),
+                uploaded_at: 0,
+                status: "ready".into(),
+                tags: Vec::new(),
+                camera_make: None,
+                camera_model: None,
+                review_state: "unreviewed".into(),
+                model: "m".into(),
+                faces: None,
+                people: None,
+                catalog: Default::default(),
+            },
+        }
+    }
+
+    fn scratch_dir(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("flexphoto-{name}-{}", Uuid::new_v4()))
+    }
+
+    /// With a flush interval, an upsert returns unflushed; a payload change or a deletion
+    /// flushes it with itself, `sync` flushes what is left, and so does dropping the last
+    /// handle: a reopened shard has every point.
+    #[tokio::test]
+    async fn deferred_upserts_reach_disk_with_durable_writes_sync_and_drop() {
+        let dir = scratch_dir("deferred-flush");
+        let options = EmbeddedOptions {
+            optimize_after_writes: 0,
+            // Never within this test: only the other paths flush.
+            flush_interval: Some(std::time::Duration::from_secs(3600)),
+            ..EmbeddedOptions::default()
+        };
+        let (index, _) = open_embedded_index(&dir, SPACE, options).await.unwrap();
+        let flushes = || index.inner.flushes.load(Ordering::Relaxed);
+        let start = flushes();
+        index.upsert(vec![point(1)]).await.unwrap();
+        assert_eq!(flushes(), start, "an upsert alone does not flush");
+        index
+            .set_payload(Uuid::from_u128(1), &point(1).payload)
+            .await
+            .unwrap();
+        assert_eq!(flushes(), start + 1);
+        index.upsert(vec![point(2)]).await.unwrap();
+        index.upsert(vec![point(3)]).await.unwrap();
+        assert_eq!(flushes(), start + 1);
+        index.sync().await.unwrap();
+        assert_eq!(flushes(), start + 2);
+        index.sync().await.unwrap();
+        assert_eq!(flushes(), start + 2, "nothing left to flush");
+        index.upsert(vec![point(4)]).await.unwrap();
+        drop(index);
+        let (reopened, _) = open_embedded_index(&dir, SPACE, EmbeddedOptions::default())
+            .await
+            .unwrap();
+        let all = crate::search::index::SearchFilter::default();
+        assert_eq!(reopened.count(&all).await.unwrap(), 4);
+        drop(reopened);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The background flush makes deferred upserts durable by itself.
+    #[tokio::test]
+    async fn the_flush_thread_flushes_deferred_upserts() {
+        let dir = scratch_dir("flush-thread");
+        let options = EmbeddedOptions {
+            optimize_after_writes: 0,
+            flush_interval: Some(std::time::Duration::from_millis(20)),
+            ..EmbeddedOptions::default()
+        };
+        let (index, _) = open_embedded_index(&dir, SPACE, options).await.unwrap();
+        index.upsert(vec![point(1)]).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while *lock(&index.inner.durable) < index.inner.applied.load(Ordering::Acquire) {
+            assert!(std::time::Instant::now() < deadline, "never flushed");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        drop(index);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// One flush covers every update applied before it; a writer whose update it covered
     /// does not flush again, and one that came after does.
@@ -816,27 +964,7 @@ mod group_commit_tests {
         let tasks: Vec<_> = (0..writes)
             .map(|i| {
                 let index = index.clone();
-                tokio::spawn(async move {
-                    let point = crate::search::index::IndexPoint {
-                        id: Uuid::from_u128(u128::from(i) + 1),
-                        semantic: vec![1.0, 0.0, 0.0, 0.0],
-                        visual: vec![0.0, 1.0, 0.0, 0.0],
-                        payload: crate::search::index::PointPayload {
-                            owner: "o".into(),
-                            uploaded_at: 0,
-                            status: "ready".into(),
-                            tags: Vec::new(),
-                            camera_make: None,
-                            camera_model: None,
-                            review_state: "unreviewed".into(),
-                            model: "m".into(),
-                            faces: None,
-                            people: None,
-                            catalog: Default::default(),
-                        },
-                    };
-                    index.upsert(vec![point]).await
-                })
+                tokio::spawn(async move { index.upsert(vec![point(i + 1)]).await })
             })
             .collect();
         for t in tasks {

@@ -401,7 +401,9 @@ pub struct StoredVectors {
 pub trait VectorIndex: Send + Sync {
     /// "embedded" or "server".
     fn backend(&self) -> &'static str;
-    /// Inserts or replaces points (idempotent); returns once the write is durable.
+    /// Inserts or replaces points (idempotent); returns once the write is durable, except on
+    /// an embedded index with a flush interval, where it is durable within that interval (a
+    /// lost upsert is an image reconciliation embeds again; see the embedded backend's docs).
     async fn upsert(&self, points: Vec<IndexPoint>) -> Result<()>;
     /// Replaces the payload of an existing point; a missing point is not an error.
     async fn set_payload(&self, id: Uuid, payload: &PointPayload) -> Result<()>;
@@ -421,5 +423,10 @@ pub trait VectorIndex: Send + Sync {
     /// the default does nothing.
     async fn optimize(&self) -> Result<bool> {
         Ok(false)
+    }
+    /// Makes every write made so far durable (at shutdown). Only an embedded index with a
+    /// flush interval holds writes that are not: the default does nothing.
+    async fn sync(&self) -> Result<()> {
+        Ok(())
     }
 }
