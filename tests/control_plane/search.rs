@@ -538,18 +538,7 @@ async fn index_survives_restart_and_follows_model_changes() {
     app.stop();
     std::fs::remove_dir_all(app.data_dir.join("index")).unwrap();
     app.start();
-    let deadline = std::time::Instant::now() + Duration::from_secs(180);
-    loop {
-        let (_, st) = app.get_json("/v1/jobs/stats", ADMIN).await;
-        if st["queue"]["by_kind"]["embed"]["done"].as_i64() == Some(set.len() as i64) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "index never rebuilt: {st}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_embeds_done(&app, set.len(), "index never rebuilt").await;
     let rebuilt = search(&app, json!({ "text": "a bird", "owner": "r", "limit": 3 })).await;
     assert_eq!(ids(&before), ids(&rebuilt), "{before} / {rebuilt}");
 
@@ -559,18 +548,7 @@ async fn index_survives_restart_and_follows_model_changes() {
     app.env
         .insert("FLEXPHOTO__SEARCH__CONSE_TOP_K".into(), "3".into());
     app.start();
-    let deadline = std::time::Instant::now() + Duration::from_secs(180);
-    loop {
-        let (_, st) = app.get_json("/v1/jobs/stats", ADMIN).await;
-        if st["queue"]["by_kind"]["embed"]["done"].as_i64() == Some(2 * set.len() as i64) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no re-embedding: {st}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_embeds_done(&app, 2 * set.len(), "no re-embedding").await;
     let changed = search(&app, json!({ "text": "a bird", "owner": "r", "limit": 3 })).await;
     assert_ne!(changed["model"].as_str().unwrap(), model, "{changed}");
     assert!(
@@ -615,20 +593,27 @@ async fn index_writes_lost_in_a_crash_are_embedded_again() {
 
     app.kill9();
     app.start();
+    wait_embeds_done(
+        &app,
+        uploaded.len(),
+        "the lost vectors were never embedded again",
+    )
+    .await;
+    assert_eq!(found_per_owner(&app, &owners).await, expected);
+    app.cleanup().await;
+}
+
+/// Waits until `n` `embed` jobs have finished in all; fails with `what` after three minutes.
+async fn wait_embeds_done(app: &App, n: usize, what: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
     loop {
         let (_, st) = app.get_json("/v1/jobs/stats", ADMIN).await;
-        if st["queue"]["by_kind"]["embed"]["done"].as_i64() == Some(uploaded.len() as i64) {
-            break;
+        if st["queue"]["by_kind"]["embed"]["done"].as_i64() == Some(n as i64) {
+            return;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the lost vectors were never embedded again: {st}"
-        );
+        assert!(std::time::Instant::now() < deadline, "{what}: {st}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(found_per_owner(&app, &owners).await, expected);
-    app.cleanup().await;
 }
 
 /// What a text search finds among each owner's images, owner by owner.

@@ -865,19 +865,24 @@ mod group_commit_tests {
         std::env::temp_dir().join(format!("flexphoto-{name}-{}", Uuid::new_v4()))
     }
 
+    /// A new shard in `dir` that defers upserts' flushes to a thread running `every`.
+    async fn open_flushing_every(dir: &Path, every: std::time::Duration) -> EmbeddedIndex {
+        let options = EmbeddedOptions {
+            optimize_after_writes: 0,
+            flush_interval: Some(every),
+            ..EmbeddedOptions::default()
+        };
+        open_embedded_index(dir, SPACE, options).await.unwrap().0
+    }
+
     /// With a flush interval, an upsert returns unflushed; a payload change or a deletion
     /// flushes it with itself, `sync` flushes what is left, and so does dropping the last
     /// handle: a reopened shard has every point.
     #[tokio::test]
     async fn deferred_upserts_reach_disk_with_durable_writes_sync_and_drop() {
         let dir = scratch_dir("deferred-flush");
-        let options = EmbeddedOptions {
-            optimize_after_writes: 0,
-            // Never within this test: only the other paths flush.
-            flush_interval: Some(std::time::Duration::from_secs(3600)),
-            ..EmbeddedOptions::default()
-        };
-        let (index, _) = open_embedded_index(&dir, SPACE, options).await.unwrap();
+        // Never within this test: only the other paths flush.
+        let index = open_flushing_every(&dir, std::time::Duration::from_secs(3600)).await;
         let flushes = || index.inner.flushes.load(Ordering::Relaxed);
         let start = flushes();
         index.upsert(vec![point(1)]).await.unwrap();
@@ -909,12 +914,7 @@ mod group_commit_tests {
     #[tokio::test]
     async fn the_flush_thread_flushes_deferred_upserts() {
         let dir = scratch_dir("flush-thread");
-        let options = EmbeddedOptions {
-            optimize_after_writes: 0,
-            flush_interval: Some(std::time::Duration::from_millis(20)),
-            ..EmbeddedOptions::default()
-        };
-        let (index, _) = open_embedded_index(&dir, SPACE, options).await.unwrap();
+        let index = open_flushing_every(&dir, std::time::Duration::from_millis(20)).await;
         index.upsert(vec![point(1)]).await.unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while *lock(&index.inner.durable) < index.inner.applied.load(Ordering::Acquire) {
