@@ -159,7 +159,7 @@ fn spawn_flusher(inner: Weak<Inner>, every: std::time::Duration) -> Result<()> {
         .spawn(move || loop {
             std::thread::sleep(every);
             let Some(inner) = inner.upgrade() else { return };
-            inner.make_durable(inner.applied.load(Ordering::Acquire));
+            inner.make_all_durable();
         })
         .map(|_| ())
         .map_err(|e| unavailable(format!("cannot start the index flush thread: {e}")))
@@ -587,6 +587,11 @@ impl Inner {
         *durable = upto;
     }
 
+    /// Returns once every update applied so far is on disk (deferred upserts included).
+    fn make_all_durable(&self) {
+        self.make_durable(self.applied.load(Ordering::Acquire));
+    }
+
     fn optimize_now(&self) -> Result<bool> {
         let _gate = lock(&self.gate);
         self.pending.store(0, Ordering::Release);
@@ -813,7 +818,7 @@ impl VectorIndex for EmbeddedIndex {
     async fn sync(&self) -> Result<()> {
         let inner = self.inner.clone();
         blocking(move || {
-            inner.make_durable(inner.applied.load(Ordering::Acquire));
+            inner.make_all_durable();
             Ok(())
         })
         .await
@@ -823,10 +828,7 @@ impl VectorIndex for EmbeddedIndex {
 impl Drop for Inner {
     /// The last handle is gone: deferred upserts go to disk now rather than never.
     fn drop(&mut self) {
-        let durable = *self.durable.get_mut().unwrap_or_else(|p| p.into_inner());
-        if *self.applied.get_mut() > durable {
-            self.shard.flush();
-        }
+        self.make_all_durable();
     }
 }
 
